@@ -1,0 +1,42 @@
+"""Export the RBM stack of a DBN's Lightning checkpoint as a dbn_init safetensors file.
+
+Usage::
+
+    python -m dbn_init.export CKPT OUT.safetensors [--overwrite]
+
+The checkpoint is read with ``torch.load(..., weights_only=True)`` (no code from it runs) and
+validated by :func:`dbn_init.io.load_stack`. The file records ``scaling`` from the checkpoint's
+DataModule hyper-parameters (``datamodule_hyper_parameters["scaling"]``), else "unit".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from .io import load_stack, save_stack
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the exporter; returns the exit code (0 on success, 2 on bad input)."""
+    parser = argparse.ArgumentParser(prog="python -m dbn_init.export", description=__doc__.splitlines()[0])
+    parser.add_argument("ckpt", help="Lightning checkpoint (.ckpt) of a dbn_init DBN")
+    parser.add_argument("out", help="output file, e.g. rbms.safetensors")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it already exists")
+    args = parser.parse_args(argv)
+    try:
+        stack = load_stack(args.ckpt)
+        scaling = stack.metadata.get("scaling", "unit")
+        save_stack(stack.rbms, args.out, scaling=scaling, overwrite=args.overwrite,
+                   extra_metadata={"source": "lightning_checkpoint"})
+    except (ValueError, OSError) as err:  # user errors: the message is the whole story, no traceback
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

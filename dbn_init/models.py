@@ -1,0 +1,277 @@
+"""LightningModules: one fine-tuning recipe, two ways to start it.
+
+:class:`Classifier` holds the MLP, the cross-entropy step, the optimizer and the accuracy
+metrics. :class:`Baseline` starts the MLP from an initialisation scheme (Xavier, He, normal,
+constant); :class:`DBN` starts it from a greedily pretrained RBM stack. Nothing else differs.
+
+Data flow of a DBN fit: ``pretrain`` (one Trainer fit per RBM, :mod:`dbn_init.pretrain`) ->
+``transfer`` (each RBM's W and hidden bias become a sigmoid Linear layer) -> fine-tune (this
+module's own fit) -> test.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningDataModule, LightningModule
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from .init import InitName, check_constant, init_weight
+from .mlp import MLP, Activation, check_hidden
+from .pretrain import PretrainData, RBMStage, StageTrainerFactory, default_stage_trainer, up_pass
+from .rbm import check_visible, make_rbm
+
+__all__ = ["Classifier", "Baseline", "DBN"]
+
+log = logging.getLogger(__name__)
+
+
+class Classifier(LightningModule):
+    """An MLP classifier trained with cross-entropy: the fine-tuning step every model shares.
+
+    Parameters
+    ----------
+    input_size, num_classes : int
+        Set from the DataModule by the CLI (``data.input_size``, ``data.num_classes``).
+    hidden : list of int
+        Hidden-layer sizes, bottom to top, e.g. ``[256, 256]`` for 784-256-256-10.
+    activation : "relu", "sigmoid" or "tanh"
+    lr, optimizer, weight_decay, momentum :
+        The fine-tuning optimizer: Adam (lr 1e-3, the seed experiment) or SGD with momentum.
+    """
+
+    def __init__(
+        self,
+        input_size: int = 784,
+        num_classes: int = 10,
+        hidden: list[int] = [256, 256],  # noqa: B006  (LightningCLI reads defaults from the signature)
+        activation: Activation = "relu",
+        lr: float = 1e-3,
+        optimizer: Literal["adam", "sgd"] = "adam",
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+    ) -> None:
+        super().__init__()
+        self.mlp = MLP(input_size, check_hidden(hidden), num_classes, activation)
+        self.lr, self.optimizer_name = lr, optimizer
+        self.weight_decay, self.momentum = weight_decay, momentum
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(batch, input_size) -> logits (batch, num_classes)."""
+        return self.mlp(x)
+
+    def _step(self, batch: tuple[Tensor, Tensor], split: str, metric: MulticlassAccuracy) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        metric(logits, y)
+        self.log(f"{split}_loss", loss, on_step=False, on_epoch=True, sync_dist=split != "train")
+        self.log(f"{split}_acc", metric, on_step=False, on_epoch=True, prog_bar=split != "test")
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train", self.train_acc)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val", self.val_acc)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test", self.test_acc)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.mlp.parameters() if p.requires_grad]
+        if self.optimizer_name == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+class Baseline(Classifier):
+    """The MLP started from an initialisation scheme of :mod:`dbn_init.init`.
+
+    Parameters
+    ----------
+    init : scheme name
+        ``xavier_uniform``, ``xavier_normal``, ``he_uniform``, ``he_normal`` (gain from
+        ``activation``), ``normal`` (N(0, init_std^2)) or ``constant`` (every weight
+        ``init_value``; zero is refused).
+    """
+
+    def __init__(
+        self,
+        input_size: int = 784,
+        num_classes: int = 10,
+        hidden: list[int] = [256, 256],  # noqa: B006
+        init: InitName = "xavier_uniform",
+        activation: Activation = "relu",
+        init_std: float = 1.0,
+        init_value: float = 0.01,
+        lr: float = 1e-3,
+        optimizer: Literal["adam", "sgd"] = "adam",
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+    ) -> None:
+        super().__init__(input_size, num_classes, hidden, activation, lr, optimizer, weight_decay, momentum)
+        self.save_hyperparameters()
+        if init == "constant":
+            check_constant(init_value)
+        self.mlp.init_weights(init, std=init_std, value=init_value)
+
+
+class DBN(Classifier):
+    """A Deep Belief Network: greedy RBM pretraining, then the same fine-tuning as the baselines.
+
+    Hinton, Osindero & Teh (2006); Hinton & Salakhutdinov (2006) for fine-tuning the stack with
+    backprop. The first RBM models the data (Bernoulli visible units for pixels in [0, 1], or
+    Gaussian for standardised data); every RBM above models the hidden probabilities of the one
+    below with Bernoulli units. The stack then becomes a sigmoid MLP with a new classifier head.
+
+    Parameters
+    ----------
+    hidden : list of int
+        Hidden sizes of RBM 1..k, which are also the MLP's hidden layers.
+    visible_units : "bernoulli" or "gaussian"
+        Unit type of RBM 1's visible layer.
+    pretrain_epochs : int or list of int
+        Epochs per stage (one number for all, or one per RBM). 0 skips pretraining: the MLP
+        starts from RBMs at their N(0, 0.01) initialisation.
+    pretrain_lr : float
+        CD learning rate of Bernoulli RBMs (0.1, as in Hinton & Salakhutdinov's code).
+    gaussian_lr : float
+        CD learning rate of a Gaussian first RBM. Unit-variance Gaussian visible units diverge at
+        Bernoulli rates (Hinton 2010, section 13.2); 1e-3 is stable on standardised pixels.
+    initial_momentum, final_momentum, momentum_switch_epoch :
+        Momentum schedule of each stage (0.5 for the first 5 epochs, then 0.9; Hinton 2010).
+    rbm_weight_decay : float
+        L2 cost on RBM weights (2e-4, Hinton 2010 section 10); biases are not decayed.
+    cd_k : int
+        Gibbs sweeps per CD update.
+    persistent : bool
+        Persistent CD (Tieleman 2008): chains carry over between updates, one set per rank.
+    sample_visible : bool
+        Sample visible units in CD's chain instead of using their mean.
+    sparsity_target, sparsity_cost :
+        Optional sparsity penalty on mean hidden activation (Lee et al. 2008).
+    lr, optimizer, weight_decay, momentum :
+        Fine-tuning optimizer, as for :class:`Baseline`.
+    pretrain_seed : int
+        Seeds the Gibbs sampling noise (combined with stage and rank).
+    """
+
+    def __init__(
+        self,
+        input_size: int = 784,
+        num_classes: int = 10,
+        hidden: list[int] = [256, 256],  # noqa: B006
+        visible_units: Literal["bernoulli", "gaussian"] = "bernoulli",
+        pretrain_epochs: int | list[int] = 10,
+        pretrain_lr: float = 0.1,
+        gaussian_lr: float = 1e-3,
+        initial_momentum: float = 0.5,
+        final_momentum: float = 0.9,
+        momentum_switch_epoch: int = 5,
+        rbm_weight_decay: float = 2e-4,
+        cd_k: int = 1,
+        persistent: bool = False,
+        sample_visible: bool = False,
+        sparsity_target: float | None = None,
+        sparsity_cost: float = 0.0,
+        lr: float = 1e-3,
+        optimizer: Literal["adam", "sgd"] = "adam",
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        pretrain_seed: int = 0,
+    ) -> None:
+        super().__init__(input_size, num_classes, hidden, "sigmoid", lr, optimizer, weight_decay, momentum)
+        self.save_hyperparameters()
+        hidden = check_hidden(hidden)
+        epochs = [pretrain_epochs] * len(hidden) if isinstance(pretrain_epochs, int) else list(pretrain_epochs)
+        if len(epochs) != len(hidden) or any(e < 0 for e in epochs):
+            raise ValueError(
+                f"pretrain_epochs must be one non-negative number or one per RBM ({len(hidden)} for "
+                f"hidden={hidden}), got {pretrain_epochs}"
+            )
+        if cd_k < 1:
+            raise ValueError(f"cd_k must be >= 1, got {cd_k}")
+        if sparsity_target is not None and not 0.0 < sparsity_target < 1.0:
+            raise ValueError(f"sparsity_target must lie in (0, 1), got {sparsity_target}")
+        self.pretrain_epochs = epochs
+        sizes = [input_size, *hidden]
+        self.rbms = nn.ModuleList(
+            make_rbm(n_vis, n_hid, visible_units if i == 0 else "bernoulli")
+            for i, (n_vis, n_hid) in enumerate(zip(sizes[:-1], sizes[1:]))
+        )
+        self.rbms.requires_grad_(False)  # trained only inside their own stage's fit
+        # How many stages are finished; saved in checkpoints so a resumed run skips them.
+        self.register_buffer("stages_done", torch.tensor(0))
+        init_weight(self.mlp.head.weight, "xavier_uniform", "sigmoid")
+        nn.init.zeros_(self.mlp.head.bias)
+        self.transfer()  # until pretraining runs, the MLP mirrors the RBMs' N(0, 0.01) start
+
+    # --- pretraining --------------------------------------------------------------------------
+    @property
+    def pretrained(self) -> bool:
+        return int(self.stages_done) >= len(self.rbms)
+
+    def stage(self, index: int) -> RBMStage:
+        """The LightningModule that trains RBM ``index`` (from 0) on the frozen ones below."""
+        hp = self.hparams
+        first_gaussian = index == 0 and hp.visible_units == "gaussian"
+        return RBMStage(
+            self.rbms, index,
+            lr=hp.gaussian_lr if first_gaussian else hp.pretrain_lr,
+            initial_momentum=hp.initial_momentum, final_momentum=hp.final_momentum,
+            momentum_switch_epoch=hp.momentum_switch_epoch, weight_decay=hp.rbm_weight_decay,
+            cd_k=hp.cd_k, persistent=hp.persistent, sample_visible=hp.sample_visible,
+            sparsity_target=hp.sparsity_target, sparsity_cost=hp.sparsity_cost, seed=hp.pretrain_seed,
+        )
+
+    def pretrain(self, datamodule: LightningDataModule, trainer_factory: StageTrainerFactory = default_stage_trainer) -> None:
+        """Train RBM 1..k greedily, one ``trainer_factory(stage, epochs).fit`` each, then transfer.
+
+        Stages already recorded in ``stages_done`` (a resumed run) are skipped.
+        """
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        data = getattr(datamodule, "pretrain_x", None)
+        if data is not None:
+            if data.shape[1] != self.rbms[0].n_visible:
+                raise ValueError(
+                    f"the data has {data.shape[1]} features per image but RBM 1 expects "
+                    f"{self.rbms[0].n_visible} (input_size); let the CLI link data.input_size or "
+                    "pass the DataModule's input_size to the model"
+                )
+            check_visible(data, self.hparams.visible_units, where="the pretraining data")
+        for index, epochs in enumerate(self.pretrain_epochs):
+            if index < int(self.stages_done) or epochs == 0:
+                continue
+            log.info("pretraining RBM %d/%d for %d epochs", index + 1, len(self.rbms), epochs)
+            trainer_factory(index, epochs).fit(self.stage(index), datamodule=PretrainData(datamodule))
+            self.stages_done.fill_(index + 1)
+        self.rbms.requires_grad_(False)
+        self.rbms.eval()
+        self.stages_done.fill_(len(self.rbms))
+        self.transfer()
+
+    @torch.no_grad()
+    def transfer(self) -> None:
+        """Copy the RBM stack into the MLP's hidden layers (the head keeps its own init)."""
+        self.mlp.load_rbms(list(self.rbms))
+
+    def up_pass(self, x: Tensor) -> Tensor:
+        """The DBN's top-level hidden probabilities: (batch, input_size) -> (batch, hidden[-1])."""
+        return up_pass(self.rbms, x)
+
+    def on_fit_start(self) -> None:
+        if not self.pretrained and any(self.pretrain_epochs):
+            raise RuntimeError(
+                "this DBN has not been pretrained: call model.pretrain(datamodule) before "
+                "trainer.fit (train.py does this for you), or set pretrain_epochs to 0 to "
+                "fine-tune from randomly initialised RBMs"
+            )

@@ -1,0 +1,200 @@
+"""Greedy layer-wise pretraining: one Lightning fit per RBM of the stack.
+
+Stage k trains RBM k on the hidden probabilities of RBMs 1..k-1, which are frozen *by
+construction*: their ``requires_grad`` is switched off before the stage's Trainer wraps the
+model, so DDP never registers them and no optimizer holds them (toggling ``requires_grad``
+after DDP has wrapped a model silently breaks gradient synchronisation). The CD update is a loss
+(:meth:`dbn_init.rbm.RBM.cd_loss`) stepped by SGD with momentum, so DDP averages it across ranks
+like any gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from torch import Tensor, nn
+
+from .rbm import RBM
+
+__all__ = ["RBMStage", "PretrainData", "StageTrainerFactory", "default_stage_trainer", "up_pass"]
+
+StageTrainerFactory = Callable[[int, int], Trainer]  # (stage index from 0, epochs) -> Trainer
+
+
+def up_pass(rbms: nn.ModuleList | list[RBM], x: Tensor) -> Tensor:
+    """Hidden probabilities of the top RBM given data: (batch, n_visible_0) -> (batch, n_hidden_top)."""
+    for rbm in rbms:
+        x = rbm.hidden_probs(x)
+    return x
+
+
+class RBMStage(LightningModule):
+    """The training recipe for RBM ``index`` of ``rbms`` (contrastive divergence with momentum).
+
+    Parameters
+    ----------
+    rbms : nn.ModuleList of RBM
+        The whole stack, shared with the DBN (no copy): training here updates the DBN's RBM.
+    index : int
+        Which RBM to train, from 0; RBMs below it only encode the data, above it are unused.
+    lr, initial_momentum, final_momentum, momentum_switch_epoch, weight_decay, cd_k, persistent,
+    sample_visible, sparsity_target, sparsity_cost, seed :
+        As documented on :class:`dbn_init.models.DBN`.
+    """
+
+    def __init__(
+        self,
+        rbms: nn.ModuleList,
+        index: int,
+        lr: float = 0.1,
+        initial_momentum: float = 0.5,
+        final_momentum: float = 0.9,
+        momentum_switch_epoch: int = 5,
+        weight_decay: float = 2e-4,
+        cd_k: int = 1,
+        persistent: bool = False,
+        sample_visible: bool = False,
+        sparsity_target: float | None = None,
+        sparsity_cost: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.rbms = rbms
+        self.index = index
+        self.lr, self.weight_decay = lr, weight_decay
+        self.initial_momentum, self.final_momentum = initial_momentum, final_momentum
+        self.momentum_switch_epoch = momentum_switch_epoch
+        self.cd_k, self.persistent, self.sample_visible = cd_k, persistent, sample_visible
+        self.sparsity_target, self.sparsity_cost = sparsity_target, sparsity_cost
+        self.seed = seed
+        self.chain: Tensor | None = None  # PCD fantasy particles, one set per rank
+        self.generator: torch.Generator | None = None
+        self._generator_state: Tensor | None = None
+        for i, rbm in enumerate(rbms):  # freeze by construction, before any Trainer wraps us
+            rbm.requires_grad_(i == index)
+
+    @property
+    def rbm(self) -> RBM:
+        return self.rbms[self.index]
+
+    @property
+    def name(self) -> str:
+        return f"rbm{self.index + 1}"
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The data as RBM ``index`` sees it: hidden probabilities of the frozen RBMs below."""
+        with torch.no_grad():
+            return up_pass(self.rbms[: self.index], x)
+
+    # --- Lightning hooks ----------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        for rbm in self.rbms[: self.index]:
+            rbm.eval()
+        # Gibbs noise must differ across ranks (else DDP averages identical chains) and be
+        # reproducible: one generator per rank, seeded from the run seed, the stage and the rank.
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(_stage_seed(self.seed, self.index, self.global_rank))
+        if self._generator_state is not None:  # resumed: continue the same noise stream
+            self.generator.set_state(self._generator_state)
+
+    def on_train_epoch_start(self) -> None:
+        # Hinton (2010, section 9): momentum 0.5 while the weights settle, then 0.9.
+        momentum = self.initial_momentum if self.current_epoch < self.momentum_switch_epoch else self.final_momentum
+        for group in self.optimizers().optimizer.param_groups:
+            group["momentum"] = momentum
+        self.log(f"{self.name}/momentum", momentum, on_step=False, on_epoch=True)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        v = self.encode(batch[0])
+        if self.persistent and self.chain is None:
+            self.chain = v.detach().clone()  # Tieleman (2008) starts the chains at the data
+        result = self.rbm.cd_loss(
+            v, k=self.cd_k, chain=self.chain if self.persistent else None,
+            generator=self.generator, sample_visible=self.sample_visible,
+        )
+        loss = result.loss
+        if self.persistent:
+            self.chain = result.v_model
+        if self.sparsity_cost > 0 and self.sparsity_target is not None:
+            # Lee et al. (2008): pull each unit's mean activation towards the target.
+            q = torch.sigmoid(self.rbm.hidden_logits(v)).mean(0)  # (n_hidden,)
+            loss = loss + self.sparsity_cost * ((q - self.sparsity_target) ** 2).sum()
+        recon = ((v - result.reconstruction) ** 2).sum(-1).mean()
+        self.log(f"{self.name}/train_recon", recon, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log(f"{self.name}/cd_loss", result.loss.detach(), on_step=False, on_epoch=True, sync_dist=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # DDP keeps the weights bit-identical on every rank, so every rank reaches the same
+        # verdict here without a collective.
+        if not all(bool(torch.isfinite(p).all()) for p in self.rbm.parameters()):
+            raise FloatingPointError(
+                f"RBM {self.index + 1} diverged (non-finite weights) in epoch {self.current_epoch}, "
+                f"batch {batch_idx}, at learning rate {self.lr}. Likely causes: a learning rate too "
+                "high for Gaussian visible units (try --model.gaussian_lr 1e-3 or lower) or inputs "
+                "that are not standardised (--data.scaling standardize for Gaussian units, unit for "
+                "Bernoulli)."
+            )
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        v = self.encode(batch[0])
+        h = torch.bernoulli(self.rbm.hidden_probs(v), generator=self.generator)
+        recon = ((v - self.rbm.visible_mean(h)) ** 2).sum(-1).mean()
+        self.log(f"{self.name}/val_recon", recon, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log(f"{self.name}/val_free_energy", self.rbm.free_energy(v).mean(), on_epoch=True, sync_dist=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        # Weight decay on W only (Hinton 2010, section 10): biases are not penalised.
+        return torch.optim.SGD(
+            [
+                {"params": [self.rbm.weight], "weight_decay": self.weight_decay},
+                {"params": [self.rbm.visible_bias, self.rbm.hidden_bias], "weight_decay": 0.0},
+            ],
+            lr=self.lr,
+            momentum=self.initial_momentum,
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["dbn_init"] = {"stage": self.index + 1, "chain": self.chain,
+                                  "generator": self.generator.get_state() if self.generator is not None else None}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("dbn_init", {})
+        self.chain = saved.get("chain")
+        self._generator_state = saved.get("generator")
+
+
+def _stage_seed(seed: int, index: int, rank: int) -> int:
+    return (seed * 1_000_003 + index * 1_009 + rank) % (2**63 - 1)
+
+
+class PretrainData(LightningDataModule):
+    """A view of a DataModule whose training set is every training image, labelled or not.
+
+    In the label-scarce setting (``num_labels``) pretraining still sees all training images;
+    only fine-tuning is restricted to the labelled subset.
+    """
+
+    def __init__(self, datamodule: LightningDataModule) -> None:
+        super().__init__()
+        self.datamodule = datamodule
+
+    def prepare_data(self) -> None:
+        self.datamodule.prepare_data()
+
+    def setup(self, stage: str) -> None:
+        self.datamodule.setup(stage)
+
+    def train_dataloader(self):
+        return self.datamodule.pretrain_dataloader()
+
+    def val_dataloader(self):
+        return self.datamodule.val_dataloader()
+
+
+def default_stage_trainer(stage: int, epochs: int) -> Trainer:
+    """A quiet single-device Trainer for a stage, for use from Python."""
+    return Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False)

@@ -1,0 +1,278 @@
+"""Tests for dbn_init.data: the IDX reader, file discovery, splits, scaling and loaders.
+
+Real data throughout: sklearn's bundled digits, tiny IDX files written here, and the real
+Fashion-MNIST from Debian's ``dataset-fashion-mnist`` when it is installed.
+"""
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.utilities.data import _update_dataloader
+from sklearn.datasets import load_digits
+from torch.utils.data import DataLoader, DistributedSampler
+
+from dbn_init.data import (DigitsDataModule, FashionMNISTDataModule, MNISTDataModule, TensorBatches,
+                           _keep_batch, load_idx_dataset, read_idx)
+
+FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
+IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
+NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, IDX_CODES[array.dtype.type], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> Path:
+    data = idx_bytes(array)
+    path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+    return path
+
+
+def write_fake_mnist(folder: Path, n_train: int = 30, n_test: int = 10, gz: bool = False, n_train_labels=None):
+    """Four IDX files of random 28x28 uint8 images with labels 0..9 cycling; returns the arrays."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = (rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+              (np.arange(n_train if n_train_labels is None else n_train_labels) % 10).astype(np.uint8),
+              rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8), (np.arange(n_test) % 10).astype(np.uint8))
+    for name, array in zip(NAMES, arrays):
+        write_idx(folder / (name + ".gz" if gz else name), array, gz=gz)
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def digits():
+    dm = DigitsDataModule()
+    dm.setup("fit")
+    return dm
+
+
+# ---------------------------------------------------------------- digits: splits, seeds, scaling
+
+
+def test_digits_shapes_and_range(digits):
+    assert (DigitsDataModule().input_size, DigitsDataModule.image_shape, digits.num_classes) == (64, (8, 8), 10)
+    assert digits.dataset_name == "digits"
+    assert len(digits.pretrain_x) + len(digits.val_x) + len(digits.test_x) == 1797
+    assert (len(digits.test_x), len(digits.val_x), len(digits.pretrain_x)) == (360, 144, 1293)
+    assert digits.train_x is digits.pretrain_x  # no num_labels: every training image is labelled
+    for x, y in [(digits.train_x, digits.train_y), (digits.val_x, digits.val_y), (digits.test_x, digits.test_y)]:
+        assert x.dtype == torch.float32 and y.dtype == torch.int64 and x.shape == (len(y), 64)
+        assert x.min() == 0 and x.max() == 1
+    assert torch.equal(digits.test_y.bincount(), torch.tensor([36, 36, 35, 37, 36, 37, 36, 36, 35, 36]))
+
+
+def test_digits_splits_partition_the_dataset(digits):
+    assert not set(digits.val_indices.tolist()) & set(digits.pretrain_indices.tolist())
+    assert sorted(digits.val_indices.tolist() + digits.pretrain_indices.tolist()) == list(range(1437))
+    # Every image lands in exactly one split: the rows of the three splits are the dataset's rows.
+    rows = torch.cat([digits.pretrain_x, digits.val_x, digits.test_x]).mul(16).round().numpy()
+    original = load_digits().data.astype(np.float32)
+    assert np.array_equal(rows[np.lexsort(rows.T)], original[np.lexsort(original.T)])
+
+
+def test_split_seed_fixes_validation_but_never_test(digits):
+    same, other = DigitsDataModule(split_seed=0), DigitsDataModule(split_seed=1)
+    same.setup("fit")
+    other.setup("fit")
+    assert torch.equal(same.val_indices, digits.val_indices) and torch.equal(same.val_x, digits.val_x)
+    assert len(set(other.val_indices.tolist()) & set(digits.val_indices.tolist())) < 40  # ~14 expected by chance
+    assert torch.equal(other.test_x, digits.test_x) and torch.equal(other.test_y, digits.test_y)
+
+
+def test_num_labels_is_class_balanced_and_pretraining_keeps_everything(digits):
+    dm = DigitsDataModule(num_labels=50)
+    dm.setup("fit")
+    assert torch.equal(dm.train_y.bincount(), torch.full((10,), 5))
+    assert torch.equal(dm.pretrain_x, digits.pretrain_x) and len(dm.pretrain_x) == 1293
+    assert set(dm.train_indices.tolist()) <= set(dm.pretrain_indices.tolist())
+    assert torch.equal(dm.train_x, dm.pretrain_x[torch.searchsorted(dm.pretrain_indices, dm.train_indices)])
+    uneven = DigitsDataModule(num_labels=53)
+    uneven.setup("fit")
+    assert uneven.train_y.bincount().tolist() == [6, 6, 6, 5, 5, 5, 5, 5, 5, 5]
+    with pytest.raises(ValueError, match="training images of class"):
+        DigitsDataModule(num_labels=1500).setup("fit")
+
+
+def test_standardize_uses_pretrain_statistics(digits):
+    dm = DigitsDataModule(scaling="standardize")
+    dm.setup("fit")
+    varying = digits.pretrain_x.std(0, unbiased=False) > 0.05
+    assert 40 < varying.sum() < 64  # the digits' border pixels are (nearly) constant
+    assert dm.pretrain_x.mean(0).abs().max() < 1e-5
+    assert torch.allclose(dm.pretrain_x.std(0, unbiased=False)[varying], torch.ones(int(varying.sum())), atol=1e-4)
+    assert dm.pixel_std.min() >= 0.05 and dm.pixel_mean.shape == dm.pixel_std.shape == (64,)
+    assert torch.allclose(dm.test_x, (digits.test_x - dm.pixel_mean) / dm.pixel_std)
+    assert torch.equal(digits.pixel_mean, torch.zeros(64)) and torch.equal(digits.pixel_std, torch.ones(64))
+
+
+def test_binarize():
+    dm = DigitsDataModule(binarize=True)
+    dm.setup("fit")
+    for x in (dm.pretrain_x, dm.val_x, dm.test_x):
+        assert set(x.unique().tolist()) == {0.0, 1.0}
+    with pytest.raises(ValueError, match="binarize"):
+        DigitsDataModule(binarize=True, scaling="standardize")
+
+
+@pytest.mark.parametrize("kwargs", [dict(batch_size=0), dict(val_fraction=1.0), dict(val_fraction=-0.1),
+                                    dict(num_labels=5), dict(scaling="minmax"), dict(num_workers=-1)])
+def test_bad_arguments_are_refused_at_once(kwargs):
+    with pytest.raises(ValueError, match="expected"):
+        DigitsDataModule(**kwargs)
+
+
+def test_hyperparameters_are_saved_including_subclass_arguments():
+    dm = MNISTDataModule(root="somewhere", batch_size=7)
+    assert dm.hparams["root"] == "somewhere" and dm.hparams["batch_size"] == 7 and dm.hparams["download"] is False
+    assert (dm.input_size, dm.dataset_name, FashionMNISTDataModule().dataset_name) == (784, "mnist", "fashion_mnist")
+    with pytest.raises(TypeError):
+        MNISTDataModule(batchsize=7)  # a YAML typo must fail, not vanish into **kwargs
+
+
+# ---------------------------------------------------------------- loaders
+
+
+def test_batches_are_fancy_indexed_and_cover_the_data_once():
+    x, y = torch.randn(250, 5), torch.arange(250)  # y = row index, so each batch says where it came from
+    ds = TensorBatches(x, y)
+    bx, by = ds.__getitems__([7, 3, 249])
+    assert torch.equal(bx, x[[7, 3, 249]]) and torch.equal(by, y[[7, 3, 249]])
+    loader = DataLoader(ds, batch_size=32, shuffle=True, collate_fn=_keep_batch)
+    seen = []
+    for bx, by in loader:
+        assert torch.equal(bx, x[by])
+        seen.append(by)
+    assert [len(b) for b in seen] == [32] * 7 + [26]
+    assert torch.equal(torch.cat(seen).sort().values, y) and not torch.equal(torch.cat(seen), y)
+    pickle.dumps(loader.collate_fn), pickle.dumps(ds)  # worker processes need both
+
+
+def test_datamodule_loaders(digits):
+    loader = digits.train_dataloader()
+    batches = list(loader)
+    assert [len(b[0]) for b in batches] == [100] * 12 + [93]
+    assert all(bx.shape == (len(by), 64) and bx.dtype == torch.float32 and by.dtype == torch.int64
+               for bx, by in batches)
+    assert torch.allclose(sum(bx.sum(0) for bx, _ in batches), digits.train_x.sum(0), atol=1e-3)
+    assert torch.equal(torch.cat([by for _, by in batches]).bincount(), digits.train_y.bincount())
+    test = list(digits.test_dataloader())
+    assert torch.equal(torch.cat([bx for bx, _ in test]), digits.test_x)  # unshuffled: in order
+    assert len(digits.pretrain_dataloader().dataset) == 1293 and len(digits.val_dataloader().dataset) == 144
+    # Lightning rebuilds the loader with a DistributedSampler under DDP; rank 0 of 2 gets half.
+    ddp = _update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=2, rank=0, seed=0))
+    assert sum(len(by) for _, by in ddp) == 647
+
+
+# ---------------------------------------------------------------- IDX reader
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_idx_round_trip(tmp_path, gz):
+    rng = np.random.default_rng(0)
+    for array in (rng.integers(0, 256, (3, 4, 5), dtype=np.uint8), rng.standard_normal((6, 2)).astype(np.float32),
+                  np.array([-3, 0, 1000], dtype=np.int16), rng.standard_normal((2, 1, 2, 3))):
+        out = read_idx(write_idx(tmp_path / f"a{array.ndim}.idx", array, gz=gz))
+        assert out.dtype == array.dtype and out.dtype.isnative and out.shape == array.shape
+        assert np.array_equal(out, array) and out.flags.writeable
+
+
+def corrupt(path: Path, how: str) -> Path:
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        data = data[:-7]
+    elif how == "trailing":
+        data += b"\0"
+    elif how == "magic":
+        data[0] = 1
+    elif how == "dtype":
+        data[2] = 0x0A
+    elif how == "ndim":
+        data[3] = 0
+    elif how == "huge":
+        data[3:] = bytes([4]) + struct.pack(">4I", 2**16, 2**16, 2**16, 2**16)
+    elif how == "gzip":
+        data = bytearray(gzip.compress(bytes(data), mtime=0))
+        middle = len(data) // 2
+        data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("how", ["truncated", "trailing", "magic", "dtype", "ndim", "huge", "gzip"])
+def test_read_idx_refuses_damaged_files(tmp_path, how):
+    path = corrupt(write_idx(tmp_path / "x-idx3-ubyte", np.arange(600, dtype=np.uint8).reshape(6, 10, 10)), how)
+    with pytest.raises(ValueError, match="expected") as err:
+        read_idx(path)
+    assert str(path) in str(err.value) and "re-download" in str(err.value)
+
+
+def test_read_idx_raises_only_value_error_on_random_bytes(tmp_path):
+    rng = np.random.default_rng(0)
+    valid = idx_bytes(np.arange(60, dtype=np.int32).reshape(3, 20))
+    cases = [rng.bytes(int(n)) for n in rng.integers(0, 64, 100)]
+    cases += [b"\0\0" + bytes([code, ndim]) + rng.bytes(int(n))
+              for code, ndim, n in zip(rng.choice(list(IDX_CODES.values()), 100), rng.integers(0, 6, 100),
+                                       rng.integers(0, 40, 100))]
+    cases += [valid[:n] for n in range(len(valid))] + [gzip.compress(c, mtime=0)[: len(c)] for c in cases[:50]]
+    cases += [b"\x1f\x8b" + rng.bytes(30) for _ in range(50)]
+    path = tmp_path / "fuzz"
+    for data in cases:
+        path.write_bytes(data)
+        try:
+            read_idx(path)
+        except ValueError as err:
+            assert str(path) in str(err)
+
+
+# ---------------------------------------------------------------- file discovery and IDX DataModules
+
+
+def test_missing_root_names_paths_and_fixes(tmp_path):
+    for root in (tmp_path / "nowhere", tmp_path):  # missing, and present but empty
+        with pytest.raises(FileNotFoundError) as err:
+            load_idx_dataset(root, "MNIST")
+        message = str(err.value)
+        assert "--data.download true" in message and "--data.root" in message and "dataset-fashion-mnist" in message
+        assert str(root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz") in message
+        assert str(root / "train-images-idx3-ubyte") in message
+
+
+def test_image_and_label_counts_must_match(tmp_path):
+    write_fake_mnist(tmp_path, n_train=30, n_train_labels=29)
+    with pytest.raises(ValueError, match="30 images") as err:
+        load_idx_dataset(tmp_path, "MNIST")
+    assert str(tmp_path / "train-images-idx3-ubyte") in str(err.value)
+    assert str(tmp_path / "train-labels-idx1-ubyte") in str(err.value)
+
+
+@pytest.mark.parametrize("layout", ["flat", "torchvision"])
+def test_mnist_datamodule_loads_both_layouts(tmp_path, layout):
+    folder = tmp_path if layout == "flat" else tmp_path / "MNIST" / "raw"
+    train_images, train_labels, test_images, test_labels = write_fake_mnist(folder, gz=layout == "torchvision")
+    dm = MNISTDataModule(root=str(tmp_path), val_fraction=0.2, batch_size=8)
+    dm.prepare_data()  # download=False: must not touch the network
+    dm.setup("fit")
+    assert (len(dm.pretrain_x), len(dm.val_x), len(dm.test_x), dm.input_size) == (24, 6, 10, 784)
+    assert torch.equal(dm.test_x, torch.from_numpy(test_images.reshape(10, 784) / np.float32(255)))
+    assert torch.equal(dm.val_x, torch.from_numpy(train_images.reshape(30, 784)[dm.val_indices] / np.float32(255)))
+    assert torch.equal(dm.val_y, torch.from_numpy(train_labels.astype(np.int64))[dm.val_indices])
+    assert dm.test_y.tolist() == test_labels.tolist()
+
+
+@pytest.mark.skipif(not FASHION_ROOT.is_dir(), reason="needs `apt-get install dataset-fashion-mnist`")
+def test_real_fashion_mnist():
+    dm = FashionMNISTDataModule(root=str(FASHION_ROOT))
+    dm.setup("fit")
+    assert (len(dm.pretrain_x) + len(dm.val_x), len(dm.test_x), dm.pretrain_x.shape[1]) == (60000, 10000, 784)
+    # Fashion-MNIST is exactly balanced: 6,000 / 1,000 images per class.
+    assert torch.equal(torch.cat([dm.pretrain_y, dm.val_y]).bincount(), torch.full((10,), 6000))
+    assert torch.equal(dm.test_y.bincount(), torch.full((10,), 1000))
+    assert 0.27 < dm.pretrain_x.mean() < 0.30  # mean pixel of Fashion-MNIST is 0.286

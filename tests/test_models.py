@@ -1,0 +1,119 @@
+"""The DBN pipeline with real Trainers on real digits: stages, freezing, transfer, fine-tuning."""
+
+import pytest
+import torch
+from lightning.pytorch import Trainer, seed_everything
+
+from dbn_init import DBN, Baseline, DigitsDataModule
+
+
+def _trainer(epochs, **kw):
+    return Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    dm = DigitsDataModule(batch_size=64)
+    dm.setup("fit")
+    return dm
+
+
+def test_each_stage_trains_only_its_rbm_and_later_stages_leave_earlier_ones_unchanged(digits):
+    seed_everything(0)
+    model = DBN(input_size=64, hidden=[32, 16, 8], pretrain_epochs=2)
+    snapshots = []  # state of every RBM after each stage
+
+    def factory(stage, epochs):
+        if stage > 0:
+            snapshots.append([{k: v.clone() for k, v in r.state_dict().items()} for r in model.rbms])
+        return _trainer(epochs)
+
+    initial = [{k: v.clone() for k, v in r.state_dict().items()} for r in model.rbms]
+    model.pretrain(digits, factory)
+    snapshots.append([{k: v.clone() for k, v in r.state_dict().items()} for r in model.rbms])
+    final = snapshots[-1]
+    for i in range(3):  # every RBM was trained...
+        assert not torch.equal(final[i]["weight"], initial[i]["weight"])
+        # ...and never touched again once its stage was over
+        for after_stage in snapshots[i:]:
+            for key in ("weight", "visible_bias", "hidden_bias"):
+                assert torch.equal(after_stage[i][key], final[i][key])
+        # ...and not before its stage started
+        for before_stage in snapshots[: max(i - 1, 0)]:
+            assert torch.equal(before_stage[i]["weight"], initial[i]["weight"])
+    assert int(model.stages_done) == 3
+    assert not any(p.requires_grad for p in model.rbms.parameters())
+
+
+def test_stage_freezes_lower_rbms_by_construction(digits):
+    model = DBN(input_size=64, hidden=[32, 16, 8])
+    stage = model.stage(1)
+    trainable = {n for n, p in stage.named_parameters() if p.requires_grad}
+    assert trainable == {"rbms.1.weight", "rbms.1.visible_bias", "rbms.1.hidden_bias"}
+    optimised = {id(p) for g in stage.configure_optimizers().param_groups for p in g["params"]}
+    assert optimised == {id(p) for p in model.rbms[1].parameters()}
+
+
+def test_transferred_mlp_reproduces_the_dbn_up_pass_exactly(digits):
+    seed_everything(0)
+    model = DBN(input_size=64, hidden=[48, 24], pretrain_epochs=1)
+    model.pretrain(digits, lambda stage, epochs: _trainer(epochs))
+    x = digits.val_x
+    with torch.no_grad():
+        assert torch.equal(model.mlp.forward_features(x), model.up_pass(x))
+        # layer by layer, too: each Linear+sigmoid is p(h_k | h_{k-1})
+        h = x
+        for rbm, linear in zip(model.rbms, model.mlp.linears):
+            assert torch.equal(torch.sigmoid(linear(h)), rbm.hidden_probs(h))
+            h = rbm.hidden_probs(h)
+
+
+def test_pretraining_helps_and_the_dbn_fine_tunes_to_high_accuracy_on_digits(digits):
+    seed_everything(0)
+    digits = DigitsDataModule(batch_size=32)
+    model = DBN(input_size=64, hidden=[128, 128], pretrain_epochs=10)
+    model.pretrain(digits, lambda stage, epochs: _trainer(epochs))
+    first = model.rbms[0]
+    with torch.no_grad():
+        recon = ((digits.val_x - first.visible_mean(first.hidden_probs(digits.val_x))) ** 2).sum(1).mean()
+    assert recon < 3.0  # an untrained RBM's reconstruction error is ~16 on these digits
+    trainer = _trainer(20)
+    trainer.fit(model, datamodule=digits)
+    result = trainer.test(model, datamodule=digits, verbose=False)[0]
+    assert result["test_acc"] > 0.93
+
+
+def test_fine_tuning_without_pretraining_is_refused(digits):
+    model = DBN(input_size=64, hidden=[16], pretrain_epochs=1)
+    with pytest.raises(RuntimeError, match="has not been pretrained"):
+        _trainer(1).fit(model, datamodule=digits)
+
+
+def test_baseline_learns_digits(digits):
+    seed_everything(0)
+    model = Baseline(input_size=64, hidden=[64, 64], init="he_uniform")
+    trainer = _trainer(10)
+    trainer.fit(model, datamodule=digits)
+    assert trainer.test(model, datamodule=digits, verbose=False)[0]["test_acc"] > 0.93
+
+
+def test_bad_model_arguments_get_clear_errors():
+    with pytest.raises(ValueError, match="at least one hidden"):
+        DBN(input_size=64, hidden=[])
+    with pytest.raises(ValueError, match="positive integers"):
+        Baseline(input_size=64, hidden=[32, 0])
+    with pytest.raises(ValueError, match="one per RBM"):
+        DBN(input_size=64, hidden=[32, 16], pretrain_epochs=[1, 2, 3])
+
+
+def test_bernoulli_dbn_refuses_unscaled_pixels(digits):
+    class Unscaled(DigitsDataModule):
+        def setup(self, stage):
+            super().setup(stage)
+            self.pretrain_x = self.pretrain_x * 16  # raw 0..16 pixel values
+
+    with pytest.raises(ValueError, match=r"Bernoulli visible units expect probabilities in \[0, 1\]"):
+        DBN(input_size=64, hidden=[16]).pretrain(Unscaled(), lambda s, e: _trainer(e))
+    with pytest.raises(ValueError, match="64 features per image but RBM 1 expects 784"):
+        DBN(input_size=784, hidden=[16]).pretrain(digits, lambda s, e: _trainer(e))
