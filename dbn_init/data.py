@@ -240,7 +240,8 @@ class ImageDataModule(LightningDataModule):
         x = torch.from_numpy(np.asarray(images, dtype=np.float32).reshape(len(images), -1))
         bad = int((~torch.isfinite(x)).sum())
         if bad:
-            raise ValueError(f"expected finite pixels, got {bad} NaN/Inf values in the {split} split; fix the data files")
+            raise ValueError(f"expected finite pixels, got {bad} NaN/Inf values in the {split} split; "
+                             "fix or replace the data files")
         if x.numel() and (x.min() < 0 or x.max() > self.pixel_max):
             raise ValueError(f"expected {split} pixels in [0, {self.pixel_max}], got {x.min():g}..{x.max():g}; "
                              "use the DataModule matching the files")

@@ -1,6 +1,6 @@
 """Import and export of pretrained RBM stacks, without ever executing code from a weights file.
 
-Formats :func:`load_stack` reads (each validated by one shared checker before anything is
+Formats :func:`load_stack` reads (each checked by one shared validator before anything is
 returned; every problem found is reported in one ``ValueError`` that names the file):
 
 * **safetensors** (:func:`save_stack` writes these): tensors ``rbm.{i}.weight`` of shape
@@ -11,8 +11,7 @@ returned; every problem found is reported in one ``ValueError`` that names the f
 * **Lightning checkpoints** of :class:`dbn_init.models.DBN` (``state_dict["rbms.{i}.weight"]``...),
   read with ``torch.load(..., weights_only=True)`` only.
 * **.npz** with keys ``weight_{i}`` ``(n_hidden, n_visible)``, ``visible_bias_{i}``,
-  ``hidden_bias_{i}`` and optionally ``visible_units`` (string array), read with
-  ``allow_pickle=False``.
+  ``hidden_bias_{i}`` and optionally ``visible_units`` (string array), read with ``allow_pickle=False``.
 * **scikit-learn**: a list of fitted ``BernoulliRBM`` (bottom to top), via :func:`from_sklearn`.
 
 Pickles (plain, joblib, whole pickled modules) are refused: unpickling runs arbitrary code.
@@ -29,7 +28,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -47,18 +46,19 @@ _UNITS = ("bernoulli", "gaussian")
 _SCALINGS = ("unit", "standardize")
 _ORIENTATION = "weight is (n_hidden, n_visible), like nn.Linear"
 _MAX_HEADER = 100_000_000  # the safetensors library's own header limit
+_ACCEPTED = ("a dbn_init .safetensors file, a Lightning .ckpt of a DBN, or a .npz with keys weight_{i}, "
+             "visible_bias_{i}, hidden_bias_{i}")
 _PICKLE_HELP = (
-    "unpickling can execute arbitrary code, so dbn_init never does it. Convert the file in a "
-    "trusted environment: load it there, then call dbn_init.io.save_stack(rbms, 'out.safetensors'), "
-    "or write a .npz with keys weight_{i} (n_hidden, n_visible), visible_bias_{i}, hidden_bias_{i}"
+    "unpickling can execute arbitrary code, so dbn_init never does it. Convert the file in a trusted "
+    "environment: load it there, then call dbn_init.io.save_stack(rbms, 'out.safetensors'), or write a .npz "
+    "with keys weight_{i} (n_hidden, n_visible), visible_bias_{i}, hidden_bias_{i}"
 )
-_ACCEPTED = "a dbn_init .safetensors file, a Lightning .ckpt of a DBN, or a .npz with keys weight_{i}, visible_bias_{i}, hidden_bias_{i}"
 # Magic numbers of files that hold pickles: pickle protocol 2+, and the compressors joblib.dump uses.
 _PICKLE_MAGIC = {b"\x80": "a pickle", **{m: f"a {kind}-compressed joblib dump" for m, kind in [
     (b"x\x01", "zlib"), (b"x^", "zlib"), (b"x\x9c", "zlib"), (b"x\xda", "zlib"), (b"\x1f\x8b", "gzip"),
     (b"BZh", "bz2"), (b"\xfd7zXZ", "xz"), (b"]\x00\x00", "lzma"), (b"\x04\x22\x4d\x18", "lz4")]}}
 
-Label = Callable[[int, str], str]  # (layer index, kind) -> the name a user sees in their file
+Label = Callable[[int, str], str]  # (layer index, kind) -> the name the user sees in their file
 
 
 @dataclass
@@ -69,42 +69,47 @@ class StackFile:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+class _Raw(NamedTuple):
+    """What a format reader found, before validation."""
+
+    found: dict  # (layer, kind) -> tensor or ndarray, as stored
+    label: Label
+    units: list | None  # visible unit type per RBM; None: all Bernoulli
+    metadata: dict[str, str]
+    sizes: list | None = None  # [n_visible_0, n_hidden_0, ...] as declared by the file, if it does
+
+
 # --- writing --------------------------------------------------------------------------------
 def save_stack(rbms: Sequence[RBM], path: str | os.PathLike, *, scaling: str = "unit",
                extra_metadata: dict[str, str] | None = None, overwrite: bool = False) -> Path:
-    """Write an RBM stack as one safetensors file, atomically; returns the path written.
+    """Write an RBM stack (bottom to top) as one safetensors file, atomically; returns the path.
 
-    ``scaling`` records how inputs were scaled for RBM 0 ("unit": pixels in [0, 1];
-    "standardize": zero mean, unit variance). The stack is validated like a loaded one, so a
-    diverged (NaN) or inconsistent stack is refused before anything is written.
+    ``scaling`` records how RBM 0's inputs were scaled ("unit": pixels in [0, 1]; "standardize":
+    zero mean, unit variance). The stack is validated like a loaded one, so a diverged (NaN) or
+    inconsistent stack is refused before anything is written.
     """
-    path = Path(path)
-    extra = dict(extra_metadata or {})
-    problems = []
-    if scaling not in _SCALINGS:
-        problems.append(f"scaling must be one of {list(_SCALINGS)}, got {scaling!r}")
-    bad = [k for k, v in extra.items() if not isinstance(k, str) or not isinstance(v, str)]
-    clash = sorted(set(extra) & {"format", "format_version", "visible_units", "sizes", "scaling"})
-    if bad or clash:
-        problems.append(f"extra_metadata must map str to str and avoid the reserved keys; bad: {bad}, reserved: {clash}")
+    path, extra = Path(path), dict(extra_metadata or {})
     if isinstance(rbms, RBM) or not all(isinstance(r, RBM) for r in rbms):
         got = type(rbms).__name__ if isinstance(rbms, RBM) else [type(r).__name__ for r in rbms]
-        problems.append(f"expected a sequence of dbn_init RBMs (bottom to top; wrap a single one as [rbm]), got {got}")
-        raise ValueError(f"cannot save to {path}: " + "; ".join(problems))
-    found = {(i, k): getattr(r, k).detach() for i, r in enumerate(rbms) for k in _KINDS}
+        raise ValueError(f"cannot save to {path}: expected a sequence of dbn_init RBMs (wrap one as [rbm]), got {got}")
+    problems = [] if scaling in _SCALINGS else [f"scaling must be one of {list(_SCALINGS)}, got {scaling!r}"]
+    reserved = {"format", "format_version", "visible_units", "sizes", "scaling"}
+    bad = [k for k, v in extra.items() if not isinstance(k, str) or not isinstance(v, str) or k in reserved]
+    if bad:
+        problems.append(f"extra_metadata must map str to str without the reserved keys {sorted(reserved)}; bad: {bad}")
     units = [r.visible_units for r in rbms]
+    found = {(i, k): getattr(r, k).detach() for i, r in enumerate(rbms) for k in _KINDS}
     stack = _build(f"cannot save to {path}", found, lambda i, k: f"rbms[{i}].{k}", units, problems)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite on the command line) to replace it")
+        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite on the command line)")
     folder = path.parent
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot save to {path}: folder {folder} does not exist; create it first")
-    tensors = {f"rbm.{i}.{k}": getattr(r, k).detach().to("cpu", torch.float32).contiguous()
-               for i, r in enumerate(stack) for k in _KINDS}
+    tensors = {f"rbm.{i}.{k}": getattr(r, k).detach().contiguous() for i, r in enumerate(stack) for k in _KINDS}
     sizes = [stack[0].n_visible] + [r.n_hidden for r in stack]
     metadata = {**extra, "format": FORMAT, "format_version": FORMAT_VERSION,
                 "visible_units": json.dumps(units), "sizes": json.dumps(sizes), "scaling": scaling}
-    try:  # temp file in the same folder, so os.replace is an atomic rename: a crash leaves the old file
+    try:  # a temp file in the same folder makes os.replace an atomic rename: a crash leaves the old file
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
         raise PermissionError(f"cannot write to folder {folder} ({err.strerror}); choose a writable folder") from err
@@ -125,12 +130,12 @@ def save_stack(rbms: Sequence[RBM], path: str | os.PathLike, *, scaling: str = "
 # --- reading --------------------------------------------------------------------------------
 def load_stack(source: str | os.PathLike | Sequence[Any], *, input_size: int | None = None,
                hidden: Sequence[int] | None = None) -> StackFile:
-    """Load and validate an RBM stack from a file or a list of fitted sklearn ``BernoulliRBM``.
+    """Load and validate an RBM stack from a file, or from a list of fitted sklearn ``BernoulliRBM``.
 
-    ``input_size`` (n_visible of RBM 0) and ``hidden`` (the n_hidden of each RBM; an imported
-    stack may be a prefix of ``hidden`` when more layers will be pretrained on top) are checked
-    when given. Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for anything
-    else wrong with the input, listing every problem at once.
+    ``input_size`` (n_visible of RBM 0) and ``hidden`` (n_hidden of each RBM; the stack may be a
+    prefix of ``hidden`` when more layers will be pretrained on top) are checked when given.
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for anything else wrong
+    with the input, listing every problem at once.
     """
     if isinstance(source, (list, tuple)):
         return StackFile(from_sklearn(source, input_size=input_size, hidden=hidden), {"source": "sklearn"})
@@ -149,25 +154,27 @@ def load_stack(source: str | os.PathLike | Sequence[Any], *, input_size: int | N
         raise ValueError(f"cannot read {path}: {err.strerror}") from err
     if size == 0:
         raise ValueError(f"{path} is empty (0 bytes); expected {_ACCEPTED}")
-    reader = _sniff(path, head, size)
-    return reader(path, size, input_size, hidden)
+    problems: list[str] = []  # the readers add what they find; _build adds the rest and raises once
+    raw = _sniff(path, head)(path, size, problems)
+    return StackFile(_build(str(path), raw.found, raw.label, raw.units, problems, input_size, hidden, raw.sizes),
+                     raw.metadata)
 
 
-def _sniff(path: Path, head: bytes, size: int) -> Callable[..., StackFile]:
-    """Pick the reader by content: zip (torch or npz), pickle-like (refused) or safetensors."""
+def _sniff(path: Path, head: bytes) -> Callable[[Path, int, list[str]], _Raw]:
+    """Pick the reader by content: zip (torch checkpoint or npz), safetensors, or refuse."""
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         try:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
-        except Exception as err:  # BadZipFile, zlib/EOF errors... all mean "corrupt"
+        except Exception as err:  # BadZipFile, zlib or decoding errors: all mean "corrupt"
             raise ValueError(f"{path} looks like a zip file but is corrupt ({err}); expected {_ACCEPTED}") from err
         if any(n.endswith("data.pkl") for n in names):
             return _read_checkpoint
         if names and all(n.endswith(".npy") for n in names):
             return _read_npz
-        raise ValueError(f"{path} is a zip file that is neither a torch checkpoint nor an .npz; expected {_ACCEPTED}")
-    # safetensors first: a header length under 100 MB then "{". Its first bytes may collide with
-    # the magic numbers below (a 128-byte header starts with b"\x80"), pickles never pass this test.
+        raise ValueError(f"{path} is a zip file but neither a torch checkpoint nor an .npz; expected {_ACCEPTED}")
+    # safetensors before the magic numbers: a 128-byte header would start with b"\x80" like a
+    # pickle, but no pickle has a header length under 100 MB followed by "{".
     if head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] <= _MAX_HEADER:
         return _read_safetensors
     what = next((what for magic, what in _PICKLE_MAGIC.items() if head.startswith(magic)), None)
@@ -178,89 +185,79 @@ def _sniff(path: Path, head: bytes, size: int) -> Callable[..., StackFile]:
     raise ValueError(f"{path} is not a recognised weights file (unknown content); expected {_ACCEPTED}")
 
 
-def _read_safetensors(path: Path, size: int, input_size: int | None, hidden: Sequence[int] | None) -> StackFile:
+def _read_safetensors(path: Path, size: int, problems: list[str]) -> _Raw:
     corrupt = f"{path} is a truncated or corrupt safetensors file"
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
-        if n > min(size - 8, _MAX_HEADER):
+        if n > size - 8:
             raise ValueError(f"{corrupt}: its header claims {n} bytes but the file holds {size - 8}")
         raw = f.read(n)
-    try:  # check the header ourselves, so the library only ever sees well-formed files
+    try:  # check the header ourselves, so that the library only ever sees well-formed files
         header = json.loads(raw.decode("utf-8"))
         meta = header.pop("__metadata__", None) or {}
-        ends = [int(e["data_offsets"][1]) for e in header.values()]
-        ok = isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())
-    except (ValueError, RecursionError, OverflowError, AttributeError, TypeError, KeyError, IndexError) as err:
+        end = max([int(e["data_offsets"][1]) for e in header.values()], default=0)
+        if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+            raise ValueError("__metadata__ must map strings to strings")
+    except (ValueError, RecursionError, OverflowError, AttributeError, TypeError, LookupError) as err:
         raise ValueError(f"{corrupt}: unreadable header ({type(err).__name__}: {err})") from err
-    if not ok:
-        raise ValueError(f"{corrupt}: __metadata__ must map strings to strings")
-    if max(ends, default=0) > size - 8 - n:
-        raise ValueError(f"{corrupt}: tensors need {max(ends)} data bytes but only {size - 8 - n} are present (truncated?)")
+    if end > size - 8 - n:
+        raise ValueError(f"{corrupt}: tensors need {end} data bytes but only {size - 8 - n} are present")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            found_raw = {name: f.get_tensor(name) for name in f.keys()}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
     except Exception as err:  # SafetensorError and friends: a malformed file, whatever the detail
         raise ValueError(f"{corrupt}: {err}") from err
-    problems = []
-    if meta.get("format") == FORMAT and meta.get("format_version") != FORMAT_VERSION:
-        problems.append(f"format_version is {meta.get('format_version')!r}, this dbn_init reads {FORMAT_VERSION!r}; upgrade dbn_init")
-    units, sizes = None, None
-    if meta.get("format") == FORMAT:
-        units, sizes = _json_list(meta, "visible_units", problems), _json_list(meta, "sizes", problems)
-    found = _match(found_raw, r"rbm\.(0|[1-9]\d*)\.(weight|visible_bias|hidden_bias)", problems,
+    ours = meta.get("format") == FORMAT  # a foreign file is accepted if its tensor names follow our scheme
+    if ours and meta.get("format_version") != FORMAT_VERSION:
+        problems.append(f"format_version is {meta.get('format_version')!r}, this dbn_init reads "
+                        f"{FORMAT_VERSION!r}; upgrade dbn_init")
+    found = _match(tensors, r"rbm\.(?P<i>0|[1-9]\d*)\.(?P<kind>\w+)", problems,
                    "rbm.{i}.weight, rbm.{i}.visible_bias, rbm.{i}.hidden_bias for i = 0, 1, ...")
-    rbms = _build(str(path), found, lambda i, k: f"rbm.{i}.{k}", units, problems, input_size, hidden, sizes)
-    return StackFile(rbms, dict(meta))
+    units = _json_list(meta, "visible_units", problems) if ours else None
+    sizes = _json_list(meta, "sizes", problems) if ours else None
+    return _Raw(found, lambda i, k: f"rbm.{i}.{k}", units, dict(meta), sizes)
 
 
-def _read_checkpoint(path: Path, size: int, input_size: int | None, hidden: Sequence[int] | None) -> StackFile:
+def _read_checkpoint(path: Path, size: int, problems: list[str]) -> _Raw:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        culprit = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    except pickle.UnpicklingError as err:  # weights_only met a class or function: a pickled object
+        culprit = re.search(r"GLOBAL ([\w.]+)", str(err))
         holds = f" (it holds {culprit.group(1)})" if culprit else ""
-        raise ValueError(f"{path} holds pickled Python objects{holds}, not just weights; refusing to load it: {_PICKLE_HELP}") from err
+        raise ValueError(f"{path} holds pickled Python objects{holds}, not just weights; refusing to load it: "
+                         f"{_PICKLE_HELP}") from err
     except Exception as err:  # torch raises RuntimeError, EOFError, KeyError... for corrupt archives
         raise ValueError(f"{path} is a truncated or corrupt torch checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{path} holds a {type(ckpt).__name__}; expected a Lightning checkpoint dict with a 'state_dict'")
-    # A Lightning checkpoint nests the weights; a bare torch.save(model.state_dict()) does not.
-    state = ckpt.get("state_dict", ckpt)
-    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt.get("hyper_parameters"), dict) else {}
-    problems: list[str] = []
+    # A Lightning checkpoint nests the weights in "state_dict"; a bare torch.save(model.state_dict()) does not.
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: state_dict is a {type(state).__name__}, expected a dict of tensors")
-    found = _match({k: v for k, v in state.items() if isinstance(k, str) and k.startswith("rbms.")},
-                   r"rbms\.(0|[1-9]\d*)\.(weight|visible_bias|hidden_bias)", problems, "rbms.{i}.weight, ...")
-    units = None
-    if "visible_units" in hparams:  # RBMs above the first always model hidden probabilities: Bernoulli
-        n = len({i for i, _ in found})
-        units = [hparams["visible_units"]] + ["bernoulli"] * (n - 1) if n else None
-    rbms = _build(str(path), found, lambda i, k: f"state_dict['rbms.{i}.{k}']", units, problems, input_size, hidden)
+        raise ValueError(f"{path} holds a {type(state).__name__}; expected a Lightning checkpoint with a state_dict")
+    rbm_keys = {k: v for k, v in state.items() if isinstance(k, str) and k.startswith("rbms.")}
+    found = _match(rbm_keys, r"rbms\.(?P<i>0|[1-9]\d*)\.(?P<kind>\w+)", problems, "rbms.{i}.weight, ...")
+    hparams, data_hp = ckpt.get("hyper_parameters"), ckpt.get("datamodule_hyper_parameters")
+    units, n = None, len({i for i, _ in found})
+    if isinstance(hparams, dict) and "visible_units" in hparams and n:
+        units = [hparams["visible_units"]] + ["bernoulli"] * (n - 1)  # upper RBMs model hidden probabilities
     meta = {"source": "lightning_checkpoint"}
-    data_hp = ckpt.get("datamodule_hyper_parameters")
     if isinstance(data_hp, dict) and isinstance(data_hp.get("scaling"), str):
         meta["scaling"] = data_hp["scaling"]
-    return StackFile(rbms, meta)
+    return _Raw(found, lambda i, k: f"state_dict['rbms.{i}.{k}']", units, meta)
 
 
-def _read_npz(path: Path, size: int, input_size: int | None, hidden: Sequence[int] | None) -> StackFile:
-    problems: list[str] = []
+def _read_npz(path: Path, size: int, problems: list[str]) -> _Raw:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except Exception as err:  # object arrays need pickle: np.load refuses them with ValueError
+    except Exception as err:  # object arrays need pickle, so np.load refuses them with ValueError
         raise ValueError(f"{path} is a corrupt .npz, or holds object arrays that need pickle ({err}); "
                          "expected numeric arrays weight_{i}, visible_bias_{i}, hidden_bias_{i}") from err
     units = arrays.pop("visible_units", None)
     if units is not None and units.dtype.kind not in "US":
-        problems.append(f"visible_units has dtype {units.dtype}, expected a string array like np.array(['gaussian', 'bernoulli'])")
-        units = None
-    units = None if units is None else [str(u) for u in np.atleast_1d(units)]
-    found = _match(arrays, r"(weight|visible_bias|hidden_bias)_(0|[1-9]\d*)", problems,
-                   "weight_{i}, visible_bias_{i}, hidden_bias_{i} (and optionally visible_units)", swap=True)
-    rbms = _build(str(path), found, lambda i, k: f"{k}_{i}", units, problems, input_size, hidden)
-    return StackFile(rbms, {"source": "npz"})
+        problems.append(f"visible_units has dtype {units.dtype}, expected strings: np.array(['gaussian', 'bernoulli'])")
+    units = [str(u) for u in np.atleast_1d(units)] if units is not None and units.dtype.kind in "US" else None
+    found = _match(arrays, r"(?P<kind>\w+?)_(?P<i>0|[1-9]\d*)", problems,
+                   "weight_{i}, visible_bias_{i}, hidden_bias_{i} (and optionally visible_units)")
+    return _Raw(found, lambda i, k: f"{k}_{i}", units, {"source": "npz"})
 
 
 def from_sklearn(estimators: Sequence[Any], *, input_size: int | None = None,
@@ -275,38 +272,37 @@ def from_sklearn(estimators: Sequence[Any], *, input_size: int | None = None,
     for i, est in enumerate(estimators):
         if not hasattr(est, "components_"):
             problems.append(f"estimators[{i}] ({type(est).__name__}) is not a fitted BernoulliRBM; call fit first")
-            continue
-        found.update({(i, k): np.asarray(getattr(est, a, None)) for k, a in names.items() if hasattr(est, a)})
-    return _build("sklearn estimators", found, lambda i, k: f"estimators[{i}].{names[k]}", None, problems, input_size, hidden)
+        found.update({(i, k): np.asarray(getattr(est, a)) for k, a in names.items() if hasattr(est, a)})
+    label = lambda i, k: f"estimators[{i}].{names[k]}"  # noqa: E731
+    return _build("sklearn estimators", found, label, None, problems, input_size, hidden)
 
 
 # --- the one validator ----------------------------------------------------------------------
-def _match(tensors: dict[str, Any], pattern: str, problems: list[str], scheme: str, swap: bool = False) -> dict:
+def _match(tensors: dict[str, Any], pattern: str, problems: list[str], scheme: str) -> dict:
     """Map names like ``rbm.3.weight`` to ``(3, "weight")``; names outside the scheme are problems."""
     found, unknown = {}, []
     for name, value in tensors.items():
         m = re.fullmatch(pattern, name)
-        if m is None:
-            unknown.append(name)
+        if m and m["kind"] in _KINDS:
+            found[int(m["i"]), m["kind"]] = value
         else:
-            kind, i = (m.group(1), m.group(2)) if swap else (m.group(2), m.group(1))
-            found[int(i), kind] = value
+            unknown.append(name)
     if unknown:
         problems.append(f"unexpected tensor names {_short(sorted(unknown))}; expected the scheme {scheme}")
     return found
 
 
-def _build(name: str, found: dict, label: Label, units: list[str] | None, problems: list[str],
+def _build(name: str, found: dict, label: Label, units: list | None, problems: list[str],
            input_size: int | None = None, hidden: Sequence[int] | None = None, sizes: list | None = None) -> list[RBM]:
     """Check every tensor of a stack, then build float32 RBMs; one ValueError lists all problems."""
     layers = sorted({i for i, _ in found})
     if not layers and not problems:
-        problems.append(f"no RBM tensors found; expected {label(0, 'weight')}, {label(0, 'visible_bias')}, {label(0, 'hidden_bias')} per layer")
+        problems.append(f"no RBM tensors found; expected {', '.join(label(0, k) for k in _KINDS)}, ... per layer")
     if layers and layers[-1] != len(layers) - 1:  # indices must be exactly 0..n-1
         gaps = [j for j in range(len(layers) + 1) if j not in set(layers)]
         problems.append(f"layer indices must run 0..n-1 without gaps, found {_short(layers)} (missing {gaps[:10]})")
     shapes: dict[int, tuple[int, int]] = {}  # layer -> (n_hidden, n_visible) of a 2-D weight
-    values: dict = {}
+    values: dict = {}  # (layer, kind) -> float32 tensor
     for i in layers:
         for kind in _KINDS:
             x, lab = found.get((i, kind)), label(i, kind)
@@ -316,49 +312,54 @@ def _build(name: str, found: dict, label: Label, units: list[str] | None, proble
                 problems.append(f"{lab} is a {type(x).__name__}, expected a tensor")
             elif not (x.is_floating_point() if isinstance(x, torch.Tensor) else x.dtype.kind == "f"):
                 problems.append(f"{lab} has dtype {x.dtype}, expected a floating dtype (float32 or float64)")
-            else:  # check finiteness after the cast: a float64 1e300 would become Inf in float32
-                t = torch.from_numpy(np.asarray(x, np.float32)) if isinstance(x, np.ndarray) else x.detach().to("cpu", torch.float32)
+            else:  # count after the cast: a float64 1e300 becomes Inf in float32
+                t = torch.from_numpy(np.asarray(x, np.float32)) if isinstance(x, np.ndarray) else x.detach().cpu()
+                values[i, kind] = t = t.to(torch.float32)
                 nan, inf = int(t.isnan().sum()), int(t.isinf().sum())
                 if nan or inf:
-                    problems.append(f"{lab} holds {nan} NaN and {inf} Inf value(s), expected finite values; a diverged RBM cannot be imported, retrain it (e.g. with a lower learning rate)")
-                values[i, kind] = t
+                    problems.append(f"{lab} holds {nan} NaN and {inf} Inf value(s), expected finite values; "
+                                    "a diverged RBM cannot be imported: retrain it, e.g. with a lower learning rate")
         w, vb, hb = (tuple(found[i, k].shape) if hasattr(found.get((i, k)), "shape") else None for k in _KINDS)
-        if w is not None and len(w) != 2:
-            problems.append(f"{label(i, 'weight')} has shape {w}, expected 2-D (n_hidden, n_visible): {_ORIENTATION}")
+        if w is None:  # missing: already reported
             continue
-        if w is None:
+        if len(w) != 2:
+            problems.append(f"{label(i, 'weight')} has shape {w}, expected 2-D: {_ORIENTATION}")
             continue
         shapes[i] = w
         if vb == (w[0],) and hb == (w[1],) and w[0] != w[1]:
-            shapes[i] = w[::-1]  # the intended shape, so the chain checks below add no follow-on noise
-            problems.append(f"{label(i, 'weight')} has shape {w} but visible_bias has {w[0]} entries and hidden_bias {w[1]}: "
-                            f"the weight looks transposed; {_ORIENTATION}, so store its transpose, shape {w[::-1]}")
+            shapes[i] = w[::-1]  # the intended shape, so that the checks below add no follow-on noise
+            problems.append(f"{label(i, 'weight')} has shape {w} but visible_bias has {w[0]} entries and hidden_bias "
+                            f"{w[1]}: the weight looks transposed; {_ORIENTATION}, so store its transpose {w[::-1]}")
             continue
         for kind, got, want, what in (("visible_bias", vb, w[1], "n_visible"), ("hidden_bias", hb, w[0], "n_hidden")):
             if got is not None and got != (want,):
-                problems.append(f"{label(i, kind)} has shape {got}, expected ({want},) = ({what},) of {label(i, 'weight')} {w}; {_ORIENTATION}")
+                problems.append(f"{label(i, kind)} has shape {got}, expected ({want},) = ({what},) of "
+                                f"{label(i, 'weight')} {w}; {_ORIENTATION}")
     for i in layers:
         if i in shapes and i + 1 in shapes and shapes[i][0] != shapes[i + 1][1]:
-            problems.append(f"broken layer chain: layer {i} has n_hidden={shapes[i][0]} but layer {i + 1} has n_visible="
-                            f"{shapes[i + 1][1]}; n_hidden of layer i must equal n_visible of layer i+1 ({_ORIENTATION})")
+            problems.append(f"broken layer chain: layer {i} has n_hidden={shapes[i][0]} but layer {i + 1} has "
+                            f"n_visible={shapes[i + 1][1]}; n_hidden of layer i must equal n_visible of layer i+1")
     if input_size is not None and 0 in shapes and shapes[0][1] != input_size:
-        problems.append(f"the first RBM has n_visible={shapes[0][1]}, expected input_size={input_size}; use data with "
-                        f"{shapes[0][1]} features, or a stack trained on {input_size}-feature inputs")
-    got_hidden = [shapes[i][0] for i in layers if i in shapes]
-    if hidden is not None and len(shapes) == len(layers):
-        if len(got_hidden) > len(hidden):
-            problems.append(f"the stack has {len(got_hidden)} RBMs {got_hidden} but hidden={list(hidden)} has only {len(hidden)} layers")
-        elif got_hidden != list(hidden)[: len(got_hidden)]:
-            problems.append(f"hidden sizes {got_hidden} do not match hidden={list(hidden)}; expected {list(hidden)[: len(got_hidden)]}")
-    if sizes is not None and shapes and len(shapes) == len(layers) and sizes != [shapes[0][1], *got_hidden]:
-        problems.append(f"metadata sizes={sizes} disagree with the tensor shapes {[shapes[0][1], *got_hidden]}")
-    units = units if units is not None else ["bernoulli"] * len(layers)
+        problems.append(f"the first RBM has n_visible={shapes[0][1]}, expected input_size={input_size}; use data "
+                        f"with {shapes[0][1]} features, or a stack trained on {input_size}-feature inputs")
+    complete = bool(shapes) and len(shapes) == len(layers)
+    got = [shapes[0][1], *(shapes[i][0] for i in layers)] if complete else None  # [n_visible_0, n_hidden_0, ...]
+    if hidden is not None and complete:
+        want = list(hidden)[: len(layers)]
+        if len(layers) > len(hidden):
+            problems.append(f"the stack has {len(layers)} RBMs {got[1:]} but hidden={list(hidden)} has only "
+                            f"{len(hidden)} layers; import fewer RBMs or list more hidden sizes")
+        elif got[1:] != want:
+            problems.append(f"hidden sizes {got[1:]} do not match hidden={list(hidden)}; expected {want}")
+    if sizes is not None and complete and sizes != got:
+        problems.append(f"metadata sizes={sizes} disagree with the tensor shapes {got}")
+    units = ["bernoulli"] * len(layers) if units is None else units
     if len(units) != len(layers) or any(u not in _UNITS for u in units):
         problems.append(f"visible_units must list one of {list(_UNITS)} per RBM ({len(layers)}), got {_short(units)}")
     if problems:
         raise ValueError(f"{name}: {len(problems)} problem(s) with the RBM stack:\n  - " + "\n  - ".join(problems))
     rbms = []
-    with torch.random.fork_rng(devices=[]), torch.no_grad():  # make_rbm's random init must not move the caller's RNG
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # make_rbm's random init leaves the caller's RNG alone
         for i in layers:
             rbm = make_rbm(shapes[i][1], shapes[i][0], units[i])
             for kind in _KINDS:

@@ -72,7 +72,7 @@ class Classifier(LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         metric(logits, y)
-        self.log(f"{split}_loss", loss, on_step=False, on_epoch=True, sync_dist=split != "train")
+        self.log(f"{split}_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
         self.log(f"{split}_acc", metric, on_step=False, on_epoch=True, prog_bar=split != "test")
         return loss
 

@@ -1,0 +1,76 @@
+"""Runs DBN pretraining and fine-tuning under real DDP (2 CPU processes, gloo) and saves what
+each rank holds, for tests/test_ddp.py to compare. Not a test module itself.
+
+usage: python tests/_ddp_worker.py OUT_DIR {pipeline,cd_step} STRATEGY
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
+from sklearn.datasets import load_digits
+from torch.utils.data import DataLoader, TensorDataset
+
+from dbn_init import DBN
+
+OUT = Path(sys.argv[1])
+
+
+class FixedDigits(LightningDataModule):
+    """The first `n` digits in a fixed order (no shuffling), so batches are known exactly."""
+
+    def __init__(self, n: int, batch_size: int) -> None:
+        super().__init__()
+        data = load_digits()
+        self.pretrain_x = torch.tensor(data.data[:n], dtype=torch.float32) / 16.0
+        self.y = torch.tensor(data.target[:n])
+        self.batch_size = batch_size
+
+    def _loader(self):
+        return DataLoader(TensorDataset(self.pretrain_x, self.y), batch_size=self.batch_size, shuffle=False)
+
+    train_dataloader = pretrain_dataloader = val_dataloader = _loader
+
+
+class SaveRankState(Callback):
+    """At the end of each fit, every rank saves its parameters (and its stage's PCD chain)."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        extra = {"chain": getattr(pl_module, "chain", None),
+                 "seed": pl_module.generator.initial_seed() if getattr(pl_module, "generator", None) else None}
+        torch.save({"state": state, **extra}, OUT / f"{self.tag}-rank{trainer.global_rank}.pt")
+
+
+def trainer(tag: str, epochs: int, strategy: str, **kw) -> Trainer:
+    return Trainer(accelerator="cpu", devices=2, strategy=strategy, max_epochs=epochs, logger=False,
+                   enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                   callbacks=[SaveRankState(tag)], **kw)
+
+
+def main(mode: str, strategy: str) -> None:
+    if mode == "pipeline":
+        seed_everything(0)
+        data = FixedDigits(n=256, batch_size=32)
+        model = DBN(input_size=64, hidden=[16, 8], pretrain_epochs=2, persistent=True)
+        model.pretrain(data, lambda stage, epochs: trainer(f"stage{stage + 1}", epochs, strategy, limit_val_batches=0))
+        trainer("finetune", 2, strategy, limit_val_batches=0).fit(model, datamodule=data)
+        if strategy == "ddp_spawn" or int(os.environ.get("LOCAL_RANK", 0)) == 0:
+            torch.save(model.state_dict(), OUT / "final-main.pt")
+    elif mode == "cd_step":
+        # Sampling noise made equal: every Bernoulli draw becomes a threshold at 0.5, here and in
+        # the single-process reference, so the two runs differ only in how the batch is split.
+        torch.bernoulli = lambda input, generator=None: (input > 0.5).to(input.dtype)
+        seed_everything(0)
+        data = FixedDigits(n=64, batch_size=32)  # 2 ranks x 32 = the reference's one batch of 64
+        model = DBN(input_size=64, hidden=[8], pretrain_epochs=1)
+        model.pretrain(data, lambda stage, epochs: trainer("cd_step", 1, strategy, limit_train_batches=1, limit_val_batches=0))
+
+
+if __name__ == "__main__":  # ddp_spawn re-imports this file in its workers
+    main(sys.argv[2], sys.argv[3])

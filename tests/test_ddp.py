@@ -1,0 +1,86 @@
+"""DBN training under real DDP: two CPU processes (gloo) launched the way users launch them."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer, seed_everything
+from sklearn.datasets import load_digits
+
+from dbn_init import DBN
+
+WORKER = Path(__file__).with_name("_ddp_worker.py")
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+
+
+def _run_worker(tmp_path: Path, mode: str, strategy: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    for var in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    proc = subprocess.run([sys.executable, str(WORKER), str(tmp_path), mode, strategy], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+@pytest.fixture(scope="module", params=["ddp", "ddp_spawn"])
+def pipeline(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(request.param)
+    _run_worker(out, "pipeline", request.param)
+    return out
+
+
+def test_all_ranks_hold_bit_identical_parameters_after_every_stage_and_fine_tuning(pipeline):
+    for tag in ("stage1", "stage2", "finetune"):
+        rank0, rank1 = _load(pipeline / f"{tag}-rank0.pt"), _load(pipeline / f"{tag}-rank1.pt")
+        assert rank0["state"].keys() == rank1["state"].keys()
+        for key, value in rank0["state"].items():
+            assert torch.equal(value, rank1["state"][key]), (tag, key)
+    # and the main process (the launcher, or the parent under ddp_spawn) ends with the same model
+    final = _load(pipeline / "final-main.pt")
+    for key, value in _load(pipeline / "finetune-rank0.pt")["state"].items():
+        assert torch.equal(final[key], value), key
+
+
+def test_frozen_rbm_gets_no_update_on_any_rank_in_later_stages(pipeline):
+    for rank in (0, 1):
+        after_stage1 = _load(pipeline / f"stage1-rank{rank}.pt")["state"]
+        after_stage2 = _load(pipeline / f"stage2-rank{rank}.pt")["state"]
+        for key in ("rbms.0.weight", "rbms.0.visible_bias", "rbms.0.hidden_bias"):
+            assert torch.equal(after_stage1[key], after_stage2[key]), (rank, key)
+        assert not torch.equal(after_stage1["rbms.1.weight"], after_stage2["rbms.1.weight"])
+
+
+def test_gibbs_noise_and_persistent_chains_are_per_rank(pipeline):
+    for tag in ("stage1", "stage2"):
+        rank0, rank1 = _load(pipeline / f"{tag}-rank0.pt"), _load(pipeline / f"{tag}-rank1.pt")
+        assert rank0["seed"] != rank1["seed"]
+        assert rank0["chain"].shape == rank1["chain"].shape
+        assert not torch.equal(rank0["chain"], rank1["chain"])
+
+
+def test_two_process_cd_update_equals_one_process_with_the_combined_batch(tmp_path, monkeypatch):
+    _run_worker(tmp_path, "cd_step", "ddp")
+    ddp = _load(tmp_path / "cd_step-rank0.pt")["state"]
+
+    monkeypatch.setattr(torch, "bernoulli", lambda input, generator=None: (input > 0.5).to(input.dtype))
+    seed_everything(0)
+    model = DBN(input_size=64, hidden=[8], pretrain_epochs=1)
+    initial = model.rbms[0].weight.detach().clone()
+    x = torch.tensor(load_digits().data[:64], dtype=torch.float32) / 16.0
+    stage = model.stage(0)
+    optimizer = stage.configure_optimizers()
+    stage.generator = torch.Generator().manual_seed(0)
+    stage.rbm.cd_loss(x, generator=stage.generator).loss.backward()
+    optimizer.step()
+
+    assert not torch.equal(ddp["rbms.0.weight"], initial)  # the step did something
+    for key, value in model.state_dict().items():
+        if key.startswith("rbms."):
+            torch.testing.assert_close(ddp[key], value, rtol=1e-5, atol=1e-6, msg=key)

@@ -1,0 +1,420 @@
+"""dbn_init.io and dbn_init.export on real files: safetensors, Lightning checkpoints, .npz, sklearn."""
+
+import copy
+import json
+import os
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lightning.pytorch import LightningDataModule, Trainer
+from safetensors.torch import save_file
+from sklearn.datasets import load_digits
+from sklearn.neural_network import BernoulliRBM
+from torch.utils.data import DataLoader, TensorDataset
+
+import dbn_init.io as dio
+from dbn_init.export import main as export_main
+from dbn_init.io import FORMAT_VERSION, StackFile, from_sklearn, load_stack, save_stack
+from dbn_init.mlp import MLP
+from dbn_init.models import DBN
+from dbn_init.rbm import GaussianRBM, RBM, make_rbm
+
+KINDS = ("weight", "visible_bias", "hidden_bias")
+
+
+def random_stack(sizes=(20, 12, 6), first="gaussian", seed=0):
+    """An RBM stack with N(0, 1) weights and biases, so that copies are checked on real numbers."""
+    g = torch.Generator().manual_seed(seed)
+    rbms = []
+    for i, (n_vis, n_hid) in enumerate(zip(sizes[:-1], sizes[1:])):
+        rbm = make_rbm(n_vis, n_hid, first if i == 0 else "bernoulli")
+        with torch.no_grad():
+            for kind in KINDS:
+                getattr(rbm, kind).copy_(torch.randn(getattr(rbm, kind).shape, generator=g))
+        rbms.append(rbm)
+    return rbms
+
+
+def tensors_of(rbms):
+    return {f"rbm.{i}.{k}": getattr(r, k).detach().clone().contiguous() for i, r in enumerate(rbms) for k in KINDS}
+
+
+def our_metadata(units, sizes):
+    return {"format": "dbn_init.rbm_stack", "format_version": "1", "visible_units": json.dumps(units),
+            "sizes": json.dumps(sizes), "scaling": "unit"}
+
+
+def assert_same(a, b):
+    assert [type(r) for r in a] == [type(r) for r in b]
+    for ra, rb in zip(a, b):
+        for kind in KINDS:
+            ta, tb = getattr(ra, kind), getattr(rb, kind)
+            assert ta.dtype == tb.dtype == torch.float32
+            assert torch.equal(ta, tb), kind
+
+
+# --- round trips ----------------------------------------------------------------------------
+def test_safetensors_round_trip_is_bit_identical_and_transfers_to_the_same_mlp(tmp_path):
+    rbms = random_stack()
+    path = save_stack(rbms, tmp_path / "stack.safetensors", scaling="standardize", extra_metadata={"run": "r1"})
+    loaded = load_stack(path, input_size=20, hidden=[12, 6])
+    assert isinstance(loaded, StackFile)
+    assert_same(loaded.rbms, rbms)
+    assert isinstance(loaded.rbms[0], GaussianRBM) and type(loaded.rbms[1]) is RBM
+    assert loaded.metadata == {"format": "dbn_init.rbm_stack", "format_version": FORMAT_VERSION,
+                               "visible_units": '["gaussian", "bernoulli"]', "sizes": "[20, 12, 6]",
+                               "scaling": "standardize", "run": "r1"}
+    torch.manual_seed(0)
+    mlp_a = MLP(20, [12, 6], 3, "sigmoid")
+    mlp_b = copy.deepcopy(mlp_a)
+    mlp_a.load_rbms(rbms)
+    mlp_b.load_rbms(loaded.rbms)
+    x = torch.randn(32, 20, generator=torch.Generator().manual_seed(1))
+    out_a, out_b = mlp_a(x), mlp_b(x)
+    assert torch.equal(out_a, out_b)
+    assert out_a.std() > 0.05  # real, input-dependent numbers, not a constant
+    # no temporary file is left next to the result
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stack.safetensors"]
+
+
+def test_loading_does_not_move_the_callers_rng(tmp_path):
+    path = save_stack(random_stack(), tmp_path / "s.safetensors")
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    load_stack(path)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_npz_with_documented_keys_loads_and_a_shorter_stack_matches_a_hidden_prefix(tmp_path):
+    rbms = random_stack()
+    arrays = {f"{k}_{i}": getattr(r, k).detach().double().numpy() for i, r in enumerate(rbms) for k in KINDS}
+    np.savez(tmp_path / "w.npz", visible_units=np.array(["gaussian", "bernoulli"]), **arrays)
+    loaded = load_stack(tmp_path / "w.npz", input_size=20, hidden=[12, 6, 4])  # a third RBM comes later
+    assert_same(loaded.rbms, rbms)  # float32 -> float64 -> float32 is exact
+
+
+def test_foreign_safetensors_with_our_tensor_names_is_accepted_as_bernoulli(tmp_path):
+    rbms = random_stack(first="bernoulli")
+    save_file(tensors_of(rbms), str(tmp_path / "foreign.safetensors"))
+    assert_same(load_stack(tmp_path / "foreign.safetensors").rbms, rbms)
+
+
+# --- a real DBN checkpoint and the exporter -------------------------------------------------
+class TinyData(LightningDataModule):
+    def __init__(self, scaling: str = "unit") -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.rand(16, 64, generator=g), torch.randint(0, 10, (16,), generator=g)
+        return DataLoader(TensorDataset(x, y), batch_size=8)
+
+
+def test_export_of_a_real_lightning_checkpoint(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = DBN(input_size=64, hidden=[16, 8], visible_units="gaussian", pretrain_epochs=0)
+    trainer = Trainer(max_epochs=1, limit_train_batches=1, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, enable_checkpointing=False, accelerator="cpu", devices=1)
+    trainer.fit(model, datamodule=TinyData(scaling="standardize"))
+    ckpt = tmp_path / "dbn.ckpt"
+    trainer.save_checkpoint(ckpt)
+    out = tmp_path / "rbms.safetensors"
+
+    assert export_main([str(ckpt), str(out)]) == 0
+    exported = load_stack(out, input_size=64, hidden=[16, 8])
+    assert_same(exported.rbms, list(model.rbms))
+    assert isinstance(exported.rbms[0], GaussianRBM)
+    assert exported.metadata["scaling"] == "standardize"
+    assert exported.metadata["sizes"] == "[64, 16, 8]"
+    assert_same(load_stack(ckpt).rbms, list(model.rbms))  # the checkpoint loads directly, too
+
+    before = out.read_bytes()
+    assert export_main([str(ckpt), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err and "Traceback" not in err
+    assert out.read_bytes() == before
+    assert export_main([str(ckpt), str(out), "--overwrite"]) == 0
+
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    assert export_main([str(garbage), str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "garbage.ckpt" in err and "Traceback" not in err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+# --- scikit-learn ---------------------------------------------------------------------------
+def test_stacked_sklearn_bernoulli_rbms_import_with_identical_hidden_probabilities():
+    x = load_digits().data / 16.0  # (1797, 64) in [0, 1]
+    est0 = BernoulliRBM(n_components=16, learning_rate=0.05, n_iter=3, random_state=0).fit(x)
+    h0 = est0.transform(x)
+    est1 = BernoulliRBM(n_components=8, learning_rate=0.05, n_iter=3, random_state=1).fit(h0)
+    rbms = load_stack([est0, est1], input_size=64, hidden=[16, 8]).rbms
+    assert [(r.n_visible, r.n_hidden) for r in rbms] == [(64, 16), (16, 8)]
+    p0 = rbms[0].hidden_probs(torch.tensor(x, dtype=torch.float32)).detach()
+    np.testing.assert_allclose(p0.numpy(), h0, atol=2e-6)
+    p1 = rbms[1].hidden_probs(p0).detach()
+    np.testing.assert_allclose(p1.numpy(), est1.transform(h0), atol=2e-6)
+    assert h0.std() > 0.05  # the RBMs learned something input-dependent
+    assert_same(from_sklearn([est0, est1]), rbms)
+    with pytest.raises(ValueError, match=r"estimators\[1\] \(BernoulliRBM\) is not a fitted BernoulliRBM; call fit"):
+        from_sklearn([est0, BernoulliRBM(n_components=8)])
+
+
+# --- validation errors ----------------------------------------------------------------------
+def write_stack(path, tensors, metadata=None):
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def test_transposed_weight_is_named_with_the_orientation_convention(tmp_path):
+    t = tensors_of(random_stack())
+    t["rbm.0.weight"] = t["rbm.0.weight"].t().contiguous()  # (20, 12): nn.Linear's transpose
+    path = write_stack(tmp_path / "t.safetensors", t, our_metadata(["gaussian", "bernoulli"], [20, 12, 6]))
+    with pytest.raises(ValueError, match=r"t\.safetensors: 1 problem\(s\)[\s\S]*rbm\.0\.weight has shape \(20, 12\)"
+                       r"[\s\S]*looks transposed; weight is \(n_hidden, n_visible\), like nn\.Linear"):
+        load_stack(path, input_size=20, hidden=[12, 6])
+
+
+def test_bias_length_mismatch_states_the_convention(tmp_path):
+    t = tensors_of(random_stack())
+    t["rbm.1.hidden_bias"] = torch.zeros(5)
+    path = write_stack(tmp_path / "b.safetensors", t)
+    with pytest.raises(ValueError, match=r"rbm\.1\.hidden_bias has shape \(5,\), expected \(6,\) = \(n_hidden,\)"
+                       r".*like nn\.Linear"):
+        load_stack(path)
+
+
+def test_broken_chain(tmp_path):
+    t = {**tensors_of(random_stack((20, 12))), **{k.replace("rbm.0", "rbm.1"): v for k, v in
+                                                   tensors_of(random_stack((10, 6))).items()}}
+    path = write_stack(tmp_path / "c.safetensors", t)
+    with pytest.raises(ValueError, match=r"broken layer chain: layer 0 has n_hidden=12 but layer 1 has n_visible=10"):
+        load_stack(path)
+
+
+def test_input_size_and_hidden_mismatches(tmp_path):
+    path = save_stack(random_stack(), tmp_path / "s.safetensors")
+    with pytest.raises(ValueError, match=r"n_visible=20, expected input_size=784"):
+        load_stack(path, input_size=784)
+    with pytest.raises(ValueError, match=r"hidden sizes \[12, 6\] do not match hidden=\[12, 7, 3\]; expected \[12, 7\]"):
+        load_stack(path, hidden=[12, 7, 3])
+    with pytest.raises(ValueError, match=r"the stack has 2 RBMs \[12, 6\] but hidden=\[12\] has only 1 layers"):
+        load_stack(path, hidden=[12])
+
+
+def test_every_problem_is_reported_at_once_and_nan_inf_are_counted(tmp_path):
+    t = tensors_of(random_stack())
+    t["rbm.0.weight"][0, :3] = float("nan")
+    t["rbm.0.weight"][1, 0] = float("inf")
+    del t["rbm.1.visible_bias"]
+    t["rbm.1.hidden_bias"] = t["rbm.1.hidden_bias"].long()
+    t["rbm.3.weight"] = torch.zeros(2, 6)
+    t["encoder.bias"] = torch.zeros(2)
+    path = write_stack(tmp_path / "many.safetensors", t)
+    with pytest.raises(ValueError) as info:
+        load_stack(path)
+    msg = str(info.value)
+    assert "many.safetensors: 7 problem(s)" in msg
+    assert "rbm.0.weight holds 3 NaN and 1 Inf value(s)" in msg
+    assert "missing rbm.1.visible_bias" in msg
+    assert "rbm.1.hidden_bias has dtype torch.int64, expected a floating dtype" in msg
+    assert "layer indices must run 0..n-1 without gaps, found [0, 1, 3] (missing [2])" in msg
+    assert "missing rbm.3.visible_bias" in msg and "missing rbm.3.hidden_bias" in msg
+    assert "unexpected tensor names ['encoder.bias']; expected the scheme rbm.{i}.weight" in msg
+
+
+def test_save_refuses_a_diverged_stack_before_writing(tmp_path):
+    rbms = random_stack()
+    with torch.no_grad():
+        rbms[1].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"rbms\[1\]\.weight holds 1 NaN and 0 Inf"):
+        save_stack(rbms, tmp_path / "s.safetensors")
+    with pytest.raises(ValueError, match=r"scaling must be one of \['unit', 'standardize'\], got 'minmax'"):
+        save_stack(random_stack(), tmp_path / "s.safetensors", scaling="minmax")
+    assert not list(tmp_path.iterdir())
+
+
+def test_foreign_names_and_newer_versions_are_explained(tmp_path):
+    path = write_stack(tmp_path / "f.safetensors", {"encoder.weight": torch.zeros(3, 4), "encoder.bias": torch.zeros(3)})
+    with pytest.raises(ValueError, match=r"unexpected tensor names \['encoder.bias', 'encoder.weight'\]; expected "
+                       r"the scheme rbm\.\{i\}\.weight, rbm\.\{i\}\.visible_bias, rbm\.\{i\}\.hidden_bias"):
+        load_stack(path)
+    meta = {**our_metadata(["bernoulli", "bernoulli"], [20, 12, 6]), "format_version": "2"}
+    path = write_stack(tmp_path / "v2.safetensors", tensors_of(random_stack(first="bernoulli")), meta)
+    with pytest.raises(ValueError, match=r"format_version is '2', this dbn_init reads '1'; upgrade dbn_init"):
+        load_stack(path)
+    meta = our_metadata(["bernoulli", "softmax"], [20, 12, 7])
+    path = write_stack(tmp_path / "m.safetensors", tensors_of(random_stack(first="bernoulli")), meta)
+    with pytest.raises(ValueError, match=r"metadata sizes=\[20, 12, 7\] disagree[\s\S]*visible_units must list"):
+        load_stack(path)
+
+
+def test_npz_errors_use_the_npz_key_names(tmp_path):
+    rbms = random_stack()
+    arrays = {f"{k}_{i}": getattr(r, k).detach().numpy() for i, r in enumerate(rbms) for k in KINDS}
+    arrays["weight_0"] = arrays["weight_0"].T
+    np.savez(tmp_path / "w.npz", **arrays)
+    with pytest.raises(ValueError, match=r"weight_0 has shape \(20, 12\).*looks transposed"):
+        load_stack(tmp_path / "w.npz")
+    np.savez(tmp_path / "obj.npz", weight_0=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match=r"obj\.npz is a corrupt \.npz, or holds object arrays that need pickle"):
+        load_stack(tmp_path / "obj.npz")
+
+
+def test_truncated_garbage_empty_and_missing_files(tmp_path):
+    full = save_stack(random_stack(), tmp_path / "s.safetensors").read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(full[: len(full) // 2])
+    with pytest.raises(ValueError, match=r"cut\.safetensors is a truncated or corrupt safetensors file: tensors need"):
+        load_stack(cut)
+    head_cut = tmp_path / "head.safetensors"
+    head_cut.write_bytes(full[:40])
+    with pytest.raises(ValueError, match=r"head\.safetensors is a truncated or corrupt safetensors file: its header claims"):
+        load_stack(head_cut)
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"\x00" + np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ValueError, match=r"garbage\.bin is not a recognised weights file.*expected a dbn_init \.safetensors"):
+        load_stack(garbage)
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.safetensors is empty \(0 bytes\)"):
+        load_stack(empty)
+    with pytest.raises(FileNotFoundError, match=r"no such file: .*nope\.safetensors"):
+        load_stack(tmp_path / "nope.safetensors")
+    with pytest.raises(ValueError, match=r"is not a regular file"):
+        load_stack(tmp_path)
+
+
+# --- pickles are never unpickled ------------------------------------------------------------
+class Evil:
+    """Unpickling this runs a shell command that creates a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
+def test_a_malicious_pickle_is_refused_and_never_runs(tmp_path, protocol):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "weights.ckpt"  # the suffix lies; detection is by content
+    path.write_bytes(pickle.dumps(Evil(marker), protocol=protocol))
+    with pytest.raises(ValueError, match=r"weights\.ckpt") as info:
+        load_stack(path)
+    if protocol:  # protocol 0 is plain text with no magic number: refused as unknown content
+        assert "unpickling can execute arbitrary code, so dbn_init never does it" in str(info.value)
+    assert not marker.exists()
+
+
+def test_torch_files_holding_pickled_objects_are_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"state_dict": Evil(marker)}, tmp_path / "evil.ckpt")
+    with pytest.raises(ValueError, match=r"holds pickled Python objects \(it holds posix\.system\)"):
+        load_stack(tmp_path / "evil.ckpt")
+    assert not marker.exists()
+    torch.save(DBN(input_size=64, hidden=[16, 8], pretrain_epochs=0), tmp_path / "whole.pt")
+    with pytest.raises(ValueError, match=r"whole\.pt holds pickled Python objects \(it holds dbn_init\.models\.DBN\)"
+                       r"[\s\S]*arbitrary code[\s\S]*save_stack\(rbms, 'out\.safetensors'\)[\s\S]*\.npz"):
+        load_stack(tmp_path / "whole.pt")
+
+
+@pytest.mark.parametrize("compress", [0, 3, ("gzip", 3), ("xz", 3)])
+def test_joblib_dumps_are_refused(tmp_path, compress):
+    joblib = pytest.importorskip("joblib")
+    path = tmp_path / "rbms.bin"
+    joblib.dump({"weight_0": np.zeros((2, 3))}, path, compress=compress)
+    with pytest.raises(ValueError, match=r"rbms\.bin looks like a .*which holds pickles; refusing.*arbitrary code"):
+        load_stack(path)
+
+
+# --- writing safely -------------------------------------------------------------------------
+def test_overwrite_is_refused_unless_asked_and_a_crash_keeps_the_old_file(tmp_path, monkeypatch):
+    path = save_stack(random_stack(seed=0), tmp_path / "s.safetensors")
+    old = path.read_bytes()
+    with pytest.raises(FileExistsError, match=r"s\.safetensors already exists; pass overwrite=True \(--overwrite"):
+        save_stack(random_stack(seed=1), path)
+    assert path.read_bytes() == old
+
+    def crash(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(dio, "save_file", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_stack(random_stack(seed=1), path, overwrite=True)
+    assert path.read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.safetensors"]
+    monkeypatch.undo()
+
+    save_stack(random_stack(seed=1), path, overwrite=True)
+    assert_same(load_stack(path).rbms, random_stack(seed=1))
+
+
+def test_unwritable_or_missing_folder_is_named(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match=r"folder .*no_such_dir does not exist"):
+        save_stack(random_stack(), tmp_path / "no_such_dir" / "s.safetensors")
+
+    def denied(**kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    # chmod cannot make a folder unwritable for root (CI runs as root), so simulate the OS refusal
+    monkeypatch.setattr(dio.tempfile, "mkstemp", denied)
+    with pytest.raises(PermissionError, match=rf"cannot write to folder {tmp_path} \(Permission denied\)"):
+        save_stack(random_stack(), tmp_path / "s.safetensors")
+
+
+# --- arbitrary bytes never escape as another exception type ---------------------------------
+_VALID = None
+
+
+def _valid_bytes():
+    global _VALID
+    if _VALID is None:
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            _VALID = save_stack(random_stack((5, 3, 2)), os.path.join(d, "v.safetensors")).read_bytes()
+    return _VALID
+
+
+@st.composite
+def weights_files(draw):
+    kind = draw(st.sampled_from(["raw", "prefix", "header", "mutated"]))
+    data = draw(st.binary(max_size=512))
+    if kind == "prefix":  # a plausible safetensors length, then "{" and anything
+        return struct.pack("<Q", draw(st.integers(0, len(data) + 16))) + b"{" + data
+    if kind == "header":  # a well-formed start of a real header, then anything
+        head = b'{"rbm.0.weight":{"dtype":"F32","shape":[3,5],"data_offsets":[0,' + data
+        return struct.pack("<Q", len(head)) + head + draw(st.binary(max_size=128))
+    if kind == "mutated":  # a valid file with bytes overwritten or cut off
+        raw = bytearray(_valid_bytes())
+        for pos, value in draw(st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(0, 255)), max_size=6)):
+            raw[pos] = value
+        return bytes(raw[: draw(st.integers(0, len(raw)))])
+    return data
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz") / "f.safetensors"
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)  # deterministic
+@given(content=weights_files())
+def test_arbitrary_bytes_load_or_raise_value_error(scratch, content):
+    scratch.write_bytes(content)
+    try:
+        result = load_stack(scratch)
+    except ValueError:
+        return
+    assert isinstance(result, StackFile) and result.rbms
