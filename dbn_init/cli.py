@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 from lightning.pytorch import Trainer
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .data import ImageDataModule
+from .io import save_stack
 from .models import DBN, Classifier
 
 __all__ = ["DBNCLI", "main"]
@@ -44,11 +49,26 @@ class DBNCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.trainer.interrupted:
             return
+        if isinstance(self.model, DBN) and not self.trainer.fast_dev_run:
+            self.export_pretrained()
         best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
 
+    def export_pretrained(self) -> None:
+        """Save the pretrained stack (before fine-tuning changed the MLP) next to the checkpoints."""
+        if not self.trainer.is_global_zero:
+            return
+        path = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "pretrained.safetensors"
+        try:
+            save_stack(self.model.rbms, path, scaling=getattr(self.datamodule, "scaling", "unit"))
+            rank_zero_info(f"pretrained RBM stack exported to {path} (reuse it with --model.pretrained {path})")
+        except FileExistsError:
+            rank_zero_warn(f"{path} exists and was kept; export this run's stack with python -m dbn_init.export")
+
 
 def main(args: list[str] | None = None) -> DBNCLI:
+    # Frozen RBMs sit in eval mode on purpose during later stages and fine-tuning.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     return DBNCLI(
         Classifier,
         ImageDataModule,

@@ -54,7 +54,7 @@ _PICKLE_HELP = (
     "with keys weight_{i} (n_hidden, n_visible), visible_bias_{i}, hidden_bias_{i}"
 )
 # Magic numbers of files that hold pickles: pickle protocol 2+, and the compressors joblib.dump uses.
-_PICKLE_MAGIC = {b"\x80": "a pickle", **{m: f"a {kind}-compressed joblib dump" for m, kind in [
+_PICKLE_MAGIC = {b"\x80": "a pickle", **{m: f"a {kind}-compressed joblib dump (a pickle)" for m, kind in [
     (b"x\x01", "zlib"), (b"x^", "zlib"), (b"x\x9c", "zlib"), (b"x\xda", "zlib"), (b"\x1f\x8b", "gzip"),
     (b"BZh", "bz2"), (b"\xfd7zXZ", "xz"), (b"]\x00\x00", "lzma"), (b"\x04\x22\x4d\x18", "lz4")]}}
 
@@ -179,9 +179,9 @@ def _sniff(path: Path, head: bytes) -> Callable[[Path, int, list[str]], _Raw]:
         return _read_safetensors
     what = next((what for magic, what in _PICKLE_MAGIC.items() if head.startswith(magic)), None)
     if what is None and path.suffix.lower() in (".pkl", ".pickle", ".joblib"):
-        what = "a pickle (by its suffix)"
+        what = f"a pickle (by its {path.suffix} suffix)"
     if what is not None:
-        raise ValueError(f"{path} looks like {what}, which holds pickles; refusing to load it: {_PICKLE_HELP}")
+        raise ValueError(f"{path} looks like {what}; refusing to load it: {_PICKLE_HELP}")
     raise ValueError(f"{path} is not a recognised weights file (unknown content); expected {_ACCEPTED}")
 
 

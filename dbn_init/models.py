@@ -23,7 +23,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from .init import InitName, check_constant, init_weight
 from .mlp import MLP, Activation, check_hidden
 from .pretrain import PretrainData, RBMStage, StageTrainerFactory, default_stage_trainer, up_pass
-from .rbm import check_visible, make_rbm
+from .io import load_stack
+from .rbm import RBM, check_visible, make_rbm
 
 __all__ = ["Classifier", "Baseline", "DBN"]
 
@@ -162,6 +163,10 @@ class DBN(Classifier):
         Fine-tuning optimizer, as for :class:`Baseline`.
     pretrain_seed : int
         Seeds the Gibbs sampling noise (combined with stage and rank).
+    pretrained : str, optional
+        Start from an exported RBM stack (our ``.safetensors``, a DBN ``.ckpt`` or a ``.npz``;
+        see :mod:`dbn_init.io`) instead of pretraining. A stack shorter than ``hidden`` is the
+        bottom of the DBN: the RBMs above it are pretrained on top of it.
     """
 
     def __init__(
@@ -187,6 +192,7 @@ class DBN(Classifier):
         weight_decay: float = 0.0,
         momentum: float = 0.9,
         pretrain_seed: int = 0,
+        pretrained: str | None = None,
     ) -> None:
         super().__init__(input_size, num_classes, hidden, "sigmoid", lr, optimizer, weight_decay, momentum)
         self.save_hyperparameters()
@@ -232,11 +238,29 @@ class DBN(Classifier):
             sparsity_target=hp.sparsity_target, sparsity_cost=hp.sparsity_cost, seed=hp.pretrain_seed,
         )
 
+    @torch.no_grad()
+    def load_rbms(self, rbms: list[RBM]) -> None:
+        """Use ``rbms`` (validated, bottom to top) as this DBN's first ``len(rbms)`` stages."""
+        for i, (source, target) in enumerate(zip(rbms, self.rbms)):
+            if source.weight.shape != target.weight.shape or source.visible_units != target.visible_units:
+                raise ValueError(
+                    f"imported RBM {i + 1} is {source.visible_units} {tuple(source.weight.shape)} but this DBN "
+                    f"expects {target.visible_units} {tuple(target.weight.shape)} (n_hidden, n_visible); "
+                    "match --model.hidden and --model.visible_units to the imported stack"
+                )
+            target.load_state_dict(source.state_dict())
+        self.stages_done.fill_(max(int(self.stages_done), len(rbms)))
+        self.transfer()
+
     def pretrain(self, datamodule: LightningDataModule, trainer_factory: StageTrainerFactory = default_stage_trainer) -> None:
         """Train RBM 1..k greedily, one ``trainer_factory(stage, epochs).fit`` each, then transfer.
 
-        Stages already recorded in ``stages_done`` (a resumed run) are skipped.
+        With ``pretrained`` set, the imported stack replaces the bottom stages. Stages already
+        recorded in ``stages_done`` (imported, or a resumed run) are skipped.
         """
+        if self.hparams.pretrained and int(self.stages_done) == 0:
+            stack = load_stack(self.hparams.pretrained, input_size=self.hparams.input_size, hidden=self.hparams.hidden)
+            self.load_rbms(stack.rbms)
         datamodule.prepare_data()
         datamodule.setup("fit")
         data = getattr(datamodule, "pretrain_x", None)

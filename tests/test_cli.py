@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from dbn_init import DBN, Baseline
@@ -54,3 +55,25 @@ def test_every_shipped_train_config_instantiates(path):
     cli = DBNCLI(Classifier, ImageDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
                  args=["--config", str(path)])
     assert cli.model.hparams.hidden == config["model"]["init_args"]["hidden"]
+
+
+def test_fit_exports_the_pretrained_stack_and_a_second_fit_imports_it(tmp_path):
+    quick = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--model.pretrain_epochs", "1",
+             "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2",
+             "--trainer.limit_test_batches", "2"]
+    first = main([*quick, "--trainer.default_root_dir", str(tmp_path / "a")])
+    exported = Path(first.trainer.log_dir) / "pretrained.safetensors"
+    assert exported.is_file()
+    second = main([*quick, "--trainer.default_root_dir", str(tmp_path / "b"), "--model.pretrained", str(exported)])
+    for a, b in zip(first.model.rbms, second.model.rbms):  # imported, not pretrained again
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.hidden_bias, b.hidden_bias)
+
+
+def test_importing_a_stack_of_the_wrong_shape_is_refused_before_training(tmp_path):
+    from dbn_init.io import save_stack
+    from dbn_init.rbm import RBM
+
+    path = save_stack([RBM(64, 100)], tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="hidden"):
+        main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.fast_dev_run", "true",
+              "--trainer.default_root_dir", str(tmp_path), "--model.pretrained", str(path)])

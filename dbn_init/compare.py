@@ -1,0 +1,286 @@
+"""The comparison runner: every (initialisation x architecture x seed x label budget) cell.
+
+    python -m dbn_init.compare --config configs/compare_digits.yaml [--data.root DIR] [--out DIR]
+
+Each cell runs the same pipeline as ``train.py``: a DataModule, a :class:`~dbn_init.models.DBN`
+(pretraining stages, transfer) or a :class:`~dbn_init.models.Baseline`, one fine-tuning fit of
+``max_epochs`` epochs, then a test of the final weights. Writes to ``--out``:
+
+- ``results.json``: ``{"config": ..., "runs": [{"model", "hidden", "seed", "labels", "test_acc",
+  "val_acc", "val_curve", "fit_seconds", "pretrain_seconds", ...}]}``, rewritten atomically
+  after every cell, so a rerun with the same ``--out`` resumes, skipping finished cells;
+- ``results.md``: mean ± std test accuracy over seeds per cell, best per column in bold, times;
+- ``curves.png``: validation accuracy per epoch per model (mean over seeds), a panel per
+  architecture; ``filters.png``: first-layer RBM filters of the first DBN cell.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import logging
+import math
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from lightning.pytorch import Callback, Trainer, seed_everything
+
+from .data import ImageDataModule
+from .init import INIT_SCHEMES
+from .models import DBN, Baseline
+from .plots import image_grid, save_curves, save_image_grid
+
+__all__ = ["Cell", "main", "build_parser", "run", "summarize"]
+
+log = logging.getLogger(__name__)
+MODELS = ["dbn", *INIT_SCHEMES]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the table: a model name ("dbn" or a scheme) at one shape, seed and label budget."""
+
+    name: str  # the row label, e.g. "dbn", "dbn_large", "xavier_uniform"
+    model: str  # "dbn" or an init scheme
+    hidden: tuple[int, ...]
+    seed: int
+    labels: Optional[int]
+
+    def key(self) -> tuple:
+        return (self.name, self.hidden, self.seed, self.labels)
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m dbn_init.compare", description=__doc__.split("\n\n")[0],
+                            default_env=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="a configs/compare_*.yaml file")
+    parser.add_subclass_arguments(ImageDataModule, "data", required=True, help="the DataModule, as in train.py")
+    parser.add_argument("--models", type=list[str], default=MODELS, help=f"rows of the table, from {MODELS}")
+    parser.add_argument("--hidden", type=list[list[int]], default=[[256, 256]], help="architectures (hidden sizes)")
+    parser.add_argument("--extra", type=list[dict], default=[],
+                        help="extra rows with their own shape: [{name: dbn_large, model: dbn, hidden: [500, 500, 2000]}]")
+    parser.add_argument("--seeds", type=list[int], default=[0, 1, 2])
+    parser.add_argument("--labels", type=list[Optional[int]], default=[None],
+                        help="label budgets for fine-tuning (null = all); pretraining always sees every image")
+    parser.add_argument("--max_epochs", type=int, default=15, help="fine-tuning epochs of every cell")
+    parser.add_argument("--min_steps", type=int, default=0,
+                        help="at least this many fine-tuning steps (more epochs on small label budgets)")
+    parser.add_argument("--dbn", type=dict, default={}, help="DBN init arguments shared by all DBN rows")
+    parser.add_argument("--baseline", type=dict, default={}, help="Baseline init arguments shared by all scheme rows")
+    parser.add_argument("--accelerator", type=str, default="auto")
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--out", type=str, default="results/compare", help="output folder; a rerun resumes it")
+    return parser
+
+
+def _check_options(cfg: Namespace) -> None:
+    """Refuse typos before hours of compute: unknown models and unknown model arguments."""
+    unknown = [m for m in cfg.models if m not in MODELS]
+    unknown += [e.get("model") for e in cfg.extra if e.get("model") not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; expected names from {MODELS}")
+    for extra in cfg.extra:
+        if set(extra) - {"name", "model", "hidden"} or not {"name", "model", "hidden"} <= set(extra):
+            raise ValueError(f"each extra row needs exactly name, model and hidden, got {extra}")
+    fixed = {"input_size", "num_classes", "hidden", "init"}
+    for label, cls, options in (("dbn", DBN, cfg.dbn), ("baseline", Baseline, cfg.baseline)):
+        allowed = set(inspect.signature(cls).parameters) - fixed
+        bad = sorted(set(options) - allowed)
+        if bad:
+            raise ValueError(f"unknown {label} option(s) {bad}; expected some of {sorted(allowed)}")
+
+
+def cells(cfg: Namespace) -> list[Cell]:
+    rows = [(m, m, tuple(h)) for h in cfg.hidden for m in cfg.models]
+    rows += [(e["name"], e["model"], tuple(e["hidden"])) for e in cfg.extra]
+    return [Cell(name, model, hidden, seed, labels)
+            for labels in cfg.labels for name, model, hidden in rows for seed in cfg.seeds]
+
+
+class _ValCurve(Callback):
+    """Collects validation accuracy after every fine-tuning epoch (not the sanity check)."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module) -> None:
+        if not trainer.sanity_checking and "val_acc" in trainer.callback_metrics:
+            self.values.append(round(float(trainer.callback_metrics["val_acc"]), 6))
+
+
+def _datamodule(cfg: Namespace, labels: Optional[int]) -> ImageDataModule:
+    module, _, name = cfg.data.class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    return cls(**{**dict(cfg.data.init_args), "num_labels": labels})
+
+
+def _trainer(cfg: Namespace, epochs: int, callbacks: list[Callback]) -> Trainer:
+    return Trainer(max_epochs=epochs, accelerator=cfg.accelerator, devices=cfg.devices, logger=False,
+                   enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                   num_sanity_val_steps=0, callbacks=callbacks)
+
+
+def run_cell(cell: Cell, cfg: Namespace, data: ImageDataModule, out: Path) -> dict[str, Any]:
+    """Run one cell end to end and return its results row."""
+    seed_everything(cell.seed, verbose=False)
+    sizes = dict(input_size=data.input_size, num_classes=data.num_classes, hidden=list(cell.hidden))
+    pretrain_seconds = 0.0
+    if cell.model == "dbn":
+        model = DBN(**sizes, **{"pretrain_seed": cell.seed, **cfg.dbn})
+        start = time.perf_counter()
+        model.pretrain(data, lambda stage, epochs: _trainer(cfg, epochs, []))
+        pretrain_seconds = time.perf_counter() - start
+        filters = out / "filters.png"
+        if not filters.exists():
+            grid = image_grid(model.rbms[0].weight[:100], data.image_shape)
+            save_image_grid(grid, filters, f"RBM 1 filters ({cell.name}, hidden={list(cell.hidden)}, seed {cell.seed})")
+    else:
+        model = Baseline(**sizes, init=cell.model, **cfg.baseline)
+    data.setup("fit")
+    batches = math.ceil(len(data.train_x) / data.batch_size)
+    epochs = max(cfg.max_epochs, math.ceil(cfg.min_steps / batches))
+    curve = _ValCurve()
+    trainer = _trainer(cfg, epochs, [curve])
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=data)
+    fit_seconds = time.perf_counter() - start
+    test = trainer.test(model, datamodule=data, verbose=False)[0]
+    return {
+        "model": cell.name, "hidden": list(cell.hidden), "seed": cell.seed, "labels": cell.labels,
+        "test_acc": round(float(test["test_acc"]), 6), "test_loss": round(float(test["test_loss"]), 6),
+        "val_acc": curve.values[-1] if curve.values else None, "val_curve": curve.values,
+        "epochs": epochs, "fit_seconds": round(fit_seconds, 2), "pretrain_seconds": round(pretrain_seconds, 2),
+        "dataset": getattr(data, "dataset_name", type(data).__name__), "train_size": len(data.train_x),
+    }
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Temp file + rename: a crash mid-write leaves the previous file intact."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _fmt(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def summarize(runs: list[dict[str, Any]]) -> str:
+    """The Markdown table: rows = models, columns = (architecture, label budget)."""
+    columns = sorted({(tuple(r["hidden"]), r["labels"]) for r in runs},
+                     key=lambda c: (c[1] is None, c[1] or 0, len(c[0]), c[0]))
+    rows = list(dict.fromkeys(r["model"] for r in runs))
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["model"], tuple(r["hidden"]), r["labels"]), []).append(r)
+
+    def header(col):
+        arch = "-".join(map(str, col[0]))
+        return f"{arch}, {'all' if col[1] is None else col[1]} labels"
+
+    best = {}
+    for col in columns:
+        means = {m: statistics.fmean(x["test_acc"] for x in groups[(m, *col)]) for m in rows if (m, *col) in groups}
+        best[col] = max(means.values()) if means else None
+    lines = ["Test accuracy (%), mean ± std over seeds (n = seeds); best per column in bold.", "",
+             "| model | " + " | ".join(header(c) for c in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for m in rows:
+        cells_md = []
+        for col in columns:
+            group = groups.get((m, *col))
+            if not group:
+                cells_md.append("")
+                continue
+            accs = [x["test_acc"] for x in group]
+            text = f"{_fmt(accs)} (n={len(accs)})"
+            cells_md.append(f"**{text}**" if math.isclose(statistics.fmean(accs), best[col]) else text)
+        lines.append(f"| {m} | " + " | ".join(cells_md) + " |")
+    lines += ["", "Mean seconds per run: pretraining + fine-tuning.", "",
+              "| model | " + " | ".join(header(c) for c in columns) + " |", "|---|" + "---|" * len(columns)]
+    for m in rows:
+        cells_md = []
+        for col in columns:
+            group = groups.get((m, *col))
+            if group:
+                pre = statistics.fmean(x["pretrain_seconds"] for x in group)
+                fit = statistics.fmean(x["fit_seconds"] for x in group)
+                cells_md.append(f"{pre:.0f} + {fit:.0f}")
+            else:
+                cells_md.append("")
+        lines.append(f"| {m} | " + " | ".join(cells_md) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(runs: list[dict[str, Any]], path: Path) -> None:
+    """Mean validation curve per model, one panel per (architecture, label budget)."""
+    panels: dict[str, dict[str, list[float]]] = {}
+    groups: dict[tuple, list[list[float]]] = {}
+    for r in runs:
+        if r["val_curve"]:
+            groups.setdefault((tuple(r["hidden"]), r["labels"], r["model"]), []).append(r["val_curve"])
+    for (hidden, labels, model), curves in groups.items():
+        n = min(map(len, curves))
+        title = "-".join(map(str, hidden)) + ("" if labels is None else f", {labels} labels")
+        panels.setdefault(title, {})[model] = [statistics.fmean(c[i] for c in curves) for i in range(n)]
+    save_curves(panels, path)
+
+
+def run(cfg: Namespace) -> list[dict[str, Any]]:
+    """Run every unfinished cell of ``cfg``, saving after each; returns all runs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    _check_options(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise PermissionError(f"cannot write to the output folder {out}; pick another with --out DIR")
+    results_path = out / "results.json"
+    runs: list[dict[str, Any]] = []
+    if results_path.exists():
+        try:
+            runs = json.loads(results_path.read_text())["runs"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{results_path} is not a results file of this runner ({err}); move it away or "
+                             "pick another --out, so nothing is overwritten") from err
+    done = {(r["model"], tuple(r["hidden"]), r["seed"], r["labels"]) for r in runs}
+    todo = [c for c in cells(cfg) if c.key() not in done]
+    config = json.loads(json.dumps(cfg.as_dict(), default=str))
+    datamodules: dict[Optional[int], ImageDataModule] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
+        task = bar.add_task("cells", total=len(todo))
+        for cell in todo:
+            bar.update(task, description=f"{cell.name} {list(cell.hidden)} seed {cell.seed} labels {cell.labels}")
+            data = datamodules.setdefault(cell.labels, _datamodule(cfg, cell.labels))
+            runs.append(run_cell(cell, cfg, data, out))
+            _write_atomic(results_path, json.dumps({"config": config, "runs": runs}, indent=1) + "\n")
+            bar.advance(task)
+    if runs:
+        _write_atomic(out / "results.md", summarize(runs))
+        plot_curves(runs, out / "curves.png")
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    parser = build_parser()
+    cfg = parser.parse_args(argv)
+    run(cfg)
+    print((Path(cfg.out) / "results.md").read_text())  # the command's answer, for the terminal
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
