@@ -6,7 +6,7 @@ Each cell runs the same pipeline as ``train.py``: a DataModule, a :class:`~dbn_i
 (pretraining stages, transfer) or a :class:`~dbn_init.models.Baseline`, one fine-tuning fit of
 ``max_epochs`` epochs, then a test of the final weights. Writes to ``--out``:
 
-- ``results.json``: ``{"config": ..., "runs": [{"model", "hidden", "seed", "labels", "test_acc",
+- ``results.json``: ``{"configs": [...], "runs": [{"model", "hidden", "seed", "labels", "test_acc",
   "val_acc", "val_curve", "fit_seconds", "pretrain_seconds", ...}]}``, rewritten atomically
   after every cell, so a rerun with the same ``--out`` resumes, skipping finished cells;
 - ``results.md``: mean ± std test accuracy over seeds per cell, best per column in bold, times;
@@ -25,6 +25,7 @@ import os
 import statistics
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -34,6 +35,7 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 
 from .data import ImageDataModule
 from .init import INIT_SCHEMES
+from .io import load_stack, save_stack
 from .models import DBN, Baseline
 from .plots import image_grid, save_curves, save_image_grid
 
@@ -121,22 +123,32 @@ def _datamodule(cfg: Namespace, labels: Optional[int]) -> ImageDataModule:
     return cls(**{**dict(cfg.data.init_args), "num_labels": labels})
 
 
-def _trainer(cfg: Namespace, epochs: int, callbacks: list[Callback]) -> Trainer:
+def _trainer(cfg: Namespace, epochs: int, callbacks: list[Callback], val_every: int = 1) -> Trainer:
+    # Small label budgets train for more epochs (min_steps); validating every `val_every` epochs
+    # keeps about max_epochs points on every curve.
     return Trainer(max_epochs=epochs, accelerator=cfg.accelerator, devices=cfg.devices, logger=False,
                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                   num_sanity_val_steps=0, callbacks=callbacks)
+                   num_sanity_val_steps=0, callbacks=callbacks, check_val_every_n_epoch=val_every)
 
 
 def run_cell(cell: Cell, cfg: Namespace, data: ImageDataModule, out: Path) -> dict[str, Any]:
     """Run one cell end to end and return its results row."""
     seed_everything(cell.seed, verbose=False)
     sizes = dict(input_size=data.input_size, num_classes=data.num_classes, hidden=list(cell.hidden))
-    pretrain_seconds = 0.0
+    pretrain_seconds, cached = 0.0, False
     if cell.model == "dbn":
         model = DBN(**sizes, **{"pretrain_seed": cell.seed, **cfg.dbn})
+        # Pretraining never sees labels, so label budgets of one (shape, seed) share one stack.
+        cache = out / "pretrained" / f"{cell.name}-{'-'.join(map(str, cell.hidden))}-seed{cell.seed}.safetensors"
+        cached = cache.exists()
+        if cached:
+            model.load_rbms(load_stack(cache, input_size=data.input_size, hidden=list(cell.hidden)).rbms)
         start = time.perf_counter()
         model.pretrain(data, lambda stage, epochs: _trainer(cfg, epochs, []))
         pretrain_seconds = time.perf_counter() - start
+        if not cached:
+            cache.parent.mkdir(exist_ok=True)
+            save_stack(model.rbms, cache, scaling=data.scaling)
         filters = out / "filters.png"
         if not filters.exists():
             grid = image_grid(model.rbms[0].weight[:100], data.image_shape)
@@ -147,7 +159,7 @@ def run_cell(cell: Cell, cfg: Namespace, data: ImageDataModule, out: Path) -> di
     batches = math.ceil(len(data.train_x) / data.batch_size)
     epochs = max(cfg.max_epochs, math.ceil(cfg.min_steps / batches))
     curve = _ValCurve()
-    trainer = _trainer(cfg, epochs, [curve])
+    trainer = _trainer(cfg, epochs, [curve], val_every=max(1, epochs // cfg.max_epochs))
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
     fit_seconds = time.perf_counter() - start
@@ -157,6 +169,7 @@ def run_cell(cell: Cell, cfg: Namespace, data: ImageDataModule, out: Path) -> di
         "test_acc": round(float(test["test_acc"]), 6), "test_loss": round(float(test["test_loss"]), 6),
         "val_acc": curve.values[-1] if curve.values else None, "val_curve": curve.values,
         "epochs": epochs, "fit_seconds": round(fit_seconds, 2), "pretrain_seconds": round(pretrain_seconds, 2),
+        "pretrained_from_cache": cached,
         "dataset": getattr(data, "dataset_name", type(data).__name__), "train_size": len(data.train_x),
     }
 
@@ -247,15 +260,20 @@ def run(cfg: Namespace) -> list[dict[str, Any]]:
         raise PermissionError(f"cannot write to the output folder {out}; pick another with --out DIR")
     results_path = out / "results.json"
     runs: list[dict[str, Any]] = []
+    configs: list[dict[str, Any]] = []  # every config that added runs to this folder
     if results_path.exists():
         try:
-            runs = json.loads(results_path.read_text())["runs"]
+            saved = json.loads(results_path.read_text())
+            runs, configs = saved["runs"], saved.get("configs", [])
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{results_path} is not a results file of this runner ({err}); move it away or "
                              "pick another --out, so nothing is overwritten") from err
     done = {(r["model"], tuple(r["hidden"]), r["seed"], r["labels"]) for r in runs}
     todo = [c for c in cells(cfg) if c.key() not in done]
     config = json.loads(json.dumps(cfg.as_dict(), default=str))
+    config.pop("config", None)
+    if todo and config not in configs:
+        configs.append(config)
     datamodules: dict[Optional[int], ImageDataModule] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task("cells", total=len(todo))
@@ -263,7 +281,7 @@ def run(cfg: Namespace) -> list[dict[str, Any]]:
             bar.update(task, description=f"{cell.name} {list(cell.hidden)} seed {cell.seed} labels {cell.labels}")
             data = datamodules.setdefault(cell.labels, _datamodule(cfg, cell.labels))
             runs.append(run_cell(cell, cfg, data, out))
-            _write_atomic(results_path, json.dumps({"config": config, "runs": runs}, indent=1) + "\n")
+            _write_atomic(results_path, json.dumps({"configs": configs, "runs": runs}, indent=1) + "\n")
             bar.advance(task)
     if runs:
         _write_atomic(out / "results.md", summarize(runs))
@@ -272,6 +290,8 @@ def run(cfg: Namespace) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
     logging.basicConfig(level=logging.WARNING)
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
