@@ -5,10 +5,13 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import torch
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from .callbacks import RBMPictures
 from .data import ImageDataModule
 from .io import save_stack
 from .models import DBN, Classifier
@@ -30,21 +33,66 @@ class DBNCLI(LightningCLI):
         parser.link_arguments("data.input_size", "model.init_args.input_size", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
 
+    def checkpoint_dir(self) -> Path:
+        """Where this run's checkpoints go: the fine-tuning ModelCheckpoint's folder."""
+        callback = self.trainer.checkpoint_callback
+        if callback is not None and callback.dirpath:
+            return Path(callback.dirpath)
+        return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "checkpoints"
+
     def stage_trainer(self, stage: int, epochs: int) -> Trainer:
-        """A Trainer for one pretraining stage: the fit's hardware, precision and logger."""
+        """A Trainer for one pretraining stage: the fit's hardware, precision and logger, a
+        checkpoint ``rbm{k}-last.ckpt`` every epoch (for resuming) and the stage's pictures."""
         config = self.config[self.subcommand]["trainer"].clone().as_dict()
         args = {k: v for k, v in config.items() if k not in _FIT_ONLY}
+        # One file per stage, rewritten (atomically by Lightning's checkpoint IO) after every epoch.
+        checkpoint = ModelCheckpoint(dirpath=self.checkpoint_dir(), filename=f"rbm{stage + 1}-last", save_top_k=1,
+                                     enable_version_counter=False)
+        callbacks: list = [checkpoint]
+        if hasattr(self.datamodule, "image_shape"):
+            callbacks.append(RBMPictures(self.datamodule.image_shape))
         return Trainer(
             **args,
             max_epochs=epochs,
             logger=self.trainer.logger,
-            enable_checkpointing=False,
+            callbacks=callbacks,
             default_root_dir=self.trainer.default_root_dir,
         )
 
+    def resolve_resume(self, ckpt_path: str | None) -> Path | None:
+        """``--ckpt_path last``: the newest ``*last.ckpt`` of any earlier run under this logger's
+        folder (a stage or the fine-tuning); a path is taken as given."""
+        if not ckpt_path:
+            return None
+        if ckpt_path != "last":
+            path = Path(ckpt_path)
+            if not path.is_file():
+                raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist; pass a .ckpt file or 'last'")
+            return path
+        logger = self.trainer.logger
+        root = Path(logger.root_dir if logger is not None and hasattr(logger, "root_dir") else self.trainer.default_root_dir)
+        found = sorted(root.glob("*/checkpoints/*last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            rank_zero_warn(f"--ckpt_path last: no *last.ckpt under {root}; starting from scratch")
+            return None
+        return found[-1]
+
     def before_fit(self) -> None:
+        resume = self.resolve_resume(self.config_init[self.subcommand].get("ckpt_path"))
+        stage_resume: dict[int, str] = {}
+        if resume is not None:
+            rank_zero_info(f"resuming from {resume}")
+            checkpoint = torch.load(resume, map_location="cpu", weights_only=True)
+            stage = checkpoint.get("dbn_init", {}).get("stage")
+            if stage is not None:  # interrupted during pretraining: finish that stage, then go on
+                self.model.load_stage_checkpoint(checkpoint["state_dict"], stage)
+                stage_resume[stage - 1] = str(resume)
+                resume = None
+        self.config_init[self.subcommand]["ckpt_path"] = str(resume) if resume else None
         if isinstance(self.model, DBN):
-            self.model.pretrain(self.datamodule, self.stage_trainer)
+            if resume is not None:  # fine-tuning checkpoint: pretraining is done; fit restores the rest
+                self.model.load_state_dict(torch.load(resume, map_location="cpu", weights_only=True)["state_dict"])
+            self.model.pretrain(self.datamodule, self.stage_trainer, stage_resume)
 
     def after_fit(self) -> None:
         if self.trainer.interrupted:

@@ -25,7 +25,7 @@ from lightning.pytorch import LightningDataModule
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 __all__ = ["ImageDataModule", "DigitsDataModule", "MNISTDataModule", "FashionMNISTDataModule",
            "read_idx", "load_idx_dataset"]
@@ -174,6 +174,25 @@ class TensorBatches(Dataset):
         return self.x[idx], self.y[idx]
 
 
+class EpochShuffle(RandomSampler):
+    """A random order that depends only on (seed, epoch), not on the global RNG's history.
+
+    Lightning calls ``set_epoch`` before every epoch (as for its DistributedSampler), so a run
+    resumed from a checkpoint at epoch e sees exactly the batches the uninterrupted run saw.
+    """
+
+    def __init__(self, data_source: Dataset, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) % 2**63)
+        return iter(torch.randperm(len(self.data_source), generator=generator).tolist())
+
+
 def _keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     """Collate for :class:`TensorBatches`: the batch is already stacked (module-level to pickle)."""
     return batch
@@ -302,7 +321,10 @@ class ImageDataModule(LightningDataModule):
 
     def _loader(self, x: Tensor, y: Tensor, shuffle: bool) -> DataLoader:
         # A plain DataLoader (not a custom batch sampler) so Lightning can inject its DistributedSampler.
-        return DataLoader(TensorBatches(x, y), batch_size=self.batch_size, shuffle=shuffle,
+        # The shuffle seed is the run's seed (seed_everything), read when the loader is built.
+        dataset = TensorBatches(x, y)
+        sampler = EpochShuffle(dataset, seed=torch.initial_seed()) if shuffle else None
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
                           num_workers=self.num_workers, collate_fn=_keep_batch,
                           persistent_workers=self.num_workers > 0)
 

@@ -252,11 +252,22 @@ class DBN(Classifier):
         self.stages_done.fill_(max(int(self.stages_done), len(rbms)))
         self.transfer()
 
-    def pretrain(self, datamodule: LightningDataModule, trainer_factory: StageTrainerFactory = default_stage_trainer) -> None:
+    @torch.no_grad()
+    def load_stage_checkpoint(self, state_dict: dict[str, Tensor], stage: int) -> None:
+        """Take the RBM stack from a stage checkpoint (``rbm{stage}-last.ckpt``): RBMs below
+        ``stage`` are finished, RBM ``stage`` resumes from it."""
+        rbm_state = {k.removeprefix("rbms."): v for k, v in state_dict.items() if k.startswith("rbms.")}
+        self.rbms.load_state_dict(rbm_state)
+        self.stages_done.fill_(stage - 1)
+
+    def pretrain(self, datamodule: LightningDataModule, trainer_factory: StageTrainerFactory = default_stage_trainer,
+                 resume: dict[int, str] | None = None) -> None:
         """Train RBM 1..k greedily, one ``trainer_factory(stage, epochs).fit`` each, then transfer.
 
         With ``pretrained`` set, the imported stack replaces the bottom stages. Stages already
-        recorded in ``stages_done`` (imported, or a resumed run) are skipped.
+        recorded in ``stages_done`` (imported, or a resumed run) are skipped; ``resume`` maps a
+        stage index (from 0) to the checkpoint its fit resumes from (epoch, optimizer, momentum,
+        persistent chains, sampling noise).
         """
         if self.hparams.pretrained and int(self.stages_done) == 0:
             stack = load_stack(self.hparams.pretrained, input_size=self.hparams.input_size, hidden=self.hparams.hidden)
@@ -276,7 +287,8 @@ class DBN(Classifier):
             if index < int(self.stages_done) or epochs == 0:
                 continue
             log.info("pretraining RBM %d/%d for %d epochs", index + 1, len(self.rbms), epochs)
-            trainer_factory(index, epochs).fit(self.stage(index), datamodule=PretrainData(datamodule))
+            trainer_factory(index, epochs).fit(self.stage(index), datamodule=PretrainData(datamodule),
+                                               ckpt_path=(resume or {}).get(index))
             self.stages_done.fill_(index + 1)
         self.rbms.requires_grad_(False)
         self.rbms.eval()

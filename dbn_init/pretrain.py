@@ -72,6 +72,9 @@ class RBMStage(LightningModule):
         self.chain: Tensor | None = None  # PCD fantasy particles, one set per rank
         self.generator: torch.Generator | None = None
         self._generator_state: Tensor | None = None
+        self.monitor_every = 50  # steps between update-ratio samples
+        self.monitor_x: Tensor | None = None  # fixed training subset for the free-energy gap
+        self._weight_before: Tensor | None = None
         for i, rbm in enumerate(rbms):  # freeze by construction, before any Trainer wraps us
             rbm.requires_grad_(i == index)
 
@@ -92,6 +95,9 @@ class RBMStage(LightningModule):
     def on_fit_start(self) -> None:
         for rbm in self.rbms[: self.index]:
             rbm.eval()
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if isinstance(datamodule, PretrainData):
+            self.monitor_x = datamodule.monitor_subset()
         # Gibbs noise must differ across ranks (else DDP averages identical chains) and be
         # reproducible: one generator per rank, seeded from the run seed, the stage and the rank.
         self.generator = torch.Generator(device=self.device)
@@ -127,6 +133,7 @@ class RBMStage(LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self._log_update_ratio()
         # DDP keeps the weights bit-identical on every rank, so every rank reaches the same
         # verdict here without a collective.
         if not all(bool(torch.isfinite(p).all()) for p in self.rbm.parameters()):
@@ -138,12 +145,52 @@ class RBMStage(LightningModule):
                 "Bernoulli)."
             )
 
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if batch_idx % self.monitor_every == 0:  # a sparse sample of steps is enough for the ratio
+            self._weight_before = self.rbm.weight.detach().clone()
+
+    def _log_update_ratio(self) -> None:
+        # Hinton (2010, section 15): updates ~1e-3 of the weights' size are healthy.
+        if self._weight_before is not None:
+            ratio = (self.rbm.weight.detach() - self._weight_before).norm() / self._weight_before.norm().clamp_min(1e-12)
+            self.log(f"{self.name}/update_ratio", ratio, on_step=False, on_epoch=True, sync_dist=True)
+            self._weight_before = None
+
+    # --- monitoring: the signals the RBM literature trusts, reduced across ranks ---------------
+    def on_validation_epoch_start(self) -> None:
+        # Validation noise must not consume the training generator (resume would then diverge).
+        self._val_generator = torch.Generator(device=self.device).manual_seed(self.seed + self.current_epoch)
+        self._hidden_sum = torch.zeros(self.rbm.n_hidden, device=self.device, dtype=torch.float64)
+        self._count = torch.zeros((), device=self.device, dtype=torch.float64)
+
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         v = self.encode(batch[0])
-        h = torch.bernoulli(self.rbm.hidden_probs(v), generator=self.generator)
-        recon = ((v - self.rbm.visible_mean(h)) ** 2).sum(-1).mean()
+        probs = self.rbm.hidden_probs(v)
+        recon = ((v - self.rbm.visible_mean(probs)) ** 2).sum(-1).mean()  # mean-field, noise-free
         self.log(f"{self.name}/val_recon", recon, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log(f"{self.name}/val_free_energy", self.rbm.free_energy(v).mean(), on_epoch=True, sync_dist=True)
+        if self.rbm.visible_units == "bernoulli":
+            pl = self.rbm.pseudo_likelihood(v, self._val_generator).mean()
+            self.log(f"{self.name}/val_pseudo_likelihood", pl, on_epoch=True, sync_dist=True)
+        self._hidden_sum += probs.sum(0).double()
+        self._count += len(v)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        strategy = self.trainer.strategy
+        mean = strategy.reduce(self._hidden_sum, reduce_op="sum") / strategy.reduce(self._count, reduce_op="sum").clamp_min(1)
+        self.log(f"{self.name}/hidden_mean", mean.mean().float())
+        self.log(f"{self.name}/hidden_dead", (mean < 0.01).float().mean())  # never on
+        self.log(f"{self.name}/hidden_saturated", (mean > 0.99).float().mean())  # always on
+        if self.monitor_x is not None:
+            # Hinton (2010, section 6): val free energy rising above the training data's
+            # (a fixed subset) signals overfitting.
+            with torch.no_grad():
+                train_f = self.rbm.free_energy(self.encode(self.monitor_x.to(self.device))).mean()
+            val_f = self.trainer.callback_metrics.get(f"{self.name}/val_free_energy")
+            if val_f is not None:
+                self.log(f"{self.name}/free_energy_gap", val_f.to(self.device) - train_f)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # Weight decay on W only (Hinton 2010, section 10): biases are not penalised.
@@ -189,6 +236,11 @@ class PretrainData(LightningDataModule):
 
     def train_dataloader(self):
         return self.datamodule.pretrain_dataloader()
+
+    def monitor_subset(self, n: int = 1000) -> Tensor | None:
+        """The first ``n`` pretraining images: a fixed training subset, (n, n_visible)."""
+        data = getattr(self.datamodule, "pretrain_x", None)
+        return None if data is None else data[:n]
 
     def val_dataloader(self):
         return self.datamodule.val_dataloader()

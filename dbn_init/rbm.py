@@ -14,6 +14,7 @@ Hinton (2010), "A practical guide to training restricted Boltzmann machines", UT
 Tieleman (2008), "Training restricted Boltzmann machines using approximations to the likelihood
 gradient" (persistent contrastive divergence).
 Lee, Ekanadham & Ng (2008), "Sparse deep belief net model for visual area V2" (sparsity target).
+Besag (1975), "Statistical analysis of non-lattice data" (pseudo-likelihood).
 """
 
 from __future__ import annotations
@@ -132,6 +133,45 @@ class RBM(nn.Module):
         h = self.sample_hidden(v, generator)
         return self.sample_visible(h, generator) if sample_visible else self.visible_mean(h)
 
+    @torch.no_grad()
+    def sample(self, n: int, steps: int, generator: torch.Generator | None = None,
+               init: Tensor | None = None) -> Tensor:
+        """Draw ``n`` visible vectors by block Gibbs sampling: (n, n_visible), detached.
+
+        The chains start at ``init`` (e.g. data rows, shape (n, n_visible)) or, without it, at
+        noise: Bernoulli(0.5) pixels here, N(0, 1) for :class:`GaussianRBM`. Each of the ``steps``
+        sweeps is v -> h ~ p(h | v) -> v' ~ p(v | h), all sampled, except that the last sweep
+        returns E[v' | h] instead of a sample: the mean is the usual thing to look at (smooth
+        images, no pixel noise), and it is a deterministic function of the last hidden sample.
+
+        ``steps=0`` runs no sweep and returns the start itself: a copy of ``init`` (in the
+        RBM's dtype), or the noise. ``steps=1`` from data is the one-step reconstruction
+        E[v | h ~ p(h | init)].
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"expected n an integer >= 1 (number of samples), got {n!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"expected steps an integer >= 0 (Gibbs sweeps), got {steps!r}")
+        like = self.weight
+        if init is None:
+            v = self._noise((n, self.n_visible), generator)
+        else:
+            if not isinstance(init, Tensor) or tuple(init.shape) != (n, self.n_visible):
+                got = tuple(init.shape) if isinstance(init, Tensor) else type(init).__name__
+                raise ValueError(f"expected init of shape (n, n_visible) = ({n}, {self.n_visible}), got {got}; "
+                                 "pass init[:n], or n=len(init)")
+            check_visible(init, self.visible_units, "init")
+            v = init.detach().to(device=like.device, dtype=like.dtype).clone()
+        for step in range(steps):
+            h = self.sample_hidden(v, generator)
+            v = self.visible_mean(h) if step == steps - 1 else self.sample_visible(h, generator)
+        return v
+
+    def _noise(self, shape: tuple[int, int], generator: torch.Generator | None) -> Tensor:
+        """Starting noise for :meth:`sample` without ``init``: Bernoulli(0.5) visible units."""
+        half = torch.full(shape, 0.5, device=self.weight.device, dtype=self.weight.dtype)
+        return torch.bernoulli(half, generator=generator)
+
     def cd_loss(
         self,
         v_data: Tensor,
@@ -176,6 +216,54 @@ class RBM(nn.Module):
         loss = self.free_energy(v_data, data_logits).mean() - self.free_energy(v_model).mean()
         return CDResult(loss, v_model, hidden_probs, reconstruction)
 
+    # --- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def pseudo_likelihood(self, v: Tensor, generator: torch.Generator | None = None, *,
+                          index: Tensor | None = None) -> Tensor:
+        """Stochastic log pseudo-likelihood per sample, as scikit-learn's ``BernoulliRBM.score_samples``.
+
+        For each row one visible unit i is flipped (v_i -> 1 - v_i, giving v~) and the estimate is
+        ``n_visible * log sigmoid(F(v~) - F(v))``: ``log sigmoid(F(v~) - F(v)) = log p(v_i | v_-i)``,
+        so this is an unbiased one-term estimate of the log pseudo-likelihood
+        ``sum_i log p(v_i | v_-i)`` (Besag 1975, "Statistical analysis of non-lattice data").
+
+        Parameters
+        ----------
+        v : Tensor of shape (batch, n_visible)
+            Binary data (values in [0, 1] are accepted, as by scikit-learn; the flip is 1 - v_i).
+        generator : torch.Generator, optional
+            Draws the flipped units: ``torch.randint(n_visible, (batch,), generator=generator)``.
+        index : Tensor of shape (batch,), optional
+            Flip these units instead of random ones (for a reproducible estimate, or to match
+            another implementation's draw).
+
+        Returns
+        -------
+        Tensor of shape (batch,), in nats.
+
+        Notes
+        -----
+        Stochastic: one random unit per sample, so repeated calls differ; average over many rows
+        (or calls) before comparing models. It is a proxy for the likelihood, cheap because it
+        needs no partition function, but it scores only single-unit conditionals; for the
+        likelihood itself use AIS (:mod:`dbn_init.evaluate`). Meaningful for binary (Bernoulli)
+        data only; :class:`GaussianRBM` raises ``NotImplementedError``.
+        """
+        if v.ndim != 2 or v.shape[1] != self.n_visible:
+            raise ValueError(f"expected v of shape (batch, {self.n_visible}), got {tuple(v.shape)}")
+        check_visible(v, self.visible_units, "v")
+        v = v.to(device=self.weight.device, dtype=self.weight.dtype)
+        rows = torch.arange(v.shape[0], device=v.device)
+        if index is None:
+            index = torch.randint(self.n_visible, (v.shape[0],), generator=generator, device=v.device)
+        elif tuple(index.shape) != (v.shape[0],) or index.dtype.is_floating_point or (
+                index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.n_visible)):
+            raise ValueError(f"expected index of shape ({v.shape[0]},) with integers in [0, {self.n_visible}), "
+                             f"got shape {tuple(index.shape)}, dtype {index.dtype}")
+        flipped = v.clone()
+        flipped[rows, index] = 1 - flipped[rows, index]
+        return self.n_visible * F.logsigmoid(self.free_energy(flipped) - self.free_energy(v))
+
     # --- exact quantities for tiny models -----------------------------------------------------
     @torch.no_grad()
     def log_partition_exact(self) -> Tensor:
@@ -208,6 +296,19 @@ class GaussianRBM(RBM):
 
     def visible_term(self, v: Tensor) -> Tensor:
         return 0.5 * ((v - self.visible_bias) ** 2).sum(-1)
+
+    def _noise(self, shape: tuple[int, int], generator: torch.Generator | None) -> Tensor:
+        """Starting noise for :meth:`sample` without ``init``: N(0, 1), standardised data's scale."""
+        return torch.randn(shape, generator=generator, device=self.weight.device, dtype=self.weight.dtype)
+
+    def pseudo_likelihood(self, v: Tensor, generator: torch.Generator | None = None, *,
+                          index: Tensor | None = None) -> Tensor:
+        """Not defined here: the flip v_i -> 1 - v_i needs binary units (see :meth:`RBM.pseudo_likelihood`)."""
+        raise NotImplementedError(
+            "pseudo_likelihood flips one binary visible unit (v_i -> 1 - v_i), which has no meaning for "
+            "Gaussian (continuous) visible units; compare Gaussian RBMs by reconstruction error, or by "
+            "-free_energy(v) - log_partition_exact() for models with few hidden units"
+        )
 
     @torch.no_grad()
     def log_partition_exact(self) -> Tensor:

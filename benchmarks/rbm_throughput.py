@@ -1,0 +1,358 @@
+"""Seconds per CD-1 epoch of a 784->512 Bernoulli RBM: dbn_init's Lightning pipeline vs its peers.
+
+Contenders (one epoch each, fp32 on CPU, batch 128, the first ``--n`` pretraining images):
+  matmul_only        the arithmetic floor: the three matmuls of CD-1 (v->h, h->v, v->h) and the two
+                     rank-B updates (positive and negative statistics) into preallocated buffers, over
+                     pre-batched tensors; in-place sigmoids keep the values bounded, no sampling.
+  naive_torch        hand-written CD-1: sigmoid, Bernoulli hidden sample, mean reconstruction,
+                     in-place momentum SGD with weight decay (dbn_init's defaults), pre-batched.
+  dbn_init           what train.py does per stage: Trainer(max_epochs=1, ...).fit(DBN(...).stage(0),
+                     datamodule=PretrainData(FashionMNISTDataModule)); only the fit is timed.
+  dbn_init_1t        the same with one thread instead of --threads.
+  sklearn_f32/_f64   sklearn.neural_network.BernoulliRBM(n_iter=1).fit(X) in float32 (float64 with
+                     --sklearn-f64). Note: sklearn's RBM is persistent CD (Tieleman 2008).
+  learnergy          learnergy.models.bernoulli.RBM(...).fit(TensorDataset, epochs=1); it also
+                     computes a pseudo-likelihood per batch, part of its fit. Null if not installed.
+  finetune_dbn_init  one epoch of Baseline(hidden=[256, 256]) in the same quiet Trainer, batch 100.
+  finetune_plain     the same model and batch size in a plain loop: Adam, shuffled index batches.
+
+Method: every timed epoch runs in a fresh subprocess (imports, data loading and a warm-up on two
+batches come first and are not timed), in interleaved rounds: round r runs each contender once,
+the order rotated by r. Each subprocess's BLAS/OpenMP pools get --threads threads. We report the
+median and the minimum over rounds. Memory, Linux only: the subprocess resets its resident-set
+high-water mark (``/proc/self/clear_refs``) just before the epoch and reads ``VmHWM`` after it,
+so ``peak RSS`` is that process's peak during the epoch (interpreter, libraries and the data set
+included) and ``epoch +MB`` is that peak minus the resident size at the epoch's start.
+
+The last line printed is one JSON object with every figure. Run from the repository root:
+  python benchmarks/rbm_throughput.py                     # the real figures (idle machine!)
+  python benchmarks/rbm_throughput.py --n 2000 --rounds 1 # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import importlib.util
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from importlib import metadata
+
+CONTENDERS = ["matmul_only", "naive_torch", "dbn_init", "dbn_init_1t", "sklearn_f32", "sklearn_f64",
+              "learnergy", "finetune_dbn_init", "finetune_plain"]
+OPTIONAL = {"learnergy", "sklearn_f32", "sklearn_f64"}  # peers: a failure is reported, not fatal
+FINETUNE_BATCH = 100  # FashionMNISTDataModule's default, the fine-tuning batch of the seed experiment
+LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.5, 2e-4  # dbn_init's CD defaults for the first epochs
+# (numerator, denominator, comparison, bound): the goals of the issue, as ratios of medians.
+GOALS = [("dbn_init", "matmul_only", "<=", 1.4), ("sklearn_f32", "dbn_init", ">=", 2.0),
+         ("learnergy", "dbn_init", ">=", 2.5), ("finetune_dbn_init", "finetune_plain", "<=", 1.3)]
+
+
+# --- data (worker side) ------------------------------------------------------------------------
+def make_datamodule(args: argparse.Namespace, batch_size: int):
+    """The set-up FashionMNISTDataModule cut to the first ``n`` images; random binary if no data."""
+    import numpy as np
+    from dbn_init.data import FashionMNISTDataModule
+
+    class RandomBinaryImages(FashionMNISTDataModule):  # same shapes and dtype, so it runs anywhere
+        def _load(self):
+            rng = np.random.default_rng(0)
+            images = lambda n: (rng.random((n, 28, 28)) < 0.3).astype(np.uint8) * 255  # noqa: E731
+            return images(60000), rng.integers(0, 10, 60000), images(10000), rng.integers(0, 10, 10000)
+
+    cls = FashionMNISTDataModule if os.path.isdir(args.data_root) else RandomBinaryImages
+    dm = cls(root=args.data_root, batch_size=batch_size)
+    dm.setup("fit")
+    n = len(dm.pretrain_x) if args.n is None else args.n
+    if not 1 <= n <= len(dm.pretrain_x):
+        raise ValueError(f"expected --n in 1..{len(dm.pretrain_x)} (the pretraining split), got {n}")
+    return cut(dm, n)
+
+
+def cut(dm, n: int):
+    """A copy of a set-up DataModule whose pretraining and training splits keep the first n images."""
+    small = copy.copy(dm)  # setup() is a no-op on it: the splits below are what its loaders serve
+    small.pretrain_x, small.pretrain_y = dm.pretrain_x[:n], dm.pretrain_y[:n]
+    small.train_x, small.train_y = dm.train_x[:n], dm.train_y[:n]
+    return small
+
+
+def seconds(epoch) -> float:
+    start = time.perf_counter()
+    epoch()
+    return time.perf_counter() - start
+
+
+def quiet_trainer():
+    from lightning.pytorch import Trainer
+
+    # train.py's per-stage Trainer; accelerator="cpu" is what "auto" picks on a CPU-only machine.
+    return Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                   accelerator="cpu", devices=1)
+
+
+# --- contenders: each builds its state untimed, then returns the seconds of one epoch -------------
+def matmul_only(dm, args) -> float:
+    import torch
+
+    x, size = dm.pretrain_x, args.batch_size
+    batches = list(x[torch.randperm(len(x))].split(size))
+    w = torch.randn(args.hidden, x.shape[1]) * 0.01  # (H, V)
+    h0_buf, v1_buf, h1_buf = torch.empty(size, args.hidden), torch.empty(size, x.shape[1]), torch.empty(size, args.hidden)
+
+    def epoch():
+        for v in batches:
+            b = len(v)
+            h0, v1, h1 = h0_buf[:b], v1_buf[:b], h1_buf[:b]
+            torch.mm(v, w.t(), out=h0).sigmoid_()  # v -> h  (B, H)
+            torch.mm(h0, w, out=v1).sigmoid_()  # h -> v  (B, V)
+            torch.mm(v1, w.t(), out=h1).sigmoid_()  # v -> h  (B, H)
+            w.addmm_(h0.t(), v, alpha=LR / b)  # + positive statistics (H, V)
+            w.addmm_(h1.t(), v1, alpha=-LR / b)  # - negative statistics
+
+    return seconds(epoch)
+
+
+def naive_torch(dm, args) -> float:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = dm.pretrain_x
+    batches = list(x[torch.randperm(len(x), generator=g)].split(args.batch_size))
+    w = torch.randn(args.hidden, x.shape[1], generator=g) * 0.01  # (H, V)
+    b, c = torch.zeros(x.shape[1]), torch.zeros(args.hidden)  # visible, hidden bias
+    dw, db, dc = torch.zeros_like(w), torch.zeros_like(b), torch.zeros_like(c)  # momentum buffers
+
+    def epoch():
+        for v in batches:
+            s = LR / len(v)
+            ph0 = torch.sigmoid(torch.addmm(c, v, w.t()))  # p(h | v)  (B, H)
+            pv1 = torch.sigmoid(torch.addmm(b, torch.bernoulli(ph0, generator=g), w))  # E[v | h]  (B, V)
+            ph1 = torch.sigmoid(torch.addmm(c, pv1, w.t()))  # p(h | v1)  (B, H)
+            dw.mul_(MOMENTUM).addmm_(ph0.t(), v, alpha=s).addmm_(ph1.t(), pv1, alpha=-s).add_(w, alpha=-LR * WEIGHT_DECAY)
+            db.mul_(MOMENTUM).add_(v.sum(0) - pv1.sum(0), alpha=s)
+            dc.mul_(MOMENTUM).add_(ph0.sum(0) - ph1.sum(0), alpha=s)
+            w.add_(dw), b.add_(db), c.add_(dc)
+
+    return seconds(epoch)
+
+
+def dbn_init(dm, args) -> float:
+    from dbn_init.models import DBN
+    from dbn_init.pretrain import PretrainData
+
+    stage, data, trainer = DBN(input_size=dm.input_size, hidden=[args.hidden], pretrain_epochs=1).stage(0), PretrainData(dm), quiet_trainer()
+    return seconds(lambda: trainer.fit(stage, datamodule=data))
+
+
+def sklearn_rbm(dtype: str):
+    def run(dm, args) -> float:
+        from sklearn.neural_network import BernoulliRBM
+
+        x = dm.pretrain_x.numpy().astype(dtype)
+        rbm = BernoulliRBM(n_components=args.hidden, batch_size=args.batch_size, n_iter=1, learning_rate=LR, random_state=0)
+        return seconds(lambda: rbm.fit(x))
+
+    return run
+
+
+def learnergy(dm, args) -> float:
+    from learnergy.models.bernoulli import RBM
+    from torch.utils.data import TensorDataset
+
+    rbm = RBM(n_visible=dm.input_size, n_hidden=args.hidden, steps=1, learning_rate=LR, momentum=0, decay=0,
+              temperature=1, use_gpu=False)
+    data = TensorDataset(dm.pretrain_x, dm.pretrain_y)
+    return seconds(lambda: rbm.fit(data, batch_size=args.batch_size, epochs=1))
+
+
+def finetune_dbn_init(dm, args) -> float:
+    from dbn_init.models import Baseline
+
+    model, trainer = Baseline(input_size=dm.input_size, hidden=[256, 256]), quiet_trainer()
+    return seconds(lambda: trainer.fit(model, datamodule=dm))
+
+
+def finetune_plain(dm, args) -> float:
+    import torch
+    import torch.nn.functional as F
+    from dbn_init.models import Baseline
+
+    model = Baseline(input_size=dm.input_size, hidden=[256, 256])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = dm.train_x, dm.train_y
+
+    def epoch():
+        for idx in torch.randperm(len(x)).split(dm.batch_size):
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    return seconds(epoch)
+
+
+# name -> (function, batch size, threads or None for --threads)
+RUNNERS = {
+    "matmul_only": (matmul_only, None, None), "naive_torch": (naive_torch, None, None),
+    "dbn_init": (dbn_init, None, None), "dbn_init_1t": (dbn_init, None, 1),
+    "sklearn_f32": (sklearn_rbm("float32"), None, None), "sklearn_f64": (sklearn_rbm("float64"), None, None),
+    "learnergy": (learnergy, None, None),
+    "finetune_dbn_init": (finetune_dbn_init, FINETUNE_BATCH, None), "finetune_plain": (finetune_plain, FINETUNE_BATCH, None),
+}
+
+
+def status_mb(key: str) -> float:
+    """A ``Vm*`` line of /proc/self/status, in MB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":")) / 1024
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Time one epoch of one contender in this (fresh) process and print a JSON line."""
+    import logging
+    import warnings
+
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    fn, batch_size, threads = RUNNERS[args.worker]
+    torch.set_num_threads(threads or args.threads)
+    threadpool_limits(threads or args.threads)  # numpy's BLAS too, for sklearn
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")  # Lightning's "few workers" hints; stderr shows only on failure
+    dm = make_datamodule(args, batch_size or args.batch_size)
+    fn(cut(dm, 2 * (batch_size or args.batch_size)), args)  # warm-up: lazy imports, BLAS and allocator
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS (Linux >= 4.0)
+        start = status_mb("VmRSS")
+    except OSError:
+        start = None
+    sec = fn(dm, args)
+    peak = status_mb("VmHWM") if start is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": sec, "n": len(dm.pretrain_x), "peak_rss_mb": round(peak, 1),
+                      "epoch_rss_mb": None if start is None else round(peak - start, 1),
+                      "data": "fashion-mnist" if os.path.isdir(args.data_root) else "random"}))
+
+
+# --- driver ------------------------------------------------------------------------------------
+def run_worker(name: str, args: argparse.Namespace) -> dict:
+    threads = str(RUNNERS[name][2] or args.threads)
+    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--threads", str(args.threads),
+           "--batch-size", str(args.batch_size), "--hidden", str(args.hidden), "--data-root", args.data_root]
+    cmd += [] if args.n is None else ["--n", str(args.n)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+        return {"error": lines[-1], "stderr": "\n".join(lines[-15:])}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=None, help="images from the pretraining split (default: all 54000)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians over them")
+    p.add_argument("--batch-size", type=int, default=128, help="RBM batch size (fine-tuning uses 100)")
+    p.add_argument("--hidden", type=int, default=512, help="RBM hidden units")
+    p.add_argument("--threads", type=int, default=2, help="torch/BLAS threads per contender")
+    p.add_argument("--data-root", default="/usr/share/datasets/fashion-mnist",
+                   help="Fashion-MNIST IDX folder; random binary images of the same shape if missing")
+    p.add_argument("--skip", default="", help=f"comma list of contenders or prefixes, e.g. learnergy,sklearn; of {CONTENDERS}")
+    p.add_argument("--sklearn-f64", action="store_true", help="also time sklearn in float64")
+    p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        worker(args)
+        return 0
+
+    skip = [s for s in args.skip.split(",") if s]
+    matches = lambda c, s: c == s or c.startswith(s + "_")  # noqa: E731
+    if unknown := [s for s in skip if not any(matches(c, s) for c in CONTENDERS)]:
+        p.error(f"expected --skip names from {CONTENDERS} (or a prefix such as sklearn), got {unknown}")
+    names = [c for c in CONTENDERS if not any(matches(c, s) for s in skip) and (c != "sklearn_f64" or args.sklearn_f64)]
+    if not os.path.isdir(args.data_root):
+        print(f"note: {args.data_root} is missing; timing random binary images of Fashion-MNIST's shape")
+    unavailable = {}
+    if "learnergy" in names and importlib.util.find_spec("learnergy") is None:
+        unavailable["learnergy"] = "not installed (pip install learnergy)"
+
+    runs: dict[str, list[dict]] = {c: [] for c in names}
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            if name in unavailable:
+                continue
+            res = run_worker(name, args)
+            if "error" in res:
+                unavailable[name] = res["error"]
+                print(f"round {r + 1}/{args.rounds}  {name:<18} FAILED: {res['error']}\n{res['stderr']}", file=sys.stderr)
+                continue
+            runs[name].append(res)
+            print(f"round {r + 1}/{args.rounds}  {name:<18} {res['seconds']:8.3f} s", flush=True)
+
+    med = {c: statistics.median(x["seconds"] for x in v) if v else None for c, v in runs.items()}
+    ratio = lambda a, b: med[a] / med[b] if med.get(a) and med.get(b) else None  # noqa: E731
+    n = next((x["n"] for v in runs.values() for x in v), args.n)
+    print(f"\nOne epoch, n={n}, batch {args.batch_size} (fine-tuning {FINETUNE_BATCH}), 784->{args.hidden}, "
+          f"{args.threads} threads, {args.rounds} rounds; ratio to matmul_only (fine-tuning: to finetune_plain)")
+    print(f"{'contender':<18} {'median s':>9} {'min s':>8} {'ratio':>7} {'samples/s':>10} {'peak RSS MB':>12} {'epoch +MB':>10}")
+    for c in names:
+        if not runs[c]:
+            print(f"{c:<18} {'unavailable: ' + unavailable.get(c, '?')}")
+            continue
+        ref = "finetune_plain" if c.startswith("finetune") else "matmul_only"
+        rt, peak = ratio(c, ref), max(x["peak_rss_mb"] for x in runs[c])
+        extra = max((x["epoch_rss_mb"] for x in runs[c] if x["epoch_rss_mb"] is not None), default=None)
+        print(f"{c:<18} {med[c]:9.3f} {min(x['seconds'] for x in runs[c]):8.3f} "
+              f"{'-' if rt is None else f'{rt:.2f}x':>7} {n / med[c]:10,.0f} {peak:12.0f} {'-' if extra is None else f'{extra:.0f}':>10}")
+    goals = {}
+    for a, b, op, bound in GOALS:
+        value = ratio(a, b)
+        goals[f"{a}/{b} {op} {bound}"] = None if value is None else (value <= bound if op == "<=" else value >= bound)
+        shown = "n/a" if value is None else f"{value:.2f} ({'met' if goals[f'{a}/{b} {op} {bound}'] else 'NOT met'})"
+        print(f"goal {a}/{b} {op} {bound}: {shown}")
+
+    result = {f"{c}_s": med.get(c) for c in CONTENDERS if c != "sklearn_f64" or args.sklearn_f64}
+    result.update({
+        "min_s": {c: min(x["seconds"] for x in v) for c, v in runs.items() if v},
+        "all_s": {c: [round(x["seconds"], 4) for x in v] for c, v in runs.items() if v},
+        "dbn_init_over_matmul_only": ratio("dbn_init", "matmul_only"),
+        "dbn_init_over_naive_torch": ratio("dbn_init", "naive_torch"),
+        "sklearn_f32_over_dbn_init": ratio("sklearn_f32", "dbn_init"),
+        "learnergy_over_dbn_init": ratio("learnergy", "dbn_init"),
+        "finetune_dbn_init_over_plain": ratio("finetune_dbn_init", "finetune_plain"),
+        "dbn_init_1t_over_dbn_init": ratio("dbn_init_1t", "dbn_init"),
+        "goals_met": goals,
+        "peak_rss_mb": {c: max(x["peak_rss_mb"] for x in v) for c, v in runs.items() if v},
+        "epoch_rss_mb": {c: max((x["epoch_rss_mb"] or 0) for x in v) for c, v in runs.items() if v},
+        "rss_method": "per-contender subprocess; VmHWM reset via /proc/self/clear_refs before the epoch",
+        "unavailable": unavailable, "rounds": args.rounds, "threads": args.threads, "n": n,
+        "batch_size": args.batch_size, "finetune_batch_size": FINETUNE_BATCH, "hidden": args.hidden,
+        "data": next((x["data"] for v in runs.values() for x in v), None),
+        "versions": {"python": platform.python_version(), **{k: version(k) for k in
+                     ("dbn_init", "torch", "lightning", "scikit-learn", "numpy", "learnergy")}},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    print(json.dumps(result))
+    return 1 if any(c not in OPTIONAL for c in unavailable) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Callbacks for pretraining stages: what each RBM learned, as pictures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
+
+from .plots import image_grid, save_curves, save_image_grid
+from .pretrain import RBMStage
+
+__all__ = ["RBMPictures", "down_pass", "pixel_filters"]
+
+
+def down_pass(rbms, h: Tensor) -> Tensor:
+    """Map a state of the top RBM's visible layer to pixels through the visible means below it."""
+    for rbm in reversed(list(rbms)):
+        h = rbm.visible_mean(h)
+    return h
+
+
+def pixel_filters(rbms, index: int) -> Tensor:
+    """RBM ``index``'s filters in pixel space: W_index @ ... @ W_1, shape (n_hidden, n_pixels).
+
+    For index 0 these are the weights themselves; higher layers' filters are the linear
+    combinations of the lower filters that their weights select (Lee et al. 2009 visualise them so).
+    """
+    filters = rbms[index].weight
+    for rbm in reversed(list(rbms)[:index]):
+        filters = filters @ rbm.weight
+    return filters
+
+
+class RBMPictures(Callback):
+    """At the end of each pretraining stage, write PNGs to ``{log_dir}/pictures/`` and, under a
+    TensorBoard logger, log them as images: the filters (first layer; higher layers projected to
+    pixels), reconstructions next to their inputs, samples from long Gibbs chains, and the
+    stage's learning curve (reconstruction error per epoch).
+
+    Parameters
+    ----------
+    image_shape : (H, W)
+        Shape of one input image.
+    n_filters, n_samples : int
+        How many filters and samples to draw.
+    gibbs_steps : int
+        Sweeps of each sampling chain (started from noise).
+    """
+
+    def __init__(self, image_shape: tuple[int, int], n_filters: int = 100, n_samples: int = 64,
+                 gibbs_steps: int = 1000) -> None:
+        self.image_shape = tuple(image_shape)
+        self.n_filters, self.n_samples, self.gibbs_steps = n_filters, n_samples, gibbs_steps
+        self.curves: dict[str, list[float]] = {}
+
+    def on_train_epoch_end(self, trainer: Trainer, stage: RBMStage) -> None:
+        for split in ("train", "val"):
+            value = trainer.callback_metrics.get(f"{stage.name}/{split}_recon")
+            if value is not None:
+                self.curves.setdefault(f"{stage.name}/{split}_recon", []).append(float(value))
+
+    @torch.no_grad()
+    def on_train_end(self, trainer: Trainer, stage: RBMStage) -> None:
+        if not trainer.is_global_zero or trainer.fast_dev_run:
+            return
+        folder = Path(trainer.log_dir or trainer.default_root_dir) / "pictures"
+        folder.mkdir(parents=True, exist_ok=True)
+        rbms, below = stage.rbms, list(stage.rbms[: stage.index])
+        pictures = {"filters": image_grid(pixel_filters(rbms, stage.index)[: self.n_filters], self.image_shape)}
+        if stage.monitor_x is not None:
+            x = stage.monitor_x[:32].to(stage.device)
+            v = stage.encode(x)
+            recon = down_pass(below, stage.rbm.visible_mean(stage.rbm.hidden_probs(v)))
+            pairs = torch.stack([x, recon], 1).reshape(-1, x.shape[1])  # input, reconstruction, ...
+            pictures["reconstructions"] = image_grid(pairs, self.image_shape, ncols=16, normalize_each=False)
+        generator = torch.Generator(device=stage.device).manual_seed(stage.seed)
+        samples = down_pass(below, stage.rbm.sample(self.n_samples, self.gibbs_steps, generator=generator))
+        gaussian = rbms[0].visible_units == "gaussian"  # standardised pixels: scale each tile
+        pictures["samples"] = image_grid(samples, self.image_shape, normalize_each=gaussian)
+        for kind, grid in pictures.items():
+            save_image_grid(grid, folder / f"{stage.name}_{kind}.png", f"{stage.name} {kind}")
+            if isinstance(trainer.logger, TensorBoardLogger):
+                trainer.logger.experiment.add_image(f"{stage.name}/{kind}", grid[None], stage.index, dataformats="CHW")
+        curves = {k: v for k, v in self.curves.items() if k.startswith(f"{stage.name}/")}
+        if curves:
+            save_curves({stage.name: curves}, folder / f"{stage.name}_curve.png", ylabel="reconstruction error")

@@ -1,0 +1,309 @@
+"""Log-likelihood of Bernoulli RBMs: annealed importance sampling (AIS) of log Z, and its command.
+
+    python -m dbn_init.evaluate WEIGHTS [--layer 1] [--dataset digits|mnist|fashion_mnist] [--root DIR]
+        [--split test] [--chains 100] [--betas 10000] [--seed 0] [--binarize]
+
+``log p(v) = -F(v) - log Z`` needs the partition function Z, a sum over 2**(n_visible + n_hidden)
+states. AIS (Neal 2001) estimates it by annealing chains from a base-rate RBM A (zero weights, so
+Z_A is known) to the RBM B through the intermediate distributions of Salakhutdinov & Murray (2008),
+eq. 16, with the hidden units summed out::
+
+    log p*_k(v) = (1 - beta_k) b_A'v + beta_k b_B'v + sum_j softplus(beta_k (W v + c)_j)
+
+for 0 = beta_0 < ... < beta_K = 1. At beta = 0 the hidden term is n_hidden * log 2, so
+``Z_0 = Z_A = 2**n_hidden * prod_i (1 + exp(b_A,i))``; at beta = 1, ``p*_K = exp(-F_B)``. Each chain
+starts with an exact sample of p_0, gathers ``log w += log p*_k(v) - log p*_{k-1}(v)`` and moves by
+one Gibbs sweep that leaves p_k invariant (h ~ sigmoid(beta_k (W v + c)), then
+v ~ sigmoid((1 - beta_k) b_A + beta_k (W'h + b_B))). Then ``log Z_B = log Z_A + log mean(w)``.
+
+The estimate is unbiased in Z, so log Z tends to be underestimated when the chains mix poorly;
+averaged log-probabilities computed with it then come out optimistic (Salakhutdinov & Murray 2008,
+section 3.2). Compare it with ``RBM.log_partition_exact`` on a model with few hidden units first.
+
+References
+----------
+Neal (2001), "Annealed importance sampling", Statistics and Computing 11(2).
+Salakhutdinov & Murray (2008), "On the quantitative analysis of deep belief networks", ICML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .data import DigitsDataModule, FashionMNISTDataModule, ImageDataModule, MNISTDataModule
+from .io import load_stack
+from .rbm import RBM, check_visible
+
+__all__ = ["AISResult", "ais_log_partition", "beta_schedule", "base_rate_bias", "mean_log_prob", "main"]
+
+DATASETS: dict[str, type[ImageDataModule]] = {
+    "digits": DigitsDataModule, "mnist": MNISTDataModule, "fashion_mnist": FashionMNISTDataModule,
+}
+# Salakhutdinov & Murray (2008), section 4.2: 500 betas in [0, 0.5), 4,000 in [0.5, 0.9), 10,000 in
+# [0.9, 1]; most steps go where the distributions change fastest, near the target.
+_SCHEDULE = ((0.0, 500), (0.5, 4000), (0.9, 10000))
+
+
+@dataclass
+class AISResult:
+    """What :func:`ais_log_partition` estimated, in nats.
+
+    ``log_z_low``/``log_z_high`` are ``log(mean(w) -/+ 3 * std(w) / sqrt(n_chains)) + log Z_A``,
+    three standard errors of the mean importance weight, as in Salakhutdinov & Murray (2008);
+    ``log_z_low`` is ``-inf`` when that lower bound is not positive (weights too spread out).
+    """
+
+    log_z: float
+    log_z_low: float
+    log_z_high: float
+    log_weights: Tensor  # (n_chains,), float64: log w of each chain, so that log_z = log Z_A + logmeanexp
+
+
+def beta_schedule(n_betas: int = 10000) -> Tensor:
+    """Inverse temperatures from 0 to 1, shape (n_betas,), float64, both ends included.
+
+    Three linear pieces, [0, 0.5), [0.5, 0.9) and [0.9, 1], holding the paper's proportions
+    500 : 4,000 : 10,000 of the points (Salakhutdinov & Murray 2008, section 4.2).
+    """
+    if isinstance(n_betas, bool) or not isinstance(n_betas, int) or n_betas < 4:
+        raise ValueError(f"expected n_betas an integer >= 4 (the schedule has three pieces), got {n_betas!r}; "
+                         "thousands are typical, e.g. 10000")
+    total = sum(n for _, n in _SCHEDULE)
+    n1 = max(1, round(n_betas * _SCHEDULE[0][1] / total))
+    n2 = max(1, round(n_betas * _SCHEDULE[1][1] / total))
+    n3 = n_betas - n1 - n2  # >= 2 for n_betas >= 4, so the last piece ends at exactly 1
+    pieces = [torch.linspace(0.0, 0.5, n1 + 1, dtype=torch.float64)[:-1],
+              torch.linspace(0.5, 0.9, n2 + 1, dtype=torch.float64)[:-1],
+              torch.linspace(0.9, 1.0, n3, dtype=torch.float64)]
+    return torch.cat(pieces)
+
+
+def base_rate_bias(data: Tensor, pseudo_count: float = 1.0) -> Tensor:
+    """Visible biases of the base-rate model: the data's marginal log-odds, shape (n_visible,).
+
+    ``p_i = (sum_n v_ni + pseudo_count) / (N + 2 pseudo_count)`` (smoothed, so that pixels that are
+    always off get a finite bias) and ``b_A,i = log(p_i / (1 - p_i))``. A base model that already
+    matches the marginals makes AIS far more accurate than a uniform one (Salakhutdinov & Murray
+    2008, section 4.2). ``data``: (N, n_visible), values in [0, 1].
+    """
+    if data.ndim != 2 or len(data) == 0:
+        raise ValueError(f"expected data of shape (N, n_visible) with N >= 1, got {tuple(data.shape)}")
+    check_visible(data, "bernoulli", "data for the base-rate model")
+    if not pseudo_count > 0:
+        raise ValueError(f"expected pseudo_count > 0, got {pseudo_count!r}")
+    p = (data.double().sum(0) + pseudo_count) / (len(data) + 2 * pseudo_count)
+    return torch.logit(p).to(data.dtype)
+
+
+def _check_bernoulli(rbm: RBM, what: str) -> None:
+    if not isinstance(rbm, RBM):
+        raise ValueError(f"expected a dbn_init RBM, got {type(rbm).__name__}")
+    if rbm.visible_units != "bernoulli":
+        raise NotImplementedError(
+            f"{what}: AIS here covers Bernoulli RBMs only, got {type(rbm).__name__} with {rbm.visible_units} "
+            "visible units; for a Gaussian RBM with few hidden units use rbm.log_partition_exact()"
+        )
+
+
+@torch.no_grad()
+def ais_log_partition(rbm: RBM, n_chains: int = 100, n_betas: int = 10000, betas: Tensor | None = None,
+                      generator: torch.Generator | None = None,
+                      base_visible_bias: Tensor | None = None) -> AISResult:
+    """Estimate log Z of a Bernoulli RBM by AIS from a base-rate RBM (Salakhutdinov & Murray 2008).
+
+    Parameters
+    ----------
+    rbm : RBM with Bernoulli visible units (``GaussianRBM`` raises ``NotImplementedError``).
+    n_chains : int
+        Independent annealing runs, vectorised as one batch; at least 2, for the error bar.
+    n_betas : int
+        Length of the default :func:`beta_schedule`; ignored when ``betas`` is given.
+    betas : Tensor of shape (K + 1,), optional
+        Own schedule: non-decreasing, from exactly 0 to exactly 1.
+    generator : torch.Generator, optional
+        Source of every random draw, on the RBM's device.
+    base_visible_bias : Tensor of shape (n_visible,), optional
+        Visible biases b_A of the base model (zero weights and hidden biases); default zeros
+        (uniform). :func:`base_rate_bias` of the training data is much better.
+
+    Returns
+    -------
+    AISResult with ``log_z = log Z_A + log mean(w)``, its 3-standard-error interval and the
+    per-chain log weights (float64). Matmuls run in the RBM's dtype; the log weights are
+    accumulated in float64, because they sum K small differences of large numbers.
+    """
+    _check_bernoulli(rbm, "ais_log_partition")
+    if isinstance(n_chains, bool) or not isinstance(n_chains, int) or n_chains < 2:
+        raise ValueError(f"expected n_chains an integer >= 2 (the error bar needs a spread), got {n_chains!r}")
+    weight, b_b, c = rbm.weight.detach(), rbm.visible_bias.detach(), rbm.hidden_bias.detach()
+    if not all(bool(torch.isfinite(t).all()) for t in (weight, b_b, c)):
+        raise ValueError("expected finite RBM parameters, got NaN/Inf; a diverged RBM has no partition function")
+    if betas is None:
+        betas = beta_schedule(n_betas)
+    elif not (isinstance(betas, Tensor) and betas.ndim == 1 and len(betas) >= 2 and float(betas[0]) == 0.0
+              and float(betas[-1]) == 1.0 and bool((betas.diff() >= 0).all())):
+        got = f"shape {tuple(betas.shape)}" if isinstance(betas, Tensor) else type(betas).__name__
+        raise ValueError(f"expected betas a 1-D non-decreasing tensor from exactly 0 to exactly 1, got {got}; "
+                         "or pass n_betas for the default schedule")
+    if base_visible_bias is None:
+        b_a = torch.zeros_like(b_b)
+    elif (not isinstance(base_visible_bias, Tensor) or tuple(base_visible_bias.shape) != (rbm.n_visible,)
+          or not bool(torch.isfinite(base_visible_bias).all())):
+        got = tuple(base_visible_bias.shape) if isinstance(base_visible_bias, Tensor) else type(base_visible_bias)
+        raise ValueError(f"expected base_visible_bias a finite tensor of shape ({rbm.n_visible},), got {got}; "
+                         "build it with base_rate_bias(train_x)")
+    else:
+        b_a = base_visible_bias.detach().to(device=b_b.device, dtype=b_b.dtype)
+
+    log_z_base = float(F.softplus(b_a.double()).sum()) + rbm.n_hidden * math.log(2.0)
+    bias_step = (b_b - b_a).double()  # d/dbeta of the visible term
+    v = torch.bernoulli(torch.sigmoid(b_a).expand(n_chains, -1), generator=generator)  # exact draw of p_0
+    log_w = torch.zeros(n_chains, dtype=torch.float64, device=weight.device)
+    beta = [float(x) for x in betas]
+    for k in range(1, len(beta)):
+        x = F.linear(v, weight, c)  # (n_chains, n_hidden)
+        x64 = x.double()
+        log_w += (beta[k] - beta[k - 1]) * (v.double() @ bias_step)
+        log_w += (F.softplus(beta[k] * x64) - F.softplus(beta[k - 1] * x64)).sum(-1)
+        if k < len(beta) - 1:  # one Gibbs sweep that leaves p_k invariant
+            h = torch.bernoulli(torch.sigmoid(beta[k] * x), generator=generator)
+            v_logits = (1 - beta[k]) * b_a + beta[k] * F.linear(h, weight.t(), b_b)
+            v = torch.bernoulli(torch.sigmoid(v_logits), generator=generator)
+
+    shift = float(log_w.max())
+    w = torch.exp(log_w - shift)  # in (0, 1], the largest is 1
+    mean, err = float(w.mean()), 3.0 * float(w.std()) / math.sqrt(n_chains)
+    offset = log_z_base + shift
+    low = offset + math.log(mean - err) if mean > err else -math.inf
+    return AISResult(offset + math.log(mean), low, offset + math.log(mean + err), log_w.cpu())
+
+
+@torch.no_grad()
+def mean_log_prob(rbm: RBM, data: Tensor, log_z: float | Tensor, batch_size: int = 1000) -> float:
+    """Average ``log p(v) = -F(v) - log Z`` over ``data`` (N, n_visible), in nats per row.
+
+    ``log_z`` comes from :func:`ais_log_partition` or ``rbm.log_partition_exact()``. Free energies
+    are computed in batches of ``batch_size`` rows and summed in float64. For Bernoulli units and
+    non-binary rows in [0, 1] this is -F(v) - log Z all the same, but not a normalised probability.
+    """
+    if data.ndim != 2 or data.shape[1] != rbm.n_visible or len(data) == 0:
+        raise ValueError(f"expected data of shape (N, {rbm.n_visible}) with N >= 1, got {tuple(data.shape)}")
+    check_visible(data, rbm.visible_units, "data")
+    log_z = float(log_z)
+    if not math.isfinite(log_z):
+        raise ValueError(f"expected a finite log_z, got {log_z}")
+    param = rbm.weight
+    total = torch.zeros((), dtype=torch.float64)
+    for chunk in data.split(batch_size):
+        total += rbm.free_energy(chunk.to(device=param.device, dtype=param.dtype)).double().sum().cpu()
+    return -float(total) / len(data) - log_z
+
+
+# --- the command ----------------------------------------------------------------------------
+@torch.no_grad()
+def _propagate(rbms: Sequence[RBM], x: Tensor, batch_size: int = 1000) -> Tensor:
+    """Map images (N, D) to the visible layer of the RBM above ``rbms``: hidden probabilities, bottom up."""
+    for rbm in rbms:
+        x = torch.cat([rbm.hidden_probs(chunk) for chunk in x.split(batch_size)])
+    return x
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None  # JSON has no infinities
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dbn_init.evaluate",
+                                     description="Estimate log Z of one RBM of a stack by AIS and report "
+                                                 "the average log-probability of a data split, in nats.")
+    parser.add_argument("weights", help="an RBM stack: dbn_init .safetensors, DBN Lightning .ckpt, or .npz")
+    parser.add_argument("--layer", type=int, default=1, help="which RBM, 1-based from the bottom (default 1)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
+    parser.add_argument("--root", default="data", help="folder of the MNIST/Fashion-MNIST IDX files")
+    parser.add_argument("--split", choices=["train", "val", "test"], default="test")
+    parser.add_argument("--chains", type=int, default=100, help="AIS runs (default 100)")
+    parser.add_argument("--betas", type=int, default=10000, help="AIS inverse temperatures (default 10000)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds AIS and the training subset")
+    parser.add_argument("--binarize", action="store_true",
+                        help="threshold pixels at 0.5, as for an RBM trained on binarised images")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> tuple[list[str], dict]:
+    """Everything after parsing; user errors surface as ValueError/OSError/NotImplementedError."""
+    dm_cls = DATASETS[args.dataset]
+    n_pixels = dm_cls.image_shape[0] * dm_cls.image_shape[1]
+    stack = load_stack(args.weights, input_size=n_pixels)
+    rbms = stack.rbms
+    if not 1 <= args.layer <= len(rbms):
+        raise ValueError(f"expected --layer in 1..{len(rbms)} (the stack has {len(rbms)} RBMs), got {args.layer}")
+    rbm, below = rbms[args.layer - 1], rbms[: args.layer - 1]
+    _check_bernoulli(rbm, f"RBM {args.layer} of {args.weights}")
+    scaling = stack.metadata.get("scaling", "unit")
+    if args.dataset == "digits":
+        dm = dm_cls(scaling=scaling, binarize=args.binarize)
+    else:
+        dm = dm_cls(root=args.root, download=False, scaling=scaling, binarize=args.binarize)
+    dm.setup("fit")
+    data = {"train": dm.pretrain_x, "val": dm.val_x, "test": dm.test_x}[args.split]
+    if len(data) == 0:
+        raise ValueError(f"expected a non-empty {args.split} split of {args.dataset}, got 0 images; choose another --split")
+    gen = torch.Generator().manual_seed(args.seed)
+    train = dm.pretrain_x[torch.randperm(len(dm.pretrain_x), generator=gen)[: len(data)]]
+    data, train, pretrain = (_propagate(below, x) for x in (data, train, dm.pretrain_x))
+
+    result = ais_log_partition(rbm, n_chains=args.chains, n_betas=args.betas, generator=gen,
+                               base_visible_bias=base_rate_bias(pretrain))
+    lp_split, lp_train = mean_log_prob(rbm, data, result.log_z), mean_log_prob(rbm, train, result.log_z)
+
+    sizes = "-".join(str(n) for n in [rbms[0].n_visible, *(r.n_hidden for r in rbms)])
+    lines = [f"{args.weights}: {len(rbms)} RBM(s), sizes {sizes}; RBM {args.layer} has {rbm.n_visible} visible "
+             f"and {rbm.n_hidden} hidden units",
+             f"AIS (Salakhutdinov & Murray 2008): {args.chains} chains, {args.betas} betas, seed {args.seed}, "
+             "base-rate model from the training split"]
+    if below:
+        lines.append(f"note: RBM {args.layer}'s visible layer is the hidden probabilities of RBMs 1..{args.layer - 1}, "
+                     "so the log-probabilities below are of those vectors under that RBM, not of the images")
+    elif bool(((data > 0) & (data < 1)).any()):
+        lines.append("note: the pixels are not binary, so -F(v) - log Z is not a normalised log-probability; "
+                     "pass --binarize for a model trained on binarised images")
+    lines += [f"log Z = {result.log_z:.4f} nats (3 standard errors: [{result.log_z_low:.4f}, {result.log_z_high:.4f}])",
+              f"average log p(v) per image, {args.split} split ({len(data)} images): {lp_split:.4f} nats",
+              f"average log p(v) per image, training subset ({len(train)} images): {lp_train:.4f} nats"]
+    summary = {"weights": str(args.weights), "layer": args.layer, "dataset": args.dataset, "split": args.split,
+               "binarize": args.binarize, "chains": args.chains, "betas": args.betas, "seed": args.seed,
+               "log_z": result.log_z, "log_z_low": _finite(result.log_z_low), "log_z_high": result.log_z_high,
+               "mean_log_prob": lp_split, "train_mean_log_prob": lp_train, "n_images": len(data),
+               "visible": "images" if not below else f"hidden probabilities of RBM {args.layer - 1}"}
+    return lines, summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit code (0 on success, 2 on bad input).
+
+    Prints a few readable lines, then one JSON object as the last line.
+    """
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        lines, summary = _run(args)
+    except (ValueError, OSError, NotImplementedError) as err:  # user errors: one line, no traceback
+        message = " ".join(str(err).split())
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

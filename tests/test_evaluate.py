@@ -1,0 +1,285 @@
+"""AIS of log Z against exact enumeration; pseudo-likelihood against hand values and scikit-learn;
+the Gibbs sampler; the ``python -m dbn_init.evaluate`` command on saved stacks."""
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.neural_network import BernoulliRBM
+
+from dbn_init.data import DigitsDataModule
+from dbn_init.evaluate import ais_log_partition, base_rate_bias, beta_schedule, main, mean_log_prob
+from dbn_init.io import from_sklearn, save_stack
+from dbn_init.rbm import RBM, GaussianRBM
+
+
+def _random_rbm(n_visible, n_hidden, std, seed, cls=RBM):
+    g = torch.Generator().manual_seed(seed)
+    rbm = cls(n_visible, n_hidden)
+    with torch.no_grad():
+        rbm.weight.copy_(torch.randn(n_hidden, n_visible, generator=g) * std)
+        rbm.visible_bias.copy_(torch.randn(n_visible, generator=g) * 0.5)
+        rbm.hidden_bias.copy_(torch.randn(n_hidden, generator=g) * 0.5)
+    return rbm
+
+
+def _binary_digits():
+    return torch.from_numpy((load_digits().data > 8).astype(np.float32))  # (1797, 64), as binarize=True
+
+
+def _train_on_digits(n_hidden, epochs, seed=0):
+    """CD-1 with SGD on binarised digits, every draw from one generator."""
+    x, g = _binary_digits(), torch.Generator().manual_seed(seed)
+    rbm = _random_rbm(64, n_hidden, 0.01, seed)
+    with torch.no_grad():
+        rbm.visible_bias.zero_(), rbm.hidden_bias.zero_()
+    opt = torch.optim.SGD(rbm.parameters(), lr=0.1, momentum=0.5)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=g).split(50):
+            opt.zero_grad()
+            rbm.cd_loss(x[idx], generator=g).loss.backward()
+            opt.step()
+    return rbm, x
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return _train_on_digits(n_hidden=12, epochs=8)
+
+
+# --- AIS ------------------------------------------------------------------------------------
+def test_beta_schedule_follows_the_papers_proportions():
+    betas = beta_schedule(14500)
+    assert len(betas) == 14500 and betas[0] == 0.0 and betas[-1] == 1.0
+    assert bool((betas.diff() > 0).all())
+    assert int((betas < 0.5).sum()) == 500 and int(((betas >= 0.5) & (betas < 0.9)).sum()) == 4000
+    assert beta_schedule(4).tolist() == pytest.approx([0.0, 0.5, 0.9, 1.0])
+
+
+def test_ais_matches_exact_log_partition_of_a_random_rbm():
+    # W ~ N(0, 1): strongly coupled, log Z = 24.5. Measured over 5 RBMs x seeds at 3000 betas:
+    # |AIS - exact| <= 0.033 (0.011 at 10000 betas), exact value inside [low, high] every time.
+    rbm = _random_rbm(20, 10, std=1.0, seed=100)
+    exact = copy.deepcopy(rbm).double().log_partition_exact().item()
+    result = ais_log_partition(rbm, n_chains=100, n_betas=3000, generator=torch.Generator().manual_seed(0))
+    assert exact == pytest.approx(24.4878, abs=1e-3)
+    assert abs(result.log_z - exact) < 0.05
+    assert result.log_z_low < exact < result.log_z_high
+    assert result.log_z_high - result.log_z_low < 0.3
+    assert result.log_weights.shape == (100,) and result.log_weights.dtype == torch.float64
+    # log_z is log Z_A + logmeanexp(log w) with the uniform base model: log Z_A = (20 + 10) log 2
+    base = 30 * math.log(2) + torch.logsumexp(result.log_weights, 0).item() - math.log(100)
+    assert result.log_z == pytest.approx(base, abs=1e-9)
+    # same generator seed, same estimate
+    again = ais_log_partition(rbm, n_chains=100, n_betas=3000, generator=torch.Generator().manual_seed(0))
+    assert again.log_z == result.log_z
+
+
+def test_ais_with_base_rate_model_on_a_trained_rbm_and_mean_log_prob_by_brute_force(trained):
+    rbm, x = trained
+    r64, v = copy.deepcopy(rbm).double(), x.double()
+    exact = r64.log_partition_exact().item()
+    result = ais_log_partition(rbm, n_chains=100, n_betas=3000, generator=torch.Generator().manual_seed(0),
+                               base_visible_bias=base_rate_bias(x))
+    # measured: error 0.003, interval width 0.02, for this run
+    assert abs(result.log_z - exact) < 0.03
+    assert result.log_z_low < exact < result.log_z_high
+
+    # log p(v) = logsumexp_h -E(v, h) - log Z, summing all 2**12 hidden states explicitly
+    hidden = torch.tensor(np.array(np.meshgrid(*[[0.0, 1.0]] * 12)).reshape(12, -1).T)  # (4096, 12)
+    minus_energy = (v @ r64.visible_bias)[None] + (hidden @ r64.hidden_bias)[:, None] + hidden @ r64.weight @ v.T
+    brute = (torch.logsumexp(minus_energy, 0) - exact).mean().item()  # (4096, 1797) -> scalar
+    assert mean_log_prob(r64, v, exact, batch_size=500) == pytest.approx(brute, abs=1e-9)
+    assert mean_log_prob(rbm, x, exact) == pytest.approx(brute, abs=1e-4)  # float32 free energies
+    # a trained model beats the base-rate (independent pixels) model on its own data, by a margin
+    p = x.mean(0).clamp(1e-3, 1 - 1e-3)
+    independent = (x * p.log() + (1 - x) * (1 - p).log()).sum(1).mean().item()
+    assert brute > independent + 3.0
+
+
+def test_ais_and_mean_log_prob_refuse_bad_input():
+    with pytest.raises(NotImplementedError, match="Bernoulli RBMs"):
+        ais_log_partition(GaussianRBM(4, 3))
+    rbm = RBM(4, 3)
+    with pytest.raises(ValueError, match="n_chains"):
+        ais_log_partition(rbm, n_chains=1)
+    with pytest.raises(ValueError, match="from exactly 0 to exactly 1"):
+        ais_log_partition(rbm, betas=torch.linspace(0, 0.9, 10))
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        ais_log_partition(rbm, base_visible_bias=torch.zeros(5))
+    with pytest.raises(ValueError, match=r"\(N, 4\)"):
+        mean_log_prob(rbm, torch.zeros(3, 5), 1.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        mean_log_prob(rbm, torch.full((3, 4), 2.0), 1.0)
+
+
+# --- pseudo-likelihood ----------------------------------------------------------------------
+def test_pseudo_likelihood_matches_hand_computation():
+    rbm = RBM(3, 1).double()
+    with torch.no_grad():
+        rbm.weight.copy_(torch.tensor([[1.0, -2.0, 0.5]]))
+        rbm.visible_bias.copy_(torch.tensor([0.5, -0.5, 0.0]))
+        rbm.hidden_bias.copy_(torch.tensor([0.25]))
+    v = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]], dtype=torch.double)
+
+    def free_energy(row):  # -b'v - log(1 + exp(w'v + c))
+        b, w = [0.5, -0.5, 0.0], [1.0, -2.0, 0.5]
+        return -sum(bi * vi for bi, vi in zip(b, row)) - math.log1p(math.exp(sum(wi * vi for wi, vi in zip(w, row)) + 0.25))
+
+    # v = [1, 1, 0]: F = 0 - log(1 + e^-0.75) = -0.38946; flipping unit 0 gives [0, 1, 0] with
+    # F = 0.5 - log(1 + e^-1.75) = 0.34076, so 3 log sigmoid(0.73022) = -1.11918
+    assert free_energy([1, 1, 0]) == pytest.approx(-0.389466, abs=1e-6)
+    hand = {(r, i): 3 * -math.log1p(math.exp(-(free_energy([1 - x if j == i else x for j, x in enumerate(v[r].tolist())])
+                                                - free_energy(v[r].tolist()))))
+            for r in range(2) for i in range(3)}
+    assert hand[0, 0] == pytest.approx(-1.11918, abs=1e-5)
+    for i in range(3):
+        got = rbm.pseudo_likelihood(v, index=torch.tensor([i, i]))
+        torch.testing.assert_close(got, torch.tensor([hand[0, i], hand[1, i]], dtype=torch.double))
+    # with a generator, the flipped unit is torch.randint(3, (2,), generator=...), as documented
+    picked = torch.randint(3, (2,), generator=torch.Generator().manual_seed(7)).tolist()
+    got = rbm.pseudo_likelihood(v, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(got, torch.tensor([hand[0, picked[0]], hand[1, picked[1]]], dtype=torch.double))
+
+
+def test_pseudo_likelihood_equals_sklearn_score_samples():
+    x = (load_digits().data[:300] > 8).astype(np.float64)
+    est = BernoulliRBM(n_components=16, learning_rate=0.05, n_iter=5, random_state=0).fit(x)
+    rbm = from_sklearn([est])[0].double()
+    v = torch.from_numpy(x)
+    # score_samples flips unit RandomState(random_state).randint(0, n_features, n_samples) of each row
+    sk_index = np.random.RandomState(0).randint(0, 64, len(x))
+    # float32 parameters (from_sklearn casts) against float64 ones: agree to ~1e-5 nats
+    np.testing.assert_allclose(rbm.pseudo_likelihood(v, index=torch.from_numpy(sk_index)).numpy(),
+                               est.score_samples(x), rtol=1e-4, atol=1e-4)
+    # our own draw, against sklearn's formula evaluated with the same flipped units
+    ours = rbm.pseudo_likelihood(v, torch.Generator().manual_seed(3)).numpy()
+    index = torch.randint(64, (len(x),), generator=torch.Generator().manual_seed(3)).numpy()
+    flipped = x.copy()
+    flipped[np.arange(len(x)), index] = 1 - flipped[np.arange(len(x)), index]
+    expected = -64 * np.logaddexp(0, -(est._free_energy(flipped) - est._free_energy(x)))
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
+    assert -30 < ours.mean() < -10  # a 5-epoch sklearn RBM on binary digits: about -21 nats
+
+
+def test_pseudo_likelihood_refuses_gaussian_units_and_bad_input():
+    with pytest.raises(NotImplementedError, match="Gaussian"):
+        GaussianRBM(3, 2).pseudo_likelihood(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"\(batch, 3\)"):
+        RBM(3, 2).pseudo_likelihood(torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="index"):
+        RBM(3, 2).pseudo_likelihood(torch.zeros(2, 3), index=torch.tensor([0, 3]))
+
+
+# --- the Gibbs sampler ----------------------------------------------------------------------
+def test_sample_steps_are_documented_sweeps():
+    rbm = _random_rbm(6, 4, std=1.0, seed=1)
+    init = torch.bernoulli(torch.full((5, 6), 0.5), generator=torch.Generator().manual_seed(2))
+    # steps=0: the start itself, a copy
+    out = rbm.sample(5, 0, init=init)
+    assert torch.equal(out, init) and out is not init
+    noise = rbm.sample(5, 0, torch.Generator().manual_seed(4))
+    assert torch.equal(noise, torch.bernoulli(torch.full((5, 6), 0.5), generator=torch.Generator().manual_seed(4)))
+    # steps=1 from data: the one-step reconstruction E[v | h], h ~ p(h | init)
+    g = torch.Generator().manual_seed(5)
+    expected = rbm.visible_mean(rbm.sample_hidden(init, g))
+    torch.testing.assert_close(rbm.sample(5, 1, torch.Generator().manual_seed(5), init=init), expected)
+    # steps=2: one fully sampled sweep, then the mean of the second
+    g = torch.Generator().manual_seed(6)
+    v1 = rbm.sample_visible(rbm.sample_hidden(init, g), g)
+    expected = rbm.visible_mean(rbm.sample_hidden(v1, g))
+    out = rbm.sample(5, 2, torch.Generator().manual_seed(6), init=init)
+    torch.testing.assert_close(out, expected)
+    assert out.shape == (5, 6) and not out.requires_grad
+    assert 0 < float(out.min()) and float(out.max()) < 1  # means, not binary samples
+
+
+def test_sample_from_noise_of_a_trained_rbm_looks_like_the_data(trained):
+    rbm, x = trained
+    samples = rbm.sample(500, 200, torch.Generator().manual_seed(0))
+    assert samples.shape == (500, 64) and float(samples.min()) >= 0 and float(samples.max()) <= 1
+    data_mean, sample_mean = x.mean(0), samples.mean(0)
+    corr = torch.corrcoef(torch.stack([data_mean, sample_mean]))[0, 1].item()
+    assert corr > 0.9  # measured 0.98; noise itself has correlation ~0
+    assert abs(sample_mean.mean().item() - data_mean.mean().item()) < 0.05
+
+
+def test_gaussian_sample_starts_from_standard_normal_noise_and_validates():
+    rbm = _random_rbm(6, 4, std=0.5, seed=1, cls=GaussianRBM)
+    noise = rbm.sample(3, 0, torch.Generator().manual_seed(1))
+    assert torch.equal(noise, torch.randn(3, 6, generator=torch.Generator().manual_seed(1)))
+    g = torch.Generator().manual_seed(2)
+    torch.testing.assert_close(rbm.sample(3, 1, torch.Generator().manual_seed(2), init=noise),
+                               rbm.visible_mean(rbm.sample_hidden(noise, g)))
+    with pytest.raises(ValueError, match="n an integer >= 1"):
+        rbm.sample(0, 1)
+    with pytest.raises(ValueError, match="steps an integer >= 0"):
+        rbm.sample(3, -1)
+    with pytest.raises(ValueError, match=r"\(3, 6\), got \(4, 6\)"):
+        rbm.sample(3, 1, init=torch.zeros(4, 6))
+
+
+# --- the command ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_stack(tmp_path_factory):
+    rbm, _ = _train_on_digits(n_hidden=10, epochs=3, seed=1)
+    path = tmp_path_factory.mktemp("stack") / "tiny.safetensors"
+    save_stack([rbm], path)
+    return path, rbm
+
+
+def _last_json(capsys):
+    out = capsys.readouterr().out.strip().splitlines()
+    return out, json.loads(out[-1])
+
+
+def test_cli_reports_log_z_and_log_probabilities(tiny_stack, capsys):
+    path, rbm = tiny_stack
+    assert main([str(path), "--binarize", "--chains", "50", "--betas", "2000", "--seed", "0"]) == 0
+    lines, summary = _last_json(capsys)
+    numbers = [summary[k] for k in ("log_z", "log_z_low", "log_z_high", "mean_log_prob", "train_mean_log_prob")]
+    assert all(math.isfinite(n) for n in numbers)
+    exact = copy.deepcopy(rbm).double().log_partition_exact().item()
+    assert abs(summary["log_z"] - exact) < 0.05 and summary["log_z_low"] < exact < summary["log_z_high"]
+    dm = DigitsDataModule(binarize=True)
+    dm.setup("fit")
+    expected = -rbm.free_energy(dm.test_x).double().mean().item() - summary["log_z"]
+    assert summary["mean_log_prob"] == pytest.approx(expected, abs=1e-4)
+    assert summary["n_images"] == 360 and summary["visible"] == "images"
+    assert -64 * math.log(2) < summary["mean_log_prob"] < 0  # better than uniform pixels
+    assert any("test split (360 images)" in line for line in lines)
+
+
+def test_cli_upper_layer_says_what_it_measures(tmp_path, capsys):
+    bottom, top = _random_rbm(64, 10, 0.3, seed=2), _random_rbm(10, 6, 1.0, seed=3)
+    path = save_stack([bottom, top], tmp_path / "two.safetensors")
+    assert main([str(path), "--layer", "2", "--binarize", "--chains", "20", "--betas", "1000"]) == 0
+    lines, summary = _last_json(capsys)
+    assert summary["visible"] == "hidden probabilities of RBM 1"
+    assert any("not of the images" in line for line in lines)
+    exact = copy.deepcopy(top).double().log_partition_exact().item()
+    assert abs(summary["log_z"] - exact) < 0.1
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
+    gauss = save_stack([GaussianRBM(64, 4)], tmp_path / "gauss.safetensors", scaling="standardize")
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a weights file at all")
+    wide = save_stack([RBM(784, 3)], tmp_path / "wide.safetensors")
+    cases = [([str(gauss)], "Bernoulli RBMs only"),
+             ([str(tmp_path / "missing.safetensors")], "no such file"),
+             ([str(garbage)], "not a recognised weights file"),
+             ([str(wide)], "784"),  # a 784-pixel stack against the 64-pixel digits
+             ([str(wide), "--dataset", "mnist", "--root", str(tmp_path / "nowhere")], "nowhere"),
+             ([str(gauss), "--layer", "3"], "--layer in 1..1")]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        err = captured.err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("python -m dbn_init.evaluate: error:"), captured.err
+        assert message in err[0], (argv, err[0])

@@ -1,0 +1,56 @@
+"""Resume anywhere: a run SIGKILLed mid-stage and resumed with --ckpt_path last ends with exactly
+the weights of an uninterrupted run (deterministic mode, the real train.py in a subprocess)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+ARGS = ["fit", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--model.hidden", "[32, 16]",
+        "--model.pretrain_epochs", "4", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "2",
+        "--trainer.enable_progress_bar", "false"]
+
+
+def _command(root: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), *ARGS, "--trainer.default_root_dir", str(root), *extra]
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def _final_state(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tmp_path):
+    subprocess.run(_command(tmp_path / "a"), check=True, env=_env(), capture_output=True, timeout=300)
+
+    root = tmp_path / "b"
+    stage_checkpoint = root / "lightning_logs" / "version_0" / "checkpoints" / "rbm2-last.ckpt"
+    proc = subprocess.Popen(_command(root), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not stage_checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # mid-stage 2: its first epoch just ended
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").exists()  # no fine-tuning yet
+    interrupted = torch.load(stage_checkpoint, weights_only=True)
+    assert interrupted["dbn_init"]["stage"] == 2 and interrupted["epoch"] < 4
+
+    resumed = subprocess.run(_command(root, "--ckpt_path", "last"), env=_env(), capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr + resumed.stdout
+    assert stage_checkpoint.exists()  # the interrupted run's files are kept; the resumed run has its own folder
+    expected = _final_state(tmp_path / "a" / "lightning_logs" / "version_0")
+    got = _final_state(root / "lightning_logs" / "version_1")
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
