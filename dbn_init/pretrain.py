@@ -137,12 +137,13 @@ class RBMStage(LightningModule):
         # DDP keeps the weights bit-identical on every rank, so every rank reaches the same
         # verdict here without a collective.
         if not all(bool(torch.isfinite(p).all()) for p in self.rbm.parameters()):
+            last = getattr(self.trainer.checkpoint_callback, "best_model_path", "") or "none saved yet"
             raise FloatingPointError(
                 f"RBM {self.index + 1} diverged (non-finite weights) in epoch {self.current_epoch}, "
                 f"batch {batch_idx}, at learning rate {self.lr}. Likely causes: a learning rate too "
                 "high for Gaussian visible units (try --model.gaussian_lr 1e-3 or lower) or inputs "
                 "that are not standardised (--data.scaling standardize for Gaussian units, unit for "
-                "Bernoulli)."
+                f"Bernoulli). Last good checkpoint: {last} (resume with --ckpt_path last after the fix)."
             )
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:

@@ -276,3 +276,26 @@ def test_real_fashion_mnist():
     assert torch.equal(torch.cat([dm.pretrain_y, dm.val_y]).bincount(), torch.full((10,), 6000))
     assert torch.equal(dm.test_y.bincount(), torch.full((10,), 1000))
     assert 0.27 < dm.pretrain_x.mean() < 0.30  # mean pixel of Fashion-MNIST is 0.286
+
+
+import tempfile  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+_FUZZ = Path(tempfile.mkdtemp()) / "file-idx3-ubyte"
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(payload=st.binary(max_size=2048), header=st.sampled_from([b"", b"\x00\x00\x08\x03", b"\x00\x00\x08\x01",
+                                                                  b"\x1f\x8b\x08\x00"]))
+def test_read_idx_gives_data_or_our_error_for_any_bytes(payload, header):
+    path = _FUZZ
+    path.write_bytes(header + payload)
+    try:
+        array = read_idx(path)
+    except ValueError as err:
+        assert str(path) in str(err)
+    else:
+        assert array.ndim >= 1

@@ -117,3 +117,19 @@ def test_bernoulli_dbn_refuses_unscaled_pixels(digits):
         DBN(input_size=64, hidden=[16]).pretrain(Unscaled(), lambda s, e: _trainer(e))
     with pytest.raises(ValueError, match="64 features per image but RBM 1 expects 784"):
         DBN(input_size=784, hidden=[16]).pretrain(digits, lambda s, e: _trainer(e))
+
+
+def test_divergence_stops_the_stage_with_the_cause_named():
+    seed_everything(0)
+    data = DigitsDataModule(batch_size=32, scaling="standardize")
+    model = DBN(input_size=64, hidden=[32], visible_units="gaussian", gaussian_lr=5.0, pretrain_epochs=3)
+    with pytest.raises(FloatingPointError, match=r"RBM 1 diverged .* epoch 0.*gaussian_lr.*Last good checkpoint"):
+        model.pretrain(data, lambda stage, epochs: _trainer(epochs))
+
+
+def test_gaussian_dbn_trains_at_its_default_rate_on_standardised_digits():
+    seed_everything(0)
+    data = DigitsDataModule(batch_size=32, scaling="standardize")
+    model = DBN(input_size=64, hidden=[64, 32], visible_units="gaussian", pretrain_epochs=3)
+    model.pretrain(data, lambda stage, epochs: _trainer(epochs))
+    assert all(torch.isfinite(p).all() for p in model.rbms.parameters())
