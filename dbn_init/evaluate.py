@@ -256,7 +256,8 @@ def _run(args: argparse.Namespace) -> tuple[list[str], dict]:
     dm.setup("fit")
     data = {"train": dm.pretrain_x, "val": dm.val_x, "test": dm.test_x}[args.split]
     if len(data) == 0:
-        raise ValueError(f"expected a non-empty {args.split} split of {args.dataset}, got 0 images; choose another --split")
+        raise ValueError(f"expected a non-empty {args.split} split of {args.dataset}, got 0 images; "
+                         "choose another --split")
     gen = torch.Generator().manual_seed(args.seed)
     train = dm.pretrain_x[torch.randperm(len(dm.pretrain_x), generator=gen)[: len(data)]]
     data, train, pretrain = (_propagate(below, x) for x in (data, train, dm.pretrain_x))
