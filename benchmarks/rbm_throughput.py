@@ -1,32 +1,21 @@
 """Seconds per CD-1 epoch of a 784->512 Bernoulli RBM: dbn_init's Lightning pipeline vs its peers.
 
-Contenders (one epoch each, fp32 on CPU, batch 128, the first ``--n`` pretraining images):
-  matmul_only        the arithmetic floor: the three matmuls of CD-1 (v->h, h->v, v->h) and the two
-                     rank-B updates (positive and negative statistics) into preallocated buffers, over
-                     pre-batched tensors; in-place sigmoids keep the values bounded, no sampling.
-  naive_torch        hand-written CD-1: sigmoid, Bernoulli hidden sample, mean reconstruction,
-                     in-place momentum SGD with weight decay (dbn_init's defaults), pre-batched.
-  dbn_init           what train.py does per stage: Trainer(max_epochs=1, ...).fit(DBN(...).stage(0),
-                     datamodule=PretrainData(FashionMNISTDataModule)); only the fit is timed.
-  dbn_init_1t        the same with one thread instead of --threads.
-  sklearn_f32/_f64   sklearn.neural_network.BernoulliRBM(n_iter=1).fit(X) in float32 (float64 with
-                     --sklearn-f64). Note: sklearn's RBM is persistent CD (Tieleman 2008).
-  learnergy          learnergy.models.bernoulli.RBM(...).fit(TensorDataset, epochs=1); it also
-                     computes a pseudo-likelihood per batch, part of its fit. Null if not installed.
-  finetune_dbn_init  one epoch of Baseline(hidden=[256, 256]) in the same quiet Trainer, batch 100.
-  finetune_plain     the same model and batch size in a plain loop: Adam, shuffled index batches.
+One epoch of each contender (fp32 on CPU, batch 128, the first ``--n`` pretraining images), from
+the arithmetic floor (matmul_only) through dbn_init's math without Lightning (cd_loss_sgd) to the
+real pipeline (dbn_init, as train.py runs a stage) and the peers (scikit-learn, learnergy); plus one
+fine-tuning epoch in Lightning vs a plain loop. Each contender's function says what it runs.
 
 Method: every timed epoch runs in a fresh subprocess (imports, data loading and a warm-up on two
 batches come first and are not timed), in interleaved rounds: round r runs each contender once,
-the order rotated by r. Each subprocess's BLAS/OpenMP pools get --threads threads. We report the
-median and the minimum over rounds. Memory, Linux only: the subprocess resets its resident-set
-high-water mark (``/proc/self/clear_refs``) just before the epoch and reads ``VmHWM`` after it,
-so ``peak RSS`` is that process's peak during the epoch (interpreter, libraries and the data set
-included) and ``epoch +MB`` is that peak minus the resident size at the epoch's start.
+the order rotated by r. torch, OpenMP and BLAS get --threads threads. We report the median and
+the minimum over rounds. Memory (Linux): the subprocess resets its resident-set high-water mark
+(``/proc/self/clear_refs``) just before the epoch and reads ``VmHWM`` after it, so ``peak RSS`` is
+that process's peak during the epoch (interpreter, libraries and data set included) and
+``epoch +MB`` is that peak minus the resident size at the epoch's start.
 
-The last line printed is one JSON object with every figure. Run from the repository root:
-  python benchmarks/rbm_throughput.py                     # the real figures (idle machine!)
-  python benchmarks/rbm_throughput.py --n 2000 --rounds 1 # smoke test
+The last line printed is one JSON object with every figure. From the repository root:
+  python benchmarks/rbm_throughput.py                      # the real figures, on an idle machine
+  python benchmarks/rbm_throughput.py --n 2000 --rounds 1  # smoke test
 """
 
 from __future__ import annotations
@@ -45,27 +34,31 @@ import sys
 import time
 from importlib import metadata
 
-CONTENDERS = ["matmul_only", "naive_torch", "dbn_init", "dbn_init_1t", "sklearn_f32", "sklearn_f64",
-              "learnergy", "finetune_dbn_init", "finetune_plain"]
+CONTENDERS = ["matmul_only", "naive_torch", "cd_loss_sgd", "dbn_init", "dbn_init_1t", "sklearn_f32",
+              "sklearn_f64", "learnergy", "finetune_dbn_init", "finetune_plain"]
 OPTIONAL = {"learnergy", "sklearn_f32", "sklearn_f64"}  # peers: a failure is reported, not fatal
 FINETUNE_BATCH = 100  # FashionMNISTDataModule's default, the fine-tuning batch of the seed experiment
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.5, 2e-4  # dbn_init's CD defaults for the first epochs
-# (numerator, denominator, comparison, bound): the goals of the issue, as ratios of medians.
+# (numerator, denominator, comparison, bound): the issue's goals, as ratios of medians.
 GOALS = [("dbn_init", "matmul_only", "<=", 1.4), ("sklearn_f32", "dbn_init", ">=", 2.0),
          ("learnergy", "dbn_init", ">=", 2.5), ("finetune_dbn_init", "finetune_plain", "<=", 1.3)]
+RATIOS = [("dbn_init", "matmul_only"), ("dbn_init", "naive_torch"), ("dbn_init", "cd_loss_sgd"),
+          ("sklearn_f32", "dbn_init"), ("learnergy", "dbn_init"), ("finetune_dbn_init", "finetune_plain"),
+          ("dbn_init_1t", "dbn_init")]
 
 
-# --- data (worker side) ------------------------------------------------------------------------
+# --- worker side: data, contenders, one timed epoch ----------------------------------------------
 def make_datamodule(args: argparse.Namespace, batch_size: int):
     """The set-up FashionMNISTDataModule cut to the first ``n`` images; random binary if no data."""
     import numpy as np
+
     from dbn_init.data import FashionMNISTDataModule
 
     class RandomBinaryImages(FashionMNISTDataModule):  # same shapes and dtype, so it runs anywhere
         def _load(self):
             rng = np.random.default_rng(0)
-            images = lambda n: (rng.random((n, 28, 28)) < 0.3).astype(np.uint8) * 255  # noqa: E731
-            return images(60000), rng.integers(0, 10, 60000), images(10000), rng.integers(0, 10, 10000)
+            train, test = ((rng.random((n, 28, 28)) < 0.3).astype(np.uint8) * 255 for n in (60000, 10000))
+            return train, rng.integers(0, 10, 60000), test, rng.integers(0, 10, 10000)
 
     cls = FashionMNISTDataModule if os.path.isdir(args.data_root) else RandomBinaryImages
     dm = cls(root=args.data_root, batch_size=batch_size)
@@ -78,7 +71,7 @@ def make_datamodule(args: argparse.Namespace, batch_size: int):
 
 def cut(dm, n: int):
     """A copy of a set-up DataModule whose pretraining and training splits keep the first n images."""
-    small = copy.copy(dm)  # setup() is a no-op on it: the splits below are what its loaders serve
+    small = copy.copy(dm)  # its setup() is a no-op, so its loaders serve the splits set here
     small.pretrain_x, small.pretrain_y = dm.pretrain_x[:n], dm.pretrain_y[:n]
     small.train_x, small.train_y = dm.train_x[:n], dm.train_y[:n]
     return small
@@ -99,14 +92,15 @@ def quiet_trainer():
                    accelerator="cpu", devices=1)
 
 
-# --- contenders: each builds its state untimed, then returns the seconds of one epoch -------------
 def matmul_only(dm, args) -> float:
+    """The floor: CD-1's three matmuls and two rank-B updates into preallocated buffers, pre-batched;
+    in-place sigmoids keep the values bounded; no sampling, no biases."""
     import torch
 
-    x, size = dm.pretrain_x, args.batch_size
+    x, size, hidden = dm.pretrain_x, args.batch_size, args.hidden
     batches = list(x[torch.randperm(len(x))].split(size))
-    w = torch.randn(args.hidden, x.shape[1]) * 0.01  # (H, V)
-    h0_buf, v1_buf, h1_buf = torch.empty(size, args.hidden), torch.empty(size, x.shape[1]), torch.empty(size, args.hidden)
+    w = torch.randn(hidden, x.shape[1]) * 0.01  # (H, V)
+    h0_buf, v1_buf, h1_buf = torch.empty(size, hidden), torch.empty(size, x.shape[1]), torch.empty(size, hidden)
 
     def epoch():
         for v in batches:
@@ -122,6 +116,8 @@ def matmul_only(dm, args) -> float:
 
 
 def naive_torch(dm, args) -> float:
+    """Hand-written CD-1: Bernoulli hidden sample, mean reconstruction, in-place momentum SGD with
+    weight decay (dbn_init's defaults), pre-batched."""
     import torch
 
     g = torch.Generator().manual_seed(0)
@@ -137,34 +133,65 @@ def naive_torch(dm, args) -> float:
             ph0 = torch.sigmoid(torch.addmm(c, v, w.t()))  # p(h | v)  (B, H)
             pv1 = torch.sigmoid(torch.addmm(b, torch.bernoulli(ph0, generator=g), w))  # E[v | h]  (B, V)
             ph1 = torch.sigmoid(torch.addmm(c, pv1, w.t()))  # p(h | v1)  (B, H)
-            dw.mul_(MOMENTUM).addmm_(ph0.t(), v, alpha=s).addmm_(ph1.t(), pv1, alpha=-s).add_(w, alpha=-LR * WEIGHT_DECAY)
+            dw.mul_(MOMENTUM).addmm_(ph0.t(), v, alpha=s).addmm_(ph1.t(), pv1, alpha=-s)
+            dw.add_(w, alpha=-LR * WEIGHT_DECAY)
             db.mul_(MOMENTUM).add_(v.sum(0) - pv1.sum(0), alpha=s)
             dc.mul_(MOMENTUM).add_(ph0.sum(0) - ph1.sum(0), alpha=s)
-            w.add_(dw), b.add_(db), c.add_(dc)
+            w.add_(dw)
+            b.add_(db)
+            c.add_(dc)
+
+    return seconds(epoch)
+
+
+def cd_loss_sgd(dm, args) -> float:
+    """dbn_init's math without Lightning: RBM.cd_loss (the free-energy surrogate) stepped by the
+    stage's own optimizer (RBMStage.configure_optimizers), pre-batched."""
+    import torch
+
+    from dbn_init.models import DBN
+
+    g = torch.Generator().manual_seed(0)
+    x = dm.pretrain_x
+    batches = list(x[torch.randperm(len(x), generator=g)].split(args.batch_size))
+    stage = DBN(input_size=dm.input_size, hidden=[args.hidden], pretrain_epochs=1).stage(0)
+    rbm, optimizer = stage.rbm, stage.configure_optimizers()
+
+    def epoch():
+        for v in batches:
+            loss = rbm.cd_loss(v, k=stage.cd_k, generator=g, sample_visible=stage.sample_visible).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
 
     return seconds(epoch)
 
 
 def dbn_init(dm, args) -> float:
+    """What train.py does per stage: a quiet Trainer fits DBN(...).stage(0) on PretrainData(dm)."""
     from dbn_init.models import DBN
     from dbn_init.pretrain import PretrainData
 
-    stage, data, trainer = DBN(input_size=dm.input_size, hidden=[args.hidden], pretrain_epochs=1).stage(0), PretrainData(dm), quiet_trainer()
+    stage = DBN(input_size=dm.input_size, hidden=[args.hidden], pretrain_epochs=1).stage(0)
+    data, trainer = PretrainData(dm), quiet_trainer()
     return seconds(lambda: trainer.fit(stage, datamodule=data))
 
 
 def sklearn_rbm(dtype: str):
     def run(dm, args) -> float:
+        """sklearn's BernoulliRBM, n_iter=1. Persistent CD (Tieleman 2008), same five matmuls."""
         from sklearn.neural_network import BernoulliRBM
 
         x = dm.pretrain_x.numpy().astype(dtype)
-        rbm = BernoulliRBM(n_components=args.hidden, batch_size=args.batch_size, n_iter=1, learning_rate=LR, random_state=0)
+        rbm = BernoulliRBM(n_components=args.hidden, batch_size=args.batch_size, n_iter=1, learning_rate=LR,
+                           random_state=0)
         return seconds(lambda: rbm.fit(x))
 
     return run
 
 
 def learnergy(dm, args) -> float:
+    """learnergy's Bernoulli RBM; its fit also computes a pseudo-likelihood per batch."""
     from learnergy.models.bernoulli import RBM
     from torch.utils.data import TensorDataset
 
@@ -175,6 +202,7 @@ def learnergy(dm, args) -> float:
 
 
 def finetune_dbn_init(dm, args) -> float:
+    """One fine-tuning epoch of Baseline(hidden=[256, 256]) in the same quiet Trainer, batch 100."""
     from dbn_init.models import Baseline
 
     model, trainer = Baseline(input_size=dm.input_size, hidden=[256, 256]), quiet_trainer()
@@ -182,8 +210,10 @@ def finetune_dbn_init(dm, args) -> float:
 
 
 def finetune_plain(dm, args) -> float:
+    """The same model, optimizer (Adam, lr 1e-3) and batch size in a plain loop over shuffled indices."""
     import torch
     import torch.nn.functional as F
+
     from dbn_init.models import Baseline
 
     model = Baseline(input_size=dm.input_size, hidden=[256, 256])
@@ -200,14 +230,18 @@ def finetune_plain(dm, args) -> float:
     return seconds(epoch)
 
 
-# name -> (function, batch size, threads or None for --threads)
-RUNNERS = {
-    "matmul_only": (matmul_only, None, None), "naive_torch": (naive_torch, None, None),
-    "dbn_init": (dbn_init, None, None), "dbn_init_1t": (dbn_init, None, 1),
-    "sklearn_f32": (sklearn_rbm("float32"), None, None), "sklearn_f64": (sklearn_rbm("float64"), None, None),
-    "learnergy": (learnergy, None, None),
-    "finetune_dbn_init": (finetune_dbn_init, FINETUNE_BATCH, None), "finetune_plain": (finetune_plain, FINETUNE_BATCH, None),
-}
+RUNNERS = {"matmul_only": matmul_only, "naive_torch": naive_torch, "cd_loss_sgd": cd_loss_sgd,
+           "dbn_init": dbn_init, "dbn_init_1t": dbn_init, "sklearn_f32": sklearn_rbm("float32"),
+           "sklearn_f64": sklearn_rbm("float64"), "learnergy": learnergy,
+           "finetune_dbn_init": finetune_dbn_init, "finetune_plain": finetune_plain}
+
+
+def batch_size_of(name: str, args: argparse.Namespace) -> int:
+    return FINETUNE_BATCH if name.startswith("finetune") else args.batch_size
+
+
+def threads_of(name: str, args: argparse.Namespace) -> int:
+    return 1 if name.endswith("_1t") else args.threads
 
 
 def status_mb(key: str) -> float:
@@ -224,39 +258,100 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
-    fn, batch_size, threads = RUNNERS[args.worker]
-    torch.set_num_threads(threads or args.threads)
-    threadpool_limits(threads or args.threads)  # numpy's BLAS too, for sklearn
+    name = args.worker
+    torch.set_num_threads(threads_of(name, args))
+    threadpool_limits(threads_of(name, args))  # numpy's BLAS too, for sklearn
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")  # Lightning's "few workers" hints; stderr shows only on failure
-    dm = make_datamodule(args, batch_size or args.batch_size)
-    fn(cut(dm, 2 * (batch_size or args.batch_size)), args)  # warm-up: lazy imports, BLAS and allocator
+    dm = make_datamodule(args, batch_size_of(name, args))
+    RUNNERS[name](cut(dm, 2 * batch_size_of(name, args)), args)  # warm-up: lazy imports, BLAS, allocator
     gc.collect()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current RSS (Linux >= 4.0)
         start = status_mb("VmRSS")
-    except OSError:
+    except OSError:  # no /proc: whole-process peak instead
         start = None
-    sec = fn(dm, args)
+    sec = RUNNERS[name](dm, args)
     peak = status_mb("VmHWM") if start is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": sec, "n": len(dm.pretrain_x), "peak_rss_mb": round(peak, 1),
                       "epoch_rss_mb": None if start is None else round(peak - start, 1),
                       "data": "fashion-mnist" if os.path.isdir(args.data_root) else "random"}))
 
 
-# --- driver ------------------------------------------------------------------------------------
+# --- driver: interleaved rounds of subprocesses, then the table and the JSON line -----------------
 def run_worker(name: str, args: argparse.Namespace) -> dict:
-    threads = str(RUNNERS[name][2] or args.threads)
+    threads = str(threads_of(name, args))
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--threads", str(args.threads),
            "--batch-size", str(args.batch_size), "--hidden", str(args.hidden), "--data-root", args.data_root]
     cmd += [] if args.n is None else ["--n", str(args.n)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
         return {"error": lines[-1], "stderr": "\n".join(lines[-15:])}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure(names: list[str], unavailable: dict, args: argparse.Namespace) -> dict[str, list[dict]]:
+    """Round r runs each contender once, in an order rotated by r; failures go to ``unavailable``."""
+    runs: dict[str, list[dict]] = {c: [] for c in names}
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            if name in unavailable:
+                continue
+            res = run_worker(name, args)
+            if "error" in res:
+                unavailable[name] = res["error"]
+                print(f"round {r + 1}/{args.rounds}  {name:<18} FAILED: {res['error']}\n{res['stderr']}",
+                      file=sys.stderr)
+            else:
+                runs[name].append(res)
+                print(f"round {r + 1}/{args.rounds}  {name:<18} {res['seconds']:8.3f} s", flush=True)
+    return runs
+
+
+def report(runs: dict[str, list[dict]], unavailable: dict, args: argparse.Namespace) -> dict:
+    """Print the table and the goals; return every figure for the JSON line."""
+    done = {c: v for c, v in runs.items() if v}
+    med = {c: statistics.median(x["seconds"] for x in v) for c, v in done.items()}
+    low = {c: min(x["seconds"] for x in v) for c, v in done.items()}
+    peak = {c: max(x["peak_rss_mb"] for x in v) for c, v in done.items()}
+    extra = {c: max((x["epoch_rss_mb"] for x in v if x["epoch_rss_mb"] is not None), default=None)
+             for c, v in done.items()}
+
+    def ratio(a: str, b: str) -> float | None:
+        return med[a] / med[b] if a in med and b in med else None
+
+    n = next((x["n"] for v in done.values() for x in v), args.n)
+    print(f"\nOne epoch, n={n}, batch {args.batch_size} (fine-tuning {FINETUNE_BATCH}), 784->{args.hidden}, "
+          f"{args.threads} threads, {args.rounds} rounds; ratio to matmul_only (fine-tuning: to finetune_plain)")
+    print(f"{'contender':<18} {'median s':>9} {'min s':>8} {'ratio':>7} {'samples/s':>10} {'peak RSS MB':>12} "
+          f"{'epoch +MB':>10}")
+    for c in runs:
+        if c not in done:
+            print(f"{c:<18} unavailable: {unavailable.get(c, '?')}")
+            continue
+        rt = ratio(c, "finetune_plain" if c.startswith("finetune") else "matmul_only")
+        print(f"{c:<18} {med[c]:9.3f} {low[c]:8.3f} {'-' if rt is None else f'{rt:.2f}x':>7} {n / med[c]:10,.0f} "
+              f"{peak[c]:12.0f} {'-' if extra[c] is None else f'{extra[c]:.0f}':>10}")
+    goals = {}
+    for a, b, op, bound in GOALS:
+        value, key = ratio(a, b), f"{a}/{b} {op} {bound}"
+        goals[key] = None if value is None else (value <= bound if op == "<=" else value >= bound)
+        print(f"goal {key}: {'n/a' if value is None else f'{value:.2f} ' + ('met' if goals[key] else 'NOT met')}")
+    return {
+        **{f"{c}_s": med.get(c) for c in CONTENDERS}, **{f"{a}_over_{b}": ratio(a, b) for a, b in RATIOS},
+        "goals_met": goals, "min_s": low, "all_s": {c: [round(x["seconds"], 4) for x in v] for c, v in done.items()},
+        "peak_rss_mb": peak, "epoch_rss_mb": extra,
+        "rss_method": "own subprocess per run; VmHWM reset (/proc/self/clear_refs) before the epoch, read after",
+        "unavailable": unavailable, "rounds": args.rounds, "threads": args.threads, "n": n,
+        "batch_size": args.batch_size, "finetune_batch_size": FINETUNE_BATCH, "hidden": args.hidden,
+        "data": next((x["data"] for v in done.values() for x in v), None),
+        "versions": {"python": platform.python_version(), **{k: version(k) for k in
+                     ("dbn_init", "torch", "lightning", "scikit-learn", "numpy", "learnergy")}},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def version(package: str) -> str | None:
@@ -272,85 +367,35 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians over them")
     p.add_argument("--batch-size", type=int, default=128, help="RBM batch size (fine-tuning uses 100)")
     p.add_argument("--hidden", type=int, default=512, help="RBM hidden units")
-    p.add_argument("--threads", type=int, default=2, help="torch/BLAS threads per contender")
+    p.add_argument("--threads", type=int, default=2, help="torch/OpenMP/BLAS threads per contender")
     p.add_argument("--data-root", default="/usr/share/datasets/fashion-mnist",
-                   help="Fashion-MNIST IDX folder; random binary images of the same shape if missing")
-    p.add_argument("--skip", default="", help=f"comma list of contenders or prefixes, e.g. learnergy,sklearn; of {CONTENDERS}")
+                   help="Fashion-MNIST IDX folder; random binary images of the same shape if it is missing")
+    p.add_argument("--skip", default="", help=f"comma list of contenders or prefixes (e.g. learnergy,sklearn) "
+                                              f"from {', '.join(CONTENDERS)}")
     p.add_argument("--sklearn-f64", action="store_true", help="also time sklearn in float64")
-    p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)  # internal: one timed epoch
     args = p.parse_args()
     if args.worker:
         worker(args)
         return 0
+    if args.rounds < 1 or args.threads < 1 or args.batch_size < 1 or args.hidden < 1:
+        p.error("expected --rounds, --threads, --batch-size and --hidden >= 1")
 
     skip = [s for s in args.skip.split(",") if s]
-    matches = lambda c, s: c == s or c.startswith(s + "_")  # noqa: E731
-    if unknown := [s for s in skip if not any(matches(c, s) for c in CONTENDERS)]:
-        p.error(f"expected --skip names from {CONTENDERS} (or a prefix such as sklearn), got {unknown}")
-    names = [c for c in CONTENDERS if not any(matches(c, s) for s in skip) and (c != "sklearn_f64" or args.sklearn_f64)]
+
+    def skipped(c: str) -> bool:
+        return any(c == s or c.startswith(s + "_") for s in skip)
+
+    if unknown := [s for s in skip if not any(c == s or c.startswith(s + "_") for c in CONTENDERS)]:
+        p.error(f"expected --skip names or prefixes of {', '.join(CONTENDERS)}, got {', '.join(unknown)}")
+    names = [c for c in CONTENDERS if not skipped(c) and (c != "sklearn_f64" or args.sklearn_f64)]
     if not os.path.isdir(args.data_root):
         print(f"note: {args.data_root} is missing; timing random binary images of Fashion-MNIST's shape")
     unavailable = {}
     if "learnergy" in names and importlib.util.find_spec("learnergy") is None:
         unavailable["learnergy"] = "not installed (pip install learnergy)"
-
-    runs: dict[str, list[dict]] = {c: [] for c in names}
-    for r in range(args.rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            if name in unavailable:
-                continue
-            res = run_worker(name, args)
-            if "error" in res:
-                unavailable[name] = res["error"]
-                print(f"round {r + 1}/{args.rounds}  {name:<18} FAILED: {res['error']}\n{res['stderr']}", file=sys.stderr)
-                continue
-            runs[name].append(res)
-            print(f"round {r + 1}/{args.rounds}  {name:<18} {res['seconds']:8.3f} s", flush=True)
-
-    med = {c: statistics.median(x["seconds"] for x in v) if v else None for c, v in runs.items()}
-    ratio = lambda a, b: med[a] / med[b] if med.get(a) and med.get(b) else None  # noqa: E731
-    n = next((x["n"] for v in runs.values() for x in v), args.n)
-    print(f"\nOne epoch, n={n}, batch {args.batch_size} (fine-tuning {FINETUNE_BATCH}), 784->{args.hidden}, "
-          f"{args.threads} threads, {args.rounds} rounds; ratio to matmul_only (fine-tuning: to finetune_plain)")
-    print(f"{'contender':<18} {'median s':>9} {'min s':>8} {'ratio':>7} {'samples/s':>10} {'peak RSS MB':>12} {'epoch +MB':>10}")
-    for c in names:
-        if not runs[c]:
-            print(f"{c:<18} {'unavailable: ' + unavailable.get(c, '?')}")
-            continue
-        ref = "finetune_plain" if c.startswith("finetune") else "matmul_only"
-        rt, peak = ratio(c, ref), max(x["peak_rss_mb"] for x in runs[c])
-        extra = max((x["epoch_rss_mb"] for x in runs[c] if x["epoch_rss_mb"] is not None), default=None)
-        print(f"{c:<18} {med[c]:9.3f} {min(x['seconds'] for x in runs[c]):8.3f} "
-              f"{'-' if rt is None else f'{rt:.2f}x':>7} {n / med[c]:10,.0f} {peak:12.0f} {'-' if extra is None else f'{extra:.0f}':>10}")
-    goals = {}
-    for a, b, op, bound in GOALS:
-        value = ratio(a, b)
-        goals[f"{a}/{b} {op} {bound}"] = None if value is None else (value <= bound if op == "<=" else value >= bound)
-        shown = "n/a" if value is None else f"{value:.2f} ({'met' if goals[f'{a}/{b} {op} {bound}'] else 'NOT met'})"
-        print(f"goal {a}/{b} {op} {bound}: {shown}")
-
-    result = {f"{c}_s": med.get(c) for c in CONTENDERS if c != "sklearn_f64" or args.sklearn_f64}
-    result.update({
-        "min_s": {c: min(x["seconds"] for x in v) for c, v in runs.items() if v},
-        "all_s": {c: [round(x["seconds"], 4) for x in v] for c, v in runs.items() if v},
-        "dbn_init_over_matmul_only": ratio("dbn_init", "matmul_only"),
-        "dbn_init_over_naive_torch": ratio("dbn_init", "naive_torch"),
-        "sklearn_f32_over_dbn_init": ratio("sklearn_f32", "dbn_init"),
-        "learnergy_over_dbn_init": ratio("learnergy", "dbn_init"),
-        "finetune_dbn_init_over_plain": ratio("finetune_dbn_init", "finetune_plain"),
-        "dbn_init_1t_over_dbn_init": ratio("dbn_init_1t", "dbn_init"),
-        "goals_met": goals,
-        "peak_rss_mb": {c: max(x["peak_rss_mb"] for x in v) for c, v in runs.items() if v},
-        "epoch_rss_mb": {c: max((x["epoch_rss_mb"] or 0) for x in v) for c, v in runs.items() if v},
-        "rss_method": "per-contender subprocess; VmHWM reset via /proc/self/clear_refs before the epoch",
-        "unavailable": unavailable, "rounds": args.rounds, "threads": args.threads, "n": n,
-        "batch_size": args.batch_size, "finetune_batch_size": FINETUNE_BATCH, "hidden": args.hidden,
-        "data": next((x["data"] for v in runs.values() for x in v), None),
-        "versions": {"python": platform.python_version(), **{k: version(k) for k in
-                     ("dbn_init", "torch", "lightning", "scikit-learn", "numpy", "learnergy")}},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
-    print(json.dumps(result))
+    runs = measure(names, unavailable, args)
+    print(json.dumps(report(runs, unavailable, args)))
     return 1 if any(c not in OPTIONAL for c in unavailable) else 0
 
 
