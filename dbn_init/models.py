@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from .init import InitName, check_constant, init_weight
@@ -60,31 +61,47 @@ class Classifier(LightningModule):
         self.mlp = MLP(input_size, check_hidden(hidden), num_classes, activation)
         self.lr, self.optimizer_name = lr, optimizer
         self.weight_decay, self.momentum = weight_decay, momentum
+        # Updated every step, logged once per epoch: a self.log per step costs about as much
+        # as the step's matmuls on CPU (benchmarks/rbm_throughput.py).
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
 
     def forward(self, x: Tensor) -> Tensor:
         """(batch, input_size) -> logits (batch, num_classes)."""
         return self.mlp(x)
 
-    def _step(self, batch: tuple[Tensor, Tensor], split: str, metric: MulticlassAccuracy) -> Tensor:
+    def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
-        metric(logits, y)
-        self.log(f"{split}_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
-        self.log(f"{split}_acc", metric, on_step=False, on_epoch=True, prog_bar=split != "test")
+        getattr(self, f"{split}_acc").update(logits.detach(), y)
+        getattr(self, f"{split}_loss").update(loss.detach(), weight=len(y))
         return loss
 
+    def _log_epoch(self, split: str) -> None:
+        # Metric objects reduce across processes themselves (torchmetrics' dist_reduce_fx).
+        self.log(f"{split}_loss", getattr(self, f"{split}_loss"))
+        self.log(f"{split}_acc", getattr(self, f"{split}_acc"), prog_bar=split != "test")
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train", self.train_acc)
+        return self._step(batch, "train")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val", self.val_acc)
+        self._step(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test", self.test_acc)
+        self._step(batch, "test")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.mlp.parameters() if p.requires_grad]
