@@ -219,7 +219,8 @@ def summarize(runs: list[dict[str, Any]]) -> str:
             text = f"{_fmt(accs)} (n={len(accs)})"
             cells_md.append(f"**{text}**" if math.isclose(statistics.fmean(accs), best[col]) else text)
         lines.append(f"| {m} | " + " | ".join(cells_md) + " |")
-    lines += ["", "Mean seconds per run: pretraining + fine-tuning.", "",
+    lines += ["", "Mean seconds per run: pretraining + fine-tuning. Pretraining never sees labels, so the label",
+              "budgets of one (shape, seed) share one pretrained stack: its cost shows in the first budget run.", "",
               "| model | " + " | ".join(header(c) for c in columns) + " |", "|---|" + "---|" * len(columns)]
     for m in rows:
         cells_md = []
@@ -246,7 +247,7 @@ def plot_curves(runs: list[dict[str, Any]], path: Path) -> None:
         n = min(map(len, curves))
         title = "-".join(map(str, hidden)) + ("" if labels is None else f", {labels} labels")
         panels.setdefault(title, {})[model] = [statistics.fmean(c[i] for c in curves) for i in range(n)]
-    save_curves(panels, path)
+    save_curves(panels, path, xlabel="validation check (every epoch; every k epochs for small label budgets)")
 
 
 def run(cfg: Namespace) -> list[dict[str, Any]]:

@@ -54,7 +54,7 @@ def image_grid(images: torch.Tensor | np.ndarray, image_shape: Sequence[int], nc
 def save_image_grid(grid: np.ndarray, path: str | Path, title: str = "") -> Path:
     """Write a grid from :func:`image_grid` as a PNG (scaled up so small digits stay visible)."""
     path = Path(path)
-    scale = max(1, 512 // max(grid.shape))
+    scale = max(2, 640 // max(grid.shape))
     fig = plt.figure(figsize=(grid.shape[1] * scale / 100 + 0.2, grid.shape[0] * scale / 100 + (0.5 if title else 0.2)), dpi=100)
     plt.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     plt.axis("off")

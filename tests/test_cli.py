@@ -77,3 +77,18 @@ def test_importing_a_stack_of_the_wrong_shape_is_refused_before_training(tmp_pat
     with pytest.raises(ValueError, match="hidden"):
         main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.fast_dev_run", "true",
               "--trainer.default_root_dir", str(tmp_path), "--model.pretrained", str(path)])
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION.is_dir(), reason="needs `apt-get install dataset-fashion-mnist`")
+def test_fashion_mnist_dbn_smoke_run_on_the_debian_folder(tmp_path):
+    cli = main(["fit", "--config", str(CONFIGS / "fashion_mnist_dbn.yaml"), "--data.root", str(FASHION),
+                "--data.download", "false", "--model.hidden", "[128]", "--model.pretrain_epochs", "1",
+                "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "100", "--trainer.limit_val_batches", "10",
+                "--trainer.limit_test_batches", "20", "--trainer.enable_progress_bar", "false",
+                "--trainer.default_root_dir", str(tmp_path)])
+    assert cli.model.pretrained
+    assert cli.trainer.callback_metrics["test_acc"] > 0.6  # 10 classes: chance is 0.1

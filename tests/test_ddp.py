@@ -13,7 +13,8 @@ from sklearn.datasets import load_digits
 from dbn_init import DBN
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")]
 
 
 def _run_worker(tmp_path: Path, mode: str, strategy: str) -> None:

@@ -8,8 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["fit", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--model.hidden", "[32, 16]",
         "--model.pretrain_epochs", "4", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "2",
