@@ -112,7 +112,9 @@ class _ValCurve(Callback):
     def __init__(self) -> None:
         self.values: list[float] = []
 
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module) -> None:
+        # on_validation_end, not _epoch_end: the module logs val_acc in its own epoch-end hook,
+        # which Lightning calls after the callbacks' one.
         if not trainer.sanity_checking and "val_acc" in trainer.callback_metrics:
             self.values.append(round(float(trainer.callback_metrics["val_acc"]), 6))
 

@@ -133,3 +133,18 @@ def test_gaussian_dbn_trains_at_its_default_rate_on_standardised_digits():
     model = DBN(input_size=64, hidden=[64, 32], visible_units="gaussian", pretrain_epochs=3)
     model.pretrain(data, lambda stage, epochs: _trainer(epochs))
     assert all(torch.isfinite(p).all() for p in model.rbms.parameters())
+
+
+def test_an_imported_stack_is_extended_by_pretraining_new_layers_on_top(digits, tmp_path):
+    from dbn_init.io import save_stack
+
+    seed_everything(0)
+    bottom = DBN(input_size=64, hidden=[32], pretrain_epochs=1)
+    bottom.pretrain(digits, lambda stage, epochs: _trainer(epochs))
+    path = save_stack(list(bottom.rbms), tmp_path / "bottom.safetensors")
+    stages = []
+    deeper = DBN(input_size=64, hidden=[32, 16], pretrain_epochs=1, pretrained=str(path))
+    deeper.pretrain(digits, lambda stage, epochs: stages.append(stage) or _trainer(epochs))
+    assert stages == [1]  # only the new top RBM was trained
+    assert torch.equal(deeper.rbms[0].weight, bottom.rbms[0].weight)
+    assert int(deeper.stages_done) == 2
