@@ -18,10 +18,13 @@ from .models import DBN, Classifier
 
 __all__ = ["DBNCLI", "main"]
 
-# Trainer options that belong to the fine-tuning fit only; a pretraining stage sets its own.
+# Trainer options that belong to the fine-tuning fit only; a pretraining stage sets its own. CD
+# steps its update itself (manual optimization), so gradient clipping and accumulation, which
+# Lightning applies only to automatic optimization, stay with the fine-tuning too.
 _FIT_ONLY = (
     "callbacks", "logger", "max_epochs", "min_epochs", "max_steps", "min_steps", "max_time",
     "enable_checkpointing", "default_root_dir", "check_val_every_n_epoch", "val_check_interval",
+    "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches",
 )
 
 

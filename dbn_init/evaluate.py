@@ -41,7 +41,7 @@ from torch import Tensor
 
 from .data import DigitsDataModule, FashionMNISTDataModule, ImageDataModule, MNISTDataModule
 from .io import load_stack
-from .rbm import RBM, check_visible
+from .rbm import RBM, bernoulli, check_visible
 
 __all__ = ["AISResult", "ais_log_partition", "beta_schedule", "base_rate_bias", "mean_log_prob", "main"]
 
@@ -166,7 +166,7 @@ def ais_log_partition(rbm: RBM, n_chains: int = 100, n_betas: int = 10000, betas
 
     log_z_base = float(F.softplus(b_a.double()).sum()) + rbm.n_hidden * math.log(2.0)
     bias_step = (b_b - b_a).double()  # d/dbeta of the visible term
-    v = torch.bernoulli(torch.sigmoid(b_a).expand(n_chains, -1), generator=generator)  # exact draw of p_0
+    v = bernoulli(torch.sigmoid(b_a).expand(n_chains, -1), generator)  # exact draw of p_0
     log_w = torch.zeros(n_chains, dtype=torch.float64, device=weight.device)
     beta = [float(x) for x in betas]
     for k in range(1, len(beta)):
@@ -175,9 +175,9 @@ def ais_log_partition(rbm: RBM, n_chains: int = 100, n_betas: int = 10000, betas
         log_w += (beta[k] - beta[k - 1]) * (v.double() @ bias_step)
         log_w += (F.softplus(beta[k] * x64) - F.softplus(beta[k - 1] * x64)).sum(-1)
         if k < len(beta) - 1:  # one Gibbs sweep that leaves p_k invariant
-            h = torch.bernoulli(torch.sigmoid(beta[k] * x), generator=generator)
+            h = bernoulli(torch.sigmoid(beta[k] * x), generator)
             v_logits = (1 - beta[k]) * b_a + beta[k] * F.linear(h, weight.t(), b_b)
-            v = torch.bernoulli(torch.sigmoid(v_logits), generator=generator)
+            v = bernoulli(torch.sigmoid(v_logits), generator)
 
     shift = float(log_w.max())
     w = torch.exp(log_w - shift)  # in (0, 1], the largest is 1

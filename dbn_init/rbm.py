@@ -27,7 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["RBM", "GaussianRBM", "CDResult", "make_rbm", "check_visible"]
+__all__ = ["RBM", "GaussianRBM", "CDResult", "bernoulli", "make_rbm", "check_visible"]
+
+
+def bernoulli(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Binary sample with P(1) = ``probs``, same shape and dtype: a uniform draw u and ``u < probs``.
+
+    The law of ``torch.bernoulli``, at about half its cost on CPU (one vectorised uniform fill
+    and an in-place comparison; 0.55 ms vs 1.1 ms for a 128 x 512 batch here).
+    """
+    return torch.empty_like(probs, memory_format=torch.contiguous_format).uniform_(generator=generator).lt_(probs)
 
 
 @dataclass
@@ -99,7 +108,7 @@ class RBM(nn.Module):
 
     def sample_hidden(self, v: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Binary sample of h ~ p(h | v), shape (batch, n_hidden)."""
-        return torch.bernoulli(self.hidden_probs(v), generator=generator)
+        return bernoulli(self.hidden_probs(v), generator)
 
     def sample_visible(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Sample of v ~ p(v | h), shape (batch, n_visible)."""
@@ -107,7 +116,7 @@ class RBM(nn.Module):
 
     def sample_from_mean(self, mean: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Sample visible units given their conditional mean E[v | h]: Bernoulli draws here."""
-        return torch.bernoulli(mean, generator=generator)
+        return bernoulli(mean, generator)
 
     # --- energies -----------------------------------------------------------------------------
     def energy(self, v: Tensor, h: Tensor) -> Tensor:
@@ -169,8 +178,7 @@ class RBM(nn.Module):
 
     def _noise(self, shape: tuple[int, int], generator: torch.Generator | None) -> Tensor:
         """Starting noise for :meth:`sample` without ``init``: Bernoulli(0.5) visible units."""
-        half = torch.full(shape, 0.5, device=self.weight.device, dtype=self.weight.dtype)
-        return torch.bernoulli(half, generator=generator)
+        return bernoulli(torch.full(shape, 0.5, device=self.weight.device, dtype=self.weight.dtype), generator)
 
     def cd_loss(
         self,
@@ -196,25 +204,27 @@ class RBM(nn.Module):
 
         Notes
         -----
-        Five matmuls per step for CD-1, the minimum: ``W v`` of the data is computed once and
-        shared by the positive statistics and the first hidden sample, and the negative
-        statistics come from the backward pass of ``F(v_model)``.
+        Five matmuls per step for CD-1, the minimum: three in the Gibbs chain (``W v`` of the data
+        serves both the positive statistics and the first hidden sample), two in the backward
+        pass, which forms the CD statistics in closed form (:class:`_FreeEnergyGap`) instead of
+        differentiating a softplus graph.
         """
-        data_logits = self.hidden_logits(v_data)  # (B, H), keeps grad for the positive phase
-        hidden_probs = torch.sigmoid(data_logits.detach())
         with torch.no_grad():
+            data_logits = self.hidden_logits(v_data)  # (B, H)
+            hidden_probs = torch.sigmoid(data_logits)
+            reconstruction = self.visible_mean(bernoulli(hidden_probs, generator))
             if chain is None:
-                reconstruction = self.visible_mean(torch.bernoulli(hidden_probs, generator=generator))
                 v = self.sample_from_mean(reconstruction, generator) if sample_visible else reconstruction
             else:
-                reconstruction = self.visible_mean(torch.bernoulli(hidden_probs, generator=generator))
                 v = self.gibbs_step(chain, generator, sample_visible=True)
                 sample_visible = True
             for _ in range(k - 1):
                 v = self.gibbs_step(v, generator, sample_visible)
-        v_model = v.detach()
-        loss = self.free_energy(v_data, data_logits).mean() - self.free_energy(v_model).mean()
-        return CDResult(loss, v_model, hidden_probs, reconstruction)
+            model_logits = self.hidden_logits(v)  # (n_chains, H)
+            gap = self.free_energy(v_data, data_logits).mean() - self.free_energy(v, model_logits).mean()
+        loss = _FreeEnergyGap.apply(gap, self.weight, self.visible_bias, self.hidden_bias,
+                                    v_data.detach(), hidden_probs, v, torch.sigmoid(model_logits))
+        return CDResult(loss, v, hidden_probs, reconstruction)
 
     # --- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -318,6 +328,35 @@ class GaussianRBM(RBM):
         mean = F.linear(hidden, self.weight.t(), self.visible_bias)  # (2**H, V)
         terms = hidden @ self.hidden_bias + 0.5 * (mean**2).sum(-1) - 0.5 * (self.visible_bias**2).sum()
         return torch.logsumexp(terms, dim=0) + 0.5 * self.n_visible * math.log(2 * math.pi)
+
+
+class _FreeEnergyGap(torch.autograd.Function):
+    """``mean F(v_data) - mean F(v_model)`` whose backward is the CD statistics in closed form.
+
+    For either visible type, dF(v)/dW = -p(h|v) v' (per sample), dF/dc = -p(h|v) and, as the
+    visible term's bias dependence cancels in the difference, the bias gradient is
+    -(mean v_data - mean v_model). Autograd would rebuild exactly this through softplus and
+    linear backward nodes; here it is two matmuls and no graph. The value is computed by the
+    caller (it is only logged); DDP averages the gradients like any other.
+    """
+
+    @staticmethod
+    def forward(ctx, gap: Tensor, weight: Tensor, visible_bias: Tensor, hidden_bias: Tensor, v_data: Tensor,
+                data_probs: Tensor, v_model: Tensor, model_probs: Tensor) -> Tensor:
+        # v_*: (batch, n_visible), *_probs: (batch, n_hidden); the two batches may differ (PCD).
+        ctx.save_for_backward(v_data, data_probs, v_model, model_probs)
+        return gap.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        v_data, data_probs, v_model, model_probs = ctx.saved_tensors
+        n_data, n_model = len(v_data), len(v_model)
+        # (H, V): <h v'>_model - <h v'>_data, two matmuls
+        grad_weight = torch.addmm(torch.mm(model_probs.t(), v_model), data_probs.t(), v_data,
+                                  beta=1.0 / n_model, alpha=-1.0 / n_data).mul_(grad)
+        grad_visible = (v_model.mean(0) - v_data.mean(0)).mul_(grad)  # (V,)
+        grad_hidden = (model_probs.mean(0) - data_probs.mean(0)).mul_(grad)  # (H,)
+        return None, grad_weight, grad_visible, grad_hidden, None, None, None, None
 
 
 def _all_binary(n: int, like: Tensor) -> Tensor:

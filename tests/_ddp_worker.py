@@ -13,6 +13,7 @@ from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_every
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
+import dbn_init.rbm
 from dbn_init import DBN
 
 OUT = Path(sys.argv[1])
@@ -65,7 +66,7 @@ def main(mode: str, strategy: str) -> None:
     elif mode == "cd_step":
         # Sampling noise made equal: every Bernoulli draw becomes a threshold at 0.5, here and in
         # the single-process reference, so the two runs differ only in how the batch is split.
-        torch.bernoulli = lambda input, generator=None: (input > 0.5).to(input.dtype)
+        dbn_init.rbm.bernoulli = lambda probs, generator=None: (probs > 0.5).to(probs.dtype)
         seed_everything(0)
         data = FixedDigits(n=64, batch_size=32)  # 2 ranks x 32 = the reference's one batch of 64
         model = DBN(input_size=64, hidden=[8], pretrain_epochs=1)

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch import seed_everything
 from sklearn.datasets import load_digits
 
+import dbn_init.rbm
 from dbn_init import DBN
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
@@ -70,7 +71,7 @@ def test_two_process_cd_update_equals_one_process_with_the_combined_batch(tmp_pa
     _run_worker(tmp_path, "cd_step", "ddp")
     ddp = _load(tmp_path / "cd_step-rank0.pt")["state"]
 
-    monkeypatch.setattr(torch, "bernoulli", lambda input, generator=None: (input > 0.5).to(input.dtype))
+    monkeypatch.setattr(dbn_init.rbm, "bernoulli", lambda probs, generator=None: (probs > 0.5).to(probs.dtype))
     seed_everything(0)
     model = DBN(input_size=64, hidden=[8], pretrain_epochs=1)
     initial = model.rbms[0].weight.detach().clone()

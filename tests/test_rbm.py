@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from dbn_init.rbm import RBM, GaussianRBM, check_visible, make_rbm
+from dbn_init.rbm import RBM, GaussianRBM, bernoulli, check_visible, make_rbm
 
 
 def _tiny(cls=RBM, n_visible=3, n_hidden=2, seed=0):
@@ -79,6 +79,33 @@ def test_cd_loss_gradient_is_the_cd_statistic():
     torch.testing.assert_close(-rbm.weight.grad, pos - neg)
     torch.testing.assert_close(-rbm.hidden_bias.grad, (rbm.hidden_probs(v) - rbm.hidden_probs(vm)).detach().mean(0))
     torch.testing.assert_close(-rbm.visible_bias.grad, (v - vm).mean(0))
+
+
+@pytest.mark.parametrize("cls", [RBM, GaussianRBM])
+@pytest.mark.parametrize("n_chains", [None, 5])  # None: CD-2 from the data; 5: PCD-2, 5 chains for 6 rows
+def test_cd_loss_backward_equals_autograd_of_the_free_energy_surrogate(cls, n_chains):
+    rbm = _tiny(cls, n_visible=4, n_hidden=3)
+    g = torch.Generator().manual_seed(2)
+    v = torch.rand(6, 4, dtype=torch.double, generator=g)
+    chain = None if n_chains is None else torch.rand(n_chains, 4, dtype=torch.double, generator=g)
+    result = rbm.cd_loss(v, k=2, chain=chain, generator=torch.Generator().manual_seed(3))
+    result.loss.backward()
+    closed_form = [p.grad.clone() for p in rbm.parameters()]
+    rbm.zero_grad()
+    reference = rbm.free_energy(v).mean() - rbm.free_energy(result.v_model).mean()  # autograd's way
+    reference.backward()
+    assert result.loss.item() == pytest.approx(reference.item(), rel=1e-12)
+    for mine, theirs in zip(closed_form, (p.grad for p in rbm.parameters())):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_bernoulli_sampler_has_the_right_law():
+    probs = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0]).expand(40_000, 5)
+    sample = bernoulli(probs, torch.Generator().manual_seed(0))
+    assert sample.dtype == probs.dtype and set(sample.unique().tolist()) <= {0.0, 1.0}
+    # 4 standard errors of a mean over 40,000 draws is at most 0.01
+    torch.testing.assert_close(sample.mean(0), probs[0], rtol=0, atol=0.01)
+    assert sample[:, 0].sum() == 0 and sample[:, 4].sum() == 40_000  # p = 0 and p = 1 are exact
 
 
 def _digits():
