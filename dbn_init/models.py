@@ -61,12 +61,13 @@ class Classifier(LightningModule):
         self.mlp = MLP(input_size, check_hidden(hidden), num_classes, activation)
         self.lr, self.optimizer_name = lr, optimizer
         self.weight_decay, self.momentum = weight_decay, momentum
-        # Updated every step, logged once per epoch: a self.log per step costs about as much
-        # as the step's matmuls on CPU (benchmarks/rbm_throughput.py).
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # Logged once per epoch: a self.log per step costs about as much as the step's matmuls on
+        # CPU. Training sums loss and hits in plain tensors each step and feeds the (cross-rank)
+        # metrics once per epoch: two torchmetrics updates per step cost 1 ms, a sixth of a step.
+        self.train_acc, self.train_loss = MeanMetric(), MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
     def forward(self, x: Tensor) -> Tensor:
         """(batch, input_size) -> logits (batch, num_classes)."""
@@ -85,8 +86,18 @@ class Classifier(LightningModule):
         self.log(f"{split}_loss", getattr(self, f"{split}_loss"))
         self.log(f"{split}_acc", getattr(self, f"{split}_acc"), prog_bar=split != "test")
 
+    def on_train_epoch_start(self) -> None:
+        self._train_sums = torch.zeros(2, device=self.device)  # summed loss, correct predictions
+        self._train_count = 0
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        with torch.no_grad():
+            self._train_sums += torch.stack([loss * len(y), (logits.argmax(-1) == y).sum()])
+        self._train_count += len(y)
+        return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -95,6 +106,10 @@ class Classifier(LightningModule):
         self._step(batch, "test")
 
     def on_train_epoch_end(self) -> None:
+        # This rank's per-sample means, weighted across ranks by MeanMetric.
+        loss, acc = (self._train_sums / max(self._train_count, 1)).unbind()
+        self.train_loss.update(loss, weight=self._train_count)
+        self.train_acc.update(acc, weight=self._train_count)
         self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
@@ -105,9 +120,12 @@ class Classifier(LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.mlp.parameters() if p.requires_grad]
+        # One fused kernel per step instead of a dozen per tensor where torch has it (CPU, CUDA).
+        fused = all(p.device.type in ("cpu", "cuda") for p in params) or None
         if self.optimizer_name == "sgd":
-            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
+                                   fused=fused)
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, fused=fused)
 
 
 class Baseline(Classifier):
