@@ -198,6 +198,12 @@ class DBN(Classifier):
         Fine-tuning optimizer, as for :class:`Baseline`.
     pretrain_seed : int
         Seeds the Gibbs sampling noise (combined with stage and rank).
+    ais_chains, ais_betas : int
+        With ``ais_chains > 0``, each Bernoulli stage ends with an AIS estimate of its log Z
+        (:mod:`dbn_init.evaluate`; 100 chains and 10,000 betas as in Salakhutdinov & Murray 2008)
+        and logs ``rbm{k}/ais_log_z`` and ``rbm{k}/val_log_prob`` (mean -F(v) - log Z on the
+        validation split, in nats; ``val_log_prob_low`` uses the upper end of log Z's 3-sigma
+        interval). 0 (the default) skips it.
     pretrained : str, optional
         Start from an exported RBM stack (our ``.safetensors``, a DBN ``.ckpt`` or a ``.npz``;
         see :mod:`dbn_init.io`) instead of pretraining. A stack shorter than ``hidden`` is the
@@ -228,6 +234,8 @@ class DBN(Classifier):
         momentum: float = 0.9,
         pretrain_seed: int = 0,
         pretrained: str | None = None,
+        ais_chains: int = 0,
+        ais_betas: int = 10000,
     ) -> None:
         super().__init__(input_size, num_classes, hidden, "sigmoid", lr, optimizer, weight_decay, momentum)
         self.save_hyperparameters()
@@ -238,6 +246,9 @@ class DBN(Classifier):
                 f"pretrain_epochs must be one non-negative number or one per RBM ({len(hidden)} for "
                 f"hidden={hidden}), got {pretrain_epochs}"
             )
+        if ais_chains == 1 or ais_chains < 0 or ais_betas < 1:
+            raise ValueError(f"ais_chains must be 0 (off) or >= 2 (the error bar needs a spread) and ais_betas >= 1, "
+                             f"got ais_chains={ais_chains}, ais_betas={ais_betas}")
         if cd_k < 1:
             raise ValueError(f"cd_k must be >= 1, got {cd_k}")
         if sparsity_target is not None and not 0.0 < sparsity_target < 1.0:
@@ -271,6 +282,7 @@ class DBN(Classifier):
             momentum_switch_epoch=hp.momentum_switch_epoch, weight_decay=hp.rbm_weight_decay,
             cd_k=hp.cd_k, persistent=hp.persistent, sample_visible=hp.sample_visible,
             sparsity_target=hp.sparsity_target, sparsity_cost=hp.sparsity_cost, seed=hp.pretrain_seed,
+            ais_chains=hp.ais_chains, ais_betas=hp.ais_betas,
         )
 
     @torch.no_grad()

@@ -44,7 +44,7 @@ class RBMStage(LightningModule):
     index : int
         Which RBM to train, from 0; RBMs below it only encode the data, above it are unused.
     lr, initial_momentum, final_momentum, momentum_switch_epoch, weight_decay, cd_k, persistent,
-    sample_visible, sparsity_target, sparsity_cost, seed :
+    sample_visible, sparsity_target, sparsity_cost, seed, ais_chains, ais_betas :
         As documented on :class:`dbn_init.models.DBN`.
     """
 
@@ -63,6 +63,8 @@ class RBMStage(LightningModule):
         sparsity_target: float | None = None,
         sparsity_cost: float = 0.0,
         seed: int = 0,
+        ais_chains: int = 0,
+        ais_betas: int = 10000,
     ) -> None:
         super().__init__()
         self.rbms = rbms
@@ -73,6 +75,7 @@ class RBMStage(LightningModule):
         self.cd_k, self.persistent, self.sample_visible = cd_k, persistent, sample_visible
         self.sparsity_target, self.sparsity_cost = sparsity_target, sparsity_cost
         self.seed = seed
+        self.ais_chains, self.ais_betas = ais_chains, ais_betas
         self.chain: Tensor | None = None  # PCD fantasy particles, one set per rank
         self.generator: torch.Generator | None = None
         self._generator_state: Tensor | None = None
@@ -218,6 +221,31 @@ class RBMStage(LightningModule):
             val_f = self.trainer.callback_metrics.get(f"{self.name}/val_free_energy")
             if val_f is not None:
                 self.log(f"{self.name}/free_energy_gap", val_f.to(self.device) - train_f)
+        if self.ais_chains and self.current_epoch == self.trainer.max_epochs - 1:
+            self._log_ais()
+
+    def _log_ais(self) -> None:
+        """The stage's log-likelihood: AIS log Z, then mean ``-F(v) - log Z`` over validation.
+
+        Every rank runs the same chains (same seed), so all log the same value without a
+        collective. Above RBM 1 the inputs are hidden probabilities, not binary vectors, and the
+        figure is ``-F(v) - log Z`` of those, not a normalised log-probability.
+        """
+        from .evaluate import ais_log_partition, base_rate_bias
+
+        if self.rbm.visible_units != "bernoulli":
+            return  # AIS here anneals from a Bernoulli base-rate model
+        val_f = self.trainer.callback_metrics.get(f"{self.name}/val_free_energy")
+        if val_f is None:
+            return
+        base = None if self.monitor_x is None else base_rate_bias(self.encode(self.monitor_x.to(self.device)))
+        generator = torch.Generator(device=self.device).manual_seed(self.seed + 7919 * (self.index + 1))
+        ais = ais_log_partition(self.rbm, n_chains=self.ais_chains, n_betas=self.ais_betas, generator=generator,
+                                base_visible_bias=base)
+        self.log(f"{self.name}/ais_log_z", ais.log_z)
+        # log Z underestimated -> log-probability overestimated (Salakhutdinov & Murray 2008).
+        self.log(f"{self.name}/val_log_prob", -float(val_f) - ais.log_z)
+        self.log(f"{self.name}/val_log_prob_low", -float(val_f) - ais.log_z_high)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # Weight decay on W only (Hinton 2010, section 10): biases are not penalised.
@@ -228,6 +256,7 @@ class RBMStage(LightningModule):
             ],
             lr=self.lr,
             momentum=self.initial_momentum,
+            fused=self.device.type in ("cpu", "cuda") or None,  # one kernel per step, not a loop per tensor
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

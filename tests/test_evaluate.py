@@ -8,12 +8,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch import Trainer, seed_everything
 from sklearn.datasets import load_digits
 from sklearn.neural_network import BernoulliRBM
 
+from dbn_init import DBN
 from dbn_init.data import DigitsDataModule
 from dbn_init.evaluate import ais_log_partition, base_rate_bias, beta_schedule, main, mean_log_prob
 from dbn_init.io import from_sklearn, save_stack
+from dbn_init.pretrain import up_pass
 from dbn_init.rbm import RBM, GaussianRBM, bernoulli
 
 
@@ -108,6 +111,30 @@ def test_ais_with_base_rate_model_on_a_trained_rbm_and_mean_log_prob_by_brute_fo
     p = x.mean(0).clamp(1e-3, 1 - 1e-3)
     independent = (x * p.log() + (1 - x) * (1 - p).log()).sum(1).mean().item()
     assert brute > independent + 3.0
+
+
+def test_stages_can_end_with_an_ais_log_likelihood_that_matches_enumeration():
+    seed_everything(0)
+    data = DigitsDataModule(batch_size=64, binarize=True)
+    model = DBN(input_size=64, hidden=[10, 6], pretrain_epochs=2, ais_chains=100, ais_betas=3000)
+    trainers = []
+
+    def factory(stage, epochs):
+        trainers.append(Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False))
+        return trainers[-1]
+
+    model.pretrain(data, factory)
+    for k, (rbm, trainer) in enumerate(zip(model.rbms, trainers), start=1):
+        metrics = trainer.callback_metrics
+        exact = copy.deepcopy(rbm).double().log_partition_exact().item()
+        assert abs(metrics[f"rbm{k}/ais_log_z"].item() - exact) < 0.05, k
+        val = up_pass(model.rbms[: k - 1], data.val_x)  # what RBM k sees
+        expected = mean_log_prob(copy.deepcopy(rbm).double(), val.double(), exact)
+        assert metrics[f"rbm{k}/val_log_prob"].item() == pytest.approx(expected, abs=0.05), k
+        assert metrics[f"rbm{k}/val_log_prob_low"] <= metrics[f"rbm{k}/val_log_prob"]
+    with pytest.raises(ValueError, match="ais_chains must be 0"):
+        DBN(input_size=64, hidden=[10], ais_chains=1)
 
 
 def test_ais_and_mean_log_prob_refuse_bad_input():
