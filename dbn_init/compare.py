@@ -16,6 +16,7 @@ Each cell runs the same pipeline as ``train.py``: a DataModule, a :class:`~dbn_i
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 import json
@@ -99,6 +100,30 @@ def _check_options(cfg: Namespace) -> None:
             raise ValueError(f"unknown {label} option(s) {bad}; expected some of {sorted(allowed)}")
 
 
+# Data options that say where the files are or how fast they load, not what a cell learns from.
+_DATA_LOCATION = {"root", "download", "num_workers", "num_labels"}
+_FINE_TUNING = {"lr", "optimizer", "weight_decay", "momentum"}  # DBN options pretraining ignores
+
+
+def cell_settings(cfg: Namespace, cell: Cell) -> dict[str, Any]:
+    """Everything besides the cell's key that decides its result. A finished run counts for a
+    cell only when these match, so a rerun with changed options never passes stale results off
+    as new ones."""
+    data = {k: v for k, v in dict(cfg.data.init_args).items() if k not in _DATA_LOCATION}
+    options = cfg.dbn if cell.model == "dbn" else cfg.baseline
+    return json.loads(json.dumps({"data": {"class_path": cfg.data.class_path, **data}, "options": dict(options),
+                                  "max_epochs": cfg.max_epochs, "min_steps": cfg.min_steps}, default=str))
+
+
+def _stack_cache(out: Path, cell: Cell, settings: dict[str, Any]) -> Path:
+    """Where a DBN cell's pretrained stack is cached: keyed by everything pretraining depends on
+    (the fine-tuning options and label budget aside), so budgets share it and changes miss it."""
+    pretraining = {"data": settings["data"],
+                   "options": {k: v for k, v in settings["options"].items() if k not in _FINE_TUNING}}
+    digest = hashlib.sha256(json.dumps(pretraining, sort_keys=True).encode()).hexdigest()[:10]
+    return out / "pretrained" / f"{cell.name}-{'-'.join(map(str, cell.hidden))}-seed{cell.seed}-{digest}.safetensors"
+
+
 def cells(cfg: Namespace) -> list[Cell]:
     rows = [(m, m, tuple(h)) for h in cfg.hidden for m in cfg.models]
     rows += [(e["name"], e["model"], tuple(e["hidden"])) for e in cfg.extra]
@@ -141,7 +166,7 @@ def run_cell(cell: Cell, cfg: Namespace, data: ImageDataModule, out: Path) -> di
     if cell.model == "dbn":
         model = DBN(**sizes, **{"pretrain_seed": cell.seed, **cfg.dbn})
         # Pretraining never sees labels, so label budgets of one (shape, seed) share one stack.
-        cache = out / "pretrained" / f"{cell.name}-{'-'.join(map(str, cell.hidden))}-seed{cell.seed}.safetensors"
+        cache = _stack_cache(out, cell, cell_settings(cfg, cell))
         cached = cache.exists()
         if cached:
             model.load_rbms(load_stack(cache, input_size=data.input_size, hidden=list(cell.hidden)).rbms)
@@ -173,6 +198,7 @@ def run_cell(cell: Cell, cfg: Namespace, data: ImageDataModule, out: Path) -> di
         "epochs": epochs, "fit_seconds": round(fit_seconds, 2), "pretrain_seconds": round(pretrain_seconds, 2),
         "pretrained_from_cache": cached,
         "dataset": getattr(data, "dataset_name", type(data).__name__), "train_size": len(data.train_x),
+        "settings": cell_settings(cfg, cell),
     }
 
 
@@ -271,7 +297,16 @@ def run(cfg: Namespace) -> list[dict[str, Any]]:
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{results_path} is not a results file of this runner ({err}); move it away or "
                              "pick another --out, so nothing is overwritten") from err
-    done = {(r["model"], tuple(r["hidden"]), r["seed"], r["labels"]) for r in runs}
+    # Rows written before settings were recorded carry none and are taken as they are.
+    done = {(r["model"], tuple(r["hidden"]), r["seed"], r["labels"]): r.get("settings") for r in runs}
+    changed = [c for c in cells(cfg) if done.get(c.key()) not in (None, cell_settings(cfg, c))]
+    if changed:
+        c = changed[0]
+        raise ValueError(
+            f"{results_path} already holds {len(changed)} of these cells (e.g. {c.name} {list(c.hidden)} seed "
+            f"{c.seed} labels {c.labels}) run with other settings: {done[c.key()]} there, "
+            f"{cell_settings(cfg, c)} now. Nothing was run or overwritten; use a new --out for the new settings"
+        )
     todo = [c for c in cells(cfg) if c.key() not in done]
     config = json.loads(json.dumps(cfg.as_dict(), default=str))
     config.pop("config", None)

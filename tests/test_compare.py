@@ -38,7 +38,9 @@ def test_runner_writes_every_file_with_the_documented_schema(finished):
         assert 0.0 <= r["test_acc"] <= 1.0 and r["fit_seconds"] > 0
         assert len(r["val_curve"]) == 1 and r["dataset"] == "digits"
         assert (r["pretrain_seconds"] > 0) == (r["model"] == "dbn")
-    assert (out / "pretrained" / "dbn-32-16-seed0.safetensors").is_file()
+        assert r["settings"]["options"] == ({"pretrain_epochs": 1} if r["model"] == "dbn" else {})
+        assert r["settings"]["max_epochs"] == 1 and r["settings"]["data"]["class_path"] == "dbn_init.DigitsDataModule"
+    assert len(list((out / "pretrained").glob("dbn-32-16-seed0-*.safetensors"))) == 1
 
 
 def test_rerun_resumes_instead_of_overwriting(finished, monkeypatch):
@@ -55,6 +57,31 @@ def test_rerun_resumes_instead_of_overwriting(finished, monkeypatch):
     more = run(_cfg(out, "--seeds", "[0, 1, 2]"))
     assert [(c.name, c.seed) for c in calls] == [("dbn", 2), ("he_uniform", 2)]
     assert more[:4] == runs
+
+
+def test_rerun_with_changed_settings_is_refused_and_nothing_is_touched(finished, monkeypatch):
+    out, _ = finished
+    import dbn_init.compare as compare
+
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    monkeypatch.setattr(compare, "run_cell", lambda *a: pytest.fail("a cell ran despite changed settings"))
+    with pytest.raises(ValueError, match=r"run with other settings.*'pretrain_epochs': 1.*'pretrain_epochs': 2"
+                                         r".*new --out"):
+        run(_cfg(out, "--dbn", "{pretrain_epochs: 2}"))
+    with pytest.raises(ValueError, match="other settings"):
+        run(_cfg(out, "--max_epochs", "2"))
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_pretrained_stack_cache_is_keyed_by_what_pretraining_depends_on(tmp_path):
+    from dbn_init.compare import Cell, _stack_cache, cell_settings
+
+    cell = Cell("dbn", "dbn", (32, 16), 0, None)
+    base = _stack_cache(tmp_path, cell, cell_settings(_cfg(tmp_path), cell))
+    assert base == _stack_cache(tmp_path, cell, cell_settings(_cfg(tmp_path, "--dbn", "{pretrain_epochs: 1, lr: 0.01}"), cell))
+    assert base == _stack_cache(tmp_path, cell, cell_settings(_cfg(tmp_path, "--max_epochs", "5"), cell))
+    assert base != _stack_cache(tmp_path, cell, cell_settings(_cfg(tmp_path, "--dbn", "{pretrain_epochs: 2}"), cell))
+    assert base != _stack_cache(tmp_path, cell, cell_settings(_cfg(tmp_path, "--data.binarize", "true"), cell))
 
 
 def test_table_means_and_stds_match_results_json(finished):
