@@ -99,6 +99,20 @@ class Classifier(LightningModule):
         self._train_count += len(y)
         return loss
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # As in the pretraining stages: every 50 steps and on the last batch (before any
+        # checkpoint of the epoch), the weights, identical on every rank under DDP, are checked.
+        if batch_idx % 50 and not self.trainer.is_last_batch:
+            return
+        if not bool(torch.isfinite(sum(p.sum() for p in self.mlp.parameters()))):
+            last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
+            raise FloatingPointError(
+                f"fine-tuning diverged (non-finite MLP weights) in epoch {self.current_epoch}, by batch "
+                f"{batch_idx}, at learning rate {self.lr} ({self.optimizer_name}). Lower --model.lr (Adam: 1e-3 "
+                "or below), or clip gradients with --trainer.gradient_clip_val 1.0; check that the inputs are "
+                f"scaled (--data.scaling). Last checkpoint: {last}."
+            )
+
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
 

@@ -127,6 +127,13 @@ def test_divergence_stops_the_stage_with_the_cause_named():
         model.pretrain(data, lambda stage, epochs: _trainer(epochs))
 
 
+def test_fine_tuning_divergence_stops_the_run_with_the_fix_named(digits):
+    seed_everything(0)
+    model = Baseline(input_size=64, hidden=[32], init="normal", init_std=100.0, optimizer="sgd", lr=1e12)
+    with pytest.raises(FloatingPointError, match=r"fine-tuning diverged .* epoch 0.*--model.lr.*gradient_clip_val"):
+        _trainer(2).fit(model, datamodule=digits)
+
+
 def test_gaussian_dbn_trains_at_its_default_rate_on_standardised_digits():
     seed_everything(0)
     data = DigitsDataModule(batch_size=32, scaling="standardize")
