@@ -23,7 +23,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .init import InitName, check_constant, init_weight
 from .mlp import MLP, Activation, check_hidden
-from .pretrain import PretrainData, RBMStage, StageTrainerFactory, default_stage_trainer, up_pass
+from .pretrain import PretrainData, RBMStage, StageTrainerFactory, default_stage_trainer, up_pass, weights_diverged
 from .io import load_stack
 from .rbm import RBM, check_visible, make_rbm
 
@@ -100,11 +100,7 @@ class Classifier(LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # As in the pretraining stages: every 50 steps and on the last batch (before any
-        # checkpoint of the epoch), the weights, identical on every rank under DDP, are checked.
-        if batch_idx % 50 and not self.trainer.is_last_batch:
-            return
-        if not bool(torch.isfinite(sum(p.sum() for p in self.mlp.parameters()))):
+        if weights_diverged(self.mlp, self.trainer, batch_idx):
             last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
             raise FloatingPointError(
                 f"fine-tuning diverged (non-finite MLP weights) in epoch {self.current_epoch}, by batch "

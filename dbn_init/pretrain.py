@@ -22,7 +22,7 @@ from torchmetrics import MeanMetric
 
 from .rbm import RBM
 
-__all__ = ["RBMStage", "PretrainData", "StageTrainerFactory", "default_stage_trainer", "up_pass"]
+__all__ = ["RBMStage", "PretrainData", "StageTrainerFactory", "default_stage_trainer", "up_pass", "weights_diverged"]
 
 StageTrainerFactory = Callable[[int, int], Trainer]  # (stage index from 0, epochs) -> Trainer
 
@@ -158,14 +158,7 @@ class RBMStage(LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self._log_update_ratio()
-        # Every monitor_every steps and on the epoch's last batch (so no checkpoint holds a
-        # non-finite weight): each check is a host sync, which on a GPU would stall every step.
-        # DDP keeps the weights bit-identical on every rank, so every rank reaches the same
-        # verdict here without a collective.
-        if batch_idx % self.monitor_every and not self.trainer.is_last_batch:
-            return
-        # One fused reduction: a NaN/Inf anywhere makes the sum non-finite.
-        if not bool(torch.isfinite(sum(p.sum() for p in self.rbm.parameters()))):
+        if weights_diverged(self.rbm, self.trainer, batch_idx, self.monitor_every):
             last = getattr(self.trainer.checkpoint_callback, "best_model_path", "") or "none saved yet"
             raise FloatingPointError(
                 f"RBM {self.index + 1} diverged (non-finite weights) in epoch {self.current_epoch}, "
@@ -267,6 +260,19 @@ class RBMStage(LightningModule):
         saved = checkpoint.get("dbn_init", {})
         self.chain = saved.get("chain")
         self._generator_state = saved.get("generator")
+
+
+def weights_diverged(module: nn.Module, trainer: Trainer, batch_idx: int, every: int = 50) -> bool:
+    """Whether ``module``'s parameters hold a NaN/Inf, checked every ``every`` steps and on the
+    epoch's last batch (so no checkpoint of the epoch holds one); False in between.
+
+    Each check is one host sync, which on a GPU would stall every step, and one fused reduction:
+    a NaN/Inf anywhere makes the sum non-finite. DDP keeps the weights identical on every rank,
+    so every rank reaches the same verdict without a collective.
+    """
+    if batch_idx % every and not trainer.is_last_batch:
+        return False
+    return not bool(torch.isfinite(sum(p.sum() for p in module.parameters())))
 
 
 def _stage_seed(seed: int, index: int, rank: int) -> int:
