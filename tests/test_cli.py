@@ -23,6 +23,16 @@ def test_quickstart_config_runs_pretraining_fine_tuning_and_test_with_fast_dev_r
     assert "test_acc" in cli.trainer.callback_metrics
 
 
+def test_fine_tuning_only_trainer_options_stay_out_of_the_pretraining_stages(tmp_path):
+    # The stages step CD themselves (manual optimization), where Lightning refuses gradient
+    # clipping and accumulation; the fine-tuning fit still gets them.
+    cli = main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.fast_dev_run", "true",
+                "--trainer.gradient_clip_val", "1.0", "--trainer.accumulate_grad_batches", "2",
+                "--trainer.default_root_dir", str(tmp_path)])
+    assert cli.model.pretrained and cli.trainer.gradient_clip_val == 1.0
+    assert cli.trainer.accumulate_grad_batches == 2
+
+
 def test_baseline_selected_from_yaml(tmp_path):
     cli = main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.fast_dev_run", "true",
                 "--model", "dbn_init.Baseline", "--model.init", "he_normal", "--model.hidden", "[32, 32]",
