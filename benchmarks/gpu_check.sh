@@ -12,6 +12,7 @@ if not torch.cuda.is_available():
     sys.exit("no CUDA device: this script checks the GPU path only")
 print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__)
 PY
+python -m pytest -q tests/test_data.py -k "gpu"  # batches cut on the device, no host copies
 common=(--trainer.accelerator gpu --trainer.devices 1 --trainer.enable_progress_bar false)
 time python train.py fit --config configs/quickstart.yaml "${common[@]}"
 fashion=(--config configs/fashion_mnist_dbn.yaml --data.root "$root" --data.download false "${common[@]}")

@@ -101,7 +101,7 @@ def _check_options(cfg: Namespace) -> None:
 
 
 # Data options that say where the files are or how fast they load, not what a cell learns from.
-_DATA_LOCATION = {"root", "download", "num_workers", "num_labels"}
+_DATA_LOCATION = {"root", "download", "num_workers", "num_labels", "on_device"}
 _FINE_TUNING = {"lr", "optimizer", "weight_decay", "momentum"}  # DBN options pretraining ignores
 
 

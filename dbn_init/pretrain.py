@@ -297,6 +297,7 @@ class PretrainData(LightningDataModule):
         self.datamodule.setup(stage)
 
     def train_dataloader(self):
+        self.datamodule.trainer = self.trainer  # so it can put its splits on this fit's device
         return self.datamodule.pretrain_dataloader()
 
     def monitor_subset(self, n: int = 1000) -> Tensor | None:
@@ -305,6 +306,7 @@ class PretrainData(LightningDataModule):
         return None if data is None else data[:n]
 
     def val_dataloader(self):
+        self.datamodule.trainer = self.trainer
         return self.datamodule.val_dataloader()
 
 

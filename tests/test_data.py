@@ -299,3 +299,36 @@ def test_read_idx_gives_data_or_our_error_for_any_bytes(payload, header):
         assert str(path) in str(err)
     else:
         assert array.ndim >= 1
+
+
+def test_splits_stay_on_the_host_for_a_cpu_trainer_and_are_copied_once_for_an_accelerator():
+    from lightning.pytorch import Trainer
+
+    dm = DigitsDataModule(batch_size=32)
+    dm.setup("fit")
+    dm.trainer = Trainer(accelerator="cpu", devices=1, logger=False)
+    assert dm._device() is None and next(iter(dm.train_dataloader()))[0].device.type == "cpu"
+    assert dm._resident(dm.train_x, torch.device("meta")) is dm._resident(dm.train_x, torch.device("meta"))
+    dm.on_device = False
+    assert dm._device() is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_batches_are_cut_on_the_device():
+    from lightning.pytorch import Trainer
+
+    from dbn_init import Baseline
+
+    seen = []
+
+    class Spy(Baseline):
+        def training_step(self, batch, batch_idx):
+            seen.append(batch[0].device.type)
+            return super().training_step(batch, batch_idx)
+
+    dm = DigitsDataModule(batch_size=32)
+    trainer = Trainer(accelerator="gpu", devices=1, max_steps=3, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False)
+    trainer.fit(Spy(input_size=64, hidden=[16]), datamodule=dm)
+    assert seen == ["cuda"] * 3
+    assert all(t.is_cuda for t in dm._device_copies.values()) and len(dm._device_copies) == 4  # train x/y, val x/y
