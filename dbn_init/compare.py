@@ -275,7 +275,7 @@ def plot_curves(runs: list[dict[str, Any]], path: Path) -> None:
         n = min(map(len, curves))
         title = "-".join(map(str, hidden)) + ("" if labels is None else f", {labels} labels")
         panels.setdefault(title, {})[model] = [statistics.fmean(c[i] for c in curves) for i in range(n)]
-    save_curves(panels, path, xlabel="validation check (every epoch; every k epochs for small label budgets)")
+    save_curves(panels, path, xlabel="validation check (each epoch; each k-th for small budgets)")
 
 
 def run(cfg: Namespace) -> list[dict[str, Any]]:

@@ -70,8 +70,12 @@ def save_curves(panels: Mapping[str, Mapping[str, Sequence[float]]], path: str |
     """One panel per key of ``panels``; in each, one line per label: ``{panel: {label: ys}}``."""
     path = Path(path)
     n = max(len(panels), 1)
-    fig, axes = plt.subplots(1, n, figsize=(5 * n, 3.8), squeeze=False)
-    for ax, (title, lines) in zip(axes[0], panels.items()):
+    cols = min(n, 3)  # wrap into rows of three, so six panels stay readable
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (title, lines) in zip(axes.flat, panels.items()):
         for label, ys in sorted(lines.items()):
             ax.plot(range(1, len(ys) + 1), ys, label=label, marker="o", markersize=2)
         ax.set_title(title)
