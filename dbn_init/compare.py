@@ -162,11 +162,11 @@ def run_cell(cell: Cell, cfg: Namespace, data: ImageDataModule, out: Path) -> di
     """Run one cell end to end and return its results row."""
     seed_everything(cell.seed, verbose=False)
     sizes = dict(input_size=data.input_size, num_classes=data.num_classes, hidden=list(cell.hidden))
-    pretrain_seconds, cached = 0.0, False
+    pretrain_seconds, cached, settings = 0.0, False, cell_settings(cfg, cell)
     if cell.model == "dbn":
         model = DBN(**sizes, **{"pretrain_seed": cell.seed, **cfg.dbn})
         # Pretraining never sees labels, so label budgets of one (shape, seed) share one stack.
-        cache = _stack_cache(out, cell, cell_settings(cfg, cell))
+        cache = _stack_cache(out, cell, settings)
         cached = cache.exists()
         if cached:
             model.load_rbms(load_stack(cache, input_size=data.input_size, hidden=list(cell.hidden)).rbms)
@@ -198,7 +198,7 @@ def run_cell(cell: Cell, cfg: Namespace, data: ImageDataModule, out: Path) -> di
         "epochs": epochs, "fit_seconds": round(fit_seconds, 2), "pretrain_seconds": round(pretrain_seconds, 2),
         "pretrained_from_cache": cached,
         "dataset": getattr(data, "dataset_name", type(data).__name__), "train_size": len(data.train_x),
-        "settings": cell_settings(cfg, cell),
+        "settings": settings,
     }
 
 

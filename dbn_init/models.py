@@ -23,7 +23,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .init import InitName, check_constant, init_weight
 from .mlp import MLP, Activation, check_hidden
-from .pretrain import PretrainData, RBMStage, StageTrainerFactory, default_stage_trainer, up_pass, weights_diverged
+from .monitor import EpochMeans, weights_diverged
+from .pretrain import PretrainData, RBMStage, StageTrainerFactory, default_stage_trainer, up_pass
 from .io import load_stack
 from .rbm import RBM, check_visible, make_rbm
 
@@ -62,8 +63,7 @@ class Classifier(LightningModule):
         self.lr, self.optimizer_name = lr, optimizer
         self.weight_decay, self.momentum = weight_decay, momentum
         # Logged once per epoch: a self.log per step costs about as much as the step's matmuls on
-        # CPU. Training sums loss and hits in plain tensors each step and feeds the (cross-rank)
-        # metrics once per epoch: two torchmetrics updates per step cost 1 ms, a sixth of a step.
+        # CPU. Training feeds its metrics once per epoch, from EpochMeans.
         self.train_acc, self.train_loss = MeanMetric(), MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -87,16 +87,13 @@ class Classifier(LightningModule):
         self.log(f"{split}_acc", getattr(self, f"{split}_acc"), prog_bar=split != "test")
 
     def on_train_epoch_start(self) -> None:
-        self._train_sums = torch.zeros(2, device=self.device)  # summed loss, correct predictions
-        self._train_count = 0
+        self._epoch_means = EpochMeans(2, self.device)  # loss, accuracy
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
-        with torch.no_grad():
-            self._train_sums += torch.stack([loss * len(y), (logits.argmax(-1) == y).sum()])
-        self._train_count += len(y)
+        self._epoch_means.add(loss * len(y), (logits.argmax(-1) == y).sum(), count=len(y))
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -116,10 +113,7 @@ class Classifier(LightningModule):
         self._step(batch, "test")
 
     def on_train_epoch_end(self) -> None:
-        # This rank's per-sample means, weighted across ranks by MeanMetric.
-        loss, acc = (self._train_sums / max(self._train_count, 1)).unbind()
-        self.train_loss.update(loss, weight=self._train_count)
-        self.train_acc.update(acc, weight=self._train_count)
+        self._epoch_means.update(self.train_loss, self.train_acc)
         self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:

@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from .monitor import EpochMeans, weights_diverged
 from .rbm import RBM
 
-__all__ = ["RBMStage", "PretrainData", "StageTrainerFactory", "default_stage_trainer", "up_pass", "weights_diverged"]
+__all__ = ["RBMStage", "PretrainData", "StageTrainerFactory", "default_stage_trainer", "up_pass"]
 
 StageTrainerFactory = Callable[[int, int], Trainer]  # (stage index from 0, epochs) -> Trainer
 
@@ -119,8 +120,7 @@ class RBMStage(LightningModule):
         momentum = self.initial_momentum if self.current_epoch < self.momentum_switch_epoch else self.final_momentum
         for group in self.optimizers().optimizer.param_groups:
             group["momentum"] = momentum
-        self._epoch_sums = torch.zeros(2, device=self.device)  # reconstruction error, CD loss; summed over samples
-        self._epoch_count = 0
+        self._epoch_means = EpochMeans(2, self.device)  # reconstruction error, CD loss
         self.log(f"{self.name}/momentum", momentum, on_step=False, on_epoch=True)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -138,21 +138,15 @@ class RBMStage(LightningModule):
             # Lee et al. (2008): pull each unit's mean activation towards the target.
             q = torch.sigmoid(self.rbm.hidden_logits(v)).mean(0)  # (n_hidden,)
             loss = loss + self.sparsity_cost * ((q - self.sparsity_target) ** 2).sum()
-        # Summed per step, reduced into the metrics once per epoch: two MeanMetric updates per
-        # step would cost more than the CD step's bias updates.
         recon = F.mse_loss(result.reconstruction, v, reduction="sum")
-        self._epoch_sums += torch.stack([recon, result.loss.detach() * len(v)])
-        self._epoch_count += len(v)
+        self._epoch_means.add(recon, result.loss * len(v), count=len(v))
         optimizer = self.optimizers()
         optimizer.zero_grad()
         self.manual_backward(loss)  # DDP averages the CD statistics here
         optimizer.step()
 
     def on_train_epoch_end(self) -> None:
-        # Per-sample means over this rank's epoch; MeanMetric weights them across ranks.
-        recon, cd_loss = (self._epoch_sums / max(self._epoch_count, 1)).unbind()
-        self.train_recon.update(recon, weight=self._epoch_count)
-        self.train_cd_loss.update(cd_loss, weight=self._epoch_count)
+        self._epoch_means.update(self.train_recon, self.train_cd_loss)
         self.log(f"{self.name}/train_recon", self.train_recon, prog_bar=True)
         self.log(f"{self.name}/cd_loss", self.train_cd_loss)
 
@@ -260,19 +254,6 @@ class RBMStage(LightningModule):
         saved = checkpoint.get("dbn_init", {})
         self.chain = saved.get("chain")
         self._generator_state = saved.get("generator")
-
-
-def weights_diverged(module: nn.Module, trainer: Trainer, batch_idx: int, every: int = 50) -> bool:
-    """Whether ``module``'s parameters hold a NaN/Inf, checked every ``every`` steps and on the
-    epoch's last batch (so no checkpoint of the epoch holds one); False in between.
-
-    Each check is one host sync, which on a GPU would stall every step, and one fused reduction:
-    a NaN/Inf anywhere makes the sum non-finite. DDP keeps the weights identical on every rank,
-    so every rank reaches the same verdict without a collective.
-    """
-    if batch_idx % every and not trainer.is_last_batch:
-        return False
-    return not bool(torch.isfinite(sum(p.sum() for p in module.parameters())))
 
 
 def _stage_seed(seed: int, index: int, rank: int) -> int:
