@@ -145,8 +145,9 @@ def naive_torch(dm, args) -> float:
 
 
 def cd_loss_sgd(dm, args) -> float:
-    """dbn_init's math without Lightning: RBM.cd_loss (the free-energy surrogate) stepped by the
-    stage's own optimizer (RBMStage.configure_optimizers), pre-batched."""
+    """dbn_init's math without Lightning: RBM.cd_loss (the free-energy surrogate; its value on every
+    50th step, as the stage) stepped by the stage's own optimizer (RBMStage.configure_optimizers),
+    pre-batched."""
     import torch
 
     from dbn_init.models import DBN
@@ -158,8 +159,9 @@ def cd_loss_sgd(dm, args) -> float:
     rbm, optimizer = stage.rbm, stage.configure_optimizers()
 
     def epoch():
-        for v in batches:
-            loss = rbm.cd_loss(v, k=stage.cd_k, generator=g, sample_visible=stage.sample_visible).loss
+        for i, v in enumerate(batches):
+            loss = rbm.cd_loss(v, k=stage.cd_k, generator=g, sample_visible=stage.sample_visible,
+                               value=i % stage.monitor_every == 0).loss
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -168,12 +170,13 @@ def cd_loss_sgd(dm, args) -> float:
 
 
 def dbn_init(dm, args) -> float:
-    """What train.py does per stage: a quiet Trainer fits DBN(...).stage(0) on PretrainData(dm)."""
+    """What train.py does per stage (DBN.pretrain): a quiet Trainer fits DBN(...).stage(0) on
+    PretrainData(dm, steps_per_batch) (8 CD updates per Lightning step, the default)."""
     from dbn_init.models import DBN
     from dbn_init.pretrain import PretrainData
 
     stage = DBN(input_size=dm.input_size, hidden=[args.hidden], pretrain_epochs=1).stage(0)
-    data, trainer = PretrainData(dm), quiet_trainer()
+    data, trainer = PretrainData(dm, stage.steps_per_batch), quiet_trainer()
     return seconds(lambda: trainer.fit(stage, datamodule=data))
 
 

@@ -340,7 +340,7 @@ class ImageDataModule(LightningDataModule):
             self._device_copies[key] = t.to(device)
         return self._device_copies[key]
 
-    def _loader(self, x: Tensor, y: Tensor, shuffle: bool) -> DataLoader:
+    def _loader(self, x: Tensor, y: Tensor, shuffle: bool, batch_size: int | None = None) -> DataLoader:
         # A plain DataLoader (not a custom batch sampler) so Lightning can inject its DistributedSampler.
         # The shuffle seed is the run's seed (seed_everything), read when the loader is built.
         device = self._device()
@@ -348,7 +348,7 @@ class ImageDataModule(LightningDataModule):
             x, y = self._resident(x, device), self._resident(y, device)
         dataset = TensorBatches(x, y)
         sampler = EpochShuffle(dataset, seed=torch.initial_seed()) if shuffle else None
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
+        return DataLoader(dataset, batch_size=batch_size or self.batch_size, sampler=sampler,
                           num_workers=self.num_workers, collate_fn=_keep_batch,
                           persistent_workers=self.num_workers > 0)
 
@@ -356,9 +356,11 @@ class ImageDataModule(LightningDataModule):
         """Labelled training batches, shuffled."""
         return self._loader(self.train_x, self.train_y, shuffle=True)
 
-    def pretrain_dataloader(self) -> DataLoader:
-        """Every training-split image (labels included but unused by RBMs), shuffled."""
-        return self._loader(self.pretrain_x, self.pretrain_y, shuffle=True)
+    def pretrain_dataloader(self, steps_per_batch: int = 1) -> DataLoader:
+        """Every training-split image (labels included but unused by RBMs), shuffled; each batch
+        holds ``steps_per_batch`` consecutive mini-batches of ``batch_size`` rows."""
+        return self._loader(self.pretrain_x, self.pretrain_y, shuffle=True,
+                            batch_size=self.batch_size * steps_per_batch)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_x, self.val_y, shuffle=False)

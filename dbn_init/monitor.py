@@ -4,7 +4,6 @@ cost one in-place add per step, and the divergence check."""
 from __future__ import annotations
 
 import torch
-from lightning.pytorch import Trainer
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
@@ -34,14 +33,12 @@ class EpochMeans:
             metric.update(mean, weight=self.count)
 
 
-def weights_diverged(module: nn.Module, trainer: Trainer, batch_idx: int, every: int = 50) -> bool:
-    """Whether ``module``'s parameters hold a NaN/Inf, checked every ``every`` steps and on the
-    epoch's last batch (so no checkpoint of the epoch holds one); False in between.
+def weights_diverged(module: nn.Module) -> bool:
+    """Whether ``module``'s parameters hold a NaN/Inf.
 
-    Each check is one host sync, which on a GPU would stall every step, and one fused reduction:
-    a NaN/Inf anywhere makes the sum non-finite. DDP keeps the weights identical on every rank,
-    so every rank reaches the same verdict without a collective.
+    One fused reduction (a NaN/Inf anywhere makes the sum non-finite) and one host sync, which on
+    a GPU stalls the step: callers check a sparse sample of steps and the epoch's last batch (so no
+    checkpoint of the epoch holds a NaN). DDP keeps the weights identical on every rank, so every
+    rank reaches the same verdict without a collective.
     """
-    if batch_idx % every and not trainer.is_last_batch:
-        return False
     return not bool(torch.isfinite(sum(p.sum() for p in module.parameters())))

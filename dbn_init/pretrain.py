@@ -7,11 +7,15 @@ after DDP has wrapped a model silently breaks gradient synchronisation). The CD 
 (:meth:`dbn_init.rbm.RBM.cd_loss`) stepped by SGD with momentum, so DDP averages it across ranks
 like any gradient. The step is written out (manual optimization: zero_grad, backward, step), which
 spares Lightning's closure machinery about 1.5 ms per step on CPU, a fifth of a CD-1 step at
-batch 128.
+batch 128, and lets one Lightning step run several CD updates (``steps_per_batch``): the loader
+serves that many mini-batches at once and each gets its own optimizer step, so the updates are
+exactly those of one mini-batch per step, without Lightning's per-batch overhead for each.
+Under DDP, Lightning re-arms gradient averaging before every ``manual_backward``.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -45,8 +49,9 @@ class RBMStage(LightningModule):
     index : int
         Which RBM to train, from 0; RBMs below it only encode the data, above it are unused.
     lr, initial_momentum, final_momentum, momentum_switch_epoch, weight_decay, cd_k, persistent,
-    sample_visible, sparsity_target, sparsity_cost, seed, ais_chains, ais_betas :
-        As documented on :class:`dbn_init.models.DBN`.
+    sample_visible, sparsity_target, sparsity_cost, seed, ais_chains, ais_betas, steps_per_batch :
+        As documented on :class:`dbn_init.models.DBN`. ``steps_per_batch`` takes effect with
+        :class:`PretrainData`, which serves that many mini-batches per loader batch.
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class RBMStage(LightningModule):
         seed: int = 0,
         ais_chains: int = 0,
         ais_betas: int = 10000,
+        steps_per_batch: int = 1,
     ) -> None:
         super().__init__()
         self.rbms = rbms
@@ -77,12 +83,15 @@ class RBMStage(LightningModule):
         self.sparsity_target, self.sparsity_cost = sparsity_target, sparsity_cost
         self.seed = seed
         self.ais_chains, self.ais_betas = ais_chains, ais_betas
+        if steps_per_batch < 1:
+            raise ValueError(f"steps_per_batch must be >= 1 (CD updates per loader batch), got {steps_per_batch}")
+        self.steps_per_batch = steps_per_batch
+        self.mini_batch: int | None = None  # rows per CD update when a loader batch holds several
         self.chain: Tensor | None = None  # PCD fantasy particles, one set per rank
         self.generator: torch.Generator | None = None
         self._generator_state: Tensor | None = None
-        self.monitor_every = 50  # steps between update-ratio samples
+        self.monitor_every = 50  # CD steps between samples of the update ratio and the CD loss's value
         self.monitor_x: Tensor | None = None  # fixed training subset for the free-energy gap
-        self._weight_before: Tensor | None = None
         self.train_recon, self.train_cd_loss = MeanMetric(), MeanMetric()
         self.automatic_optimization = False  # zero_grad, backward, step in training_step: no closure
         for i, rbm in enumerate(rbms):  # freeze by construction, before any Trainer wraps us
@@ -108,6 +117,7 @@ class RBMStage(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if isinstance(datamodule, PretrainData):
             self.monitor_x = datamodule.monitor_subset()
+            self.mini_batch = datamodule.batch_size if datamodule.steps_per_batch > 1 else None
         # Gibbs noise must differ across ranks (else DDP averages identical chains) and be
         # reproducible: one generator per rank, seeded from the run seed, the stage and the rank.
         self.generator = torch.Generator(device=self.device)
@@ -120,16 +130,27 @@ class RBMStage(LightningModule):
         momentum = self.initial_momentum if self.current_epoch < self.momentum_switch_epoch else self.final_momentum
         for group in self.optimizers().optimizer.param_groups:
             group["momentum"] = momentum
-        self._epoch_means = EpochMeans(2, self.device)  # reconstruction error, CD loss
+        # Per-sample means: reconstruction error over every step, CD loss over the monitored steps.
+        self._recon_sum, self._cd_loss_sum = EpochMeans(1, self.device), EpochMeans(1, self.device)
+        self._step_in_epoch = 0  # CD updates so far this epoch (several per loader batch)
         self.log(f"{self.name}/momentum", momentum, on_step=False, on_epoch=True)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         v = self.encode(batch[0])
+        for mini_batch in v.split(self.mini_batch) if self.mini_batch else (v,):
+            self._cd_step(mini_batch)
+
+    def _cd_step(self, v: Tensor) -> None:
+        """One CD/PCD update on the mini-batch ``v`` (batch, n_visible), as the RBM sees it."""
         if self.persistent and self.chain is None:
             self.chain = v.detach().clone()  # Tieleman (2008) starts the chains at the data
+        # A sparse sample of steps measures the CD loss's value and the update ratio, and checks
+        # for divergence (each check is one host sync, which would stall every step on a GPU).
+        monitored = self._step_in_epoch % self.monitor_every == 0
+        weight_before = self.rbm.weight.detach().clone() if monitored else None
         result = self.rbm.cd_loss(
             v, k=self.cd_k, chain=self.chain if self.persistent else None,
-            generator=self.generator, sample_visible=self.sample_visible,
+            generator=self.generator, sample_visible=self.sample_visible, value=monitored,
         )
         loss = result.loss
         if self.persistent:
@@ -138,40 +159,39 @@ class RBMStage(LightningModule):
             # Lee et al. (2008): pull each unit's mean activation towards the target.
             q = torch.sigmoid(self.rbm.hidden_logits(v)).mean(0)  # (n_hidden,)
             loss = loss + self.sparsity_cost * ((q - self.sparsity_target) ** 2).sum()
-        recon = F.mse_loss(result.reconstruction, v, reduction="sum")
-        self._epoch_means.add(recon, result.loss * len(v), count=len(v))
+        self._recon_sum.add(F.mse_loss(result.reconstruction, v, reduction="sum"), count=len(v))
         optimizer = self.optimizers()
         optimizer.zero_grad()
         self.manual_backward(loss)  # DDP averages the CD statistics here
         optimizer.step()
-
-    def on_train_epoch_end(self) -> None:
-        self._epoch_means.update(self.train_recon, self.train_cd_loss)
-        self.log(f"{self.name}/train_recon", self.train_recon, prog_bar=True)
-        self.log(f"{self.name}/cd_loss", self.train_cd_loss)
+        if monitored:
+            self._cd_loss_sum.add(result.loss * len(v), count=len(v))
+            # Hinton (2010, section 15): updates ~1e-3 of the weights' size are healthy.
+            ratio = (self.rbm.weight.detach() - weight_before).norm() / weight_before.norm().clamp_min(1e-12)
+            self.log(f"{self.name}/update_ratio", ratio, on_step=False, on_epoch=True, sync_dist=True)
+            self._check_divergence()
+        self._step_in_epoch += 1
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self._log_update_ratio()
-        if weights_diverged(self.rbm, self.trainer, batch_idx, self.monitor_every):
+        if self.trainer.is_last_batch:  # so that no checkpoint of the epoch holds a NaN
+            self._check_divergence()
+
+    def _check_divergence(self) -> None:
+        if weights_diverged(self.rbm):
             last = getattr(self.trainer.checkpoint_callback, "best_model_path", "") or "none saved yet"
             raise FloatingPointError(
                 f"RBM {self.index + 1} diverged (non-finite weights) in epoch {self.current_epoch}, "
-                f"by batch {batch_idx}, at learning rate {self.lr}. Likely causes: a learning rate too "
+                f"by CD step {self._step_in_epoch}, at learning rate {self.lr}. Likely causes: a learning rate too "
                 "high for Gaussian visible units (try --model.gaussian_lr 1e-3 or lower) or inputs "
                 "that are not standardised (--data.scaling standardize for Gaussian units, unit for "
                 f"Bernoulli). Last good checkpoint: {last} (resume with --ckpt_path last after the fix)."
             )
 
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        if batch_idx % self.monitor_every == 0:  # a sparse sample of steps is enough for the ratio
-            self._weight_before = self.rbm.weight.detach().clone()
-
-    def _log_update_ratio(self) -> None:
-        # Hinton (2010, section 15): updates ~1e-3 of the weights' size are healthy.
-        if self._weight_before is not None:
-            ratio = (self.rbm.weight.detach() - self._weight_before).norm() / self._weight_before.norm().clamp_min(1e-12)
-            self.log(f"{self.name}/update_ratio", ratio, on_step=False, on_epoch=True, sync_dist=True)
-            self._weight_before = None
+    def on_train_epoch_end(self) -> None:
+        self._recon_sum.update(self.train_recon)
+        self._cd_loss_sum.update(self.train_cd_loss)
+        self.log(f"{self.name}/train_recon", self.train_recon, prog_bar=True)
+        self.log(f"{self.name}/cd_loss", self.train_cd_loss)
 
     # --- monitoring: the signals the RBM literature trusts, reduced across ranks ---------------
     def on_validation_epoch_start(self) -> None:
@@ -264,12 +284,20 @@ class PretrainData(LightningDataModule):
     """A view of a DataModule whose training set is every training image, labelled or not.
 
     In the label-scarce setting (``num_labels``) pretraining still sees all training images;
-    only fine-tuning is restricted to the labelled subset.
+    only fine-tuning is restricted to the labelled subset. With ``steps_per_batch`` > 1 each
+    loader batch holds that many consecutive mini-batches of ``datamodule.batch_size`` rows
+    (the same mini-batches, in the same order, as with 1), for :class:`RBMStage` to split.
     """
 
-    def __init__(self, datamodule: LightningDataModule) -> None:
+    def __init__(self, datamodule: LightningDataModule, steps_per_batch: int = 1) -> None:
         super().__init__()
         self.datamodule = datamodule
+        self.steps_per_batch = steps_per_batch
+
+    @property
+    def batch_size(self) -> int:
+        """Rows per CD mini-batch: the wrapped DataModule's batch size."""
+        return self.datamodule.batch_size
 
     def prepare_data(self) -> None:
         self.datamodule.prepare_data()
@@ -279,7 +307,15 @@ class PretrainData(LightningDataModule):
 
     def train_dataloader(self):
         self.datamodule.trainer = self.trainer  # so it can put its splits on this fit's device
-        return self.datamodule.pretrain_dataloader()
+        if self.steps_per_batch == 1:
+            return self.datamodule.pretrain_dataloader()
+        if "steps_per_batch" not in inspect.signature(self.datamodule.pretrain_dataloader).parameters:
+            raise ValueError(
+                f"{type(self.datamodule).__name__}.pretrain_dataloader() takes no steps_per_batch, so it cannot "
+                f"serve {self.steps_per_batch} mini-batches per loader batch; give it that parameter (batches of "
+                "batch_size * steps_per_batch rows, as ImageDataModule does) or set --model.steps_per_batch 1"
+            )
+        return self.datamodule.pretrain_dataloader(steps_per_batch=self.steps_per_batch)
 
     def monitor_subset(self, n: int = 1000) -> Tensor | None:
         """The first ``n`` pretraining images: a fixed training subset, (n, n_visible)."""

@@ -187,6 +187,7 @@ class RBM(nn.Module):
         chain: Tensor | None = None,
         generator: torch.Generator | None = None,
         sample_visible: bool = False,
+        value: bool = True,
     ) -> CDResult:
         """CD-k (Hinton 2002) or, when ``chain`` is given, PCD-k (Tieleman 2008), as a loss.
 
@@ -221,7 +222,10 @@ class RBM(nn.Module):
             for _ in range(k - 1):
                 v = self.gibbs_step(v, generator, sample_visible)
             model_logits = self.hidden_logits(v)  # (n_chains, H)
-            gap = self.free_energy(v_data, data_logits).mean() - self.free_energy(v, model_logits).mean()
+            if value:
+                gap = self.free_energy(v_data, data_logits).mean() - self.free_energy(v, model_logits).mean()
+            else:
+                gap = torch.full((), math.nan, device=v.device, dtype=v.dtype)
         loss = _FreeEnergyGap.apply(gap, self.weight, self.visible_bias, self.hidden_bias,
                                     v_data.detach(), hidden_probs, v, torch.sigmoid(model_logits))
         return CDResult(loss, v, hidden_probs, reconstruction)
@@ -350,12 +354,13 @@ class _FreeEnergyGap(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         v_data, data_probs, v_model, model_probs = ctx.saved_tensors
-        n_data, n_model = len(v_data), len(v_model)
-        # (H, V): <h v'>_model - <h v'>_data, two matmuls
-        grad_weight = torch.addmm(torch.mm(model_probs.t(), v_model), data_probs.t(), v_data,
-                                  beta=1.0 / n_model, alpha=-1.0 / n_data).mul_(grad)
+        # The scale goes on the (batch, H) factors, not on the (H, V) result: one pass over the
+        # weight-sized gradient (the second matmul accumulates into it) instead of three.
+        model_probs = model_probs * (grad / len(v_model))
+        data_probs = data_probs * (grad / len(v_data))
+        grad_weight = torch.mm(model_probs.t(), v_model).addmm_(data_probs.t(), v_data, alpha=-1.0)  # (H, V)
         grad_visible = (v_model.mean(0) - v_data.mean(0)).mul_(grad)  # (V,)
-        grad_hidden = (model_probs.mean(0) - data_probs.mean(0)).mul_(grad)  # (H,)
+        grad_hidden = model_probs.sum(0) - data_probs.sum(0)  # (H,), already scaled
         return None, grad_weight, grad_visible, grad_hidden, None, None, None, None
 
 

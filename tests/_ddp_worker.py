@@ -1,7 +1,7 @@
 """Runs DBN pretraining and fine-tuning under real DDP (2 CPU processes, gloo) and saves what
 each rank holds, for tests/test_ddp.py to compare. Not a test module itself.
 
-usage: python tests/_ddp_worker.py OUT_DIR {pipeline,cd_step} STRATEGY
+usage: python tests/_ddp_worker.py OUT_DIR {pipeline,cd_step} STRATEGY [STEPS_PER_BATCH]
 """
 
 import os
@@ -29,8 +29,9 @@ class FixedDigits(LightningDataModule):
         self.y = torch.tensor(data.target[:n])
         self.batch_size = batch_size
 
-    def _loader(self):
-        return DataLoader(TensorDataset(self.pretrain_x, self.y), batch_size=self.batch_size, shuffle=False)
+    def _loader(self, steps_per_batch: int = 1):
+        return DataLoader(TensorDataset(self.pretrain_x, self.y), batch_size=self.batch_size * steps_per_batch,
+                          shuffle=False)
 
     train_dataloader = pretrain_dataloader = val_dataloader = _loader
 
@@ -54,11 +55,11 @@ def trainer(tag: str, epochs: int, strategy: str, **kw) -> Trainer:
                    callbacks=[SaveRankState(tag)], **kw)
 
 
-def main(mode: str, strategy: str) -> None:
+def main(mode: str, strategy: str, steps_per_batch: int) -> None:
     if mode == "pipeline":
         seed_everything(0)
-        data = FixedDigits(n=256, batch_size=32)
-        model = DBN(input_size=64, hidden=[16, 8], pretrain_epochs=2, persistent=True)
+        data = FixedDigits(n=256, batch_size=32)  # 128 images a rank: 4 CD updates a rank and epoch
+        model = DBN(input_size=64, hidden=[16, 8], pretrain_epochs=2, persistent=True, steps_per_batch=steps_per_batch)
         model.pretrain(data, lambda stage, epochs: trainer(f"stage{stage + 1}", epochs, strategy, limit_val_batches=0))
         trainer("finetune", 2, strategy, limit_val_batches=0).fit(model, datamodule=data)
         if strategy == "ddp_spawn" or int(os.environ.get("LOCAL_RANK", 0)) == 0:
@@ -74,4 +75,4 @@ def main(mode: str, strategy: str) -> None:
 
 
 if __name__ == "__main__":  # ddp_spawn re-imports this file in its workers
-    main(sys.argv[2], sys.argv[3])
+    main(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 8)

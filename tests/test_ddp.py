@@ -18,11 +18,11 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")]
 
 
-def _run_worker(tmp_path: Path, mode: str, strategy: str) -> None:
+def _run_worker(tmp_path: Path, mode: str, strategy: str, *extra: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     for var in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
-    proc = subprocess.run([sys.executable, str(WORKER), str(tmp_path), mode, strategy], env=env,
+    proc = subprocess.run([sys.executable, str(WORKER), str(tmp_path), mode, strategy, *extra], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -33,7 +33,7 @@ def _load(path: Path) -> dict:
 
 @pytest.fixture(scope="module", params=["ddp", "ddp_spawn"])
 def pipeline(request, tmp_path_factory):
-    out = tmp_path_factory.mktemp(request.param)
+    out = tmp_path_factory.mktemp(request.param, numbered=False)  # the folder's name is the strategy
     _run_worker(out, "pipeline", request.param)
     return out
 
@@ -48,6 +48,17 @@ def test_all_ranks_hold_bit_identical_parameters_after_every_stage_and_fine_tuni
     final = _load(pipeline / "final-main.pt")
     for key, value in _load(pipeline / "finetune-rank0.pt")["state"].items():
         assert torch.equal(final[key], value), key
+
+
+def test_several_cd_steps_per_lightning_step_average_every_update_across_ranks(pipeline, tmp_path):
+    """The pipeline runs 4 CD updates per Lightning step (steps_per_batch=8, 4 mini-batches a rank);
+    Lightning re-arms DDP before each manual_backward, so it equals one update per step exactly."""
+    _run_worker(tmp_path, "pipeline", pipeline.name, "1")
+    for tag in ("stage1", "stage2"):
+        regrouped, one_each = _load(pipeline / f"{tag}-rank0.pt"), _load(tmp_path / f"{tag}-rank0.pt")
+        for key, value in one_each["state"].items():
+            assert torch.equal(value, regrouped["state"][key]), (tag, key)
+        assert torch.equal(one_each["chain"], regrouped["chain"])
 
 
 def test_frozen_rbm_gets_no_update_on_any_rank_in_later_stages(pipeline):

@@ -46,6 +46,19 @@ def test_each_stage_trains_only_its_rbm_and_later_stages_leave_earlier_ones_unch
     assert not any(p.requires_grad for p in model.rbms.parameters())
 
 
+def test_several_cd_steps_per_lightning_step_make_exactly_the_same_updates(digits):
+    """steps_per_batch only regroups the mini-batches: the same CD updates, in the same order."""
+    runs = {}
+    for steps in (1, 5):
+        seed_everything(0)
+        model = DBN(input_size=64, hidden=[32, 16], pretrain_epochs=2, persistent=True, steps_per_batch=steps)
+        model.pretrain(digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0))
+        runs[steps] = model.rbms.state_dict()
+    for key, value in runs[1].items():  # 1293 images, batch 64: 21 updates per epoch, 5 per Lightning step
+        assert torch.equal(value, runs[5][key]), key
+    assert not torch.equal(runs[1]["1.weight"], DBN(input_size=64, hidden=[32, 16]).rbms[1].weight)
+
+
 def test_stage_freezes_lower_rbms_by_construction(digits):
     model = DBN(input_size=64, hidden=[32, 16, 8])
     stage = model.stage(1)

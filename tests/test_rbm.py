@@ -97,6 +97,13 @@ def test_cd_loss_backward_equals_autograd_of_the_free_energy_surrogate(cls, n_ch
     assert result.loss.item() == pytest.approx(reference.item(), rel=1e-12)
     for mine, theirs in zip(closed_form, (p.grad for p in rbm.parameters())):
         torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+    # value=False skips the value (NaN, so it cannot be mistaken for one), not the gradient
+    rbm.zero_grad()
+    no_value = rbm.cd_loss(v, k=2, chain=chain, generator=torch.Generator().manual_seed(3), value=False)
+    no_value.loss.backward()
+    assert math.isnan(no_value.loss.item())
+    for mine, theirs in zip(closed_form, (p.grad for p in rbm.parameters())):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
 
 
 def test_bernoulli_sampler_has_the_right_law():
