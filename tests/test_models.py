@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import LightningDataModule, Trainer, seed_everything
 
 from dbn_init import DBN, Baseline, DigitsDataModule
 
@@ -118,6 +118,26 @@ def test_bad_model_arguments_get_clear_errors():
         Baseline(input_size=64, hidden=[32, 0])
     with pytest.raises(ValueError, match="one per RBM"):
         DBN(input_size=64, hidden=[32, 16], pretrain_epochs=[1, 2, 3])
+    with pytest.raises(ValueError, match="steps_per_batch must be >= 1"):
+        DBN(input_size=64, hidden=[32], steps_per_batch=0)
+
+
+def test_a_datamodule_that_cannot_group_mini_batches_gets_the_fix_named(digits):
+    class OneBatchAtATime(LightningDataModule):  # a user's module from before steps_per_batch
+        batch_size = 64
+
+        def pretrain_dataloader(self):
+            return digits.pretrain_dataloader()
+
+        def val_dataloader(self):
+            return digits.val_dataloader()
+
+    with pytest.raises(ValueError, match=r"OneBatchAtATime.pretrain_dataloader\(\) takes no steps_per_batch.*"
+                                         r"--model.steps_per_batch 1"):
+        DBN(input_size=64, hidden=[16], pretrain_epochs=1).pretrain(OneBatchAtATime(), lambda s, e: _trainer(e))
+    model = DBN(input_size=64, hidden=[16], pretrain_epochs=1, steps_per_batch=1)
+    model.pretrain(OneBatchAtATime(), lambda s, e: _trainer(e, limit_val_batches=0))  # the fix works
+    assert model.pretrained
 
 
 def test_bernoulli_dbn_refuses_unscaled_pixels(digits):
