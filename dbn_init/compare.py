@@ -103,6 +103,7 @@ def _check_options(cfg: Namespace) -> None:
 # Data options that say where the files are or how fast they load, not what a cell learns from.
 _DATA_LOCATION = {"root", "download", "num_workers", "num_labels", "on_device"}
 _FINE_TUNING = {"lr", "optimizer", "weight_decay", "momentum"}  # DBN options pretraining ignores
+_SPEED_ONLY = {"steps_per_batch"}  # model options that change how fast a cell runs, not its result
 
 
 def cell_settings(cfg: Namespace, cell: Cell) -> dict[str, Any]:
@@ -110,8 +111,8 @@ def cell_settings(cfg: Namespace, cell: Cell) -> dict[str, Any]:
     cell only when these match, so a rerun with changed options never passes stale results off
     as new ones."""
     data = {k: v for k, v in dict(cfg.data.init_args).items() if k not in _DATA_LOCATION}
-    options = cfg.dbn if cell.model == "dbn" else cfg.baseline
-    return json.loads(json.dumps({"data": {"class_path": cfg.data.class_path, **data}, "options": dict(options),
+    options = {k: v for k, v in dict(cfg.dbn if cell.model == "dbn" else cfg.baseline).items() if k not in _SPEED_ONLY}
+    return json.loads(json.dumps({"data": {"class_path": cfg.data.class_path, **data}, "options": options,
                                   "max_epochs": cfg.max_epochs, "min_steps": cfg.min_steps}, default=str))
 
 

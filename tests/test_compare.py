@@ -80,6 +80,9 @@ def test_pretrained_stack_cache_is_keyed_by_what_pretraining_depends_on(tmp_path
     base = _stack_cache(tmp_path, cell, cell_settings(_cfg(tmp_path), cell))
     assert base == _stack_cache(tmp_path, cell, cell_settings(_cfg(tmp_path, "--dbn", "{pretrain_epochs: 1, lr: 0.01}"), cell))
     assert base == _stack_cache(tmp_path, cell, cell_settings(_cfg(tmp_path, "--max_epochs", "5"), cell))
+    # steps_per_batch regroups the same CD updates (tested bit for bit): a speed knob, not a setting
+    fast = _cfg(tmp_path, "--dbn", "{pretrain_epochs: 1, steps_per_batch: 1}")
+    assert cell_settings(fast, cell) == cell_settings(_cfg(tmp_path), cell)
     assert base != _stack_cache(tmp_path, cell, cell_settings(_cfg(tmp_path, "--dbn", "{pretrain_epochs: 2}"), cell))
     assert base != _stack_cache(tmp_path, cell, cell_settings(_cfg(tmp_path, "--data.binarize", "true"), cell))
 
