@@ -269,6 +269,10 @@ def worker(args: argparse.Namespace) -> None:
     warnings.filterwarnings("ignore")  # Lightning's "few workers" hints; stderr shows only on failure
     dm = make_datamodule(args, batch_size_of(name, args))
     RUNNERS[name](cut(dm, 2 * batch_size_of(name, args)), args)  # warm-up: lazy imports, BLAS, allocator
+    if not name.startswith(("dbn_init", "finetune_dbn_init")):
+        # Importing dbn_init imported Lightning, which sets this; a program without Lightning has
+        # it unset, and with it torch.optim.Adam reloads NVML on every step where there is no GPU.
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     gc.collect()
     try:
         with open("/proc/self/clear_refs", "w") as f:
