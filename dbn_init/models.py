@@ -142,8 +142,8 @@ def _spare_adam_the_nvml_reload() -> None:
 
     Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` so that looking for CUDA does not
     initialise it before DDP forks its workers; with it, every ``torch.cuda.is_available()``
-    loads NVML afresh (0.2-0.4 ms here, on a CUDA build of torch without a GPU), and
-    ``torch.optim.Adam.step`` asks on every step: about 5% of a fine-tuning step on CPU. Where
+    loads NVML afresh (0.2-1 ms here, on a CUDA build of torch without a GPU), and
+    ``torch.optim.Adam.step`` asks on every step: 5-20% of a fine-tuning step on CPU. Where
     that check finds no GPU there is no CUDA to initialise, so dropping the variable is safe;
     with a GPU it stays.
     """
