@@ -175,8 +175,8 @@ def dbn_init(dm, args) -> float:
     from dbn_init.models import DBN
     from dbn_init.pretrain import PretrainData
 
-    stage = DBN(input_size=dm.input_size, hidden=[args.hidden], pretrain_epochs=1).stage(0)
-    data, trainer = PretrainData(dm, stage.steps_per_batch), quiet_trainer()
+    dbn = DBN(input_size=dm.input_size, hidden=[args.hidden], pretrain_epochs=1)
+    stage, data, trainer = dbn.stage(0), PretrainData(dm, dbn.hparams.steps_per_batch), quiet_trainer()
     return seconds(lambda: trainer.fit(stage, datamodule=data))
 
 

@@ -24,7 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .init import InitName, check_constant, init_weight
 from .mlp import MLP, Activation, check_hidden
-from .monitor import EpochMeans, weights_diverged
+from .monitor import MONITOR_EVERY, EpochMeans, weights_diverged
 from .pretrain import PretrainData, RBMStage, StageTrainerFactory, default_stage_trainer, up_pass
 from .io import load_stack
 from .rbm import RBM, check_visible, make_rbm
@@ -101,8 +101,8 @@ class Classifier(LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # Every 50th step and the epoch's last (so no checkpoint holds a NaN): one host sync each.
-        if (batch_idx % 50 == 0 or self.trainer.is_last_batch) and weights_diverged(self.mlp):
+        # A sparse sample of steps and the epoch's last (so no checkpoint holds a NaN): one host sync each.
+        if (batch_idx % MONITOR_EVERY == 0 or self.trainer.is_last_batch) and weights_diverged(self.mlp):
             last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
             raise FloatingPointError(
                 f"fine-tuning diverged (non-finite MLP weights) in epoch {self.current_epoch}, by batch "
@@ -315,7 +315,7 @@ class DBN(Classifier):
             momentum_switch_epoch=hp.momentum_switch_epoch, weight_decay=hp.rbm_weight_decay,
             cd_k=hp.cd_k, persistent=hp.persistent, sample_visible=hp.sample_visible,
             sparsity_target=hp.sparsity_target, sparsity_cost=hp.sparsity_cost, seed=hp.pretrain_seed,
-            ais_chains=hp.ais_chains, ais_betas=hp.ais_betas, steps_per_batch=hp.steps_per_batch,
+            ais_chains=hp.ais_chains, ais_betas=hp.ais_betas,
         )
 
     @torch.no_grad()

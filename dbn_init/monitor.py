@@ -7,7 +7,11 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-__all__ = ["EpochMeans", "weights_diverged"]
+__all__ = ["EpochMeans", "weights_diverged", "MONITOR_EVERY"]
+
+# Steps between the sampled checks (divergence, update ratio, the CD loss's value): each costs a
+# host sync, which on a GPU stalls the step, and a sample every 50 steps is enough to see a trend.
+MONITOR_EVERY = 50
 
 
 class EpochMeans:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from .monitor import EpochMeans, weights_diverged
+from .monitor import MONITOR_EVERY, EpochMeans, weights_diverged
 from .rbm import RBM
 
 __all__ = ["RBMStage", "PretrainData", "StageTrainerFactory", "default_stage_trainer", "up_pass"]
@@ -49,9 +49,12 @@ class RBMStage(LightningModule):
     index : int
         Which RBM to train, from 0; RBMs below it only encode the data, above it are unused.
     lr, initial_momentum, final_momentum, momentum_switch_epoch, weight_decay, cd_k, persistent,
-    sample_visible, sparsity_target, sparsity_cost, seed, ais_chains, ais_betas, steps_per_batch :
-        As documented on :class:`dbn_init.models.DBN`. ``steps_per_batch`` takes effect with
-        :class:`PretrainData`, which serves that many mini-batches per loader batch.
+    sample_visible, sparsity_target, sparsity_cost, seed, ais_chains, ais_betas :
+        As documented on :class:`dbn_init.models.DBN`.
+
+    Fitted on :class:`PretrainData`, the stage splits each loader batch into mini-batches of the
+    data's ``batch_size`` and makes one CD update per mini-batch (several per loader batch when
+    ``PretrainData`` groups them, see ``steps_per_batch``); on any other data, one per batch.
     """
 
     def __init__(
@@ -71,7 +74,6 @@ class RBMStage(LightningModule):
         seed: int = 0,
         ais_chains: int = 0,
         ais_betas: int = 10000,
-        steps_per_batch: int = 1,
     ) -> None:
         super().__init__()
         self.rbms = rbms
@@ -83,14 +85,11 @@ class RBMStage(LightningModule):
         self.sparsity_target, self.sparsity_cost = sparsity_target, sparsity_cost
         self.seed = seed
         self.ais_chains, self.ais_betas = ais_chains, ais_betas
-        if steps_per_batch < 1:
-            raise ValueError(f"steps_per_batch must be >= 1 (CD updates per loader batch), got {steps_per_batch}")
-        self.steps_per_batch = steps_per_batch
-        self.mini_batch: int | None = None  # rows per CD update when a loader batch holds several
+        self.mini_batch: int | None = None  # rows per CD update (PretrainData's batch_size)
         self.chain: Tensor | None = None  # PCD fantasy particles, one set per rank
         self.generator: torch.Generator | None = None
         self._generator_state: Tensor | None = None
-        self.monitor_every = 50  # CD steps between samples of the update ratio and the CD loss's value
+        self.monitor_every = MONITOR_EVERY  # CD steps between samples of the update ratio, CD loss, NaN check
         self.monitor_x: Tensor | None = None  # fixed training subset for the free-energy gap
         self.train_recon, self.train_cd_loss = MeanMetric(), MeanMetric()
         self.automatic_optimization = False  # zero_grad, backward, step in training_step: no closure
@@ -117,7 +116,7 @@ class RBMStage(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if isinstance(datamodule, PretrainData):
             self.monitor_x = datamodule.monitor_subset()
-            self.mini_batch = datamodule.batch_size if datamodule.steps_per_batch > 1 else None
+            self.mini_batch = datamodule.batch_size
         # Gibbs noise must differ across ranks (else DDP averages identical chains) and be
         # reproducible: one generator per rank, seeded from the run seed, the stage and the rank.
         self.generator = torch.Generator(device=self.device)

@@ -112,7 +112,7 @@ def test_baseline_learns_digits(digits):
 
 
 def test_fine_tuning_drops_lightnings_nvml_flag_only_where_there_is_no_gpu(digits, monkeypatch):
-    """With the flag, every Adam step reloads NVML on a machine without a GPU (0.2-0.4 ms)."""
+    """With the flag, every Adam step reloads NVML on a machine without a GPU (0.2-1 ms)."""
     import os
 
     monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
