@@ -1,7 +1,7 @@
 """Seconds per CD-1 epoch of a 784->512 Bernoulli RBM: dbn_init's Lightning pipeline vs its peers.
 
 One epoch of each contender (fp32 on CPU, batch 128, the first ``--n`` pretraining images), from
-the arithmetic floor (matmul_only) through dbn_init's math without Lightning (cd_loss_sgd) to the
+the arithmetic floor (matmul_only) through dbn_init's math without Lightning (cd_grad_sgd) to the
 real pipeline (dbn_init, as train.py runs a stage) and the peers (scikit-learn, learnergy); plus one
 fine-tuning epoch in Lightning vs a plain loop. Each contender's function says what it runs.
 
@@ -34,7 +34,7 @@ import sys
 import time
 from importlib import metadata
 
-CONTENDERS = ["matmul_only", "naive_torch", "cd_loss_sgd", "dbn_init", "dbn_init_1t", "sklearn_f32",
+CONTENDERS = ["matmul_only", "naive_torch", "cd_grad_sgd", "dbn_init", "dbn_init_1t", "sklearn_f32",
               "sklearn_f64", "learnergy", "finetune_dbn_init", "finetune_plain"]
 OPTIONAL = {"learnergy", "sklearn_f32", "sklearn_f64"}  # peers: a failure is reported, not fatal
 FINETUNE_BATCH = 100  # FashionMNISTDataModule's default, the fine-tuning batch of the seed experiment
@@ -42,7 +42,7 @@ LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.5, 2e-4  # dbn_init's CD defaults for the fi
 # (numerator, denominator, comparison, bound): the issue's goals, as ratios of medians.
 GOALS = [("dbn_init", "matmul_only", "<=", 1.4), ("sklearn_f32", "dbn_init", ">=", 2.0),
          ("learnergy", "dbn_init", ">=", 2.5), ("finetune_dbn_init", "finetune_plain", "<=", 1.3)]
-RATIOS = [("dbn_init", "matmul_only"), ("dbn_init", "naive_torch"), ("dbn_init", "cd_loss_sgd"),
+RATIOS = [("dbn_init", "matmul_only"), ("dbn_init", "naive_torch"), ("dbn_init", "cd_grad_sgd"),
           ("sklearn_f32", "dbn_init"), ("learnergy", "dbn_init"), ("finetune_dbn_init", "finetune_plain"),
           ("dbn_init_1t", "dbn_init")]
 
@@ -144,10 +144,10 @@ def naive_torch(dm, args) -> float:
     return seconds(epoch)
 
 
-def cd_loss_sgd(dm, args) -> float:
-    """dbn_init's math without Lightning: RBM.cd_loss (the free-energy surrogate; its value on every
-    50th step, as the stage) stepped by the stage's own optimizer (RBMStage.configure_optimizers),
-    pre-batched."""
+def cd_grad_sgd(dm, args) -> float:
+    """dbn_init's math without Lightning, as a one-process stage runs it: RBM.cd_grad_ (the CD
+    gradient into .grad; the loss's value on every 50th step) stepped by the stage's own optimizer
+    (RBMStage.configure_optimizers), pre-batched."""
     import torch
 
     from dbn_init.models import DBN
@@ -160,10 +160,8 @@ def cd_loss_sgd(dm, args) -> float:
 
     def epoch():
         for i, v in enumerate(batches):
-            loss = rbm.cd_loss(v, k=stage.cd_k, generator=g, sample_visible=stage.sample_visible,
-                               value=i % stage.monitor_every == 0).loss
-            optimizer.zero_grad()
-            loss.backward()
+            rbm.cd_grad_(v, k=stage.cd_k, generator=g, sample_visible=stage.sample_visible,
+                         value=i % stage.monitor_every == 0)
             optimizer.step()
 
     return seconds(epoch)
@@ -234,7 +232,7 @@ def finetune_plain(dm, args) -> float:
     return seconds(epoch)
 
 
-RUNNERS = {"matmul_only": matmul_only, "naive_torch": naive_torch, "cd_loss_sgd": cd_loss_sgd,
+RUNNERS = {"matmul_only": matmul_only, "naive_torch": naive_torch, "cd_grad_sgd": cd_grad_sgd,
            "dbn_init": dbn_init, "dbn_init_1t": dbn_init, "sklearn_f32": sklearn_rbm("float32"),
            "sklearn_f64": sklearn_rbm("float64"), "learnergy": learnergy,
            "finetune_dbn_init": finetune_dbn_init, "finetune_plain": finetune_plain}

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from lightning.pytorch import LightningDataModule, Trainer, seed_everything
+from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 
 from dbn_init import DBN, Baseline, DigitsDataModule
 
@@ -57,6 +57,30 @@ def test_several_cd_steps_per_lightning_step_make_exactly_the_same_updates(digit
     for key, value in runs[1].items():  # 1293 images, batch 64: 21 updates per epoch, 5 per Lightning step
         assert torch.equal(value, runs[5][key]), key
     assert not torch.equal(runs[1]["1.weight"], DBN(input_size=64, hidden=[32, 16]).rbms[1].weight)
+
+
+class _StepThroughBackward(Callback):
+    """Makes a one-process stage take the loss path (cd_loss + backward), as DDP does."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        assert pl_module.backprop_cd is False  # one process, fp32: the direct path was chosen
+        pl_module.backprop_cd = True
+
+
+@pytest.mark.parametrize("sparsity_cost", [0.0, 0.1])
+def test_one_process_direct_gradient_path_makes_exactly_the_updates_of_the_loss_path(digits, sparsity_cost):
+    """cd_grad_ (one process) vs cd_loss + manual_backward (DDP's path): same stack bit for bit,
+    over two stages with PCD, a momentum switch, weight decay and, optionally, the sparsity penalty."""
+    runs = []
+    for callbacks in ([], [_StepThroughBackward()]):
+        seed_everything(0)
+        model = DBN(input_size=64, hidden=[32, 16], pretrain_epochs=2, persistent=True, momentum_switch_epoch=1,
+                    sparsity_target=0.1, sparsity_cost=sparsity_cost)
+        model.pretrain(digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0, callbacks=callbacks))
+        runs.append(model.rbms.state_dict())
+    for key, value in runs[0].items():
+        assert torch.equal(value, runs[1][key]), key
+    assert not torch.equal(runs[0]["1.weight"], DBN(input_size=64, hidden=[32, 16]).rbms[1].weight)
 
 
 def test_stage_freezes_lower_rbms_by_construction(digits):

@@ -106,6 +106,36 @@ def test_cd_loss_backward_equals_autograd_of_the_free_energy_surrogate(cls, n_ch
         torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("cls", [RBM, GaussianRBM])
+@pytest.mark.parametrize("n_chains", [None, 40])  # CD-2 from the data; PCD-2 with fewer chains than rows
+def test_cd_grad_writes_exactly_the_gradient_that_backward_of_cd_loss_would(cls, n_chains):
+    """The one-process fast path: same chain, same value, same .grad bit for bit, stale grads overwritten."""
+    x = torch.tensor(load_digits().data[:100], dtype=torch.float32) / 16.0  # 100 rows: 1/100 is inexact
+    chain = None if n_chains is None else x[-n_chains:].round()
+    start = cls(64, 32, init_std=0.1).state_dict()
+    grads, results = [], []
+    for method in ("cd_loss", "cd_grad_"):
+        rbm = cls(64, 32)
+        rbm.load_state_dict(start)
+        for p in rbm.parameters():
+            p.grad = torch.full_like(p, 7.0)  # stale: backward from zero means zero_grad first
+        g = torch.Generator().manual_seed(3)
+        if method == "cd_loss":
+            rbm.zero_grad()
+            result = rbm.cd_loss(x, k=2, chain=chain, generator=g)
+            result.loss.backward()
+        else:
+            result = rbm.cd_grad_(x, k=2, chain=chain, generator=g)
+        grads.append([p.grad.clone() for p in rbm.parameters()])
+        results.append(result)
+    for mine, theirs in zip(grads[1], grads[0]):
+        assert torch.equal(mine, theirs)
+    assert grads[0][0].abs().max() > 1e-3  # a real gradient, not zeros on both sides
+    assert torch.equal(results[1].v_model, results[0].v_model)
+    assert results[1].loss.item() == results[0].loss.item()
+    assert not results[1].loss.requires_grad
+
+
 def test_bernoulli_sampler_has_the_right_law():
     probs = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0]).expand(40_000, 5)
     sample = bernoulli(probs, torch.Generator().manual_seed(0))
