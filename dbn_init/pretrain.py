@@ -117,7 +117,9 @@ class RBMStage(LightningModule):
             rbm.eval()
         datamodule = getattr(self.trainer, "datamodule", None)
         if isinstance(datamodule, PretrainData):
-            self.monitor_x = datamodule.monitor_subset()
+            monitor_x = datamodule.monitor_subset()
+            # once, in the RBM's device and dtype (float64 under --trainer.precision 64-true)
+            self.monitor_x = None if monitor_x is None else monitor_x.to(self.device, self.rbm.weight.dtype)
             self.mini_batch = datamodule.batch_size
         # Gibbs noise must differ across ranks (else DDP averages identical chains) and be
         # reproducible: one generator per rank, seeded from the run seed, the stage and the rank.
@@ -238,7 +240,7 @@ class RBMStage(LightningModule):
             # Hinton (2010, section 6): val free energy rising above the training data's
             # (a fixed subset) signals overfitting.
             with torch.no_grad():
-                train_f = self.rbm.free_energy(self.encode(self.monitor_x.to(self.device))).mean()
+                train_f = self.rbm.free_energy(self.encode(self.monitor_x)).mean()
             val_f = self.trainer.callback_metrics.get(f"{self.name}/val_free_energy")
             if val_f is not None:
                 self.log(f"{self.name}/free_energy_gap", val_f.to(self.device) - train_f)
@@ -259,7 +261,7 @@ class RBMStage(LightningModule):
         val_f = self.trainer.callback_metrics.get(f"{self.name}/val_free_energy")
         if val_f is None:
             return
-        base = None if self.monitor_x is None else base_rate_bias(self.encode(self.monitor_x.to(self.device)))
+        base = None if self.monitor_x is None else base_rate_bias(self.encode(self.monitor_x))
         generator = torch.Generator(device=self.device).manual_seed(self.seed + 7919 * (self.index + 1))
         ais = ais_log_partition(self.rbm, n_chains=self.ais_chains, n_betas=self.ais_betas, generator=generator,
                                 base_visible_bias=base)

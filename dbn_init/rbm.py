@@ -1,4 +1,5 @@
-"""Restricted Boltzmann Machines: energies, conditionals, Gibbs sampling and CD-k/PCD as a loss.
+"""Restricted Boltzmann Machines: energies, conditionals, Gibbs sampling and CD-k/PCD as a loss
+or as its gradient written directly.
 
 Plain tensor math on ``nn.Module`` parameters; no Lightning here. The Lightning recipe that
 trains an RBM lives in :mod:`dbn_init.pretrain`.
@@ -34,9 +35,12 @@ def bernoulli(probs: Tensor, generator: torch.Generator | None = None) -> Tensor
     """Binary sample with P(1) = ``probs``, same shape and dtype: a uniform draw u and ``u < probs``.
 
     The law of ``torch.bernoulli``, at about half its cost on CPU (one vectorised uniform fill
-    and an in-place comparison; 0.55 ms vs 1.1 ms for a 128 x 512 batch here).
+    and an in-place comparison; 0.55 ms vs 1.1 ms for a 128 x 512 batch here). The uniforms are
+    float32 at least, so half-precision probabilities (from autocast) are not compared against
+    uniforms of 8 or 11 bits, which would round the law to steps of 1/256 or 1/2048.
     """
-    return torch.empty_like(probs, memory_format=torch.contiguous_format).uniform_(generator=generator).lt_(probs)
+    u = torch.empty(probs.shape, dtype=torch.promote_types(probs.dtype, torch.float32), device=probs.device)
+    return u.uniform_(generator=generator).lt_(probs).to(probs.dtype)
 
 
 @dataclass
@@ -248,7 +252,7 @@ class RBM(nn.Module):
         for p in params:
             if p.grad is None:
                 p.grad = torch.empty_like(p, memory_format=torch.contiguous_format)
-        _cd_gradients(*phases.factors, out=tuple(p.grad for p in params))
+        _cd_gradients(*phases.factors, dtype=self.weight.dtype, out=tuple(p.grad for p in params))
         return CDResult(phases.gap, phases.v_model, phases.factors[1], phases.reconstruction)
 
     @torch.no_grad()
@@ -267,11 +271,21 @@ class RBM(nn.Module):
             v = self.gibbs_step(v, generator, sample_visible)
         model_logits = self.hidden_logits(v)  # (n_chains, H)
         if value:
-            gap = self.free_energy(v_data, data_logits).mean() - self.free_energy(v, model_logits).mean()
+            gap = self._free_energy_gap(v_data, data_logits, v, model_logits)
         else:
-            gap = torch.full((), math.nan, device=v.device, dtype=v.dtype)
+            gap = torch.full((), math.nan, device=v.device, dtype=self.weight.dtype)
         factors = (v_data.detach(), hidden_probs, v, torch.sigmoid(model_logits))
         return _CDPhases(gap, factors, v, reconstruction)
+
+    def _free_energy_gap(self, v_data: Tensor, data_logits: Tensor, v_model: Tensor, model_logits: Tensor) -> Tensor:
+        """``mean F(v_data) - mean F(v_model)`` in the parameters' precision: a small difference of
+        two large numbers, which bfloat16 logits (from autocast) would round to noise."""
+        dtype = self.weight.dtype
+        with torch.autocast(v_data.device.type, enabled=False):
+            v_data, v_model = v_data.to(dtype), v_model.to(dtype)
+            if data_logits.dtype != dtype:
+                data_logits, model_logits = self.hidden_logits(v_data), self.hidden_logits(v_model)
+            return self.free_energy(v_data, data_logits).mean() - self.free_energy(v_model, model_logits).mean()
 
     # --- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -392,28 +406,34 @@ class _FreeEnergyGap(torch.autograd.Function):
                 data_probs: Tensor, v_model: Tensor, model_probs: Tensor) -> Tensor:
         # v_*: (batch, n_visible), *_probs: (batch, n_hidden); the two batches may differ (PCD).
         ctx.save_for_backward(v_data, data_probs, v_model, model_probs)
+        ctx.dtype = weight.dtype
         return gap.clone()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        return None, *_cd_gradients(*ctx.saved_tensors, scale=grad), None, None, None, None
+        return None, *_cd_gradients(*ctx.saved_tensors, dtype=ctx.dtype, scale=grad), None, None, None, None
 
 
-def _cd_gradients(v_data: Tensor, data_probs: Tensor, v_model: Tensor, model_probs: Tensor,
+def _cd_gradients(v_data: Tensor, data_probs: Tensor, v_model: Tensor, model_probs: Tensor, dtype: torch.dtype,
                   scale: Tensor | float = 1.0, out: tuple[Tensor, Tensor, Tensor] | None = None
                   ) -> tuple[Tensor, Tensor, Tensor]:
     """``scale`` times the CD gradient for (weight, visible_bias, hidden_bias), into ``out`` if given.
 
-    v_*: (batch, n_visible), *_probs: (batch, n_hidden); the two batches may differ (PCD).
+    v_*: (batch, n_visible), *_probs: (batch, n_hidden); the two batches may differ (PCD). Computed
+    in ``dtype`` (the parameters') with autocast off: the gradient is the difference of two close
+    statistics, which products rounded to bfloat16 (8 bits) would mostly cancel into noise; the
+    Gibbs chain's matmuls may run in half precision, these two do not.
     """
     grad_w, grad_b, grad_c = (None, None, None) if out is None else out
-    # The scale goes on the (batch, H) factors, not on the (H, V) result: one pass over the
-    # weight-sized gradient (the second matmul accumulates into it) instead of three.
-    model_probs = model_probs * (scale / len(v_model))
-    data_probs = data_probs * (scale / len(v_data))
-    grad_w = torch.mm(model_probs.t(), v_model, out=grad_w).addmm_(data_probs.t(), v_data, alpha=-1.0)  # (H, V)
-    grad_b = torch.sub(v_model.mean(0), v_data.mean(0), out=grad_b).mul_(scale)  # (V,)
-    grad_c = torch.sub(model_probs.sum(0), data_probs.sum(0), out=grad_c)  # (H,), already scaled
+    with torch.autocast(v_data.device.type, enabled=False):
+        v_data, data_probs, v_model, model_probs = (t.to(dtype) for t in (v_data, data_probs, v_model, model_probs))
+        # The scale goes on the (batch, H) factors, not on the (H, V) result: one pass over the
+        # weight-sized gradient (the second matmul accumulates into it) instead of three.
+        model_probs = model_probs * (scale / len(v_model))
+        data_probs = data_probs * (scale / len(v_data))
+        grad_w = torch.mm(model_probs.t(), v_model, out=grad_w).addmm_(data_probs.t(), v_data, alpha=-1.0)  # (H, V)
+        grad_b = torch.sub(v_model.mean(0), v_data.mean(0), out=grad_b).mul_(scale)  # (V,)
+        grad_c = torch.sub(model_probs.sum(0), data_probs.sum(0), out=grad_c)  # (H,), already scaled
     return grad_w, grad_b, grad_c
 
 

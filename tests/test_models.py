@@ -83,6 +83,19 @@ def test_one_process_direct_gradient_path_makes_exactly_the_updates_of_the_loss_
     assert not torch.equal(runs[0]["1.weight"], DBN(input_size=64, hidden=[32, 16]).rbms[1].weight)
 
 
+@pytest.mark.parametrize("precision", ["bf16-mixed", "64-true"])
+def test_stages_train_under_other_precisions_as_well_as_in_fp32(digits, precision):
+    recon = {}
+    for p in ("32-true", precision):
+        seed_everything(0)
+        model = DBN(input_size=64, hidden=[32, 16], pretrain_epochs=2)
+        trainers = []
+        model.pretrain(digits, lambda stage, epochs: trainers.append(_trainer(epochs, precision=p)) or trainers[-1])
+        recon[p] = [float(t.callback_metrics[f"rbm{i + 1}/val_recon"]) for i, t in enumerate(trainers)]
+        assert model.rbms[0].weight.dtype == (torch.float64 if p == "64-true" else torch.float32)
+    assert recon[precision] == pytest.approx(recon["32-true"], rel=0.02)
+
+
 def test_stage_freezes_lower_rbms_by_construction(digits):
     model = DBN(input_size=64, hidden=[32, 16, 8])
     stage = model.stage(1)
