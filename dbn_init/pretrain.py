@@ -6,11 +6,12 @@ model, so DDP never registers them and no optimizer holds them (toggling ``requi
 after DDP has wrapped a model silently breaks gradient synchronisation). The CD update is a loss
 (:meth:`dbn_init.rbm.RBM.cd_loss`) stepped by SGD with momentum, so DDP averages it across ranks
 like any gradient; in one process the stage skips autograd and writes the same gradient into
-``.grad`` directly (:meth:`dbn_init.rbm.RBM.cd_grad_`) before the same optimizer step. The step is written out (manual optimization: zero_grad, backward, step), which
-spares Lightning's closure machinery about 1.5 ms per step on CPU, a fifth of a CD-1 step at
-batch 128, and lets one Lightning step run several CD updates (``steps_per_batch``): the loader
-serves that many mini-batches at once and each gets its own optimizer step, so the updates are
-exactly those of one mini-batch per step, without Lightning's per-batch overhead for each.
+``.grad`` directly (:meth:`dbn_init.rbm.RBM.cd_grad_`) before the same optimizer step. The step
+is written out (manual optimization: zero_grad, backward, step), which spares Lightning's closure
+machinery about 1.5 ms per step on CPU, a fifth of a CD-1 step at batch 128, and lets one
+Lightning step run several CD updates (``steps_per_batch``): the loader serves that many
+mini-batches at once and each gets its own optimizer step, so the updates are exactly those of
+one mini-batch per step, without Lightning's per-batch overhead for each.
 Under DDP, Lightning re-arms gradient averaging before every ``manual_backward``.
 """
 
@@ -128,7 +129,7 @@ class RBMStage(LightningModule):
         if self._generator_state is not None:  # resumed: continue the same noise stream
             self.generator.set_state(self._generator_state)
         # In one process the stage writes the CD gradient straight into .grad (RBM.cd_grad_): no
-        # autograd graph and no fresh weight-sized gradient, ~0.9 ms of a ~8 ms CD-1 step on CPU.
+        # autograd graph and no fresh weight-sized gradient, ~0.6 ms of a ~10 ms CD-1 step on CPU.
         # DDP averages gradients in backward, and a gradient scaler (16-bit mixed precision) scales
         # the loss, so those take the loss path (RBM.cd_loss + manual_backward); same gradient.
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
