@@ -128,10 +128,9 @@ class RBMStage(LightningModule):
         self.generator.manual_seed(_stage_seed(self.seed, self.index, self.global_rank))
         if self._generator_state is not None:  # resumed: continue the same noise stream
             self.generator.set_state(self._generator_state)
-        # In one process the stage writes the CD gradient straight into .grad (RBM.cd_grad_): no
-        # autograd graph and no fresh weight-sized gradient, ~0.6 ms of a ~10 ms CD-1 step on CPU.
-        # DDP averages gradients in backward, and a gradient scaler (16-bit mixed precision) scales
-        # the loss, so those take the loss path (RBM.cd_loss + manual_backward); same gradient.
+        # One process: RBM.cd_grad_ writes the gradient into .grad without autograd. DDP averages
+        # gradients in backward and a gradient scaler (16-bit mixed precision) scales the loss, so
+        # those take the loss path (RBM.cd_loss + manual_backward); the gradient is the same.
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         self.backprop_cd = self.trainer.world_size > 1 or scaler is not None
 
