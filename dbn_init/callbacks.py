@@ -55,8 +55,18 @@ class RBMPictures(Callback):
         self.image_shape = tuple(image_shape)
         self.n_filters, self.n_samples, self.gibbs_steps = n_filters, n_samples, gibbs_steps
         self.curves: dict[str, list[float]] = {}
+        self._first_epoch = 0
 
-    def on_train_epoch_end(self, trainer: Trainer, stage: RBMStage) -> None:
+    def on_train_start(self, trainer: Trainer, stage: RBMStage) -> None:
+        self._first_epoch = trainer.current_epoch  # not 0 when the stage resumed
+
+    def on_train_epoch_start(self, trainer: Trainer, stage: RBMStage) -> None:
+        # The previous epoch's errors: Lightning runs callbacks' on_train_epoch_end before the
+        # module's, where the stage logs train_recon, so an epoch's values are readable only now.
+        if trainer.current_epoch > self._first_epoch:
+            self._record(trainer, stage)
+
+    def _record(self, trainer: Trainer, stage: RBMStage) -> None:
         for split in ("train", "val"):
             value = trainer.callback_metrics.get(f"{stage.name}/{split}_recon")
             if value is not None:
@@ -64,21 +74,25 @@ class RBMPictures(Callback):
 
     @torch.no_grad()
     def on_train_end(self, trainer: Trainer, stage: RBMStage) -> None:
-        if not trainer.is_global_zero or trainer.fast_dev_run:
+        self._record(trainer, stage)  # the last epoch's
+        if trainer.fast_dev_run:
             return
-        folder = Path(trainer.log_dir or trainer.default_root_dir) / "pictures"
+        log_dir = trainer.log_dir  # on every rank: it is a broadcast under DDP (rank 0 alone would hang)
+        if not trainer.is_global_zero:
+            return
+        folder = Path(log_dir or trainer.default_root_dir) / "pictures"
         folder.mkdir(parents=True, exist_ok=True)
         rbms, below = stage.rbms, list(stage.rbms[: stage.index])
+        gaussian = rbms[0].visible_units == "gaussian"  # standardised pixels, not in [0, 1]: scale each tile
         pictures = {"filters": image_grid(pixel_filters(rbms, stage.index)[: self.n_filters], self.image_shape)}
         if stage.monitor_x is not None:
             x = stage.monitor_x[:32].to(stage.device)
             v = stage.encode(x)
             recon = down_pass(below, stage.rbm.visible_mean(stage.rbm.hidden_probs(v)))
             pairs = torch.stack([x, recon], 1).reshape(-1, x.shape[1])  # input, reconstruction, ...
-            pictures["reconstructions"] = image_grid(pairs, self.image_shape, ncols=16, normalize_each=False)
+            pictures["reconstructions"] = image_grid(pairs, self.image_shape, ncols=16, normalize_each=gaussian)
         generator = torch.Generator(device=stage.device).manual_seed(stage.seed)
         samples = down_pass(below, stage.rbm.sample(self.n_samples, self.gibbs_steps, generator=generator))
-        gaussian = rbms[0].visible_units == "gaussian"  # standardised pixels: scale each tile
         pictures["samples"] = image_grid(samples, self.image_shape, normalize_each=gaussian)
         for kind, grid in pictures.items():
             save_image_grid(grid, folder / f"{stage.name}_{kind}.png", f"{stage.name} {kind}")

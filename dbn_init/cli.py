@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -51,20 +52,21 @@ class DBNCLI(LightningCLI):
         # One file per stage, rewritten (atomically by Lightning's checkpoint IO) after every epoch.
         checkpoint = ModelCheckpoint(dirpath=self.checkpoint_dir(), filename=f"rbm{stage + 1}-last", save_top_k=1,
                                      enable_version_counter=False)
-        callbacks: list = [checkpoint]
+        callbacks: list = [checkpoint, _RecordRunSettings(self.model)]
         if hasattr(self.datamodule, "image_shape"):
             callbacks.append(RBMPictures(self.datamodule.image_shape))
         return Trainer(
             **args,
             max_epochs=epochs,
-            logger=self.trainer.logger,
+            logger=self.trainer.loggers or False,  # the fit's loggers; none if it has none (None would mean a default one)
             callbacks=callbacks,
             default_root_dir=self.trainer.default_root_dir,
         )
 
     def resolve_resume(self, ckpt_path: str | None) -> Path | None:
-        """``--ckpt_path last``: the newest ``*last.ckpt`` of any earlier run under this logger's
-        folder (a stage or the fine-tuning); a path is taken as given."""
+        """``--ckpt_path last``: the newest ``*last.ckpt`` (a stage's or the fine-tuning's) under this
+        logger's folder from an earlier run of the same model with the same settings, so that runs
+        of other experiments sharing the folder are never picked up; a path is taken as given."""
         if not ckpt_path:
             return None
         if ckpt_path != "last":
@@ -74,11 +76,20 @@ class DBNCLI(LightningCLI):
             return path
         logger = self.trainer.logger
         root = Path(logger.root_dir if logger is not None and hasattr(logger, "root_dir") else self.trainer.default_root_dir)
-        found = sorted(root.glob("*/checkpoints/*last.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            rank_zero_warn(f"--ckpt_path last: no *last.ckpt under {root}; starting from scratch")
-            return None
-        return found[-1]
+        found = sorted(root.glob("*/checkpoints/*last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+        ours = _run_settings(self.model)
+        for path in found:
+            try:
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:  # unreadable: not a run to resume
+                continue
+            if _saved_run_settings(checkpoint) == ours:
+                return path
+        what = (f"{len(found)} *last.ckpt, none from a run of this model with these settings (the newest: "
+                f"{found[0]})") if found else "no *last.ckpt"
+        rank_zero_warn(f"--ckpt_path last: {what} under {root}; starting from scratch (to resume another run "
+                       "anyway, pass its file: --ckpt_path PATH)")
+        return None
 
     def before_fit(self) -> None:
         resume = self.resolve_resume(self.config_init[self.subcommand].get("ckpt_path"))
@@ -107,14 +118,40 @@ class DBNCLI(LightningCLI):
 
     def export_pretrained(self) -> None:
         """Save the pretrained stack (before fine-tuning changed the MLP) next to the checkpoints."""
+        log_dir = self.trainer.log_dir  # on every rank: it is a broadcast under DDP (rank 0 alone would hang)
         if not self.trainer.is_global_zero:
             return
-        path = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "pretrained.safetensors"
+        path = Path(log_dir or self.trainer.default_root_dir) / "pretrained.safetensors"
         try:
             save_stack(self.model.rbms, path, scaling=getattr(self.datamodule, "scaling", "unit"))
             rank_zero_info(f"pretrained RBM stack exported to {path} (reuse it with --model.pretrained {path})")
         except FileExistsError:
             rank_zero_warn(f"{path} exists and was kept; export this run's stack with python -m dbn_init.export")
+
+
+def _run_settings(model: Classifier) -> dict:
+    """The model's init arguments, as checkpoints record them (JSON types). DBN and Baseline take
+    different arguments, so equal settings also mean the same kind of model."""
+    return json.loads(json.dumps(dict(model.hparams), default=str))
+
+
+def _saved_run_settings(checkpoint: dict) -> dict | None:
+    """The settings of the run that wrote a checkpoint: recorded by the CLI in a stage checkpoint,
+    kept by Lightning (``hyper_parameters``) in a fine-tuning one."""
+    if "dbn_init_run" in checkpoint:
+        return checkpoint["dbn_init_run"]
+    hparams = checkpoint.get("hyper_parameters")
+    return json.loads(json.dumps(dict(hparams), default=str)) if isinstance(hparams, dict) else None
+
+
+class _RecordRunSettings(Callback):
+    """Writes the DBN's settings into its stage checkpoints, for ``--ckpt_path last``."""
+
+    def __init__(self, model: Classifier) -> None:
+        self.settings = _run_settings(model)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["dbn_init_run"] = self.settings
 
 
 def main(args: list[str] | None = None) -> DBNCLI:

@@ -30,8 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         stack = load_stack(args.ckpt)
         scaling = stack.metadata.get("scaling", "unit")
-        save_stack(stack.rbms, args.out, scaling=scaling, overwrite=args.overwrite,
-                   extra_metadata={"source": "lightning_checkpoint"})
+        provenance = {k: v for k, v in stack.metadata.items() if k in ("source", "stage", "stage_epochs_done")}
+        save_stack(stack.rbms, args.out, scaling=scaling, overwrite=args.overwrite, extra_metadata=provenance)
     except (ValueError, OSError) as err:  # user errors: the message is the whole story, no traceback
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2

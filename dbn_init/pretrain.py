@@ -128,6 +128,8 @@ class RBMStage(LightningModule):
         self.generator.manual_seed(_stage_seed(self.seed, self.index, self.global_rank))
         if self._generator_state is not None:  # resumed: continue the same noise stream
             self.generator.set_state(self._generator_state)
+        if self.chain is not None:  # resumed PCD chains, as the checkpoint was loaded
+            self.chain = self.chain.to(self.device, self.rbm.weight.dtype)
         # One process: RBM.cd_grad_ writes the gradient into .grad without autograd. DDP averages
         # gradients in backward and a gradient scaler (16-bit mixed precision) scales the loss, so
         # those take the loss path (RBM.cd_loss + manual_backward); the gradient is the same.
@@ -195,12 +197,16 @@ class RBMStage(LightningModule):
     def _check_divergence(self) -> None:
         if weights_diverged(self.rbm):
             last = getattr(self.trainer.checkpoint_callback, "best_model_path", "") or "none saved yet"
+            if self.rbm.visible_units == "gaussian":
+                cause = (f"a learning rate too high for Gaussian visible units (try --model.gaussian_lr {self.lr / 10:g}) "
+                         "or inputs that are not standardised (--data.scaling standardize)")
+            else:
+                cause = (f"a learning rate too high (try --model.pretrain_lr {self.lr / 10:g}) or inputs outside "
+                         "[0, 1] (--data.scaling unit)")
             raise FloatingPointError(
-                f"RBM {self.index + 1} diverged (non-finite weights) in epoch {self.current_epoch}, "
-                f"by CD step {self._step_in_epoch}, at learning rate {self.lr}. Likely causes: a learning rate too "
-                "high for Gaussian visible units (try --model.gaussian_lr 1e-3 or lower) or inputs "
-                "that are not standardised (--data.scaling standardize for Gaussian units, unit for "
-                f"Bernoulli). Last good checkpoint: {last} (resume with --ckpt_path last after the fix)."
+                f"RBM {self.index + 1} diverged (non-finite weights) in epoch {self.current_epoch}, by CD step "
+                f"{self._step_in_epoch}, at learning rate {self.lr}. Likely cause: {cause}. Last good "
+                f"checkpoint: {last} (resume with --ckpt_path last after the fix)."
             )
 
     def on_train_epoch_end(self) -> None:
@@ -283,13 +289,26 @@ class RBMStage(LightningModule):
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["dbn_init"] = {"stage": self.index + 1, "chain": self.chain,
-                                  "generator": self.generator.get_state() if self.generator is not None else None}
+        generator = self.generator.get_state() if self.generator is not None else None
+        saved = {"stage": self.index + 1, "chain": self.chain, "generator": generator,
+                 "visible_units": [rbm.visible_units for rbm in self.rbms]}  # for importers (dbn_init.io)
+        if self.trainer.world_size > 1 and generator is not None:
+            # Only rank 0 writes the file, but every rank has its own noise stream and PCD chains:
+            # gather them (Lightning calls this hook on every rank), so a resumed run keeps them apart.
+            saved["rank_generators"] = self.all_gather(generator.to(self.device)).cpu()  # (world_size, bytes)
+            saved["rank_chains"] = None if self.chain is None else self.all_gather(self.chain).cpu()
+        checkpoint["dbn_init"] = saved
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("dbn_init", {})
-        self.chain = saved.get("chain")
-        self._generator_state = saved.get("generator")
+        self.chain, self._generator_state = saved.get("chain"), saved.get("generator")
+        generators, chains, rank = saved.get("rank_generators"), saved.get("rank_chains"), self.global_rank
+        if generators is not None:  # written by several processes: this rank's own, if it had one
+            # clone: Generator.set_state reads a row with a storage offset wrongly (segfaults, torch 2.14)
+            self._generator_state = generators[rank].clone() if rank < len(generators) else None  # None: fresh seed
+            self.chain = chains[rank].clone() if chains is not None and rank < len(chains) else None
+        elif rank > 0:  # a one-process checkpoint resumed by several: rank 0 continues it, the rest start anew
+            self.chain, self._generator_state = None, None
 
 
 def _stage_seed(seed: int, index: int, rank: int) -> int:

@@ -1,7 +1,7 @@
 """Runs DBN pretraining and fine-tuning under real DDP (2 CPU processes, gloo) and saves what
 each rank holds, for tests/test_ddp.py to compare. Not a test module itself.
 
-usage: python tests/_ddp_worker.py OUT_DIR {pipeline,cd_step} STRATEGY [STEPS_PER_BATCH]
+usage: python tests/_ddp_worker.py OUT_DIR {pipeline,cd_step,resume} STRATEGY [STEPS_PER_BATCH]
 """
 
 import os
@@ -72,6 +72,27 @@ def main(mode: str, strategy: str, steps_per_batch: int) -> None:
         data = FixedDigits(n=64, batch_size=32)  # 2 ranks x 32 = the reference's one batch of 64
         model = DBN(input_size=64, hidden=[8], pretrain_epochs=1)
         model.pretrain(data, lambda stage, epochs: trainer("cd_step", 1, strategy, limit_train_batches=1, limit_val_batches=0))
+    elif mode == "resume":
+        resume(strategy)
+
+
+def resume(strategy: str) -> None:
+    """Stage 1 for 2 epochs straight, and for 1 epoch, checkpointed, then resumed for the second."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    data = FixedDigits(n=256, batch_size=32)
+
+    def dbn() -> DBN:
+        seed_everything(0)
+        return DBN(input_size=64, hidden=[16], pretrain_epochs=2, persistent=True)
+
+    dbn().pretrain(data, lambda stage, epochs: trainer("straight", 2, strategy, limit_val_batches=0))
+    checkpoint = ModelCheckpoint(dirpath=OUT, filename="stage1-epoch1")
+    dbn().pretrain(data, lambda stage, epochs: Trainer(
+        accelerator="cpu", devices=2, strategy=strategy, max_epochs=1, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, callbacks=[checkpoint]))
+    dbn().pretrain(data, lambda stage, epochs: trainer("resumed", 2, strategy, limit_val_batches=0),
+                   resume={0: str(OUT / "stage1-epoch1.ckpt")})
 
 
 if __name__ == "__main__":  # ddp_spawn re-imports this file in its workers

@@ -33,6 +33,39 @@ def test_fine_tuning_only_trainer_options_stay_out_of_the_pretraining_stages(tmp
     assert cli.trainer.accumulate_grad_batches == 2
 
 
+def test_without_a_logger_the_pretraining_stages_log_nowhere_either(tmp_path):
+    # A stage Trainer given logger=None would make Lightning's default TensorBoard logger.
+    cli = main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.logger", "false",
+                "--trainer.max_epochs", "1", "--model.pretrain_epochs", "1", "--trainer.limit_train_batches", "2",
+                "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2",
+                "--trainer.default_root_dir", str(tmp_path)])
+    assert cli.model.pretrained and cli.trainer.loggers == []
+    assert not (tmp_path / "lightning_logs").exists()
+    assert (tmp_path / "checkpoints" / "rbm2-last.ckpt").is_file()  # the stages still checkpoint
+
+
+def test_ckpt_path_last_resumes_only_a_run_of_the_same_model_and_settings(tmp_path):
+    dbn = ["--config", str(CONFIGS / "quickstart.yaml"), "--model.hidden", "[16]", "--model.pretrain_epochs", "1",
+           "--trainer.default_root_dir", str(tmp_path)]
+    main(["fit", *dbn, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+          "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2"])
+    checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"  # rbm1-last.ckpt, then last.ckpt
+
+    def resolved(*args):
+        cli = DBNCLI(Classifier, ImageDataModule, subclass_mode_model=True, subclass_mode_data=True, args=list(args),
+                     run=False)
+        return cli.resolve_resume("last")
+
+    assert resolved(*dbn) == checkpoints / "last.ckpt"
+    # experiments sharing the folder are not picked up: another model, or the same one with other settings
+    baseline = [dbn[0], dbn[1], "--model", "dbn_init.Baseline", "--model.hidden", "[16]", *dbn[-2:]]
+    for other in (baseline, [*dbn, "--model.pretrain_lr", "0.05"]):
+        with pytest.warns(UserWarning, match=r"2 \*last.ckpt, none from a run of this model with these settings"):
+            assert resolved(*other) is None
+    (checkpoints / "last.ckpt").unlink()  # as if the run had stopped after its stage
+    assert resolved(*dbn) == checkpoints / "rbm1-last.ckpt"
+
+
 def test_baseline_selected_from_yaml(tmp_path):
     cli = main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.fast_dev_run", "true",
                 "--model", "dbn_init.Baseline", "--model.init", "he_normal", "--model.hidden", "[32, 32]",

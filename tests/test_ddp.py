@@ -78,6 +78,18 @@ def test_gibbs_noise_and_persistent_chains_are_per_rank(pipeline):
         assert not torch.equal(rank0["chain"], rank1["chain"])
 
 
+def test_a_resumed_stage_continues_every_ranks_own_noise_and_chains(tmp_path):
+    """Stage 1 checkpointed after epoch 1 and resumed ends bit for bit where the straight run ends,
+    on both ranks: the checkpoint holds each rank's generator state and PCD chains, not rank 0's."""
+    _run_worker(tmp_path, "resume", "ddp")
+    for rank in (0, 1):
+        straight, resumed = _load(tmp_path / f"straight-rank{rank}.pt"), _load(tmp_path / f"resumed-rank{rank}.pt")
+        for key, value in straight["state"].items():
+            assert torch.equal(value, resumed["state"][key]), (rank, key)
+        assert torch.equal(straight["chain"], resumed["chain"]), rank
+    assert not torch.equal(_load(tmp_path / "resumed-rank0.pt")["chain"], _load(tmp_path / "resumed-rank1.pt")["chain"])
+
+
 def test_two_process_cd_update_equals_one_process_with_the_combined_batch(tmp_path, monkeypatch):
     _run_worker(tmp_path, "cd_step", "ddp")
     ddp = _load(tmp_path / "cd_step-rank0.pt")["state"]
@@ -97,3 +109,24 @@ def test_two_process_cd_update_equals_one_process_with_the_combined_batch(tmp_pa
     for key, value in model.state_dict().items():
         if key.startswith("rbms."):
             torch.testing.assert_close(ddp[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_train_py_under_two_process_ddp_writes_pictures_and_the_exported_stack(tmp_path):
+    """The CLI end to end under DDP, launched as users launch it: rank 0 writes the stage pictures
+    and the exported stack, which read ``trainer.log_dir``, a broadcast every rank must join (a
+    rank-0-only call would hang the run)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    for var in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    root = Path(__file__).parents[1]
+    proc = subprocess.run(
+        [sys.executable, str(root / "train.py"), "fit", "--config", str(root / "configs/quickstart.yaml"),
+         "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+         "--trainer.max_epochs", "1", "--model.pretrain_epochs", "1", "--model.hidden", "[16, 8]",
+         "--trainer.default_root_dir", str(tmp_path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "lightning_logs" / "version_0"
+    assert {p.name for p in (run / "pictures").glob("*.png")} >= {"rbm1_filters.png", "rbm2_filters.png"}
+    assert (run / "pretrained.safetensors").is_file()
+    assert "test_acc" in proc.stdout + proc.stderr

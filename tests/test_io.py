@@ -117,6 +117,41 @@ class TinyData(LightningDataModule):
         return DataLoader(TensorDataset(x, y), batch_size=8)
 
 
+def test_a_stage_checkpoint_imports_only_the_rbms_trained_so_far(tmp_path):
+    """rbm{k}-last.ckpt holds the whole stack, but the RBMs above k are still untrained."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from dbn_init.data import DigitsDataModule
+
+    torch.manual_seed(0)
+    model = DBN(input_size=64, hidden=[16, 8], visible_units="gaussian", pretrain_epochs=1)
+    after_stage_1 = []
+
+    def factory(stage, epochs):
+        if stage == 1:
+            after_stage_1.extend(copy.deepcopy(list(model.rbms[:1])))
+        return Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                       accelerator="cpu", devices=1, limit_val_batches=0,
+                       callbacks=[ModelCheckpoint(dirpath=tmp_path, filename=f"rbm{stage + 1}-last")])
+
+    model.pretrain(DigitsDataModule(batch_size=64, scaling="standardize"), factory)
+    first, both = load_stack(tmp_path / "rbm1-last.ckpt"), load_stack(tmp_path / "rbm2-last.ckpt")
+    assert len(first.rbms) == 1 and len(both.rbms) == 2
+    assert_same(first.rbms, after_stage_1)
+    assert_same(both.rbms, list(model.rbms))
+    assert isinstance(first.rbms[0], GaussianRBM) and first.metadata["stage"] == "1"
+    # a DBN importing stage 1's checkpoint pretrains RBM 2 itself
+    stages = []
+    dbn = DBN(input_size=64, hidden=[16, 8], visible_units="gaussian", pretrain_epochs=1,
+              pretrained=str(tmp_path / "rbm1-last.ckpt"))
+    dbn.pretrain(DigitsDataModule(batch_size=64, scaling="standardize"),
+                 lambda stage, epochs: stages.append(stage) or Trainer(
+                     max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                     enable_checkpointing=False, accelerator="cpu", devices=1, limit_val_batches=0))
+    assert stages == [1]
+    assert_same(list(dbn.rbms[:1]), first.rbms)
+
+
 def test_export_of_a_real_lightning_checkpoint(tmp_path, capsys):
     torch.manual_seed(0)
     model = DBN(input_size=64, hidden=[16, 8], visible_units="gaussian", pretrain_epochs=0)

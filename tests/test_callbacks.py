@@ -1,0 +1,38 @@
+"""RBMPictures on real stage fits: the pictures it writes and the learning curve it plots."""
+
+import csv
+
+import pytest
+from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.loggers import CSVLogger
+
+from dbn_init import DBN
+from dbn_init.callbacks import RBMPictures
+from dbn_init.data import DigitsDataModule
+
+
+@pytest.mark.parametrize("visible_units, scaling", [("bernoulli", "unit"), ("gaussian", "standardize")])
+def test_each_stage_writes_its_pictures_and_a_curve_of_every_epochs_errors(tmp_path, visible_units, scaling):
+    seed_everything(0)
+    data = DigitsDataModule(batch_size=64, scaling=scaling)
+    model = DBN(input_size=64, hidden=[16, 8], visible_units=visible_units, pretrain_epochs=3)
+    pictures = RBMPictures((8, 8), n_filters=16, n_samples=8, gibbs_steps=5)
+    logger = CSVLogger(tmp_path, name="", version="")
+
+    def trainer(stage, epochs):
+        return Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=logger, callbacks=[pictures],
+                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+
+    model.pretrain(data, trainer)
+    names = {p.name for p in (tmp_path / "pictures").glob("*.png")}
+    for stage in ("rbm1", "rbm2"):
+        assert {f"{stage}_{kind}.png" for kind in ("filters", "reconstructions", "samples", "curve")} <= names
+    logger.experiment.save()
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for stage in ("rbm1", "rbm2"):
+        for split in ("train", "val"):
+            key = f"{stage}/{split}_recon"
+            logged = [float(r[key]) for r in rows if r.get(key)]
+            assert len(logged) == 3, key  # one value per epoch (no sanity-check value)
+            assert pictures.curves[key] == pytest.approx(logged, rel=1e-6), key  # epoch e plotted at e
