@@ -42,7 +42,6 @@ from .plots import image_grid, save_curves, save_image_grid
 
 __all__ = ["Cell", "main", "build_parser", "run", "summarize"]
 
-log = logging.getLogger(__name__)
 MODELS = ["dbn", *INIT_SCHEMES]
 
 
@@ -83,6 +82,9 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+_FIXED = {"input_size", "num_classes", "hidden", "init"}  # set by the cell and the data, not by options
+
+
 def _check_options(cfg: Namespace) -> None:
     """Refuse typos before hours of compute: unknown models and unknown model arguments."""
     unknown = [m for m in cfg.models if m not in MODELS]
@@ -92,9 +94,8 @@ def _check_options(cfg: Namespace) -> None:
     for extra in cfg.extra:
         if set(extra) - {"name", "model", "hidden"} or not {"name", "model", "hidden"} <= set(extra):
             raise ValueError(f"each extra row needs exactly name, model and hidden, got {extra}")
-    fixed = {"input_size", "num_classes", "hidden", "init"}
     for label, cls, options in (("dbn", DBN, cfg.dbn), ("baseline", Baseline, cfg.baseline)):
-        allowed = set(inspect.signature(cls).parameters) - fixed
+        allowed = set(inspect.signature(cls).parameters) - _FIXED
         bad = sorted(set(options) - allowed)
         if bad:
             raise ValueError(f"unknown {label} option(s) {bad}; expected some of {sorted(allowed)}")
@@ -116,11 +117,28 @@ def cell_settings(cfg: Namespace, cell: Cell) -> dict[str, Any]:
                                   "max_epochs": cfg.max_epochs, "min_steps": cfg.min_steps}, default=str))
 
 
+def _with_defaults(options: dict[str, Any], cell: Cell) -> dict[str, Any]:
+    """Model options with the model's own defaults filled in: a default written out in one config
+    and left out of another is the same setting."""
+    cls = DBN if cell.model == "dbn" else Baseline
+    defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()
+                if p.default is not p.empty and name not in _FIXED | _SPEED_ONLY}
+    return json.loads(json.dumps({**defaults, **options}, default=str))
+
+
+def _effective(settings: dict[str, Any], cell: Cell, train_size: int) -> dict[str, Any]:
+    """What decides a finished cell's result: its data, its options with defaults, and the epochs it
+    fine-tuned for (``min_steps`` counts only where it added epochs to ``max_epochs``)."""
+    batches = math.ceil(train_size / settings["data"]["batch_size"])
+    return {"data": settings["data"], "options": _with_defaults(settings["options"], cell),
+            "epochs": max(settings["max_epochs"], math.ceil(settings["min_steps"] / batches))}
+
+
 def _stack_cache(out: Path, cell: Cell, settings: dict[str, Any]) -> Path:
     """Where a DBN cell's pretrained stack is cached: keyed by everything pretraining depends on
     (the fine-tuning options and label budget aside), so budgets share it and changes miss it."""
-    pretraining = {"data": settings["data"],
-                   "options": {k: v for k, v in settings["options"].items() if k not in _FINE_TUNING}}
+    pretraining = {"data": settings["data"], "options": {k: v for k, v in _with_defaults(settings["options"], cell).items()
+                                                         if k not in _FINE_TUNING}}
     digest = hashlib.sha256(json.dumps(pretraining, sort_keys=True).encode()).hexdigest()[:10]
     return out / "pretrained" / f"{cell.name}-{'-'.join(map(str, cell.hidden))}-seed{cell.seed}-{digest}.safetensors"
 
@@ -298,14 +316,21 @@ def run(cfg: Namespace) -> list[dict[str, Any]]:
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{results_path} is not a results file of this runner ({err}); move it away or "
                              "pick another --out, so nothing is overwritten") from err
-    # Rows written before settings were recorded carry none and are taken as they are.
-    done = {(r["model"], tuple(r["hidden"]), r["seed"], r["labels"]): r.get("settings") for r in runs}
-    changed = [c for c in cells(cfg) if done.get(c.key()) not in (None, cell_settings(cfg, c))]
+    done = {(r["model"], tuple(r["hidden"]), r["seed"], r["labels"]): r for r in runs}
+
+    def differs(cell: Cell) -> bool:  # rows written before settings were recorded are taken as they are
+        row = done.get(cell.key())
+        if row is None or row.get("settings") is None:
+            return False
+        now, then, size = cell_settings(cfg, cell), row["settings"], row.get("train_size")
+        return now != then and (size is None or _effective(now, cell, size) != _effective(then, cell, size))
+
+    changed = [c for c in cells(cfg) if differs(c)]
     if changed:
         c = changed[0]
         raise ValueError(
             f"{results_path} already holds {len(changed)} of these cells (e.g. {c.name} {list(c.hidden)} seed "
-            f"{c.seed} labels {c.labels}) run with other settings: {done[c.key()]} there, "
+            f"{c.seed} labels {c.labels}) run with other settings: {done[c.key()]['settings']} there, "
             f"{cell_settings(cfg, c)} now. Nothing was run or overwritten; use a new --out for the new settings"
         )
     todo = [c for c in cells(cfg) if c.key() not in done]

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import statistics
 from pathlib import Path
 
@@ -43,8 +44,9 @@ def test_runner_writes_every_file_with_the_documented_schema(finished):
     assert len(list((out / "pretrained").glob("dbn-32-16-seed0-*.safetensors"))) == 1
 
 
-def test_rerun_resumes_instead_of_overwriting(finished, monkeypatch):
-    out, runs = finished
+def test_rerun_resumes_instead_of_overwriting(finished, monkeypatch, tmp_path):
+    out, runs = tmp_path / "copy", finished[1]
+    shutil.copytree(finished[0], out)  # the stub rows below must not reach the other tests' folder
     import dbn_init.compare as compare
 
     monkeypatch.setattr(compare, "run_cell", lambda *a: pytest.fail("a finished cell was run again"))
@@ -71,6 +73,20 @@ def test_rerun_with_changed_settings_is_refused_and_nothing_is_touched(finished,
     with pytest.raises(ValueError, match="other settings"):
         run(_cfg(out, "--max_epochs", "2"))
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_settings_that_change_nothing_are_not_a_change(finished, monkeypatch):
+    """A default written out, or a min_steps that adds no epoch, leaves the finished cells valid."""
+    out, runs = finished
+    import dbn_init.compare as compare
+
+    monkeypatch.setattr(compare, "run_cell", lambda *a: pytest.fail("a finished cell was run again"))
+    # 1,293 digits at batch 64: 21 steps an epoch, so min_steps 20 is within the one epoch run
+    assert run(_cfg(out, "--dbn", "{pretrain_epochs: 1, rbm_weight_decay: 0.0002}", "--min_steps", "20")) == runs
+    with pytest.raises(ValueError, match="other settings"):  # 22 steps need a second epoch
+        run(_cfg(out, "--min_steps", "22"))
+    with pytest.raises(ValueError, match="other settings"):
+        run(_cfg(out, "--dbn", "{pretrain_epochs: 1, rbm_weight_decay: 0.001}"))
 
 
 def test_pretrained_stack_cache_is_keyed_by_what_pretraining_depends_on(tmp_path):
