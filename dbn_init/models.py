@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from .init import InitName, check_constant, init_weight
+from .init import InitName, init_weight
 from .mlp import MLP, Activation, check_hidden
 from .monitor import MONITOR_EVERY, EpochMeans, weights_diverged
 from .pretrain import PretrainData, RBMStage, StageTrainerFactory, default_stage_trainer, up_pass
@@ -178,9 +178,7 @@ class Baseline(Classifier):
     ) -> None:
         super().__init__(input_size, num_classes, hidden, activation, lr, optimizer, weight_decay, momentum)
         self.save_hyperparameters()
-        if init == "constant":
-            check_constant(init_value)
-        self.mlp.init_weights(init, std=init_std, value=init_value)
+        self.mlp.init_weights(init, std=init_std, value=init_value)  # refuses a zero constant
 
 
 class DBN(Classifier):
@@ -232,8 +230,8 @@ class DBN(Classifier):
         of ``batch_size`` at once and each gets its own optimizer step, so the updates are the
         same as with 1 (tested bit for bit), minus Lightning's per-step overhead (about 1 ms, a
         tenth of a CD-1 step at batch 128 on 2 CPU cores; on a GPU, where the step's arithmetic
-        takes microseconds, a larger share, not measured here). Stage progress bars,
-        ``limit_train_batches`` and ``val_check_interval`` count loader batches.
+        takes microseconds, a larger share, not measured here). Stage progress bars
+        and ``limit_train_batches`` count loader batches (stages validate once per epoch).
     pretrained : str, optional
         Start from an exported RBM stack (our ``.safetensors``, a DBN ``.ckpt`` or a ``.npz``;
         see :mod:`dbn_init.io`) instead of pretraining. A stack shorter than ``hidden`` is the
@@ -277,9 +275,10 @@ class DBN(Classifier):
                 f"pretrain_epochs must be one non-negative number or one per RBM ({len(hidden)} for "
                 f"hidden={hidden}), got {pretrain_epochs}"
             )
-        if ais_chains == 1 or ais_chains < 0 or ais_betas < 1:
-            raise ValueError(f"ais_chains must be 0 (off) or >= 2 (the error bar needs a spread) and ais_betas >= 1, "
-                             f"got ais_chains={ais_chains}, ais_betas={ais_betas}")
+        if ais_chains == 1 or ais_chains < 0 or ais_betas < 4:
+            raise ValueError(f"ais_chains must be 0 (off) or >= 2 (the error bar needs a spread) and ais_betas >= 4 "
+                             f"(the schedule has three pieces; thousands are typical), got ais_chains={ais_chains}, "
+                             f"ais_betas={ais_betas}")
         if cd_k < 1:
             raise ValueError(f"cd_k must be >= 1, got {cd_k}")
         if steps_per_batch < 1:

@@ -135,6 +135,8 @@ def test_stages_can_end_with_an_ais_log_likelihood_that_matches_enumeration():
         assert metrics[f"rbm{k}/val_log_prob_low"] <= metrics[f"rbm{k}/val_log_prob"]
     with pytest.raises(ValueError, match="ais_chains must be 0"):
         DBN(input_size=64, hidden=[10], ais_chains=1)
+    with pytest.raises(ValueError, match="ais_betas >= 4"):  # refused at once, not after pretraining
+        DBN(input_size=64, hidden=[10], ais_chains=100, ais_betas=3)
 
 
 def test_ais_and_mean_log_prob_refuse_bad_input():

@@ -34,8 +34,10 @@ p = dm.pretrain_x.mean(0).clamp(1e-3, 1 - 1e-3)
 base = float((dm.test_x * p.log() + (1 - dm.test_x) * (1 - p).log()).sum(1).mean())
 rows = ["| CD-k | epochs | log Z (3-s.e. interval) | test log p(v) | train log p(v) | val log p(v) at stage end |",
         "|---|---|---|---|---|---|"]
+latest = {}  # a rerun of a CD-k appends its row; the newest one per CD-k is the table's
 for line in (out / "results.jsonl").read_text().splitlines():
-    r = json.loads(line)
+    latest[json.loads(line)["cd_k"]] = json.loads(line)
+for r in sorted(latest.values(), key=lambda r: r["cd_k"]):
     run = Path(r["weights"]).parent
     acc = EventAccumulator(str(run)).Reload()
     val = acc.Scalars("rbm1/val_log_prob")[-1].value if "rbm1/val_log_prob" in acc.Tags()["scalars"] else float("nan")
