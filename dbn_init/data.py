@@ -130,7 +130,8 @@ def load_idx_dataset(root: str | Path, name: str) -> tuple[np.ndarray, np.ndarra
     files = next(filter(None, map(_find_idx_files, folders)), None) if root.is_dir() else None
     if files is None:
         looked = "\n  ".join(str(d / f"{s}{gz}") for d in folders for s in _IDX_FILES for gz in ("", ".gz"))
-        problem = f"data root {root} does not exist" if not root.is_dir() else "no folder holds all four files"
+        problem = ("no folder holds all four files" if root.is_dir() else
+                   f"data root {root} is a file, not a folder" if root.exists() else f"data root {root} does not exist")
         raise FileNotFoundError(
             f"{problem}; expected the {name} IDX files {', '.join(_IDX_FILES)} (each optionally .gz) in one "
             f"folder, flat in {root} or in torchvision's {root / name / 'raw'}. Looked at:\n  {looked}\n"
@@ -231,9 +232,10 @@ class ImageDataModule(LightningDataModule):
             raise ValueError(f"expected batch_size an integer >= 1, got {batch_size!r}")
         if not 0 <= val_fraction < 1:
             raise ValueError(f"expected val_fraction in [0, 1), got {val_fraction!r}; e.g. 0.1 holds out 10%")
-        if num_labels is not None and num_labels < self.num_classes:
-            raise ValueError(f"expected num_labels >= num_classes ({self.num_classes}) so every class has a "
-                             f"label, got {num_labels}; or pass null to keep all labels")
+        if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int)
+                                       or num_labels < self.num_classes):
+            raise ValueError(f"expected num_labels an integer >= num_classes ({self.num_classes}) so every class "
+                             f"has a label, got {num_labels!r}; or pass null to keep all labels")
         if scaling not in ("unit", "standardize"):
             raise ValueError(f"expected scaling 'unit' or 'standardize', got {scaling!r}")
         if binarize and scaling == "standardize":
@@ -262,6 +264,8 @@ class ImageDataModule(LightningDataModule):
         if images.ndim != 3 or tuple(images.shape[1:]) != self.image_shape or labels.shape != images.shape[:1]:
             raise ValueError(f"expected {split} images (N, {self.image_shape[0]}, {self.image_shape[1]}) and labels "
                              f"(N,), got {images.shape} and {labels.shape}; use the DataModule matching the files")
+        if len(images) == 0:
+            raise ValueError(f"the {split} split holds no images; check the data files")
         x = torch.from_numpy(np.asarray(images, dtype=np.float32).reshape(len(images), -1))
         bad = int((~torch.isfinite(x)).sum())
         if bad:
@@ -408,12 +412,21 @@ class _IDXDataModule(ImageDataModule):
         self.root, self.download = root, download
 
     def prepare_data(self) -> None:
-        """Download into ``root/<Name>/raw/`` if asked; Lightning calls this on one process only."""
-        if self.download:
+        """Download into ``root/<Name>/raw/`` if asked and the files are not there yet; Lightning
+        calls this on one process only."""
+        root = Path(self.root)
+        if self.download and not any(map(_find_idx_files, (root, root / self.torchvision_name / "raw"))):
             from torchvision import datasets  # only the online path needs torchvision
 
-            for train in (True, False):
-                getattr(datasets, self.torchvision_name)(self.root, train=train, download=True)
+            try:
+                for train in (True, False):
+                    getattr(datasets, self.torchvision_name)(self.root, train=train, download=True)
+            except Exception as err:  # URLError, RuntimeError("Error downloading ..."), ...
+                raise RuntimeError(
+                    f"downloading {self.torchvision_name} into {root} failed ({err}). Offline, pass "
+                    "`--data.download false --data.root DIR` with a folder holding the four IDX files, e.g. "
+                    "`apt-get install dataset-fashion-mnist` then `--data.root /usr/share/datasets/fashion-mnist`"
+                ) from err
 
     def _load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return load_idx_dataset(self.root, self.torchvision_name)

@@ -101,7 +101,8 @@ def base_rate_bias(data: Tensor, pseudo_count: float = 1.0) -> Tensor:
     if not pseudo_count > 0:
         raise ValueError(f"expected pseudo_count > 0, got {pseudo_count!r}")
     p = (data.double().sum(0) + pseudo_count) / (len(data) + 2 * pseudo_count)
-    return torch.logit(p).to(data.dtype)
+    # in the data's float dtype; integer or bool data (binary pixels) get the default float dtype
+    return torch.logit(p).to(data.dtype if data.is_floating_point() else torch.get_default_dtype())
 
 
 def _check_bernoulli(rbm: RBM, what: str) -> None:
@@ -233,6 +234,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chains", type=int, default=100, help="AIS runs (default 100)")
     parser.add_argument("--betas", type=int, default=10000, help="AIS inverse temperatures (default 10000)")
     parser.add_argument("--seed", type=int, default=0, help="seeds AIS and the training subset")
+    parser.add_argument("--scaling", choices=["unit", "standardize"], default=None,
+                        help="pixel scaling the stack was trained on (default: the file's record; else "
+                             "standardize for Gaussian visible units, unit for Bernoulli)")
     parser.add_argument("--binarize", action="store_true",
                         help="threshold pixels at 0.5, as for an RBM trained on binarised images")
     return parser
@@ -248,7 +252,8 @@ def _run(args: argparse.Namespace) -> tuple[list[str], dict]:
         raise ValueError(f"expected --layer in 1..{len(rbms)} (the stack has {len(rbms)} RBMs), got {args.layer}")
     rbm, below = rbms[args.layer - 1], rbms[: args.layer - 1]
     _check_bernoulli(rbm, f"RBM {args.layer} of {args.weights}")
-    scaling = stack.metadata.get("scaling", "unit")
+    scaling = args.scaling or stack.metadata.get("scaling") or (
+        "standardize" if rbms[0].visible_units == "gaussian" else "unit")
     if args.dataset == "digits":
         dm = dm_cls(scaling=scaling, binarize=args.binarize)
     else:

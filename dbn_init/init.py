@@ -18,6 +18,7 @@ constant         every weight = value (non-zero): the symmetric start
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Literal
 
 from torch import Tensor, nn
@@ -31,6 +32,8 @@ Scheme = Callable[[Tensor, str, float, float], None]  # (weight, activation, std
 def check_constant(value: float) -> None:
     """Refuse a zero constant start: every unit of a layer would compute the same function and
     receive the same (through ReLU/tanh, zero) gradient, so the network could never learn."""
+    if not math.isfinite(value):
+        raise ValueError(f"constant init needs a finite --model.init_value, got {value}; e.g. 0.01")
     if value == 0.0:
         raise ValueError(
             "constant init with value 0 makes every weight gradient identical (and zero through "
@@ -44,12 +47,19 @@ def _constant(weight: Tensor, activation: str, std: float, value: float) -> None
     nn.init.constant_(weight, value)
 
 
+def _normal(weight: Tensor, activation: str, std: float, value: float) -> None:
+    if not (math.isfinite(std) and std > 0):  # std 0 is the all-zero start again, with the same flaw
+        raise ValueError(f"normal init needs a finite --model.init_std > 0, got {std}; e.g. 1.0 (the naive "
+                         "N(0, 1) reference) or 0.01")
+    nn.init.normal_(weight, 0.0, std)
+
+
 INIT_SCHEMES: dict[str, Scheme] = {
     "xavier_uniform": lambda w, act, std, value: nn.init.xavier_uniform_(w, gain=nn.init.calculate_gain(act)),
     "xavier_normal": lambda w, act, std, value: nn.init.xavier_normal_(w, gain=nn.init.calculate_gain(act)),
     "he_uniform": lambda w, act, std, value: nn.init.kaiming_uniform_(w, mode="fan_in", nonlinearity=act),
     "he_normal": lambda w, act, std, value: nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity=act),
-    "normal": lambda w, act, std, value: nn.init.normal_(w, 0.0, std),
+    "normal": _normal,
     "constant": _constant,
 }
 
@@ -57,8 +67,8 @@ INIT_SCHEMES: dict[str, Scheme] = {
 def init_weight(weight: Tensor, scheme: str, activation: str, std: float = 1.0, value: float = 0.01) -> None:
     """Fill a Linear ``weight`` of shape (fan_out, fan_in) in place by scheme name.
 
-    ``std`` is used by "normal", ``value`` by "constant". Raises ValueError for an unknown name
-    or a zero constant.
+    ``std`` is used by "normal", ``value`` by "constant". Raises ValueError for an unknown name,
+    a zero or non-finite constant, or a normal std that is not a positive number.
     """
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"unknown init scheme {scheme!r}; expected one of {sorted(INIT_SCHEMES)}")

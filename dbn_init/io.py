@@ -246,6 +246,8 @@ def _read_checkpoint(path: Path, size: int, problems: list[str]) -> _Raw:
         saved_units = ckpt["dbn_init"].get("visible_units")
         units = list(saved_units[:stage]) if isinstance(saved_units, list) else None
         meta.update(stage=str(stage), stage_epochs_done=str(ckpt.get("epoch", -1) + 1))
+        if isinstance(ckpt["dbn_init"].get("scaling"), str):
+            meta["scaling"] = ckpt["dbn_init"]["scaling"]
     if isinstance(data_hp, dict) and isinstance(data_hp.get("scaling"), str):
         meta["scaling"] = data_hp["scaling"]
     return _Raw(found, lambda i, k: f"state_dict['rbms.{i}.{k}']", units, meta)
@@ -349,7 +351,10 @@ def _build(name: str, found: dict, label: Label, units: list | None, problems: l
     if input_size is not None and 0 in shapes and shapes[0][1] != input_size:
         problems.append(f"the first RBM has n_visible={shapes[0][1]}, expected input_size={input_size}; use data "
                         f"with {shapes[0][1]} features, or a stack trained on {input_size}-feature inputs")
-    complete = bool(shapes) and len(shapes) == len(layers)
+    for i, (n_hidden, n_visible) in shapes.items():
+        if n_hidden < 1 or n_visible < 1:
+            problems.append(f"{label(i, 'weight')} has shape {(n_hidden, n_visible)}: a layer needs at least one unit")
+    complete = bool(shapes) and len(shapes) == len(layers) and layers == list(range(len(layers)))
     got = [shapes[0][1], *(shapes[i][0] for i in layers)] if complete else None  # [n_visible_0, n_hidden_0, ...]
     if hidden is not None and complete:
         want = list(hidden)[: len(layers)]

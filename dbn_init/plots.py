@@ -34,9 +34,10 @@ def image_grid(images: torch.Tensor | np.ndarray, image_shape: Sequence[int], nc
     """
     x = torch.as_tensor(images).detach().float().cpu().numpy()
     h, w = image_shape
+    if x.ndim != 2 or x.shape[1] != h * w or len(x) == 0:
+        raise ValueError(f"expected images of shape (n, {h * w}), n >= 1, for image_shape {tuple(image_shape)}, "
+                         f"got {x.shape}")
     n = x.shape[0]
-    if x.ndim != 2 or x.shape[1] != h * w:
-        raise ValueError(f"expected images of shape (n, {h * w}) for image_shape {tuple(image_shape)}, got {x.shape}")
     if normalize_each:
         lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)
         x = (x - lo) / np.maximum(hi - lo, 1e-12)

@@ -290,8 +290,9 @@ class RBMStage(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         generator = self.generator.get_state() if self.generator is not None else None
-        saved = {"stage": self.index + 1, "chain": self.chain, "generator": generator,
-                 "visible_units": [rbm.visible_units for rbm in self.rbms]}  # for importers (dbn_init.io)
+        data = getattr(getattr(self.trainer, "datamodule", None), "datamodule", None)  # PretrainData's
+        saved = {"stage": self.index + 1, "chain": self.chain, "generator": generator,  # for importers (dbn_init.io):
+                 "visible_units": [rbm.visible_units for rbm in self.rbms], "scaling": getattr(data, "scaling", None)}
         if self.trainer.world_size > 1 and generator is not None:
             # Only rank 0 writes the file, but every rank has its own noise stream and PCD chains:
             # gather them (Lightning calls this hook on every rank), so a resumed run keeps them apart.

@@ -335,7 +335,7 @@ class RBM(nn.Module):
         rows = torch.arange(v.shape[0], device=v.device)
         if index is None:
             index = torch.randint(self.n_visible, (v.shape[0],), generator=generator, device=v.device)
-        elif tuple(index.shape) != (v.shape[0],) or index.dtype.is_floating_point or (
+        elif tuple(index.shape) != (v.shape[0],) or index.dtype.is_floating_point or index.dtype == torch.bool or (
                 index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.n_visible)):
             raise ValueError(f"expected index of shape ({v.shape[0]},) with integers in [0, {self.n_visible}), "
                              f"got shape {tuple(index.shape)}, dtype {index.dtype}")

@@ -1,8 +1,9 @@
-"""RBMPictures on real stage fits: the pictures it writes and the learning curve it plots."""
+"""RBMPictures on real stage fits (the pictures it writes, the learning curve it plots) and the grid it tiles."""
 
 import csv
 
 import pytest
+import torch
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger
 
@@ -36,3 +37,14 @@ def test_each_stage_writes_its_pictures_and_a_curve_of_every_epochs_errors(tmp_p
             logged = [float(r[key]) for r in rows if r.get(key)]
             assert len(logged) == 3, key  # one value per epoch (no sanity-check value)
             assert pictures.curves[key] == pytest.approx(logged, rel=1e-6), key  # epoch e plotted at e
+
+
+def test_image_grid_tiles_images_and_refuses_what_it_cannot_tile():
+    from dbn_init.plots import image_grid
+
+    grid = image_grid(torch.arange(8.0).reshape(2, 4) / 7, (2, 2), ncols=2, normalize_each=False, pad=1)
+    assert grid.shape == (1 * 3 + 1, 2 * 3 + 1)
+    assert grid[1:3, 1:3].ravel().tolist() == pytest.approx([0, 1 / 7, 2 / 7, 3 / 7])  # image 0, row-major
+    for bad in (torch.zeros(0, 4), torch.tensor(1.0), torch.zeros(3, 5)):
+        with pytest.raises(ValueError, match=r"expected images of shape \(n, 4\), n >= 1"):
+            image_grid(bad, (2, 2))

@@ -123,7 +123,8 @@ def test_binarize():
 
 
 @pytest.mark.parametrize("kwargs", [dict(batch_size=0), dict(val_fraction=1.0), dict(val_fraction=-0.1),
-                                    dict(num_labels=5), dict(scaling="minmax"), dict(num_workers=-1)])
+                                    dict(num_labels=5), dict(num_labels=100.0), dict(scaling="minmax"),
+                                    dict(num_workers=-1)])
 def test_bad_arguments_are_refused_at_once(kwargs):
     with pytest.raises(ValueError, match="expected"):
         DigitsDataModule(**kwargs)
@@ -243,6 +244,23 @@ def test_missing_root_names_paths_and_fixes(tmp_path):
         assert "--data.download true" in message and "--data.root" in message and "dataset-fashion-mnist" in message
         assert str(root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz") in message
         assert str(root / "train-images-idx3-ubyte") in message
+
+
+def test_a_root_that_is_a_file_or_a_split_without_images_is_named(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FileNotFoundError, match="is a file, not a folder"):
+        load_idx_dataset(tmp_path / "file", "MNIST")
+    write_fake_mnist(tmp_path / "empty", n_train=0)
+    with pytest.raises(ValueError, match="the train split holds no images"):
+        MNISTDataModule(root=tmp_path / "empty", val_fraction=0.0).setup("fit")
+
+
+@pytest.mark.skipif(not FASHION_ROOT.is_dir(), reason="needs apt-get install dataset-fashion-mnist")
+def test_download_true_does_not_go_online_for_files_already_in_root(tmp_path):
+    for f in FASHION_ROOT.iterdir():  # the four IDX files, flat: no network is needed (nor any here)
+        (tmp_path / f.name).symlink_to(f)
+    FashionMNISTDataModule(root=tmp_path, download=True).prepare_data()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in FASHION_ROOT.iterdir())
 
 
 def test_image_and_label_counts_must_match(tmp_path):

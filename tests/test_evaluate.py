@@ -155,6 +155,15 @@ def test_ais_and_mean_log_prob_refuse_bad_input():
         mean_log_prob(rbm, torch.full((3, 4), 2.0), 1.0)
 
 
+def test_base_rate_bias_is_the_smoothed_log_odds_whatever_the_data_dtype():
+    data = torch.tensor([[0, 1], [0, 1], [1, 1]])  # p = (1 + 1) / 5 and (3 + 1) / 5 with pseudo-count 1
+    expected = torch.tensor([0.4, 0.8]).logit()
+    for dtype in (torch.int64, torch.uint8, torch.bool, torch.float32):
+        bias = base_rate_bias(data.to(dtype))
+        assert bias.dtype == torch.float32, dtype
+        torch.testing.assert_close(bias, expected)
+
+
 # --- pseudo-likelihood ----------------------------------------------------------------------
 def test_pseudo_likelihood_matches_hand_computation():
     rbm = RBM(3, 1).double()

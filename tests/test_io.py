@@ -140,6 +140,7 @@ def test_a_stage_checkpoint_imports_only_the_rbms_trained_so_far(tmp_path):
     assert_same(first.rbms, after_stage_1)
     assert_same(both.rbms, list(model.rbms))
     assert isinstance(first.rbms[0], GaussianRBM) and first.metadata["stage"] == "1"
+    assert first.metadata["scaling"] == "standardize"  # recorded, so evaluate scales the data alike
     # a DBN importing stage 1's checkpoint pretrains RBM 2 itself
     stages = []
     dbn = DBN(input_size=64, hidden=[16, 8], visible_units="gaussian", pretrain_epochs=1,
@@ -301,6 +302,14 @@ def test_npz_errors_use_the_npz_key_names(tmp_path):
     np.savez(tmp_path / "w.npz", **arrays)
     with pytest.raises(ValueError, match=r"weight_0 has shape \(20, 12\).*looks transposed"):
         load_stack(tmp_path / "w.npz")
+    one_based = {f"{k}_{i + 1}": v for i, r in enumerate(rbms) for k in KINDS for v in [getattr(r, k).detach().numpy()]}
+    np.savez(tmp_path / "one_based.npz", **one_based)
+    with pytest.raises(ValueError, match=r"layer indices must run 0..n-1 without gaps, found \[1, 2\]"):
+        load_stack(tmp_path / "one_based.npz", input_size=20, hidden=[12, 6])
+    np.savez(tmp_path / "empty_layer.npz", weight_0=np.zeros((0, 4), np.float32),
+             visible_bias_0=np.zeros(4, np.float32), hidden_bias_0=np.zeros(0, np.float32))
+    with pytest.raises(ValueError, match=r"weight_0 has shape \(0, 4\): a layer needs at least one unit"):
+        load_stack(tmp_path / "empty_layer.npz")
     np.savez(tmp_path / "obj.npz", weight_0=np.array([{"a": 1}], dtype=object))
     with pytest.raises(ValueError, match=r"obj\.npz is a corrupt \.npz, or holds object arrays that need pickle"):
         load_stack(tmp_path / "obj.npz")

@@ -236,3 +236,5 @@ def test_make_rbm_and_check_visible_refuse_bad_input():
     with pytest.raises(ValueError, match="NaN"):
         check_visible(torch.tensor([[0.0, float("nan")]]), "gaussian")
     check_visible(torch.tensor([[-3.0, 4.0]]), "gaussian")  # real-valued data is fine for Gaussian units
+    with pytest.raises(ValueError, match="expected index of shape"):  # a mask is not a list of units
+        RBM(2, 3).pseudo_likelihood(torch.ones(2, 2), index=torch.tensor([True, False]))
