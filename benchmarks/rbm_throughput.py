@@ -6,9 +6,13 @@ real pipeline (dbn_init, as train.py runs a stage) and the peers (scikit-learn, 
 fine-tuning epoch in Lightning vs a plain loop. Each contender's function says what it runs.
 
 Method: every timed epoch runs in a fresh subprocess (imports, data loading and a warm-up on two
-batches come first and are not timed), in interleaved rounds: round r runs each contender once,
-the order rotated by r. torch, OpenMP and BLAS get --threads threads. We report the median and
-the minimum over rounds. Memory (Linux): the subprocess resets its resident-set high-water mark
+batches come first and are not timed), in interleaved rounds: each round runs every contender
+once, in RUN_ORDER (reversed in odd rounds), which puts each goal's two contenders next to each
+other or one apart. torch, OpenMP and BLAS get --threads threads. We report the median and the
+minimum over rounds, and each ratio as the median over rounds of that round's ratio: this
+machine's speed drifts by tens of percent within minutes, and pairing epochs run back to back
+takes out the part of the drift they share (what is left is still large here: the ratios of
+medians are in the JSON line too). Memory (Linux): the subprocess resets its resident-set high-water mark
 (``/proc/self/clear_refs``) just before the epoch and reads ``VmHWM`` after it, so ``peak RSS`` is
 that process's peak during the epoch (interpreter, libraries and data set included) and
 ``epoch +MB`` is that peak minus the resident size at the epoch's start.
@@ -36,6 +40,11 @@ from importlib import metadata
 
 CONTENDERS = ["matmul_only", "naive_torch", "cd_grad_sgd", "dbn_init", "dbn_init_1t", "sklearn_f32",
               "sklearn_f64", "learnergy", "finetune_dbn_init", "finetune_plain"]
+# The order within a round: dbn_init between the floor and learnergy, scikit-learn one further off,
+# the fine-tuning pair together, so that the machine's drift hits both sides of a goal alike.
+RUN_ORDER = ["naive_torch", "cd_grad_sgd", "sklearn_f32", "matmul_only", "dbn_init", "learnergy", "dbn_init_1t",
+             "sklearn_f64", "finetune_dbn_init", "finetune_plain"]
+assert sorted(RUN_ORDER) == sorted(CONTENDERS)
 OPTIONAL = {"learnergy", "sklearn_f32", "sklearn_f64"}  # peers: a failure is reported, not fatal
 FINETUNE_BATCH = 100  # FashionMNISTDataModule's default, the fine-tuning batch of the seed experiment
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.5, 2e-4  # dbn_init's CD defaults for the first epochs
@@ -300,10 +309,12 @@ def run_worker(name: str, args: argparse.Namespace) -> dict:
 
 
 def measure(names: list[str], unavailable: dict, args: argparse.Namespace) -> dict[str, list[dict]]:
-    """Round r runs each contender once, in an order rotated by r; failures go to ``unavailable``."""
+    """Each round runs each contender once, in RUN_ORDER, reversed in odd rounds (so neither side of
+    a pair always goes first); failures go to ``unavailable``. Each run records its round."""
     runs: dict[str, list[dict]] = {c: [] for c in names}
+    order = [c for c in RUN_ORDER if c in names]
     for r in range(args.rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in order if r % 2 == 0 else order[::-1]:
             if name in unavailable:
                 continue
             res = run_worker(name, args)
@@ -312,7 +323,7 @@ def measure(names: list[str], unavailable: dict, args: argparse.Namespace) -> di
                 print(f"round {r + 1}/{args.rounds}  {name:<18} FAILED: {res['error']}\n{res['stderr']}",
                       file=sys.stderr)
             else:
-                runs[name].append(res)
+                runs[name].append({**res, "round": r})
                 print(f"round {r + 1}/{args.rounds}  {name:<18} {res['seconds']:8.3f} s", flush=True)
     return runs
 
@@ -327,11 +338,18 @@ def report(runs: dict[str, list[dict]], unavailable: dict, args: argparse.Namesp
              for c, v in done.items()}
 
     def ratio(a: str, b: str) -> float | None:
+        """The median over rounds of a's epoch over b's epoch in the same round."""
+        b_in = {x["round"]: x["seconds"] for x in done.get(b, [])}
+        pairs = [x["seconds"] / b_in[x["round"]] for x in done.get(a, []) if x["round"] in b_in]
+        return statistics.median(pairs) if pairs else None
+
+    def ratio_of_medians(a: str, b: str) -> float | None:
         return med[a] / med[b] if a in med and b in med else None
 
     n = next((x["n"] for v in done.values() for x in v), args.n)
     print(f"\nOne epoch, n={n}, batch {args.batch_size} (fine-tuning {FINETUNE_BATCH}), 784->{args.hidden}, "
-          f"{args.threads} threads, {args.rounds} rounds; ratio to matmul_only (fine-tuning: to finetune_plain)")
+          f"{args.threads} threads, {args.rounds} rounds; ratio (median of per-round ratios) to matmul_only "
+          "(fine-tuning: to finetune_plain)")
     print(f"{'contender':<18} {'median s':>9} {'min s':>8} {'ratio':>7} {'samples/s':>10} {'peak RSS MB':>12} "
           f"{'epoch +MB':>10}")
     for c in runs:
@@ -348,7 +366,9 @@ def report(runs: dict[str, list[dict]], unavailable: dict, args: argparse.Namesp
         print(f"goal {key}: {'n/a' if value is None else f'{value:.2f} ' + ('met' if goals[key] else 'NOT met')}")
     return {
         **{f"{c}_s": med.get(c) for c in CONTENDERS}, **{f"{a}_over_{b}": ratio(a, b) for a, b in RATIOS},
-        "goals_met": goals, "min_s": low, "all_s": {c: [round(x["seconds"], 4) for x in v] for c, v in done.items()},
+        "goals_met": goals, "ratio_method": "median over rounds of the two contenders' ratio within a round",
+        "ratios_of_medians": {f"{a}_over_{b}": ratio_of_medians(a, b) for a, b in RATIOS}, "min_s": low,
+        "all_s": {c: [round(x["seconds"], 4) for x in v] for c, v in done.items()},  # in round order
         "peak_rss_mb": peak, "epoch_rss_mb": extra,
         "rss_method": "own subprocess per run; VmHWM reset (/proc/self/clear_refs) before the epoch, read after",
         "unavailable": unavailable, "rounds": args.rounds, "threads": args.threads, "n": n,
