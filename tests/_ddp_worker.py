@@ -40,13 +40,17 @@ class SaveRankState(Callback):
     """At the end of each fit, every rank saves its parameters (and its stage's PCD chain)."""
 
     def __init__(self, tag: str) -> None:
-        self.tag = tag
+        self.tag, self.start_epoch = tag, None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start_epoch = trainer.current_epoch  # 1 for a fit resumed after epoch 1
 
     def on_train_end(self, trainer, pl_module) -> None:
         state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
         extra = {"chain": getattr(pl_module, "chain", None),
                  "seed": pl_module.generator.initial_seed() if getattr(pl_module, "generator", None) else None}
-        torch.save({"state": state, **extra}, OUT / f"{self.tag}-rank{trainer.global_rank}.pt")
+        torch.save({"state": state, "start_epoch": self.start_epoch, **extra},
+                   OUT / f"{self.tag}-rank{trainer.global_rank}.pt")
 
 
 def trainer(tag: str, epochs: int, strategy: str, **kw) -> Trainer:

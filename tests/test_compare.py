@@ -89,6 +89,12 @@ def test_settings_that_change_nothing_are_not_a_change(finished, monkeypatch):
         run(_cfg(out, "--dbn", "{pretrain_epochs: 1, rbm_weight_decay: 0.001}"))
 
 
+def test_label_budgets_share_one_pretrained_stack(tmp_path):
+    runs = run(_cfg(tmp_path, "--models", "[dbn]", "--seeds", "[0]", "--labels", "[50, 100]"))
+    assert [(r["labels"], r["pretrained_from_cache"]) for r in runs] == [(50, False), (100, True)]
+    assert len(list((tmp_path / "pretrained").glob("*.safetensors"))) == 1
+
+
 def test_pretrained_stack_cache_is_keyed_by_what_pretraining_depends_on(tmp_path):
     from dbn_init.compare import Cell, _stack_cache, cell_settings
 

@@ -84,10 +84,13 @@ def test_a_resumed_stage_continues_every_ranks_own_noise_and_chains(tmp_path):
     _run_worker(tmp_path, "resume", "ddp")
     for rank in (0, 1):
         straight, resumed = _load(tmp_path / f"straight-rank{rank}.pt"), _load(tmp_path / f"resumed-rank{rank}.pt")
+        assert (straight["start_epoch"], resumed["start_epoch"]) == (0, 1)  # the checkpoint was resumed
         for key, value in straight["state"].items():
             assert torch.equal(value, resumed["state"][key]), (rank, key)
         assert torch.equal(straight["chain"], resumed["chain"]), rank
     assert not torch.equal(_load(tmp_path / "resumed-rank0.pt")["chain"], _load(tmp_path / "resumed-rank1.pt")["chain"])
+    saved = torch.load(tmp_path / "stage1-epoch1.ckpt", weights_only=True)["dbn_init"]
+    assert not torch.equal(saved["rank_generators"][0], saved["rank_generators"][1])  # each rank's own
 
 
 def test_two_process_cd_update_equals_one_process_with_the_combined_batch(tmp_path, monkeypatch):

@@ -359,8 +359,10 @@ def test_a_malicious_pickle_is_refused_and_never_runs(tmp_path, protocol):
     path.write_bytes(pickle.dumps(Evil(marker), protocol=protocol))
     with pytest.raises(ValueError, match=r"weights\.ckpt") as info:
         load_stack(path)
-    if protocol:  # protocol 0 is plain text with no magic number: refused as unknown content
+    if protocol:
         assert "unpickling can execute arbitrary code, so dbn_init never does it" in str(info.value)
+    else:  # protocol 0 is plain text with no magic number: refused as unknown content
+        assert "is not a recognised weights file (unknown content)" in str(info.value)
     assert not marker.exists()
 
 

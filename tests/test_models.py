@@ -107,6 +107,36 @@ def test_stage_freezes_lower_rbms_by_construction(digits):
     assert optimised == {id(p) for p in model.rbms[1].parameters()}
 
 
+def test_stage_switches_momentum_on_schedule_and_decays_the_weights_only(digits):
+    class Record(Callback):  # at the first batch: after the stage's own on_train_epoch_start
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_start(self, trainer, stage, batch, batch_idx):
+            if batch_idx == 0:
+                groups = stage.optimizers().optimizer.param_groups
+                self.seen.append(([g["momentum"] for g in groups], [g["weight_decay"] for g in groups],
+                                  [[id(p) for p in g["params"]] for g in groups]))
+
+    record = Record()
+    model = DBN(input_size=64, hidden=[16], pretrain_epochs=3, momentum_switch_epoch=2, rbm_weight_decay=1e-3)
+    model.pretrain(digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0, callbacks=[record]))
+    rbm = model.rbms[0]
+    assert [m for m, _, _ in record.seen] == [[0.5, 0.5], [0.5, 0.5], [0.9, 0.9]]  # Hinton (2010): 0.5, then 0.9
+    assert all(d == [1e-3, 0.0] for _, d, _ in record.seen)  # weight cost on W, none on the biases
+    assert record.seen[0][2] == [[id(rbm.weight)], [id(rbm.visible_bias), id(rbm.hidden_bias)]]
+
+
+def test_sparsity_target_pulls_the_mean_hidden_activation_towards_it(digits):
+    means = {}
+    for cost in (0.0, 1.0):
+        seed_everything(0)
+        model = DBN(input_size=64, hidden=[32], pretrain_epochs=3, sparsity_target=0.05, sparsity_cost=cost)
+        model.pretrain(digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0))
+        means[cost] = model.rbms[0].hidden_probs(digits.pretrain_x).mean().item()
+    assert abs(means[1.0] - 0.05) < abs(means[0.0] - 0.05) / 2, means  # here about {0.0: 0.60, 1.0: 0.19}
+
+
 def test_transferred_mlp_reproduces_the_dbn_up_pass_exactly(digits):
     seed_everything(0)
     model = DBN(input_size=64, hidden=[48, 24], pretrain_epochs=1)

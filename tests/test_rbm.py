@@ -173,6 +173,31 @@ def test_bernoulli_sampler_has_the_right_law():
     assert sample[:, 0].sum() == 0 and sample[:, 4].sum() == 40_000  # p = 0 and p = 1 are exact
 
 
+def test_cd_k_runs_k_gibbs_sweeps_and_sample_visible_samples_the_visible_layer(monkeypatch):
+    """The chain end, built by hand with a deterministic sampler (threshold at 0.5): CD-k runs k
+    sweeps from the data; sample_visible draws binary visible states instead of their means."""
+    import dbn_init.rbm
+
+    monkeypatch.setattr(dbn_init.rbm, "bernoulli", lambda probs, generator=None: (probs > 0.5).to(probs.dtype))
+    # seed 28: a chain whose first three sweeps all differ, so a wrong number of sweeps shows
+    rbm, v = _tiny(n_visible=6, n_hidden=4, seed=28), torch.tensor([[1.0, 0, 1, 0, 1, 1], [0, 1, 1, 0, 0, 1]]).double()
+
+    def sweep(x, sample):  # v -> h sample -> visible mean (or its sample)
+        mean = rbm.visible_mean((rbm.hidden_probs(x) > 0.5).double())
+        return (mean > 0.5).double() if sample else mean
+
+    for k in (1, 2, 3):
+        expected = v
+        for _ in range(k):
+            expected = sweep(expected, sample=False)
+        torch.testing.assert_close(rbm.cd_loss(v, k=k).v_model, expected, rtol=0, atol=1e-12)
+    ends = [rbm.cd_loss(v, k=k).v_model for k in (1, 2, 3)]
+    assert not any(torch.equal(a, b) for a, b in itertools.combinations(ends, 2))
+    sampled = rbm.cd_loss(v, k=2, sample_visible=True).v_model
+    assert torch.equal(sampled, sweep(sweep(v, sample=True), sample=True))
+    assert set(sampled.unique().tolist()) <= {0.0, 1.0}
+
+
 def _digits():
     x = torch.tensor(load_digits().data, dtype=torch.float32) / 16.0
     return x
