@@ -22,6 +22,7 @@ from typing import Callable
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
@@ -126,8 +127,13 @@ class RBMStage(LightningModule):
         # reproducible: one generator per rank, seeded from the run seed, the stage and the rank.
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(_stage_seed(self.seed, self.index, self.global_rank))
-        if self._generator_state is not None:  # resumed: continue the same noise stream
-            self.generator.set_state(self._generator_state)
+        state = self._generator_state
+        if state is not None and state.numel() != self.generator.get_state().numel():
+            rank_zero_warn(f"stage {self.index + 1} resumes on {self.device.type} from a checkpoint whose sampling "
+                           "noise came from another kind of device; it draws fresh (seeded) noise, so it will not "
+                           "end bit-identical to an uninterrupted run")
+        elif state is not None:  # resumed: continue the same noise stream
+            self.generator.set_state(state)
         if self.chain is not None:  # resumed PCD chains, as the checkpoint was loaded
             self.chain = self.chain.to(self.device, self.rbm.weight.dtype)
         # One process: RBM.cd_grad_ writes the gradient into .grad without autograd. DDP averages

@@ -137,6 +137,27 @@ def test_sparsity_target_pulls_the_mean_hidden_activation_towards_it(digits):
     assert abs(means[1.0] - 0.05) < abs(means[0.0] - 0.05) / 2, means  # here about {0.0: 0.60, 1.0: 0.19}
 
 
+def test_a_stage_resumed_with_another_devices_noise_state_warns_and_goes_on(digits, tmp_path):
+    """A GPU's generator state (16 bytes) cannot seed a CPU generator: warn and draw fresh noise."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def trainer(epochs, **kw):
+        return Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                       enable_model_summary=False, limit_val_batches=0, **kw)
+
+    seed_everything(0)
+    DBN(input_size=64, hidden=[16], pretrain_epochs=1).pretrain(
+        digits, lambda stage, epochs: trainer(epochs, callbacks=[ModelCheckpoint(dirpath=tmp_path, filename="s")]))
+    checkpoint = torch.load(tmp_path / "s.ckpt", weights_only=True)
+    checkpoint["dbn_init"]["generator"] = torch.zeros(16, dtype=torch.uint8)  # as a CUDA generator's state
+    torch.save(checkpoint, tmp_path / "from_gpu.ckpt")
+    model = DBN(input_size=64, hidden=[16], pretrain_epochs=2)
+    with pytest.warns(UserWarning, match="noise came from another kind of device"):
+        model.pretrain(digits, lambda stage, epochs: trainer(epochs, enable_checkpointing=False),
+                       resume={0: str(tmp_path / "from_gpu.ckpt")})
+    assert int(model.stages_done) == 1 and torch.isfinite(model.rbms[0].weight).all()
+
+
 def test_transferred_mlp_reproduces_the_dbn_up_pass_exactly(digits):
     seed_everything(0)
     model = DBN(input_size=64, hidden=[48, 24], pretrain_epochs=1)
