@@ -132,7 +132,11 @@ class DBNCLI(LightningCLI):
 def _run_settings(model: Classifier) -> dict:
     """The model's init arguments, as checkpoints record them (JSON types). DBN and Baseline take
     different arguments, so equal settings also mean the same kind of model."""
-    return json.loads(json.dumps(dict(model.hparams), default=str))
+    return _as_json(model.hparams)
+
+
+def _as_json(hparams) -> dict:
+    return json.loads(json.dumps(dict(hparams), default=str))
 
 
 def _saved_run_settings(checkpoint: dict) -> dict | None:
@@ -141,7 +145,7 @@ def _saved_run_settings(checkpoint: dict) -> dict | None:
     if "dbn_init_run" in checkpoint:
         return checkpoint["dbn_init_run"]
     hparams = checkpoint.get("hyper_parameters")
-    return json.loads(json.dumps(dict(hparams), default=str)) if isinstance(hparams, dict) else None
+    return _as_json(hparams) if isinstance(hparams, dict) else None
 
 
 class _RecordRunSettings(Callback):

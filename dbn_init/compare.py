@@ -323,7 +323,9 @@ def run(cfg: Namespace) -> list[dict[str, Any]]:
         if row is None or row.get("settings") is None:
             return False
         now, then, size = cell_settings(cfg, cell), row["settings"], row.get("train_size")
-        return now != then and (size is None or _effective(now, cell, size) != _effective(then, cell, size))
+        if size is None:  # a hand-made row: its settings as written
+            return now != then
+        return _effective(now, cell, size) != _effective(then, cell, size)
 
     changed = [c for c in cells(cfg) if differs(c)]
     if changed:

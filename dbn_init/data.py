@@ -105,6 +105,11 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(payload, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
+def _idx_folders(root: Path, name: str) -> list[Path]:
+    """Where the four IDX files may lie: flat in ``root``, or in torchvision's ``root/<name>/raw``."""
+    return [root, root / name / "raw"]
+
+
 def _find_idx_files(folder: Path) -> list[Path] | None:
     """The four IDX files in ``folder`` (uncompressed preferred), or None if any is missing."""
     found = [next((p for p in (folder / s, folder / f"{s}.gz") if p.is_file()), None) for s in _IDX_FILES]
@@ -126,7 +131,7 @@ def load_idx_dataset(root: str | Path, name: str) -> tuple[np.ndarray, np.ndarra
         ValueError: if a file is malformed, or images and labels disagree.
     """
     root = Path(root)
-    folders = [root, root / name / "raw"]
+    folders = _idx_folders(root, name)
     files = next(filter(None, map(_find_idx_files, folders)), None) if root.is_dir() else None
     if files is None:
         looked = "\n  ".join(str(d / f"{s}{gz}") for d in folders for s in _IDX_FILES for gz in ("", ".gz"))
@@ -415,7 +420,7 @@ class _IDXDataModule(ImageDataModule):
         """Download into ``root/<Name>/raw/`` if asked and the files are not there yet; Lightning
         calls this on one process only."""
         root = Path(self.root)
-        if self.download and not any(map(_find_idx_files, (root, root / self.torchvision_name / "raw"))):
+        if self.download and not any(map(_find_idx_files, _idx_folders(root, self.torchvision_name))):
             from torchvision import datasets  # only the online path needs torchvision
 
             try:

@@ -239,15 +239,16 @@ def _read_checkpoint(path: Path, size: int, problems: list[str]) -> _Raw:
     if isinstance(hparams, dict) and "visible_units" in hparams and n:
         units = [hparams["visible_units"]] + ["bernoulli"] * (n - 1)  # upper RBMs model hidden probabilities
     meta = {"source": "lightning_checkpoint"}
-    stage = ckpt.get("dbn_init", {}).get("stage") if isinstance(ckpt.get("dbn_init"), dict) else None
+    record = ckpt.get("dbn_init") if isinstance(ckpt.get("dbn_init"), dict) else {}  # a stage checkpoint's
+    stage = record.get("stage")
     if isinstance(stage, int) and stage >= 1:  # rbm{k}-last.ckpt of pretraining stage k
         # It holds the whole stack, but the RBMs above k were not trained yet: the stack is RBMs 1..k.
         found = {(i, kind): t for (i, kind), t in found.items() if i < stage}
-        saved_units = ckpt["dbn_init"].get("visible_units")
+        saved_units = record.get("visible_units")
         units = list(saved_units[:stage]) if isinstance(saved_units, list) else None
         meta.update(stage=str(stage), stage_epochs_done=str(ckpt.get("epoch", -1) + 1))
-        if isinstance(ckpt["dbn_init"].get("scaling"), str):
-            meta["scaling"] = ckpt["dbn_init"]["scaling"]
+        if isinstance(record.get("scaling"), str):
+            meta["scaling"] = record["scaling"]
     if isinstance(data_hp, dict) and isinstance(data_hp.get("scaling"), str):
         meta["scaling"] = data_hp["scaling"]
     return _Raw(found, lambda i, k: f"state_dict['rbms.{i}.{k}']", units, meta)

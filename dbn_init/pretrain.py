@@ -128,12 +128,13 @@ class RBMStage(LightningModule):
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(_stage_seed(self.seed, self.index, self.global_rank))
         state = self._generator_state
-        if state is not None and state.numel() != self.generator.get_state().numel():
-            rank_zero_warn(f"stage {self.index + 1} resumes on {self.device.type} from a checkpoint whose sampling "
-                           "noise came from another kind of device; it draws fresh (seeded) noise, so it will not "
-                           "end bit-identical to an uninterrupted run")
-        elif state is not None:  # resumed: continue the same noise stream
-            self.generator.set_state(state)
+        if state is not None:  # resumed: continue the same noise stream, if it is this device kind's
+            if state.numel() == self.generator.get_state().numel():
+                self.generator.set_state(state)
+            else:
+                rank_zero_warn(f"stage {self.index + 1} resumes on {self.device.type} from a checkpoint whose "
+                               "sampling noise came from another kind of device; it draws fresh (seeded) noise, so "
+                               "it will not end bit-identical to an uninterrupted run")
         if self.chain is not None:  # resumed PCD chains, as the checkpoint was loaded
             self.chain = self.chain.to(self.device, self.rbm.weight.dtype)
         # One process: RBM.cd_grad_ writes the gradient into .grad without autograd. DDP averages

@@ -18,11 +18,16 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")]
 
 
-def _run_worker(tmp_path: Path, mode: str, strategy: str, *extra: str) -> None:
+def _env() -> dict:
+    """A launcher's environment: one thread per process, and no DDP variables of an outer run."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     for var in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
-    proc = subprocess.run([sys.executable, str(WORKER), str(tmp_path), mode, strategy, *extra], env=env,
+    return env
+
+
+def _run_worker(tmp_path: Path, mode: str, strategy: str, *extra: str) -> None:
+    proc = subprocess.run([sys.executable, str(WORKER), str(tmp_path), mode, strategy, *extra], env=_env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -118,16 +123,13 @@ def test_train_py_under_two_process_ddp_writes_pictures_and_the_exported_stack(t
     """The CLI end to end under DDP, launched as users launch it: rank 0 writes the stage pictures
     and the exported stack, which read ``trainer.log_dir``, a broadcast every rank must join (a
     rank-0-only call would hang the run)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    for var in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
     root = Path(__file__).parents[1]
     proc = subprocess.run(
         [sys.executable, str(root / "train.py"), "fit", "--config", str(root / "configs/quickstart.yaml"),
          "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
          "--trainer.max_epochs", "1", "--model.pretrain_epochs", "1", "--model.hidden", "[16, 8]",
          "--trainer.default_root_dir", str(tmp_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "lightning_logs" / "version_0"
     assert {p.name for p in (run / "pictures").glob("*.png")} >= {"rbm1_filters.png", "rbm2_filters.png"}

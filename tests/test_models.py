@@ -8,8 +8,9 @@ from dbn_init import DBN, Baseline, DigitsDataModule
 
 
 def _trainer(epochs, **kw):
-    return Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, **kw)
+    quiet = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                 enable_model_summary=False)
+    return Trainer(max_epochs=epochs, **{**quiet, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -141,19 +142,16 @@ def test_a_stage_resumed_with_another_devices_noise_state_warns_and_goes_on(digi
     """A GPU's generator state (16 bytes) cannot seed a CPU generator: warn and draw fresh noise."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    def trainer(epochs, **kw):
-        return Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                       enable_model_summary=False, limit_val_batches=0, **kw)
-
     seed_everything(0)
     DBN(input_size=64, hidden=[16], pretrain_epochs=1).pretrain(
-        digits, lambda stage, epochs: trainer(epochs, callbacks=[ModelCheckpoint(dirpath=tmp_path, filename="s")]))
+        digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0, enable_checkpointing=True,
+                                               callbacks=[ModelCheckpoint(dirpath=tmp_path, filename="s")]))
     checkpoint = torch.load(tmp_path / "s.ckpt", weights_only=True)
     checkpoint["dbn_init"]["generator"] = torch.zeros(16, dtype=torch.uint8)  # as a CUDA generator's state
     torch.save(checkpoint, tmp_path / "from_gpu.ckpt")
     model = DBN(input_size=64, hidden=[16], pretrain_epochs=2)
     with pytest.warns(UserWarning, match="noise came from another kind of device"):
-        model.pretrain(digits, lambda stage, epochs: trainer(epochs, enable_checkpointing=False),
+        model.pretrain(digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0),
                        resume={0: str(tmp_path / "from_gpu.ckpt")})
     assert int(model.stages_done) == 1 and torch.isfinite(model.rbms[0].weight).all()
 
