@@ -141,8 +141,9 @@ class RBM(nn.Module):
 
     # --- energies -----------------------------------------------------------------------------
     def energy(self, v: Tensor, h: Tensor) -> Tensor:
-        """E(v, h) = -b'v - c'h - h'Wv, per sample: (batch,)."""
-        return -(v @ self.visible_bias) - (h @ self.hidden_bias) - (F.linear(v, self.weight) * h).sum(-1)
+        """E(v, h) = visible_term(v) - c'h - h'Wv per sample, shape (batch,); for binary visible
+        units the visible term is -b'v."""
+        return self.visible_term(v) - (h @ self.hidden_bias) - (F.linear(v, self.weight) * h).sum(-1)
 
     def visible_term(self, v: Tensor) -> Tensor:
         """The part of the free energy that does not involve h: -b'v, shape (batch,)."""

@@ -38,9 +38,12 @@ def test_conditionals_and_energy_match_hand_computation():
     torch.testing.assert_close(mean, torch.sigmoid(torch.tensor([[1.5, -2.5]], dtype=torch.double)))
 
 
-def test_free_energy_is_minus_log_sum_over_hidden_of_exp_minus_energy():
-    rbm = _tiny(n_visible=4, n_hidden=3)
+@pytest.mark.parametrize("cls", [RBM, GaussianRBM])
+def test_free_energy_is_minus_log_sum_over_hidden_of_exp_minus_energy(cls):
+    rbm = _tiny(cls, n_visible=4, n_hidden=3)
     v = torch.bernoulli(torch.full((5, 4), 0.5, dtype=torch.double), generator=torch.Generator().manual_seed(1))
+    if cls is GaussianRBM:
+        v = v * 3.0 - 1.5  # real values: the ||v - b||^2 / 2 term must be the one in both
     hidden = torch.tensor(list(itertools.product([0.0, 1.0], repeat=3)), dtype=torch.double)
     energies = torch.stack([rbm.energy(v, h.expand(5, 3)) for h in hidden], dim=1)  # (5, 8)
     torch.testing.assert_close(rbm.free_energy(v), -torch.logsumexp(-energies, dim=1))
