@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from .monitor import MONITOR_EVERY, EpochMeans, weights_diverged
-from .rbm import RBM
+from .rbm import RBM, bernoulli
 
 __all__ = ["RBMStage", "PretrainData", "StageTrainerFactory", "default_stage_trainer", "up_pass"]
 
@@ -232,7 +232,9 @@ class RBMStage(LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         v = self.encode(batch[0])
         probs = self.rbm.hidden_probs(v)
-        recon = ((v - self.rbm.visible_mean(probs)) ** 2).sum(-1).mean()  # mean-field, noise-free
+        # train_recon's estimator (the reconstruction from a sampled h, what a CD step computes
+        # anyway), with the validation noise: the two curves differ only by the data.
+        recon = ((v - self.rbm.visible_mean(bernoulli(probs, self._val_generator))) ** 2).sum(-1).mean()
         self.log(f"{self.name}/val_recon", recon, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log(f"{self.name}/val_free_energy", self.rbm.free_energy(v).mean(), on_epoch=True, sync_dist=True)
         if self.rbm.visible_units == "bernoulli":
