@@ -153,6 +153,10 @@ def load_idx_dataset(root: str | Path, name: str) -> tuple[np.ndarray, np.ndarra
         if len(images) != len(labels):
             raise ValueError(f"expected as many labels as images, got {len(images)} images in {img_path} and "
                              f"{len(labels)} labels in {lab_path}; {_FILE_FIX}")
+        if np.issubdtype(images.dtype, np.floating) and images.size and 0 < np.nanmax(images) <= 1:
+            raise ValueError(f"the {images.dtype} images in {img_path} look scaled to [0, 1] already (largest value "
+                             f"{np.nanmax(images):g}), but MNIST-format files hold pixels 0..255 and this DataModule "
+                             "divides by 255; store them as 0..255 (uint8, as the original files do)")
         if not np.issubdtype(labels.dtype, np.integer) or not np.isin(labels, np.arange(10)).all():
             raise ValueError(f"expected integer labels in 0..9 in {lab_path}, got {labels.dtype} values "
                              f"{np.unique(labels)[:10].tolist()}...; {_FILE_FIX}")

@@ -254,11 +254,20 @@ def _run(args: argparse.Namespace) -> tuple[list[str], dict]:
     _check_bernoulli(rbm, f"RBM {args.layer} of {args.weights}")
     scaling = args.scaling or stack.metadata.get("scaling") or (
         "standardize" if rbms[0].visible_units == "gaussian" else "unit")
+    if rbms[0].visible_units == "bernoulli" and scaling != "unit":
+        raise ValueError(f"RBM 1 of {args.weights} has Bernoulli visible units, which model pixels in [0, 1], but "
+                         f"--scaling is {scaling!r}; pass --scaling unit (or leave it out)")
     if args.dataset == "digits":
         dm = dm_cls(scaling=scaling, binarize=args.binarize)
     else:
         dm = dm_cls(root=args.root, download=False, scaling=scaling, binarize=args.binarize)
-    dm.setup("fit")
+    try:
+        dm.setup("fit")
+    except FileNotFoundError as err:  # the data module's fix names train.py's --data options
+        problem = str(err).split("\nFix:")[0]
+        raise FileNotFoundError(f"{problem}\nFix: pass --root DIR, a folder holding the four IDX files (e.g. "
+                                "`apt-get install dataset-fashion-mnist` then --root /usr/share/datasets/fashion-mnist), "
+                                "or fetch them once with train.py's --data.download true") from err
     data = {"train": dm.pretrain_x, "val": dm.val_x, "test": dm.test_x}[args.split]
     if len(data) == 0:
         raise ValueError(f"expected a non-empty {args.split} split of {args.dataset}, got 0 images; "

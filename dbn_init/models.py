@@ -60,6 +60,7 @@ class Classifier(LightningModule):
         momentum: float = 0.9,
     ) -> None:
         super().__init__()
+        _check_optimizer_settings(lr=lr, weight_decay=weight_decay, momentum=momentum)
         self.mlp = MLP(input_size, check_hidden(hidden), num_classes, activation)
         self.lr, self.optimizer_name = lr, optimizer
         self.weight_decay, self.momentum = weight_decay, momentum
@@ -135,6 +136,22 @@ class Classifier(LightningModule):
             return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
                                    fused=fused)
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, fused=fused)
+
+
+def _check_optimizer_settings(**settings: float) -> None:
+    """Refuse settings torch would refuse only at the first optimizer step (after a whole
+    pretraining, for a DBN) or not at all: rates > 0, decays >= 0, momenta in [0, 1)."""
+    bad = []
+    for name, value in settings.items():
+        option = f"{name} (--model.{name})"
+        if name.endswith("lr") and not value > 0:
+            bad.append(f"{option} must be > 0, got {value}")
+        elif name.endswith("decay") and not value >= 0:
+            bad.append(f"{option} must be >= 0, got {value}")
+        elif name.endswith("momentum") and not 0 <= value < 1:
+            bad.append(f"{option} must lie in [0, 1) (0.5 to 0.9 are usual), got {value}")
+    if bad:
+        raise ValueError("; ".join(bad))
 
 
 def _spare_adam_the_nvml_reload() -> None:
@@ -279,8 +296,12 @@ class DBN(Classifier):
             raise ValueError(f"ais_chains must be 0 (off) or >= 2 (the error bar needs a spread) and ais_betas >= 4 "
                              f"(the schedule has three pieces; thousands are typical), got ais_chains={ais_chains}, "
                              f"ais_betas={ais_betas}")
+        _check_optimizer_settings(pretrain_lr=pretrain_lr, gaussian_lr=gaussian_lr, initial_momentum=initial_momentum,
+                                  final_momentum=final_momentum, rbm_weight_decay=rbm_weight_decay)
         if cd_k < 1:
             raise ValueError(f"cd_k must be >= 1, got {cd_k}")
+        if sparsity_cost < 0:
+            raise ValueError(f"sparsity_cost must be >= 0 (0 turns the penalty off), got {sparsity_cost}")
         if steps_per_batch < 1:
             raise ValueError(f"steps_per_batch must be >= 1 (CD updates per Lightning step), got {steps_per_batch}")
         if sparsity_target is not None and not 0.0 < sparsity_target < 1.0:
@@ -348,11 +369,20 @@ class DBN(Classifier):
         stage index (from 0) to the checkpoint its fit resumes from (epoch, optimizer, momentum,
         persistent chains, sampling noise).
         """
+        stack = None
         if self.hparams.pretrained and int(self.stages_done) == 0:
             stack = load_stack(self.hparams.pretrained, input_size=self.hparams.input_size, hidden=self.hparams.hidden)
-            self.load_rbms(stack.rbms)
         datamodule.prepare_data()
         datamodule.setup("fit")
+        if stack is not None:
+            scaling, data_scaling = stack.metadata.get("scaling"), getattr(datamodule, "scaling", None)
+            if scaling and data_scaling and scaling != data_scaling:
+                raise ValueError(
+                    f"the imported stack {self.hparams.pretrained} was pretrained on inputs scaled {scaling!r} but "
+                    f"this data is scaled {data_scaling!r}: RBM 1 would see inputs unlike its training data; "
+                    f"pass --data.scaling {scaling} (or pretrain a new stack for this scaling)"
+                )
+            self.load_rbms(stack.rbms)
         data = getattr(datamodule, "pretrain_x", None)
         if data is not None:
             if data.shape[1] != self.rbms[0].n_visible:

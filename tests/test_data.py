@@ -271,6 +271,17 @@ def test_image_and_label_counts_must_match(tmp_path):
     assert str(tmp_path / "train-labels-idx1-ubyte") in str(err.value)
 
 
+def test_float_images_already_in_unit_range_are_not_divided_by_255_again(tmp_path):
+    train, _, _, _ = write_fake_mnist(tmp_path)
+    write_idx(tmp_path / "train-images-idx3-ubyte", (train / 255).astype(np.float32))  # a user's pre-scaled copy
+    with pytest.raises(ValueError, match=r"look scaled to \[0, 1\] already.*store them as 0..255"):
+        MNISTDataModule(root=tmp_path).setup("fit")
+    write_idx(tmp_path / "train-images-idx3-ubyte", train.astype(np.float32))  # float, but 0..255: fine
+    dm = MNISTDataModule(root=tmp_path, val_fraction=0.0)
+    dm.setup("fit")
+    assert dm.pretrain_x.max().item() == pytest.approx(train.max() / 255)
+
+
 @pytest.mark.parametrize("layout", ["flat", "torchvision"])
 def test_mnist_datamodule_loads_both_layouts(tmp_path, layout):
     folder = tmp_path if layout == "flat" else tmp_path / "MNIST" / "raw"

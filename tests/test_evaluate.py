@@ -327,6 +327,9 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
              ([str(garbage)], "not a recognised weights file"),
              ([str(wide)], "784"),  # a 784-pixel stack against the 64-pixel digits
              ([str(wide), "--dataset", "mnist", "--root", str(tmp_path / "nowhere")], "nowhere"),
+             ([str(wide), "--dataset", "mnist", "--root", str(tmp_path / "nowhere")], "Fix: pass --root DIR"),
+             ([str(save_stack([RBM(64, 4)], tmp_path / "b.safetensors")), "--scaling", "standardize"],
+              "Bernoulli visible units, which model pixels in [0, 1], but --scaling is 'standardize'; pass --scaling unit"),
              ([str(gauss), "--layer", "3"], "--layer in 1..1")]
     for argv, message in cases:
         assert main(argv) == 2, argv
@@ -335,3 +338,4 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
         err = captured.err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("python -m dbn_init.evaluate: error:"), captured.err
         assert message in err[0], (argv, err[0])
+        assert "--data." not in err[0].replace("train.py's --data.download", ""), err[0]  # train.py's options

@@ -236,6 +236,19 @@ def test_bad_model_arguments_get_clear_errors():
         DBN(input_size=64, hidden=[32, 16], pretrain_epochs=[1, 2, 3])
     with pytest.raises(ValueError, match="steps_per_batch must be >= 1"):
         DBN(input_size=64, hidden=[32], steps_per_batch=0)
+    # optimizer settings torch checks only at the first step (after pretraining) or never
+    with pytest.raises(ValueError, match=r"lr \(--model.lr\) must be > 0, got -1"):
+        DBN(input_size=64, hidden=[32], lr=-1)
+    with pytest.raises(ValueError, match=r"pretrain_lr \(--model.pretrain_lr\) must be > 0, got 0"):
+        DBN(input_size=64, hidden=[32], pretrain_lr=0)
+    with pytest.raises(ValueError, match=r"final_momentum .* must lie in \[0, 1\).*got 1.5"):
+        DBN(input_size=64, hidden=[32], final_momentum=1.5)
+    with pytest.raises(ValueError, match=r"rbm_weight_decay .* must be >= 0"):
+        DBN(input_size=64, hidden=[32], rbm_weight_decay=-1e-4)
+    with pytest.raises(ValueError, match="sparsity_cost must be >= 0"):
+        DBN(input_size=64, hidden=[32], sparsity_cost=-0.1)
+    with pytest.raises(ValueError, match=r"momentum \(--model.momentum\) must lie in \[0, 1\)"):
+        Baseline(input_size=64, hidden=[32], optimizer="sgd", momentum=1.0)
 
 
 def test_a_datamodule_that_cannot_group_mini_batches_gets_the_fix_named(digits):
@@ -304,3 +317,16 @@ def test_an_imported_stack_is_extended_by_pretraining_new_layers_on_top(digits, 
     assert stages == [1]  # only the new top RBM was trained
     assert torch.equal(deeper.rbms[0].weight, bottom.rbms[0].weight)
     assert int(deeper.stages_done) == 2
+
+
+def test_an_imported_stack_is_refused_on_data_scaled_otherwise_than_it_was_pretrained(digits, tmp_path):
+    from dbn_init.io import save_stack
+    from dbn_init.rbm import make_rbm
+
+    path = save_stack([make_rbm(64, 16, "gaussian")], tmp_path / "g.safetensors", scaling="standardize")
+    model = DBN(input_size=64, hidden=[16], visible_units="gaussian", pretrained=str(path))
+    with pytest.raises(ValueError, match=r"scaled 'standardize' but this data is scaled 'unit'.*--data.scaling standardize"):
+        model.pretrain(digits, lambda stage, epochs: _trainer(epochs))
+    assert int(model.stages_done) == 0  # nothing imported
+    model.pretrain(DigitsDataModule(batch_size=64, scaling="standardize"), lambda stage, epochs: _trainer(epochs))
+    assert int(model.stages_done) == 1
