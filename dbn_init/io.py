@@ -100,6 +100,8 @@ def save_stack(rbms: Sequence[RBM], path: str | os.PathLike, *, scaling: str = "
     units = [r.visible_units for r in rbms]
     found = {(i, k): getattr(r, k).detach() for i, r in enumerate(rbms) for k in _KINDS}
     stack = _build(f"cannot save to {path}", found, lambda i, k: f"rbms[{i}].{k}", units, problems)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot save to {path}: it is a folder; give a file name, e.g. {path / 'dbn.safetensors'}")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite on the command line)")
     folder = path.parent

@@ -389,6 +389,13 @@ def test_joblib_dumps_are_refused(tmp_path, compress):
 
 
 # --- writing safely -------------------------------------------------------------------------
+def test_a_folder_given_as_the_output_gets_a_file_name_suggested(tmp_path):
+    (tmp_path / "out").mkdir()  # even with overwrite: replacing a folder by a file is never meant
+    with pytest.raises(IsADirectoryError, match=r"out: it is a folder; give a file name, e\.g\. .*out/dbn\.safetensors"):
+        save_stack(random_stack(seed=1), tmp_path / "out", overwrite=True)
+    assert (tmp_path / "out").is_dir() and not any((tmp_path / "out").iterdir())
+
+
 def test_overwrite_is_refused_unless_asked_and_a_crash_keeps_the_old_file(tmp_path, monkeypatch):
     path = save_stack(random_stack(seed=0), tmp_path / "s.safetensors")
     old = path.read_bytes()
