@@ -7,8 +7,9 @@ Each cell runs the same pipeline as ``train.py``: a DataModule, a :class:`~dbn_i
 ``max_epochs`` epochs, then a test of the final weights. Writes to ``--out``:
 
 - ``results.json``: ``{"configs": [...], "runs": [{"model", "hidden", "seed", "labels", "test_acc",
-  "val_acc", "val_curve", "fit_seconds", "pretrain_seconds", ...}]}``, rewritten atomically
-  after every cell, so a rerun with the same ``--out`` resumes, skipping finished cells;
+  "val_acc", "val_curve", "fit_seconds", "pretrain_seconds", ...}]}``, written before the first
+  cell and rewritten atomically after every cell, so a rerun with the same ``--out`` resumes,
+  skipping finished cells (a folder holding the files below without it is refused, not overwritten);
 - ``results.md``: mean ± std test accuracy over seeds per cell, best per column in bold, times;
 - ``curves.png``: validation accuracy per epoch per model (mean over seeds), a panel per
   architecture; ``filters.png``: first-layer RBM filters of the first DBN cell.
@@ -24,6 +25,7 @@ import logging
 import math
 import os
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from lightning.fabric.utilities.seed import max_seed_value, min_seed_value
 from lightning.pytorch import Callback, Trainer, seed_everything
 
 from .data import ImageDataModule
@@ -86,19 +89,56 @@ _FIXED = {"input_size", "num_classes", "hidden", "init"}  # set by the cell and 
 
 
 def _check_options(cfg: Namespace) -> None:
-    """Refuse typos before hours of compute: unknown models and unknown model arguments."""
+    """Refuse bad options before hours of compute: unknown names, repeated cells, out-of-range
+    numbers, and model or data arguments their classes refuse (each built once, untrained)."""
     unknown = [m for m in cfg.models if m not in MODELS]
     unknown += [e.get("model") for e in cfg.extra if e.get("model") not in MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; expected names from {MODELS}")
     for extra in cfg.extra:
-        if set(extra) - {"name", "model", "hidden"} or not {"name", "model", "hidden"} <= set(extra):
-            raise ValueError(f"each extra row needs exactly name, model and hidden, got {extra}")
+        if set(extra) != {"name", "model", "hidden"} or not isinstance(extra["hidden"], list):
+            raise ValueError(f"each extra row needs exactly name, model and hidden (a list of sizes), got {extra}")
     for label, cls, options in (("dbn", DBN, cfg.dbn), ("baseline", Baseline, cfg.baseline)):
         allowed = set(inspect.signature(cls).parameters) - _FIXED
         bad = sorted(set(options) - allowed)
         if bad:
             raise ValueError(f"unknown {label} option(s) {bad}; expected some of {sorted(allowed)}")
+    # A repeated value would run its cells twice and pool them in the table as if they were more seeds.
+    for option in ("models", "hidden", "seeds", "labels"):
+        values = getattr(cfg, option)
+        repeated = [v for i, v in enumerate(values) if v in values[:i]]
+        if repeated:
+            raise ValueError(f"--{option} lists {repeated} more than once; expected each value once: drop the repeats")
+    names = [e["name"] for e in cfg.extra]
+    clashing = [n for i, n in enumerate(names) if n in MODELS or n in names[:i]]
+    if clashing:
+        raise ValueError(f"extra row name(s) {clashing} repeat a model name {MODELS} or another extra row; "
+                         "expected a name of its own for each extra row, e.g. dbn_large")
+    if cfg.max_epochs < 1:
+        raise ValueError(f"expected --max_epochs >= 1 (fine-tuning epochs of every cell), got {cfg.max_epochs}")
+    if cfg.min_steps < 0:
+        raise ValueError(f"expected --min_steps >= 0 (0 adds no steps), got {cfg.min_steps}")
+    bad_seeds = [s for s in cfg.seeds if not min_seed_value <= s <= max_seed_value]
+    if bad_seeds:
+        raise ValueError(f"expected --seeds in {min_seed_value}..{max_seed_value} (what numpy accepts), "
+                         f"got {bad_seeds}")
+    table = cells(cfg)
+    if not table:
+        why = [f"--{o} is empty" for o in ("seeds", "labels") if not getattr(cfg, o)]
+        if not (cfg.models and cfg.hidden or cfg.extra):
+            why.append("no row (--models and --hidden are empty, or --extra is)")
+        raise ValueError(f"no cells to run: {', '.join(why)}; expected at least one seed, one label budget "
+                         "(null = all) and one row (a model of --models at a shape of --hidden, or an --extra row)")
+    # The constructors check their arguments (num_labels against the classes, cd_k, rates, sizes):
+    # build each data module and each distinct model once, so a bad value fails before the first cell.
+    datamodules = [_datamodule(cfg, labels) for labels in cfg.labels]
+    for cell in {(c.model, c.hidden): c for c in table}.values():
+        option = "dbn" if cell.model == "dbn" else "baseline"
+        try:
+            _model(cell, cfg, datamodules[0])
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"cannot build {cell.name} with hidden={list(cell.hidden)} and --{option} "
+                             f"{getattr(cfg, option)}: {err}; fix --{option} or the sizes") from err
 
 
 # Data options that say where the files are or how fast they load, not what a cell learns from.
@@ -177,18 +217,30 @@ def _trainer(cfg: Namespace, epochs: int, callbacks: list[Callback], val_every: 
                    num_sanity_val_steps=0, callbacks=callbacks, check_val_every_n_epoch=val_every)
 
 
+def _model(cell: Cell, cfg: Namespace, data: ImageDataModule) -> DBN | Baseline:
+    """The cell's untrained model: a DBN with ``--dbn`` or a Baseline with ``--baseline``."""
+    sizes = dict(input_size=data.input_size, num_classes=data.num_classes, hidden=list(cell.hidden))
+    if cell.model == "dbn":
+        return DBN(**sizes, **{"pretrain_seed": cell.seed, **cfg.dbn})
+    return Baseline(**sizes, init=cell.model, **cfg.baseline)
+
+
 def run_cell(cell: Cell, cfg: Namespace, data: ImageDataModule, out: Path) -> dict[str, Any]:
     """Run one cell end to end and return its results row."""
     seed_everything(cell.seed, verbose=False)
-    sizes = dict(input_size=data.input_size, num_classes=data.num_classes, hidden=list(cell.hidden))
+    model = _model(cell, cfg, data)
     pretrain_seconds, cached, settings = 0.0, False, cell_settings(cfg, cell)
     if cell.model == "dbn":
-        model = DBN(**sizes, **{"pretrain_seed": cell.seed, **cfg.dbn})
         # Pretraining never sees labels, so label budgets of one (shape, seed) share one stack.
         cache = _stack_cache(out, cell, settings)
         cached = cache.exists()
         if cached:
-            model.load_rbms(load_stack(cache, input_size=data.input_size, hidden=list(cell.hidden)).rbms)
+            try:
+                stack = load_stack(cache, input_size=data.input_size, hidden=list(cell.hidden))
+            except ValueError as err:
+                raise ValueError(f"{err}; it is this runner's cached pretrained stack: delete {cache} to pretrain "
+                                 "it again") from err
+            model.load_rbms(stack.rbms)
         start = time.perf_counter()
         model.pretrain(data, lambda stage, epochs: _trainer(cfg, epochs, []))
         pretrain_seconds = time.perf_counter() - start
@@ -199,8 +251,6 @@ def run_cell(cell: Cell, cfg: Namespace, data: ImageDataModule, out: Path) -> di
         if not filters.exists():
             grid = image_grid(model.rbms[0].weight[:100], data.image_shape)
             save_image_grid(grid, filters, f"RBM 1 filters ({cell.name}, hidden={list(cell.hidden)}, seed {cell.seed})")
-    else:
-        model = Baseline(**sizes, init=cell.model, **cfg.baseline)
     data.setup("fit")
     batches = math.ceil(len(data.train_x) / data.batch_size)
     epochs = max(cfg.max_epochs, math.ceil(cfg.min_steps / batches))
@@ -224,9 +274,15 @@ def run_cell(cell: Cell, cfg: Namespace, data: ImageDataModule, out: Path) -> di
 def _write_atomic(path: Path, text: str) -> None:
     """Temp file + rename: a crash mid-write leaves the previous file intact."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        # mkstemp makes files 0600; give the result the mode an ordinary file (or the old one) has
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _fmt(values: list[float]) -> str:
@@ -297,26 +353,47 @@ def plot_curves(runs: list[dict[str, Any]], path: Path) -> None:
     save_curves(panels, path, xlabel="validation check (each epoch; each k-th for small budgets)")
 
 
+# What summarize and plot_curves read from every row of results.json.
+_ROW_KEYS = ("model", "hidden", "seed", "labels", "test_acc", "val_curve", "fit_seconds", "pretrain_seconds")
+_OUTPUTS = ("results.md", "curves.png", "filters.png", "pretrained")  # what a run writes besides results.json
+
+
+def _read_results(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple, dict[str, Any]]]:
+    """The runs, configs and finished cells (by :meth:`Cell.key`) of a results.json of this runner;
+    anything else is refused, so nothing foreign is overwritten."""
+    try:
+        saved = json.loads(path.read_text())
+        runs, configs = saved["runs"], saved.get("configs", [])
+        if not isinstance(runs, list) or not isinstance(configs, list):
+            raise TypeError("expected lists under 'runs' and 'configs'")
+        for r in runs:
+            if not isinstance(r, dict) or not set(_ROW_KEYS) <= set(r):
+                raise ValueError(f"expected every run to hold {list(_ROW_KEYS)}, got {str(r)[:80]}")
+        done = {(r["model"], tuple(r["hidden"]), r["seed"], r["labels"]): r for r in runs}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a results file of this runner ({err}); move it away or "
+                         "pick another --out, so nothing is overwritten") from err
+    return runs, configs, done
+
+
 def run(cfg: Namespace) -> list[dict[str, Any]]:
     """Run every unfinished cell of ``cfg``, saving after each; returns all runs."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     _check_options(cfg)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise PermissionError(f"cannot write to the output folder {out}; pick another with --out DIR")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; expected a folder (new, or one this runner wrote): "
+                         "pick another --out")
     results_path = out / "results.json"
     runs: list[dict[str, Any]] = []
-    configs: list[dict[str, Any]] = []  # every config that added runs to this folder
+    configs: list[dict[str, Any]] = []  # every config that ran cells in this folder
+    done: dict[tuple, dict[str, Any]] = {}
     if results_path.exists():
-        try:
-            saved = json.loads(results_path.read_text())
-            runs, configs = saved["runs"], saved.get("configs", [])
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{results_path} is not a results file of this runner ({err}); move it away or "
-                             "pick another --out, so nothing is overwritten") from err
-    done = {(r["model"], tuple(r["hidden"]), r["seed"], r["labels"]): r for r in runs}
+        runs, configs, done = _read_results(results_path)
+    elif foreign := [name for name in _OUTPUTS if (out / name).exists()]:
+        raise ValueError(f"{out} holds {foreign} but no results.json, so they are not this runner's and would be "
+                         "overwritten; nothing was run: move them away or pick another --out")
 
     def differs(cell: Cell) -> bool:  # rows written before settings were recorded are taken as they are
         row = done.get(cell.key())
@@ -340,14 +417,26 @@ def run(cfg: Namespace) -> list[dict[str, Any]]:
     config.pop("config", None)
     if todo and config not in configs:
         configs.append(config)
-    datamodules: dict[Optional[int], ImageDataModule] = {}
+    # Load every label budget's data now: missing files, or a budget larger than the data, fail before any cell.
+    datamodules = {labels: _datamodule(cfg, labels) for labels in dict.fromkeys(c.labels for c in todo)}
+    for data in datamodules.values():
+        data.prepare_data()
+        data.setup("fit")
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise PermissionError(f"cannot write to the output folder {out}; pick another with --out DIR")
+
+    def save() -> None:
+        _write_atomic(results_path, json.dumps({"configs": configs, "runs": runs}, indent=1) + "\n")
+
+    if todo:
+        save()  # before a cell writes anything, so an interrupted first cell leaves a folder this runner resumes
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task("cells", total=len(todo))
         for cell in todo:
             bar.update(task, description=f"{cell.name} {list(cell.hidden)} seed {cell.seed} labels {cell.labels}")
-            data = datamodules.setdefault(cell.labels, _datamodule(cfg, cell.labels))
-            runs.append(run_cell(cell, cfg, data, out))
-            _write_atomic(results_path, json.dumps({"configs": configs, "runs": runs}, indent=1) + "\n")
+            runs.append(run_cell(cell, cfg, datamodules[cell.labels], out))
+            save()
             bar.advance(task)
     if runs:
         _write_atomic(out / "results.md", summarize(runs))
@@ -363,7 +452,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     parser = build_parser()
     cfg = parser.parse_args(argv)
-    run(cfg)
+    try:
+        run(cfg)
+    except (ValueError, OSError) as err:  # user errors: one line, no traceback
+        print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     print((Path(cfg.out) / "results.md").read_text())  # the command's answer, for the terminal
     return 0
 

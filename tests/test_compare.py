@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+import stat
 import statistics
 from pathlib import Path
 
@@ -132,6 +133,127 @@ def test_unknown_models_and_options_are_refused_before_any_run(tmp_path):
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("compare_*.yaml")), ids=lambda p: p.name)
-def test_shipped_comparison_configs_parse(path):
+def test_shipped_comparison_configs_parse_and_pass_the_checks(path):
+    from dbn_init.compare import _check_options
+
     cfg = build_parser().parse_args(["--config", str(path)])
     assert cfg.models and cfg.hidden and cfg.seeds
+    _check_options(cfg)  # builds every data module and model once, loads no data
+
+
+def _refused(monkeypatch, out, *args, match):
+    """Run with ``args``, expect a ValueError matching ``match`` before any cell, and nothing in ``out`` changed."""
+    import dbn_init.compare as compare
+
+    monkeypatch.setattr(compare, "run_cell", lambda *a: pytest.fail("a cell ran despite a refused option"))
+    before = {p: p.read_bytes() if p.is_file() else None for p in out.rglob("*")} if out.exists() else None
+    with pytest.raises(ValueError, match=match):
+        run(_cfg(out, *args))
+    assert ({p: p.read_bytes() if p.is_file() else None for p in out.rglob("*")} if out.exists() else None) == before
+
+
+@pytest.mark.parametrize("name", ["results.md", "curves.png", "filters.png", "pretrained"])
+def test_foreign_outputs_without_results_json_are_refused(name, monkeypatch, tmp_path):
+    foreign = tmp_path / name
+    if name == "pretrained":
+        foreign.mkdir()
+        (foreign / "mine.safetensors").write_text("my own stack")
+    else:
+        foreign.write_text("my own notes")
+    _refused(monkeypatch, tmp_path,
+             match=rf"holds \['{name}'\] but no results.json.*move them away or pick another --out")
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--seeds", "[0, 0]"], r"--seeds lists \[0\] more than once"),
+    (["--models", "[dbn, he_uniform, dbn]"], r"--models lists \['dbn'\] more than once"),
+    (["--labels", "[null, 50, null]"], r"--labels lists \[None\] more than once"),
+    (["--hidden", "[[32, 16], [32, 16]]"], r"--hidden lists \[\[32, 16\]\] more than once"),
+    (["--extra", "[{name: he_uniform, model: dbn, hidden: [8]}]"], r"extra row name.*'he_uniform'.*a name of its own"),
+    (["--extra", "[{name: big, model: dbn, hidden: [8]}, {name: big, model: normal, hidden: [9]}]"],
+     r"extra row name.*'big'"),
+])
+def test_repeated_cells_and_clashing_row_names_are_refused(args, match, monkeypatch, tmp_path):
+    _refused(monkeypatch, tmp_path / "out", *args, match=match)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--max_epochs", "0"], r"expected --max_epochs >= 1.*got 0"),
+    (["--max_epochs", "-1"], r"expected --max_epochs >= 1.*got -1"),
+    (["--min_steps", "-1"], r"expected --min_steps >= 0.*got -1"),
+    (["--seeds", "[0, -1]"], r"expected --seeds in 0\.\.4294967295.*got \[-1\]"),
+])
+def test_out_of_range_numbers_are_refused(args, match, monkeypatch, tmp_path):
+    _refused(monkeypatch, tmp_path / "out", *args, match=match)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--models", "[he_uniform, dbn]", "--dbn", "{pretrain_epochs: 1, cd_k: 0}"],
+     r"cannot build dbn with hidden=\[32, 16\].*cd_k must be >= 1, got 0.*fix --dbn"),
+    (["--baseline", "{lr: 0}"], r"cannot build he_uniform.*lr.* must be > 0, got 0.*fix --baseline"),
+    (["--extra", "[{name: tiny, model: dbn, hidden: [0]}]"], r"cannot build tiny with hidden=\[0\].*positive"),
+    (["--labels", "[null, 5]"], r"expected num_labels an integer >= num_classes \(10\).*got 5"),
+    # more labels than digits' 1,293 training images: found by loading the data, still before any cell
+    (["--labels", "[null, 100000]"], r"expected at least .* training images of class 0 for num_labels=100000"),
+])
+def test_bad_model_and_data_values_are_refused_before_the_first_cell(args, match, monkeypatch, tmp_path):
+    _refused(monkeypatch, tmp_path / "out", *args, match=match)
+
+
+@pytest.mark.parametrize("args, why", [(["--models", "[]"], "no row"), (["--seeds", "[]"], "--seeds is empty"),
+                                       (["--labels", "[]"], "--labels is empty")])
+def test_an_empty_table_is_refused_with_the_fix(args, why, tmp_path, capsys):
+    from dbn_init.compare import main
+
+    cfg = ["--data", "dbn_init.DigitsDataModule", "--hidden", "[[8]]", "--out", str(tmp_path / "out"), *args]
+    assert main(cfg) == 2
+    err = capsys.readouterr().err
+    assert f"error: no cells to run: {why}" in err and "expected at least one seed" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text", ['{"runs": [{"name": "x"}]}', '{"runs": "abc"}', '{"runs": [1]}', "[]",
+                                  '{"runs": [], "configs": 3}', "not json"])
+def test_a_malformed_results_json_is_refused_and_kept(text, monkeypatch, tmp_path):
+    (tmp_path / "results.json").write_text(text)
+    _refused(monkeypatch, tmp_path, match="is not a results file of this runner.*move it away or pick another --out")
+
+
+def test_out_that_is_a_file_is_refused(monkeypatch, tmp_path):
+    (tmp_path / "out").write_text("x")
+    _refused(monkeypatch, tmp_path / "out", match=r"--out .*out is a file; expected a folder.*pick another --out")
+    assert (tmp_path / "out").read_text() == "x"
+
+
+def test_an_interrupted_first_cell_leaves_a_folder_that_resumes(monkeypatch, tmp_path):
+    """results.json is written before the first cell, so its files do not look foreign on the rerun."""
+    import dbn_init.compare as compare
+
+    def crash(cell, cfg, data, out):
+        (out / "filters.png").write_bytes(b"half a run")
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(compare, "run_cell", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(_cfg(tmp_path, "--models", "[dbn]", "--seeds", "[0]"))
+    assert json.loads((tmp_path / "results.json").read_text())["runs"] == []
+    monkeypatch.setattr(compare, "run_cell", lambda cell, *a: {
+        "model": cell.name, "hidden": list(cell.hidden), "seed": cell.seed, "labels": cell.labels, "test_acc": 0.5,
+        "val_curve": [0.5], "fit_seconds": 1.0, "pretrain_seconds": 0.0})
+    assert len(run(_cfg(tmp_path, "--models", "[dbn]", "--seeds", "[0]"))) == 1
+
+
+def test_result_files_are_readable_by_others(finished):
+    out, _ = finished
+    for name in ("results.json", "results.md"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
+
+
+def test_a_corrupt_cached_stack_names_the_file_and_the_fix(finished, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(finished[0], out)
+    stack = next((out / "pretrained").glob("dbn-32-16-seed0-*.safetensors"))
+    stack.write_bytes(stack.read_bytes()[:100])
+    # a new label budget reuses the cached stack of (dbn, seed 0), the first cell to run
+    with pytest.raises(ValueError, match=rf"{stack.name}.*delete .*{stack.name} to pretrain it again"):
+        run(_cfg(out, "--labels", "[50]"))
