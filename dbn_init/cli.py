@@ -6,15 +6,14 @@ import json
 import warnings
 from pathlib import Path
 
-import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .callbacks import RBMPictures
 from .data import ImageDataModule
-from .io import save_stack
+from .io import read_checkpoint, save_stack
 from .models import DBN, Classifier
 
 __all__ = ["DBNCLI", "main"]
@@ -27,6 +26,12 @@ _FIT_ONLY = (
     "enable_checkpointing", "default_root_dir", "check_val_every_n_epoch", "val_check_interval",
     "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches",
 )
+# Data options that do not change what is learned, left out when runs are compared: how the data
+# are loaded (workers, where batches are cut, whether to fetch them) and where the files lie (the
+# dataset itself is named by the DataModule's class, so moving its folder keeps the run the same).
+_DATA_OPTIONS_NOT_COMPARED = ("num_workers", "on_device", "download", "root")
+# What a run leaves in its folder besides its checkpoints; another run writing there would overwrite them.
+_RUN_OUTPUTS = ("config.yaml", "pictures", "pretrained.safetensors")
 
 
 class DBNCLI(LightningCLI):
@@ -52,7 +57,7 @@ class DBNCLI(LightningCLI):
         # One file per stage, rewritten (atomically by Lightning's checkpoint IO) after every epoch.
         checkpoint = ModelCheckpoint(dirpath=self.checkpoint_dir(), filename=f"rbm{stage + 1}-last", save_top_k=1,
                                      enable_version_counter=False)
-        callbacks: list = [checkpoint, _RecordRunSettings(self.model)]
+        callbacks: list = [checkpoint, _RecordRunSettings(_run_settings(self.model, self.datamodule))]
         if hasattr(self.datamodule, "image_shape"):
             callbacks.append(RBMPictures(self.datamodule.image_shape))
         return Trainer(
@@ -63,49 +68,89 @@ class DBNCLI(LightningCLI):
             default_root_dir=self.trainer.default_root_dir,
         )
 
+    def _parse_ckpt_path(self) -> None:
+        """For ``fit``, Lightning would load ``--ckpt_path`` here, unchecked, and let the model
+        settings it holds replace the command line's; instead the command line stays authoritative
+        and :meth:`resolve_resume` reads the file with the checked reader and refuses another run's."""
+        if self.config.get("subcommand") != "fit":
+            super()._parse_ckpt_path()
+
     def resolve_resume(self, ckpt_path: str | None) -> Path | None:
         """``--ckpt_path last``: the newest ``*last.ckpt`` (a stage's or the fine-tuning's) under this
         logger's folder from an earlier run of the same model with the same settings, so that runs
-        of other experiments sharing the folder are never picked up; a path is taken as given."""
+        of other experiments sharing the folder are never picked up; a path must hold such a run."""
         if not ckpt_path:
             return None
+        ours = _run_settings(self.model, self.datamodule)
         if ckpt_path != "last":
             path = Path(ckpt_path)
             if not path.is_file():
                 raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist; pass a .ckpt file or 'last'")
+            differences = _differences(_saved_run_settings(_load_checkpoint(path, "--ckpt_path")), ours)
+            if differences:
+                raise ValueError(
+                    f"--ckpt_path {path} is from another run; it resumes only the same model with the same "
+                    "settings, but the file differs from this command in:\n  - " + "\n  - ".join(differences)
+                    + "\nrun the command that wrote it (its config.yaml), or drop --ckpt_path to start afresh")
             return path
         logger = self.trainer.logger
         root = Path(logger.root_dir if logger is not None and hasattr(logger, "root_dir") else self.trainer.default_root_dir)
-        found = sorted(root.glob("*/checkpoints/*last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-        ours = _run_settings(self.model)
+        # a logger's version folders, or (without a logger) the root itself
+        found = sorted([*root.glob("*/checkpoints/*last.ckpt"), *root.glob("checkpoints/*last.ckpt")],
+                       key=lambda p: p.stat().st_mtime, reverse=True)
         for path in found:
             try:
-                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception:  # unreadable: not a run to resume
+                checkpoint = _load_checkpoint(path, "--ckpt_path last")
+            except ValueError:  # unreadable: not a run to resume
                 continue
-            if _saved_run_settings(checkpoint) == ours:
+            if not _differences(_saved_run_settings(checkpoint), ours):
                 return path
         what = (f"{len(found)} *last.ckpt, none from a run of this model with these settings (the newest: "
                 f"{found[0]})") if found else "no *last.ckpt"
-        rank_zero_warn(f"--ckpt_path last: {what} under {root}; starting from scratch (to resume another run "
-                       "anyway, pass its file: --ckpt_path PATH)")
+        rank_zero_warn(f"--ckpt_path last: {what} under {root}; starting from scratch (to resume another run, "
+                       "run its own command again, as its config.yaml records it, with --ckpt_path)")
         return None
+
+    def check_run_folder(self, resume: Path | None) -> None:
+        """Refuse a ``default_root_dir`` that is a file, and a run folder that already holds an
+        earlier run's outputs (without a logger every run writes to the same one), unless this run
+        resumes the one whose checkpoints are there."""
+        root = Path(self.trainer.default_root_dir)
+        existing = next(p for p in (root, *root.parents) if p.exists())
+        if not existing.is_dir():
+            raise ValueError(f"--trainer.default_root_dir {root}: expected a folder, but {existing} is a file; "
+                             "pass a folder (it is created if missing)")
+        run, checkpoints = Path(self.trainer.log_dir or root), self.checkpoint_dir()
+        if resume is not None and resume.resolve().parent == checkpoints.resolve():
+            return
+        held = [p for p in (*(run / name for name in _RUN_OUTPUTS), checkpoints)
+                if p.is_file() or (p.is_dir() and any(p.iterdir()))]
+        if held:
+            raise FileExistsError(
+                f"the run folder {run} already holds an earlier run's outputs "
+                f"({', '.join(str(p.relative_to(run) if p.is_relative_to(run) else p) for p in held)}), "
+                "which this run would overwrite; pass another --trainer.default_root_dir, or enable a logger "
+                "(it gives each run a new version folder), or resume that run with --ckpt_path")
 
     def before_fit(self) -> None:
         resume = self.resolve_resume(self.config_init[self.subcommand].get("ckpt_path"))
+        self.check_run_folder(resume)
         stage_resume: dict[int, str] = {}
         if resume is not None:
             rank_zero_info(f"resuming from {resume}")
-            checkpoint = torch.load(resume, map_location="cpu", weights_only=True)
+            for callback in self.trainer.callbacks:  # the same run continues: its config.yaml may be rewritten
+                if isinstance(callback, SaveConfigCallback):
+                    callback.overwrite = True
+            checkpoint = _load_checkpoint(resume, "--ckpt_path")
             stage = checkpoint.get("dbn_init", {}).get("stage")
             if stage is not None:  # interrupted during pretraining: finish that stage, then go on
                 self.model.load_stage_checkpoint(checkpoint["state_dict"], stage)
                 stage_resume[stage - 1] = str(resume)
                 resume = None
+            elif isinstance(self.model, DBN):  # fine-tuning checkpoint: pretraining is done; fit restores the rest
+                self.model.load_state_dict(checkpoint["state_dict"])
         self.config_init[self.subcommand]["ckpt_path"] = str(resume) if resume else None
         if isinstance(self.model, DBN):
-            if resume is not None:  # fine-tuning checkpoint: pretraining is done; fit restores the rest
-                self.model.load_state_dict(torch.load(resume, map_location="cpu", weights_only=True)["state_dict"])
             self.model.pretrain(self.datamodule, self.stage_trainer, stage_resume)
 
     def after_fit(self) -> None:
@@ -129,30 +174,59 @@ class DBNCLI(LightningCLI):
             rank_zero_warn(f"{path} exists and was kept; export this run's stack with python -m dbn_init.export")
 
 
-def _run_settings(model: Classifier) -> dict:
-    """The model's init arguments, as checkpoints record them (JSON types). DBN and Baseline take
-    different arguments, so equal settings also mean the same kind of model."""
-    return _as_json(model.hparams)
+def _run_settings(model: Classifier, datamodule) -> dict:
+    """What makes two runs the same experiment: the model's and the data's init arguments, as
+    checkpoints record them (JSON types, with ``_class_path`` naming each class), less the data
+    options that do not change the result."""
+    return {"model": _as_json(model.hparams), "data": _data_settings(datamodule.hparams)}
 
 
 def _as_json(hparams) -> dict:
     return json.loads(json.dumps(dict(hparams), default=str))
 
 
+def _data_settings(hparams) -> dict:
+    return {k: v for k, v in _as_json(hparams).items() if k not in _DATA_OPTIONS_NOT_COMPARED}
+
+
 def _saved_run_settings(checkpoint: dict) -> dict | None:
     """The settings of the run that wrote a checkpoint: recorded by the CLI in a stage checkpoint,
-    kept by Lightning (``hyper_parameters``) in a fine-tuning one."""
+    kept by Lightning (``hyper_parameters``, ``datamodule_hyper_parameters``) in a fine-tuning one."""
     if "dbn_init_run" in checkpoint:
         return checkpoint["dbn_init_run"]
-    hparams = checkpoint.get("hyper_parameters")
-    return _as_json(hparams) if isinstance(hparams, dict) else None
+    hparams, data = checkpoint.get("hyper_parameters"), checkpoint.get("datamodule_hyper_parameters")
+    if not isinstance(hparams, dict):
+        return None
+    return {"model": _as_json(hparams), "data": _data_settings(data) if isinstance(data, dict) else None}
+
+
+def _differences(saved: dict | None, ours: dict) -> list[str]:
+    """``"model.hidden: [16] in the file, [32] here"`` for each setting that differs; empty for the same run."""
+    if not isinstance(saved, dict) or set(saved) != set(ours):
+        return ["the file records no run settings of this dbn_init (written by another program or version?)"]
+    out = []
+    for part, settings in ours.items():
+        theirs = saved[part] if isinstance(saved[part], dict) else {}
+        for key in sorted(set(settings) | set(theirs)):
+            a, b = theirs.get(key, "(not set)"), settings.get(key, "(not set)")
+            if a != b:
+                out.append(f"{part}.{key.lstrip('_')}: {a!r} in the file, {b!r} here")
+    return out
+
+
+def _load_checkpoint(path: Path, option: str) -> dict:
+    """io's checked reader, its refusal prefixed with the option the path came from."""
+    try:
+        return read_checkpoint(path)
+    except ValueError as err:
+        raise ValueError(f"{option}: {err}") from err
 
 
 class _RecordRunSettings(Callback):
-    """Writes the DBN's settings into its stage checkpoints, for ``--ckpt_path last``."""
+    """Writes the run's settings into its stage checkpoints, for ``--ckpt_path``."""
 
-    def __init__(self, model: Classifier) -> None:
-        self.settings = _run_settings(model)
+    def __init__(self, settings: dict) -> None:
+        self.settings = settings
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module, checkpoint: dict) -> None:
         checkpoint["dbn_init_run"] = self.settings

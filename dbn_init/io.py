@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 
 from .rbm import RBM, make_rbm
 
-__all__ = ["save_stack", "load_stack", "StackFile", "from_sklearn", "FORMAT_VERSION"]
+__all__ = ["save_stack", "load_stack", "read_checkpoint", "StackFile", "from_sklearn", "FORMAT_VERSION"]
 
 FORMAT = "dbn_init.rbm_stack"
 FORMAT_VERSION = "1"
@@ -220,9 +220,25 @@ def _read_safetensors(path: Path, size: int, problems: list[str]) -> _Raw:
     return _Raw(found, lambda i, k: f"rbm.{i}.{k}", units, dict(meta), sizes)
 
 
-def _read_checkpoint(path: Path, size: int, problems: list[str]) -> _Raw:
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """A Lightning checkpoint's contents, loaded weights-only after a check of the file's content:
+    a corrupt, truncated, foreign or pickle-bearing file, or a weights-only stack, is refused with
+    one ValueError naming it."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if _sniff(path, head) is not _read_checkpoint:
+        raise ValueError(f"{path} holds RBM weights but no training state, so there is nothing to resume; to start "
+                         "from those weights, pass it to --model.pretrained")
+    ckpt = _torch_load(path)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict); expected a .ckpt that train.py wrote")
+    return ckpt
+
+
+def _torch_load(path: Path) -> Any:
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:  # weights_only met a class or function: a pickled object
         culprit = re.search(r"GLOBAL ([\w.]+)", str(err))
         holds = f" (it holds {culprit.group(1)})" if culprit else ""
@@ -230,6 +246,10 @@ def _read_checkpoint(path: Path, size: int, problems: list[str]) -> _Raw:
                          f"{_PICKLE_HELP}") from err
     except Exception as err:  # torch raises RuntimeError, EOFError, KeyError... for corrupt archives
         raise ValueError(f"{path} is a truncated or corrupt torch checkpoint ({type(err).__name__}: {err})") from err
+
+
+def _read_checkpoint(path: Path, size: int, problems: list[str]) -> _Raw:
+    ckpt = _torch_load(path)
     # A Lightning checkpoint nests the weights in "state_dict"; a bare torch.save(model.state_dict()) does not.
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
     if not isinstance(state, dict):

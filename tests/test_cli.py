@@ -12,6 +12,15 @@ from dbn_init.data import ImageDataModule
 from dbn_init.models import Classifier
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+# A run of a few batches per stage and epoch: seconds on 2 CPU cores.
+TINY = ["--config", str(CONFIGS / "quickstart.yaml"), "--model.pretrain_epochs", "1", "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2",
+        "--trainer.enable_progress_bar", "false"]
+
+
+def _snapshot(folder: Path) -> dict:
+    """Every file under ``folder``: its bytes and modification time, to show nothing was touched."""
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_quickstart_config_runs_pretraining_fine_tuning_and_test_with_fast_dev_run(tmp_path):
@@ -59,11 +68,80 @@ def test_ckpt_path_last_resumes_only_a_run_of_the_same_model_and_settings(tmp_pa
     assert resolved(*dbn) == checkpoints / "last.ckpt"
     # experiments sharing the folder are not picked up: another model, or the same one with other settings
     baseline = [dbn[0], dbn[1], "--model", "dbn_init.Baseline", "--model.hidden", "[16]", *dbn[-2:]]
-    for other in (baseline, [*dbn, "--model.pretrain_lr", "0.05"]):
+    # data settings that change the experiment count too; how the data are loaded does not
+    for other in (baseline, [*dbn, "--model.pretrain_lr", "0.05"], [*dbn, "--data.num_labels", "20"],
+                  [*dbn, "--data.binarize", "true"], [*dbn, "--data.batch_size", "16"]):
         with pytest.warns(UserWarning, match=r"2 \*last.ckpt, none from a run of this model with these settings"):
             assert resolved(*other) is None
+    assert resolved(*dbn, "--data.num_workers", "1", "--data.on_device", "false") == checkpoints / "last.ckpt"
     (checkpoints / "last.ckpt").unlink()  # as if the run had stopped after its stage
     assert resolved(*dbn) == checkpoints / "rbm1-last.ckpt"
+
+
+def test_a_second_run_without_a_logger_in_the_same_folder_is_refused_before_it_overwrites_the_first(tmp_path):
+    # Without a logger every run writes to default_root_dir itself: stage checkpoints, pictures...
+    args = ["fit", *TINY, "--model.hidden", "[16]", "--trainer.logger", "false", "--trainer.default_root_dir",
+            str(tmp_path)]
+    main(args)
+    before = _snapshot(tmp_path)
+    assert tmp_path / "checkpoints" / "rbm1-last.ckpt" in before and tmp_path / "pictures" / "rbm1_filters.png" in before
+    with pytest.raises(FileExistsError, match=r"already holds an earlier run's outputs .*config.yaml.*--trainer."
+                                              r"default_root_dir, or enable a logger"):
+        main([*args, "--seed_everything", "1"])
+    assert _snapshot(tmp_path) == before  # not one byte rewritten
+    # resuming that run into its own folder is still allowed (without a logger, `last` looks there too)
+    resumed = main([*args, "--ckpt_path", "last"])
+    assert resumed.model.pretrained and "test_acc" in resumed.trainer.callback_metrics
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """The checkpoints folder of a finished [16] DBN run: rbm1-last.ckpt and last.ckpt."""
+    root = tmp_path_factory.mktemp("finished")
+    main(["fit", *TINY, "--model.hidden", "[16]", "--trainer.default_root_dir", str(root)])
+    return root / "lightning_logs" / "version_0" / "checkpoints"
+
+
+@pytest.mark.parametrize(
+    "file, extra, message",
+    [
+        ("text", [], r"text.ckpt is not a recognised weights file"),
+        ("truncated", [], r"truncated.ckpt looks like a zip file but is corrupt"),
+        ("rbm1-last.ckpt", ["--model.hidden", "[32]"], r"differs .* in:\n  - model.hidden: \[16\] in the file, \[32\]"),
+        ("rbm1-last.ckpt", ["--model", "dbn_init.Baseline", "--model.hidden", "[16]"],
+         r"model.class_path: 'dbn_init.DBN' in the file, 'dbn_init.Baseline' here"),
+        ("last.ckpt", ["--model.hidden", "[32]"], r"model.hidden: \[16\] in the file, \[32\] here"),
+        ("last.ckpt", ["--model", "dbn_init.Baseline", "--model.hidden", "[16]"],
+         r"model.class_path: 'dbn_init.DBN' in the file, 'dbn_init.Baseline' here"),
+        ("last.ckpt", ["--model.hidden", "[16]", "--data.binarize", "true"],
+         r"data.binarize: False in the file, True here"),
+        ("../pretrained.safetensors", ["--model.hidden", "[16]"],
+         r"holds RBM weights but no training state.*pass it to --model.pretrained"),
+    ],
+    ids=["text", "truncated", "stage-hidden", "stage-class", "fine-tuning-hidden", "fine-tuning-class", "data",
+         "weights-only"],
+)
+def test_an_explicit_ckpt_path_is_read_checked_and_must_be_the_same_run(finished_run, tmp_path, file, extra, message):
+    (tmp_path / "text.ckpt").write_text("not a checkpoint\n")
+    (tmp_path / "truncated.ckpt").write_bytes((finished_run / "last.ckpt").read_bytes()[:5000])
+    path = finished_run / file if (finished_run / file).is_file() else tmp_path / f"{file}.ckpt"
+    before = _snapshot(finished_run.parent)
+    root = tmp_path / "run"
+    with pytest.raises(ValueError, match=message) as info:
+        main(["fit", *TINY, *extra, "--ckpt_path", str(path), "--trainer.default_root_dir", str(root)])
+    assert "--ckpt_path" in str(info.value) and str(path) in str(info.value)
+    assert any(fix in str(info.value) for fix in ("drop --ckpt_path", "; expected", "--model.pretrained"))  # a way out
+    assert _snapshot(finished_run.parent) == before and not root.exists()  # refused before any training
+
+
+@pytest.mark.parametrize("under", ["", "run"])
+def test_a_default_root_dir_that_is_a_file_is_refused_before_anything_runs(tmp_path, under):
+    (tmp_path / "rootfile").write_text("a file, not a folder\n")
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"--trainer.default_root_dir .*: expected a folder, but .*rootfile is a "
+                                         r"file; pass a folder"):
+        main(["fit", *TINY, "--trainer.default_root_dir", str(tmp_path / "rootfile" / under)])
+    assert _snapshot(tmp_path) == before
 
 
 def test_baseline_selected_from_yaml(tmp_path):
