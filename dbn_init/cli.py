@@ -68,17 +68,25 @@ class DBNCLI(LightningCLI):
             default_root_dir=self.trainer.default_root_dir,
         )
 
-    def _parse_ckpt_path(self) -> None:
-        """For ``fit``, Lightning would load ``--ckpt_path`` here, unchecked, and let the model
-        settings it holds replace the command line's; instead the command line stays authoritative
-        and :meth:`resolve_resume` reads the file with the checked reader and refuses another run's."""
-        if self.config.get("subcommand") != "fit":
-            super()._parse_ckpt_path()
+    def instantiate_classes(self) -> None:
+        """As LightningCLI's, but a model's or data module's own refusal of a value (a ValueError in
+        its ``__init__``) ends the command as a one-line usage error, not a traceback through
+        jsonargparse ending in its list of union alternatives."""
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            self.parser.error(_own_message(err))
 
-    def resolve_resume(self, ckpt_path: str | None) -> Path | None:
+    def _parse_ckpt_path(self) -> None:
+        """Lightning would load ``--ckpt_path`` here, unchecked, and let the model settings it holds
+        replace the command line's; instead the command line stays authoritative, and
+        :meth:`resolve_resume` reads the file with the checked reader and refuses another run's."""
+
+    def resolve_resume(self, ckpt_path: str | None, required: bool = False) -> Path | None:
         """``--ckpt_path last``: the newest ``*last.ckpt`` (a stage's or the fine-tuning's) under this
         logger's folder from an earlier run of the same model with the same settings, so that runs
-        of other experiments sharing the folder are never picked up; a path must hold such a run."""
+        of other experiments sharing the folder are never picked up; a path must hold such a run.
+        Without a match, fit starts afresh (with a warning); ``required`` makes it an error."""
         if not ckpt_path:
             return None
         ours = _run_settings(self.model, self.datamodule)
@@ -88,10 +96,12 @@ class DBNCLI(LightningCLI):
                 raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist; pass a .ckpt file or 'last'")
             differences = _differences(_saved_run_settings(_load_checkpoint(path, "--ckpt_path")), ours)
             if differences:
+                config = path.parent.parent / "config.yaml"
+                settings = f"--config {config}" if config.is_file() else "the settings of the command that wrote it"
                 raise ValueError(
-                    f"--ckpt_path {path} is from another run; it resumes only the same model with the same "
+                    f"--ckpt_path {path} is from another run; it is taken only with the same model and data "
                     "settings, but the file differs from this command in:\n  - " + "\n  - ".join(differences)
-                    + "\nrun the command that wrote it (its config.yaml), or drop --ckpt_path to start afresh")
+                    + f"\nrun with {settings}, or drop --ckpt_path")
             return path
         logger = self.trainer.logger
         root = Path(logger.root_dir if logger is not None and hasattr(logger, "root_dir") else self.trainer.default_root_dir)
@@ -107,6 +117,9 @@ class DBNCLI(LightningCLI):
                 return path
         what = (f"{len(found)} *last.ckpt, none from a run of this model with these settings (the newest: "
                 f"{found[0]})") if found else "no *last.ckpt"
+        if required:
+            raise FileNotFoundError(f"--ckpt_path last: {what} under {root}; pass the run's checkpoint file, or "
+                                    "the run's settings (its config.yaml) so that 'last' finds it")
         rank_zero_warn(f"--ckpt_path last: {what} under {root}; starting from scratch (to resume another run, "
                        "run its own command again, as its config.yaml records it, with --ckpt_path)")
         return None
@@ -152,6 +165,20 @@ class DBNCLI(LightningCLI):
         self.config_init[self.subcommand]["ckpt_path"] = str(resume) if resume else None
         if isinstance(self.model, DBN):
             self.model.pretrain(self.datamodule, self.stage_trainer, stage_resume)
+
+    def _checkpoint_to_evaluate(self) -> None:
+        """validate / test / predict: ``--ckpt_path`` read as fit reads it (checked; ``last`` and a
+        path must be this model's run with these settings); a pretraining stage's is refused."""
+        path = self.resolve_resume(self.config_init[self.subcommand].get("ckpt_path"), required=True)
+        if path is not None:
+            stage = _load_checkpoint(path, "--ckpt_path").get("dbn_init", {}).get("stage")
+            if stage is not None:
+                raise ValueError(f"--ckpt_path {path} was saved during pretraining (stage {stage}), before the "
+                                 f"classifier was trained; {self.subcommand} needs a fine-tuning checkpoint "
+                                 "(last.ckpt or the best one, written once pretraining is done)")
+            self.config_init[self.subcommand]["ckpt_path"] = str(path)
+
+    before_validate = before_test = before_predict = _checkpoint_to_evaluate
 
     def after_fit(self) -> None:
         if self.trainer.interrupted:
@@ -206,12 +233,27 @@ def _differences(saved: dict | None, ours: dict) -> list[str]:
         return ["the file records no run settings of this dbn_init (written by another program or version?)"]
     out = []
     for part, settings in ours.items():
+        if saved[part] is None:  # not recorded (a data module that saves no hyperparameters)
+            continue
         theirs = saved[part] if isinstance(saved[part], dict) else {}
         for key in sorted(set(settings) | set(theirs)):
+            if key.startswith("_") and key not in theirs:  # _class_path: recorded only by a CLI run
+                continue
             a, b = theirs.get(key, "(not set)"), settings.get(key, "(not set)")
             if a != b:
                 out.append(f"{part}.{key.lstrip('_')}: {a!r} in the file, {b!r} here")
     return out
+
+
+def _own_message(err: ValueError) -> str:
+    """The class's message from jsonargparse's "Does not validate against any of the Union
+    subtypes ... Errors: - <the class's> - Expected a <class 'NoneType'>"; else the message."""
+    text = str(err)
+    if "Errors:" not in text:
+        return text
+    errors = [line.strip()[2:] for line in text.split("Errors:", 1)[1].splitlines() if line.strip().startswith("- ")]
+    own = [e for e in errors if not e.startswith("Expected a <class 'NoneType'>")]
+    return "; ".join(own) or text
 
 
 def _load_checkpoint(path: Path, option: str) -> dict:

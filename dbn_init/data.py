@@ -116,6 +116,13 @@ def _find_idx_files(folder: Path) -> list[Path] | None:
     return None if None in found else found
 
 
+def _offline_hint(name: str) -> str:
+    """Where this dataset's files can come from without torchvision's download, for error messages."""
+    if name == "FashionMNIST":
+        return ", e.g. `apt-get install dataset-fashion-mnist` then `--data.root /usr/share/datasets/fashion-mnist`"
+    return f" of {name} (copied from a machine where `--data.download true` fetched them into DIR/{name}/raw)"
+
+
 def load_idx_dataset(root: str | Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Load the four standard IDX files from ``root/`` (flat) or ``root/<name>/raw/`` (torchvision).
 
@@ -141,8 +148,7 @@ def load_idx_dataset(root: str | Path, name: str) -> tuple[np.ndarray, np.ndarra
             f"{problem}; expected the {name} IDX files {', '.join(_IDX_FILES)} (each optionally .gz) in one "
             f"folder, flat in {root} or in torchvision's {root / name / 'raw'}. Looked at:\n  {looked}\n"
             "Fix: pass `--data.download true` (needs internet; uses torchvision), or `--data.root DIR` "
-            "pointing at a folder holding the four IDX files, e.g. `apt-get install dataset-fashion-mnist` "
-            "then `--data.root /usr/share/datasets/fashion-mnist`."
+            f"pointing at a folder holding the four IDX files{_offline_hint(name)}."
         )
     arrays = [read_idx(f) for f in files]
     for i in (0, 2):
@@ -381,6 +387,10 @@ class ImageDataModule(LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_x, self.test_y, shuffle=False)
 
+    def predict_dataloader(self) -> DataLoader:
+        """The test split (``train.py predict`` returns its logits per batch)."""
+        return self.test_dataloader()
+
 
 class DigitsDataModule(ImageDataModule):
     """scikit-learn's bundled 8x8 digits (1,797 images, pixels 0..16); works offline.
@@ -433,8 +443,8 @@ class _IDXDataModule(ImageDataModule):
             except Exception as err:  # URLError, RuntimeError("Error downloading ..."), ...
                 raise RuntimeError(
                     f"downloading {self.torchvision_name} into {root} failed ({err}). Offline, pass "
-                    "`--data.download false --data.root DIR` with a folder holding the four IDX files, e.g. "
-                    "`apt-get install dataset-fashion-mnist` then `--data.root /usr/share/datasets/fashion-mnist`"
+                    "`--data.download false --data.root DIR` with a folder holding the four IDX files"
+                    f"{_offline_hint(self.torchvision_name)}"
                 ) from err
 
     def _load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -118,6 +118,10 @@ class Classifier(LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
 
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Logits (batch, num_classes) of a batch's images; its labels, if any, are not used."""
+        return self(batch[0])
+
     def on_train_epoch_end(self) -> None:
         self._epoch_means.update(self.train_loss, self.train_acc)
         self._log_epoch("train")
@@ -396,10 +400,15 @@ class DBN(Classifier):
             if index < int(self.stages_done) or epochs == 0:
                 continue
             log.info("pretraining RBM %d/%d for %d epochs", index + 1, len(self.rbms), epochs)
-            trainer_factory(index, epochs).fit(
-                self.stage(index), datamodule=PretrainData(datamodule, self.hparams.steps_per_batch),
-                ckpt_path=(resume or {}).get(index),
-            )
+            trainer = trainer_factory(index, epochs)
+            trainer.fit(self.stage(index), datamodule=PretrainData(datamodule, self.hparams.steps_per_batch),
+                        ckpt_path=(resume or {}).get(index))
+            if trainer.global_step == 0:  # else the untrained RBM would pass for a pretrained one
+                raise RuntimeError(
+                    f"RBM {index + 1}'s stage made no CD update ({epochs} epochs, limit_train_batches="
+                    f"{trainer.limit_train_batches}, max_steps={trainer.max_steps}); let the stages train "
+                    "(--trainer.limit_train_batches > 0), or skip pretraining with --model.pretrain_epochs 0"
+                )
             self.stages_done.fill_(index + 1)
         self.rbms.requires_grad_(False)
         self.rbms.eval()
@@ -423,3 +432,20 @@ class DBN(Classifier):
                 "fine-tune from randomly initialised RBMs"
             )
         super().on_fit_start()
+
+    def _refuse_untrained(self, what: str) -> None:
+        if not self.pretrained and any(self.pretrain_epochs):
+            raise RuntimeError(
+                f"this DBN is neither pretrained nor loaded from a checkpoint, so {what} would score random "
+                "weights; pass the fine-tuning checkpoint of a run (train.py: --ckpt_path PATH/last.ckpt or "
+                "--ckpt_path last), or fit first"
+            )
+
+    def on_validation_start(self) -> None:
+        self._refuse_untrained("validation")
+
+    def on_test_start(self) -> None:
+        self._refuse_untrained("the test")
+
+    def on_predict_start(self) -> None:
+        self._refuse_untrained("prediction")

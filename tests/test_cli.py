@@ -134,6 +134,32 @@ def test_an_explicit_ckpt_path_is_read_checked_and_must_be_the_same_run(finished
     assert _snapshot(finished_run.parent) == before and not root.exists()  # refused before any training
 
 
+def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untrained_weights(finished_run, tmp_path):
+    root = str(finished_run.parent.parent.parent)  # the default_root_dir of the finished run
+    args = [*TINY, "--model.hidden", "[16]", "--trainer.limit_test_batches", "1.0"]
+    with pytest.raises(RuntimeError, match="neither pretrained nor loaded from a checkpoint, so the test would score "
+                                           "random weights"):
+        main(["test", *args, "--trainer.default_root_dir", str(tmp_path)])
+    # 'last' finds the run's fine-tuning checkpoint as fit's 'last' does; the settings decide, not the file
+    tested = main(["test", *args, "--trainer.default_root_dir", root, "--ckpt_path", "last"])
+    assert tested.config_init["test"]["ckpt_path"] == str(finished_run / "last.ckpt")
+    test_acc = float(tested.trainer.callback_metrics["test_acc"])
+    predicted = main(["predict", *args, "--trainer.default_root_dir", root, "--ckpt_path", "last"])
+    logits = torch.cat(predicted.trainer.predict(predicted.model, datamodule=predicted.datamodule,
+                                                 ckpt_path=str(finished_run / "last.ckpt")))
+    labels = predicted.datamodule.test_y
+    assert logits.shape == (len(labels), 10)
+    assert (logits.argmax(1) == labels).float().mean().item() == pytest.approx(test_acc, abs=1e-6)
+    with pytest.raises(ValueError, match=r"saved during pretraining \(stage 1\).*test needs a fine-tuning checkpoint"):
+        main(["test", *args, "--trainer.default_root_dir", str(tmp_path), "--ckpt_path",
+              str(finished_run / "rbm1-last.ckpt")])
+    with pytest.raises(ValueError, match=r"data.scaling: 'unit' in the file, 'standardize' here"):
+        main(["validate", *args, "--data.scaling", "standardize", "--trainer.default_root_dir", str(tmp_path),
+              "--ckpt_path", str(finished_run / "last.ckpt")])
+    with pytest.raises(FileNotFoundError, match=r"--ckpt_path last: no \*last.ckpt under"):
+        main(["test", *args, "--trainer.default_root_dir", str(tmp_path / "empty"), "--ckpt_path", "last"])
+
+
 @pytest.mark.parametrize("under", ["", "run"])
 def test_a_default_root_dir_that_is_a_file_is_refused_before_anything_runs(tmp_path, under):
     (tmp_path / "rootfile").write_text("a file, not a folder\n")
@@ -166,6 +192,19 @@ def test_config_mistakes_are_errors(tmp_path, capsys, extra, message):
         main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.fast_dev_run", "true",
               "--trainer.default_root_dir", str(tmp_path), *extra])
     assert message in str(info.value) + capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--data.val_fraction", "1"], "expected val_fraction in [0, 1), got 1.0"),
+    (["--model.cd_k", "0"], "cd_k must be >= 1, got 0"),
+    (["--model.lr", "-1"], "lr (--model.lr) must be > 0, got -1.0"),
+])
+def test_a_value_a_class_refuses_ends_the_command_with_its_own_one_line_message(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.default_root_dir", str(tmp_path), *extra])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {message}" in err and "Union" not in err and "NoneType" not in err, err
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)

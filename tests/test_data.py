@@ -241,9 +241,13 @@ def test_missing_root_names_paths_and_fixes(tmp_path):
         with pytest.raises(FileNotFoundError) as err:
             load_idx_dataset(root, "MNIST")
         message = str(err.value)
-        assert "--data.download true" in message and "--data.root" in message and "dataset-fashion-mnist" in message
+        assert "--data.download true" in message and "--data.root" in message
+        assert "dataset-fashion-mnist" not in message  # Debian's package is Fashion-MNIST, not MNIST
+        assert "of MNIST (copied from a machine where `--data.download true` fetched them" in message
         assert str(root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz") in message
         assert str(root / "train-images-idx3-ubyte") in message
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        load_idx_dataset(tmp_path, "FashionMNIST")
 
 
 def test_a_root_that_is_a_file_or_a_split_without_images_is_named(tmp_path):

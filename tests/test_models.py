@@ -203,6 +203,25 @@ def test_pretraining_helps_and_the_dbn_fine_tunes_to_high_accuracy_on_digits(dig
     assert result["test_acc"] > 0.93
 
 
+def test_a_stage_that_makes_no_cd_update_is_refused_rather_than_passed_off_as_pretrained(digits):
+    model = DBN(input_size=64, hidden=[16])
+    with pytest.raises(RuntimeError, match=r"RBM 1's stage made no CD update .*limit_train_batches=0.*"
+                                           r"--model.pretrain_epochs 0"):
+        model.pretrain(digits, lambda stage, epochs: _trainer(epochs, limit_train_batches=0))
+    assert not model.pretrained
+
+
+def test_an_untrained_dbn_is_not_evaluated(digits):
+    model = DBN(input_size=64, hidden=[16])
+    for run, what in ((_trainer(1).validate, "validation"), (_trainer(1).test, "the test"),
+                      (_trainer(1).predict, "prediction")):
+        with pytest.raises(RuntimeError, match=f"neither pretrained nor loaded from a checkpoint, so {what}"):
+            run(model, datamodule=digits)
+    model = DBN(input_size=64, hidden=[16], pretrain_epochs=0)  # asked to start from random RBMs: allowed
+    logits = torch.cat(_trainer(1).predict(model, datamodule=digits))
+    assert logits.shape == (len(digits.test_x), 10)
+
+
 def test_fine_tuning_without_pretraining_is_refused(digits):
     model = DBN(input_size=64, hidden=[16], pretrain_epochs=1)
     with pytest.raises(RuntimeError, match="has not been pretrained"):
