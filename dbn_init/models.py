@@ -401,14 +401,14 @@ class DBN(Classifier):
                 continue
             log.info("pretraining RBM %d/%d for %d epochs", index + 1, len(self.rbms), epochs)
             trainer = trainer_factory(index, epochs)
-            trainer.fit(self.stage(index), datamodule=PretrainData(datamodule, self.hparams.steps_per_batch),
-                        ckpt_path=(resume or {}).get(index))
-            if trainer.global_step == 0:  # else the untrained RBM would pass for a pretrained one
+            if trainer.limit_train_batches == 0 or trainer.max_steps == 0:  # else an untrained RBM passes for pretrained
                 raise RuntimeError(
-                    f"RBM {index + 1}'s stage made no CD update ({epochs} epochs, limit_train_batches="
+                    f"RBM {index + 1}'s stage would make no CD update (limit_train_batches="
                     f"{trainer.limit_train_batches}, max_steps={trainer.max_steps}); let the stages train "
                     "(--trainer.limit_train_batches > 0), or skip pretraining with --model.pretrain_epochs 0"
                 )
+            trainer.fit(self.stage(index), datamodule=PretrainData(datamodule, self.hparams.steps_per_batch),
+                        ckpt_path=(resume or {}).get(index))
             self.stages_done.fill_(index + 1)
         self.rbms.requires_grad_(False)
         self.rbms.eval()

@@ -205,10 +205,10 @@ def test_pretraining_helps_and_the_dbn_fine_tunes_to_high_accuracy_on_digits(dig
 
 def test_a_stage_that_makes_no_cd_update_is_refused_rather_than_passed_off_as_pretrained(digits):
     model = DBN(input_size=64, hidden=[16])
-    with pytest.raises(RuntimeError, match=r"RBM 1's stage made no CD update .*limit_train_batches=0.*"
-                                           r"--model.pretrain_epochs 0"):
-        model.pretrain(digits, lambda stage, epochs: _trainer(epochs, limit_train_batches=0))
-    assert not model.pretrained
+    for limits in (dict(limit_train_batches=0), dict(max_steps=0)):
+        with pytest.raises(RuntimeError, match=r"RBM 1's stage would make no CD update .*--model.pretrain_epochs 0"):
+            model.pretrain(digits, lambda stage, epochs: _trainer(epochs, **limits))
+        assert not model.pretrained
 
 
 def test_an_untrained_dbn_is_not_evaluated(digits):
