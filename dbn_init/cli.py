@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import warnings
 from pathlib import Path
@@ -12,7 +13,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from .callbacks import RBMPictures
-from .data import ImageDataModule
+from .data import LOADING_OPTIONS, ImageDataModule
 from .io import read_checkpoint, save_stack
 from .models import DBN, Classifier
 
@@ -26,10 +27,6 @@ _FIT_ONLY = (
     "enable_checkpointing", "default_root_dir", "check_val_every_n_epoch", "val_check_interval",
     "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches",
 )
-# Data options that do not change what is learned, left out when runs are compared: how the data
-# are loaded (workers, where batches are cut, whether to fetch them) and where the files lie (the
-# dataset itself is named by the DataModule's class, so moving its folder keeps the run the same).
-_DATA_OPTIONS_NOT_COMPARED = ("num_workers", "on_device", "download", "root")
 # What a run leaves in its folder besides its checkpoints; another run writing there would overwrite them.
 _RUN_OUTPUTS = ("config.yaml", "pictures", "pretrained.safetensors")
 
@@ -78,7 +75,7 @@ class DBNCLI(LightningCLI):
             self.parser.error(_own_message(err))
 
     def _parse_ckpt_path(self) -> None:
-        """Lightning would load ``--ckpt_path`` here, unchecked, and let the model settings it holds
+        """Left empty on purpose. Lightning (2.x's LightningCLI) would load ``--ckpt_path`` here, unchecked, and let the model settings it holds
         replace the command line's; instead the command line stays authoritative, and
         :meth:`resolve_resume` reads the file with the checked reader and refuses another run's."""
 
@@ -94,7 +91,12 @@ class DBNCLI(LightningCLI):
             path = Path(ckpt_path)
             if not path.is_file():
                 raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist; pass a .ckpt file or 'last'")
-            differences = _differences(_saved_run_settings(_load_checkpoint(path, "--ckpt_path")), ours)
+            saved = _saved_run_settings(_load_checkpoint(path, "--ckpt_path"))
+            if saved is None:
+                raise ValueError(f"--ckpt_path {path} records no settings of a dbn_init run (written by another "
+                                 "program?), so it cannot be checked against this command; to start from its RBM "
+                                 "weights, pass it to --model.pretrained")
+            differences = _differences(saved, ours)
             if differences:
                 config = path.parent.parent / "config.yaml"
                 settings = f"--config {config}" if config.is_file() else "the settings of the command that wrote it"
@@ -113,7 +115,8 @@ class DBNCLI(LightningCLI):
                 checkpoint = _load_checkpoint(path, "--ckpt_path last")
             except ValueError:  # unreadable: not a run to resume
                 continue
-            if not _differences(_saved_run_settings(checkpoint), ours):
+            saved = _saved_run_settings(checkpoint)
+            if saved is not None and not _differences(saved, ours):
                 return path
         what = (f"{len(found)} *last.ckpt, none from a run of this model with these settings (the newest: "
                 f"{found[0]})") if found else "no *last.ckpt"
@@ -139,9 +142,9 @@ class DBNCLI(LightningCLI):
         held = [p for p in (*(run / name for name in _RUN_OUTPUTS), checkpoints)
                 if p.is_file() or (p.is_dir() and any(p.iterdir()))]
         if held:
+            names = ", ".join(str(p.relative_to(run) if p.is_relative_to(run) else p) for p in held)
             raise FileExistsError(
-                f"the run folder {run} already holds an earlier run's outputs "
-                f"({', '.join(str(p.relative_to(run) if p.is_relative_to(run) else p) for p in held)}), "
+                f"the run folder {run} already holds an earlier run's outputs ({names}), "
                 "which this run would overwrite; pass another --trainer.default_root_dir, or enable a logger "
                 "(it gives each run a new version folder), or resume that run with --ckpt_path")
 
@@ -213,36 +216,47 @@ def _as_json(hparams) -> dict:
 
 
 def _data_settings(hparams) -> dict:
-    return {k: v for k, v in _as_json(hparams).items() if k not in _DATA_OPTIONS_NOT_COMPARED}
+    return {k: v for k, v in _as_json(hparams).items() if k not in LOADING_OPTIONS}
 
 
 def _saved_run_settings(checkpoint: dict) -> dict | None:
     """The settings of the run that wrote a checkpoint: recorded by the CLI in a stage checkpoint,
     kept by Lightning (``hyper_parameters``, ``datamodule_hyper_parameters``) in a fine-tuning one."""
-    if "dbn_init_run" in checkpoint:
-        return checkpoint["dbn_init_run"]
+    record = checkpoint.get("dbn_init_run")
+    if isinstance(record, dict):  # before data settings were recorded: the model's alone, flat
+        return record if set(record) == {"model", "data"} else {"model": record, "data": None}
     hparams, data = checkpoint.get("hyper_parameters"), checkpoint.get("datamodule_hyper_parameters")
     if not isinstance(hparams, dict):
         return None
     return {"model": _as_json(hparams), "data": _data_settings(data) if isinstance(data, dict) else None}
 
 
-def _differences(saved: dict | None, ours: dict) -> list[str]:
+def _differences(saved: dict, ours: dict) -> list[str]:
     """``"model.hidden: [16] in the file, [32] here"`` for each setting that differs; empty for the same run."""
-    if not isinstance(saved, dict) or set(saved) != set(ours):
-        return ["the file records no run settings of this dbn_init (written by another program or version?)"]
     out = []
     for part, settings in ours.items():
-        if saved[part] is None:  # not recorded (a data module that saves no hyperparameters)
+        theirs = saved.get(part)
+        if theirs is None:  # not recorded (a data module that saves no hyperparameters)
             continue
-        theirs = saved[part] if isinstance(saved[part], dict) else {}
+        theirs = theirs if isinstance(theirs, dict) else {}
         for key in sorted(set(settings) | set(theirs)):
             if key.startswith("_") and key not in theirs:  # _class_path: recorded only by a CLI run
                 continue
             a, b = theirs.get(key, "(not set)"), settings.get(key, "(not set)")
-            if a != b:
+            same = _class_name(a) == _class_name(b) if key == "_class_path" else a == b  # dbn_init.DBN: models.DBN
+            if not same:
                 out.append(f"{part}.{key.lstrip('_')}: {a!r} in the file, {b!r} here")
     return out
+
+
+def _class_name(class_path: str) -> str:
+    """The defining module's name for the class a ``class_path`` imports; the path itself if it imports nothing."""
+    module, _, name = str(class_path).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return class_path
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _own_message(err: ValueError) -> str:

@@ -37,7 +37,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from lightning.fabric.utilities.seed import max_seed_value, min_seed_value
 from lightning.pytorch import Callback, Trainer, seed_everything
 
-from .data import ImageDataModule
+from .data import LOADING_OPTIONS, ImageDataModule
 from .init import INIT_SCHEMES
 from .io import load_stack, save_stack
 from .models import DBN, Baseline
@@ -141,8 +141,10 @@ def _check_options(cfg: Namespace) -> None:
                              f"{getattr(cfg, option)}: {err}; fix --{option} or the sizes") from err
 
 
-# Data options that say where the files are or how fast they load, not what a cell learns from.
-_DATA_LOCATION = {"root", "download", "num_workers", "num_labels", "on_device"}
+_DATA_LOCATION = LOADING_OPTIONS | {"num_labels"}  # num_labels is the cell's own labels, part of its key
+# What summarize and plot_curves read from every row of results.json.
+_ROW_KEYS = ("model", "hidden", "seed", "labels", "test_acc", "val_curve", "fit_seconds", "pretrain_seconds")
+_OUTPUTS = ("results.md", "curves.png", "filters.png", "pretrained")  # what a run writes besides results.json
 _FINE_TUNING = {"lr", "optimizer", "weight_decay", "momentum"}  # DBN options pretraining ignores
 _SPEED_ONLY = {"steps_per_batch"}  # model options that change how fast a cell runs, not its result
 
@@ -351,11 +353,6 @@ def plot_curves(runs: list[dict[str, Any]], path: Path) -> None:
         title = "-".join(map(str, hidden)) + ("" if labels is None else f", {labels} labels")
         panels.setdefault(title, {})[model] = [statistics.fmean(c[i] for c in curves) for i in range(n)]
     save_curves(panels, path, xlabel="validation check (each epoch; each k-th for small budgets)")
-
-
-# What summarize and plot_curves read from every row of results.json.
-_ROW_KEYS = ("model", "hidden", "seed", "labels", "test_acc", "val_curve", "fit_seconds", "pretrain_seconds")
-_OUTPUTS = ("results.md", "curves.png", "filters.png", "pretrained")  # what a run writes besides results.json
 
 
 def _read_results(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple, dict[str, Any]]]:

@@ -36,6 +36,10 @@ _IDX_DTYPES = {
     0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
 }
 _CHUNK = 1 << 24  # read in chunks so a lying header cannot make us allocate more than the file holds
+# Data options that change where the files are read from or how fast they load, not what a model
+# learns from them: runs differing only in these are the same experiment (train.py's --ckpt_path,
+# compare's cells).
+LOADING_OPTIONS = frozenset({"root", "download", "num_workers", "on_device"})
 _FILE_FIX = "re-download it (`--data.download true`) or reinstall `dataset-fashion-mnist`"
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

@@ -252,8 +252,7 @@ def _run(args: argparse.Namespace) -> tuple[list[str], dict]:
         raise ValueError(f"expected --layer in 1..{len(rbms)} (the stack has {len(rbms)} RBMs), got {args.layer}")
     rbm, below = rbms[args.layer - 1], rbms[: args.layer - 1]
     _check_bernoulli(rbm, f"RBM {args.layer} of {args.weights}")
-    scaling = args.scaling or stack.metadata.get("scaling") or (
-        "standardize" if rbms[0].visible_units == "gaussian" else "unit")
+    scaling = args.scaling or stack.scaling
     if rbms[0].visible_units == "bernoulli" and scaling != "unit":
         raise ValueError(f"RBM 1 of {args.weights} has Bernoulli visible units, which model pixels in [0, 1], but "
                          f"--scaling is {scaling!r}; pass --scaling unit (or leave it out)")

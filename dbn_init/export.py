@@ -6,7 +6,8 @@ Usage::
 
 The checkpoint is read with ``torch.load(..., weights_only=True)`` (no code from it runs) and
 validated by :func:`dbn_init.io.load_stack`. The file records ``scaling`` from the checkpoint's
-DataModule hyper-parameters (``datamodule_hyper_parameters["scaling"]``), else "unit".
+DataModule hyper-parameters (``datamodule_hyper_parameters["scaling"]``), else what the first
+RBM's visible units want ("standardize" for Gaussian, "unit" for Bernoulli).
 """
 
 from __future__ import annotations
@@ -29,9 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         stack = load_stack(args.ckpt)
-        scaling = stack.metadata.get("scaling", "unit")
         provenance = {k: v for k, v in stack.metadata.items() if k in ("source", "stage", "stage_epochs_done")}
-        save_stack(stack.rbms, args.out, scaling=scaling, overwrite=args.overwrite, extra_metadata=provenance)
+        save_stack(stack.rbms, args.out, scaling=stack.scaling, overwrite=args.overwrite, extra_metadata=provenance)
     except (ValueError, OSError) as err:  # user errors: the message is the whole story, no traceback
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2

@@ -68,6 +68,12 @@ class StackFile:
     rbms: list[RBM]
     metadata: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def scaling(self) -> str:
+        """How RBM 1's inputs were scaled: the file's record, else what its visible units want
+        ("standardize" for Gaussian, "unit" for Bernoulli)."""
+        return self.metadata.get("scaling") or ("standardize" if self.rbms[0].visible_units == "gaussian" else "unit")
+
 
 class _Raw(NamedTuple):
     """What a format reader found, before validation."""

@@ -60,7 +60,8 @@ class Classifier(LightningModule):
         momentum: float = 0.9,
     ) -> None:
         super().__init__()
-        _check_optimizer_settings(lr=lr, weight_decay=weight_decay, momentum=momentum)
+        _check_optimizer_settings(rates=dict(lr=lr), decays=dict(weight_decay=weight_decay),
+                                  momenta=dict(momentum=momentum))
         self.mlp = MLP(input_size, check_hidden(hidden), num_classes, activation)
         self.lr, self.optimizer_name = lr, optimizer
         self.weight_decay, self.momentum = weight_decay, momentum
@@ -142,18 +143,13 @@ class Classifier(LightningModule):
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, fused=fused)
 
 
-def _check_optimizer_settings(**settings: float) -> None:
+def _check_optimizer_settings(rates: dict[str, float], decays: dict[str, float], momenta: dict[str, float]) -> None:
     """Refuse settings torch would refuse only at the first optimizer step (after a whole
     pretraining, for a DBN) or not at all: rates > 0, decays >= 0, momenta in [0, 1)."""
-    bad = []
-    for name, value in settings.items():
-        option = f"{name} (--model.{name})"
-        if name.endswith("lr") and not value > 0:
-            bad.append(f"{option} must be > 0, got {value}")
-        elif name.endswith("decay") and not value >= 0:
-            bad.append(f"{option} must be >= 0, got {value}")
-        elif name.endswith("momentum") and not 0 <= value < 1:
-            bad.append(f"{option} must lie in [0, 1) (0.5 to 0.9 are usual), got {value}")
+    bad = [f"{n} (--model.{n}) must be > 0, got {v}" for n, v in rates.items() if not v > 0]
+    bad += [f"{n} (--model.{n}) must be >= 0, got {v}" for n, v in decays.items() if not v >= 0]
+    bad += [f"{n} (--model.{n}) must lie in [0, 1) (0.5 to 0.9 are usual), got {v}"
+            for n, v in momenta.items() if not 0 <= v < 1]
     if bad:
         raise ValueError("; ".join(bad))
 
@@ -300,8 +296,9 @@ class DBN(Classifier):
             raise ValueError(f"ais_chains must be 0 (off) or >= 2 (the error bar needs a spread) and ais_betas >= 4 "
                              f"(the schedule has three pieces; thousands are typical), got ais_chains={ais_chains}, "
                              f"ais_betas={ais_betas}")
-        _check_optimizer_settings(pretrain_lr=pretrain_lr, gaussian_lr=gaussian_lr, initial_momentum=initial_momentum,
-                                  final_momentum=final_momentum, rbm_weight_decay=rbm_weight_decay)
+        _check_optimizer_settings(rates=dict(pretrain_lr=pretrain_lr, gaussian_lr=gaussian_lr),
+                                  decays=dict(rbm_weight_decay=rbm_weight_decay),
+                                  momenta=dict(initial_momentum=initial_momentum, final_momentum=final_momentum))
         if cd_k < 1:
             raise ValueError(f"cd_k must be >= 1, got {cd_k}")
         if sparsity_cost < 0:
@@ -401,7 +398,8 @@ class DBN(Classifier):
                 continue
             log.info("pretraining RBM %d/%d for %d epochs", index + 1, len(self.rbms), epochs)
             trainer = trainer_factory(index, epochs)
-            if trainer.limit_train_batches == 0 or trainer.max_steps == 0:  # else an untrained RBM passes for pretrained
+            # else an untrained RBM passes for pretrained (max_steps 0: a Python factory's; train.py keeps it for fine-tuning)
+            if trainer.limit_train_batches == 0 or trainer.max_steps == 0:
                 raise RuntimeError(
                     f"RBM {index + 1}'s stage would make no CD update (limit_train_batches="
                     f"{trainer.limit_train_batches}, max_steps={trainer.max_steps}); let the stages train "

@@ -134,6 +134,22 @@ def test_an_explicit_ckpt_path_is_read_checked_and_must_be_the_same_run(finished
     assert _snapshot(finished_run.parent) == before and not root.exists()  # refused before any training
 
 
+def test_a_run_is_recognised_across_class_path_spellings_and_the_older_stage_record(finished_run, tmp_path):
+    stage = torch.load(finished_run / "rbm1-last.ckpt", weights_only=True)
+    stage["dbn_init_run"] = stage["dbn_init_run"]["model"]  # as stage checkpoints recorded it before data settings
+    torch.save(stage, tmp_path / "old.ckpt")
+    # dbn_init.models.DBN is the config's dbn_init.DBN: the same run
+    resumed = main(["fit", *TINY, "--model.hidden", "[16]", "--model", "dbn_init.models.DBN", "--ckpt_path",
+                    str(tmp_path / "old.ckpt"), "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert resumed.model.pretrained and "test_acc" in resumed.trainer.callback_metrics
+    foreign = {k: v for k, v in stage.items() if k != "dbn_init_run"}
+    foreign.pop("hyper_parameters", None)
+    torch.save(foreign, tmp_path / "foreign.ckpt")
+    with pytest.raises(ValueError, match="records no settings of a dbn_init run.*pass it to --model.pretrained"):
+        main(["fit", *TINY, "--model.hidden", "[16]", "--ckpt_path", str(tmp_path / "foreign.ckpt"),
+              "--trainer.default_root_dir", str(tmp_path / "run2")])
+
+
 def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untrained_weights(finished_run, tmp_path):
     root = str(finished_run.parent.parent.parent)  # the default_root_dir of the finished run
     args = [*TINY, "--model.hidden", "[16]", "--trainer.limit_test_batches", "1.0"]

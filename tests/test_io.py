@@ -170,6 +170,12 @@ def test_export_of_a_real_lightning_checkpoint(tmp_path, capsys):
     assert exported.metadata["scaling"] == "standardize"
     assert exported.metadata["sizes"] == "[64, 16, 8]"
     assert_same(load_stack(ckpt).rbms, list(model.rbms))  # the checkpoint loads directly, too
+    # fitted without a data module that records its scaling: the Gaussian units' own (not "unit")
+    bare = torch.load(ckpt, weights_only=True)
+    del bare["datamodule_hyper_parameters"]
+    torch.save(bare, tmp_path / "bare.ckpt")
+    assert export_main([str(tmp_path / "bare.ckpt"), str(tmp_path / "bare.safetensors")]) == 0
+    assert load_stack(tmp_path / "bare.safetensors").metadata["scaling"] == "standardize"
 
     before = out.read_bytes()
     assert export_main([str(ckpt), str(out)]) == 2
