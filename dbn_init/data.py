@@ -40,7 +40,8 @@ _CHUNK = 1 << 24  # read in chunks so a lying header cannot make us allocate mor
 # learns from them: runs differing only in these are the same experiment (train.py's --ckpt_path,
 # compare's cells).
 LOADING_OPTIONS = frozenset({"root", "download", "num_workers", "on_device"})
-_FILE_FIX = "re-download it (`--data.download true`) or reinstall `dataset-fashion-mnist`"
+_FILE_FIX = ("re-download it (`--data.download true`) or restore it from where it came (Debian's Fashion-MNIST: "
+             "`apt-get install --reinstall dataset-fashion-mnist`)")
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
