@@ -79,8 +79,10 @@ class DBNCLI(LightningCLI):
         replace the command line's; instead the command line stays authoritative, and
         :meth:`resolve_resume` reads the file with the checked reader and refuses another run's."""
 
-    def resolve_resume(self, ckpt_path: str | None, required: bool = False) -> Path | None:
-        """``--ckpt_path last``: the newest ``*last.ckpt`` (a stage's or the fine-tuning's) under this
+    def resolve_resume(self, ckpt_path: str | None, required: bool = False) -> tuple[Path, dict] | None:
+        """The checkpoint ``--ckpt_path`` stands for, as (file, its checked contents), or None.
+
+        ``--ckpt_path last``: the newest ``*last.ckpt`` (a stage's or the fine-tuning's) under this
         logger's folder from an earlier run of the same model with the same settings, so that runs
         of other experiments sharing the folder are never picked up; a path must hold such a run.
         Without a match, fit starts afresh (with a warning); ``required`` makes it an error."""
@@ -91,7 +93,8 @@ class DBNCLI(LightningCLI):
             path = Path(ckpt_path)
             if not path.is_file():
                 raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist; pass a .ckpt file or 'last'")
-            saved = _saved_run_settings(_load_checkpoint(path, "--ckpt_path"))
+            checkpoint = _load_checkpoint(path, "--ckpt_path")
+            saved = _saved_run_settings(checkpoint)
             if saved is None:
                 raise ValueError(f"--ckpt_path {path} records no settings of a dbn_init run (written by another "
                                  "program?), so it cannot be checked against this command; to start from its RBM "
@@ -104,7 +107,7 @@ class DBNCLI(LightningCLI):
                     f"--ckpt_path {path} is from another run; it is taken only with the same model and data "
                     "settings, but the file differs from this command in:\n  - " + "\n  - ".join(differences)
                     + f"\nrun with {settings}, or drop --ckpt_path")
-            return path
+            return path, checkpoint
         logger = self.trainer.logger
         root = Path(logger.root_dir if logger is not None and hasattr(logger, "root_dir") else self.trainer.default_root_dir)
         # a logger's version folders, or (without a logger) the root itself
@@ -117,7 +120,7 @@ class DBNCLI(LightningCLI):
                 continue
             saved = _saved_run_settings(checkpoint)
             if saved is not None and not _differences(saved, ours):
-                return path
+                return path, checkpoint
         what = (f"{len(found)} *last.ckpt, none from a run of this model with these settings (the newest: "
                 f"{found[0]})") if found else "no *last.ckpt"
         if required:
@@ -149,7 +152,8 @@ class DBNCLI(LightningCLI):
                 "(it gives each run a new version folder), or resume that run with --ckpt_path")
 
     def before_fit(self) -> None:
-        resume = self.resolve_resume(self.config_init[self.subcommand].get("ckpt_path"))
+        resolved = self.resolve_resume(self.config_init[self.subcommand].get("ckpt_path"))
+        resume, checkpoint = resolved or (None, None)
         self.check_run_folder(resume)
         stage_resume: dict[int, str] = {}
         if resume is not None:
@@ -157,7 +161,6 @@ class DBNCLI(LightningCLI):
             for callback in self.trainer.callbacks:  # the same run continues: its config.yaml may be rewritten
                 if isinstance(callback, SaveConfigCallback):
                     callback.overwrite = True
-            checkpoint = _load_checkpoint(resume, "--ckpt_path")
             stage = checkpoint.get("dbn_init", {}).get("stage")
             if stage is not None:  # interrupted during pretraining: finish that stage, then go on
                 self.model.load_stage_checkpoint(checkpoint["state_dict"], stage)
@@ -172,9 +175,10 @@ class DBNCLI(LightningCLI):
     def _checkpoint_to_evaluate(self) -> None:
         """validate / test / predict: ``--ckpt_path`` read as fit reads it (checked; ``last`` and a
         path must be this model's run with these settings); a pretraining stage's is refused."""
-        path = self.resolve_resume(self.config_init[self.subcommand].get("ckpt_path"), required=True)
-        if path is not None:
-            stage = _load_checkpoint(path, "--ckpt_path").get("dbn_init", {}).get("stage")
+        resolved = self.resolve_resume(self.config_init[self.subcommand].get("ckpt_path"), required=True)
+        if resolved is not None:
+            path, checkpoint = resolved
+            stage = checkpoint.get("dbn_init", {}).get("stage")
             if stage is not None:
                 raise ValueError(f"--ckpt_path {path} was saved during pretraining (stage {stage}), before the "
                                  f"classifier was trained; {self.subcommand} needs a fine-tuning checkpoint "

@@ -422,28 +422,27 @@ class DBN(Classifier):
         """The DBN's top-level hidden probabilities: (batch, input_size) -> (batch, hidden[-1])."""
         return up_pass(self.rbms, x)
 
-    def on_fit_start(self) -> None:
+    def _refuse_untrained(self, problem: str) -> None:
+        """Refuse to use RBMs never pretrained, unless pretrain_epochs 0 asked for exactly that."""
         if not self.pretrained and any(self.pretrain_epochs):
-            raise RuntimeError(
-                "this DBN has not been pretrained: call model.pretrain(datamodule) before "
-                "trainer.fit (train.py does this for you), or set pretrain_epochs to 0 to "
-                "fine-tune from randomly initialised RBMs"
-            )
+            raise RuntimeError(f"this DBN {problem}")
+
+    def on_fit_start(self) -> None:
+        self._refuse_untrained("has not been pretrained: call model.pretrain(datamodule) before trainer.fit "
+                               "(train.py does this for you), or set pretrain_epochs to 0 to fine-tune from "
+                               "randomly initialised RBMs")
         super().on_fit_start()
 
-    def _refuse_untrained(self, what: str) -> None:
-        if not self.pretrained and any(self.pretrain_epochs):
-            raise RuntimeError(
-                f"this DBN is neither pretrained nor loaded from a checkpoint, so {what} would score random "
-                "weights; pass the fine-tuning checkpoint of a run (train.py: --ckpt_path PATH/last.ckpt or "
-                "--ckpt_path last), or fit first"
-            )
+    def _refuse_evaluating_untrained(self, what: str) -> None:
+        self._refuse_untrained(f"is neither pretrained nor loaded from a checkpoint, so {what} would score random "
+                               "weights; pass the fine-tuning checkpoint of a run (train.py: --ckpt_path "
+                               "PATH/last.ckpt or --ckpt_path last), or fit first")
 
     def on_validation_start(self) -> None:
-        self._refuse_untrained("validation")
+        self._refuse_evaluating_untrained("validation")
 
     def on_test_start(self) -> None:
-        self._refuse_untrained("the test")
+        self._refuse_evaluating_untrained("the test")
 
     def on_predict_start(self) -> None:
-        self._refuse_untrained("prediction")
+        self._refuse_evaluating_untrained("prediction")

@@ -63,7 +63,8 @@ def test_ckpt_path_last_resumes_only_a_run_of_the_same_model_and_settings(tmp_pa
     def resolved(*args):
         cli = DBNCLI(Classifier, ImageDataModule, subclass_mode_model=True, subclass_mode_data=True, args=list(args),
                      run=False)
-        return cli.resolve_resume("last")
+        found = cli.resolve_resume("last")
+        return found and found[0]
 
     assert resolved(*dbn) == checkpoints / "last.ckpt"
     # experiments sharing the folder are not picked up: another model, or the same one with other settings
