@@ -121,11 +121,12 @@ def _find_idx_files(folder: Path) -> list[Path] | None:
     return None if None in found else found
 
 
-def _offline_hint(name: str) -> str:
-    """Where this dataset's files can come from without torchvision's download, for error messages."""
+def offline_hint(name: str, root_option: str = "--data.root") -> str:
+    """Where this dataset's files can come from without torchvision's download, for error messages
+    (``root_option``: the command's option for the data folder)."""
     if name == "FashionMNIST":
-        return ", e.g. `apt-get install dataset-fashion-mnist` then `--data.root /usr/share/datasets/fashion-mnist`"
-    return f" of {name} (copied from a machine where `--data.download true` fetched them into DIR/{name}/raw)"
+        return f", e.g. `apt-get install dataset-fashion-mnist` then `{root_option} /usr/share/datasets/fashion-mnist`"
+    return f" of {name} (copied from a machine where train.py's --data.download true fetched them into DIR/{name}/raw)"
 
 
 def load_idx_dataset(root: str | Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -153,7 +154,7 @@ def load_idx_dataset(root: str | Path, name: str) -> tuple[np.ndarray, np.ndarra
             f"{problem}; expected the {name} IDX files {', '.join(_IDX_FILES)} (each optionally .gz) in one "
             f"folder, flat in {root} or in torchvision's {root / name / 'raw'}. Looked at:\n  {looked}\n"
             "Fix: pass `--data.download true` (needs internet; uses torchvision), or `--data.root DIR` "
-            f"pointing at a folder holding the four IDX files{_offline_hint(name)}."
+            f"pointing at a folder holding the four IDX files{offline_hint(name)}."
         )
     arrays = [read_idx(f) for f in files]
     for i in (0, 2):
@@ -449,7 +450,7 @@ class _IDXDataModule(ImageDataModule):
                 raise RuntimeError(
                     f"downloading {self.torchvision_name} into {root} failed ({err}). Offline, pass "
                     "`--data.download false --data.root DIR` with a folder holding the four IDX files"
-                    f"{_offline_hint(self.torchvision_name)}"
+                    f"{offline_hint(self.torchvision_name)}"
                 ) from err
 
     def _load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

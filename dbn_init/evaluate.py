@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .data import DigitsDataModule, FashionMNISTDataModule, ImageDataModule, MNISTDataModule
+from .data import DigitsDataModule, FashionMNISTDataModule, ImageDataModule, MNISTDataModule, offline_hint
 from .io import load_stack
 from .rbm import RBM, bernoulli, check_visible
 
@@ -264,9 +264,8 @@ def _run(args: argparse.Namespace) -> tuple[list[str], dict]:
         dm.setup("fit")
     except FileNotFoundError as err:  # the data module's fix names train.py's --data options
         problem = str(err).split("\nFix:")[0]
-        raise FileNotFoundError(f"{problem}\nFix: pass --root DIR, a folder holding the four IDX files (e.g. "
-                                "`apt-get install dataset-fashion-mnist` then --root /usr/share/datasets/fashion-mnist), "
-                                "or fetch them once with train.py's --data.download true") from err
+        raise FileNotFoundError(f"{problem}\nFix: pass --root DIR, a folder holding the four IDX files"
+                                f"{offline_hint(dm_cls.torchvision_name, '--root')}") from err
     data = {"train": dm.pretrain_x, "val": dm.val_x, "test": dm.test_x}[args.split]
     if len(data) == 0:
         raise ValueError(f"expected a non-empty {args.split} split of {args.dataset}, got 0 images; "

@@ -243,7 +243,7 @@ def test_missing_root_names_paths_and_fixes(tmp_path):
         message = str(err.value)
         assert "--data.download true" in message and "--data.root" in message
         assert "dataset-fashion-mnist" not in message  # Debian's package is Fashion-MNIST, not MNIST
-        assert "of MNIST (copied from a machine where `--data.download true` fetched them" in message
+        assert "of MNIST (copied from a machine where train.py's --data.download true fetched them" in message
         assert str(root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz") in message
         assert str(root / "train-images-idx3-ubyte") in message
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):

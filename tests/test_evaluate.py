@@ -328,6 +328,9 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
              ([str(wide)], "784"),  # a 784-pixel stack against the 64-pixel digits
              ([str(wide), "--dataset", "mnist", "--root", str(tmp_path / "nowhere")], "nowhere"),
              ([str(wide), "--dataset", "mnist", "--root", str(tmp_path / "nowhere")], "Fix: pass --root DIR"),
+             ([str(wide), "--dataset", "mnist", "--root", str(tmp_path / "nowhere")], "IDX files of MNIST (copied"),
+             ([str(wide), "--dataset", "fashion_mnist", "--root", str(tmp_path / "nowhere")],
+              "then `--root /usr/share/datasets/fashion-mnist`"),
              ([str(save_stack([RBM(64, 4)], tmp_path / "b.safetensors")), "--scaling", "standardize"],
               "Bernoulli visible units, which model pixels in [0, 1], but --scaling is 'standardize'; pass --scaling unit"),
              ([str(gauss), "--layer", "3"], "--layer in 1..1")]
