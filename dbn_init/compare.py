@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.seed import max_seed_value, min_seed_value
 from lightning.pytorch import Callback, Trainer, seed_everything
 
@@ -122,6 +123,12 @@ def _check_options(cfg: Namespace) -> None:
     if bad_seeds:
         raise ValueError(f"expected --seeds in {min_seed_value}..{max_seed_value} (what numpy accepts), "
                          f"got {bad_seeds}")
+    if cfg.devices < 1:
+        raise ValueError(f"expected --devices >= 1 (devices each cell trains on), got {cfg.devices}")
+    try:  # an unknown accelerator, or more devices than it has, would fail at the first cell's Trainer
+        _trainer(cfg, 1, [])
+    except (MisconfigurationException, ValueError, RuntimeError) as err:
+        raise ValueError(f"--accelerator {cfg.accelerator} --devices {cfg.devices}: {err}") from err
     table = cells(cfg)
     if not table:
         why = [f"--{o} is empty" for o in ("seeds", "labels") if not getattr(cfg, o)]
@@ -392,22 +399,27 @@ def run(cfg: Namespace) -> list[dict[str, Any]]:
         raise ValueError(f"{out} holds {foreign} but no results.json, so they are not this runner's and would be "
                          "overwritten; nothing was run: move them away or pick another --out")
 
-    def differs(cell: Cell) -> bool:  # rows written before settings were recorded are taken as they are
+    def differs(cell: Cell) -> bool:
         row = done.get(cell.key())
-        if row is None or row.get("settings") is None:
+        if row is None:
             return False
-        now, then, size = cell_settings(cfg, cell), row["settings"], row.get("train_size")
+        now, then, size = cell_settings(cfg, cell), row.get("settings"), row.get("train_size")
+        if then is None:  # written before settings were recorded: its fine-tuning epochs are what it records
+            return None not in (size, row.get("epochs")) and _effective(now, cell, size)["epochs"] != row["epochs"]
         if size is None:  # a hand-made row: its settings as written
             return now != then
         return _effective(now, cell, size) != _effective(then, cell, size)
 
     changed = [c for c in cells(cfg) if differs(c)]
     if changed:
-        c = changed[0]
+        c, row = changed[0], done[changed[0].key()]
+        then, now = row.get("settings"), cell_settings(cfg, c)
+        if then is None:
+            then, now = (f"fine-tuning for {n} epochs" for n in (row["epochs"], _effective(now, c, row["train_size"])["epochs"]))
         raise ValueError(
             f"{results_path} already holds {len(changed)} of these cells (e.g. {c.name} {list(c.hidden)} seed "
-            f"{c.seed} labels {c.labels}) run with other settings: {done[c.key()]['settings']} there, "
-            f"{cell_settings(cfg, c)} now. Nothing was run or overwritten; use a new --out for the new settings"
+            f"{c.seed} labels {c.labels}) run with other settings: {then} there, {now} now. Nothing was run or "
+            "overwritten; use a new --out for the new settings"
         )
     todo = [c for c in cells(cfg) if c.key() not in done]
     config = json.loads(json.dumps(cfg.as_dict(), default=str))

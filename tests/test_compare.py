@@ -76,6 +76,23 @@ def test_rerun_with_changed_settings_is_refused_and_nothing_is_touched(finished,
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+def test_rows_written_before_settings_were_recorded_are_checked_by_their_epochs(finished, monkeypatch, tmp_path):
+    """The committed results' older rows record no settings, only the epochs they fine-tuned for:
+    a rerun that would fine-tune new seeds for other epochs is refused rather than pooled with them."""
+    out = tmp_path / "copy"
+    shutil.copytree(finished[0], out)
+    saved = json.loads((out / "results.json").read_text())
+    for row in saved["runs"]:
+        del row["settings"]
+    (out / "results.json").write_text(json.dumps(saved))
+    import dbn_init.compare as compare
+
+    monkeypatch.setattr(compare, "run_cell", lambda *a: pytest.fail("a cell ran beside rows of other epochs"))
+    assert run(_cfg(out)) == saved["runs"]  # the same epochs: nothing to run, nothing refused
+    with pytest.raises(ValueError, match=r"other settings: fine-tuning for 1 epochs there, fine-tuning for 2 epochs now"):
+        run(_cfg(out, "--max_epochs", "2", "--seeds", "[0, 1, 2]"))
+
+
 def test_settings_that_change_nothing_are_not_a_change(finished, monkeypatch):
     """A default written out, or a min_steps that adds no epoch, leaves the finished cells valid."""
     out, runs = finished
@@ -182,6 +199,8 @@ def test_repeated_cells_and_clashing_row_names_are_refused(args, match, monkeypa
     (["--max_epochs", "-1"], r"expected --max_epochs >= 1.*got -1"),
     (["--min_steps", "-1"], r"expected --min_steps >= 0.*got -1"),
     (["--seeds", "[0, -1]"], r"expected --seeds in 0\.\.4294967295.*got \[-1\]"),
+    (["--devices", "0"], r"expected --devices >= 1.*got 0"),
+    (["--accelerator", "tpuz"], r"--accelerator tpuz --devices 1: .*invalid accelerator name"),
 ])
 def test_out_of_range_numbers_are_refused(args, match, monkeypatch, tmp_path):
     _refused(monkeypatch, tmp_path / "out", *args, match=match)
