@@ -1,4 +1,4 @@
-"""Callbacks for pretraining stages: what each RBM learned, as pictures."""
+"""Callbacks: the resume point every fit keeps, and what each RBM learned, as pictures."""
 
 from __future__ import annotations
 
@@ -6,13 +6,51 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from .plots import image_grid, save_curves, save_image_grid
 from .pretrain import RBMStage
 
-__all__ = ["RBMPictures", "down_pass", "pixel_filters"]
+__all__ = ["ResumeCheckpoint", "LogitsWriter", "RBMPictures", "down_pass", "pixel_filters"]
+
+
+class ResumeCheckpoint(ModelCheckpoint):
+    """``{dirpath}/{name}.ckpt``, rewritten at the end of every epoch: where a run stopped.
+
+    ``train.py``'s ``--ckpt_path last`` resumes from the newest ``*last.ckpt``, so each fit keeps
+    one (``rbm{k}-last`` per pretraining stage, ``last`` for fine-tuning). Lightning's own
+    ``save_last`` is no such point beside a monitored checkpoint: Lightning 2.6 rewrites it only
+    when it saves a new best, so it holds the best epoch, not the last one. Its own
+    class name keeps its state apart from any other ``ModelCheckpoint`` in a checkpoint file.
+    """
+
+    def __init__(self, dirpath: str | Path, name: str) -> None:
+        super().__init__(dirpath=dirpath, filename=name, save_top_k=1, enable_version_counter=False)
+
+
+class LogitsWriter(BasePredictionWriter):
+    """Saves what ``predict`` returns in the run folder, ``predictions.pt``: a dict of ``logits``
+    (N, num_classes) and ``indices`` (N,), the rows of the predicted split (the test split) they
+    belong to. Under DDP each rank saves its own rows, ``predictions-rank{r}.pt``."""
+
+    def __init__(self) -> None:
+        super().__init__(write_interval="epoch")
+
+    @staticmethod
+    def path(trainer: Trainer) -> Path:
+        name = "predictions.pt" if trainer.world_size == 1 else f"predictions-rank{trainer.global_rank}.pt"
+        return Path(trainer.log_dir or trainer.default_root_dir) / name
+
+    def write_on_epoch_end(self, trainer: Trainer, pl_module, predictions: list, batch_indices: list) -> None:
+        path = self.path(trainer)  # on every rank: log_dir is a broadcast under DDP
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One dataloader (the test split): Lightning passes its batches' outputs, and the batches'
+        # indices wrapped in a list per dataloader.
+        (indices,) = batch_indices
+        torch.save({"logits": torch.cat(predictions).cpu(), "indices": torch.tensor(sum(indices, []), dtype=torch.long)},
+                   path)
 
 
 def down_pass(rbms, h: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from .callbacks import RBMPictures
+from .callbacks import LogitsWriter, RBMPictures, ResumeCheckpoint
 from .data import LOADING_OPTIONS, ImageDataModule
 from .io import read_checkpoint, save_stack
 from .models import DBN, Classifier
@@ -27,6 +27,8 @@ _FIT_ONLY = (
     "enable_checkpointing", "default_root_dir", "check_val_every_n_epoch", "val_check_interval",
     "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches",
 )
+# What each evaluating subcommand scores, for its refusal of untrained weights.
+_EVALUATED = {"validate": "validation", "test": "the test", "predict": "prediction"}
 # What a run leaves in its folder besides its checkpoints; another run writing there would overwrite them.
 _RUN_OUTPUTS = ("config.yaml", "pictures", "pretrained.safetensors")
 
@@ -52,8 +54,7 @@ class DBNCLI(LightningCLI):
         config = self.config[self.subcommand]["trainer"].clone().as_dict()
         args = {k: v for k, v in config.items() if k not in _FIT_ONLY}
         # One file per stage, rewritten (atomically by Lightning's checkpoint IO) after every epoch.
-        checkpoint = ModelCheckpoint(dirpath=self.checkpoint_dir(), filename=f"rbm{stage + 1}-last", save_top_k=1,
-                                     enable_version_counter=False)
+        checkpoint = ResumeCheckpoint(self.checkpoint_dir(), f"rbm{stage + 1}-last")
         callbacks: list = [checkpoint, _RecordRunSettings(_run_settings(self.model, self.datamodule))]
         if hasattr(self.datamodule, "image_shape"):
             callbacks.append(RBMPictures(self.datamodule.image_shape))
@@ -155,6 +156,8 @@ class DBNCLI(LightningCLI):
         resolved = self.resolve_resume(self.config_init[self.subcommand].get("ckpt_path"))
         resume, checkpoint = resolved or (None, None)
         self.check_run_folder(resume)
+        if self.trainer.checkpoint_callback is not None:  # checkpointing on: keep the fine-tuning's resume point too
+            self.trainer.callbacks.append(ResumeCheckpoint(self.checkpoint_dir(), "last"))
         stage_resume: dict[int, str] = {}
         if resume is not None:
             rank_zero_info(f"resuming from {resume}")
@@ -176,6 +179,8 @@ class DBNCLI(LightningCLI):
         """validate / test / predict: ``--ckpt_path`` read as fit reads it (checked; ``last`` and a
         path must be this model's run with these settings); a pretraining stage's is refused."""
         resolved = self.resolve_resume(self.config_init[self.subcommand].get("ckpt_path"), required=True)
+        if resolved is None and isinstance(self.model, DBN):  # refused before the Trainer makes a run folder
+            self.model.refuse_evaluating_untrained(_EVALUATED[self.subcommand])
         if resolved is not None:
             path, checkpoint = resolved
             stage = checkpoint.get("dbn_init", {}).get("stage")
@@ -185,13 +190,27 @@ class DBNCLI(LightningCLI):
                                  "(last.ckpt or the best one, written once pretraining is done)")
             self.config_init[self.subcommand]["ckpt_path"] = str(path)
 
-    before_validate = before_test = before_predict = _checkpoint_to_evaluate
+    before_validate = before_test = _checkpoint_to_evaluate
+
+    def before_predict(self) -> None:
+        """As test, and the logits are saved in the run folder (``predictions.pt``, :class:`LogitsWriter`)."""
+        self._checkpoint_to_evaluate()
+        path = LogitsWriter.path(self.trainer)
+        if path.exists():  # without a logger every run writes to the same folder
+            raise FileExistsError(f"{path} holds an earlier prediction, which this run would overwrite; move it away, "
+                                  "pass another --trainer.default_root_dir, or enable a logger (a new folder per run)")
+        self.trainer.callbacks.append(LogitsWriter())
 
     def after_fit(self) -> None:
         if self.trainer.interrupted:
             return
         if isinstance(self.model, DBN) and not self.trainer.fast_dev_run:
             self.export_pretrained()
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, SaveConfigCallback):
+                # The fit saved config.yaml; under ddp_spawn a worker did, and this process's copy of
+                # the callback never heard, so the test would refuse the file as another run's.
+                callback.already_saved = True
         best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
 

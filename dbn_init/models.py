@@ -24,7 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .init import InitName, init_weight
 from .mlp import MLP, Activation, check_hidden
-from .monitor import MONITOR_EVERY, EpochMeans, weights_diverged
+from .monitor import MONITOR_EVERY, EpochMeans, newest_checkpoint, weights_diverged
 from .pretrain import PretrainData, RBMStage, StageTrainerFactory, default_stage_trainer, up_pass
 from .io import load_stack
 from .rbm import RBM, check_visible, make_rbm
@@ -105,12 +105,11 @@ class Classifier(LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # A sparse sample of steps and the epoch's last (so no checkpoint holds a NaN): one host sync each.
         if (batch_idx % MONITOR_EVERY == 0 or self.trainer.is_last_batch) and weights_diverged(self.mlp):
-            last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
             raise FloatingPointError(
                 f"fine-tuning diverged (non-finite MLP weights) in epoch {self.current_epoch}, by batch "
                 f"{batch_idx}, at learning rate {self.lr} ({self.optimizer_name}). Lower --model.lr (Adam: 1e-3 "
                 "or below), or clip gradients with --trainer.gradient_clip_val 1.0; check that the inputs are "
-                f"scaled (--data.scaling). Last checkpoint: {last}."
+                f"scaled (--data.scaling). Last checkpoint: {newest_checkpoint(self.trainer)}."
             )
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -433,16 +432,17 @@ class DBN(Classifier):
                                "randomly initialised RBMs")
         super().on_fit_start()
 
-    def _refuse_evaluating_untrained(self, what: str) -> None:
+    def refuse_evaluating_untrained(self, what: str) -> None:
+        """Raise RuntimeError if ``what`` ("the test", ...) would score RBMs never trained."""
         self._refuse_untrained(f"is neither pretrained nor loaded from a checkpoint, so {what} would score random "
                                "weights; pass the fine-tuning checkpoint of a run (train.py: --ckpt_path "
                                "PATH/last.ckpt or --ckpt_path last), or fit first")
 
     def on_validation_start(self) -> None:
-        self._refuse_evaluating_untrained("validation")
+        self.refuse_evaluating_untrained("validation")
 
     def on_test_start(self) -> None:
-        self._refuse_evaluating_untrained("the test")
+        self.refuse_evaluating_untrained("the test")
 
     def on_predict_start(self) -> None:
-        self._refuse_evaluating_untrained("prediction")
+        self.refuse_evaluating_untrained("prediction")

@@ -3,11 +3,14 @@ cost one in-place add per step, and the divergence check."""
 
 from __future__ import annotations
 
+import os
+
 import torch
+from lightning.pytorch import Trainer
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-__all__ = ["EpochMeans", "weights_diverged", "MONITOR_EVERY"]
+__all__ = ["EpochMeans", "weights_diverged", "newest_checkpoint", "MONITOR_EVERY"]
 
 # Steps between the sampled checks (divergence, update ratio, the CD loss's value): each costs a
 # host sync, which on a GPU stalls the step, and a sample every 50 steps is enough to see a trend.
@@ -46,3 +49,11 @@ def weights_diverged(module: nn.Module) -> bool:
     rank reaches the same verdict without a collective.
     """
     return not bool(torch.isfinite(sum(p.sum() for p in module.parameters())))
+
+
+def newest_checkpoint(trainer: Trainer) -> str:
+    """The newest checkpoint file this fit's checkpoint callbacks have written (its last good
+    state, for an error message), or ``"none saved yet"``."""
+    paths = [p for callback in trainer.checkpoint_callbacks for p in (callback.last_model_path, callback.best_model_path)
+             if p and os.path.isfile(p)]
+    return max(paths, key=os.path.getmtime) if paths else "none saved yet"

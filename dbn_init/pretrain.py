@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from .monitor import MONITOR_EVERY, EpochMeans, weights_diverged
+from .monitor import MONITOR_EVERY, EpochMeans, newest_checkpoint, weights_diverged
 from .rbm import RBM, bernoulli
 
 __all__ = ["RBMStage", "PretrainData", "StageTrainerFactory", "default_stage_trainer", "up_pass"]
@@ -203,7 +203,6 @@ class RBMStage(LightningModule):
 
     def _check_divergence(self) -> None:
         if weights_diverged(self.rbm):
-            last = getattr(self.trainer.checkpoint_callback, "best_model_path", "") or "none saved yet"
             if self.rbm.visible_units == "gaussian":
                 cause = (f"a learning rate too high for Gaussian visible units (try --model.gaussian_lr {self.lr / 10:g}) "
                          "or inputs that are not standardised (--data.scaling standardize)")
@@ -213,7 +212,8 @@ class RBMStage(LightningModule):
             raise FloatingPointError(
                 f"RBM {self.index + 1} diverged (non-finite weights) in epoch {self.current_epoch}, by CD step "
                 f"{self._step_in_epoch}, at learning rate {self.lr}. Likely cause: {cause}. Last good "
-                f"checkpoint: {last} (resume with --ckpt_path last after the fix)."
+                f"checkpoint: {newest_checkpoint(self.trainer)}. Rerun with the fix (a changed setting makes it a new "
+                "run, which starts afresh: --ckpt_path resumes only a run with the same settings)."
             )
 
     def on_train_epoch_end(self) -> None:

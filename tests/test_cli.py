@@ -1,5 +1,8 @@
 """The Lightning CLI on the shipped configs: real Trainer runs, real errors."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,6 +98,36 @@ def test_a_second_run_without_a_logger_in_the_same_folder_is_refused_before_it_o
     assert resumed.model.pretrained and "test_acc" in resumed.trainer.callback_metrics
 
 
+def test_last_ckpt_is_where_fine_tuning_stopped_not_its_best_epoch(tmp_path):
+    # lr 1e-12 keeps val_acc flat, so the monitored checkpoint's best stays epoch 0 while fine-tuning goes on
+    args = ["fit", *TINY, "--model.hidden", "[16]", "--trainer.max_epochs", "3", "--model.lr", "1e-12",
+            "--trainer.default_root_dir", str(tmp_path)]
+    first = main(args)
+    assert Path(first.trainer.checkpoint_callback.best_model_path).name.startswith("epoch=0-")
+    last = torch.load(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] == first.trainer.global_step == 6
+    resumed = main([*args, "--ckpt_path", "last"])  # a finished run: nothing left to train
+    assert resumed.trainer.global_step == 6
+    assert resumed.trainer.callback_metrics["test_acc"] == first.trainer.callback_metrics["test_acc"]
+
+
+@pytest.mark.slow
+def test_fit_under_ddp_spawn_runs_to_its_final_test(tmp_path):
+    """Two spawned CPU processes per fit; the final test must not take the config the fit saved
+    (in a worker) for another run's."""
+    command = [sys.executable, str(CONFIGS.parent / "train.py"), "fit", *TINY, "--model.hidden", "[16]",
+               "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp_spawn",
+               "--trainer.default_root_dir", str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    for var in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test_acc" in proc.stdout
+    run = tmp_path / "lightning_logs" / "version_0"
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     """The checkpoints folder of a finished [16] DBN run: rbm1-last.ckpt and last.ckpt."""
@@ -157,6 +190,7 @@ def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untraine
     with pytest.raises(RuntimeError, match="neither pretrained nor loaded from a checkpoint, so the test would score "
                                            "random weights"):
         main(["test", *args, "--trainer.default_root_dir", str(tmp_path)])
+    assert not (tmp_path / "lightning_logs").exists()  # refused before the Trainer made a run folder
     # 'last' finds the run's fine-tuning checkpoint as fit's 'last' does; the settings decide, not the file
     tested = main(["test", *args, "--trainer.default_root_dir", root, "--ckpt_path", "last"])
     assert tested.config_init["test"]["ckpt_path"] == str(finished_run / "last.ckpt")
@@ -167,6 +201,15 @@ def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untraine
     labels = predicted.datamodule.test_y
     assert logits.shape == (len(labels), 10)
     assert (logits.argmax(1) == labels).float().mean().item() == pytest.approx(test_acc, abs=1e-6)
+    saved = torch.load(Path(predicted.trainer.log_dir) / "predictions.pt", weights_only=True)  # what the command kept
+    assert torch.equal(saved["indices"], torch.arange(len(labels))) and torch.allclose(saved["logits"], logits)
+    alone = [*args, "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "alone"), "--ckpt_path",
+             str(finished_run / "last.ckpt")]
+    main(["predict", *alone])
+    before = _snapshot(tmp_path / "alone")
+    with pytest.raises(FileExistsError, match=r"predictions.pt holds an earlier prediction.*move it away"):
+        main(["predict", *alone])  # without a logger the same folder: refused, not overwritten
+    assert _snapshot(tmp_path / "alone") == before
     with pytest.raises(ValueError, match=r"saved during pretraining \(stage 1\).*test needs a fine-tuning checkpoint"):
         main(["test", *args, "--trainer.default_root_dir", str(tmp_path), "--ckpt_path",
               str(finished_run / "rbm1-last.ckpt")])

@@ -4,7 +4,8 @@
 # -125.5, -105.5 and -86.3 nats). Writes results.jsonl (one evaluate summary per CD-k) and the
 # run folders. From the repository root:
 #   bash results/rbm_log_likelihood/run.sh [DATA_ROOT] [EPOCHS_CD25]
-# SUMMARY_ONLY=1 skips training and evaluation and rewrites results.md from what is there.
+# SUMMARY_ONLY=1 skips training and evaluation and rewrites results.md from the run folders of an
+# earlier full run on this machine (cd{k}/lightning_logs: not committed, so not in a fresh clone).
 set -euo pipefail
 ROOT=${1:-/usr/share/datasets/fashion-mnist}
 EPOCHS_CD25=${2:-10}  # CD-25 costs ~10x a CD-1 epoch; the paper trained far longer
