@@ -17,7 +17,7 @@ from .data import LOADING_OPTIONS, ImageDataModule
 from .io import read_checkpoint, save_stack
 from .models import DBN, Classifier
 
-__all__ = ["DBNCLI", "main"]
+__all__ = ["DBNCLI", "CLIParser", "main"]
 
 # Trainer options that belong to the fine-tuning fit only; a pretraining stage sets its own. CD
 # steps its update itself (manual optimization), so gradient clipping and accumulation, which
@@ -73,7 +73,7 @@ class DBNCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as err:
-            self.parser.error(_own_message(err))
+            self.parser.error(str(err))
 
     def _parse_ckpt_path(self) -> None:
         """Left empty on purpose. Lightning (2.x's LightningCLI) would load ``--ckpt_path`` here, unchecked, and let the model settings it holds
@@ -282,15 +282,40 @@ def _class_name(class_path: str) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _own_message(err: ValueError) -> str:
-    """The class's message from jsonargparse's "Does not validate against any of the Union
-    subtypes ... Errors: - <the class's> - Expected a <class 'NoneType'>"; else the message."""
-    text = str(err)
-    if "Errors:" not in text:
+def _own_message(text: str) -> str:
+    """What the class or its option said, from jsonargparse's message for a class-path option:
+    'Parser key "model": Does not validate against any of the Union subtypes ... Errors: - Problem
+    with given class_path 'dbn_init.DBN': Option 'hiden' is not accepted - Expected a <class
+    'NoneType'> Given value ...' -> 'Parser key "model": Problem with given class_path
+    'dbn_init.DBN': Option 'hiden' is not accepted'. Any other message is returned as it is."""
+    head, union, rest = text.partition("Does not validate against any of the Union subtypes")
+    if not union or "Errors:" not in rest:
         return text
-    errors = [line.strip()[2:] for line in text.split("Errors:", 1)[1].splitlines() if line.strip().startswith("- ")]
-    own = [e for e in errors if not e.startswith("Expected a <class 'NoneType'>")]
-    return "; ".join(own) or text
+    items: list[list[str]] = []  # each "- " entry of the list, with its more-indented lines
+    indent = None
+    for line in rest.partition("Errors:")[2].splitlines():
+        depth, stripped = len(line) - len(line.lstrip()), line.strip()
+        if not stripped:
+            continue
+        if indent is None and stripped.startswith("- "):
+            indent = depth
+        if indent is None or depth < indent:  # "Given value ...": the list has ended
+            break
+        if depth == indent and stripped.startswith("- "):
+            items.append([stripped[2:]])
+        else:
+            items[-1].append(stripped)
+    own = [" ".join(item) for item in items if not item[0].startswith("Expected a <class 'NoneType'>")]
+    return " ".join([head.strip(), "; ".join(own)]).strip() if own else text
+
+
+class CLIParser(LightningArgumentParser):
+    """Lightning's parser, whose usage errors keep only what the class or option said (see
+    :func:`_own_message`), not jsonargparse's list of union alternatives around it; train.py's
+    and compare's."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        return super().error(_own_message(message), ex)
 
 
 def _load_checkpoint(path: Path, option: str) -> dict:
@@ -320,4 +345,5 @@ def main(args: list[str] | None = None) -> DBNCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=args,
+        parser_class=CLIParser,
     )

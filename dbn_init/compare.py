@@ -38,6 +38,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.seed import max_seed_value, min_seed_value
 from lightning.pytorch import Callback, Trainer, seed_everything
 
+from .cli import CLIParser
 from .data import LOADING_OPTIONS, ImageDataModule
 from .init import INIT_SCHEMES
 from .io import load_stack, save_stack
@@ -64,8 +65,7 @@ class Cell:
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m dbn_init.compare", description=__doc__.split("\n\n")[0],
-                            default_env=False)
+    parser = CLIParser(prog="python -m dbn_init.compare", description=__doc__.split("\n\n")[0], default_env=False)
     parser.add_argument("--config", action=ActionConfigFile, help="a configs/compare_*.yaml file")
     parser.add_subclass_arguments(ImageDataModule, "data", required=True, help="the DataModule, as in train.py")
     parser.add_argument("--models", type=list[str], default=MODELS, help=f"rows of the table, from {MODELS}")

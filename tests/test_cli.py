@@ -258,8 +258,16 @@ def test_config_mistakes_are_errors(tmp_path, capsys, extra, message):
     (["--data.val_fraction", "1"], "expected val_fraction in [0, 1), got 1.0"),
     (["--model.cd_k", "0"], "cd_k must be >= 1, got 0"),
     (["--model.lr", "-1"], "lr (--model.lr) must be > 0, got -1.0"),
+    # typos and values outside a choice: what jsonargparse found, without its list of union alternatives
+    (["--model.hiden", "[8]"], """Parser key "model": Problem with given class_path 'dbn_init.DBN': Option 'hiden' is """
+                               "not accepted"),
+    (["--data.batch_sz", "3"], """Parser key "data": Problem with given class_path 'dbn_init.DigitsDataModule': """
+                               "Option 'batch_sz' is not accepted"),
+    (["--model", "dbn_init.Baseline", "--model.init", "xavier"],
+     """Parser key "model": Problem with given class_path 'dbn_init.Baseline': Parser key "init": Expected a """
+     "typing.Literal['xavier_uniform', "),
 ])
-def test_a_value_a_class_refuses_ends_the_command_with_its_own_one_line_message(tmp_path, capsys, extra, message):
+def test_a_usage_error_ends_the_command_with_the_class_or_options_own_message(tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as info:
         main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.default_root_dir", str(tmp_path), *extra])
     assert info.value.code == 2

@@ -231,6 +231,17 @@ def test_an_empty_table_is_refused_with_the_fix(args, why, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_data_option_typo_is_a_one_line_usage_error(tmp_path, capsys):
+    from dbn_init.compare import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--data", "dbn_init.DigitsDataModule", "--data.batch_sz", "3", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Union" not in err and "NoneType" not in err, err
+    assert "error: Parser key \"data\": Problem with given class_path 'dbn_init.DigitsDataModule': Option 'batch_sz' " \
+           "is not accepted" in err
+
+
 @pytest.mark.parametrize("text", ['{"runs": [{"name": "x"}]}', '{"runs": "abc"}', '{"runs": [1]}', "[]",
                                   '{"runs": [], "configs": 3}', "not json"])
 def test_a_malformed_results_json_is_refused_and_kept(text, monkeypatch, tmp_path):
