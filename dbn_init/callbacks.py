@@ -27,7 +27,10 @@ class ResumeCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, dirpath: str | Path, name: str) -> None:
-        super().__init__(dirpath=dirpath, filename=name, save_top_k=1, enable_version_counter=False)
+        # at the end of the training epoch even when validation runs every n epochs or several
+        # times an epoch (Lightning would otherwise save after validation, missing epochs)
+        super().__init__(dirpath=dirpath, filename=name, save_top_k=1, enable_version_counter=False,
+                         save_on_train_epoch_end=True)
 
 
 class LogitsWriter(BasePredictionWriter):

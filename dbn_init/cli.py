@@ -195,10 +195,14 @@ class DBNCLI(LightningCLI):
     def before_predict(self) -> None:
         """As test, and the logits are saved in the run folder (``predictions.pt``, :class:`LogitsWriter`)."""
         self._checkpoint_to_evaluate()
+        if self.trainer.fast_dev_run:  # one batch, no run folder: nothing worth keeping
+            return
         path = LogitsWriter.path(self.trainer)
-        if path.exists():  # without a logger every run writes to the same folder
-            raise FileExistsError(f"{path} holds an earlier prediction, which this run would overwrite; move it away, "
-                                  "pass another --trainer.default_root_dir, or enable a logger (a new folder per run)")
+        held = [p.name for p in (path.parent / "config.yaml", path) if p.exists()]
+        if held:  # without a logger every run writes to the same folder
+            raise FileExistsError(f"{path.parent} already holds an earlier run's {' and '.join(held)}, which this "
+                                  "prediction would overwrite; pass another --trainer.default_root_dir, or enable a "
+                                  "logger (a new version folder per run)")
         self.trainer.callbacks.append(LogitsWriter())
 
     def after_fit(self) -> None:

@@ -92,6 +92,11 @@ class Classifier(LightningModule):
     def on_fit_start(self) -> None:
         _spare_adam_the_nvml_reload()
 
+    def on_train_start(self) -> None:
+        # Also here: a fit resumed from a checkpoint saved after an epoch's last batch but before its
+        # end (a validation mid-epoch) goes straight to on_train_epoch_end.
+        self._epoch_means = EpochMeans(2, self.device)
+
     def on_train_epoch_start(self) -> None:
         self._epoch_means = EpochMeans(2, self.device)  # loss, accuracy
 
@@ -123,8 +128,9 @@ class Classifier(LightningModule):
         return self(batch[0])
 
     def on_train_epoch_end(self) -> None:
-        self._epoch_means.update(self.train_loss, self.train_acc)
-        self._log_epoch("train")
+        if self._epoch_means.count:  # none after such a resume: nothing of the epoch to report
+            self._epoch_means.update(self.train_loss, self.train_acc)
+            self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")

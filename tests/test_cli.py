@@ -98,12 +98,14 @@ def test_a_second_run_without_a_logger_in_the_same_folder_is_refused_before_it_o
     assert resumed.model.pretrained and "test_acc" in resumed.trainer.callback_metrics
 
 
-def test_last_ckpt_is_where_fine_tuning_stopped_not_its_best_epoch(tmp_path):
-    # lr 1e-12 keeps val_acc flat, so the monitored checkpoint's best stays epoch 0 while fine-tuning goes on
+@pytest.mark.parametrize("val_every, best", [(1, 0), (2, 1)])
+def test_last_ckpt_is_where_fine_tuning_stopped_not_its_best_epoch(tmp_path, val_every, best):
+    # lr 1e-12 keeps val_acc flat, so the monitored checkpoint's best stays the first validated epoch
+    # while fine-tuning goes on; validating every 2nd epoch, the last epoch is not validated at all
     args = ["fit", *TINY, "--model.hidden", "[16]", "--trainer.max_epochs", "3", "--model.lr", "1e-12",
-            "--trainer.default_root_dir", str(tmp_path)]
+            "--trainer.check_val_every_n_epoch", str(val_every), "--trainer.default_root_dir", str(tmp_path)]
     first = main(args)
-    assert Path(first.trainer.checkpoint_callback.best_model_path).name.startswith("epoch=0-")
+    assert Path(first.trainer.checkpoint_callback.best_model_path).name.startswith(f"epoch={best}-")
     last = torch.load(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 2 and last["global_step"] == first.trainer.global_step == 6
     resumed = main([*args, "--ckpt_path", "last"])  # a finished run: nothing left to train
@@ -207,7 +209,7 @@ def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untraine
              str(finished_run / "last.ckpt")]
     main(["predict", *alone])
     before = _snapshot(tmp_path / "alone")
-    with pytest.raises(FileExistsError, match=r"predictions.pt holds an earlier prediction.*move it away"):
+    with pytest.raises(FileExistsError, match=r"already holds an earlier run's config.yaml and predictions.pt"):
         main(["predict", *alone])  # without a logger the same folder: refused, not overwritten
     assert _snapshot(tmp_path / "alone") == before
     with pytest.raises(ValueError, match=r"saved during pretraining \(stage 1\).*test needs a fine-tuning checkpoint"):
