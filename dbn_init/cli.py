@@ -80,10 +80,12 @@ class DBNCLI(LightningCLI):
         replace the command line's; instead the command line stays authoritative, and
         :meth:`resolve_resume` reads the file with the checked reader and refuses another run's."""
 
-    def resolve_resume(self, ckpt_path: str | None, required: bool = False) -> tuple[Path, dict] | None:
+    def resolve_resume(self, ckpt_path: str | None, required: bool = False,
+                       fine_tuned: bool = False) -> tuple[Path, dict] | None:
         """The checkpoint ``--ckpt_path`` stands for, as (file, its checked contents), or None.
 
-        ``--ckpt_path last``: the newest ``*last.ckpt`` (a stage's or the fine-tuning's) under this
+        ``--ckpt_path last``: the newest ``*last.ckpt`` (a stage's or the fine-tuning's; with
+        ``fine_tuned``, the fine-tuning's only, as validate, test and predict need) under this
         logger's folder from an earlier run of the same model with the same settings, so that runs
         of other experiments sharing the folder are never picked up; a path must hold such a run.
         Without a match, fit starts afresh (with a warning); ``required`` makes it an error."""
@@ -119,10 +121,13 @@ class DBNCLI(LightningCLI):
                 checkpoint = _load_checkpoint(path, "--ckpt_path last")
             except ValueError:  # unreadable: not a run to resume
                 continue
+            if fine_tuned and checkpoint.get("dbn_init", {}).get("stage") is not None:  # a later run, mid-pretraining
+                continue
             saved = _saved_run_settings(checkpoint)
             if saved is not None and not _differences(saved, ours):
                 return path, checkpoint
-        what = (f"{len(found)} *last.ckpt, none from a run of this model with these settings (the newest: "
+        which = "a fine-tuning run" if fine_tuned else "a run"
+        what = (f"{len(found)} *last.ckpt, none from {which} of this model with these settings (the newest: "
                 f"{found[0]})") if found else "no *last.ckpt"
         if required:
             raise FileNotFoundError(f"--ckpt_path last: {what} under {root}; pass the run's checkpoint file, or "
@@ -178,7 +183,8 @@ class DBNCLI(LightningCLI):
     def _checkpoint_to_evaluate(self) -> None:
         """validate / test / predict: ``--ckpt_path`` read as fit reads it (checked; ``last`` and a
         path must be this model's run with these settings); a pretraining stage's is refused."""
-        resolved = self.resolve_resume(self.config_init[self.subcommand].get("ckpt_path"), required=True)
+        resolved = self.resolve_resume(self.config_init[self.subcommand].get("ckpt_path"), required=True,
+                                       fine_tuned=True)
         if resolved is None and isinstance(self.model, DBN):  # refused before the Trainer makes a run folder
             self.model.refuse_evaluating_untrained(_EVALUATED[self.subcommand])
         if resolved is not None:

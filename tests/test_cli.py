@@ -1,6 +1,7 @@
 """The Lightning CLI on the shipped configs: real Trainer runs, real errors."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -193,8 +194,13 @@ def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untraine
                                            "random weights"):
         main(["test", *args, "--trainer.default_root_dir", str(tmp_path)])
     assert not (tmp_path / "lightning_logs").exists()  # refused before the Trainer made a run folder
-    # 'last' finds the run's fine-tuning checkpoint as fit's 'last' does; the settings decide, not the file
+    # 'last' finds the run's fine-tuning checkpoint as fit's 'last' does; the settings decide, not the file;
+    # a later run of the same settings stopped during pretraining (a newer stage file) is passed over
+    later = finished_run.parent.parent / "version_9" / "checkpoints"
+    later.mkdir(parents=True)
+    shutil.copy(finished_run / "rbm1-last.ckpt", later / "rbm1-last.ckpt")
     tested = main(["test", *args, "--trainer.default_root_dir", root, "--ckpt_path", "last"])
+    shutil.rmtree(later.parent)
     assert tested.config_init["test"]["ckpt_path"] == str(finished_run / "last.ckpt")
     test_acc = float(tested.trainer.callback_metrics["test_acc"])
     predicted = main(["predict", *args, "--trainer.default_root_dir", root, "--ckpt_path", "last"])
