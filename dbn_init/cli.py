@@ -73,7 +73,7 @@ class DBNCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as err:
-            self.parser.error(str(err))
+            self.parser.error(_refusal(err))
 
     def _parse_ckpt_path(self) -> None:
         """Left empty on purpose. Lightning (2.x's LightningCLI) would load ``--ckpt_path`` here, unchecked, and let the model settings it holds
@@ -116,18 +116,25 @@ class DBNCLI(LightningCLI):
         # a logger's version folders, or (without a logger) the root itself
         found = sorted([*root.glob("*/checkpoints/*last.ckpt"), *root.glob("checkpoints/*last.ckpt")],
                        key=lambda p: p.stat().st_mtime, reverse=True)
+        stopped = None  # with fine_tuned: the newest same-settings run that stopped during pretraining
         for path in found:
             try:
                 checkpoint = _load_checkpoint(path, "--ckpt_path last")
             except ValueError:  # unreadable: not a run to resume
                 continue
-            if fine_tuned and checkpoint.get("dbn_init", {}).get("stage") is not None:  # a later run, mid-pretraining
-                continue
             saved = _saved_run_settings(checkpoint)
-            if saved is not None and not _differences(saved, ours):
+            if saved is None or _differences(saved, ours):
+                continue
+            stage = checkpoint.get("dbn_init", {}).get("stage")
+            if not (fine_tuned and stage is not None):
                 return path, checkpoint
-        which = "a fine-tuning run" if fine_tuned else "a run"
-        what = (f"{len(found)} *last.ckpt, none from {which} of this model with these settings (the newest: "
+            stopped = stopped or (path, stage)  # a later run, mid-pretraining: look further back
+        if stopped is not None:
+            raise ValueError(f"--ckpt_path last: the run of this model with these settings under {root} stopped "
+                             f"during pretraining (stage {stopped[1]}, {stopped[0]}), before its classifier was "
+                             f"trained; finish it first (fit with the same settings and --ckpt_path last), then "
+                             f"{self.subcommand} again")
+        what = (f"{len(found)} *last.ckpt, none from a run of this model with these settings (the newest: "
                 f"{found[0]})") if found else "no *last.ckpt"
         if required:
             raise FileNotFoundError(f"--ckpt_path last: {what} under {root}; pass the run's checkpoint file, or "
@@ -292,15 +299,13 @@ def _class_name(class_path: str) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _own_message(text: str) -> str:
-    """What the class or its option said, from jsonargparse's message for a class-path option:
-    'Parser key "model": Does not validate against any of the Union subtypes ... Errors: - Problem
-    with given class_path 'dbn_init.DBN': Option 'hiden' is not accepted - Expected a <class
-    'NoneType'> Given value ...' -> 'Parser key "model": Problem with given class_path
-    'dbn_init.DBN': Option 'hiden' is not accepted'. Any other message is returned as it is."""
+def _union_entries(text: str) -> tuple[str, list[str]] | None:
+    """jsonargparse's report for a class-path option, 'Parser key "model": Does not validate against
+    any of the Union subtypes ... Errors: - <entry> - Expected a <class 'NoneType'> Given value ...',
+    as (the part before "Does not validate", each entry on one line); None for any other message."""
     head, union, rest = text.partition("Does not validate against any of the Union subtypes")
     if not union or "Errors:" not in rest:
-        return text
+        return None
     items: list[list[str]] = []  # each "- " entry of the list, with its more-indented lines
     indent = None
     for line in rest.partition("Errors:")[2].splitlines():
@@ -315,8 +320,25 @@ def _own_message(text: str) -> str:
             items.append([stripped[2:]])
         else:
             items[-1].append(stripped)
-    own = [" ".join(item) for item in items if not item[0].startswith("Expected a <class 'NoneType'>")]
-    return " ".join([head.strip(), "; ".join(own)]).strip() if own else text
+    return head.strip(), list(dict.fromkeys(" ".join(item) for item in items))  # once each, in order
+
+
+def _own_message(text: str) -> str:
+    """A usage error as what the class said, where the class refused a key or value: 'Parser key
+    "model": Problem with given class_path 'dbn_init.DBN': Option 'hiden' is not accepted'. Other
+    messages (a plain value of the wrong type, where the alternatives and the given value are the
+    story) stay as jsonargparse wrote them."""
+    parsed = _union_entries(text)
+    own = [e for e in parsed[1] if e.startswith("Problem with given class_path")] if parsed else []
+    return " ".join([parsed[0], "\n  ".join(own)]).strip() if own else text
+
+
+def _refusal(err: ValueError) -> str:
+    """The message of a class's own ValueError in its ``__init__``, without the union report that
+    jsonargparse wraps it in (whose other entry is 'Expected a <class 'NoneType'>')."""
+    parsed = _union_entries(str(err))
+    own = [e for e in parsed[1] if not e.startswith("Expected a <class 'NoneType'>")] if parsed else []
+    return "; ".join(own) or str(err)
 
 
 class CLIParser(LightningArgumentParser):

@@ -201,6 +201,13 @@ def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untraine
     shutil.copy(finished_run / "rbm1-last.ckpt", later / "rbm1-last.ckpt")
     tested = main(["test", *args, "--trainer.default_root_dir", root, "--ckpt_path", "last"])
     shutil.rmtree(later.parent)
+    # a run of these settings that only ever reached pretraining: told so, with the way to finish it
+    stopped = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    stopped.mkdir(parents=True)
+    shutil.copy(finished_run / "rbm1-last.ckpt", stopped)
+    with pytest.raises(ValueError, match=r"stopped during pretraining \(stage 1, .*rbm1-last.ckpt\).*finish it first "
+                                         r"\(fit with the same settings and --ckpt_path last\), then test again"):
+        main(["test", *args, "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", "last"])
     assert tested.config_init["test"]["ckpt_path"] == str(finished_run / "last.ckpt")
     test_acc = float(tested.trainer.callback_metrics["test_acc"])
     predicted = main(["predict", *args, "--trainer.default_root_dir", root, "--ckpt_path", "last"])
@@ -253,6 +260,9 @@ def test_baseline_selected_from_yaml(tmp_path):
         (["--model.hiden", "[8]"], "hiden"),  # a typo in a key is refused, not ignored
         (["--model.init_args.pretrain_epochs", "-1"], "non-negative"),
         (["--model.hidden", "[]"], "at least one hidden"),
+        # a plain value of the wrong type: jsonargparse's whole report, alternatives and value included
+        (["--trainer.limit_train_batches", "abc"], "Expected a <class 'float'>"),
+        (["--trainer.limit_train_batches", "abc"], "Given value: abc"),
     ],
 )
 def test_config_mistakes_are_errors(tmp_path, capsys, extra, message):
@@ -266,7 +276,7 @@ def test_config_mistakes_are_errors(tmp_path, capsys, extra, message):
     (["--data.val_fraction", "1"], "expected val_fraction in [0, 1), got 1.0"),
     (["--model.cd_k", "0"], "cd_k must be >= 1, got 0"),
     (["--model.lr", "-1"], "lr (--model.lr) must be > 0, got -1.0"),
-    # typos and values outside a choice: what jsonargparse found, without its list of union alternatives
+    # typos and values outside a class's choice: what the class's parser found, without the union report
     (["--model.hiden", "[8]"], """Parser key "model": Problem with given class_path 'dbn_init.DBN': Option 'hiden' is """
                                "not accepted"),
     (["--data.batch_sz", "3"], """Parser key "data": Problem with given class_path 'dbn_init.DigitsDataModule': """
