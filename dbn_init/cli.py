@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
@@ -27,8 +26,6 @@ _FIT_ONLY = (
     "enable_checkpointing", "default_root_dir", "check_val_every_n_epoch", "val_check_interval",
     "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches",
 )
-# What each evaluating subcommand scores, for its refusal of untrained weights.
-_EVALUATED = {"validate": "validation", "test": "the test", "predict": "prediction"}
 # What a run leaves in its folder besides its checkpoints; another run writing there would overwrite them.
 _RUN_OUTPUTS = ("config.yaml", "pictures", "pretrained.safetensors")
 
@@ -85,7 +82,7 @@ class DBNCLI(LightningCLI):
         """The checkpoint ``--ckpt_path`` stands for, as (file, its checked contents), or None.
 
         ``--ckpt_path last``: the newest ``*last.ckpt`` (a stage's or the fine-tuning's; with
-        ``fine_tuned``, the fine-tuning's only, as validate, test and predict need) under this
+        ``fine_tuned``, as validate, test and predict need, a stage's is refused) under this
         logger's folder from an earlier run of the same model with the same settings, so that runs
         of other experiments sharing the folder are never picked up; a path must hold such a run.
         Without a match, fit starts afresh (with a warning); ``required`` makes it an error."""
@@ -110,6 +107,11 @@ class DBNCLI(LightningCLI):
                     f"--ckpt_path {path} is from another run; it is taken only with the same model and data "
                     "settings, but the file differs from this command in:\n  - " + "\n  - ".join(differences)
                     + f"\nrun with {settings}, or drop --ckpt_path")
+            stage = checkpoint.get("dbn_init", {}).get("stage")
+            if fine_tuned and stage is not None:
+                raise ValueError(f"--ckpt_path {path} was saved during pretraining (stage {stage}), before the "
+                                 f"classifier was trained; {self.subcommand} needs a fine-tuning checkpoint "
+                                 "(last.ckpt or the best one, written once pretraining is done)")
             return path, checkpoint
         logger = self.trainer.logger
         root = Path(logger.root_dir if logger is not None and hasattr(logger, "root_dir") else self.trainer.default_root_dir)
@@ -192,16 +194,10 @@ class DBNCLI(LightningCLI):
         path must be this model's run with these settings); a pretraining stage's is refused."""
         resolved = self.resolve_resume(self.config_init[self.subcommand].get("ckpt_path"), required=True,
                                        fine_tuned=True)
-        if resolved is None and isinstance(self.model, DBN):  # refused before the Trainer makes a run folder
-            self.model.refuse_evaluating_untrained(_EVALUATED[self.subcommand])
         if resolved is not None:
-            path, checkpoint = resolved
-            stage = checkpoint.get("dbn_init", {}).get("stage")
-            if stage is not None:
-                raise ValueError(f"--ckpt_path {path} was saved during pretraining (stage {stage}), before the "
-                                 f"classifier was trained; {self.subcommand} needs a fine-tuning checkpoint "
-                                 "(last.ckpt or the best one, written once pretraining is done)")
-            self.config_init[self.subcommand]["ckpt_path"] = str(path)
+            self.config_init[self.subcommand]["ckpt_path"] = str(resolved[0])
+        elif isinstance(self.model, DBN):  # refused before the Trainer makes a run folder
+            self.model.refuse_evaluating_untrained(self.subcommand)
 
     before_validate = before_test = _checkpoint_to_evaluate
 

@@ -438,17 +438,19 @@ class DBN(Classifier):
                                "randomly initialised RBMs")
         super().on_fit_start()
 
-    def refuse_evaluating_untrained(self, what: str) -> None:
-        """Raise RuntimeError if ``what`` ("the test", ...) would score RBMs never trained."""
+    def refuse_evaluating_untrained(self, stage: Literal["validate", "test", "predict"]) -> None:
+        """Raise RuntimeError if evaluating (a Lightning stage, as train.py's subcommand names it)
+        would score RBMs never trained."""
+        what = {"validate": "validation", "test": "the test", "predict": "prediction"}[stage]
         self._refuse_untrained(f"is neither pretrained nor loaded from a checkpoint, so {what} would score random "
                                "weights; pass the fine-tuning checkpoint of a run (train.py: --ckpt_path "
                                "PATH/last.ckpt or --ckpt_path last), or fit first")
 
     def on_validation_start(self) -> None:
-        self.refuse_evaluating_untrained("validation")
+        self.refuse_evaluating_untrained("validate")
 
     def on_test_start(self) -> None:
-        self.refuse_evaluating_untrained("the test")
+        self.refuse_evaluating_untrained("test")
 
     def on_predict_start(self) -> None:
-        self.refuse_evaluating_untrained("prediction")
+        self.refuse_evaluating_untrained("predict")
