@@ -49,7 +49,7 @@ class DBNCLI(LightningCLI):
         """A Trainer for one pretraining stage: the fit's hardware, precision and logger, a
         checkpoint ``rbm{k}-last.ckpt`` every epoch (for resuming) and the stage's pictures."""
         config = self.config[self.subcommand]["trainer"].clone().as_dict()
-        args = {k: v for k, v in config.items() if k not in _FIT_ONLY}
+        args = {k: v for k, v in _trainer_options(config).items() if k not in _FIT_ONLY}
         # One file per stage, rewritten (atomically by Lightning's checkpoint IO) after every epoch.
         checkpoint = ResumeCheckpoint(self.checkpoint_dir(), f"rbm{stage + 1}-last")
         callbacks: list = [checkpoint, _RecordRunSettings(_run_settings(self.model, self.datamodule))]
@@ -327,6 +327,17 @@ def _own_message(text: str) -> str:
     parsed = _union_entries(text)
     own = [e for e in parsed[1] if e.startswith("Problem with given class_path")] if parsed else []
     return " ".join([parsed[0], "\n  ".join(own)]).strip() if own else text
+
+
+def _trainer_options(config: dict) -> dict:
+    """Trainer keyword arguments from the parsed ``trainer`` config, with the options given as a
+    class (``--trainer.strategy``, ``plugins``, ``profiler`` as ``class_path`` + ``init_args``)
+    made into objects, as LightningCLI makes them for the fit's own Trainer. Fresh ones for each
+    stage: a strategy or profiler object belongs to one Trainer."""
+    parser = LightningArgumentParser(exit_on_error=False)
+    parser.add_lightning_class_args(Trainer, "trainer")
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+    return dict(vars(instantiate(parser.parse_object({"trainer": config})).trainer))
 
 
 def _refusal(err: ValueError) -> str:

@@ -46,6 +46,24 @@ def test_fine_tuning_only_trainer_options_stay_out_of_the_pretraining_stages(tmp
     assert cli.trainer.accumulate_grad_batches == 2
 
 
+def test_trainer_options_given_as_classes_reach_each_stage_as_its_own_objects(tmp_path, monkeypatch):
+    # A strategy with arguments, a profiler or a plugin is a class_path in the parsed config; each
+    # stage needs its own instance (one Trainer each), as the fine-tuning fit gets one.
+    stage_trainers = []
+    original = DBNCLI.stage_trainer
+    monkeypatch.setattr(DBNCLI, "stage_trainer", lambda cli, *a: stage_trainers.append(original(cli, *a)) or stage_trainers[-1])
+    cli = main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.fast_dev_run", "true",
+                "--trainer.strategy", "lightning.pytorch.strategies.SingleDeviceStrategy",
+                "--trainer.strategy.device", "cpu", "--trainer.profiler", "lightning.pytorch.profilers.SimpleProfiler",
+                "--trainer.default_root_dir", str(tmp_path)])
+    assert cli.model.pretrained and "test_acc" in cli.trainer.callback_metrics
+    assert len(stage_trainers) == 2
+    strategies = [t.strategy for t in (*stage_trainers, cli.trainer)]
+    assert all(type(s).__name__ == "SingleDeviceStrategy" and s.root_device.type == "cpu" for s in strategies)
+    assert len({id(s) for s in strategies}) == 3
+    assert all(type(t.profiler).__name__ == "SimpleProfiler" for t in stage_trainers)
+
+
 def test_without_a_logger_the_pretraining_stages_log_nowhere_either(tmp_path):
     # A stage Trainer given logger=None would make Lightning's default TensorBoard logger.
     cli = main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.logger", "false",
