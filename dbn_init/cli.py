@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from .callbacks import LogitsWriter, RBMPictures, ResumeCheckpoint
 from .data import LOADING_OPTIONS, ImageDataModule
 from .io import read_checkpoint, save_stack
-from .models import DBN, Classifier
+from .models import DBN, SPEED_OPTIONS, Classifier
 
 __all__ = ["DBNCLI", "CLIParser", "main"]
 
@@ -242,13 +242,17 @@ class DBNCLI(LightningCLI):
 
 def _run_settings(model: Classifier, datamodule) -> dict:
     """What makes two runs the same experiment: the model's and the data's init arguments, as
-    checkpoints record them (JSON types, with ``_class_path`` naming each class), less the data
-    options that do not change the result."""
-    return {"model": _as_json(model.hparams), "data": _data_settings(datamodule.hparams)}
+    checkpoints record them (JSON types, with ``_class_path`` naming each class), less the
+    options that do not change the result (where the data load from, how fast the model steps)."""
+    return {"model": _model_settings(model.hparams), "data": _data_settings(datamodule.hparams)}
 
 
 def _as_json(hparams) -> dict:
     return json.loads(json.dumps(dict(hparams), default=str))
+
+
+def _model_settings(hparams) -> dict:
+    return {k: v for k, v in _as_json(hparams).items() if k not in SPEED_OPTIONS}
 
 
 def _data_settings(hparams) -> dict:
@@ -260,11 +264,12 @@ def _saved_run_settings(checkpoint: dict) -> dict | None:
     kept by Lightning (``hyper_parameters``, ``datamodule_hyper_parameters``) in a fine-tuning one."""
     record = checkpoint.get("dbn_init_run")
     if isinstance(record, dict):  # before data settings were recorded: the model's alone, flat
-        return record if set(record) == {"model", "data"} else {"model": record, "data": None}
+        record = record if set(record) == {"model", "data"} else {"model": record, "data": None}
+        return {**record, "model": _model_settings(record["model"])}
     hparams, data = checkpoint.get("hyper_parameters"), checkpoint.get("datamodule_hyper_parameters")
     if not isinstance(hparams, dict):
         return None
-    return {"model": _as_json(hparams), "data": _data_settings(data) if isinstance(data, dict) else None}
+    return {"model": _model_settings(hparams), "data": _data_settings(data) if isinstance(data, dict) else None}
 
 
 def _differences(saved: dict, ours: dict) -> list[str]:

@@ -42,7 +42,7 @@ from .cli import CLIParser
 from .data import LOADING_OPTIONS, ImageDataModule
 from .init import INIT_SCHEMES
 from .io import load_stack, save_stack
-from .models import DBN, Baseline
+from .models import DBN, SPEED_OPTIONS, Baseline
 from .plots import image_grid, save_curves, save_image_grid
 
 __all__ = ["Cell", "main", "build_parser", "run", "summarize"]
@@ -153,7 +153,6 @@ _DATA_LOCATION = LOADING_OPTIONS | {"num_labels"}  # num_labels is the cell's ow
 _ROW_KEYS = ("model", "hidden", "seed", "labels", "test_acc", "val_curve", "fit_seconds", "pretrain_seconds")
 _OUTPUTS = ("results.md", "curves.png", "filters.png", "pretrained")  # what a run writes besides results.json
 _FINE_TUNING = {"lr", "optimizer", "weight_decay", "momentum"}  # DBN options pretraining ignores
-_SPEED_ONLY = {"steps_per_batch"}  # model options that change how fast a cell runs, not its result
 
 
 def cell_settings(cfg: Namespace, cell: Cell) -> dict[str, Any]:
@@ -161,7 +160,7 @@ def cell_settings(cfg: Namespace, cell: Cell) -> dict[str, Any]:
     cell only when these match, so a rerun with changed options never passes stale results off
     as new ones."""
     data = {k: v for k, v in dict(cfg.data.init_args).items() if k not in _DATA_LOCATION}
-    options = {k: v for k, v in dict(cfg.dbn if cell.model == "dbn" else cfg.baseline).items() if k not in _SPEED_ONLY}
+    options = {k: v for k, v in dict(cfg.dbn if cell.model == "dbn" else cfg.baseline).items() if k not in SPEED_OPTIONS}
     return json.loads(json.dumps({"data": {"class_path": cfg.data.class_path, **data}, "options": options,
                                   "max_epochs": cfg.max_epochs, "min_steps": cfg.min_steps}, default=str))
 
@@ -171,7 +170,7 @@ def _with_defaults(options: dict[str, Any], cell: Cell) -> dict[str, Any]:
     and left out of another is the same setting."""
     cls = DBN if cell.model == "dbn" else Baseline
     defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()
-                if p.default is not p.empty and name not in _FIXED | _SPEED_ONLY}
+                if p.default is not p.empty and name not in _FIXED | SPEED_OPTIONS}
     return json.loads(json.dumps({**defaults, **options}, default=str))
 
 

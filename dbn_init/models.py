@@ -33,6 +33,10 @@ __all__ = ["Classifier", "Baseline", "DBN"]
 
 log = logging.getLogger(__name__)
 
+# Model options that change how fast a run goes, not what it computes (tested bit for bit): runs
+# differing only in these are the same experiment (train.py's --ckpt_path, compare's cells).
+SPEED_OPTIONS = frozenset({"steps_per_batch"})
+
 
 class Classifier(LightningModule):
     """An MLP classifier trained with cross-entropy: the fine-tuning step every model shares.
