@@ -21,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from filelock import FileLock
 from lightning.pytorch import LightningDataModule
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
@@ -437,21 +438,40 @@ class _IDXDataModule(ImageDataModule):
         self.root, self.download = root, download
 
     def prepare_data(self) -> None:
-        """Download into ``root/<Name>/raw/`` if asked and the files are not there yet; Lightning
-        calls this on one process only."""
-        root = Path(self.root)
-        if self.download and not any(map(_find_idx_files, _idx_folders(root, self.torchvision_name))):
-            from torchvision import datasets  # only the online path needs torchvision
+        """Download into ``root/<Name>/raw/`` if asked and the files are not there yet.
 
-            try:
-                for train in (True, False):
-                    getattr(datasets, self.torchvision_name)(self.root, train=train, download=True)
-            except Exception as err:  # URLError, RuntimeError("Error downloading ..."), ...
-                raise RuntimeError(
-                    f"downloading {self.torchvision_name} into {root} failed ({err}). Offline, pass "
-                    "`--data.download false --data.root DIR` with a folder holding the four IDX files"
-                    f"{offline_hint(self.torchvision_name)}"
-                ) from err
+        Safe in several processes at once: Lightning calls it on one process per node, but
+        ``DBN.pretrain`` prepares the data before any Trainer exists, so under torchrun or srun
+        every rank does. A lock file in ``root`` lets one download while the others wait, and they
+        then find the files.
+        """
+        root = Path(self.root)
+        if not self.download or self._downloaded():
+            return
+        if root.exists() and not root.is_dir():
+            raise NotADirectoryError(f"--data.root {root} is a file; expected the folder to download "
+                                     f"{self.torchvision_name} into (it is created if missing)")
+        root.mkdir(parents=True, exist_ok=True)
+        with FileLock(root / f".{self.torchvision_name}.download.lock"):
+            if not self._downloaded():  # another process may have fetched the files while this one waited
+                self._download()
+
+    def _downloaded(self) -> bool:
+        return any(map(_find_idx_files, _idx_folders(Path(self.root), self.torchvision_name)))
+
+    def _download(self) -> None:
+        """torchvision's download of both splits into ``root/<Name>/raw/``."""
+        from torchvision import datasets  # only the online path needs torchvision
+
+        try:
+            for train in (True, False):
+                getattr(datasets, self.torchvision_name)(self.root, train=train, download=True)
+        except Exception as err:  # URLError, RuntimeError("Error downloading ..."), ...
+            raise RuntimeError(
+                f"downloading {self.torchvision_name} into {self.root} failed ({err}). Offline, pass "
+                "`--data.download false --data.root DIR` with a folder holding the four IDX files"
+                f"{offline_hint(self.torchvision_name)}"
+            ) from err
 
     def _load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return load_idx_dataset(self.root, self.torchvision_name)

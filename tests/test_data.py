@@ -5,8 +5,11 @@ Fashion-MNIST from Debian's ``dataset-fashion-mnist`` when it is installed.
 """
 
 import gzip
+import multiprocessing
+import os
 import pickle
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -265,6 +268,38 @@ def test_download_true_does_not_go_online_for_files_already_in_root(tmp_path):
         (tmp_path / f.name).symlink_to(f)
     FashionMNISTDataModule(root=tmp_path, download=True).prepare_data()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in FASHION_ROOT.iterdir())
+
+
+class _LoggedDownload(MNISTDataModule):
+    """torchvision's download (offline here) replaced by writing the four files after a pause,
+    each call logged: what several ranks starting at once would each do without the lock."""
+
+    def _download(self) -> None:
+        with open(Path(self.root) / "calls.log", "a") as log:
+            log.write(f"{os.getpid()}\n")
+        time.sleep(0.5)
+        write_fake_mnist(Path(self.root) / "MNIST" / "raw", gz=True)
+
+
+def _prepare(root: str) -> None:
+    _LoggedDownload(root=root, download=True).prepare_data()
+
+
+def test_ranks_preparing_the_data_at_once_download_it_once(tmp_path):
+    # Under torchrun every rank runs DBN.pretrain, which prepares the data before any Trainer exists.
+    processes = [multiprocessing.get_context("fork").Process(target=_prepare, args=(str(tmp_path),)) for _ in range(3)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(60)
+    assert [p.exitcode for p in processes] == [0, 0, 0]
+    assert len((tmp_path / "calls.log").read_text().split()) == 1
+    dm = MNISTDataModule(root=tmp_path, val_fraction=0.0)
+    dm.setup("fit")
+    assert len(dm.pretrain_x) == 30
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="is a file; expected the folder to download MNIST into"):
+        MNISTDataModule(root=tmp_path / "file", download=True).prepare_data()
 
 
 def test_image_and_label_counts_must_match(tmp_path):
