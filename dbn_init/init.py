@@ -1,7 +1,8 @@
 """Initialisation schemes for the MLP's weights: a small registry of ``torch.nn.init`` functions.
 
-Every scheme has the signature ``scheme(weight, activation) -> None`` and fills a Linear weight
-of shape ``(fan_out, fan_in)`` in place; the activation picks the gain from
+Every scheme has the signature ``scheme(weight, activation, std, value) -> None`` (``std`` is read
+by ``normal`` only, ``value`` by ``constant`` only) and fills a Linear weight of shape
+``(fan_out, fan_in)`` in place; the activation picks the gain from
 :func:`torch.nn.init.calculate_gain` (1 for sigmoid, sqrt(2) for ReLU, 5/3 for tanh).
 
 ===============  ===========================================  ===============================

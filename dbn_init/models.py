@@ -247,7 +247,8 @@ class DBN(Classifier):
         Seeds the Gibbs sampling noise (combined with stage and rank).
     ais_chains, ais_betas : int
         With ``ais_chains > 0``, each Bernoulli stage ends with an AIS estimate of its log Z
-        (:mod:`dbn_init.evaluate`; 100 chains and 10,000 betas as in Salakhutdinov & Murray 2008)
+        (:mod:`dbn_init.evaluate`; 100 chains as in Salakhutdinov & Murray 2008, and 10,000 betas in
+        the paper's 500 : 4,000 : 10,000 proportions, where the paper used all 14,500)
         and logs ``rbm{k}/ais_log_z`` and ``rbm{k}/val_log_prob`` (mean -F(v) - log Z on the
         validation split, in nats; ``val_log_prob_low`` uses the upper end of log Z's 3-sigma
         interval). 0 (the default) skips it.

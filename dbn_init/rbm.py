@@ -54,7 +54,7 @@ class CDResult:
     """
 
     loss: Tensor  # scalar, differentiable w.r.t. the RBM's parameters
-    v_model: Tensor  # (batch, n_visible), end of the Gibbs chain, detached
+    v_model: Tensor  # (batch, n_visible) or, for PCD, (n_chains, n_visible): end of the Gibbs chain, detached
     hidden_probs: Tensor  # (batch, n_hidden), p(h=1 | v_data), detached
     reconstruction: Tensor  # (batch, n_visible), mean of p(v | h0), the one-step reconstruction
 
