@@ -26,7 +26,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 from .cli import CLIParser
 from .data import LOADING_OPTIONS, ImageDataModule
 from .init import INIT_SCHEMES
-from .io import load_stack, save_stack
+from .io import load_stack, replacing, save_stack
 from .models import DBN, SPEED_OPTIONS, Baseline
 from .plots import image_grid, save_curves, save_image_grid
 
@@ -280,17 +279,9 @@ def run_cell(cell: Cell, cfg: Namespace, data: ImageDataModule, out: Path) -> di
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Temp file + rename: a crash mid-write leaves the previous file intact."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        # mkstemp makes files 0600; give the result the mode an ordinary file (or the old one) has
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Temp file + rename (:func:`dbn_init.io.replacing`): a crash mid-write leaves the previous file intact."""
+    with replacing(path) as tmp:
+        Path(tmp).write_text(text)
 
 
 def _fmt(values: list[float]) -> str:

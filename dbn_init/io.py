@@ -19,6 +19,7 @@ Pickles (plain, joblib, whole pickled modules) are refused: unpickling runs arbi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -28,7 +29,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -117,13 +118,24 @@ def save_stack(rbms: Sequence[RBM], path: str | os.PathLike, *, scaling: str = "
     sizes = [stack[0].n_visible] + [r.n_hidden for r in stack]
     metadata = {**extra, "format": FORMAT, "format_version": FORMAT_VERSION,
                 "visible_units": json.dumps(units), "sizes": json.dumps(sizes), "scaling": scaling}
-    try:  # a temp file in the same folder makes os.replace an atomic rename: a crash leaves the old file
+    with replacing(path) as tmp:
+        save_file(tensors, tmp, metadata=metadata)
+    return path
+
+
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[str]:
+    """A temporary file to write ``path``'s new contents to; when the block ends without error it
+    replaces ``path``, else it is removed. A temp file in the same folder makes ``os.replace`` an
+    atomic rename, so a crash mid-write leaves the previous file intact."""
+    folder = path.parent
+    try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
         raise PermissionError(f"cannot write to folder {folder} ({err.strerror}); choose a writable folder") from err
+    os.close(fd)
     try:
-        os.close(fd)
-        save_file(tensors, tmp, metadata=metadata)
+        yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         # mkstemp makes files 0600; give the result the mode an ordinary file (or the old one) has
@@ -132,7 +144,6 @@ def save_stack(rbms: Sequence[RBM], path: str | os.PathLike, *, scaling: str = "
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
 
 
 # --- reading --------------------------------------------------------------------------------
