@@ -13,7 +13,9 @@ RBM's visible units want ("standardize" for Gaussian, "unit" for Bernoulli).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from .io import load_stack, save_stack
@@ -28,7 +30,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out", help="output file, e.g. rbms.safetensors")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it already exists")
     args = parser.parse_args(argv)
+    out = Path(args.out)
     try:
+        if out.exists() and Path(args.ckpt).exists() and os.path.samefile(out, args.ckpt):
+            raise ValueError(f"OUT {out} is the checkpoint being exported; write the stack to another file")
+        if out.suffix != ".safetensors":
+            raise ValueError(f"expected OUT with a .safetensors name (the format written), e.g. "
+                             f"{out.with_suffix('.safetensors')}, got {out}")
         stack = load_stack(args.ckpt)
         provenance = {k: v for k, v in stack.metadata.items() if k in ("source", "stage", "stage_epochs_done")}
         save_stack(stack.rbms, args.out, scaling=stack.scaling, overwrite=args.overwrite, extra_metadata=provenance)

@@ -351,7 +351,12 @@ class DBN(Classifier):
 
     @torch.no_grad()
     def load_rbms(self, rbms: list[RBM]) -> None:
-        """Use ``rbms`` (validated, bottom to top) as this DBN's first ``len(rbms)`` stages."""
+        """Use ``rbms`` (validated, bottom to top) as this DBN's first ``len(rbms)`` stages; the DBN
+        is left unchanged if any of them does not fit."""
+        if len(rbms) > len(self.rbms):
+            raise ValueError(f"the imported stack has {len(rbms)} RBMs but this DBN has {len(self.rbms)} "
+                             f"(hidden={self.hparams.hidden}); pass --model.hidden with one size per imported RBM "
+                             "(or more, to pretrain RBMs on top of it)")
         for i, (source, target) in enumerate(zip(rbms, self.rbms)):
             if source.weight.shape != target.weight.shape or source.visible_units != target.visible_units:
                 raise ValueError(
@@ -359,6 +364,7 @@ class DBN(Classifier):
                     f"expects {target.visible_units} {tuple(target.weight.shape)} (n_hidden, n_visible); "
                     "match --model.hidden and --model.visible_units to the imported stack"
                 )
+        for source, target in zip(rbms, self.rbms):
             target.load_state_dict(source.state_dict())
         self.stages_done.fill_(max(int(self.stages_done), len(rbms)))
         self.transfer()

@@ -184,6 +184,13 @@ def test_export_of_a_real_lightning_checkpoint(tmp_path, capsys):
     assert out.read_bytes() == before
     assert export_main([str(ckpt), str(out), "--overwrite"]) == 0
 
+    # --overwrite never lets the export replace its own input, nor write under another format's name
+    before = ckpt.read_bytes()
+    for bad_out, message in ((ckpt, "is the checkpoint being exported"), (tmp_path / "rbms.npz", "a .safetensors name")):
+        assert export_main([str(ckpt), str(bad_out), "--overwrite"]) == 2
+        assert message in capsys.readouterr().err
+    assert ckpt.read_bytes() == before and not (tmp_path / "rbms.npz").exists()
+
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint at all")
     assert export_main([str(garbage), str(tmp_path / "x.safetensors")]) == 2

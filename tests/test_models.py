@@ -7,6 +7,7 @@ import torch
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 
 from dbn_init import DBN, Baseline, DigitsDataModule
+from dbn_init.rbm import RBM
 
 
 def _trainer(epochs, **kw):
@@ -207,6 +208,16 @@ def test_pretraining_teaches_rbm1_to_reconstruct_and_the_dbn_fine_tunes_to_high_
     trainer.fit(model, datamodule=digits)
     result = trainer.test(model, datamodule=digits, verbose=False)[0]
     assert result["test_acc"] > 0.93
+
+
+def test_an_imported_stack_that_does_not_fit_leaves_the_dbn_unchanged():
+    model = DBN(input_size=64, hidden=[16, 8])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for stack, message in (([RBM(64, 16), RBM(16, 9)], r"imported RBM 2 is bernoulli \(9, 16\) but this DBN expects"),
+                           ([RBM(64, 16), RBM(16, 8), RBM(8, 4)], "the imported stack has 3 RBMs but this DBN has 2")):
+        with pytest.raises(ValueError, match=message):
+            model.load_rbms(stack)
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 def test_a_stage_that_makes_no_cd_update_is_refused_rather_than_passed_off_as_pretrained(digits):
