@@ -119,25 +119,33 @@ class DBNCLI(LightningCLI):
         found = sorted([*root.glob("*/checkpoints/*last.ckpt"), *root.glob("checkpoints/*last.ckpt")],
                        key=lambda p: p.stat().st_mtime, reverse=True)
         stopped = None  # with fine_tuned: the newest same-settings run that stopped during pretraining
+        unreadable = []  # newer files that may have been this run's: the user must hear of them
         for path in found:
             try:
                 checkpoint = _load_checkpoint(path, "--ckpt_path last")
-            except ValueError:  # unreadable: not a run to resume
+            except ValueError as err:
+                unreadable.append(str(err).removeprefix("--ckpt_path last: "))
                 continue
             saved = _saved_run_settings(checkpoint)
             if saved is None or _differences(saved, ours):
                 continue
             stage = checkpoint.get("dbn_init", {}).get("stage")
             if not (fine_tuned and stage is not None):
+                if unreadable:
+                    rank_zero_warn(f"--ckpt_path last: taking {path}, passing over newer checkpoints that cannot be "
+                                   "read (if one was this run's, it is damaged and its progress is lost): "
+                                   + "; ".join(unreadable))
                 return path, checkpoint
             stopped = stopped or (path, stage)  # a later run, mid-pretraining: look further back
+        damaged = ("; newer checkpoints cannot be read (if one is this run's, it is damaged): " + "; ".join(unreadable)
+                   if unreadable else "")
         if stopped is not None:
             raise ValueError(f"--ckpt_path last: the run of this model with these settings under {root} stopped "
                              f"during pretraining (stage {stopped[1]}, {stopped[0]}), before its classifier was "
                              f"trained; finish it first (fit with the same settings and --ckpt_path last), then "
-                             f"{self.subcommand} again")
-        what = (f"{len(found)} *last.ckpt, none from a run of this model with these settings (the newest: "
-                f"{found[0]})") if found else "no *last.ckpt"
+                             f"{self.subcommand} again{damaged}")
+        what = (f"{len(found)} *last.ckpt, none from a run of this model with these settings (the "
+                f"newest: {found[0]}){damaged}") if found else "no *last.ckpt"
         if required:
             raise FileNotFoundError(f"--ckpt_path last: {what} under {root}; pass the run's checkpoint file, or "
                                     "the run's settings (its config.yaml) so that 'last' finds it")

@@ -98,7 +98,14 @@ def test_ckpt_path_last_resumes_only_a_run_of_the_same_model_and_settings(tmp_pa
             assert resolved(*other) is None
     assert resolved(*dbn, "--data.num_workers", "1", "--data.on_device", "false") == checkpoints / "last.ckpt"
     assert resolved(*dbn, "--model.steps_per_batch", "1") == checkpoints / "last.ckpt"  # speed only, as in compare
-    (checkpoints / "last.ckpt").unlink()  # as if the run had stopped after its stage
+    # a damaged newest checkpoint is named, not passed over in silence for an older one
+    last = checkpoints / "last.ckpt"
+    intact = last.read_bytes()
+    last.write_bytes(intact[:5000])
+    with pytest.warns(UserWarning, match=r"taking .*rbm1-last.ckpt, passing over newer checkpoints that cannot be "
+                                         r"read .*damaged.*last.ckpt"):
+        assert resolved(*dbn) == checkpoints / "rbm1-last.ckpt"
+    last.unlink()  # as if the run had stopped after its stage
     assert resolved(*dbn) == checkpoints / "rbm1-last.ckpt"
 
 
