@@ -118,7 +118,8 @@ class Classifier(LightningModule):
                 f"fine-tuning diverged (non-finite MLP weights) in epoch {self.current_epoch}, by batch "
                 f"{batch_idx}, at learning rate {self.lr} ({self.optimizer_name}). Lower --model.lr (Adam: 1e-3 "
                 "or below), or clip gradients with --trainer.gradient_clip_val 1.0; check that the inputs are "
-                f"scaled (--data.scaling). Last checkpoint: {newest_checkpoint(self.trainer)}."
+                "scaled (--data.scaling) and finite (dbn_init's DataModules refuse NaN/Inf, a loader of your own is "
+                f"not checked). Last checkpoint: {newest_checkpoint(self.trainer)}."
             )
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
