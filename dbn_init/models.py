@@ -93,6 +93,17 @@ class Classifier(LightningModule):
         self.log(f"{split}_loss", getattr(self, f"{split}_loss"))
         self.log(f"{split}_acc", getattr(self, f"{split}_acc"), prog_bar=split != "test")
 
+    def setup(self, stage: str) -> None:
+        # The CLI links these from the data; from Python a mismatch would end in a bare matmul or
+        # cross-entropy error at the first batch.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        built = {"input_size": self.mlp.linears[0].in_features, "num_classes": self.mlp.head.out_features}
+        for name, ours in built.items():
+            theirs = getattr(datamodule, name, None)
+            if isinstance(theirs, int) and theirs != ours:
+                raise ValueError(f"the data ({type(datamodule).__name__}) have {name}={theirs} but the model was built "
+                                 f"with {name}={ours}; build it with {name}=datamodule.{name} (train.py links it)")
+
     def on_fit_start(self) -> None:
         _spare_adam_the_nvml_reload()
 

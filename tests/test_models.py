@@ -210,6 +210,15 @@ def test_pretraining_teaches_rbm1_to_reconstruct_and_the_dbn_fine_tunes_to_high_
     assert result["test_acc"] > 0.93
 
 
+@pytest.mark.parametrize("sizes, name", [(dict(input_size=784), "input_size=64"), (dict(num_classes=5), "num_classes=10")])
+def test_a_model_built_for_other_data_is_refused_before_its_first_step(digits, sizes, name):
+    model = Baseline(hidden=[16], **{"input_size": 64, "num_classes": 10, **sizes})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=rf"the data \(DigitsDataModule\) have {name} but the model was built with"):
+        _trainer(1).fit(model, datamodule=digits)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 def test_an_imported_stack_that_does_not_fit_leaves_the_dbn_unchanged():
     model = DBN(input_size=64, hidden=[16, 8])
     before = {k: v.clone() for k, v in model.state_dict().items()}
