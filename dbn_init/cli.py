@@ -206,6 +206,17 @@ class DBNCLI(LightningCLI):
             self.config_init[self.subcommand]["ckpt_path"] = str(resolved[0])
         elif isinstance(self.model, DBN):  # refused before the Trainer makes a run folder
             self.model.refuse_evaluating_untrained(self.subcommand)
+        else:  # a Baseline would be scored at its initialisation: not what the command is for
+            raise ValueError(f"{self.subcommand} needs the weights of a trained run, and no --ckpt_path was given "
+                             f"({type(self.model).__name__} would be scored at its untrained start); pass the run's "
+                             "fine-tuning checkpoint (--ckpt_path PATH/last.ckpt, or --ckpt_path last), or fit first")
+        if self.subcommand != "predict" and (Path(self.trainer.log_dir or self.trainer.default_root_dir)
+                                             / "config.yaml").is_file():
+            # Without a logger every command shares one folder: validate and test write nothing there,
+            # so the fit's config.yaml stays as it is rather than being refused as another run's.
+            for callback in self.trainer.callbacks:
+                if isinstance(callback, SaveConfigCallback):
+                    callback.already_saved = True
 
     before_validate = before_test = _checkpoint_to_evaluate
 

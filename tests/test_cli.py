@@ -259,6 +259,15 @@ def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untraine
               "--ckpt_path", str(finished_run / "last.ckpt")])
     with pytest.raises(FileNotFoundError, match=r"--ckpt_path last: no \*last.ckpt under"):
         main(["test", *args, "--trainer.default_root_dir", str(tmp_path / "empty"), "--ckpt_path", "last"])
+    # without a logger, test shares the folder with predict's (or fit's) config.yaml and writes nothing there
+    for _ in range(2):
+        again = main(["test", *alone])
+        assert float(again.trainer.callback_metrics["test_acc"]) == pytest.approx(test_acc, abs=1e-6)
+    assert _snapshot(tmp_path / "alone") == before
+    with pytest.raises(ValueError, match=r"test needs the weights of a trained run, and no --ckpt_path was given "
+                                         r"\(Baseline would be scored at its untrained start\)"):
+        main(["test", *args, "--model", "dbn_init.Baseline", "--trainer.default_root_dir", str(tmp_path / "base")])
+    assert not (tmp_path / "base").exists()
 
 
 @pytest.mark.parametrize("under", ["", "run"])
