@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -152,6 +153,44 @@ _DATA_LOCATION = LOADING_OPTIONS | {"num_labels"}  # num_labels is the cell's ow
 _ROW_KEYS = ("model", "hidden", "seed", "labels", "test_acc", "val_curve", "fit_seconds", "pretrain_seconds")
 _OUTPUTS = ("results.md", "curves.png", "filters.png", "pretrained")  # what a run writes besides results.json
 _FINE_TUNING = {"lr", "optimizer", "weight_decay", "momentum"}  # DBN options pretraining ignores
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is no count
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_settings(value: Any) -> bool:
+    """The parts of a row's ``settings`` (:func:`cell_settings`) that :func:`_effective` reads."""
+    data = value.get("data") if isinstance(value, dict) else None
+    return (isinstance(data, dict) and _is_int(data.get("batch_size")) and data["batch_size"] > 0
+            and isinstance(value.get("options"), dict) and _is_int(value.get("max_epochs"))
+            and _is_int(value.get("min_steps")))
+
+
+# What each field of a results row must hold for the code that reads it back (summarize,
+# plot_curves, the resume key and the settings check). The last three may be null or absent:
+# rows written before they were recorded, or by hand, lack them.
+_ROW_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "model": ("a string", lambda v: isinstance(v, str)),
+    "hidden": ("a non-empty list of positive integers",
+               lambda v: isinstance(v, list) and bool(v) and all(_is_int(h) and h > 0 for h in v)),
+    "seed": ("an integer", _is_int),
+    "labels": ("an integer, or null for all labels", lambda v: v is None or _is_int(v)),
+    "test_acc": ("a number", _is_number),
+    "val_curve": ("a list of numbers", lambda v: isinstance(v, list) and all(map(_is_number, v))),
+    "fit_seconds": ("a number", _is_number),
+    "pretrain_seconds": ("a number", _is_number),
+    "epochs": ("a positive integer or null", lambda v: v is None or _is_int(v) and v > 0),
+    "train_size": ("a positive integer or null", lambda v: v is None or _is_int(v) and v > 0),
+    "settings": ("null or an object with data (holding a positive batch_size), options, max_epochs and min_steps",
+                 lambda v: v is None or _is_settings(v)),
+}
+_JSON_TYPES = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list",
+               dict: "an object", type(None): "null"}
 
 
 def cell_settings(cfg: Namespace, cell: Cell) -> dict[str, Any]:
@@ -363,11 +402,42 @@ def _read_results(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
         for r in runs:
             if not isinstance(r, dict) or not set(_ROW_KEYS) <= set(r):
                 raise ValueError(f"expected every run to hold {list(_ROW_KEYS)}, got {str(r)[:80]}")
-        done = {(r["model"], tuple(r["hidden"]), r["seed"], r["labels"]): r for r in runs}
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path} is not a results file of this runner ({err}); move it away or "
                          "pick another --out, so nothing is overwritten") from err
+    # Its rows, edited by hand, would otherwise pass here and break the table after the new cells ran.
+    bad = [(i, r, field, what) for i, r in enumerate(runs) for field, (what, ok) in _ROW_TYPES.items()
+           if field in r and not ok(r[field])]
+    if bad:
+        i, r, field, what = bad[0]
+        value = json.dumps(r[field])
+        more = f" (and {len(bad) - 1} more bad field(s))" if len(bad) > 1 else ""
+        raise ValueError(
+            f"{path}: runs[{i}] (model {json.dumps(r['model'])[:40]}, seed {json.dumps(r['seed'])[:20]}) has "
+            f"\"{field}\": {value[:80]}{'...' if len(value) > 80 else ''}, {_JSON_TYPES.get(type(r[field]), 'a value')}; "
+            f"expected {what}{more}. Nothing was run or overwritten: write the value as {what} (as this runner "
+            "does), or delete that row so its cell runs again"
+        )
+    done = {(r["model"], tuple(r["hidden"]), r["seed"], r["labels"]): r for r in runs}
     return runs, configs, done
+
+
+def _check_pretrained(cfg: Namespace, todo: list[Cell], data: ImageDataModule, out: Path) -> None:
+    """Load ``--dbn pretrained`` for each DBN shape about to pretrain (its stack not cached yet), so a
+    missing, corrupt, foreign or wrong-shape stack, or one scaled unlike the data, is refused
+    before the first cell rather than at the first DBN cell, after the others ran."""
+    path = cfg.dbn.get("pretrained")
+    if not path:
+        return
+    starting = {c.hidden: c for c in todo
+                if c.model == "dbn" and not _stack_cache(out, c, cell_settings(cfg, c)).exists()}
+    for cell in starting.values():
+        try:  # what DBN.pretrain does first, at the first DBN cell
+            _model(cell, cfg, data).import_pretrained(getattr(data, "scaling", None))
+        except (FileNotFoundError, ValueError) as err:
+            error = FileNotFoundError if isinstance(err, FileNotFoundError) else ValueError
+            raise error(f"--dbn pretrained, the stack {cell.name} with hidden={list(cell.hidden)} starts from: "
+                        f"{err}. Nothing was run") from err
 
 
 def run(cfg: Namespace) -> list[dict[str, Any]]:
@@ -418,6 +488,8 @@ def run(cfg: Namespace) -> list[dict[str, Any]]:
         configs.append(config)
     # Load every label budget's data now: missing files, or a budget larger than the data, fail before any cell.
     datamodules = {labels: _datamodule(cfg, labels) for labels in dict.fromkeys(c.labels for c in todo)}
+    if todo:
+        _check_pretrained(cfg, todo, datamodules[todo[0].labels], out)
     for data in datamodules.values():
         data.prepare_data()
         data.setup("fit")

@@ -381,6 +381,19 @@ class DBN(Classifier):
         self.stages_done.fill_(max(int(self.stages_done), len(rbms)))
         self.transfer()
 
+    def import_pretrained(self, data_scaling: str | None) -> None:
+        """Load the ``pretrained`` stack file as the bottom stages, checked against this DBN's sizes
+        and unit types and against ``data_scaling`` (the DataModule's ``scaling``, if it has one)."""
+        stack = load_stack(self.hparams.pretrained, input_size=self.hparams.input_size, hidden=self.hparams.hidden)
+        scaling = stack.metadata.get("scaling")
+        if scaling and data_scaling and scaling != data_scaling:
+            raise ValueError(
+                f"the imported stack {self.hparams.pretrained} was pretrained on inputs scaled {scaling!r} but "
+                f"this data is scaled {data_scaling!r}: RBM 1 would see inputs unlike its training data; "
+                f"pass --data.scaling {scaling} (or pretrain a new stack for this scaling)"
+            )
+        self.load_rbms(stack.rbms)
+
     @torch.no_grad()
     def load_stage_checkpoint(self, state_dict: dict[str, Tensor], stage: int) -> None:
         """Take the RBM stack from a stage checkpoint (``rbm{stage}-last.ckpt``): RBMs below
@@ -398,20 +411,10 @@ class DBN(Classifier):
         stage index (from 0) to the checkpoint its fit resumes from (epoch, optimizer, momentum,
         persistent chains, sampling noise).
         """
-        stack = None
         if self.hparams.pretrained and int(self.stages_done) == 0:
-            stack = load_stack(self.hparams.pretrained, input_size=self.hparams.input_size, hidden=self.hparams.hidden)
+            self.import_pretrained(getattr(datamodule, "scaling", None))
         datamodule.prepare_data()
         datamodule.setup("fit")
-        if stack is not None:
-            scaling, data_scaling = stack.metadata.get("scaling"), getattr(datamodule, "scaling", None)
-            if scaling and data_scaling and scaling != data_scaling:
-                raise ValueError(
-                    f"the imported stack {self.hparams.pretrained} was pretrained on inputs scaled {scaling!r} but "
-                    f"this data is scaled {data_scaling!r}: RBM 1 would see inputs unlike its training data; "
-                    f"pass --data.scaling {scaling} (or pretrain a new stack for this scaling)"
-                )
-            self.load_rbms(stack.rbms)
         data = getattr(datamodule, "pretrain_x", None)
         if data is not None:
             if data.shape[1] != self.rbms[0].n_visible:

@@ -1,5 +1,6 @@
 """The comparison runner on digits: files, schema, resume, and a table that matches the runs."""
 
+import itertools
 import json
 import re
 import shutil
@@ -158,13 +159,13 @@ def test_shipped_comparison_configs_parse_and_pass_the_checks(path):
     _check_options(cfg)  # builds every data module and model once, loads no data
 
 
-def _refused(monkeypatch, out, *args, match):
-    """Run with ``args``, expect a ValueError matching ``match`` before any cell, and nothing in ``out`` changed."""
+def _refused(monkeypatch, out, *args, match, error=ValueError):
+    """Run with ``args``, expect an ``error`` matching ``match`` before any cell, and nothing in ``out`` changed."""
     import dbn_init.compare as compare
 
     monkeypatch.setattr(compare, "run_cell", lambda *a: pytest.fail("a cell ran despite a refused option"))
     before = {p: p.read_bytes() if p.is_file() else None for p in out.rglob("*")} if out.exists() else None
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         run(_cfg(out, *args))
     assert ({p: p.read_bytes() if p.is_file() else None for p in out.rglob("*")} if out.exists() else None) == before
 
@@ -247,6 +248,101 @@ def test_a_data_option_typo_is_a_one_line_usage_error(tmp_path, capsys):
 def test_a_malformed_results_json_is_refused_and_kept(text, monkeypatch, tmp_path):
     (tmp_path / "results.json").write_text(text)
     _refused(monkeypatch, tmp_path, match="is not a results file of this runner.*move it away or pick another --out")
+
+
+@pytest.mark.parametrize("field, value, what", [
+    ("test_acc", "0.26", "a number"),
+    ("fit_seconds", None, "a number"),
+    ("val_curve", [0.5, "0.6"], "a list of numbers"),
+    ("hidden", "32-16", "a non-empty list of positive integers"),
+    ("seed", 0.5, "an integer"),
+    ("labels", "all", r"an integer, or null for all labels"),
+    ("epochs", True, "a positive integer or null"),
+    ("settings", {"options": {}}, "null or an object with data"),
+])
+def test_a_results_row_with_a_wrong_type_is_refused_before_any_cell(field, value, what, finished, monkeypatch, tmp_path):
+    """A hand-edited value (``"test_acc": "0.26"``) once passed the read, let the new cells train, then broke
+    the table in statistics and left results.md stale."""
+    out = tmp_path / "copy"
+    shutil.copytree(finished[0], out)
+    saved = json.loads((out / "results.json").read_text())
+    saved["runs"][2][field] = value
+    (out / "results.json").write_text(json.dumps(saved))
+    model = saved["runs"][2]["model"]
+    _refused(monkeypatch, out, "--seeds", "[0, 1, 2]",
+             match=rf"results.json: runs\[2\] \(model \"{model}\", seed .*\) has \"{field}\": "
+                   rf"{re.escape(json.dumps(value))}, .*; expected {what}.*Nothing was run or overwritten: "
+                   r"write the value as .* or delete that row so its cell runs again")
+
+
+def _stack(path, sizes=(64, 32, 16), visible_units="bernoulli", scaling="unit"):
+    """An untrained RBM stack of ``sizes`` (input first) saved with :func:`dbn_init.io.save_stack`; returns its path."""
+    from dbn_init.io import save_stack
+    from dbn_init.rbm import make_rbm
+
+    rbms = [make_rbm(n_vis, n_hid, visible_units if i == 0 else "bernoulli")
+            for i, (n_vis, n_hid) in enumerate(itertools.pairwise(sizes))]
+    return str(save_stack(rbms, path, scaling=scaling))
+
+
+def _bad_stack(kind, folder):
+    """A ``--dbn pretrained`` file that the digits DBN with hidden [32, 16] cannot start from; returns its path."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = folder / f"{kind}.safetensors"
+    if kind == "notes":
+        path.write_text("my notes")
+    elif kind == "cut":
+        path.write_bytes(Path(_stack(path)).read_bytes()[:200])
+    elif kind == "foreign":
+        save_file({"foo": torch.zeros(3)}, str(path))
+    elif kind != "missing":
+        _stack(path, **{"wide": {"sizes": (64, 40)}, "mnist": {"sizes": (784, 32)},
+                        "gauss": {"sizes": (64, 32), "visible_units": "gaussian"},
+                        "std": {"sizes": (64, 32), "scaling": "standardize"}}[kind])
+    return path
+
+
+@pytest.mark.parametrize("kind, error, match", [
+    ("missing", FileNotFoundError, r"--dbn pretrained.*no such file: .*missing.safetensors"),
+    ("notes", ValueError, r"--dbn pretrained.*notes.safetensors is not a recognised weights file"),
+    ("cut", ValueError, r"--dbn pretrained.*cut.safetensors is a truncated or corrupt safetensors file"),
+    ("foreign", ValueError, r"(?s)--dbn pretrained.*foreign.safetensors.*unexpected tensor names \['foo'\]"),
+    ("wide", ValueError, r"--dbn pretrained, the stack dbn with hidden=\[32, 16\] starts from: .*wide.safetensors"),
+    ("mnist", ValueError, r"(?s)--dbn pretrained.*n_visible=784, expected input_size=64"),
+    ("gauss", ValueError, r"--dbn pretrained.*imported RBM 1 is gaussian"),
+    ("std", ValueError, (r"--dbn pretrained.*the imported stack .*std.safetensors was pretrained on inputs scaled "
+                         r"'standardize' but this data is scaled 'unit'.*pass --data.scaling standardize")),
+])
+def test_a_bad_pretrained_stack_is_refused_before_the_first_cell(kind, error, match, monkeypatch, tmp_path):
+    """With the DBN row after a baseline, a bad ``--dbn pretrained`` once let the baseline cells train and be
+    saved before the DBN cell failed on the file."""
+    stack = _bad_stack(kind, tmp_path)
+    _refused(monkeypatch, tmp_path / "out", "--models", "[he_uniform, dbn]",
+             "--dbn", f"{{pretrain_epochs: 1, pretrained: {stack}}}", error=error, match=match)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_good_pretrained_stack_passes_the_check_and_a_missing_one_is_a_one_line_error(monkeypatch, tmp_path, capsys):
+    from dbn_init import compare
+    from dbn_init.compare import main
+
+    ran = []
+    monkeypatch.setattr(compare, "run_cell", lambda cell, *a: ran.append(cell.name) or {
+        "model": cell.name, "hidden": list(cell.hidden), "seed": cell.seed, "labels": cell.labels, "test_acc": 0.5,
+        "val_curve": [0.5], "fit_seconds": 1.0, "pretrain_seconds": 0.0})
+    # a stack shorter than hidden is the bottom of the DBN: accepted, the RBM above it is pretrained on top
+    stack = _stack(tmp_path / "bottom.safetensors", (64, 32))
+    run(_cfg(tmp_path / "out", "--models", "[he_uniform, dbn]", "--dbn", f"{{pretrain_epochs: 1, pretrained: {stack}}}"))
+    assert ran == ["he_uniform", "he_uniform", "dbn", "dbn"]
+    argv = ["--data", "dbn_init.DigitsDataModule", "--models", "[he_uniform, dbn]", "--hidden", "[[32, 16]]",
+            "--seeds", "[0]", "--max_epochs", "1", "--out", str(tmp_path / "out2"),
+            "--dbn", f"{{pretrain_epochs: 1, pretrained: {tmp_path / 'gone.safetensors'}}}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error: --dbn pretrained, the stack dbn with hidden=[32, 16] starts from: no such file: " in err, err
+    assert ran == ["he_uniform", "he_uniform", "dbn", "dbn"] and not (tmp_path / "out2").exists()
 
 
 def test_out_that_is_a_file_is_refused(monkeypatch, tmp_path):
