@@ -164,6 +164,12 @@ class DBNCLI(LightningCLI):
                              "pass a folder (it is created if missing)")
         run, checkpoints = Path(self.trainer.log_dir or root), self.checkpoint_dir()
         if resume is not None and resume.resolve().parent == checkpoints.resolve():
+            later = checkpoints / "last.ckpt"  # the run's fine-tuning resume point
+            if resume.name != later.name and later.is_file() and later.stat().st_mtime > resume.stat().st_mtime:
+                raise FileExistsError(
+                    f"--ckpt_path {resume} is a pretraining stage of a run that went on to fine-tune ({later}); "
+                    "resuming from the stage would retrain and overwrite that; resume with --ckpt_path last, or "
+                    "start a new run from the stage in another --trainer.default_root_dir")
             return
         held = [p for p in (*(run / name for name in _RUN_OUTPUTS), checkpoints)
                 if p.is_file() or (p.is_dir() and any(p.iterdir()))]

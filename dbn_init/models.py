@@ -323,6 +323,9 @@ class DBN(Classifier):
                                   momenta=dict(initial_momentum=initial_momentum, final_momentum=final_momentum))
         if cd_k < 1:
             raise ValueError(f"cd_k must be >= 1, got {cd_k}")
+        if momentum_switch_epoch < 0:
+            raise ValueError(f"momentum_switch_epoch must be >= 0 (the epoch from which final_momentum applies; 0: "
+                             f"from the start), got {momentum_switch_epoch}")
         if sparsity_cost < 0:
             raise ValueError(f"sparsity_cost must be >= 0 (0 turns the penalty off), got {sparsity_cost}")
         if steps_per_batch < 1:

@@ -120,6 +120,10 @@ def test_a_second_run_without_a_logger_in_the_same_folder_is_refused_before_it_o
                                               r"default_root_dir, or enable a logger"):
         main([*args, "--seed_everything", "1"])
     assert _snapshot(tmp_path) == before  # not one byte rewritten
+    # nor is the finished run's fine-tuning retrained over from its stage checkpoint
+    with pytest.raises(FileExistsError, match=r"is a pretraining stage of a run that went on to fine-tune .*last.ckpt"):
+        main([*args, "--ckpt_path", str(tmp_path / "checkpoints" / "rbm1-last.ckpt")])
+    assert _snapshot(tmp_path) == before
     # resuming that run into its own folder is still allowed (without a logger, `last` looks there too)
     resumed = main([*args, "--ckpt_path", "last"])
     assert resumed.model.pretrained and "test_acc" in resumed.trainer.callback_metrics

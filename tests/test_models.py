@@ -281,6 +281,8 @@ def test_bad_model_arguments_get_clear_errors():
         DBN(input_size=64, hidden=[32, 16], pretrain_epochs=[1, 2, 3])
     with pytest.raises(ValueError, match="steps_per_batch must be >= 1"):
         DBN(input_size=64, hidden=[32], steps_per_batch=0)
+    with pytest.raises(ValueError, match="momentum_switch_epoch must be >= 0"):
+        DBN(input_size=64, hidden=[32], momentum_switch_epoch=-1)
     # optimizer settings torch checks only at the first step (after pretraining) or never
     with pytest.raises(ValueError, match=r"lr \(--model.lr\) must be > 0, got -1"):
         DBN(input_size=64, hidden=[32], lr=-1)
