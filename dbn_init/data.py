@@ -166,10 +166,6 @@ def load_idx_dataset(root: str | Path, name: str) -> tuple[np.ndarray, np.ndarra
         if len(images) != len(labels):
             raise ValueError(f"expected as many labels as images, got {len(images)} images in {img_path} and "
                              f"{len(labels)} labels in {lab_path}; {_FILE_FIX}")
-        if np.issubdtype(images.dtype, np.floating) and images.size and 0 < np.nanmax(images) <= 1:
-            raise ValueError(f"the {images.dtype} images in {img_path} look scaled to [0, 1] already (largest value "
-                             f"{np.nanmax(images):g}), but MNIST-format files hold pixels 0..255 and this DataModule "
-                             "divides by 255; store them as 0..255 (uint8, as the original files do)")
         if not np.issubdtype(labels.dtype, np.integer) or not np.isin(labels, np.arange(10)).all():
             raise ValueError(f"expected integer labels in 0..9 in {lab_path}, got {labels.dtype} values "
                              f"{np.unique(labels)[:10].tolist()}...; {_FILE_FIX}")
@@ -296,6 +292,11 @@ class ImageDataModule(LightningDataModule):
         if x.numel() and (x.min() < 0 or x.max() > self.pixel_max):
             raise ValueError(f"expected {split} pixels in [0, {self.pixel_max}], got {x.min():g}..{x.max():g}; "
                              "use the DataModule matching the files")
+        if self.pixel_max > 1 and np.issubdtype(images.dtype, np.floating) and 0 < x.max() <= 1:
+            where = f" in {self.root}" if getattr(self, "root", None) else ""
+            raise ValueError(f"the {images.dtype} {split} images{where} look scaled to [0, 1] already (largest value "
+                             f"{x.max():g}), but {type(self).__name__} divides its pixels 0..{self.pixel_max:g} by "
+                             f"{self.pixel_max:g}; store them as 0..{self.pixel_max:g}, as the original data are")
         y = torch.as_tensor(labels, dtype=torch.int64)
         if y.numel() and (y.min() < 0 or y.max() >= self.num_classes):
             raise ValueError(f"expected {split} labels in 0..{self.num_classes - 1}, got {y.min()}..{y.max()}")

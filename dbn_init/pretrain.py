@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from .monitor import MONITOR_EVERY, EpochMeans, newest_checkpoint, weights_diverged
-from .rbm import RBM, bernoulli
+from .rbm import RBM, bernoulli, check_visible
 
 __all__ = ["RBMStage", "PretrainData", "StageTrainerFactory", "default_stage_trainer", "up_pass"]
 
@@ -97,6 +97,7 @@ class RBMStage(LightningModule):
         self.monitor_x: Tensor | None = None  # fixed training subset for the free-energy gap
         self.train_recon, self.train_cd_loss = MeanMetric(), MeanMetric()
         self.automatic_optimization = False  # zero_grad, backward, step in training_step: no closure
+        self._input_checked = False  # the first training batch of each fit is validated
         for i, rbm in enumerate(rbms):  # freeze by construction, before any Trainer wraps us
             rbm.requires_grad_(i == index)
 
@@ -115,6 +116,7 @@ class RBMStage(LightningModule):
 
     # --- Lightning hooks ----------------------------------------------------------------------
     def on_fit_start(self) -> None:
+        self._input_checked = False
         for rbm in self.rbms[: self.index]:
             rbm.eval()
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -154,6 +156,9 @@ class RBMStage(LightningModule):
         self.log(f"{self.name}/momentum", momentum, on_step=False, on_epoch=True)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        if not self._input_checked:  # a loader of the user's own is not validated at load like ours
+            check_visible(batch[0], self.rbms[0].visible_units, where=f"stage {self.index + 1}'s first training batch")
+            self._input_checked = True  # one host sync per fit
         v = self.encode(batch[0])
         for mini_batch in v.split(self.mini_batch) if self.mini_batch else (v,):
             self._cd_step(mini_batch)

@@ -320,6 +320,15 @@ def test_float_images_already_in_unit_range_are_not_divided_by_255_again(tmp_pat
     dm.setup("fit")
     assert dm.pretrain_x.max().item() == pytest.approx(train.max() / 255)
 
+    class PrescaledDigits(DigitsDataModule):  # any DataModule's _load: the check is where pixels are scaled
+        def _load(self):
+            images, labels, test_images, test_labels = super()._load()
+            return images / 16, labels, test_images / 16, test_labels
+
+    with pytest.raises(ValueError, match=r"float64 train images look scaled to \[0, 1\] already \(largest value 1\), "
+                                         r"but PrescaledDigits divides its pixels 0..16 by 16"):
+        PrescaledDigits().setup("fit")
+
 
 @pytest.mark.parametrize("layout", ["flat", "torchvision"])
 def test_mnist_datamodule_loads_both_layouts(tmp_path, layout):

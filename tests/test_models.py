@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
+from torch.utils.data import DataLoader, TensorDataset
 
 from dbn_init import DBN, Baseline, DigitsDataModule
 from dbn_init.rbm import RBM
@@ -296,6 +297,22 @@ def test_bad_model_arguments_get_clear_errors():
         DBN(input_size=64, hidden=[32], sparsity_cost=-0.1)
     with pytest.raises(ValueError, match=r"momentum \(--model.momentum\) must lie in \[0, 1\)"):
         Baseline(input_size=64, hidden=[32], optimizer="sgd", momentum=1.0)
+
+
+@pytest.mark.parametrize("corrupt, message", [(lambda x: x * 16, r"has values in \[0, 16\], but Bernoulli visible units"),
+                                              (lambda x: x.index_fill(0, torch.tensor([3]), float("nan")), "holds 64 NaN")])
+def test_a_users_own_loader_serving_bad_pixels_is_refused_at_its_first_batch(digits, corrupt, message):
+    class OwnLoader(LightningDataModule):  # checked pretrain_x, but a loader of its own that serves something else
+        batch_size, pretrain_x = 64, digits.pretrain_x
+
+        def pretrain_dataloader(self, steps_per_batch: int = 1):
+            return DataLoader(TensorDataset(corrupt(digits.pretrain_x), digits.pretrain_y), batch_size=64 * steps_per_batch)
+
+    model = DBN(input_size=64, hidden=[16], pretrain_epochs=1)
+    before = model.rbms[0].weight.clone()
+    with pytest.raises(ValueError, match=rf"stage 1's first training batch {message}"):
+        model.pretrain(OwnLoader(), lambda s, e: _trainer(e, limit_val_batches=0))
+    assert torch.equal(model.rbms[0].weight, before)  # refused before the first CD update
 
 
 def test_a_datamodule_that_cannot_group_mini_batches_gets_the_fix_named(digits):
