@@ -100,6 +100,10 @@ def _check_options(cfg: Namespace) -> None:
         if set(extra) != {"name", "model", "hidden"} or not isinstance(extra["hidden"], list):
             raise ValueError(f"each extra row needs exactly name, model and hidden (a list of sizes), got {extra}")
     for label, cls, options in (("dbn", DBN, cfg.dbn), ("baseline", Baseline, cfg.baseline)):
+        fixed = sorted(set(options) & _FIXED)
+        if fixed:
+            raise ValueError(f"--{label} sets {fixed}, which each cell sets itself (init from --models, hidden from "
+                             f"--hidden, input_size and num_classes from the data); remove them from --{label}")
         allowed = set(inspect.signature(cls).parameters) - _FIXED
         bad = sorted(set(options) - allowed)
         if bad:

@@ -147,6 +147,8 @@ def test_unknown_models_and_options_are_refused_before_any_run(tmp_path):
         run(_cfg(tmp_path, "--models", "[dbn, glorot]"))
     with pytest.raises(ValueError, match="unknown dbn option.*pretrain_epoch'"):
         run(_cfg(tmp_path, "--dbn", "{pretrain_epoch: 3}"))
+    with pytest.raises(ValueError, match=r"--baseline sets \['init'\], which each cell sets itself \(init from --models"):
+        run(_cfg(tmp_path, "--baseline", "{init: he_normal}"))
     assert not (tmp_path / "results.json").exists()
 
 
