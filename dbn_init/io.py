@@ -175,6 +175,8 @@ def load_stack(source: str | os.PathLike | Sequence[Any], *, input_size: int | N
         raise ValueError(f"{path} is empty (0 bytes); expected {_ACCEPTED}")
     problems: list[str] = []  # the readers add what they find; _build adds the rest and raises once
     raw = _sniff(path, head)(path, size, problems)
+    if raw.metadata.get("scaling") not in (None, *_SCALINGS):
+        problems.append(f"metadata scaling must be one of {list(_SCALINGS)}, got {raw.metadata['scaling']!r}")
     return StackFile(_build(str(path), raw.found, raw.label, raw.units, problems, input_size, hidden, raw.sizes),
                      raw.metadata)
 
@@ -272,6 +274,10 @@ def _read_checkpoint(path: Path, size: int, problems: list[str]) -> _Raw:
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}; expected a Lightning checkpoint with a state_dict")
     rbm_keys = {k: v for k, v in state.items() if isinstance(k, str) and k.startswith("rbms.")}
+    if not rbm_keys and any(isinstance(k, str) and k.startswith("mlp.") for k in state):
+        raise ValueError(f"{path} is the checkpoint of a model without RBMs (a Baseline's MLP), so it holds no stack "
+                         "to start a DBN from; pass a DBN's checkpoint or an exported .safetensors stack, or resume "
+                         "that Baseline run with --ckpt_path")
     found = _match(rbm_keys, r"rbms\.(?P<i>0|[1-9]\d*)\.(?P<kind>\w+)", problems, "rbms.{i}.weight, ...")
     hparams, data_hp = ckpt.get("hyper_parameters"), ckpt.get("datamodule_hyper_parameters")
     units, n = None, len({i for i, _ in found})

@@ -12,7 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lightning.pytorch import LightningDataModule, Trainer
-from safetensors.torch import save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from sklearn.datasets import load_digits
 from sklearn.neural_network import BernoulliRBM
 from torch.utils.data import DataLoader, TensorDataset
@@ -21,7 +22,7 @@ import dbn_init.io as dio
 from dbn_init.export import main as export_main
 from dbn_init.io import FORMAT_VERSION, StackFile, from_sklearn, load_stack, save_stack
 from dbn_init.mlp import MLP
-from dbn_init.models import DBN
+from dbn_init.models import DBN, Baseline
 from dbn_init.rbm import GaussianRBM, RBM, make_rbm
 
 KINDS = ("weight", "visible_bias", "hidden_bias")
@@ -59,6 +60,16 @@ def assert_same(a, b):
 
 
 # --- round trips ----------------------------------------------------------------------------
+def test_a_stack_recording_a_scaling_no_datamodule_knows_is_refused(tmp_path):
+    # a hand-edited header: refused at load, not suggested back to the user as --data.scaling
+    path = save_stack(random_stack(), tmp_path / "stack.safetensors")
+    with safe_open(path, "pt") as f:
+        metadata = f.metadata()
+    save_file(load_file(path), path, metadata={**metadata, "scaling": "weird"})
+    with pytest.raises(ValueError, match=r"metadata scaling must be one of \['unit', 'standardize'\], got 'weird'"):
+        load_stack(path)
+
+
 def test_safetensors_round_trip_is_bit_identical_and_transfers_to_the_same_mlp(tmp_path):
     rbms = random_stack()
     path = save_stack(rbms, tmp_path / "stack.safetensors", scaling="standardize", extra_metadata={"run": "r1"})
@@ -190,6 +201,12 @@ def test_export_of_a_real_lightning_checkpoint(tmp_path, capsys):
         assert export_main([str(ckpt), str(bad_out), "--overwrite"]) == 2
         assert message in capsys.readouterr().err
     assert ckpt.read_bytes() == before and not (tmp_path / "rbms.npz").exists()
+
+    # a Baseline's checkpoint has an MLP but no RBMs: said so, with what to pass instead
+    baseline = Baseline(input_size=64, hidden=[16])
+    torch.save({"state_dict": baseline.state_dict(), "hyper_parameters": dict(baseline.hparams)}, tmp_path / "base.ckpt")
+    with pytest.raises(ValueError, match=r"base.ckpt is the checkpoint of a model without RBMs \(a Baseline's MLP\)"):
+        load_stack(tmp_path / "base.ckpt")
 
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint at all")
