@@ -38,6 +38,10 @@ class DBNCLI(LightningCLI):
         parser.link_arguments("data.input_size", "model.init_args.input_size", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
 
+    def _config_savers(self) -> list[SaveConfigCallback]:
+        """The callbacks that write this command's config.yaml into the run folder."""
+        return [c for c in self.trainer.callbacks if isinstance(c, SaveConfigCallback)]
+
     def checkpoint_dir(self) -> Path:
         """Where this run's checkpoints go: the fine-tuning ModelCheckpoint's folder."""
         callback = self.trainer.checkpoint_callback
@@ -189,9 +193,8 @@ class DBNCLI(LightningCLI):
         stage_resume: dict[int, str] = {}
         if resume is not None:
             rank_zero_info(f"resuming from {resume}")
-            for callback in self.trainer.callbacks:  # the same run continues: its config.yaml may be rewritten
-                if isinstance(callback, SaveConfigCallback):
-                    callback.overwrite = True
+            for callback in self._config_savers():  # the same run continues: its config.yaml may be rewritten
+                callback.overwrite = True
             stage = checkpoint.get("dbn_init", {}).get("stage")
             if stage is not None:  # interrupted during pretraining: finish that stage, then go on
                 self.model.load_stage_checkpoint(checkpoint["state_dict"], stage)
@@ -220,9 +223,8 @@ class DBNCLI(LightningCLI):
                                              / "config.yaml").is_file():
             # Without a logger every command shares one folder: validate and test write nothing there,
             # so the fit's config.yaml stays as it is rather than being refused as another run's.
-            for callback in self.trainer.callbacks:
-                if isinstance(callback, SaveConfigCallback):
-                    callback.already_saved = True
+            for callback in self._config_savers():
+                callback.already_saved = True
 
     before_validate = before_test = _checkpoint_to_evaluate
 
@@ -244,11 +246,10 @@ class DBNCLI(LightningCLI):
             return
         if isinstance(self.model, DBN) and not self.trainer.fast_dev_run:
             self.export_pretrained()
-        for callback in self.trainer.callbacks:
-            if isinstance(callback, SaveConfigCallback):
-                # The fit saved config.yaml; under ddp_spawn a worker did, and this process's copy of
-                # the callback never heard, so the test would refuse the file as another run's.
-                callback.already_saved = True
+        for callback in self._config_savers():
+            # The fit saved config.yaml; under ddp_spawn a worker did, and this process's copy of
+            # the callback never heard, so the test would refuse the file as another run's.
+            callback.already_saved = True
         best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
 

@@ -438,10 +438,9 @@ def _check_pretrained(cfg: Namespace, todo: list[Cell], data: ImageDataModule, o
     for cell in starting.values():
         try:  # what DBN.pretrain does first, at the first DBN cell
             _model(cell, cfg, data).import_pretrained(getattr(data, "scaling", None))
-        except (FileNotFoundError, ValueError) as err:
-            error = FileNotFoundError if isinstance(err, FileNotFoundError) else ValueError
-            raise error(f"--dbn pretrained, the stack {cell.name} with hidden={list(cell.hidden)} starts from: "
-                        f"{err}. Nothing was run") from err
+        except (FileNotFoundError, ValueError) as err:  # the same kind, with the row it concerns
+            raise type(err)(f"--dbn pretrained, the stack {cell.name} with hidden={list(cell.hidden)} starts from: "
+                            f"{err}. Nothing was run") from err
 
 
 def run(cfg: Namespace) -> list[dict[str, Any]]:

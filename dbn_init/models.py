@@ -24,7 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .init import InitName, init_weight
 from .mlp import MLP, Activation, check_hidden
-from .monitor import MONITOR_EVERY, EpochMeans, newest_checkpoint, weights_diverged
+from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
 from .pretrain import PretrainData, RBMStage, StageTrainerFactory, default_stage_trainer, up_pass
 from .io import load_stack
 from .rbm import RBM, check_visible, make_rbm
@@ -129,8 +129,8 @@ class Classifier(LightningModule):
                 f"fine-tuning diverged (non-finite MLP weights) in epoch {self.current_epoch}, by batch "
                 f"{batch_idx}, at learning rate {self.lr} ({self.optimizer_name}). Lower --model.lr (Adam: 1e-3 "
                 "or below), or clip gradients with --trainer.gradient_clip_val 1.0; check that the inputs are "
-                "scaled (--data.scaling) and finite (dbn_init's DataModules refuse NaN/Inf, a loader of your own is "
-                f"not checked). Last checkpoint: {newest_checkpoint(self.trainer)}."
+                f"scaled (--data.scaling); another cause: {NON_FINITE_INPUTS}. Last checkpoint: "
+                f"{newest_checkpoint(self.trainer)}."
             )
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

@@ -10,11 +10,13 @@ from lightning.pytorch import Trainer
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-__all__ = ["EpochMeans", "weights_diverged", "newest_checkpoint", "MONITOR_EVERY"]
+__all__ = ["EpochMeans", "weights_diverged", "newest_checkpoint", "MONITOR_EVERY", "NON_FINITE_INPUTS"]
 
 # Steps between the sampled checks (divergence, update ratio, the CD loss's value): each costs a
 # host sync, which on a GPU stalls the step, and a sample every 50 steps is enough to see a trend.
 MONITOR_EVERY = 50
+# The cause a divergence message names besides the learning rate and the scaling.
+NON_FINITE_INPUTS = "NaN/Inf inputs (dbn_init's DataModules refuse them, a loader of your own is not checked)"
 
 
 class EpochMeans:

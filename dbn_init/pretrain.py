@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from .monitor import MONITOR_EVERY, EpochMeans, newest_checkpoint, weights_diverged
+from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
 from .rbm import RBM, bernoulli, check_visible
 
 __all__ = ["RBMStage", "PretrainData", "StageTrainerFactory", "default_stage_trainer", "up_pass"]
@@ -216,8 +216,8 @@ class RBMStage(LightningModule):
                          "[0, 1] (--data.scaling unit)")
             raise FloatingPointError(
                 f"RBM {self.index + 1} diverged (non-finite weights) in epoch {self.current_epoch}, by CD step "
-                f"{self._step_in_epoch}, at learning rate {self.lr}. Likely cause: {cause}; or NaN/Inf inputs "
-                "(dbn_init's DataModules refuse them, a loader of your own is not checked). Last good "
+                f"{self._step_in_epoch}, at learning rate {self.lr}. Likely cause: {cause}; or {NON_FINITE_INPUTS}. "
+                "Last good "
                 f"checkpoint: {newest_checkpoint(self.trainer)}. Rerun with the fix (a changed setting makes it a new "
                 "run, which starts afresh: --ckpt_path resumes only a run with the same settings)."
             )
