@@ -1,16 +1,19 @@
 """dbn_init: greedy RBM pretraining (deep belief networks) versus modern initialisation schemes.
 
 Data flow: YAML -> CLI (``train.py``) -> DataModule + model -> pretraining stage 1..k (RBM k on
-the frozen RBMs 1..k-1) -> transfer into the MLP -> fine-tune -> test.
+the frozen RBMs 1..k-1, :func:`pretrain`) -> transfer into the MLP -> fine-tune -> test.
 """
 
 from .data import DigitsDataModule, FashionMNISTDataModule, ImageDataModule, MNISTDataModule
 from .init import INIT_SCHEMES, init_weight
+from .io import load_stack, save_stack
 from .mlp import MLP
 from .models import DBN, Baseline, Classifier
+from .pretrain import CDSettings, make_trainer, pretrain, pretrain_stack
 from .rbm import RBM, GaussianRBM, make_rbm
 
 __all__ = [
     "DBN", "Baseline", "Classifier", "MLP", "RBM", "GaussianRBM", "make_rbm", "INIT_SCHEMES", "init_weight",
     "ImageDataModule", "DigitsDataModule", "MNISTDataModule", "FashionMNISTDataModule",
+    "CDSettings", "make_trainer", "pretrain", "pretrain_stack", "load_stack", "save_stack",
 ]

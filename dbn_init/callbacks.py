@@ -13,7 +13,7 @@ from torch import Tensor
 from .plots import image_grid, save_curves, save_image_grid
 from .pretrain import RBMStage
 
-__all__ = ["ResumeCheckpoint", "LogitsWriter", "RBMPictures", "down_pass", "pixel_filters"]
+__all__ = ["ResumeCheckpoint", "PredictionWriter", "RBMPictures", "down_pass", "pixel_filters"]
 
 
 class ResumeCheckpoint(ModelCheckpoint):
@@ -33,27 +33,35 @@ class ResumeCheckpoint(ModelCheckpoint):
                          save_on_train_epoch_end=True)
 
 
-class LogitsWriter(BasePredictionWriter):
-    """Saves what ``predict`` returns in the run folder, ``predictions.pt``: a dict of ``logits``
-    (N, num_classes) and ``indices`` (N,), the rows of the predicted split (the test split) they
-    belong to. Under DDP each rank saves its own rows, ``predictions-rank{r}.pt``."""
+class PredictionWriter(BasePredictionWriter):
+    """Saves what ``predict`` returns in the run folder: ``predictions.pt``, a dict of
+    ``probabilities`` (N, num_classes), ``labels`` (N,) (the most probable class) and ``indices``
+    (N,), the rows of the predict split they belong to, and the same as ``predictions.csv``
+    (index, label, p_0, p_1, ...). Under DDP each rank saves its own rows,
+    ``predictions-rank{r}.*``."""
 
     def __init__(self) -> None:
         super().__init__(write_interval="epoch")
 
     @staticmethod
-    def path(trainer: Trainer) -> Path:
-        name = "predictions.pt" if trainer.world_size == 1 else f"predictions-rank{trainer.global_rank}.pt"
-        return Path(trainer.log_dir or trainer.default_root_dir) / name
+    def paths(trainer: Trainer) -> tuple[Path, Path]:
+        stem = "predictions" if trainer.world_size == 1 else f"predictions-rank{trainer.global_rank}"
+        folder = Path(trainer.log_dir or trainer.default_root_dir)
+        return folder / f"{stem}.pt", folder / f"{stem}.csv"
 
     def write_on_epoch_end(self, trainer: Trainer, pl_module, predictions: list, batch_indices: list) -> None:
-        path = self.path(trainer)  # on every rank: log_dir is a broadcast under DDP
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # One dataloader (the test split): Lightning passes its batches' outputs, and the batches'
-        # indices wrapped in a list per dataloader.
+        pt, csv = self.paths(trainer)  # on every rank: log_dir is a broadcast under DDP
+        pt.parent.mkdir(parents=True, exist_ok=True)
+        # One dataloader: Lightning passes its batches' outputs, and their indices in a list per dataloader.
         (indices,) = batch_indices
-        torch.save({"logits": torch.cat(predictions).cpu(), "indices": torch.tensor(sum(indices, []), dtype=torch.long)},
-                   path)
+        probabilities = torch.cat(predictions).float().cpu()
+        rows = torch.tensor(sum(indices, []), dtype=torch.long)
+        labels = probabilities.argmax(-1)
+        torch.save({"probabilities": probabilities, "labels": labels, "indices": rows}, pt)
+        header = "index,label," + ",".join(f"p_{c}" for c in range(probabilities.shape[1]))
+        lines = (f"{i},{y}," + ",".join(f"{p:.6g}" for p in ps) for i, y, ps in
+                 zip(rows.tolist(), labels.tolist(), probabilities.tolist()))
+        csv.write_text("\n".join([header, *lines]) + "\n")
 
 
 def down_pass(rbms, h: Tensor) -> Tensor:
@@ -132,7 +140,7 @@ class RBMPictures(Callback):
             recon = down_pass(below, stage.rbm.visible_mean(stage.rbm.hidden_probs(v)))
             pairs = torch.stack([x, recon], 1).reshape(-1, x.shape[1])  # input, reconstruction, ...
             pictures["reconstructions"] = image_grid(pairs, self.image_shape, ncols=16, normalize_each=gaussian)
-        generator = torch.Generator(device=stage.device).manual_seed(stage.seed)
+        generator = torch.Generator(device=stage.device).manual_seed(stage.cd.seed)
         samples = down_pass(below, stage.rbm.sample(self.n_samples, self.gibbs_steps, generator=generator))
         pictures["samples"] = image_grid(samples, self.image_shape, normalize_each=gaussian)
         for kind, grid in pictures.items():

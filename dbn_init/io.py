@@ -3,11 +3,15 @@
 Formats :func:`load_stack` reads (each checked by one shared validator before anything is
 returned; every problem found is reported in one ``ValueError`` that names the file):
 
-* **safetensors** (:func:`save_stack` writes these): tensors ``rbm.{i}.weight`` of shape
-  ``(n_hidden, n_visible)``, like ``nn.Linear``, ``rbm.{i}.visible_bias`` ``(n_visible,)`` and
-  ``rbm.{i}.hidden_bias`` ``(n_hidden,)``; string metadata ``format`` ("dbn_init.rbm_stack"),
-  ``format_version`` ("1"), ``visible_units`` (JSON list, one per RBM), ``sizes`` (JSON list
-  ``[n_visible_0, n_hidden_0, n_hidden_1, ...]``) and ``scaling`` ("unit" or "standardize").
+* **safetensors** (:func:`save_stack` writes these, format version 2; docs/weights-format.md):
+  tensors ``rbm.{i}.weight`` of shape ``(n_hidden, n_visible)``, like ``nn.Linear``,
+  ``rbm.{i}.visible_bias`` ``(n_visible,)`` and ``rbm.{i}.hidden_bias`` ``(n_hidden,)``, and, when
+  the inputs were standardised, ``scaling.mean`` and ``scaling.std`` ``(n_visible_0,)``; string
+  metadata ``format`` ("dbn_init.rbm_stack"), ``format_version`` ("2"), ``visible_units`` and
+  ``hidden_units`` (JSON lists, one per RBM), ``sizes`` (JSON list ``[n_visible_0, n_hidden_0,
+  n_hidden_1, ...]``), ``scaling`` ("unit", "standardize" or "none") and ``image_shape`` (JSON
+  list, or null for tabular data). Version 1 files (no hidden_units, statistics or image shape)
+  are read with sigmoid hidden units and no statistics or shape; other versions are refused.
 * **Lightning checkpoints** of :class:`dbn_init.models.DBN` (``state_dict["rbms.{i}.weight"]``...),
   read with ``torch.load(..., weights_only=True)`` only.
 * **.npz** with keys ``weight_{i}`` ``(n_hidden, n_visible)``, ``visible_bias_{i}``,
@@ -38,13 +42,16 @@ from safetensors.torch import save_file
 
 from .rbm import RBM, make_rbm
 
-__all__ = ["save_stack", "load_stack", "read_checkpoint", "StackFile", "from_sklearn", "FORMAT_VERSION"]
+__all__ = ["save_stack", "load_stack", "read_checkpoint", "data_record", "StackFile", "from_sklearn",
+           "FORMAT_VERSION"]
 
 FORMAT = "dbn_init.rbm_stack"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+_READABLE_VERSIONS = ("1", "2")  # 1 lacks hidden_units, the scaling statistics and image_shape: safe defaults
 _KINDS = ("weight", "visible_bias", "hidden_bias")
 _UNITS = ("bernoulli", "gaussian")
-_SCALINGS = ("unit", "standardize")
+_SCALINGS = ("unit", "standardize", "none")
+_STATS = ("scaling.mean", "scaling.std")
 _ORIENTATION = "weight is (n_hidden, n_visible), like nn.Linear"
 _MAX_HEADER = 100_000_000  # the safetensors library's own header limit
 _ACCEPTED = ("a dbn_init .safetensors file, a Lightning .ckpt of a DBN, or a .npz with keys weight_{i}, "
@@ -68,6 +75,20 @@ class StackFile:
 
     rbms: list[RBM]
     metadata: dict[str, str] = field(default_factory=dict)
+    feature_mean: torch.Tensor | None = None  # (n_visible_0,): the model input is (x - mean) / std
+    feature_std: torch.Tensor | None = None
+
+    @property
+    def image_shape(self) -> tuple[int, ...] | None:
+        """Shape of one input image ((H, W) or (C, H, W)) as recorded, None for tabular data or unrecorded."""
+        shape = json.loads(self.metadata.get("image_shape") or "null")
+        return tuple(shape) if isinstance(shape, list) else None
+
+    @property
+    def hidden_units(self) -> list[str]:
+        """Hidden unit type of each RBM; "sigmoid" (Bernoulli) where the file records none."""
+        units = json.loads(self.metadata.get("hidden_units") or "null")
+        return units if isinstance(units, list) else ["sigmoid"] * len(self.rbms)
 
     @property
     def scaling(self) -> str:
@@ -84,15 +105,33 @@ class _Raw(NamedTuple):
     units: list | None  # visible unit type per RBM; None: all Bernoulli
     metadata: dict[str, str]
     sizes: list | None = None  # [n_visible_0, n_hidden_0, ...] as declared by the file, if it does
+    stats: list | None = None  # [scaling.mean, scaling.std] tensors, if the file holds them
 
 
 # --- writing --------------------------------------------------------------------------------
+def data_record(datamodule) -> dict[str, Any]:
+    """What a stack file records of the data it was trained on, read from a DataModule's
+    attributes where it has them: :func:`save_stack`'s ``scaling``, ``feature_mean``,
+    ``feature_std`` and ``image_shape``."""
+    record = {"scaling": getattr(datamodule, "scaling", None) or "none",
+              "image_shape": getattr(datamodule, "image_shape", None)}
+    if record["scaling"] == "standardize":
+        record.update(feature_mean=getattr(datamodule, "feature_mean", None),
+                      feature_std=getattr(datamodule, "feature_std", None))
+    return record
+
+
 def save_stack(rbms: Sequence[RBM], path: str | os.PathLike, *, scaling: str = "unit",
-               extra_metadata: dict[str, str] | None = None, overwrite: bool = False) -> Path:
+               feature_mean: torch.Tensor | None = None, feature_std: torch.Tensor | None = None,
+               image_shape: Sequence[int] | None = None, extra_metadata: dict[str, str] | None = None,
+               overwrite: bool = False) -> Path:
     """Write an RBM stack (bottom to top) as one safetensors file, atomically; returns the path.
 
-    ``scaling`` records how RBM 0's inputs were scaled ("unit": pixels in [0, 1]; "standardize":
-    zero mean, unit variance). The stack is validated like a loaded one, so a diverged (NaN) or
+    ``scaling`` records how RBM 0's inputs were scaled ("unit": in [0, 1]; "standardize": zero
+    mean, unit variance, by ``feature_mean`` and ``feature_std`` (n_visible_0,) when given;
+    "none": as given), so that later inference applies the same transform; ``image_shape`` the
+    shape of one input image. ``save_stack(rbms, path, **data_record(datamodule))`` takes all of
+    it from the DataModule. The stack is validated like a loaded one, so a diverged (NaN) or
     inconsistent stack is refused before anything is written.
     """
     path, extra = Path(path), dict(extra_metadata or {})
@@ -100,7 +139,7 @@ def save_stack(rbms: Sequence[RBM], path: str | os.PathLike, *, scaling: str = "
         got = type(rbms).__name__ if isinstance(rbms, RBM) else [type(r).__name__ for r in rbms]
         raise ValueError(f"cannot save to {path}: expected a sequence of dbn_init RBMs (wrap one as [rbm]), got {got}")
     problems = [] if scaling in _SCALINGS else [f"scaling must be one of {list(_SCALINGS)}, got {scaling!r}"]
-    reserved = {"format", "format_version", "visible_units", "sizes", "scaling"}
+    reserved = {"format", "format_version", "visible_units", "hidden_units", "sizes", "scaling", "image_shape"}
     bad = [k for k, v in extra.items() if not isinstance(k, str) or not isinstance(v, str) or k in reserved]
     if bad:
         problems.append(f"extra_metadata must map str to str without the reserved keys {sorted(reserved)}; bad: {bad}")
@@ -114,10 +153,14 @@ def save_stack(rbms: Sequence[RBM], path: str | os.PathLike, *, scaling: str = "
     folder = path.parent
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot save to {path}: folder {folder} does not exist; create it first")
-    tensors = {f"rbm.{i}.{k}": getattr(r, k).detach().contiguous() for i, r in enumerate(stack) for k in _KINDS}
+    tensors = {f"rbm.{i}.{k}": getattr(r, k).detach().cpu().contiguous() for i, r in enumerate(stack) for k in _KINDS}
+    if feature_mean is not None and feature_std is not None:
+        tensors.update(zip(_STATS, (torch.as_tensor(t, dtype=torch.float32).cpu().contiguous()
+                                    for t in (feature_mean, feature_std))))
     sizes = [stack[0].n_visible] + [r.n_hidden for r in stack]
-    metadata = {**extra, "format": FORMAT, "format_version": FORMAT_VERSION,
-                "visible_units": json.dumps(units), "sizes": json.dumps(sizes), "scaling": scaling}
+    metadata = {**extra, "format": FORMAT, "format_version": FORMAT_VERSION, "visible_units": json.dumps(units),
+                "hidden_units": json.dumps(["sigmoid"] * len(stack)), "sizes": json.dumps(sizes), "scaling": scaling,
+                "image_shape": json.dumps(None if image_shape is None else [int(n) for n in image_shape])}
     with replacing(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
     return path
@@ -177,8 +220,12 @@ def load_stack(source: str | os.PathLike | Sequence[Any], *, input_size: int | N
     raw = _sniff(path, head)(path, size, problems)
     if raw.metadata.get("scaling") not in (None, *_SCALINGS):
         problems.append(f"metadata scaling must be one of {list(_SCALINGS)}, got {raw.metadata['scaling']!r}")
-    return StackFile(_build(str(path), raw.found, raw.label, raw.units, problems, input_size, hidden, raw.sizes),
-                     raw.metadata)
+    rbms = _build(str(path), raw.found, raw.label, raw.units, problems, input_size, hidden, raw.sizes)
+    mean, std = raw.stats if raw.stats and None not in raw.stats else (None, None)
+    if mean is not None and not tuple(mean.shape) == tuple(std.shape) == (rbms[0].n_visible,):
+        raise ValueError(f"{path}: scaling.mean {tuple(mean.shape)} and scaling.std {tuple(std.shape)} must both have "
+                         f"shape ({rbms[0].n_visible},), one entry per input feature; re-export the stack")
+    return StackFile(rbms, raw.metadata, mean, std)
 
 
 def _sniff(path: Path, head: bytes) -> Callable[[Path, int, list[str]], _Raw]:
@@ -229,14 +276,15 @@ def _read_safetensors(path: Path, size: int, problems: list[str]) -> _Raw:
     except Exception as err:  # SafetensorError and friends: a malformed file, whatever the detail
         raise ValueError(f"{corrupt}: {err}") from err
     ours = meta.get("format") == FORMAT  # a foreign file is accepted if its tensor names follow our scheme
-    if ours and meta.get("format_version") != FORMAT_VERSION:
-        problems.append(f"format_version is {meta.get('format_version')!r}, this dbn_init reads "
-                        f"{FORMAT_VERSION!r}; upgrade dbn_init")
+    if ours and meta.get("format_version") not in _READABLE_VERSIONS:
+        problems.append(f"format_version is {meta.get('format_version')!r}, and this dbn_init reads versions "
+                        f"{', '.join(_READABLE_VERSIONS)}; read it with the dbn_init that wrote it, or upgrade dbn_init")
+    stats = [tensors.pop(name, None) for name in _STATS]
     found = _match(tensors, r"rbm\.(?P<i>0|[1-9]\d*)\.(?P<kind>\w+)", problems,
                    "rbm.{i}.weight, rbm.{i}.visible_bias, rbm.{i}.hidden_bias for i = 0, 1, ...")
     units = _json_list(meta, "visible_units", problems) if ours else None
     sizes = _json_list(meta, "sizes", problems) if ours else None
-    return _Raw(found, lambda i, k: f"rbm.{i}.{k}", units, dict(meta), sizes)
+    return _Raw(found, lambda i, k: f"rbm.{i}.{k}", units, dict(meta), sizes, stats)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -356,8 +404,29 @@ def _build(name: str, found: dict, label: Label, units: list | None, problems: l
     if layers and layers[-1] != len(layers) - 1:  # indices must be exactly 0..n-1
         gaps = [j for j in range(len(layers) + 1) if j not in set(layers)]
         problems.append(f"layer indices must run 0..n-1 without gaps, found {_short(layers)} (missing {gaps[:10]})")
-    shapes: dict[int, tuple[int, int]] = {}  # layer -> (n_hidden, n_visible) of a 2-D weight
-    values: dict = {}  # (layer, kind) -> float32 tensor
+    values = _float_values(found, layers, label, problems)
+    shapes = {i: shape for i in layers if (shape := _layer_shape(found, i, label, problems)) is not None}
+    got = _check_chain(shapes, layers, input_size, problems)
+    if got is not None:
+        _check_declared(got, hidden, sizes, problems)
+    units = ["bernoulli"] * len(layers) if units is None else units
+    if len(units) != len(layers) or any(u not in _UNITS for u in units):
+        problems.append(f"visible_units must list one of {list(_UNITS)} per RBM ({len(layers)}), got {_short(units)}")
+    if problems:
+        raise ValueError(f"{name}: {len(problems)} problem(s) with the RBM stack:\n  - " + "\n  - ".join(problems))
+    rbms = []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # make_rbm's random init leaves the caller's RNG alone
+        for i in layers:
+            rbm = make_rbm(shapes[i][1], shapes[i][0], units[i])
+            for kind in _KINDS:
+                getattr(rbm, kind).copy_(values[i, kind])
+            rbms.append(rbm)
+    return rbms
+
+
+def _float_values(found: dict, layers: list[int], label: Label, problems: list[str]) -> dict:
+    """Each (layer, kind) tensor as float32, with a problem for a missing, non-float or non-finite one."""
+    values = {}
     for i in layers:
         for kind in _KINDS:
             x, lab = found.get((i, kind)), label(i, kind)
@@ -374,22 +443,33 @@ def _build(name: str, found: dict, label: Label, units: list | None, problems: l
                 if nan or inf:
                     problems.append(f"{lab} holds {nan} NaN and {inf} Inf value(s), expected finite values; "
                                     "a diverged RBM cannot be imported: retrain it, e.g. with a lower learning rate")
-        w, vb, hb = (tuple(found[i, k].shape) if hasattr(found.get((i, k)), "shape") else None for k in _KINDS)
-        if w is None:  # missing: already reported
-            continue
-        if len(w) != 2:
-            problems.append(f"{label(i, 'weight')} has shape {w}, expected 2-D: {_ORIENTATION}")
-            continue
-        shapes[i] = w
-        if vb == (w[0],) and hb == (w[1],) and w[0] != w[1]:
-            shapes[i] = w[::-1]  # the intended shape, so that the checks below add no follow-on noise
-            problems.append(f"{label(i, 'weight')} has shape {w} but visible_bias has {w[0]} entries and hidden_bias "
-                            f"{w[1]}: the weight looks transposed; {_ORIENTATION}, so store its transpose {w[::-1]}")
-            continue
-        for kind, got, want, what in (("visible_bias", vb, w[1], "n_visible"), ("hidden_bias", hb, w[0], "n_hidden")):
-            if got is not None and got != (want,):
-                problems.append(f"{label(i, kind)} has shape {got}, expected ({want},) = ({what},) of "
-                                f"{label(i, 'weight')} {w}; {_ORIENTATION}")
+    return values
+
+
+def _layer_shape(found: dict, i: int, label: Label, problems: list[str]) -> tuple[int, int] | None:
+    """Layer ``i``'s (n_hidden, n_visible), with a problem for a non-2-D, transposed or mismatched layer."""
+    w, vb, hb = (tuple(found[i, k].shape) if hasattr(found.get((i, k)), "shape") else None for k in _KINDS)
+    if w is None:  # missing: already reported
+        return None
+    if len(w) != 2:
+        problems.append(f"{label(i, 'weight')} has shape {w}, expected 2-D: {_ORIENTATION}")
+        return None
+    if vb == (w[0],) and hb == (w[1],) and w[0] != w[1]:
+        problems.append(f"{label(i, 'weight')} has shape {w} but visible_bias has {w[0]} entries and hidden_bias "
+                        f"{w[1]}: the weight looks transposed; {_ORIENTATION}, so store its transpose {w[::-1]}")
+        return w[::-1]  # the intended shape, so that the checks that follow add no follow-on noise
+    for kind, got, want, what in (("visible_bias", vb, w[1], "n_visible"), ("hidden_bias", hb, w[0], "n_hidden")):
+        if got is not None and got != (want,):
+            problems.append(f"{label(i, kind)} has shape {got}, expected ({want},) = ({what},) of "
+                            f"{label(i, 'weight')} {w}; {_ORIENTATION}")
+    if w[0] < 1 or w[1] < 1:
+        problems.append(f"{label(i, 'weight')} has shape {w}: a layer needs at least one unit")
+    return w
+
+
+def _check_chain(shapes: dict, layers: list[int], input_size: int | None, problems: list[str]) -> list[int] | None:
+    """The stack's sizes ``[n_visible_0, n_hidden_0, ...]`` if every layer has a shape, checking
+    that each layer's n_hidden is the next one's n_visible and RBM 1's n_visible is ``input_size``."""
     for i in layers:
         if i in shapes and i + 1 in shapes and shapes[i][0] != shapes[i + 1][1]:
             problems.append(f"broken layer chain: layer {i} has n_hidden={shapes[i][0]} but layer {i + 1} has "
@@ -397,33 +477,20 @@ def _build(name: str, found: dict, label: Label, units: list | None, problems: l
     if input_size is not None and 0 in shapes and shapes[0][1] != input_size:
         problems.append(f"the first RBM has n_visible={shapes[0][1]}, expected input_size={input_size}; use data "
                         f"with {shapes[0][1]} features, or a stack trained on {input_size}-feature inputs")
-    for i, (n_hidden, n_visible) in shapes.items():
-        if n_hidden < 1 or n_visible < 1:
-            problems.append(f"{label(i, 'weight')} has shape {(n_hidden, n_visible)}: a layer needs at least one unit")
     complete = bool(shapes) and len(shapes) == len(layers) and layers == list(range(len(layers)))
-    got = [shapes[0][1], *(shapes[i][0] for i in layers)] if complete else None  # [n_visible_0, n_hidden_0, ...]
-    if hidden is not None and complete:
-        want = list(hidden)[: len(layers)]
-        if len(layers) > len(hidden):
-            problems.append(f"the stack has {len(layers)} RBMs {got[1:]} but hidden={list(hidden)} has only "
-                            f"{len(hidden)} layers; import fewer RBMs or list more hidden sizes")
-        elif got[1:] != want:
-            problems.append(f"hidden sizes {got[1:]} do not match hidden={list(hidden)}; expected {want}")
-    if sizes is not None and complete and sizes != got:
+    return [shapes[0][1], *(shapes[i][0] for i in layers)] if complete else None
+
+
+def _check_declared(got: list[int], hidden: Sequence[int] | None, sizes: list | None, problems: list[str]) -> None:
+    """Compare the sizes found with the model's ``hidden`` (a prefix will do) and the file's own record."""
+    n = len(got) - 1
+    if hidden is not None and n > len(hidden):
+        problems.append(f"the stack has {n} RBMs {got[1:]} but hidden={list(hidden)} has only {len(hidden)} layers; "
+                        "import fewer RBMs or list more hidden sizes")
+    elif hidden is not None and got[1:] != list(hidden)[:n]:
+        problems.append(f"hidden sizes {got[1:]} do not match hidden={list(hidden)}; expected {list(hidden)[:n]}")
+    if sizes is not None and sizes != got:
         problems.append(f"metadata sizes={sizes} disagree with the tensor shapes {got}")
-    units = ["bernoulli"] * len(layers) if units is None else units
-    if len(units) != len(layers) or any(u not in _UNITS for u in units):
-        problems.append(f"visible_units must list one of {list(_UNITS)} per RBM ({len(layers)}), got {_short(units)}")
-    if problems:
-        raise ValueError(f"{name}: {len(problems)} problem(s) with the RBM stack:\n  - " + "\n  - ".join(problems))
-    rbms = []
-    with torch.random.fork_rng(devices=[]), torch.no_grad():  # make_rbm's random init leaves the caller's RNG alone
-        for i in layers:
-            rbm = make_rbm(shapes[i][1], shapes[i][0], units[i])
-            for kind in _KINDS:
-                getattr(rbm, kind).copy_(values[i, kind])
-            rbms.append(rbm)
-    return rbms
 
 
 def _json_list(meta: dict[str, str], key: str, problems: list[str]) -> list | None:

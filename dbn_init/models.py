@@ -4,38 +4,43 @@
 metrics. :class:`Baseline` starts the MLP from an initialisation scheme (Xavier, He, normal,
 constant); :class:`DBN` starts it from a greedily pretrained RBM stack. Nothing else differs.
 
-Data flow of a DBN fit: ``pretrain`` (one Trainer fit per RBM, :mod:`dbn_init.pretrain`) ->
-``transfer`` (each RBM's W and hidden bias become a sigmoid Linear layer) -> fine-tune (this
-module's own fit) -> test.
+Data flow of a DBN fit: pretraining (one Trainer fit per RBM, :func:`dbn_init.pretrain.pretrain`,
+run from ``on_fit_start`` for the stages not yet done) -> transfer (each RBM's W and hidden bias
+become a sigmoid Linear layer) -> fine-tune (this module's own fit) -> test.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from .init import InitName, init_weight
-from .mlp import MLP, Activation, check_hidden
+from .constraints import Interval, ListOf, Options, validate_params
+from .init import INIT_SCHEMES, InitName, check_constant, init_weight
+from .mlp import MLP, Activation
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
-from .pretrain import PretrainData, RBMStage, StageTrainerFactory, default_stage_trainer, up_pass
-from .io import load_stack
-from .rbm import RBM, check_visible, make_rbm
+from .pretrain import CDSettings, RBMStage, StageTrainers, _features, following, pretrain, up_pass
+from .rbm import RBM, make_rbm
 
 __all__ = ["Classifier", "Baseline", "DBN"]
 
-log = logging.getLogger(__name__)
-
-# Model options that change how fast a run goes, not what it computes (tested bit for bit): runs
-# differing only in these are the same experiment (train.py's --ckpt_path, compare's cells).
-SPEED_OPTIONS = frozenset({"steps_per_batch"})
+_RATE, _DECAY, _MOMENTUM = Interval(float, 0, None, "neither"), Interval(float, 0, None), Interval(float, 0, 1)
+_COUNT, _SIZE = Interval(int, 0, None), Interval(int, 1, None)
+_FINE_TUNING_CONSTRAINTS = {
+    "input_size": [None, _SIZE],
+    "num_classes": [None, Interval(int, 2, None)],
+    "hidden": [ListOf(_SIZE)],
+    "lr": [_RATE],
+    "optimizer": [Options(("adam", "sgd"))],
+    "weight_decay": [_DECAY],
+    "momentum": [_MOMENTUM],
+}
 
 
 class Classifier(LightningModule):
@@ -43,19 +48,23 @@ class Classifier(LightningModule):
 
     Parameters
     ----------
-    input_size, num_classes : int
-        Set from the DataModule by the CLI (``data.input_size``, ``data.num_classes``).
+    input_size, num_classes : int or None
+        Set from the DataModule by the CLI (``data.input_size``, ``data.num_classes``). None:
+        taken in ``setup`` from the DataModule's attributes, else from its first training batch
+        (input_size) and recorded in the hyperparameters before any checkpoint is written.
     hidden : list of int
         Hidden-layer sizes, bottom to top, e.g. ``[256, 256]`` for 784-256-256-10.
     activation : "relu", "sigmoid" or "tanh"
     lr, optimizer, weight_decay, momentum :
         The fine-tuning optimizer: Adam (lr 1e-3, the seed experiment) or SGD with momentum.
+
+    The subclasses check their arguments against their ``_parameter_constraints`` once, first.
     """
 
     def __init__(
         self,
-        input_size: int = 784,
-        num_classes: int = 10,
+        input_size: int | None = None,
+        num_classes: int | None = 10,
         hidden: list[int] = [256, 256],  # noqa: B006  (LightningCLI reads defaults from the signature)
         activation: Activation = "relu",
         lr: float = 1e-3,
@@ -64,17 +73,27 @@ class Classifier(LightningModule):
         momentum: float = 0.9,
     ) -> None:
         super().__init__()
-        _check_optimizer_settings(rates=dict(lr=lr), decays=dict(weight_decay=weight_decay),
-                                  momenta=dict(momentum=momentum))
-        self.mlp = MLP(input_size, check_hidden(hidden), num_classes, activation)
+        self.activation, self.hidden = activation, list(hidden)
         self.lr, self.optimizer_name = lr, optimizer
         self.weight_decay, self.momentum = weight_decay, momentum
+        self.mlp: MLP | None = None
         # Logged once per epoch: a self.log per step costs about as much as the step's matmuls on
         # CPU. Training feeds its metrics once per epoch, from EpochMeans.
         self.train_acc, self.train_loss = MeanMetric(), MeanMetric()
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        if input_size is not None and num_classes is not None:
+            self.build(input_size, num_classes)
+
+    @property
+    def built(self) -> bool:
+        return self.mlp is not None
+
+    def build(self, input_size: int, num_classes: int) -> None:
+        """Make the layers for ``input_size`` features and ``num_classes`` classes, and record both."""
+        self.hparams.update(input_size=input_size, num_classes=num_classes)
+        self.mlp = MLP(input_size, self.hidden, num_classes, self.activation)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
     def forward(self, x: Tensor) -> Tensor:
         """(batch, input_size) -> logits (batch, num_classes)."""
@@ -94,15 +113,22 @@ class Classifier(LightningModule):
         self.log(f"{split}_acc", getattr(self, f"{split}_acc"), prog_bar=split != "test")
 
     def setup(self, stage: str) -> None:
-        # The CLI links these from the data; from Python a mismatch would end in a bare matmul or
-        # cross-entropy error at the first batch.
         datamodule = getattr(self.trainer, "datamodule", None)
+        if not self.built:
+            self.build(*_sizes_of(datamodule, self.hparams, stage))
+        # From Python a size mismatch would end in a bare matmul or cross-entropy error at the first batch.
         built = {"input_size": self.mlp.linears[0].in_features, "num_classes": self.mlp.head.out_features}
         for name, ours in built.items():
             theirs = getattr(datamodule, name, None)
             if isinstance(theirs, int) and theirs != ours:
                 raise ValueError(f"the data ({type(datamodule).__name__}) have {name}={theirs} but the model was built "
-                                 f"with {name}={ours}; build it with {name}=datamodule.{name} (train.py links it)")
+                                 f"with {name}={ours}; build it with {name}=None (taken from the data) or "
+                                 f"{name}=datamodule.{name} (train.py links it)")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if not self.built:  # a model built lazily: the checkpoint records the sizes it was built with
+            hparams = checkpoint.get("hyper_parameters", {})
+            self.build(hparams["input_size"], hparams["num_classes"])
 
     def on_fit_start(self) -> None:
         _spare_adam_the_nvml_reload()
@@ -139,9 +165,9 @@ class Classifier(LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
 
-    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        """Logits (batch, num_classes) of a batch's images; its labels, if any, are not used."""
-        return self(batch[0])
+    def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        """Class probabilities (batch, num_classes) of a batch ``x`` or ``(x, ...)``; labels are not used."""
+        return torch.softmax(self(_features(batch)), dim=-1)
 
     def on_train_epoch_end(self) -> None:
         if self._epoch_means.count:  # none after such a resume: nothing of the epoch to report
@@ -164,15 +190,19 @@ class Classifier(LightningModule):
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, fused=fused)
 
 
-def _check_optimizer_settings(rates: dict[str, float], decays: dict[str, float], momenta: dict[str, float]) -> None:
-    """Refuse settings torch would refuse only at the first optimizer step (after a whole
-    pretraining, for a DBN) or not at all: rates > 0, decays >= 0, momenta in [0, 1)."""
-    bad = [f"{n} (--model.{n}) must be > 0, got {v}" for n, v in rates.items() if not v > 0]
-    bad += [f"{n} (--model.{n}) must be >= 0, got {v}" for n, v in decays.items() if not v >= 0]
-    bad += [f"{n} (--model.{n}) must lie in [0, 1) (0.5 to 0.9 are usual), got {v}"
-            for n, v in momenta.items() if not 0 <= v < 1]
-    if bad:
-        raise ValueError("; ".join(bad))
+def _sizes_of(datamodule, hparams, stage: str) -> tuple[int, int]:
+    """input_size and num_classes for a model built with None: the DataModule's, else the first batch's."""
+    input_size = hparams.get("input_size") or getattr(datamodule, "input_size", None)
+    num_classes = hparams.get("num_classes") or getattr(datamodule, "num_classes", None)
+    if input_size is None and datamodule is not None:
+        loader = getattr(datamodule, "pretrain_dataloader", None) if stage == "fit" else None
+        loader = loader or getattr(datamodule, {"fit": "train", "validate": "val"}.get(stage, stage) + "_dataloader")
+        input_size = _features(next(iter(loader()))).shape[1]
+    if input_size is None or num_classes is None:
+        raise ValueError(f"the model was built with input_size={hparams.get('input_size')}, num_classes="
+                         f"{hparams.get('num_classes')} and the data ({type(datamodule).__name__}) declare neither; "
+                         "pass them to the model, or give the DataModule input_size and num_classes attributes")
+    return int(input_size), int(num_classes)
 
 
 def _spare_adam_the_nvml_reload() -> None:
@@ -200,10 +230,17 @@ class Baseline(Classifier):
         ``init_value``; zero is refused).
     """
 
+    _parameter_constraints = {
+        **_FINE_TUNING_CONSTRAINTS,
+        "init": [Options(tuple(INIT_SCHEMES))],
+        "init_std": [Interval(float, 0, None, "neither")],
+        "init_value": [Interval(float, None, None)],
+    }
+
     def __init__(
         self,
-        input_size: int = 784,
-        num_classes: int = 10,
+        input_size: int | None = None,
+        num_classes: int | None = 10,
         hidden: list[int] = [256, 256],  # noqa: B006
         init: InitName = "xavier_uniform",
         activation: Activation = "relu",
@@ -214,18 +251,32 @@ class Baseline(Classifier):
         weight_decay: float = 0.0,
         momentum: float = 0.9,
     ) -> None:
-        super().__init__(input_size, num_classes, hidden, activation, lr, optimizer, weight_decay, momentum)
+        validate_params("Baseline", locals(), self._parameter_constraints, "--model.")
+        if init == "constant":
+            check_constant(init_value)  # zero makes every gradient the same
+        super().__init__(None, None, hidden, activation, lr, optimizer, weight_decay, momentum)
         self.save_hyperparameters()
-        self.mlp.init_weights(init, std=init_std, value=init_value)  # refuses a zero constant
+        if input_size is not None and num_classes is not None:
+            self.build(input_size, num_classes)
+
+    def build(self, input_size: int, num_classes: int) -> None:
+        super().build(input_size, num_classes)
+        hp = self.hparams
+        self.mlp.init_weights(hp.init, std=hp.init_std, value=hp.init_value)
 
 
 class DBN(Classifier):
     """A Deep Belief Network: greedy RBM pretraining, then the same fine-tuning as the baselines.
 
     Hinton, Osindero & Teh (2006); Hinton & Salakhutdinov (2006) for fine-tuning the stack with
-    backprop. The first RBM models the data (Bernoulli visible units for pixels in [0, 1], or
+    backprop. The first RBM models the data (Bernoulli visible units for inputs in [0, 1], or
     Gaussian for standardised data); every RBM above models the hidden probabilities of the one
     below with Bernoulli units. The stack then becomes a sigmoid MLP with a new classifier head.
+
+    ``Trainer(...).fit(dbn, datamodule=dm)`` does the whole job on one device: ``on_fit_start``
+    pretrains the stages not yet done (after Lightning restored a resumed fit's ``stages_done``),
+    on Trainers that follow the fit's device and precision (``stage_trainers``, if set, makes them
+    instead: train.py's adds checkpoints and pictures), then transfers and fine-tunes.
 
     Parameters
     ----------
@@ -239,8 +290,10 @@ class DBN(Classifier):
     pretrain_lr : float
         CD learning rate of Bernoulli RBMs (0.1, as in Hinton & Salakhutdinov's code).
     gaussian_lr : float
-        CD learning rate of a Gaussian first RBM. Unit-variance Gaussian visible units diverge at
-        Bernoulli rates (Hinton 2010, section 13.2); 1e-3 is stable on standardised pixels.
+        CD learning rate of a Gaussian first RBM on standardised inputs. Unit-variance Gaussian
+        visible units diverge at the Bernoulli rate 0.1 on some data (Hinton 2010, section 13.2);
+        1e-2 is stable on standardised digits and wine and learns several times faster than 1e-3
+        (``benchmarks/gaussian_lr.py`` measures it).
     initial_momentum, final_momentum, momentum_switch_epoch :
         Momentum schedule of each stage (0.5 for the first 5 epochs, then 0.9; Hinton 2010).
     rbm_weight_decay : float
@@ -256,7 +309,7 @@ class DBN(Classifier):
     lr, optimizer, weight_decay, momentum :
         Fine-tuning optimizer, as for :class:`Baseline`.
     pretrain_seed : int
-        Seeds the Gibbs sampling noise (combined with stage and rank).
+        Seeds the Gibbs sampling noise (combined with stage and rank), 0 to 2**32 - 1.
     ais_chains, ais_betas : int
         With ``ais_chains > 0``, each Bernoulli stage ends with an AIS estimate of its log Z
         (:mod:`dbn_init.evaluate`; 100 chains as in Salakhutdinov & Murray 2008, and 10,000 betas in
@@ -268,24 +321,43 @@ class DBN(Classifier):
         CD updates per Lightning step in pretraining: the loader serves this many mini-batches
         of ``batch_size`` at once and each gets its own optimizer step, so the updates are the
         same as with 1 (tested bit for bit), minus Lightning's per-step overhead (about 1 ms, a
-        tenth of a CD-1 step at batch 128 on 2 CPU cores; on a GPU, where the step's arithmetic
-        takes microseconds, a larger share, not measured here). Stage progress bars
-        and ``limit_train_batches`` count loader batches (stages validate once per epoch).
+        tenth of a CD-1 step at batch 128 on 2 CPU cores). Stage progress bars count CD updates.
+        A DataModule whose ``pretrain_dataloader`` takes no ``steps_per_batch`` serves its own
+        batches, one update each.
     pretrained : str, optional
         Start from an exported RBM stack (our ``.safetensors``, a DBN ``.ckpt`` or a ``.npz``;
         see :mod:`dbn_init.io`) instead of pretraining. A stack shorter than ``hidden`` is the
         bottom of the DBN: the RBMs above it are pretrained on top of it.
     """
 
+    _parameter_constraints = {
+        **_FINE_TUNING_CONSTRAINTS,
+        "visible_units": [Options(("bernoulli", "gaussian"))],
+        "pretrain_epochs": [_COUNT, ListOf(_COUNT)],
+        "pretrain_lr": [_RATE],
+        "gaussian_lr": [_RATE],
+        "initial_momentum": [_MOMENTUM],
+        "final_momentum": [_MOMENTUM],
+        "momentum_switch_epoch": [_COUNT],
+        "rbm_weight_decay": [_DECAY],
+        "cd_k": [_SIZE],
+        "sparsity_target": [None, Interval(float, 0, 1, "neither")],
+        "sparsity_cost": [_DECAY],
+        "pretrain_seed": [Interval(int, 0, 2**32 - 1, "both")],
+        "ais_chains": [Options((0,)), Interval(int, 2, None)],
+        "ais_betas": [Interval(int, 4, None)],
+        "steps_per_batch": [_SIZE],
+    }
+
     def __init__(
         self,
-        input_size: int = 784,
-        num_classes: int = 10,
+        input_size: int | None = None,
+        num_classes: int | None = 10,
         hidden: list[int] = [256, 256],  # noqa: B006
         visible_units: Literal["bernoulli", "gaussian"] = "bernoulli",
         pretrain_epochs: int | list[int] = 10,
         pretrain_lr: float = 0.1,
-        gaussian_lr: float = 1e-3,
+        gaussian_lr: float = 1e-2,
         initial_momentum: float = 0.5,
         final_momentum: float = 0.9,
         momentum_switch_epoch: int = 5,
@@ -305,42 +377,35 @@ class DBN(Classifier):
         ais_betas: int = 10000,
         steps_per_batch: int = 8,
     ) -> None:
-        super().__init__(input_size, num_classes, hidden, "sigmoid", lr, optimizer, weight_decay, momentum)
-        self.save_hyperparameters()
-        hidden = check_hidden(hidden)
+        validate_params("DBN", locals(), self._parameter_constraints, "--model.")
         epochs = [pretrain_epochs] * len(hidden) if isinstance(pretrain_epochs, int) else list(pretrain_epochs)
-        if len(epochs) != len(hidden) or any(e < 0 for e in epochs):
-            raise ValueError(
-                f"pretrain_epochs must be one non-negative number or one per RBM ({len(hidden)} for "
-                f"hidden={hidden}), got {pretrain_epochs}"
-            )
-        if ais_chains == 1 or ais_chains < 0 or ais_betas < 4:
-            raise ValueError(f"ais_chains must be 0 (off) or >= 2 (the error bar needs a spread) and ais_betas >= 4 "
-                             f"(the schedule has three pieces; thousands are typical), got ais_chains={ais_chains}, "
-                             f"ais_betas={ais_betas}")
-        _check_optimizer_settings(rates=dict(pretrain_lr=pretrain_lr, gaussian_lr=gaussian_lr),
-                                  decays=dict(rbm_weight_decay=rbm_weight_decay),
-                                  momenta=dict(initial_momentum=initial_momentum, final_momentum=final_momentum))
-        if cd_k < 1:
-            raise ValueError(f"cd_k must be >= 1, got {cd_k}")
-        if momentum_switch_epoch < 0:
-            raise ValueError(f"momentum_switch_epoch must be >= 0 (the epoch from which final_momentum applies; 0: "
-                             f"from the start), got {momentum_switch_epoch}")
-        if sparsity_cost < 0:
-            raise ValueError(f"sparsity_cost must be >= 0 (0 turns the penalty off), got {sparsity_cost}")
-        if steps_per_batch < 1:
-            raise ValueError(f"steps_per_batch must be >= 1 (CD updates per Lightning step), got {steps_per_batch}")
-        if sparsity_target is not None and not 0.0 < sparsity_target < 1.0:
-            raise ValueError(f"sparsity_target must lie in (0, 1), got {sparsity_target}")
-        self.pretrain_epochs = epochs
-        sizes = [input_size, *hidden]
-        self.rbms = nn.ModuleList(
-            make_rbm(n_vis, n_hid, visible_units if i == 0 else "bernoulli")
-            for i, (n_vis, n_hid) in enumerate(zip(sizes[:-1], sizes[1:]))
-        )
-        self.rbms.requires_grad_(False)  # trained only inside their own stage's fit
+        if len(epochs) != len(hidden):
+            raise ValueError(f"--model.pretrain_epochs: expected one number or one per RBM ({len(hidden)} for "
+                             f"hidden={hidden}), got {pretrain_epochs}")
+        super().__init__(None, None, hidden, "sigmoid", lr, optimizer, weight_decay, momentum)
+        self.save_hyperparameters()
+        self.cd = CDSettings(
+            epochs=tuple(epochs), lr=pretrain_lr, gaussian_lr=gaussian_lr, initial_momentum=initial_momentum,
+            final_momentum=final_momentum, momentum_switch_epoch=momentum_switch_epoch,
+            weight_decay=rbm_weight_decay, cd_k=cd_k, persistent=persistent, sample_visible=sample_visible,
+            sparsity_target=sparsity_target, sparsity_cost=sparsity_cost, seed=pretrain_seed,
+            ais_chains=ais_chains, ais_betas=ais_betas, steps_per_batch=steps_per_batch)
         # How many stages are finished; saved in checkpoints so a resumed run skips them.
         self.register_buffer("stages_done", torch.tensor(0))
+        self.rbms = nn.ModuleList()
+        # Set by train.py: the Trainers of the stages and the checkpoint a stage resumes from.
+        self.stage_trainers: StageTrainers | None = None
+        self.stage_resume: dict[int, str] = {}
+        if input_size is not None and num_classes is not None:
+            self.build(input_size, num_classes)
+
+    def build(self, input_size: int, num_classes: int) -> None:
+        super().build(input_size, num_classes)
+        sizes = [input_size, *self.hidden]
+        units = self.hparams.visible_units
+        self.rbms = nn.ModuleList(make_rbm(n_vis, n_hid, units if i == 0 else "bernoulli")
+                                  for i, (n_vis, n_hid) in enumerate(zip(sizes[:-1], sizes[1:])))
+        self.rbms.requires_grad_(False)  # trained only inside their own stage's fit
         init_weight(self.mlp.head.weight, "xavier_uniform", "sigmoid")
         nn.init.zeros_(self.mlp.head.bias)
         self.transfer()  # until pretraining runs, the MLP mirrors the RBMs' N(0, 0.01) start
@@ -348,21 +413,11 @@ class DBN(Classifier):
     # --- pretraining --------------------------------------------------------------------------
     @property
     def pretrained(self) -> bool:
-        return int(self.stages_done) >= len(self.rbms)
+        return self.built and int(self.stages_done) >= len(self.rbms)
 
     def stage(self, index: int) -> RBMStage:
         """The LightningModule that trains RBM ``index`` (from 0) on the frozen ones below."""
-        hp = self.hparams
-        first_gaussian = index == 0 and hp.visible_units == "gaussian"
-        return RBMStage(
-            self.rbms, index,
-            lr=hp.gaussian_lr if first_gaussian else hp.pretrain_lr,
-            initial_momentum=hp.initial_momentum, final_momentum=hp.final_momentum,
-            momentum_switch_epoch=hp.momentum_switch_epoch, weight_decay=hp.rbm_weight_decay,
-            cd_k=hp.cd_k, persistent=hp.persistent, sample_visible=hp.sample_visible,
-            sparsity_target=hp.sparsity_target, sparsity_cost=hp.sparsity_cost, seed=hp.pretrain_seed,
-            ais_chains=hp.ais_chains, ais_betas=hp.ais_betas,
-        )
+        return RBMStage(self.rbms, index, self.cd)
 
     @torch.no_grad()
     def load_rbms(self, rbms: list[RBM]) -> None:
@@ -384,19 +439,6 @@ class DBN(Classifier):
         self.stages_done.fill_(max(int(self.stages_done), len(rbms)))
         self.transfer()
 
-    def import_pretrained(self, data_scaling: str | None) -> None:
-        """Load the ``pretrained`` stack file as the bottom stages, checked against this DBN's sizes
-        and unit types and against ``data_scaling`` (the DataModule's ``scaling``, if it has one)."""
-        stack = load_stack(self.hparams.pretrained, input_size=self.hparams.input_size, hidden=self.hparams.hidden)
-        scaling = stack.metadata.get("scaling")
-        if scaling and data_scaling and scaling != data_scaling:
-            raise ValueError(
-                f"the imported stack {self.hparams.pretrained} was pretrained on inputs scaled {scaling!r} but "
-                f"this data is scaled {data_scaling!r}: RBM 1 would see inputs unlike its training data; "
-                f"pass --data.scaling {scaling} (or pretrain a new stack for this scaling)"
-            )
-        self.load_rbms(stack.rbms)
-
     @torch.no_grad()
     def load_stage_checkpoint(self, state_dict: dict[str, Tensor], stage: int) -> None:
         """Take the RBM stack from a stage checkpoint (``rbm{stage}-last.ckpt``): RBMs below
@@ -405,45 +447,11 @@ class DBN(Classifier):
         self.rbms.load_state_dict(rbm_state)
         self.stages_done.fill_(stage - 1)
 
-    def pretrain(self, datamodule: LightningDataModule, trainer_factory: StageTrainerFactory = default_stage_trainer,
-                 resume: dict[int, str] | None = None) -> None:
-        """Train RBM 1..k greedily, one ``trainer_factory(stage, epochs).fit`` each, then transfer.
-
-        With ``pretrained`` set, the imported stack replaces the bottom stages. Stages already
-        recorded in ``stages_done`` (imported, or a resumed run) are skipped; ``resume`` maps a
-        stage index (from 0) to the checkpoint its fit resumes from (epoch, optimizer, momentum,
-        persistent chains, sampling noise).
-        """
-        if self.hparams.pretrained and int(self.stages_done) == 0:
-            self.import_pretrained(getattr(datamodule, "scaling", None))
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        data = getattr(datamodule, "pretrain_x", None)
-        if data is not None:
-            if data.shape[1] != self.rbms[0].n_visible:
-                raise ValueError(
-                    f"the data has {data.shape[1]} features per image but RBM 1 expects "
-                    f"{self.rbms[0].n_visible} (input_size); let the CLI link data.input_size or "
-                    "pass the DataModule's input_size to the model"
-                )
-            check_visible(data, self.hparams.visible_units, where="the pretraining data")
-        for index, epochs in enumerate(self.pretrain_epochs):
-            if index < int(self.stages_done) or epochs == 0:
-                continue
-            log.info("pretraining RBM %d/%d for %d epochs", index + 1, len(self.rbms), epochs)
-            trainer = trainer_factory(index, epochs)
-            # else an untrained RBM passes for pretrained (max_steps 0: a Python factory's; train.py keeps it for fine-tuning)
-            if trainer.limit_train_batches == 0 or trainer.max_steps == 0:
-                raise RuntimeError(
-                    f"RBM {index + 1}'s stage would make no CD update (limit_train_batches="
-                    f"{trainer.limit_train_batches}, max_steps={trainer.max_steps}); let the stages train "
-                    "(--trainer.limit_train_batches > 0), or skip pretraining with --model.pretrain_epochs 0"
-                )
-            trainer.fit(self.stage(index), datamodule=PretrainData(datamodule, self.hparams.steps_per_batch),
-                        ckpt_path=(resume or {}).get(index))
-            self.stages_done.fill_(index + 1)
+    def finish_pretraining(self) -> None:
+        """Freeze the stack, mark every stage done and copy it into the MLP. (RBMs act alike in
+        train and eval mode, so they stay in the mode the fit sets, and Lightning finds no module
+        left in eval mode.)"""
         self.rbms.requires_grad_(False)
-        self.rbms.eval()
         self.stages_done.fill_(len(self.rbms))
         self.transfer()
 
@@ -452,34 +460,67 @@ class DBN(Classifier):
         """Copy the RBM stack into the MLP's hidden layers (the head keeps its own init)."""
         self.mlp.load_rbms(list(self.rbms))
 
+    # --- the generative model -----------------------------------------------------------------
+    @torch.no_grad()
     def up_pass(self, x: Tensor) -> Tensor:
         """The DBN's top-level hidden probabilities: (batch, input_size) -> (batch, hidden[-1])."""
         return up_pass(self.rbms, x)
 
-    def _refuse_untrained(self, problem: str) -> None:
-        """Refuse to use RBMs never pretrained, unless pretrain_epochs 0 asked for exactly that."""
-        if not self.pretrained and any(self.pretrain_epochs):
-            raise RuntimeError(f"this DBN {problem}")
+    def transform(self, x: Tensor) -> Tensor:
+        """Features of ``x`` (batch, input_size): the pretrained stack's top hidden probabilities
+        (batch, hidden[-1]). The fine-tuned network's features are ``self.mlp.forward_features(x)``."""
+        return self.up_pass(x.to(self.rbms[0].weight))
 
+    @torch.no_grad()
+    def sample(self, n: int, steps: int = 1000, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` samples of the DBN's generative model, (n, input_size): ``steps`` Gibbs sweeps of
+        the top RBM from noise, then down through the lower RBMs' visible means (Hinton et al.
+        2006): pixel probabilities for Bernoulli inputs, standardised values for Gaussian ones."""
+        v = self.rbms[-1].sample(n, steps, generator=generator)
+        for rbm in reversed(list(self.rbms)[:-1]):
+            v = rbm.visible_mean(v)
+        return v
+
+    # --- Lightning hooks ----------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        self._refuse_untrained("has not been pretrained: call model.pretrain(datamodule) before trainer.fit "
-                               "(train.py does this for you), or set pretrain_epochs to 0 to fine-tune from "
-                               "randomly initialised RBMs")
+        if not self.pretrained:  # a resumed fine-tuning fit has restored stages_done by now
+            trainer = self.trainer
+            if self.stage_trainers is None and _stages_left(self):
+                _refuse_nested_ddp(trainer)
+            pretrain(self, trainer.datamodule, self.stage_trainers or following(trainer), self.stage_resume,
+                     prepared=True)
         super().on_fit_start()
 
     def refuse_evaluating_untrained(self, stage: Literal["validate", "test", "predict"]) -> None:
         """Raise RuntimeError if evaluating (a Lightning stage, as train.py's subcommand names it)
         would score RBMs never trained."""
-        what = {"validate": "validation", "test": "the test", "predict": "prediction"}[stage]
-        self._refuse_untrained(f"is neither pretrained nor loaded from a checkpoint, so {what} would score random "
-                               "weights; pass the fine-tuning checkpoint of a run (train.py: --ckpt_path "
+        if self.built and not self.pretrained and any(self.cd.epochs):
+            what = {"validate": "validation", "test": "the test", "predict": "prediction"}[stage]
+            raise RuntimeError(f"this DBN is neither pretrained nor loaded from a checkpoint, so {what} would score "
+                               "random weights; pass the fine-tuning checkpoint of a run (train.py: --ckpt_path "
                                "PATH/last.ckpt or --ckpt_path last), or fit first")
 
     def on_validation_start(self) -> None:
-        self.refuse_evaluating_untrained("validate")
+        if not self.trainer.sanity_checking:
+            self.refuse_evaluating_untrained("validate")
 
     def on_test_start(self) -> None:
         self.refuse_evaluating_untrained("test")
 
     def on_predict_start(self) -> None:
         self.refuse_evaluating_untrained("predict")
+
+
+def _stages_left(model: DBN) -> bool:
+    return any(e and i >= int(model.stages_done) for i, e in enumerate(model.cd.epochs))
+
+
+def _refuse_nested_ddp(trainer) -> None:
+    """Stage fits nested in a running multi-process fit would start DDP inside DDP."""
+    if trainer.world_size > 1:
+        raise RuntimeError(
+            f"this DBN is not pretrained, and its stages cannot run inside a {trainer.world_size}-process "
+            f"{type(trainer.strategy).__name__} fit; pretrain first, then fit: "
+            "dbn_init.pretrain(dbn, datamodule, lambda stage, epochs: dbn_init.make_trainer(epochs, "
+            "dict(accelerator=..., devices=..., strategy='ddp'))) then trainer.fit(dbn, datamodule), or run "
+            "train.py fit, which does this")

@@ -1,4 +1,10 @@
-"""Greedy layer-wise pretraining: one Lightning fit per RBM of the stack.
+"""Greedy layer-wise pretraining: one Lightning fit per RBM of the stack, outside any model.
+
+Data flow: :func:`pretrain` takes a :class:`~dbn_init.models.DBN` (its RBM stack and its
+:class:`CDSettings`), the data and a Trainer factory; for each stage not yet done it fits an
+:class:`RBMStage` on a :class:`PretrainData` view of the data, then transfers the stack into the
+DBN's MLP. ``Trainer.fit(dbn, datamodule)`` calls it from ``DBN.on_fit_start``; ``train.py`` under
+DDP calls it before the fit.
 
 Stage k trains RBM k on the hidden probabilities of RBMs 1..k-1, which are frozen *by
 construction*: their ``requires_grad`` is switched off before the stage's Trainer wraps the
@@ -18,28 +24,85 @@ Under DDP, Lightning re-arms gradient averaging before every ``manual_backward``
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_warn
 import torch.nn.functional as F
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from .constraints import UsageError
+from .io import load_stack
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
 from .rbm import RBM, bernoulli, check_visible
 
-__all__ = ["RBMStage", "PretrainData", "StageTrainerFactory", "default_stage_trainer", "up_pass"]
+if TYPE_CHECKING:
+    from .models import DBN
 
-StageTrainerFactory = Callable[[int, int], Trainer]  # (stage index from 0, epochs) -> Trainer
+__all__ = ["CDSettings", "RBMStage", "PretrainData", "StageTrainers", "make_trainer", "pretrain", "pretrain_stack",
+           "up_pass"]
+
+StageTrainers = Callable[[int, int], Trainer]  # (stage index from 0, epochs) -> the stage's Trainer
 
 
-def up_pass(rbms: nn.ModuleList | list[RBM], x: Tensor) -> Tensor:
+class _NoTips(logging.Filter):
+    """Drops Lightning's advertisements ("💡 Tip: ... try installing litlogger"), which every
+    Trainer prints, so once per RBM stage here: nothing a user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+
+
+@dataclass(frozen=True)
+class CDSettings:
+    """How every RBM of a stack is trained: the DBN holds one (``dbn.cd``), each stage reads it.
+
+    The fields are :class:`~dbn_init.models.DBN`'s pretraining arguments, where they are
+    documented (``pretrain_lr`` is ``lr``, ``rbm_weight_decay`` is ``weight_decay``,
+    ``pretrain_seed`` is ``seed``, ``pretrain_epochs`` is ``epochs``, one per RBM).
+    """
+
+    epochs: tuple[int, ...]
+    lr: float = 0.1
+    gaussian_lr: float = 1e-2
+    initial_momentum: float = 0.5
+    final_momentum: float = 0.9
+    momentum_switch_epoch: int = 5
+    weight_decay: float = 2e-4
+    cd_k: int = 1
+    persistent: bool = False
+    sample_visible: bool = False
+    sparsity_target: float | None = None
+    sparsity_cost: float = 0.0
+    seed: int = 0
+    ais_chains: int = 0
+    ais_betas: int = 10000
+    steps_per_batch: int = 8
+
+    def lr_for(self, rbm: RBM) -> float:
+        """The CD learning rate of ``rbm``: Gaussian visible units diverge at Bernoulli rates."""
+        return self.gaussian_lr if rbm.visible_units == "gaussian" else self.lr
+
+
+def up_pass(rbms: nn.ModuleList | Sequence[RBM], x: Tensor) -> Tensor:
     """Hidden probabilities of the top RBM given data: (batch, n_visible_0) -> (batch, n_hidden_top)."""
     for rbm in rbms:
         x = rbm.hidden_probs(x)
     return x
+
+
+def _features(batch: Tensor | Sequence[Any]) -> Tensor:
+    """The inputs of a batch, ``x`` or ``(x, y, ...)``, flattened to (batch, features)."""
+    x = batch if isinstance(batch, Tensor) else batch[0]
+    return x.flatten(1) if x.ndim > 2 else x
 
 
 class RBMStage(LightningModule):
@@ -51,43 +114,20 @@ class RBMStage(LightningModule):
         The whole stack, shared with the DBN (no copy): training here updates the DBN's RBM.
     index : int
         Which RBM to train, from 0; RBMs below it only encode the data, above it are unused.
-    lr, initial_momentum, final_momentum, momentum_switch_epoch, weight_decay, cd_k, persistent,
-    sample_visible, sparsity_target, sparsity_cost, seed, ais_chains, ais_betas :
-        As documented on :class:`dbn_init.models.DBN`.
+    settings : CDSettings
+        The DBN's CD recipe (its ``cd`` attribute), one object for every stage.
 
     Fitted on :class:`PretrainData`, the stage splits each loader batch into mini-batches of the
     data's ``batch_size`` and makes one CD update per mini-batch (several per loader batch when
     ``PretrainData`` groups them, see ``steps_per_batch``); on any other data, one per batch.
     """
 
-    def __init__(
-        self,
-        rbms: nn.ModuleList,
-        index: int,
-        lr: float = 0.1,
-        initial_momentum: float = 0.5,
-        final_momentum: float = 0.9,
-        momentum_switch_epoch: int = 5,
-        weight_decay: float = 2e-4,
-        cd_k: int = 1,
-        persistent: bool = False,
-        sample_visible: bool = False,
-        sparsity_target: float | None = None,
-        sparsity_cost: float = 0.0,
-        seed: int = 0,
-        ais_chains: int = 0,
-        ais_betas: int = 10000,
-    ) -> None:
+    def __init__(self, rbms: nn.ModuleList, index: int, settings: CDSettings) -> None:
         super().__init__()
         self.rbms = rbms
         self.index = index
-        self.lr, self.weight_decay = lr, weight_decay
-        self.initial_momentum, self.final_momentum = initial_momentum, final_momentum
-        self.momentum_switch_epoch = momentum_switch_epoch
-        self.cd_k, self.persistent, self.sample_visible = cd_k, persistent, sample_visible
-        self.sparsity_target, self.sparsity_cost = sparsity_target, sparsity_cost
-        self.seed = seed
-        self.ais_chains, self.ais_betas = ais_chains, ais_betas
+        self.cd = settings
+        self.lr = settings.lr_for(rbms[index])
         self.mini_batch: int | None = None  # rows per CD update (PretrainData's batch_size)
         self.chain: Tensor | None = None  # PCD fantasy particles, one set per rank
         self.generator: torch.Generator | None = None
@@ -95,9 +135,10 @@ class RBMStage(LightningModule):
         self._generator_state: Tensor | None = None
         self.monitor_every = MONITOR_EVERY  # CD steps between samples of the update ratio, CD loss, NaN check
         self.monitor_x: Tensor | None = None  # fixed training subset for the free-energy gap
+        self.scaling: str | None = None  # how the data were scaled, recorded in checkpoints
         self.train_recon, self.train_cd_loss = MeanMetric(), MeanMetric()
         self.automatic_optimization = False  # zero_grad, backward, step in training_step: no closure
-        self._input_checked = False  # the first training batch of each fit is validated
+        self._checked_splits: set[str] = set()  # the first batch of each split of each fit is validated
         for i, rbm in enumerate(rbms):  # freeze by construction, before any Trainer wraps us
             rbm.requires_grad_(i == index)
 
@@ -116,19 +157,17 @@ class RBMStage(LightningModule):
 
     # --- Lightning hooks ----------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        self._input_checked = False
-        for rbm in self.rbms[: self.index]:
-            rbm.eval()
+        self._checked_splits = set()
         datamodule = getattr(self.trainer, "datamodule", None)
         if isinstance(datamodule, PretrainData):
             monitor_x = datamodule.monitor_subset()
             # once, in the RBM's device and dtype (float64 under --trainer.precision 64-true)
             self.monitor_x = None if monitor_x is None else monitor_x.to(self.device, self.rbm.weight.dtype)
-            self.mini_batch = datamodule.batch_size
+            self.mini_batch, self.scaling = datamodule.batch_size, datamodule.scaling
         # Gibbs noise must differ across ranks (else DDP averages identical chains) and be
         # reproducible: one generator per rank, seeded from the run seed, the stage and the rank.
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(_stage_seed(self.seed, self.index, self.global_rank))
+        self.generator.manual_seed(_stage_seed(self.cd.seed, self.index, self.global_rank))
         state = self._generator_state
         if state is not None:  # resumed: continue the same noise stream, if it is this device kind's
             if state.numel() == self.generator.get_state().numel():
@@ -147,7 +186,8 @@ class RBMStage(LightningModule):
 
     def on_train_epoch_start(self) -> None:
         # Hinton (2010, section 9): momentum 0.5 while the weights settle, then 0.9.
-        momentum = self.initial_momentum if self.current_epoch < self.momentum_switch_epoch else self.final_momentum
+        cd = self.cd
+        momentum = cd.initial_momentum if self.current_epoch < cd.momentum_switch_epoch else cd.final_momentum
         for group in self.optimizers().optimizer.param_groups:
             group["momentum"] = momentum
         # Per-sample means: reconstruction error over every step, CD loss over the monitored steps.
@@ -156,35 +196,41 @@ class RBMStage(LightningModule):
         self.log(f"{self.name}/momentum", momentum, on_step=False, on_epoch=True)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        if not self._input_checked:  # a loader of the user's own is not validated at load like ours
-            check_visible(batch[0], self.rbms[0].visible_units, where=f"stage {self.index + 1}'s first training batch")
-            self._input_checked = True  # one host sync per fit
-        v = self.encode(batch[0])
+        v = self.encode(self._checked(_features(batch), "training"))
         for mini_batch in v.split(self.mini_batch) if self.mini_batch else (v,):
             self._cd_step(mini_batch)
 
+    def _checked(self, x: Tensor, split: str) -> Tensor:
+        """``x``, validated at the fit's first batch: where data enter pretraining, whatever loader
+        serves them (one host sync per fit)."""
+        if split not in self._checked_splits:
+            check_visible(x, self.rbms[0], where=f"stage {self.index + 1}'s first {split} batch")
+            self._checked_splits.add(split)
+        return x
+
     def _cd_step(self, v: Tensor) -> None:
         """One CD/PCD update on the mini-batch ``v`` (batch, n_visible), as the RBM sees it."""
-        if self.persistent and self.chain is None:
+        cd = self.cd
+        if cd.persistent and self.chain is None:
             self.chain = v.detach().clone()  # Tieleman (2008) starts the chains at the data
         # A sparse sample of steps measures the CD loss's value and the update ratio, and checks
         # for divergence (each check is one host sync, which would stall every step on a GPU).
         monitored = self._step_in_epoch % self.monitor_every == 0
         weight_before = self.rbm.weight.detach().clone() if monitored else None
-        cd = dict(k=self.cd_k, chain=self.chain if self.persistent else None, generator=self.generator,
-                  sample_visible=self.sample_visible, value=monitored)
+        step = dict(k=cd.cd_k, chain=self.chain if cd.persistent else None, generator=self.generator,
+                    sample_visible=cd.sample_visible, value=monitored)
         penalty = self._sparsity_penalty(v)
         optimizer = self.optimizers()
         if self.backprop_cd:
             optimizer.zero_grad()
-            result = self.rbm.cd_loss(v, **cd)
+            result = self.rbm.cd_loss(v, **step)
             self.manual_backward(result.loss if penalty is None else result.loss + penalty)  # DDP averages here
         else:
-            result = self.rbm.cd_grad_(v, **cd)  # the same gradient, straight into .grad
+            result = self.rbm.cd_grad_(v, **step)  # the same gradient, straight into .grad
             if penalty is not None:
                 self.manual_backward(penalty)  # accumulates onto it
         optimizer.step()
-        if self.persistent:
+        if cd.persistent:
             self.chain = result.v_model
         self._recon_sum.add(F.mse_loss(result.reconstruction, v, reduction="sum"), count=len(v))
         if monitored:
@@ -196,11 +242,11 @@ class RBMStage(LightningModule):
         self._step_in_epoch += 1
 
     def _sparsity_penalty(self, v: Tensor) -> Tensor | None:
-        if self.sparsity_cost == 0 or self.sparsity_target is None:
+        if self.cd.sparsity_cost == 0 or self.cd.sparsity_target is None:
             return None
         # Lee et al. (2008): pull each unit's mean activation towards the target.
         q = torch.sigmoid(self.rbm.hidden_logits(v)).mean(0)  # (n_hidden,)
-        return self.sparsity_cost * ((q - self.sparsity_target) ** 2).sum()
+        return self.cd.sparsity_cost * ((q - self.cd.sparsity_target) ** 2).sum()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.trainer.is_last_batch:  # so that no checkpoint of the epoch holds a NaN
@@ -231,12 +277,12 @@ class RBMStage(LightningModule):
     # --- monitoring: the signals the RBM literature trusts, reduced across ranks ---------------
     def on_validation_epoch_start(self) -> None:
         # Validation noise must not consume the training generator (resume would then diverge).
-        self._val_generator = torch.Generator(device=self.device).manual_seed(self.seed + self.current_epoch)
+        self._val_generator = torch.Generator(device=self.device).manual_seed(self.cd.seed + self.current_epoch)
         self._hidden_sum = torch.zeros(self.rbm.n_hidden, device=self.device, dtype=torch.float64)
         self._count = torch.zeros((), device=self.device, dtype=torch.float64)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        v = self.encode(batch[0])
+        v = self.encode(self._checked(_features(batch), "validation"))
         probs = self.rbm.hidden_probs(v)
         # train_recon's estimator (the reconstruction from a sampled h, what a CD step computes
         # anyway), with the validation noise: the two curves differ only by the data.
@@ -265,7 +311,7 @@ class RBMStage(LightningModule):
             val_f = self.trainer.callback_metrics.get(f"{self.name}/val_free_energy")
             if val_f is not None:
                 self.log(f"{self.name}/free_energy_gap", val_f.to(self.device) - train_f)
-        if self.ais_chains and self.current_epoch == self.trainer.max_epochs - 1:
+        if self.cd.ais_chains and self.current_epoch == self.trainer.max_epochs - 1:
             self._log_ais()
 
     def _log_ais(self) -> None:
@@ -283,8 +329,8 @@ class RBMStage(LightningModule):
         if val_f is None:
             return
         base = None if self.monitor_x is None else base_rate_bias(self.encode(self.monitor_x))
-        generator = torch.Generator(device=self.device).manual_seed(self.seed + 7919 * (self.index + 1))
-        ais = ais_log_partition(self.rbm, n_chains=self.ais_chains, n_betas=self.ais_betas, generator=generator,
+        generator = torch.Generator(device=self.device).manual_seed(self.cd.seed + 7919 * (self.index + 1))
+        ais = ais_log_partition(self.rbm, n_chains=self.cd.ais_chains, n_betas=self.cd.ais_betas, generator=generator,
                                 base_visible_bias=base)
         self.log(f"{self.name}/ais_log_z", ais.log_z)
         # log Z underestimated -> log-probability overestimated (Salakhutdinov & Murray 2008).
@@ -295,19 +341,18 @@ class RBMStage(LightningModule):
         # Weight decay on W only (Hinton 2010, section 10): biases are not penalised.
         return torch.optim.SGD(
             [
-                {"params": [self.rbm.weight], "weight_decay": self.weight_decay},
+                {"params": [self.rbm.weight], "weight_decay": self.cd.weight_decay},
                 {"params": [self.rbm.visible_bias, self.rbm.hidden_bias], "weight_decay": 0.0},
             ],
             lr=self.lr,
-            momentum=self.initial_momentum,
+            momentum=self.cd.initial_momentum,
             fused=self.device.type in ("cpu", "cuda") or None,  # one kernel per step, not a loop per tensor
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         generator = self.generator.get_state() if self.generator is not None else None
-        data = getattr(getattr(self.trainer, "datamodule", None), "datamodule", None)  # PretrainData's
         saved = {"stage": self.index + 1, "chain": self.chain, "generator": generator,  # for importers (dbn_init.io):
-                 "visible_units": [rbm.visible_units for rbm in self.rbms], "scaling": getattr(data, "scaling", None)}
+                 "visible_units": [rbm.visible_units for rbm in self.rbms], "scaling": self.scaling}
         if self.trainer.world_size > 1 and generator is not None:
             # Only rank 0 writes the file, but every rank has its own noise stream and PCD chains:
             # gather them (Lightning calls this hook on every rank), so a resumed run keeps them apart.
@@ -332,53 +377,173 @@ def _stage_seed(seed: int, index: int, rank: int) -> int:
 
 
 class PretrainData(LightningDataModule):
-    """A view of a DataModule whose training set is every training image, labelled or not.
+    """A view of a DataModule whose training set is every training row, labelled or not.
 
-    In the label-scarce setting (``num_labels``) pretraining still sees all training images;
-    only fine-tuning is restricted to the labelled subset. With ``steps_per_batch`` > 1 each
-    loader batch holds that many consecutive mini-batches of ``datamodule.batch_size`` rows
-    (the same mini-batches, in the same order, as with 1), for :class:`RBMStage` to split.
+    It serves the DataModule's ``pretrain_dataloader()`` where it has one (every row: in the
+    label-scarce setting pretraining still sees all of them), else its ``train_dataloader()``.
+    With ``steps_per_batch`` > 1, and a ``pretrain_dataloader`` that takes it, each loader batch
+    holds that many consecutive mini-batches of ``datamodule.batch_size`` rows (the same
+    mini-batches, in the same order, as with 1), for :class:`RBMStage` to split; other loaders
+    serve their own batches, one CD update each.
+
+    ``prepared``: the DataModule is set up already (inside a running fit), so the stage fits
+    neither prepare nor set it up again; else they do, where Lightning prepares data.
     """
 
-    def __init__(self, datamodule: LightningDataModule, steps_per_batch: int = 1) -> None:
+    def __init__(self, datamodule: LightningDataModule, steps_per_batch: int = 1, prepared: bool = False) -> None:
         super().__init__()
-        self.datamodule = datamodule
-        self.steps_per_batch = steps_per_batch
+        self.datamodule, self.prepared = datamodule, prepared
+        takes = "steps_per_batch" in _parameters(getattr(datamodule, "pretrain_dataloader", None))
+        self.steps_per_batch = steps_per_batch if takes else 1
+        if not _overrides(datamodule, "val_dataloader"):  # then the stages validate on nothing
+            self.val_dataloader = LightningDataModule.val_dataloader.__get__(self)
 
     @property
-    def batch_size(self) -> int:
-        """Rows per CD mini-batch: the wrapped DataModule's batch size."""
-        return self.datamodule.batch_size
+    def batch_size(self) -> int | None:
+        """Rows per CD mini-batch: the wrapped DataModule's batch size, if it groups batches."""
+        return getattr(self.datamodule, "batch_size", None) if self.steps_per_batch > 1 else None
+
+    @property
+    def scaling(self) -> str | None:
+        return getattr(self.datamodule, "scaling", None)
 
     def prepare_data(self) -> None:
-        self.datamodule.prepare_data()
+        if not self.prepared:
+            self.datamodule.prepare_data()
 
     def setup(self, stage: str) -> None:
-        self.datamodule.setup(stage)
+        if not self.prepared:
+            self.datamodule.setup(stage)
 
     def train_dataloader(self):
-        self.datamodule.trainer = self.trainer  # so it can put its splits on this fit's device
+        if not hasattr(self.datamodule, "pretrain_dataloader"):
+            return self.datamodule.train_dataloader()
         if self.steps_per_batch == 1:
             return self.datamodule.pretrain_dataloader()
-        if "steps_per_batch" not in inspect.signature(self.datamodule.pretrain_dataloader).parameters:
-            raise ValueError(
-                f"{type(self.datamodule).__name__}.pretrain_dataloader() takes no steps_per_batch, so it cannot "
-                f"serve {self.steps_per_batch} mini-batches per loader batch; give it that parameter (batches of "
-                "batch_size * steps_per_batch rows, as ImageDataModule does) or set --model.steps_per_batch 1"
-            )
         return self.datamodule.pretrain_dataloader(steps_per_batch=self.steps_per_batch)
 
+    def val_dataloader(self):
+        return self.datamodule.val_dataloader()
+
     def monitor_subset(self, n: int = 1000) -> Tensor | None:
-        """The first ``n`` pretraining images: a fixed training subset, (n, n_visible)."""
+        """The first ``n`` pretraining rows: a fixed training subset, (n, n_visible)."""
         data = getattr(self.datamodule, "pretrain_x", None)
         return None if data is None else data[:n]
 
-    def val_dataloader(self):
-        self.datamodule.trainer = self.trainer
-        return self.datamodule.val_dataloader()
+
+def _parameters(method: Callable | None) -> set[str]:
+    return set(inspect.signature(method).parameters) if callable(method) else set()
 
 
-def default_stage_trainer(stage: int, epochs: int) -> Trainer:
-    """A quiet single-device Trainer for a stage, for use from Python."""
-    return Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                   enable_model_summary=False)
+def _overrides(datamodule: LightningDataModule, name: str) -> bool:
+    own = getattr(type(datamodule), name, None)
+    return own is not None and own is not getattr(LightningDataModule, name)
+
+
+# --- the Trainers and the greedy loop -------------------------------------------------------
+def make_trainer(epochs: int, options: Mapping[str, Any] | None = None, **overrides: Any) -> Trainer:
+    """The one place a dbn_init Trainer is built: quiet defaults (no logger, checkpoints, progress
+    bar or model summary), then ``options`` (what the run shares: accelerator, devices, precision,
+    strategy...), then ``overrides`` (what this fit sets itself: callbacks, root folder)."""
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    return Trainer(**{**quiet, **(options or {}), **overrides, "max_epochs": epochs})
+
+
+def following(trainer: Trainer) -> StageTrainers:
+    """Stage Trainers for a DBN fitted by ``trainer``: its device, precision, limits and loggers."""
+    device = trainer.strategy.root_device
+    options = dict(accelerator=device.type, devices=[device.index] if device.index is not None else 1,
+                   precision=trainer.precision, fast_dev_run=trainer.fast_dev_run,
+                   limit_train_batches=trainer.limit_train_batches, limit_val_batches=trainer.limit_val_batches,
+                   num_sanity_val_steps=0, logger=trainer.loggers or False, default_root_dir=trainer.default_root_dir,
+                   enable_progress_bar=trainer.progress_bar_callback is not None)
+    return lambda stage, epochs: make_trainer(epochs, options)
+
+
+def _import_pretrained(model: DBN, datamodule: LightningDataModule) -> None:
+    """Load the model's ``pretrained`` stack file as its bottom stages, checked against the DBN's
+    sizes and unit types and against the data's scaling."""
+    path = model.hparams.pretrained
+    stack = load_stack(path, input_size=model.hparams.input_size, hidden=model.hparams.hidden)
+    scaling, data_scaling = stack.metadata.get("scaling"), getattr(datamodule, "scaling", None)
+    if scaling and data_scaling and scaling != data_scaling:
+        raise ValueError(
+            f"the imported stack {path} was pretrained on inputs scaled {scaling!r} but this data is scaled "
+            f"{data_scaling!r}: RBM 1 would see inputs unlike its training data; pass --data.scaling {scaling} "
+            "(or pretrain a new stack for this scaling)")
+    model.load_rbms(stack.rbms)
+
+
+def _check_updates(trainer: Trainer, index: int) -> None:
+    # else an untrained RBM passes for pretrained
+    if trainer.limit_train_batches == 0 or trainer.max_steps == 0:
+        raise UsageError(
+            f"RBM {index + 1}'s stage would make no CD update (limit_train_batches={trainer.limit_train_batches}, "
+            f"max_steps={trainer.max_steps}); let the stages train (--trainer.limit_train_batches > 0), or skip "
+            "pretraining with --model.pretrain_epochs 0")
+
+
+def pretrain(model: DBN, datamodule: LightningDataModule, trainers: StageTrainers | None = None,
+             resume: Mapping[int, str] | None = None, prepared: bool = False) -> None:
+    """Train the DBN's RBMs 1..k greedily, one ``trainers(stage, epochs).fit`` each, then transfer.
+
+    With ``model.hparams.pretrained`` set, the imported stack replaces the bottom stages. Stages
+    already recorded in ``model.stages_done`` (imported, or a resumed run) are skipped; ``resume``
+    maps a stage index (from 0) to the checkpoint its fit resumes from (epoch, optimizer,
+    momentum, persistent chains, sampling noise). ``trainers`` defaults to quiet one-device
+    Trainers (:func:`make_trainer`); ``prepared`` as for :class:`PretrainData`.
+    """
+    if model.hparams.pretrained and int(model.stages_done) == 0:
+        _import_pretrained(model, datamodule)
+    data = PretrainData(datamodule, model.cd.steps_per_batch, prepared)
+    trainers = trainers or (lambda stage, epochs: make_trainer(epochs))
+    for index, epochs in enumerate(model.cd.epochs):
+        if index < int(model.stages_done) or epochs == 0:
+            continue
+        rank_zero_info(f"pretraining RBM {index + 1}/{len(model.rbms)} for {epochs} epochs")
+        trainer = trainers(index, epochs)
+        _check_updates(trainer, index)
+        trainer.fit(RBMStage(model.rbms, index, model.cd), datamodule=data, ckpt_path=(resume or {}).get(index))
+        model.stages_done.fill_(index + 1)
+    model.finish_pretraining()
+
+
+class _Rows(LightningDataModule):
+    """Rows of a tensor in shuffled mini-batches, for :func:`pretrain_stack`."""
+
+    def __init__(self, x: Tensor, batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.pretrain_x, self.batch_size, self.seed = x, batch_size, seed
+
+    def pretrain_dataloader(self, steps_per_batch: int = 1):
+        from .data import EpochShuffle, TensorBatches, _keep_batch
+
+        dataset = TensorBatches(self.pretrain_x, torch.zeros(len(self.pretrain_x), dtype=torch.long))
+        return torch.utils.data.DataLoader(dataset, batch_size=self.batch_size * steps_per_batch,
+                                           sampler=EpochShuffle(dataset, self.seed), collate_fn=_keep_batch)
+
+
+def pretrain_stack(x: Tensor | np.ndarray, hidden: Sequence[int], *, visible_units: str = "bernoulli",
+                   epochs: int | Sequence[int] = 10, batch_size: int = 100, lr: float = 0.1,
+                   gaussian_lr: float = 1e-2, cd_k: int = 1, persistent: bool = False, seed: int = 0,
+                   accelerator: str = "cpu") -> list[RBM]:
+    """Greedily pretrain an RBM stack on rows ``x`` (n_samples, n_features); returns the fitted
+    RBMs, bottom to top, float32 on the CPU.
+
+    For use outside Lightning: the same stage code as ``train.py`` (:func:`pretrain`), on quiet
+    Trainers. ``x`` is used as given: values in [0, 1] for Bernoulli visible units, standardised
+    features for ``visible_units="gaussian"``. The other arguments are the DBN's (see
+    :class:`~dbn_init.models.DBN`; ``lr`` is ``pretrain_lr``, ``seed`` is ``pretrain_seed`` and
+    also seeds the mini-batch order).
+    """
+    from .models import DBN
+
+    x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, Tensor) else x, dtype=torch.float32)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"expected x of shape (n_samples, n_features) with n_samples >= 1, got {tuple(x.shape)}")
+    check_visible(x, visible_units, where="x")
+    model = DBN(input_size=x.shape[1], num_classes=2, hidden=list(hidden), visible_units=visible_units,
+                pretrain_epochs=epochs if isinstance(epochs, int) else list(epochs), pretrain_lr=lr,
+                gaussian_lr=gaussian_lr, cd_k=cd_k, persistent=persistent, pretrain_seed=seed)
+    pretrain(model, _Rows(x, batch_size, seed), lambda stage, n: make_trainer(n, dict(accelerator=accelerator)))
+    return [rbm.cpu() for rbm in model.rbms]

@@ -329,11 +329,9 @@ class RBM(nn.Module):
         (or calls) before comparing models. It is a proxy for the likelihood, cheap because it
         needs no partition function, but it scores only single-unit conditionals; for the
         likelihood itself use AIS (:mod:`dbn_init.evaluate`). Meaningful for binary (Bernoulli)
-        data only; :class:`GaussianRBM` raises ``NotImplementedError``.
+        data only; :class:`GaussianRBM` raises ``NotImplementedError``. ``v`` is not validated here
+        (this runs on every validation batch): check data once where they enter (:func:`check_visible`).
         """
-        if v.ndim != 2 or v.shape[1] != self.n_visible:
-            raise ValueError(f"expected v of shape (batch, {self.n_visible}), got {tuple(v.shape)}")
-        check_visible(v, self.visible_units, "v")
         v = v.to(device=self.weight.device, dtype=self.weight.dtype)
         rows = torch.arange(v.shape[0], device=v.device)
         if index is None:
@@ -470,11 +468,19 @@ def make_rbm(n_visible: int, n_hidden: int, visible_units: str = "bernoulli", in
     return classes[visible_units](n_visible, n_hidden, init_std)
 
 
-def check_visible(x: Tensor, visible_units: str, where: str = "data") -> None:
-    """Validate a data tensor for an RBM's visible layer once, at the boundary.
+def check_visible(x: Tensor, units: RBM | str, where: str = "data") -> None:
+    """Validate data for an RBM's visible layer once, where they enter (``units``: the RBM, whose
+    size is checked too, or its visible unit type name).
 
-    Raises ValueError for non-finite values, and for Bernoulli units, values outside [0, 1].
+    Raises ValueError for a wrong width, non-finite values and, for Bernoulli units, values
+    outside [0, 1].
     """
+    visible_units = units if isinstance(units, str) else units.visible_units
+    if isinstance(units, RBM) and (x.ndim != 2 or x.shape[1] != units.n_visible):
+        raise ValueError(
+            f"{where} has shape {tuple(x.shape)} but RBM 1 expects (batch, {units.n_visible}) (input_size); "
+            "build the model with the data's input_size (train.py links data.input_size; from Python pass "
+            "input_size=None to take it from the data)")
     finite = torch.isfinite(x)
     if not bool(finite.all()):
         bad = int((~finite).sum())
@@ -487,7 +493,7 @@ def check_visible(x: Tensor, visible_units: str, where: str = "data") -> None:
         if lo < 0.0 or hi > 1.0:
             raise ValueError(
                 f"{where} has values in [{lo:.4g}, {hi:.4g}], but Bernoulli visible units expect "
-                "probabilities in [0, 1]. Scale pixels to [0, 1] (--data.scaling unit), or use "
+                "probabilities in [0, 1]. Scale the inputs to [0, 1] (--data.scaling unit), or use "
                 "Gaussian visible units on standardised data (--model.visible_units gaussian "
                 "--data.scaling standardize)."
             )

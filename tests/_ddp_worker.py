@@ -14,6 +14,7 @@ from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
 import dbn_init.rbm
+from dbn_init.pretrain import pretrain
 from dbn_init import DBN
 
 OUT = Path(sys.argv[1])
@@ -64,7 +65,7 @@ def main(mode: str, strategy: str, steps_per_batch: int) -> None:
         seed_everything(0)
         data = FixedDigits(n=256, batch_size=32)  # 128 images a rank: 4 CD updates a rank and epoch
         model = DBN(input_size=64, hidden=[16, 8], pretrain_epochs=2, persistent=True, steps_per_batch=steps_per_batch)
-        model.pretrain(data, lambda stage, epochs: trainer(f"stage{stage + 1}", epochs, strategy, limit_val_batches=0))
+        pretrain(model, data, lambda stage, epochs: trainer(f"stage{stage + 1}", epochs, strategy, limit_val_batches=0))
         trainer("finetune", 2, strategy, limit_val_batches=0).fit(model, datamodule=data)
         if strategy == "ddp_spawn" or int(os.environ.get("LOCAL_RANK", 0)) == 0:
             torch.save(model.state_dict(), OUT / "final-main.pt")
@@ -75,7 +76,7 @@ def main(mode: str, strategy: str, steps_per_batch: int) -> None:
         seed_everything(0)
         data = FixedDigits(n=64, batch_size=32)  # 2 ranks x 32 = the reference's one batch of 64
         model = DBN(input_size=64, hidden=[8], pretrain_epochs=1)
-        model.pretrain(data, lambda stage, epochs: trainer("cd_step", 1, strategy, limit_train_batches=1, limit_val_batches=0))
+        pretrain(model, data, lambda stage, epochs: trainer("cd_step", 1, strategy, limit_train_batches=1, limit_val_batches=0))
     elif mode == "resume":
         resume(strategy)
 
@@ -90,12 +91,12 @@ def resume(strategy: str) -> None:
         seed_everything(0)
         return DBN(input_size=64, hidden=[16], pretrain_epochs=2, persistent=True)
 
-    dbn().pretrain(data, lambda stage, epochs: trainer("straight", 2, strategy, limit_val_batches=0))
+    pretrain(dbn(), data, lambda stage, epochs: trainer("straight", 2, strategy, limit_val_batches=0))
     checkpoint = ModelCheckpoint(dirpath=OUT, filename="stage1-epoch1")
-    dbn().pretrain(data, lambda stage, epochs: Trainer(
+    pretrain(dbn(), data, lambda stage, epochs: Trainer(
         accelerator="cpu", devices=2, strategy=strategy, max_epochs=1, logger=False, enable_progress_bar=False,
         enable_model_summary=False, limit_val_batches=0, callbacks=[checkpoint]))
-    dbn().pretrain(data, lambda stage, epochs: trainer("resumed", 2, strategy, limit_val_batches=0),
+    pretrain(dbn(), data, lambda stage, epochs: trainer("resumed", 2, strategy, limit_val_batches=0),
                    resume={0: str(OUT / "stage1-epoch1.ckpt")})
 
 

@@ -7,6 +7,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger
 
+from dbn_init.pretrain import pretrain
 from dbn_init import DBN
 from dbn_init.callbacks import RBMPictures
 from dbn_init.data import DigitsDataModule
@@ -24,7 +25,7 @@ def test_each_stage_writes_its_pictures_and_a_curve_of_every_epochs_errors(tmp_p
         return Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=logger, callbacks=[pictures],
                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
 
-    model.pretrain(data, trainer)
+    pretrain(model, data, trainer)
     names = {p.name for p in (tmp_path / "pictures").glob("*.png")}
     for stage in ("rbm1", "rbm2"):
         assert {f"{stage}_{kind}.png" for kind in ("filters", "reconstructions", "samples", "curve")} <= names

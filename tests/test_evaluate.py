@@ -16,7 +16,7 @@ from dbn_init import DBN
 from dbn_init.data import DigitsDataModule
 from dbn_init.evaluate import ais_log_partition, base_rate_bias, beta_schedule, main, mean_log_prob
 from dbn_init.io import from_sklearn, save_stack
-from dbn_init.pretrain import up_pass
+from dbn_init.pretrain import pretrain, up_pass
 from dbn_init.rbm import RBM, GaussianRBM, bernoulli
 
 
@@ -124,7 +124,7 @@ def test_stages_can_end_with_an_ais_log_likelihood_that_matches_enumeration():
                                 enable_progress_bar=False, enable_model_summary=False))
         return trainers[-1]
 
-    model.pretrain(data, factory)
+    pretrain(model, data, factory)
     for k, (rbm, trainer) in enumerate(zip(model.rbms, trainers), start=1):
         metrics = trainer.callback_metrics
         exact = copy.deepcopy(rbm).double().log_partition_exact().item()

@@ -23,6 +23,7 @@ from dbn_init.export import main as export_main
 from dbn_init.io import FORMAT_VERSION, StackFile, from_sklearn, load_stack, save_stack
 from dbn_init.mlp import MLP
 from dbn_init.models import DBN, Baseline
+from dbn_init.pretrain import pretrain
 from dbn_init.rbm import GaussianRBM, RBM, make_rbm
 
 KINDS = ("weight", "visible_bias", "hidden_bias")
@@ -145,7 +146,7 @@ def test_a_stage_checkpoint_imports_only_the_rbms_trained_so_far(tmp_path):
                        accelerator="cpu", devices=1, limit_val_batches=0,
                        callbacks=[ModelCheckpoint(dirpath=tmp_path, filename=f"rbm{stage + 1}-last")])
 
-    model.pretrain(DigitsDataModule(batch_size=64, scaling="standardize"), factory)
+    pretrain(model, DigitsDataModule(batch_size=64, scaling="standardize"), factory)
     first, both = load_stack(tmp_path / "rbm1-last.ckpt"), load_stack(tmp_path / "rbm2-last.ckpt")
     assert len(first.rbms) == 1 and len(both.rbms) == 2
     assert_same(first.rbms, after_stage_1)
@@ -156,7 +157,7 @@ def test_a_stage_checkpoint_imports_only_the_rbms_trained_so_far(tmp_path):
     stages = []
     dbn = DBN(input_size=64, hidden=[16, 8], visible_units="gaussian", pretrain_epochs=1,
               pretrained=str(tmp_path / "rbm1-last.ckpt"))
-    dbn.pretrain(DigitsDataModule(batch_size=64, scaling="standardize"),
+    pretrain(dbn, DigitsDataModule(batch_size=64, scaling="standardize"),
                  lambda stage, epochs: stages.append(stage) or Trainer(
                      max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
                      enable_checkpointing=False, accelerator="cpu", devices=1, limit_val_batches=0))

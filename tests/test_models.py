@@ -7,7 +7,9 @@ import torch
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 from torch.utils.data import DataLoader, TensorDataset
 
+from dbn_init.pretrain import pretrain
 from dbn_init import DBN, Baseline, DigitsDataModule
+from dbn_init.constraints import UsageError
 from dbn_init.rbm import RBM
 
 
@@ -35,7 +37,7 @@ def test_each_stage_trains_only_its_rbm_and_later_stages_leave_earlier_ones_unch
         return _trainer(epochs)
 
     initial = [{k: v.clone() for k, v in r.state_dict().items()} for r in model.rbms]
-    model.pretrain(digits, factory)
+    pretrain(model, digits, factory)
     snapshots.append([{k: v.clone() for k, v in r.state_dict().items()} for r in model.rbms])
     final = snapshots[-1]
     for i in range(3):  # every RBM was trained...
@@ -58,7 +60,7 @@ def test_several_cd_steps_per_lightning_step_make_exactly_the_same_updates(digit
         seed_everything(0)
         model = DBN(input_size=64, hidden=[32, 16], pretrain_epochs=2, persistent=True, steps_per_batch=steps)
         initial = model.rbms[1].weight.detach().clone()
-        model.pretrain(digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0))
+        pretrain(model, digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0))
         runs[steps] = model.rbms.state_dict()
     for key, value in runs[1].items():  # 1293 images, batch 64: 21 updates per epoch, 5 per Lightning step
         assert torch.equal(value, runs[5][key]), key
@@ -83,7 +85,7 @@ def test_one_process_direct_gradient_path_makes_exactly_the_updates_of_the_loss_
         model = DBN(input_size=64, hidden=[32, 16], pretrain_epochs=2, persistent=True, momentum_switch_epoch=1,
                     sparsity_target=0.1, sparsity_cost=sparsity_cost)
         initial = model.rbms[1].weight.detach().clone()
-        model.pretrain(digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0, callbacks=callbacks))
+        pretrain(model, digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0, callbacks=callbacks))
         runs.append(model.rbms.state_dict())
     for key, value in runs[0].items():
         assert torch.equal(value, runs[1][key]), key
@@ -97,7 +99,7 @@ def test_stages_train_under_other_precisions_as_well_as_in_fp32(digits, precisio
         seed_everything(0)
         model = DBN(input_size=64, hidden=[32, 16], pretrain_epochs=2)
         trainers = []
-        model.pretrain(digits, lambda stage, epochs: trainers.append(_trainer(epochs, precision=p)) or trainers[-1])
+        pretrain(model, digits, lambda stage, epochs: trainers.append(_trainer(epochs, precision=p)) or trainers[-1])
         assert model.rbms[0].weight.dtype == (torch.float64 if p == "64-true" else torch.float32)
         recon[p], x = [], digits.val_x.double()
         for rbm in model.rbms.double():  # each RBM's noise-free reconstruction error, in float64
@@ -113,7 +115,7 @@ def test_train_and_val_reconstruction_errors_agree_on_the_same_images(digits):
     same.val_x, same.val_y = digits.pretrain_x, digits.pretrain_y
     seed_everything(0)
     trainers = []
-    DBN(input_size=64, hidden=[32], pretrain_epochs=8).pretrain(
+    pretrain(DBN(input_size=64, hidden=[32], pretrain_epochs=8), 
         same, lambda stage, epochs: trainers.append(_trainer(epochs)) or trainers[-1])
     metrics = trainers[0].callback_metrics
     assert float(metrics["rbm1/val_recon"]) == pytest.approx(float(metrics["rbm1/train_recon"]), rel=0.1)
@@ -141,7 +143,7 @@ def test_stage_switches_momentum_on_schedule_and_decays_the_weights_only(digits)
 
     record = Record()
     model = DBN(input_size=64, hidden=[16], pretrain_epochs=3, momentum_switch_epoch=2, rbm_weight_decay=1e-3)
-    model.pretrain(digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0, callbacks=[record]))
+    pretrain(model, digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0, callbacks=[record]))
     rbm = model.rbms[0]
     assert [m for m, _, _ in record.seen] == [[0.5, 0.5], [0.5, 0.5], [0.9, 0.9]]  # Hinton (2010): 0.5, then 0.9
     assert all(d == [1e-3, 0.0] for _, d, _ in record.seen)  # weight cost on W, none on the biases
@@ -153,7 +155,7 @@ def test_sparsity_target_pulls_the_mean_hidden_activation_towards_it(digits):
     for cost in (0.0, 1.0):
         seed_everything(0)
         model = DBN(input_size=64, hidden=[32], pretrain_epochs=3, sparsity_target=0.05, sparsity_cost=cost)
-        model.pretrain(digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0))
+        pretrain(model, digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0))
         means[cost] = model.rbms[0].hidden_probs(digits.pretrain_x).mean().item()
     assert abs(means[1.0] - 0.05) < abs(means[0.0] - 0.05) / 2, means  # here about {0.0: 0.60, 1.0: 0.19}
 
@@ -163,7 +165,7 @@ def test_a_stage_resumed_with_another_devices_noise_state_warns_and_goes_on(digi
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     seed_everything(0)
-    DBN(input_size=64, hidden=[16], pretrain_epochs=1).pretrain(
+    pretrain(DBN(input_size=64, hidden=[16], pretrain_epochs=1), 
         digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0, enable_checkpointing=True,
                                                callbacks=[ModelCheckpoint(dirpath=tmp_path, filename="s")]))
     checkpoint = torch.load(tmp_path / "s.ckpt", weights_only=True)
@@ -171,7 +173,7 @@ def test_a_stage_resumed_with_another_devices_noise_state_warns_and_goes_on(digi
     torch.save(checkpoint, tmp_path / "from_gpu.ckpt")
     model = DBN(input_size=64, hidden=[16], pretrain_epochs=2)
     with pytest.warns(UserWarning, match="noise came from another kind of device"):
-        model.pretrain(digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0),
+        pretrain(model, digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0),
                        resume={0: str(tmp_path / "from_gpu.ckpt")})
     assert int(model.stages_done) == 1 and torch.isfinite(model.rbms[0].weight).all()
 
@@ -179,7 +181,7 @@ def test_a_stage_resumed_with_another_devices_noise_state_warns_and_goes_on(digi
 def test_transferred_mlp_reproduces_the_dbn_up_pass_exactly(digits):
     seed_everything(0)
     model = DBN(input_size=64, hidden=[48, 24], pretrain_epochs=1)
-    model.pretrain(digits, lambda stage, epochs: _trainer(epochs))
+    pretrain(model, digits, lambda stage, epochs: _trainer(epochs))
     x = digits.val_x
     with torch.no_grad():
         assert torch.equal(model.mlp.forward_features(x), model.up_pass(x))
@@ -203,7 +205,7 @@ def test_pretraining_teaches_rbm1_to_reconstruct_and_the_dbn_fine_tunes_to_high_
 
     digits.setup("fit")
     untrained = recon()
-    model.pretrain(digits, lambda stage, epochs: _trainer(epochs))
+    pretrain(model, digits, lambda stage, epochs: _trainer(epochs))
     assert recon() < 3.0 and untrained > 10  # 11.4 at the N(0, 0.01) start
     trainer = _trainer(20)
     trainer.fit(model, datamodule=digits)
@@ -233,8 +235,8 @@ def test_an_imported_stack_that_does_not_fit_leaves_the_dbn_unchanged():
 def test_a_stage_that_makes_no_cd_update_is_refused_rather_than_passed_off_as_pretrained(digits):
     model = DBN(input_size=64, hidden=[16])
     for limits in (dict(limit_train_batches=0), dict(max_steps=0)):
-        with pytest.raises(RuntimeError, match=r"RBM 1's stage would make no CD update .*--model.pretrain_epochs 0"):
-            model.pretrain(digits, lambda stage, epochs: _trainer(epochs, **limits))
+        with pytest.raises(ValueError, match=r"RBM 1's stage would make no CD update .*--model.pretrain_epochs 0"):
+            pretrain(model, digits, lambda stage, epochs: _trainer(epochs, **limits))
         assert not model.pretrained
 
 
@@ -249,10 +251,32 @@ def test_an_untrained_dbn_is_not_evaluated(digits):
     assert logits.shape == (len(digits.test_x), 10)
 
 
-def test_fine_tuning_without_pretraining_is_refused(digits):
-    model = DBN(input_size=64, hidden=[16], pretrain_epochs=1)
-    with pytest.raises(RuntimeError, match="has not been pretrained"):
-        _trainer(1).fit(model, datamodule=digits)
+def test_one_trainer_fit_pretrains_transfers_and_fine_tunes_as_pretraining_first_does(digits):
+    """Trainer.fit(dbn, dm) runs the stages in on_fit_start, on Trainers that follow the fit's:
+    the same weights, bit for bit, as the greedy loop run first and the fit after it."""
+    seed_everything(0)
+    whole = DBN(input_size=None, num_classes=None, hidden=[16, 8], pretrain_epochs=2)
+    _trainer(2, limit_val_batches=0).fit(whole, datamodule=digits)
+    assert whole.pretrained and whole.hparams.input_size == 64 and whole.hparams.num_classes == 10
+    seed_everything(0)
+    split = DBN(input_size=64, hidden=[16, 8], pretrain_epochs=2)
+    pretrain(split, digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0))
+    after_pretraining = split.rbms[1].weight.clone()
+    _trainer(2, limit_val_batches=0).fit(split, datamodule=digits)
+    assert torch.equal(after_pretraining, split.rbms[1].weight)  # the fit left the stack alone
+    assert not torch.equal(split.mlp.linears[1].weight, after_pretraining)  # and fine-tuned the MLP
+    for key, value in split.state_dict().items():
+        assert torch.equal(value, whole.state_dict()[key]), key
+
+
+def test_a_fit_under_ddp_that_would_nest_stages_is_refused_with_the_call_that_works():
+    from types import SimpleNamespace
+
+    from dbn_init.models import _refuse_nested_ddp
+
+    with pytest.raises(RuntimeError, match=r"cannot run inside a 2-process .*dbn_init.pretrain\(dbn, datamodule"):
+        _refuse_nested_ddp(SimpleNamespace(world_size=2, strategy=SimpleNamespace()))
+    _refuse_nested_ddp(SimpleNamespace(world_size=1, strategy=SimpleNamespace()))  # one process: nested fits work
 
 
 def test_baseline_learns_digits(digits):
@@ -274,29 +298,31 @@ def test_fine_tuning_drops_lightnings_nvml_flag_only_where_there_is_no_gpu(digit
 
 
 def test_bad_model_arguments_get_clear_errors():
-    with pytest.raises(ValueError, match="at least one hidden"):
-        DBN(input_size=64, hidden=[])
-    with pytest.raises(ValueError, match="positive integers"):
-        Baseline(input_size=64, hidden=[32, 0])
+    """The constraints tables refuse each value before any work, naming the option and what it takes."""
+    cases = [
+        (DBN, dict(hidden=[]), r"--model.hidden: expected a list of at least 1 item\(s\), each an integer in \[1"),
+        (Baseline, dict(hidden=[32, 0]), r"--model.hidden: .*got \[32, 0\]"),
+        (DBN, dict(hidden=[32], steps_per_batch=0), r"--model.steps_per_batch: expected an integer in \[1, inf\)"),
+        (DBN, dict(hidden=[32], momentum_switch_epoch=-1), r"--model.momentum_switch_epoch: expected an integer in \[0"),
+        (DBN, dict(hidden=[32], lr=-1), r"--model.lr: expected a finite number in \(0, inf\), got -1"),
+        (DBN, dict(hidden=[32], pretrain_lr=0), r"--model.pretrain_lr: expected a finite number in \(0, inf\), got 0"),
+        (DBN, dict(hidden=[32], pretrain_lr=float("inf")), r"--model.pretrain_lr: .*got inf"),
+        (DBN, dict(hidden=[32], gaussian_lr=float("nan")), r"--model.gaussian_lr: .*got nan"),
+        (DBN, dict(hidden=[32], final_momentum=1.5), r"--model.final_momentum: expected a finite number in \[0, 1\)"),
+        (DBN, dict(hidden=[32], rbm_weight_decay=-1e-4), r"--model.rbm_weight_decay: expected a finite number in \[0"),
+        (DBN, dict(hidden=[32], sparsity_cost=-0.1), r"--model.sparsity_cost"),
+        (DBN, dict(hidden=[32], pretrain_seed=2**40), r"--model.pretrain_seed: expected an integer in \[0, 4.29497e\+09\]"),
+        (DBN, dict(hidden=[32], ais_chains=1), r"--model.ais_chains: expected one of \[0\] or an integer in \[2"),
+        (Baseline, dict(hidden=[32], optimizer="sgd", momentum=1.0), r"--model.momentum: expected a finite number in \[0, 1\)"),
+        (Baseline, dict(hidden=[32], init_std=0.0), r"--model.init_std"),
+    ]
+    for cls, kwargs, message in cases:
+        with pytest.raises(UsageError, match=message):
+            cls(input_size=64, **kwargs)
+    with pytest.raises(UsageError, match=r"--model.lr: .*; --model.cd_k: .*got 0"):  # every problem at once
+        DBN(input_size=64, hidden=[32], lr=0, cd_k=0)
     with pytest.raises(ValueError, match="one per RBM"):
         DBN(input_size=64, hidden=[32, 16], pretrain_epochs=[1, 2, 3])
-    with pytest.raises(ValueError, match="steps_per_batch must be >= 1"):
-        DBN(input_size=64, hidden=[32], steps_per_batch=0)
-    with pytest.raises(ValueError, match="momentum_switch_epoch must be >= 0"):
-        DBN(input_size=64, hidden=[32], momentum_switch_epoch=-1)
-    # optimizer settings torch checks only at the first step (after pretraining) or never
-    with pytest.raises(ValueError, match=r"lr \(--model.lr\) must be > 0, got -1"):
-        DBN(input_size=64, hidden=[32], lr=-1)
-    with pytest.raises(ValueError, match=r"pretrain_lr \(--model.pretrain_lr\) must be > 0, got 0"):
-        DBN(input_size=64, hidden=[32], pretrain_lr=0)
-    with pytest.raises(ValueError, match=r"final_momentum .* must lie in \[0, 1\).*got 1.5"):
-        DBN(input_size=64, hidden=[32], final_momentum=1.5)
-    with pytest.raises(ValueError, match=r"rbm_weight_decay .* must be >= 0"):
-        DBN(input_size=64, hidden=[32], rbm_weight_decay=-1e-4)
-    with pytest.raises(ValueError, match="sparsity_cost must be >= 0"):
-        DBN(input_size=64, hidden=[32], sparsity_cost=-0.1)
-    with pytest.raises(ValueError, match=r"momentum \(--model.momentum\) must lie in \[0, 1\)"):
-        Baseline(input_size=64, hidden=[32], optimizer="sgd", momentum=1.0)
 
 
 @pytest.mark.parametrize("corrupt, message", [(lambda x: x * 16, r"has values in \[0, 16\], but Bernoulli visible units"),
@@ -311,26 +337,38 @@ def test_a_users_own_loader_serving_bad_pixels_is_refused_at_its_first_batch(dig
     model = DBN(input_size=64, hidden=[16], pretrain_epochs=1)
     before = model.rbms[0].weight.clone()
     with pytest.raises(ValueError, match=rf"stage 1's first training batch {message}"):
-        model.pretrain(OwnLoader(), lambda s, e: _trainer(e, limit_val_batches=0))
+        pretrain(model, OwnLoader(), lambda s, e: _trainer(e, limit_val_batches=0))
     assert torch.equal(model.rbms[0].weight, before)  # refused before the first CD update
 
 
-def test_a_datamodule_that_cannot_group_mini_batches_gets_the_fix_named(digits):
-    class OneBatchAtATime(LightningDataModule):  # a user's module from before steps_per_batch
+def test_a_plain_datamodule_pretrains_one_cd_update_per_batch_of_its_own(digits):
+    """A LightningDataModule whose pretrain_dataloader takes no steps_per_batch serves its own
+    batches, one CD update each: the updates of steps_per_batch 1 on the same loader, bit for bit."""
+    class OneBatchAtATime(LightningDataModule):
         batch_size = 64
 
         def pretrain_dataloader(self):
             return digits.pretrain_dataloader()
 
-        def val_dataloader(self):
-            return digits.val_dataloader()
+    seed_everything(0)
+    theirs = DBN(input_size=64, hidden=[16], pretrain_epochs=2)  # steps_per_batch 8, which it cannot group
+    pretrain(theirs, OneBatchAtATime(), lambda s, e: _trainer(e))
+    seed_everything(0)
+    ours = DBN(input_size=64, hidden=[16], pretrain_epochs=2, steps_per_batch=1)
+    pretrain(ours, digits, lambda s, e: _trainer(e, limit_val_batches=0))
+    assert theirs.pretrained and torch.equal(theirs.rbms[0].weight, ours.rbms[0].weight)
 
-    with pytest.raises(ValueError, match=r"OneBatchAtATime.pretrain_dataloader\(\) takes no steps_per_batch.*"
-                                         r"--model.steps_per_batch 1"):
-        DBN(input_size=64, hidden=[16], pretrain_epochs=1).pretrain(OneBatchAtATime(), lambda s, e: _trainer(e))
-    model = DBN(input_size=64, hidden=[16], pretrain_epochs=1, steps_per_batch=1)
-    model.pretrain(OneBatchAtATime(), lambda s, e: _trainer(e, limit_val_batches=0))  # the fix works
-    assert model.pretrained
+
+def test_a_batch_of_images_alone_pretrains_flattened(digits):
+    """A train_dataloader serving x alone, as (B, 1, 8, 8) images: the stage flattens them."""
+    class Images(LightningDataModule):
+        def train_dataloader(self):
+            return DataLoader(digits.pretrain_x.reshape(-1, 1, 8, 8), batch_size=64)
+
+    model = DBN(input_size=64, hidden=[16], pretrain_epochs=1)
+    start = model.rbms[0].weight.clone()
+    pretrain(model, Images(), lambda s, e: _trainer(e))
+    assert model.pretrained and not torch.equal(start, model.rbms[0].weight)
 
 
 def test_bernoulli_dbn_refuses_unscaled_pixels(digits):
@@ -340,9 +378,9 @@ def test_bernoulli_dbn_refuses_unscaled_pixels(digits):
             self.pretrain_x = self.pretrain_x * 16  # raw 0..16 pixel values
 
     with pytest.raises(ValueError, match=r"Bernoulli visible units expect probabilities in \[0, 1\]"):
-        DBN(input_size=64, hidden=[16]).pretrain(Unscaled(), lambda s, e: _trainer(e))
-    with pytest.raises(ValueError, match="64 features per image but RBM 1 expects 784"):
-        DBN(input_size=784, hidden=[16]).pretrain(digits, lambda s, e: _trainer(e))
+        pretrain(DBN(input_size=64, hidden=[16]), Unscaled(), lambda s, e: _trainer(e))
+    with pytest.raises(ValueError, match=r"has shape \(64, 64\) but RBM 1 expects \(batch, 784\)"):
+        pretrain(DBN(input_size=784, hidden=[16]), digits, lambda s, e: _trainer(e))
 
 
 def test_divergence_stops_the_stage_with_the_cause_named():
@@ -350,7 +388,7 @@ def test_divergence_stops_the_stage_with_the_cause_named():
     data = DigitsDataModule(batch_size=32, scaling="standardize")
     model = DBN(input_size=64, hidden=[32], visible_units="gaussian", gaussian_lr=5.0, pretrain_epochs=3)
     with pytest.raises(FloatingPointError, match=r"RBM 1 diverged .* epoch 0.*Gaussian.*--model.gaussian_lr 0.5\b.*NaN/Inf inputs.*Last good checkpoint"):
-        model.pretrain(data, lambda stage, epochs: _trainer(epochs))
+        pretrain(model, data, lambda stage, epochs: _trainer(epochs))
 
 
 def test_fine_tuning_divergence_stops_the_run_with_the_fix_named(digits):
@@ -364,7 +402,7 @@ def test_gaussian_dbn_trains_at_its_default_rate_on_standardised_digits():
     seed_everything(0)
     data = DigitsDataModule(batch_size=32, scaling="standardize")
     model = DBN(input_size=64, hidden=[64, 32], visible_units="gaussian", pretrain_epochs=3)
-    model.pretrain(data, lambda stage, epochs: _trainer(epochs))
+    pretrain(model, data, lambda stage, epochs: _trainer(epochs))
     assert all(torch.isfinite(p).all() for p in model.rbms.parameters())
 
 
@@ -373,11 +411,11 @@ def test_an_imported_stack_is_extended_by_pretraining_new_layers_on_top(digits, 
 
     seed_everything(0)
     bottom = DBN(input_size=64, hidden=[32], pretrain_epochs=1)
-    bottom.pretrain(digits, lambda stage, epochs: _trainer(epochs))
+    pretrain(bottom, digits, lambda stage, epochs: _trainer(epochs))
     path = save_stack(list(bottom.rbms), tmp_path / "bottom.safetensors")
     stages = []
     deeper = DBN(input_size=64, hidden=[32, 16], pretrain_epochs=1, pretrained=str(path))
-    deeper.pretrain(digits, lambda stage, epochs: stages.append(stage) or _trainer(epochs))
+    pretrain(deeper, digits, lambda stage, epochs: stages.append(stage) or _trainer(epochs))
     assert stages == [1]  # only the new top RBM was trained
     assert torch.equal(deeper.rbms[0].weight, bottom.rbms[0].weight)
     assert int(deeper.stages_done) == 2
@@ -390,7 +428,7 @@ def test_an_imported_stack_is_refused_on_data_scaled_otherwise_than_it_was_pretr
     path = save_stack([make_rbm(64, 16, "gaussian")], tmp_path / "g.safetensors", scaling="standardize")
     model = DBN(input_size=64, hidden=[16], visible_units="gaussian", pretrained=str(path))
     with pytest.raises(ValueError, match=r"scaled 'standardize' but this data is scaled 'unit'.*--data.scaling standardize"):
-        model.pretrain(digits, lambda stage, epochs: _trainer(epochs))
+        pretrain(model, digits, lambda stage, epochs: _trainer(epochs))
     assert int(model.stages_done) == 0  # nothing imported
-    model.pretrain(DigitsDataModule(batch_size=64, scaling="standardize"), lambda stage, epochs: _trainer(epochs))
+    pretrain(model, DigitsDataModule(batch_size=64, scaling="standardize"), lambda stage, epochs: _trainer(epochs))
     assert int(model.stages_done) == 1

@@ -1,0 +1,222 @@
+"""What makes two runs the same experiment, and where a run resumes: one home for both.
+
+A run's *settings* are the model's and the data's init arguments, as checkpoints record them
+(``hyper_parameters`` and ``datamodule_hyper_parameters``, JSON types), less the options that do
+not change the result (:data:`SPEED_OPTIONS`, :data:`LOADING_OPTIONS`). ``train.py`` takes a
+checkpoint for ``--ckpt_path`` only when its settings equal the command's; ``compare`` takes a
+finished cell, and a cached pretrained stack, only when theirs do (:func:`pretraining_settings`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
+
+from .constraints import FileTakenError, MissingFileError, UsageError
+from .io import read_checkpoint
+
+__all__ = ["SPEED_OPTIONS", "LOADING_OPTIONS", "FINE_TUNING_OPTIONS", "run_settings", "pretraining_settings",
+           "saved_settings", "differences", "checked_checkpoint", "find_last", "check_run_folder",
+           "RecordRunSettings"]
+
+# Model options that change how fast a run goes, not what it computes (tested bit for bit).
+SPEED_OPTIONS = frozenset({"steps_per_batch"})
+# Data options that change where the files are read from or how fast they load, not what a model learns.
+LOADING_OPTIONS = frozenset({"root", "download", "num_workers", "on_device"})
+# Model options that only fine-tuning reads: a pretrained stack does not depend on them.
+FINE_TUNING_OPTIONS = frozenset({"lr", "optimizer", "weight_decay", "momentum"})
+# What a run leaves in its folder besides its checkpoints; another run writing there would overwrite them.
+RUN_OUTPUTS = ("config.yaml", "pictures", "pretrained.safetensors")
+
+
+def _as_json(hparams: Mapping[str, Any] | None) -> dict[str, Any]:
+    return json.loads(json.dumps(dict(hparams or {}), default=str))
+
+
+def _settings(model_hparams: Mapping | None, data_hparams: Mapping | None) -> dict[str, dict | None]:
+    model = {k: v for k, v in _as_json(model_hparams).items() if k not in SPEED_OPTIONS}
+    data = None if data_hparams is None else {k: v for k, v in _as_json(data_hparams).items()
+                                              if k not in LOADING_OPTIONS}
+    return {"model": model, "data": data}
+
+
+def run_settings(model, datamodule) -> dict[str, dict | None]:
+    """The settings of a run of ``model`` on ``datamodule`` (JSON types, ``_class_path`` naming each
+    class when the CLI built it); ``data`` is None for a DataModule that records no hyperparameters."""
+    data = getattr(datamodule, "hparams", None)
+    return _settings(model.hparams, data if data else None)
+
+
+def pretraining_settings(model, datamodule) -> dict[str, dict | None]:
+    """What a DBN's pretrained stack depends on: the run's settings less the fine-tuning options
+    and the label budget (pretraining never sees labels)."""
+    settings = run_settings(model, datamodule)
+    model_part = {k: v for k, v in settings["model"].items() if k not in FINE_TUNING_OPTIONS}
+    data_part = {k: v for k, v in (settings["data"] or {}).items() if k != "num_labels"}
+    return {"model": model_part, "data": data_part}
+
+
+def saved_settings(checkpoint: dict) -> dict[str, dict | None] | None:
+    """The settings of the run that wrote a checkpoint: recorded by :class:`RecordRunSettings` in a
+    stage checkpoint, kept by Lightning in a fine-tuning one; None if it records none."""
+    record = checkpoint.get("dbn_init_run")
+    if isinstance(record, dict):
+        return record
+    hparams, data = checkpoint.get("hyper_parameters"), checkpoint.get("datamodule_hyper_parameters")
+    if not isinstance(hparams, dict):
+        return None
+    return _settings(hparams, data if isinstance(data, dict) else None)
+
+
+def differences(saved: dict, ours: dict) -> list[str]:
+    """``"model.hidden: [16] in the file, [32] here"`` for each setting that differs; empty for the same run."""
+    out = []
+    for part, settings in ours.items():
+        theirs = saved.get(part)
+        if theirs is None or settings is None:  # not recorded (a data module that saves no hyperparameters)
+            continue
+        for key in sorted(set(settings) | set(theirs)):
+            if key.startswith("_") and key not in theirs:  # _class_path: recorded only by a CLI run
+                continue
+            a, b = theirs.get(key, "(not set)"), settings.get(key, "(not set)")
+            same = _class_name(a) == _class_name(b) if key == "_class_path" else a == b  # dbn_init.DBN: models.DBN
+            if not same:
+                out.append(f"{part}.{key.lstrip('_')}: {a!r} in the file, {b!r} here")
+    return out
+
+
+def _class_name(class_path: str) -> str:
+    """The defining module's name for the class a ``class_path`` imports; the path itself if it imports nothing."""
+    module, _, name = str(class_path).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return class_path
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _stage(checkpoint: dict) -> int | None:
+    """The pretraining stage a checkpoint was saved in (1-based), None for a fine-tuning one."""
+    return checkpoint.get("dbn_init", {}).get("stage")
+
+
+# --- finding the checkpoint to resume or evaluate ------------------------------------------
+def checked_checkpoint(path: Path, ours: dict, command: str, fine_tuned: bool = False) -> dict:
+    """The contents of ``--ckpt_path PATH``, refused unless it is a dbn_init run with ``ours``
+    settings (and, with ``fine_tuned``, saved after pretraining)."""
+    if not path.is_file():
+        raise MissingFileError(f"--ckpt_path {path} does not exist; pass a .ckpt file or 'last'")
+    checkpoint = _read(path, "--ckpt_path")
+    saved = saved_settings(checkpoint)
+    if saved is None:
+        raise UsageError(f"--ckpt_path {path} records no settings of a dbn_init run (written by another program?), "
+                         "so it cannot be checked against this command; to start from its RBM weights, pass it to "
+                         "--model.pretrained")
+    found = differences(saved, ours)
+    if found:
+        config = path.parent.parent / "config.yaml"
+        settings = f"--config {config}" if config.is_file() else "the settings of the command that wrote it"
+        raise UsageError(f"--ckpt_path {path} is from another run; it is taken only with the same model and data "
+                         "settings, but the file differs from this command in:\n  - " + "\n  - ".join(found)
+                         + f"\nrun with {settings}, or drop --ckpt_path")
+    if fine_tuned and _stage(checkpoint) is not None:
+        raise UsageError(f"--ckpt_path {path} was saved during pretraining (stage {_stage(checkpoint)}), before the "
+                         f"classifier was trained; {command} needs a fine-tuning checkpoint (last.ckpt or the best "
+                         "one, written once pretraining is done)")
+    return checkpoint
+
+
+def _read(path: Path, option: str) -> dict:
+    """io's checked reader, its refusal prefixed with the option the path came from."""
+    try:
+        return read_checkpoint(path)
+    except ValueError as err:
+        raise UsageError(f"{option}: {err}") from err
+
+
+def find_last(root: Path, ours: dict, command: str, fine_tuned: bool = False,
+              required: bool = False) -> tuple[Path, dict] | None:
+    """``--ckpt_path last``: the newest ``*last.ckpt`` under ``root`` (a logger's version folders,
+    or the root itself) of a run with ``ours`` settings, as (file, contents). With ``fine_tuned``
+    (validate, test, predict) a stage's is passed over. None, with a warning, if there is none;
+    ``required`` makes that an error. Newer files that cannot be read are named, never skipped in
+    silence: one of them may have been this run's."""
+    found = sorted([*root.glob("*/checkpoints/*last.ckpt"), *root.glob("checkpoints/*last.ckpt")],
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    stopped, unreadable = None, []  # the newest same-settings run that stopped in pretraining; damaged files
+    for path in found:
+        try:
+            checkpoint = _read(path, "--ckpt_path last")
+        except ValueError as err:
+            unreadable.append(str(err).removeprefix("--ckpt_path last: "))
+            continue
+        saved = saved_settings(checkpoint)
+        if saved is None or differences(saved, ours):
+            continue
+        if fine_tuned and _stage(checkpoint) is not None:
+            stopped = stopped or (path, _stage(checkpoint))  # a later run, mid-pretraining: look further back
+            continue
+        if unreadable:
+            rank_zero_warn(f"--ckpt_path last: taking {path}, passing over newer checkpoints that cannot be read (if "
+                           "one was this run's, it is damaged and its progress is lost): " + "; ".join(unreadable))
+        return path, checkpoint
+    _no_last(root, found, unreadable, stopped, command, required)
+    return None
+
+
+def _no_last(root: Path, found: list[Path], unreadable: list[str], stopped: tuple | None, command: str,
+             required: bool) -> None:
+    damaged = ("; newer checkpoints cannot be read (if one is this run's, it is damaged): " + "; ".join(unreadable)
+               if unreadable else "")
+    if stopped is not None:
+        raise UsageError(f"--ckpt_path last: the run of this model with these settings under {root} stopped during "
+                         f"pretraining (stage {stopped[1]}, {stopped[0]}), before its classifier was trained; finish "
+                         f"it first (fit with the same settings and --ckpt_path last), then {command} again{damaged}")
+    what = (f"{len(found)} *last.ckpt, none from a run of this model with these settings (the newest: {found[0]})"
+            f"{damaged}") if found else "no *last.ckpt"
+    if required:
+        raise MissingFileError(f"--ckpt_path last: {what} under {root}; pass the run's checkpoint file, or the run's "
+                                "settings (its config.yaml) so that 'last' finds it")
+    rank_zero_warn(f"--ckpt_path last: {what} under {root}; starting from scratch (to resume another run, run its "
+                   "own command again, as its config.yaml records it, with --ckpt_path)")
+
+
+def check_run_folder(root: Path, run: Path, checkpoints: Path, resume: Path | None) -> None:
+    """Refuse a ``default_root_dir`` that is a file, and a run folder that already holds an
+    earlier run's outputs (without a logger every run writes to the same one), unless this run
+    resumes the one whose checkpoints are there."""
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"--trainer.default_root_dir {root}: expected a folder, but {existing} is a file; pass a "
+                         "folder (it is created if missing)")
+    if resume is not None and resume.resolve().parent == checkpoints.resolve():
+        later = checkpoints / "last.ckpt"  # the run's fine-tuning resume point
+        if resume.name != later.name and later.is_file() and later.stat().st_mtime > resume.stat().st_mtime:
+            raise FileTakenError(
+                f"--ckpt_path {resume} is a pretraining stage of a run that went on to fine-tune ({later}); resuming "
+                "from the stage would retrain and overwrite that; resume with --ckpt_path last, or start a new run "
+                "from the stage in another --trainer.default_root_dir")
+        return
+    held = [p for p in (*(run / name for name in RUN_OUTPUTS), checkpoints)
+            if p.is_file() or (p.is_dir() and any(p.iterdir()))]
+    if held:
+        names = ", ".join(str(p.relative_to(run) if p.is_relative_to(run) else p) for p in held)
+        raise FileTakenError(
+            f"the run folder {run} already holds an earlier run's outputs ({names}), which this run would overwrite; "
+            "pass another --trainer.default_root_dir, or enable a logger (it gives each run a new version folder), "
+            "or resume that run with --ckpt_path")
+
+
+class RecordRunSettings(Callback):
+    """Writes the run's settings into its stage checkpoints, for ``--ckpt_path``."""
+
+    def __init__(self, settings: dict) -> None:
+        self.settings = settings
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["dbn_init_run"] = self.settings
