@@ -100,7 +100,7 @@ def test_num_labels_is_class_balanced_and_pretraining_keeps_everything(digits):
     uneven = DigitsDataModule(num_labels=53)
     uneven.setup("fit")
     assert uneven.train_y.bincount().tolist() == [6, 6, 6, 5, 5, 5, 5, 5, 5, 5]
-    with pytest.raises(ValueError, match="training images of class"):
+    with pytest.raises(ValueError, match="training rows of class 0 for num_labels=1500, got 130"):
         DigitsDataModule(num_labels=1500).setup("fit")
 
 
@@ -111,9 +111,9 @@ def test_standardize_uses_pretrain_statistics(digits):
     assert 40 < varying.sum() < 64  # the digits' border pixels are (nearly) constant
     assert dm.pretrain_x.mean(0).abs().max() < 1e-5
     assert torch.allclose(dm.pretrain_x.std(0, unbiased=False)[varying], torch.ones(int(varying.sum())), atol=1e-4)
-    assert dm.pixel_std.min() >= 0.05 and dm.pixel_mean.shape == dm.pixel_std.shape == (64,)
-    assert torch.allclose(dm.test_x, (digits.test_x - dm.pixel_mean) / dm.pixel_std)
-    assert torch.equal(digits.pixel_mean, torch.zeros(64)) and torch.equal(digits.pixel_std, torch.ones(64))
+    assert dm.feature_std.min() >= 0.05 and dm.feature_mean.shape == dm.feature_std.shape == (64,)
+    assert torch.allclose(dm.test_x, (digits.test_x - dm.feature_mean) / dm.feature_std)
+    assert torch.equal(digits.feature_mean, torch.zeros(64)) and torch.equal(digits.feature_std, torch.ones(64))
 
 
 def test_binarize():
