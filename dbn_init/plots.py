@@ -18,46 +18,59 @@ __all__ = ["image_grid", "save_image_grid", "save_curves"]
 
 def image_grid(images: torch.Tensor | np.ndarray, image_shape: Sequence[int], ncols: int | None = None,
                normalize_each: bool = True, pad: int = 1) -> np.ndarray:
-    """Tile flat images into one grayscale picture.
+    """Tile flat images into one picture: grayscale for ``(H, W)``, RGB for ``(3, H, W)``.
 
     Parameters
     ----------
-    images : array of shape (n, H * W)
-        E.g. an RBM's ``weight`` (n_hidden, n_visible): row j is hidden unit j's filter.
+    images : array of shape (n, H * W) or (n, C * H * W)
+        E.g. an RBM's ``weight`` (n_hidden, n_visible): row j is hidden unit j's filter. Colour
+        rows are channel-first, as torch lays out ``(C, H, W)`` images (``x.flatten(1)``).
+    image_shape : (H, W), (1, H, W) or (3, H, W)
     normalize_each : bool
-        Scale each tile to [0, 1] on its own (filters have arbitrary scale); otherwise clip the
-        whole grid to [0, 1] (pixels, reconstructions, samples).
+        Scale each tile to [0, 1] on its own, over all its channels (filters have arbitrary
+        scale); otherwise clip the whole grid to [0, 1] (pixels, reconstructions, samples).
 
     Returns
     -------
-    ndarray of shape (rows * (H + pad) + pad, ncols * (W + pad) + pad), values in [0, 1].
+    ndarray of shape (rows * (H + pad) + pad, ncols * (W + pad) + pad) for grey, with a last axis
+    of 3 for colour (matplotlib's layout), values in [0, 1]; padding is white.
     """
     x = torch.as_tensor(images).detach().float().cpu().numpy()
-    h, w = image_shape
-    if x.ndim != 2 or x.shape[1] != h * w or len(x) == 0:
-        raise ValueError(f"expected images of shape (n, {h * w}), n >= 1, for image_shape {tuple(image_shape)}, "
+    shape = tuple(image_shape)
+    if len(shape) == 3 and shape[0] == 1:
+        shape = shape[1:]
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[0] != 3):
+        raise ValueError(f"expected image_shape (H, W), (1, H, W) or (3, H, W), got {tuple(image_shape)}")
+    size = math.prod(shape)
+    if x.ndim != 2 or x.shape[1] != size or len(x) == 0:
+        raise ValueError(f"expected images of shape (n, {size}), n >= 1, for image_shape {tuple(image_shape)}, "
                          f"got {x.shape}")
-    n = x.shape[0]
+    n, (h, w) = x.shape[0], shape[-2:]
     if normalize_each:
         lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)
         x = (x - lo) / np.maximum(hi - lo, 1e-12)
     else:
         x = np.clip(x, 0.0, 1.0)
+    tiles = x.reshape(n, *shape)
+    if len(shape) == 3:
+        tiles = tiles.transpose(0, 2, 3, 1)  # (n, C, H, W) -> (n, H, W, C)
     ncols = ncols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / ncols)
-    grid = np.ones((rows * (h + pad) + pad, ncols * (w + pad) + pad), dtype=np.float32)
+    grid = np.ones((rows * (h + pad) + pad, ncols * (w + pad) + pad, *tiles.shape[3:]), dtype=np.float32)
     for i in range(n):
         r, c = divmod(i, ncols)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = x[i].reshape(h, w)
+        top, left = pad + r * (h + pad), pad + c * (w + pad)
+        grid[top: top + h, left: left + w] = tiles[i]
     return grid
 
 
 def save_image_grid(grid: np.ndarray, path: str | Path, title: str = "") -> Path:
     """Write a grid from :func:`image_grid` as a PNG (scaled up so small digits stay visible)."""
     path = Path(path)
-    scale = max(2, 640 // max(grid.shape))
-    fig = plt.figure(figsize=(grid.shape[1] * scale / 100 + 0.2, grid.shape[0] * scale / 100 + (0.5 if title else 0.2)), dpi=100)
-    plt.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    scale = max(2, 640 // max(grid.shape[:2]))
+    height, width = grid.shape[0] * scale / 100, grid.shape[1] * scale / 100
+    fig = plt.figure(figsize=(width + 0.2, height + (0.5 if title else 0.2)), dpi=100)
+    plt.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
     plt.axis("off")
     if title:
         plt.title(title, fontsize=9)
