@@ -1029,7 +1029,8 @@ class ArrayDataModule(InMemoryDataModule):
         x, y, test_x, test_y = a.x, a.y, a.test_x, a.test_y
         if test_x is None:
             keep, held = (torch.as_tensor(i) for i in carve(len(x), self.test_fraction, y))
-            self.test_indices = held  # rows of the source, in the order of test_x
+            # Source rows of test_x, and of the training rows that val_indices and pretrain_indices index.
+            self.test_indices, self.source_indices = held, keep
             test_x, test_y = x[held], None if y is None else y[held]
             x, y = x[keep], None if y is None else y[keep]
         return RawData(x, y, test_x, test_y, unlabeled_x=a.unlabeled_x)
@@ -1231,7 +1232,8 @@ class DatasetDataModule(InMemoryDataModule):
             test_x, test_y = splits["test"]
         else:
             keep, held = (torch.as_tensor(i) for i in carve(len(x), self.test_fraction, y))
-            self.test_indices = held  # items of the training dataset, in the order of test_x
+            # Source rows of test_x, and of the training rows that val_indices and pretrain_indices index.
+            self.test_indices, self.source_indices = held, keep
             test_x, test_y = x[held], None if y is None else y[held]
             x, y = x[keep], None if y is None else y[keep]
         val_x, val_y = splits.get("val", (None, None))

@@ -16,11 +16,22 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.utilities.data import _update_dataloader
-from sklearn.datasets import load_digits
-from torch.utils.data import DataLoader, DistributedSampler
+from sklearn.datasets import load_digits, load_sample_images, load_wine
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from dbn_init.data import (DigitsDataModule, FashionMNISTDataModule, MNISTDataModule, TensorBatches,
-                           _keep_batch, load_idx_dataset, read_idx)
+from dbn_init.data import (
+    ArrayDataModule,
+    DatasetDataModule,
+    DigitsDataModule,
+    FashionMNISTDataModule,
+    MNISTDataModule,
+    TensorBatches,
+    _keep_batch,
+    load_idx_dataset,
+    read_idx,
+)
+from dbn_init.make_image_folder import write_image_folder
+from dbn_init.plots import image_grid
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
 IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
@@ -360,7 +371,6 @@ import tempfile  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-
 _FUZZ = Path(tempfile.mkdtemp()) / "file-idx3-ubyte"
 
 
@@ -409,3 +419,289 @@ def test_on_a_gpu_batches_are_cut_on_the_device():
     trainer.fit(Spy(input_size=64, hidden=[16]), datamodule=dm)
     assert seen == ["cuda"] * 3
     assert all(t.is_cuda for t in dm._device_copies.values()) and len(dm._device_copies) == 4  # train x/y, val x/y
+
+
+# ---------------------------------------------------------------- ArrayDataModule: arrays, files, loaders
+
+
+def wine_arrays():
+    wine = load_wine()
+    return wine.data, wine.target
+
+
+def test_arrays_are_split_with_a_fixed_test_seed_and_every_row_lands_in_one_split():
+    x, y = wine_arrays()  # 178 rows, 13 real-valued features, classes of 59 / 71 / 48
+    dm = ArrayDataModule(x, y, batch_size=16, scaling="none")
+    assert (dm.input_size, dm.num_classes, dm.classes, dm.image_shape) == (13, 3, [0, 1, 2], None)
+    dm.setup("fit")
+    assert (len(dm.pretrain_x), len(dm.val_x), len(dm.test_x)) == (128, 14, 36)  # ceil(0.2 * 178) = 36 held out
+    assert dm.test_y.bincount().tolist() == [12, 14, 10]  # stratified: 59, 71, 48 times 0.2, rounded
+    rows = torch.cat([dm.pretrain_x, dm.val_x, dm.test_x]).double().numpy()
+    assert np.array_equal(rows[np.lexsort(rows.T)], x.astype(np.float32)[np.lexsort(x.astype(np.float32).T)])
+    assert torch.equal(dm.test_x, torch.as_tensor(x[dm.test_indices.numpy()], dtype=torch.float32))
+    other = ArrayDataModule(torch.as_tensor(x), torch.as_tensor(y), split_seed=5, scaling="none")
+    other.setup("fit")
+    assert torch.equal(other.test_x, dm.test_x) and not torch.equal(other.val_x, dm.val_x)  # test fixed, val seeded
+    assert dm.hparams["scaling"] == "none" and "x" not in dm.hparams  # data are not hyperparameters
+
+
+def test_features_spanning_1e3_are_standardised_on_the_training_split_only():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1e3, 1e3, (400, 5)) * np.array([1, 1e-3, 0.5, 1, 1]) + np.array([0, 0, 0, 500, 0])
+    x[:, 4] = 7.0  # a constant feature
+    dm = ArrayDataModule(x, (np.arange(400) % 4), scaling="standardize")
+    dm.setup("fit")
+    raw = torch.as_tensor(x[dm.test_indices.numpy()], dtype=torch.float32)
+    train_raw = x[dm.source_indices[dm.pretrain_indices].numpy()]
+    assert np.allclose(dm.feature_mean.numpy(), train_raw.mean(0), rtol=1e-5, atol=1e-3)
+    assert np.allclose(dm.feature_std[:4].numpy(), train_raw.std(0)[:4], rtol=1e-5)
+    assert dm.feature_std[4] == 1 and dm.feature_mean[4] == 7  # a constant feature maps to 0, not to inf
+    assert dm.pretrain_x[:, :4].mean(0).abs().max() < 1e-5
+    assert torch.allclose(dm.pretrain_x[:, :4].std(0, unbiased=False), torch.ones(4), atol=1e-5)
+    assert dm.pretrain_x[:, 4].abs().max() == 0
+    assert torch.allclose(dm.test_x, (raw - dm.feature_mean) / dm.feature_std)
+    assert torch.allclose(dm.scale(raw), dm.test_x)  # the same transform for new rows
+    assert 0.8 < dm.test_x[:, :4].std() < 1.2 and dm.test_x.abs().max() > 1.5  # not clipped, not [0, 1]
+
+
+def test_unit_scaling_of_arrays_is_the_training_min_max_with_other_splits_clipped():
+    x, y = wine_arrays()
+    dm = ArrayDataModule(x, y, scaling="unit", binarize=False)
+    dm.setup("fit")
+    train = torch.as_tensor(x[dm.source_indices[dm.pretrain_indices].numpy()], dtype=torch.float32)
+    assert torch.equal(dm.raw_low, train.min(0).values) and torch.equal(dm.raw_high, train.max(0).values)
+    assert torch.equal(dm.pretrain_x.min(0).values, torch.zeros(13)) and torch.equal(dm.pretrain_x.max(0).values,
+                                                                                   torch.ones(13))
+    raw_test = torch.as_tensor(x[dm.test_indices.numpy()], dtype=torch.float32)
+    unclipped = (raw_test - dm.raw_low) / (dm.raw_high - dm.raw_low)
+    assert unclipped.min() < 0 or unclipped.max() > 1  # wine's test rows reach outside the training range...
+    assert torch.equal(dm.test_x, unclipped.clamp(0, 1))  # ...and are clipped into it
+    assert torch.equal(dm.feature_mean, torch.zeros(13)) and torch.equal(dm.feature_std, torch.ones(13))
+
+
+def write_wine_csv(path: Path, delimiter: str = ",") -> Path:
+    x, y = wine_arrays()
+    names = np.array(["barolo", "grignolino", "barbera"])[y]  # string labels, not in sorted order
+    lines = [delimiter.join([*load_wine().feature_names[:6], "cultivar", *load_wine().feature_names[6:]])]
+    lines += [delimiter.join([*map(repr, row[:6].tolist()), name, *map(repr, row[6:].tolist())])
+              for row, name in zip(x, names)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_a_csv_with_a_string_target_column_gives_the_arrays_rows_and_sorted_classes(tmp_path, suffix):
+    x, y = wine_arrays()
+    path = write_wine_csv(tmp_path / f"wine{suffix}", "\t" if suffix == ".tsv" else ",")
+    dm = ArrayDataModule(path=str(path), target="cultivar", scaling="none")
+    assert (dm.input_size, dm.classes) == (13, ["barbera", "barolo", "grignolino"])
+    assert np.array_equal(dm.arrays.x.numpy(), x.astype(np.float32))  # the target column is not a feature
+    assert dm.arrays.y.tolist() == [[1, 2, 0][c] for c in y]  # barolo (class 0) is code 1, ...
+    with pytest.raises(ValueError, match=r"column 'cultivar': expected a number, got 'barolo'; encode the column"):
+        ArrayDataModule(path=str(path)).input_size  # without target, every column must be a feature
+
+
+def test_npz_and_npy_files_and_a_loader_function_give_the_same_rows(tmp_path):
+    x, y = wine_arrays()
+    np.savez(tmp_path / "wine.npz", x=x, y=y)
+    np.savez(tmp_path / "named.npz", x=x, cultivar=y)
+    np.save(tmp_path / "wine.npy", x)
+    modules = [ArrayDataModule(path=str(tmp_path / "wine.npz")), ArrayDataModule(path=str(tmp_path / "named.npz"),
+                                                                               target="cultivar"),
+               ArrayDataModule(x, y), ArrayDataModule(loader="sklearn.datasets.load_wine")]
+    for dm in modules:
+        dm.setup("fit")
+        assert torch.equal(dm.test_x, modules[0].test_x) and torch.equal(dm.train_y, modules[0].train_y)
+    assert modules[-1].classes == ["class_0", "class_1", "class_2"]  # the Bunch's target_names
+    npy = ArrayDataModule(path=str(tmp_path / "wine.npy"))
+    npy.setup("fit")
+    assert npy.num_classes is None and set(npy.pretrain_y.tolist()) == {-1} and len(npy.pretrain_x) == 128
+
+
+def test_a_test_file_and_extra_unlabelled_rows_for_pretraining_only(tmp_path):
+    x, y = wine_arrays()
+    np.savez(tmp_path / "train.npz", x=x[:100], y=y[:100])
+    np.savez(tmp_path / "test.npz", x=x[100:140], y=y[100:140])
+    np.save(tmp_path / "extra.npy", x[140:])
+    dm = ArrayDataModule(path=str(tmp_path / "train.npz"), test_path=str(tmp_path / "test.npz"),
+                         unlabeled_path=str(tmp_path / "extra.npy"), val_fraction=0.1)
+    dm.setup("fit")
+    assert (len(dm.test_x), len(dm.val_x), len(dm.train_x), len(dm.pretrain_x)) == (40, 10, 90, 90 + 38)
+    assert torch.equal(dm.test_y, torch.as_tensor(y[100:140]))
+    assert dm.pretrain_y[90:].tolist() == [-1] * 38 and torch.equal(dm.train_y, dm.pretrain_y[:90])
+    assert dm.train_x.data_ptr() == dm.pretrain_x.data_ptr()  # a view: labelled rows first
+    # the extra rows count in the scaling statistics (they are training rows) ...
+    raw = np.concatenate([x[:100][dm.pretrain_indices.numpy()], x[140:]])
+    assert np.allclose(dm.feature_mean.numpy(), raw.mean(0), rtol=1e-5)
+    # ... and in pretraining batches, not in fine-tuning batches
+    assert sum(len(b) for _, b in dm.pretrain_dataloader()) == 128
+    assert sum(len(b) for _, b in dm.train_dataloader()) == 90
+
+
+def test_unlabelled_data_pretrains_and_refuses_fine_tuning_with_the_fix():
+    x, _ = wine_arrays()
+    dm = ArrayDataModule(x)
+    dm.setup("fit")
+    assert dm.num_classes is None and len(dm.test_x) == 36
+    batch_x, batch_y = next(iter(dm.pretrain_dataloader(steps_per_batch=2)))
+    assert batch_x.shape == (128, 13) and set(batch_y.tolist()) == {-1}
+    with pytest.raises(ValueError, match="has no labels, so it serves pretraining only.*give it labels"):
+        dm.train_dataloader()
+    with pytest.raises(ValueError, match="expected labelled data for num_labels=30"):
+        ArrayDataModule(x, num_labels=30).setup("fit")
+
+
+def test_num_labels_is_class_balanced_for_arrays_and_datasets():
+    x, y = wine_arrays()
+    dm = ArrayDataModule(x, y, num_labels=31)
+    dm.setup("fit")
+    assert dm.train_y.bincount().tolist() == [11, 10, 10] and len(dm.pretrain_x) == 128
+    assert torch.equal(dm.train_x, dm.pretrain_x[torch.searchsorted(dm.pretrain_indices, dm.train_indices)])
+    images = torch.as_tensor(load_digits().images, dtype=torch.uint8)
+    ds = DatasetDataModule(TensorDataset(images, torch.as_tensor(load_digits().target)), num_labels=40)
+    ds.setup("fit")
+    assert ds.train_y.bincount().tolist() == [4] * 10 and ds.num_classes == 10
+    with pytest.raises(ValueError, match=r"num_labels an integer >= num_classes \(3\)"):
+        ArrayDataModule(x, y, num_labels=2).setup("fit")
+
+
+def test_file_errors_name_the_value_and_the_fix(tmp_path):
+    path = write_wine_csv(tmp_path / "wine.csv")
+    with pytest.raises(ValueError, match=r"target 'Cultivar' is not a column of .*wine.csv; expected one of "
+                                         r"\['alcohol', .*'cultivar'.*\]: pass --data.target with one of them"):
+        ArrayDataModule(path=str(path), target="Cultivar").input_size
+    with pytest.raises(FileNotFoundError, match=r"path .*nowhere.csv does not exist; .*fix --data.path"):
+        ArrayDataModule(path=str(tmp_path / "nowhere.csv")).setup("fit")
+    lines = path.read_text().splitlines()
+    (tmp_path / "nan.csv").write_text("\n".join([*lines[:5], lines[5].replace(lines[5].split(",")[2], "nan", 1),
+                                                 *lines[6:]]))
+    with pytest.raises(ValueError, match=r"expected finite values in path .*nan.csv, got 1 NaN/Inf \(the first at "
+                                         r"row 4, feature 2.*impute each feature's mean"):
+        ArrayDataModule(path=str(tmp_path / "nan.csv"), target="cultivar").setup("fit")
+    (tmp_path / "empty.csv").write_text("\n".join([*lines[:3], lines[3].replace(lines[3].split(",")[1], "", 1)]))
+    with pytest.raises(ValueError, match=r"empty.csv line 4, column 'malic_acid': expected a number, got ''; .*fill the empty"):
+        ArrayDataModule(path=str(tmp_path / "empty.csv"), target="cultivar").setup("fit")
+    np.savez(tmp_path / "keys.npz", data=np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"expected arrays named 'x' .* found \['data'\]; save them as np.savez"):
+        ArrayDataModule(path=str(tmp_path / "keys.npz")).input_size
+    with pytest.raises(ValueError, match="expected exactly one of x, path, loader, got none"):
+        ArrayDataModule()
+    with pytest.raises(ValueError, match="expected at most one of test_path, x_test"):
+        ArrayDataModule(np.zeros((4, 2)), test_path="t.csv", x_test=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"--data.test_fraction: expected a finite number in \(0, 1\)"):
+        ArrayDataModule(np.zeros((4, 2)), test_fraction=0)
+    with pytest.raises(ValueError, match=r"expected 13 features per row, like the training rows, got 12"):
+        ArrayDataModule(*wine_arrays(), x_test=np.zeros((3, 12)), y_test=[0, 1, 2]).input_size
+
+
+# ---------------------------------------------------------------- DatasetDataModule: tensors, PIL, ImageFolder
+
+
+def test_3x32x32_tensors_become_3072_features_and_keep_their_image_shape():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (60, 3, 32, 32), generator=gen, dtype=torch.uint8)
+    labels = torch.arange(60) % 3
+    dm = DatasetDataModule(TensorDataset(images, labels), test_fraction=0.25, val_fraction=0.2)
+    assert (dm.input_size, dm.image_shape, dm.num_classes) == (3072, (3, 32, 32), 3)
+    dm.setup("fit")
+    assert (len(dm.pretrain_x), len(dm.val_x), len(dm.test_x)) == (36, 9, 15)
+    flat = images.flatten(1).float() / 255  # channel-first rows, divided by 255 (uint8 pixels)
+    assert torch.equal(dm.test_x, flat[dm.test_indices]) and torch.equal(dm.test_y, labels[dm.test_indices])
+    floats = ArrayDataModule(images.float(), labels, scaling="none")  # arrays of images keep their shape too
+    assert (floats.input_size, floats.image_shape) == (3072, (3, 32, 32))
+    grey = DatasetDataModule(TensorDataset(images[:, :1].float() / 255, labels))  # ToTensor-like (1, H, W) in [0, 1]
+    grey.setup("fit")
+    assert grey.image_shape == (32, 32) and torch.equal(grey.raw_high, torch.ones(1024))
+
+
+def test_given_test_and_validation_datasets_are_used_as_they_are():
+    digits = load_digits()
+    images, labels = torch.as_tensor(digits.images), torch.as_tensor(digits.target)  # float64 0..16: no known range
+    dm = DatasetDataModule(TensorDataset(images[:1000], labels[:1000]), test_dataset=TensorDataset(images[1000:1500],
+                           labels[1000:1500]), val_dataset=TensorDataset(images[1500:], labels[1500:]))
+    dm.setup("fit")
+    assert (len(dm.pretrain_x), len(dm.val_x), len(dm.test_x)) == (1000, 297, 500)
+    assert torch.equal(dm.raw_high, images[:1000].flatten(1).max(0).values.float().clamp_min(1))  # min-max, 0..16
+    assert torch.equal(dm.test_y, labels[1000:1500])
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        rng = np.random.default_rng(0)
+        for i in range(50):
+            yield rng.normal(100.0, 10.0, 6).astype(np.float32), i % 2
+
+
+def test_an_iterable_dataset_is_read_in_one_pass():
+    dm = DatasetDataModule(_Stream(), scaling="standardize")
+    dm.setup("fit")
+    assert (dm.input_size, dm.image_shape, dm.num_classes, len(dm.test_x) + len(dm.val_x) + len(dm.pretrain_x)) == (
+        6, None, 2, 50)
+    assert dm.pretrain_x.mean(0).abs().max() < 1e-4 and 8 < dm.feature_std.mean() < 12
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("patches") / "folder"
+    assert write_image_folder(root) == {"china": 260, "flower": 260}  # 13 x 20 patches of each 427 x 640 photo
+    return root
+
+
+def test_an_image_folder_of_pil_rgb_images_from_make_image_folder(image_folder):
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    dm = DatasetDataModule(ImageFolder(str(image_folder)), batch_size=32)
+    assert (dm.input_size, dm.image_shape, dm.num_classes) == (3072, (3, 32, 32), 2)
+    dm.setup("fit")
+    assert (len(dm.test_x), dm.test_y.bincount().tolist(), len(dm.val_x), len(dm.pretrain_x)) == (104, [52, 52], 42,
+                                                                                                  374)
+    first = int(dm.test_indices[0])  # ImageFolder's items are sorted: china 00000..00259, then flower
+    name = ("china", first) if first < 260 else ("flower", first - 260)
+    pixels = np.asarray(Image.open(image_folder / name[0] / f"{name[1]:05d}.png"))  # (32, 32, 3)
+    assert torch.equal(dm.test_x[0], torch.from_numpy(pixels.transpose(2, 0, 1).reshape(-1) / np.float32(255)))
+    assert dm.test_y[0] == (first >= 260)
+    rows, labels = torch.cat([dm.pretrain_x, dm.val_x, dm.test_x]), torch.cat([dm.pretrain_y, dm.val_y, dm.test_y])
+    for c, photo in enumerate(load_sample_images().images):  # channels in RGB order: each photo's mean colour
+        expected = photo[: 13 * 32, : 20 * 32].reshape(-1, 3).mean(0) / 255
+        assert np.allclose(rows[labels == c].reshape(-1, 3, 1024).mean((0, 2)).numpy(), expected, atol=1e-5)
+    assert next(iter(dm.val_dataloader()))[0].shape == (32, 3072)  # no Trainer needed for loaders
+
+
+def test_make_image_folder_refuses_a_folder_with_files_and_writes_the_same_images_again(image_folder, tmp_path):
+    with pytest.raises(FileExistsError, match="is not an empty folder.*pass another DIR"):
+        write_image_folder(image_folder)
+    again = tmp_path / "again"
+    write_image_folder(again, size=100)
+    assert sorted(p.name for p in (again / "china").iterdir()) == [f"{i:05d}.png" for i in range(24)]  # 4 x 6
+    first = np.asarray(__import__("PIL.Image").Image.open(again / "flower" / "00007.png"))
+    assert np.array_equal(first, load_sample_images().images[1][100:200, 100:200])  # row 1, column 1
+
+
+def test_pil_grey_images_are_grey_features():
+    from PIL import Image
+
+    digits = load_digits()
+    items = [(Image.fromarray((image * 15).astype(np.uint8), mode="L"), int(t))
+             for image, t in zip(digits.images[:200], digits.target[:200])]
+    dm = DatasetDataModule(items)
+    dm.setup("fit")
+    assert (dm.input_size, dm.image_shape) == (64, (8, 8))
+    assert torch.equal(dm.test_x, torch.as_tensor(digits.images[:200][dm.test_indices.numpy()] * 15 / 255,
+                                                  dtype=torch.float32).flatten(1))
+
+
+# ---------------------------------------------------------------- colour pictures
+
+
+def test_image_grid_shows_channel_first_rows_as_rgb():
+    red, blue = torch.zeros(3, 2, 2), torch.zeros(3, 2, 2)
+    red[0], blue[2] = 1.0, 1.0
+    grid = image_grid(torch.stack([red, blue]).flatten(1), (3, 2, 2), ncols=2, normalize_each=False, pad=1)
+    assert grid.shape == (4, 7, 3)
+    assert grid[1:3, 1:3].reshape(-1, 3).tolist() == [[1, 0, 0]] * 4 and grid[1:3, 4:6].reshape(-1, 3).tolist() == [
+        [0, 0, 1]] * 4
+    assert (grid[0] == 1).all()  # white padding
+    assert image_grid(torch.rand(3, 4), (1, 2, 2)).shape == (2 * 3 + 1, 2 * 3 + 1)  # one channel: grey
+    with pytest.raises(ValueError, match=r"expected image_shape \(H, W\), \(1, H, W\) or \(3, H, W\)"):
+        image_grid(torch.rand(3, 8), (2, 2, 2))
