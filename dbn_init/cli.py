@@ -184,7 +184,7 @@ def _trainer_options(config: dict) -> dict:
     return dict(vars(instantiate(parser.parse_object({"trainer": config})).trainer))
 
 
-def _shipped_config(args: list[str]) -> list[str]:
+def shipped_config(args: list[str]) -> list[str]:
     """``--config NAME``: a config shipped with the package (``quickstart.yaml``) when no such file is here."""
     out = list(args)
     for i, arg in enumerate(out[:-1]):
@@ -199,10 +199,10 @@ def main(args: list[str] | None = None) -> DBNCLI | None:
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # our own stages'
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # Lightning's own use of torch
     if args is None:  # LightningCLI reads sys.argv itself, and warns when given both
-        sys.argv[1:] = _shipped_config(sys.argv[1:])
+        sys.argv[1:] = shipped_config(sys.argv[1:])
     try:
         return DBNCLI(Classifier, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                      args=None if args is None else _shipped_config(args))
+                      args=None if args is None else shipped_config(args))
     except UsageError as err:  # a value the user gave, found at run time: one line, no traceback
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         raise SystemExit(2) from None

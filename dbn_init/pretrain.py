@@ -44,7 +44,7 @@ from .rbm import RBM, bernoulli, check_visible
 if TYPE_CHECKING:
     from .models import DBN
 
-__all__ = ["CDSettings", "RBMStage", "PretrainData", "StageTrainers", "make_trainer", "pretrain", "pretrain_stack",
+__all__ = ["CDSettings", "RBMStage", "PretrainData", "import_stack", "StageTrainers", "make_trainer", "pretrain", "pretrain_stack",
            "up_pass"]
 
 StageTrainers = Callable[[int, int], Trainer]  # (stage index from 0, epochs) -> the stage's Trainer
@@ -460,7 +460,7 @@ def following(trainer: Trainer) -> StageTrainers:
     return lambda stage, epochs: make_trainer(epochs, options)
 
 
-def _import_pretrained(model: DBN, datamodule: LightningDataModule) -> None:
+def import_stack(model: DBN, datamodule: LightningDataModule) -> None:
     """Load the model's ``pretrained`` stack file as its bottom stages, checked against the DBN's
     sizes and unit types and against the data's scaling."""
     path = model.hparams.pretrained
@@ -494,7 +494,7 @@ def pretrain(model: DBN, datamodule: LightningDataModule, trainers: StageTrainer
     Trainers (:func:`make_trainer`); ``prepared`` as for :class:`PretrainData`.
     """
     if model.hparams.pretrained and int(model.stages_done) == 0:
-        _import_pretrained(model, datamodule)
+        import_stack(model, datamodule)
     data = PretrainData(datamodule, model.cd.steps_per_batch, prepared)
     trainers = trainers or (lambda stage, epochs: make_trainer(epochs))
     for index, epochs in enumerate(model.cd.epochs):
