@@ -46,7 +46,7 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
 
-from .constraints import Interval, Options, UsageError, validate_params
+from .constraints import Interval, MissingFileError, Options, UsageError, validate_params
 
 __all__ = ["InMemoryDataModule", "ImageDataModule", "DigitsDataModule", "MNISTDataModule", "FashionMNISTDataModule",
            "ArrayDataModule", "DatasetDataModule", "read_idx", "load_idx_dataset", "read_array_file"]
@@ -96,8 +96,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
 
-    def bad(what: str) -> ValueError:
-        return ValueError(f"{path}: {what}; the file is damaged or not an IDX file: {_FILE_FIX}")
+    def bad(what: str) -> UsageError:
+        return UsageError(f"{path}: {what}; the file is damaged or not an IDX file: {_FILE_FIX}")
 
     with open(path, "rb") as raw:
         is_gzip = raw.read(2) == b"\x1f\x8b"
@@ -172,7 +172,7 @@ def load_idx_dataset(root: str | Path, name: str) -> tuple[np.ndarray, np.ndarra
         looked = "\n  ".join(str(d / f"{s}{gz}") for d in folders for s in _IDX_FILES for gz in ("", ".gz"))
         problem = ("no folder holds all four files" if root.is_dir() else
                    f"data root {root} is a file, not a folder" if root.exists() else f"data root {root} does not exist")
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{problem}; expected the {name} IDX files {', '.join(_IDX_FILES)} (each optionally .gz) in one "
             f"folder, flat in {root} or in torchvision's {root / name / 'raw'}. Looked at:\n  {looked}\n"
             "Fix: pass `--data.download true` (needs internet; uses torchvision), or `--data.root DIR` "
@@ -182,13 +182,13 @@ def load_idx_dataset(root: str | Path, name: str) -> tuple[np.ndarray, np.ndarra
     for i in (0, 2):
         (img_path, lab_path), (images, labels) = files[i : i + 2], arrays[i : i + 2]
         if images.ndim != 3 or labels.ndim != 1:
-            raise ValueError(f"expected images (N, H, W) in {img_path} and labels (N,) in {lab_path}, got "
+            raise UsageError(f"expected images (N, H, W) in {img_path} and labels (N,) in {lab_path}, got "
                              f"{images.shape} and {labels.shape}; {_FILE_FIX}")
         if len(images) != len(labels):
-            raise ValueError(f"expected as many labels as images, got {len(images)} images in {img_path} and "
+            raise UsageError(f"expected as many labels as images, got {len(images)} images in {img_path} and "
                              f"{len(labels)} labels in {lab_path}; {_FILE_FIX}")
         if not np.issubdtype(labels.dtype, np.integer) or not np.isin(labels, np.arange(10)).all():
-            raise ValueError(f"expected integer labels in 0..9 in {lab_path}, got {labels.dtype} values "
+            raise UsageError(f"expected integer labels in 0..9 in {lab_path}, got {labels.dtype} values "
                              f"{np.unique(labels)[:10].tolist()}...; {_FILE_FIX}")
     return arrays[0], arrays[1].astype(np.int64), arrays[2], arrays[3].astype(np.int64)
 
@@ -224,17 +224,17 @@ def read_array_file(path: str | Path, target: str | None = None, option: str = "
     path = Path(path)
     if not path.is_file():
         state = "is a folder" if path.is_dir() else "does not exist"
-        raise FileNotFoundError(f"{option} {path} {state}; expected a {'/'.join(_ARRAY_SUFFIXES)} file: "
+        raise MissingFileError(f"{option} {path} {state}; expected a {'/'.join(_ARRAY_SUFFIXES)} file: "
                                 f"fix --data.{option}")
     suffix = path.suffix.lower()
     if suffix not in _ARRAY_SUFFIXES:
-        raise ValueError(f"{option} {path}: expected a file ending in {', '.join(_ARRAY_SUFFIXES)}, got {suffix!r}; "
+        raise UsageError(f"{option} {path}: expected a file ending in {', '.join(_ARRAY_SUFFIXES)}, got {suffix!r}; "
                          "convert it, e.g. np.savez(path, x=features, y=labels)")
     if suffix == ".npz":
         return _read_npz(path, target, option, target_optional)
     if suffix == ".npy":
         if target is not None and not target_optional:
-            raise ValueError(f"{option} {path}: a .npy file holds one array, so it has no column {target!r}; "
+            raise UsageError(f"{option} {path}: a .npy file holds one array, so it has no column {target!r}; "
                              "save features and labels together with np.savez(path, x=features, y=labels)")
         return np.load(path, allow_pickle=False), None
     return _read_table(path, target, option, "\t" if suffix == ".tsv" else ",", target_optional)
@@ -247,7 +247,7 @@ def _read_npz(path: Path, target: str | None, option: str,
         label_key = target or "y"
         label_key = None if label_key not in keys and (target_optional or target is None) else label_key
         if "x" not in keys or (label_key is not None and label_key not in keys):
-            raise ValueError(f"{option} {path}: expected arrays named 'x' (features) and {label_key or 'y'!r} "
+            raise UsageError(f"{option} {path}: expected arrays named 'x' (features) and {label_key or 'y'!r} "
                              f"(labels, optional), found {keys}; save them as np.savez(path, x=features, y=labels)")
         return arrays["x"], None if label_key is None else arrays[label_key]
 
@@ -266,17 +266,17 @@ def _read_table(path: Path, target: str | None, option: str, delimiter: str,
     with open(path, newline="") as f:
         rows = [row for row in csv.reader(f, delimiter=delimiter) if row]
     if not rows or all(map(_is_number, rows[0])):
-        raise ValueError(f"{option} {path}: expected a header row naming the columns, then rows of numbers; "
+        raise UsageError(f"{option} {path}: expected a header row naming the columns, then rows of numbers; "
                          f"got {'an empty file' if not rows else 'a first row of numbers'}: add a header row")
     header, body = [name.strip() for name in rows[0]], rows[1:]
     if target_optional and target not in header:
         target = None
     if target is not None and target not in header:
-        raise ValueError(f"target {target!r} is not a column of {path}; expected one of {header}: pass "
+        raise UsageError(f"target {target!r} is not a column of {path}; expected one of {header}: pass "
                          "--data.target with one of them, or leave it out for unlabelled data")
     for line, row in enumerate(body, start=2):
         if len(row) != len(header):
-            raise ValueError(f"{option} {path} line {line}: expected {len(header)} cells like the header, got "
+            raise UsageError(f"{option} {path} line {line}: expected {len(header)} cells like the header, got "
                              f"{len(row)}; fix that row (a stray delimiter or a missing cell)")
     label_col = header.index(target) if target is not None else None
     features = [i for i in range(len(header)) if i != label_col]
@@ -285,7 +285,7 @@ def _read_table(path: Path, target: str | None, option: str, delimiter: str,
     except ValueError:
         line, col = next((line, i) for line, row in enumerate(body, start=2) for i in features
                          if not _is_number(row[i]))
-        raise ValueError(f"{option} {path} line {line}, column {header[col]!r}: expected a number, got "
+        raise UsageError(f"{option} {path} line {line}, column {header[col]!r}: expected a number, got "
                          f"{body[line - 2][col]!r}; encode the column as numbers, fill the empty cell or drop "
                          "the column") from None
     labels = None if label_col is None else np.array([row[label_col].strip() for row in body])
@@ -298,17 +298,17 @@ def _label_array(values: Any, where: str) -> np.ndarray:
     if y.dtype.kind in "USO":
         y = y.astype(str)
         if (y == "").any():
-            raise ValueError(f"{where}: expected a label in every row, got an empty one in row "
+            raise UsageError(f"{where}: expected a label in every row, got an empty one in row "
                              f"{int(np.argmax(y == ''))} (from 0); fill it, or move unlabelled rows to unlabeled_path")
         numeric = y.size > 0 and all(map(_is_number, y.tolist()))
         if not numeric:
             return y
         y = y.astype(np.float64)
     if y.dtype.kind == "f" and not (np.isfinite(y).all() and np.equal(np.mod(y, 1), 0).all()):
-        raise ValueError(f"{where}: expected class labels (integers or names), got fractional or NaN values such "
+        raise UsageError(f"{where}: expected class labels (integers or names), got fractional or NaN values such "
                          f"as {y[np.mod(y, 1) != 0][:3].tolist()}; a classifier needs a class column as target")
     if y.dtype.kind not in "biuf":
-        raise ValueError(f"{where}: expected class labels (integers or names), got dtype {y.dtype}")
+        raise UsageError(f"{where}: expected class labels (integers or names), got dtype {y.dtype}")
     return y.astype(np.int64)
 
 
@@ -322,7 +322,7 @@ def encode_labels(*label_arrays: np.ndarray | None) -> tuple[list[np.ndarray | N
     present = [y for y in label_arrays if y is not None]
     kinds = {y.dtype.kind == "U" for y in present}
     if len(kinds) > 1:
-        raise ValueError("expected labels of one kind, got numbers in one file and names in another; "
+        raise UsageError("expected labels of one kind, got numbers in one file and names in another; "
                          "write the labels alike in every file")
     classes = np.unique(np.concatenate(present)) if present else np.array([])
     codes = [None if y is None else np.searchsorted(classes, y).astype(np.int64) for y in label_arrays]
@@ -334,7 +334,7 @@ def _check_finite(x: Tensor, where: str, fix: str) -> None:
     bad = ~torch.isfinite(x)
     if bad.any():
         row, col = (int(i) for i in bad.nonzero()[0])
-        raise ValueError(f"expected finite values in {where}, got {int(bad.sum())} NaN/Inf (the first at row {row}, "
+        raise UsageError(f"expected finite values in {where}, got {int(bad.sum())} NaN/Inf (the first at row {row}, "
                          f"feature {col}, counting from 0); {fix}")
 
 
@@ -515,7 +515,7 @@ class InMemoryDataModule(LightningDataModule):
             perm = torch.randperm(len(x), generator=gen)
             n_val = round(self.val_fraction * len(x))
             if n_val >= len(x):
-                raise ValueError(f"expected a non-empty training split, got val_fraction={self.val_fraction} of "
+                raise UsageError(f"expected a non-empty training split, got val_fraction={self.val_fraction} of "
                                  f"{len(x)} rows; lower val_fraction")
             # Indices into the training rows read, kept so callers can check the splits are disjoint.
             self.val_indices, self.pretrain_indices = perm[:n_val].sort().values, perm[n_val:].sort().values
@@ -557,7 +557,7 @@ class InMemoryDataModule(LightningDataModule):
             pool = (labels == c).nonzero().squeeze(1)
             want = per_class + (c < extra)
             if len(pool) < want:
-                raise ValueError(f"expected at least {want} training rows of class {c} for num_labels="
+                raise UsageError(f"expected at least {want} training rows of class {c} for num_labels="
                                  f"{self.num_labels}, got {len(pool)}; lower num_labels or val_fraction")
             picked.append(pool[torch.randperm(len(pool), generator=gen)[:want]])
         return torch.cat(picked).sort().values
@@ -632,7 +632,7 @@ class InMemoryDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Labelled training batches, shuffled."""
         if not self.labelled:
-            raise ValueError(f"this {type(self).__name__} has no labels, so it serves pretraining only "
+            raise UsageError(f"this {type(self).__name__} has no labels, so it serves pretraining only "
                              "(pretrain_dataloader); to fine-tune, give it labels (a `target` column, `y`, or a "
                              "dataset of (input, label) pairs)")
         return self._loader(self.train_x, self.train_y, shuffle=True)
@@ -698,23 +698,23 @@ class ImageDataModule(InMemoryDataModule):
     def _to_tensors(self, split: str, images: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]:
         """Validate one split and return its pixels as stored, ``(N, D)`` float32, and ``(N,)`` int64."""
         if tuple(images.shape[1:]) != tuple(self.image_shape) or labels.shape != images.shape[:1]:
-            raise ValueError(f"expected {split} images (N, {', '.join(map(str, self.image_shape))}) and labels "
+            raise UsageError(f"expected {split} images (N, {', '.join(map(str, self.image_shape))}) and labels "
                              f"(N,), got {images.shape} and {labels.shape}; use the DataModule matching the files")
         if len(images) == 0:
-            raise ValueError(f"the {split} split holds no images; check the data files")
+            raise UsageError(f"the {split} split holds no images; check the data files")
         x = torch.from_numpy(np.asarray(images, dtype=np.float32).reshape(len(images), -1))
         _check_finite(x, f"the {split} images", "fix or replace the data files")
         if x.min() < 0 or x.max() > self.pixel_max:
-            raise ValueError(f"expected {split} pixels in [0, {self.pixel_max}], got {x.min():g}..{x.max():g}; "
+            raise UsageError(f"expected {split} pixels in [0, {self.pixel_max}], got {x.min():g}..{x.max():g}; "
                              "use the DataModule matching the files")
         if self.pixel_max > 1 and np.issubdtype(images.dtype, np.floating) and 0 < x.max() <= 1:
             where = f" in {self.root}" if getattr(self, "root", None) else ""
-            raise ValueError(f"the {images.dtype} {split} images{where} look scaled to [0, 1] already (largest value "
+            raise UsageError(f"the {images.dtype} {split} images{where} look scaled to [0, 1] already (largest value "
                              f"{x.max():g}), but {type(self).__name__} divides its pixels 0..{self.pixel_max:g} by "
                              f"{self.pixel_max:g}; store them as 0..{self.pixel_max:g}, as the original data are")
         y = torch.as_tensor(labels, dtype=torch.int64)
         if y.min() < 0 or y.max() >= self.num_classes:
-            raise ValueError(f"expected {split} labels in 0..{self.num_classes - 1}, got {y.min()}..{y.max()}")
+            raise UsageError(f"expected {split} labels in 0..{self.num_classes - 1}, got {y.min()}..{y.max()}")
         return x, y
 
 
@@ -833,14 +833,14 @@ def _features(values: Any, where: str, n_features: int | None = None) -> tuple[T
         x = torch.as_tensor(values.detach().cpu() if isinstance(values, Tensor) else np.asarray(values),
                             dtype=torch.float32)
     except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"{where}: expected an array of numbers, got {type(values).__name__} ({err}); "
+        raise UsageError(f"{where}: expected an array of numbers, got {type(values).__name__} ({err}); "
                          "convert the features to numbers first") from err
     if x.ndim < 2 or len(x) == 0:
-        raise ValueError(f"{where}: expected rows of features (N, D) with N >= 1, got shape {tuple(x.shape)}; "
+        raise UsageError(f"{where}: expected rows of features (N, D) with N >= 1, got shape {tuple(x.shape)}; "
                          "one feature per row: x.reshape(-1, 1)")
     shape, x = tuple(x.shape[1:]), x.reshape(len(x), -1)
     if n_features is not None and x.shape[1] != n_features:
-        raise ValueError(f"{where}: expected {n_features} features per row, like the training rows, got "
+        raise UsageError(f"{where}: expected {n_features} features per row, like the training rows, got "
                          f"{x.shape[1]}; give every file the same feature columns")
     _check_finite(x, where, "fill or drop those values (e.g. impute each feature's mean) before loading")
     return x, shape
@@ -852,7 +852,7 @@ def _call_loader(name: str) -> tuple[Any, Any, list | None]:
     try:
         function = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(f"loader {name!r}: expected the dotted name of a function returning (X, y) or a Bunch with "
+        raise UsageError(f"loader {name!r}: expected the dotted name of a function returning (X, y) or a Bunch with "
                          f"data and target, e.g. 'sklearn.datasets.load_wine'; importing it failed ({err})") from err
     out = function()
     if hasattr(out, "data"):  # a scikit-learn Bunch
@@ -893,9 +893,10 @@ class ArrayDataModule(InMemoryDataModule):
             ``"unit"`` (per-feature min-max, val/test clipped into [0, 1]) for a Bernoulli first RBM.
         The other arguments are :class:`InMemoryDataModule`'s.
 
-    Files are read on the first use of ``input_size``, ``num_classes`` (the CLI links both into
-    the model when it builds the objects) or ``setup``, once: the sizes of a CSV need its rows
-    anyway, and reading lazily keeps constructing the object free of I/O errors until then.
+    The rows are read once, in ``__init__``: the CLI links ``input_size`` and ``num_classes`` into
+    the model as soon as it has built this object, a CSV's sizes need all its rows anyway, and a
+    file's problem (a missing file, a wrong ``target``) is then refused as one line at
+    construction, where the CLI reports it as a usage error.
     """
 
     _not_hyperparameters = ("x", "y", "x_test", "y_test", "x_unlabeled")
@@ -924,7 +925,7 @@ class ArrayDataModule(InMemoryDataModule):
                          binarize=binarize, split_seed=split_seed, num_workers=num_workers, on_device=on_device)
         self._sources, self.test_fraction = sources, test_fraction
         self._image_shape = None if image_shape is None else tuple(image_shape)
-        self._arrays: _Arrays | None = None
+        self.arrays = self._read_arrays()  # the rows as read
 
     @classmethod
     def _check_sources(cls, given: dict[str, bool]) -> None:
@@ -938,13 +939,6 @@ class ArrayDataModule(InMemoryDataModule):
                 raise UsageError(f"{cls.__name__}: {name} is given without {needed}; pass {needed} too, or drop {name}")
 
     # ---------------------------------------------------------------- reading, once
-
-    @property
-    def arrays(self) -> _Arrays:
-        """The rows as read (files are read on first access)."""
-        if self._arrays is None:
-            self._arrays = self._read_arrays()
-        return self._arrays
 
     @property
     def input_size(self) -> int:
@@ -987,7 +981,7 @@ class ArrayDataModule(InMemoryDataModule):
         x, shape = _features(x, where)
         y = None if y is None else _label_array(y, f"the labels of {where}")
         if y is not None and len(y) != len(x):
-            raise ValueError(f"{where}: expected one label per row, got {len(y)} labels for {len(x)} rows")
+            raise UsageError(f"{where}: expected one label per row, got {len(y)} labels for {len(x)} rows")
         test = self._source("test_path", "x_test", "y_test")
         test_x, test_y = self._side_rows(test, x.shape[1], labelled=y is not None)
         unlabeled_x, _ = self._side_rows(self._source("unlabeled_path", "x_unlabeled"), x.shape[1], labelled=False)
@@ -1008,11 +1002,11 @@ class ArrayDataModule(InMemoryDataModule):
         if not labelled:
             return x, None
         if y is None:
-            raise ValueError(f"{where}: expected labels for the test rows, as the training rows have; add the "
+            raise UsageError(f"{where}: expected labels for the test rows, as the training rows have; add the "
                              "target column (or pass y_test)")
         y = _label_array(y, f"the labels of {where}")
         if len(y) != len(x):
-            raise ValueError(f"{where}: expected one label per row, got {len(y)} labels for {len(x)} rows")
+            raise UsageError(f"{where}: expected one label per row, got {len(y)} labels for {len(x)} rows")
         return x, y
 
     def _check_image_shape(self, shape: tuple[int, ...], n_features: int) -> tuple[int, ...] | None:
@@ -1077,7 +1071,7 @@ def _input_array(x: Any) -> np.ndarray:
 def _class_label(y: Any) -> int:
     label = np.asarray(y.detach().cpu() if isinstance(y, Tensor) else y)
     if label.ndim != 0 or label.dtype.kind not in "biu":
-        raise ValueError(f"expected an integer class label per item, got {y!r}; a dataset of (input, label) pairs "
+        raise UsageError(f"expected an integer class label per item, got {y!r}; a dataset of (input, label) pairs "
                          "is needed (for torchvision datasets, no target_transform that changes the labels)")
     return int(label)
 
@@ -1099,14 +1093,14 @@ def _materialise(dataset: Dataset, what: str, num_workers: int) -> tuple[np.ndar
         xs += inputs
         ys += labels
     if not xs:
-        raise ValueError(f"{what} holds no items; check its root or arguments")
+        raise UsageError(f"{what} holds no items; check its root or arguments")
     odd = next((i for i, a in enumerate(xs) if a.shape != xs[0].shape or a.dtype.kind not in "biuf"), None)
     if odd is not None:
-        raise ValueError(f"{what}: expected every input as numbers of one shape, got {xs[0].shape} {xs[0].dtype} "
+        raise UsageError(f"{what}: expected every input as numbers of one shape, got {xs[0].shape} {xs[0].dtype} "
                          f"for item 0 and {xs[odd].shape} {xs[odd].dtype} for item {odd}; give the dataset a "
                          "transform making them alike, e.g. torchvision.transforms.Resize((32, 32))")
     if len({y is None for y in ys}) > 1:
-        raise ValueError(f"{what}: expected every item as (input, label) or every item as an input alone, got both")
+        raise UsageError(f"{what}: expected every item as (input, label) or every item as an input alone, got both")
     return np.stack(xs), None if ys[0] is None else np.asarray(ys, dtype=np.int64)
 
 
@@ -1160,9 +1154,10 @@ class DatasetDataModule(InMemoryDataModule):
         The other arguments are :class:`InMemoryDataModule`'s; ``num_workers`` also reads the
         datasets in parallel (PNG decoding).
 
-    Every item is read once, on the first use of ``input_size``, ``num_classes``,
-    ``image_shape`` (the CLI links the sizes into the model when it builds the objects) or
-    ``setup``; this suits data that fit in memory (CIFAR-10's 50,000 images: 600 MB as float32).
+    Every item is read once, in ``__init__`` (the CLI links ``input_size`` and ``num_classes``
+    into the model as soon as it has built this object, and a dataset's problem is then refused
+    at construction, as one line); this suits data that fit in memory (CIFAR-10's 50,000 images:
+    600 MB as float32).
     """
 
     _not_hyperparameters = ("dataset", "test_dataset", "val_dataset")
@@ -1181,14 +1176,7 @@ class DatasetDataModule(InMemoryDataModule):
                          binarize=binarize, split_seed=split_seed, num_workers=num_workers, on_device=on_device)
         self.datasets = {"train": dataset, "test": test_dataset, "val": val_dataset}
         self.test_fraction = test_fraction
-        self._items: _Items | None = None
-
-    @property
-    def items(self) -> _Items:
-        """The datasets in memory (read on first access)."""
-        if self._items is None:
-            self._items = self._read_items()
-        return self._items
+        self.items = self._read_items()  # the datasets in memory
 
     @property
     def input_size(self) -> int:
@@ -1208,7 +1196,7 @@ class DatasetDataModule(InMemoryDataModule):
         x, y = arrays["train"]
         for split, (other, _) in arrays.items():
             if other.shape[1:] != x.shape[1:]:
-                raise ValueError(f"the {split} dataset's inputs have shape {other.shape[1:]}, the training "
+                raise UsageError(f"the {split} dataset's inputs have shape {other.shape[1:]}, the training "
                                  f"dataset's {x.shape[1:]}; expected one shape: give both the same transform")
         labelled = y is not None
         classes = getattr(self.datasets["train"], "classes", None)
@@ -1219,7 +1207,7 @@ class DatasetDataModule(InMemoryDataModule):
             rows = torch.from_numpy(inputs.reshape(len(inputs), -1).astype(np.float32))
             _check_finite(rows, f"the {split} dataset", "fix the dataset or its transform")
             if labelled and (labels is None or labels.min() < 0 or labels.max() >= num_classes):
-                raise ValueError(f"the {split} dataset: expected labels in 0..{num_classes - 1}, got "
+                raise UsageError(f"the {split} dataset: expected labels in 0..{num_classes - 1}, got "
                                  f"{'none' if labels is None else f'{labels.min()}..{labels.max()}'}; fix its labels")
             splits[split] = (rows, None if not labelled else torch.from_numpy(labels))
         shape = tuple(x.shape[1:])

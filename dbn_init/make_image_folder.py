@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
+from .constraints import FileTakenError, UsageError
+
 __all__ = ["write_image_folder", "main"]
 
 
@@ -38,11 +40,11 @@ def write_image_folder(root: str | Path, size: int = 32) -> dict[str, int]:
     """
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(f"{root} exists and is not an empty folder; expected a new or empty folder to write "
+        raise FileTakenError(f"{root} exists and is not an empty folder; expected a new or empty folder to write "
                               "the ImageFolder into: pass another DIR, or delete this one first")
     photos = load_sample_images()
     if not 1 <= size <= min(image.shape[0] for image in photos.images):
-        raise ValueError(f"expected --size between 1 and 427 (the photos' height), got {size}")
+        raise UsageError(f"expected --size between 1 and 427 (the photos' height), got {size}")
     counts = {}
     for filename, image in zip(photos.filenames, photos.images):
         name = Path(filename).stem  # "china", "flower"
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         counts = write_image_folder(args.dir, args.size)
-    except (FileExistsError, ValueError) as err:
+    except UsageError as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"wrote {', '.join(f'{n} {name}' for name, n in counts.items())} PNG patches of {args.size}x{args.size} "

@@ -19,11 +19,13 @@ from lightning.pytorch.utilities.data import _update_dataloader
 from sklearn.datasets import load_digits, load_sample_images, load_wine
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+from dbn_init.constraints import MissingFileError, UsageError
 from dbn_init.data import (
     ArrayDataModule,
     DatasetDataModule,
     DigitsDataModule,
     FashionMNISTDataModule,
+    ImageDataModule,
     MNISTDataModule,
     TensorBatches,
     _keep_batch,
@@ -150,6 +152,21 @@ def test_hyperparameters_are_saved_including_subclass_arguments():
     assert (dm.input_size, dm.dataset_name, FashionMNISTDataModule().dataset_name) == (784, "mnist", "fashion_mnist")
     with pytest.raises(TypeError):
         MNISTDataModule(batchsize=7)  # a YAML typo must fail, not vanish into **kwargs
+
+
+def test_a_colour_image_datamodule_counts_every_channel_in_its_input_size():
+    class Colour(ImageDataModule):  # a user's subclass with (C, H, W) images
+        image_shape, pixel_max = (3, 4, 4), 255.0
+
+        def _load(self):
+            rng = np.random.default_rng(0)
+            return (rng.integers(0, 256, (20, 3, 4, 4)), np.arange(20) % 10, rng.integers(0, 256, (5, 3, 4, 4)),
+                    np.arange(5))
+
+    dm = Colour(val_fraction=0.0)
+    assert dm.input_size == 48  # 3 * 4 * 4, not 3 * 4
+    dm.setup("fit")
+    assert dm.pretrain_x.shape == (20, 48) and dm.pretrain_x.max() <= 1
 
 
 # ---------------------------------------------------------------- loaders
@@ -498,7 +515,7 @@ def test_a_csv_with_a_string_target_column_gives_the_arrays_rows_and_sorted_clas
     assert np.array_equal(dm.arrays.x.numpy(), x.astype(np.float32))  # the target column is not a feature
     assert dm.arrays.y.tolist() == [[1, 2, 0][c] for c in y]  # barolo (class 0) is code 1, ...
     with pytest.raises(ValueError, match=r"column 'cultivar': expected a number, got 'barolo'; encode the column"):
-        ArrayDataModule(path=str(path)).input_size  # without target, every column must be a feature
+        ArrayDataModule(path=str(path))  # without target, every column must be a feature
 
 
 def test_npz_and_npy_files_and_a_loader_function_give_the_same_rows(tmp_path):
@@ -565,25 +582,27 @@ def test_num_labels_is_class_balanced_for_arrays_and_datasets():
         ArrayDataModule(x, y, num_labels=2).setup("fit")
 
 
-def test_file_errors_name_the_value_and_the_fix(tmp_path):
+def test_file_errors_name_the_value_and_the_fix_when_the_module_is_built(tmp_path):
+    # Read in __init__, so the CLI, which builds the module to link its sizes, refuses as one usage line.
     path = write_wine_csv(tmp_path / "wine.csv")
-    with pytest.raises(ValueError, match=r"target 'Cultivar' is not a column of .*wine.csv; expected one of "
+    with pytest.raises(UsageError, match=r"target 'Cultivar' is not a column of .*wine.csv; expected one of "
                                          r"\['alcohol', .*'cultivar'.*\]: pass --data.target with one of them"):
-        ArrayDataModule(path=str(path), target="Cultivar").input_size
-    with pytest.raises(FileNotFoundError, match=r"path .*nowhere.csv does not exist; .*fix --data.path"):
-        ArrayDataModule(path=str(tmp_path / "nowhere.csv")).setup("fit")
+        ArrayDataModule(path=str(path), target="Cultivar")
+    with pytest.raises(MissingFileError, match=r"path .*nowhere.csv does not exist; .*fix --data.path"):
+        ArrayDataModule(path=str(tmp_path / "nowhere.csv"))
     lines = path.read_text().splitlines()
     (tmp_path / "nan.csv").write_text("\n".join([*lines[:5], lines[5].replace(lines[5].split(",")[2], "nan", 1),
                                                  *lines[6:]]))
     with pytest.raises(ValueError, match=r"expected finite values in path .*nan.csv, got 1 NaN/Inf \(the first at "
                                          r"row 4, feature 2.*impute each feature's mean"):
-        ArrayDataModule(path=str(tmp_path / "nan.csv"), target="cultivar").setup("fit")
+        ArrayDataModule(path=str(tmp_path / "nan.csv"), target="cultivar")
     (tmp_path / "empty.csv").write_text("\n".join([*lines[:3], lines[3].replace(lines[3].split(",")[1], "", 1)]))
-    with pytest.raises(ValueError, match=r"empty.csv line 4, column 'malic_acid': expected a number, got ''; .*fill the empty"):
-        ArrayDataModule(path=str(tmp_path / "empty.csv"), target="cultivar").setup("fit")
+    with pytest.raises(ValueError, match=r"empty.csv line 4, column 'malic_acid': expected a number, got ''; "
+                                         r".*fill the empty"):
+        ArrayDataModule(path=str(tmp_path / "empty.csv"), target="cultivar")
     np.savez(tmp_path / "keys.npz", data=np.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"expected arrays named 'x' .* found \['data'\]; save them as np.savez"):
-        ArrayDataModule(path=str(tmp_path / "keys.npz")).input_size
+        ArrayDataModule(path=str(tmp_path / "keys.npz"))
     with pytest.raises(ValueError, match="expected exactly one of x, path, loader, got none"):
         ArrayDataModule()
     with pytest.raises(ValueError, match="expected at most one of test_path, x_test"):
@@ -591,7 +610,7 @@ def test_file_errors_name_the_value_and_the_fix(tmp_path):
     with pytest.raises(ValueError, match=r"--data.test_fraction: expected a finite number in \(0, 1\)"):
         ArrayDataModule(np.zeros((4, 2)), test_fraction=0)
     with pytest.raises(ValueError, match=r"expected 13 features per row, like the training rows, got 12"):
-        ArrayDataModule(*wine_arrays(), x_test=np.zeros((3, 12)), y_test=[0, 1, 2]).input_size
+        ArrayDataModule(*wine_arrays(), x_test=np.zeros((3, 12)), y_test=[0, 1, 2])
 
 
 # ---------------------------------------------------------------- DatasetDataModule: tensors, PIL, ImageFolder
