@@ -4,7 +4,8 @@ Data flow: YAML -> CLI (``train.py``) -> DataModule + model -> pretraining stage
 the frozen RBMs 1..k-1, :func:`pretrain`) -> transfer into the MLP -> fine-tune -> test.
 """
 
-from .data import DigitsDataModule, FashionMNISTDataModule, ImageDataModule, MNISTDataModule
+from .data import (ArrayDataModule, DatasetDataModule, DigitsDataModule, FashionMNISTDataModule, ImageDataModule,
+                   InMemoryDataModule, MNISTDataModule)
 from .init import INIT_SCHEMES, init_weight
 from .io import load_stack, save_stack
 from .mlp import MLP
@@ -14,6 +15,6 @@ from .rbm import RBM, GaussianRBM, make_rbm
 
 __all__ = [
     "DBN", "Baseline", "Classifier", "MLP", "RBM", "GaussianRBM", "make_rbm", "INIT_SCHEMES", "init_weight",
-    "ImageDataModule", "DigitsDataModule", "MNISTDataModule", "FashionMNISTDataModule",
+    "InMemoryDataModule", "ArrayDataModule", "DatasetDataModule", "ImageDataModule", "DigitsDataModule", "MNISTDataModule", "FashionMNISTDataModule",
     "CDSettings", "make_trainer", "pretrain", "pretrain_stack", "load_stack", "save_stack",
 ]

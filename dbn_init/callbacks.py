@@ -91,8 +91,8 @@ class RBMPictures(Callback):
 
     Parameters
     ----------
-    image_shape : (H, W)
-        Shape of one input image.
+    image_shape : (H, W) or (C, H, W)
+        Shape of one input image (colour images are shown in colour).
     n_filters, n_samples : int
         How many filters and samples to draw.
     gibbs_steps : int
@@ -146,7 +146,8 @@ class RBMPictures(Callback):
         for kind, grid in pictures.items():
             save_image_grid(grid, folder / f"{stage.name}_{kind}.png", f"{stage.name} {kind}")
             if isinstance(trainer.logger, TensorBoardLogger):
-                trainer.logger.experiment.add_image(f"{stage.name}/{kind}", grid[None], stage.index, dataformats="CHW")
+                trainer.logger.experiment.add_image(f"{stage.name}/{kind}", grid if grid.ndim == 3 else grid[None],
+                                                    stage.index, dataformats="HWC" if grid.ndim == 3 else "CHW")
         curves = {k: v for k, v in self.curves.items() if k.startswith(f"{stage.name}/")}
         if curves:
             save_curves({stage.name: curves}, folder / f"{stage.name}_curve.png", ylabel="reconstruction error")

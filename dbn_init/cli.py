@@ -22,7 +22,7 @@ from .models import DBN, Classifier
 from .pretrain import make_trainer, pretrain
 from .runs import RecordRunSettings, check_run_folder, checked_checkpoint, find_last, run_settings
 
-__all__ = ["DBNCLI", "main"]
+__all__ = ["DBNCLI", "main", "entry_point"]
 
 # Trainer options that belong to the fine-tuning fit only; a pretraining stage sets its own. CD
 # steps its update itself (manual optimization), so gradient clipping and accumulation, which
@@ -42,16 +42,21 @@ class DBNCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The data decide the input and output sizes where they declare them; else the model takes
         # them from the first batch (input_size None).
-        for size in ("input_size", "num_classes"):
-            parser.link_arguments("data", f"model.init_args.{size}", apply_on="instantiate",
-                                  compute_fn=lambda data, size=size: getattr(data, size, None))
+        # (module-level functions: under ddp_spawn the parser is pickled with the config callback)
+        parser.link_arguments("data", "model.init_args.input_size", _input_size, apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.num_classes", _num_classes, apply_on="instantiate")
 
     def instantiate_classes(self) -> None:
         """As LightningCLI's, but a class's refusal of a value ends the command as one usage line."""
         try:
             super().instantiate_classes()
-        except UsageError as err:
-            self.parser.error(str(err))
+        except (ValueError, TypeError) as err:  # jsonargparse wraps the class's refusal (or a missing file): find it
+            cause = err
+            while cause is not None and not isinstance(cause, (UsageError, FileNotFoundError)):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
+                raise
+            self.parser.error(str(cause))
 
     def _parse_ckpt_path(self) -> None:
         """Left empty on purpose: Lightning would load ``--ckpt_path`` here, unchecked, and let the
@@ -175,6 +180,29 @@ class DBNCLI(LightningCLI):
             rank_zero_warn(f"{path} exists and was kept; export this run's stack with python -m dbn_init.export")
 
 
+def _input_size(datamodule: LightningDataModule) -> int | None:
+    return getattr(datamodule, "input_size", None)
+
+
+def _num_classes(datamodule: LightningDataModule) -> int | None:
+    return getattr(datamodule, "num_classes", None)
+
+
+# What jsonargparse says around a class's own message about its options: the union of the class
+# and None it tried, and the value it was given (a Namespace, which repeats the whole config).
+_UNION_REPORT = ("Does not validate against any of the Union", "Subtypes:", "Errors:", "- Expected a <class 'NoneType'>",
+                 "Given value type:", "Given value: Namespace(", "Given value: NestedArg(")
+
+
+class _Parser(LightningArgumentParser):
+    """Lightning's parser, whose usage errors are one line: what the class or option said."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        lines = [line.strip() for line in message.splitlines()]
+        return super().error(" ".join(line.removeprefix("- ") for line in lines
+                                      if line and not line.startswith(_UNION_REPORT)), ex)
+
+
 def _trainer_options(config: dict) -> dict:
     """Trainer keyword arguments from the parsed ``trainer`` config, with the options given as a
     class (a strategy, plugins, a profiler) made into fresh objects: each belongs to one Trainer."""
@@ -195,14 +223,21 @@ def shipped_config(args: list[str]) -> list[str]:
     return out
 
 
-def main(args: list[str] | None = None) -> DBNCLI | None:
+def main(args: list[str] | None = None) -> DBNCLI:
+    """Run the CLI on ``args`` (default: the command line); a usage error raises :class:`UsageError`."""
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # our own stages'
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # Lightning's own use of torch
     if args is None:  # LightningCLI reads sys.argv itself, and warns when given both
         sys.argv[1:] = shipped_config(sys.argv[1:])
+    return DBNCLI(Classifier, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                  parser_class=_Parser, args=None if args is None else shipped_config(args))
+
+
+def entry_point() -> None:
+    """``train.py`` and ``dbn-init``: a value the user gave that is found wrong at run time ends in
+    one line and exit status 2; any other error keeps its traceback."""
     try:
-        return DBNCLI(Classifier, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                      args=None if args is None else shipped_config(args))
-    except UsageError as err:  # a value the user gave, found at run time: one line, no traceback
+        main()
+    except UsageError as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         raise SystemExit(2) from None

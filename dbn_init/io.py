@@ -5,8 +5,10 @@ returned; every problem found is reported in one ``ValueError`` that names the f
 
 * **safetensors** (:func:`save_stack` writes these, format version 2; docs/weights-format.md):
   tensors ``rbm.{i}.weight`` of shape ``(n_hidden, n_visible)``, like ``nn.Linear``,
-  ``rbm.{i}.visible_bias`` ``(n_visible,)`` and ``rbm.{i}.hidden_bias`` ``(n_hidden,)``, and, when
-  the inputs were standardised, ``scaling.mean`` and ``scaling.std`` ``(n_visible_0,)``; string
+  ``rbm.{i}.visible_bias`` ``(n_visible,)`` and ``rbm.{i}.hidden_bias`` ``(n_hidden,)``, and the
+  fitted input transform where the DataModule had one, ``scaling.raw_low``, ``scaling.raw_high``,
+  ``scaling.feature_mean``, ``scaling.feature_std`` ``(n_visible_0,)`` (model input =
+  ``((raw - raw_low) / (raw_high - raw_low) - feature_mean) / feature_std``); string
   metadata ``format`` ("dbn_init.rbm_stack"), ``format_version`` ("2"), ``visible_units`` and
   ``hidden_units`` (JSON lists, one per RBM), ``sizes`` (JSON list ``[n_visible_0, n_hidden_0,
   n_hidden_1, ...]``), ``scaling`` ("unit", "standardize" or "none") and ``image_shape`` (JSON
@@ -51,7 +53,8 @@ _READABLE_VERSIONS = ("1", "2")  # 1 lacks hidden_units, the scaling statistics 
 _KINDS = ("weight", "visible_bias", "hidden_bias")
 _UNITS = ("bernoulli", "gaussian")
 _SCALINGS = ("unit", "standardize", "none")
-_STATS = ("scaling.mean", "scaling.std")
+# The fitted input transform, each (n_visible_0,): model input = ((raw - raw_low) / (raw_high - raw_low) - mean) / std.
+_STATS = ("raw_low", "raw_high", "feature_mean", "feature_std")
 _ORIENTATION = "weight is (n_hidden, n_visible), like nn.Linear"
 _MAX_HEADER = 100_000_000  # the safetensors library's own header limit
 _ACCEPTED = ("a dbn_init .safetensors file, a Lightning .ckpt of a DBN, or a .npz with keys weight_{i}, "
@@ -75,8 +78,26 @@ class StackFile:
 
     rbms: list[RBM]
     metadata: dict[str, str] = field(default_factory=dict)
-    feature_mean: torch.Tensor | None = None  # (n_visible_0,): the model input is (x - mean) / std
-    feature_std: torch.Tensor | None = None
+    # The fitted input transform, each (n_visible_0,), by name (raw_low, raw_high, feature_mean,
+    # feature_std), where the file holds it: model input = ((raw - raw_low) / (raw_high - raw_low) - mean) / std.
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def feature_mean(self) -> torch.Tensor | None:
+        return self.stats.get("feature_mean")
+
+    @property
+    def feature_std(self) -> torch.Tensor | None:
+        return self.stats.get("feature_std")
+
+    def scale(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw rows (N, n_visible_0) as RBM 1 saw its training data, by the recorded transform."""
+        x = raw.float()
+        if "raw_low" in self.stats:
+            x = (x - self.stats["raw_low"]) / (self.stats["raw_high"] - self.stats["raw_low"])
+        if "feature_mean" in self.stats:
+            x = (x - self.stats["feature_mean"]) / self.stats["feature_std"]
+        return x
 
     @property
     def image_shape(self) -> tuple[int, ...] | None:
@@ -105,31 +126,26 @@ class _Raw(NamedTuple):
     units: list | None  # visible unit type per RBM; None: all Bernoulli
     metadata: dict[str, str]
     sizes: list | None = None  # [n_visible_0, n_hidden_0, ...] as declared by the file, if it does
-    stats: list | None = None  # [scaling.mean, scaling.std] tensors, if the file holds them
+    stats: dict | None = None  # the scaling.* tensors the file holds, by name
 
 
 # --- writing --------------------------------------------------------------------------------
 def data_record(datamodule) -> dict[str, Any]:
     """What a stack file records of the data it was trained on, read from a DataModule's
-    attributes where it has them: :func:`save_stack`'s ``scaling``, ``feature_mean``,
-    ``feature_std`` and ``image_shape``."""
-    record = {"scaling": getattr(datamodule, "scaling", None) or "none",
-              "image_shape": getattr(datamodule, "image_shape", None)}
-    if record["scaling"] == "standardize":
-        record.update(feature_mean=getattr(datamodule, "feature_mean", None),
-                      feature_std=getattr(datamodule, "feature_std", None))
-    return record
+    attributes where it has them: :func:`save_stack`'s ``scaling``, ``stats`` and ``image_shape``."""
+    stats = {name: getattr(datamodule, name) for name in _STATS if getattr(datamodule, name, None) is not None}
+    return {"scaling": getattr(datamodule, "scaling", None) or "none", "stats": stats,
+            "image_shape": getattr(datamodule, "image_shape", None)}
 
 
 def save_stack(rbms: Sequence[RBM], path: str | os.PathLike, *, scaling: str = "unit",
-               feature_mean: torch.Tensor | None = None, feature_std: torch.Tensor | None = None,
-               image_shape: Sequence[int] | None = None, extra_metadata: dict[str, str] | None = None,
+               stats: dict[str, torch.Tensor] | None = None, image_shape: Sequence[int] | None = None, extra_metadata: dict[str, str] | None = None,
                overwrite: bool = False) -> Path:
     """Write an RBM stack (bottom to top) as one safetensors file, atomically; returns the path.
 
     ``scaling`` records how RBM 0's inputs were scaled ("unit": in [0, 1]; "standardize": zero
-    mean, unit variance, by ``feature_mean`` and ``feature_std`` (n_visible_0,) when given;
-    "none": as given), so that later inference applies the same transform; ``image_shape`` the
+    mean, unit variance; "none": as given) and ``stats`` the fitted transform (:data:`_STATS`, each
+    (n_visible_0,)), so that later inference applies the same one; ``image_shape`` the
     shape of one input image. ``save_stack(rbms, path, **data_record(datamodule))`` takes all of
     it from the DataModule. The stack is validated like a loaded one, so a diverged (NaN) or
     inconsistent stack is refused before anything is written.
@@ -154,9 +170,8 @@ def save_stack(rbms: Sequence[RBM], path: str | os.PathLike, *, scaling: str = "
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot save to {path}: folder {folder} does not exist; create it first")
     tensors = {f"rbm.{i}.{k}": getattr(r, k).detach().cpu().contiguous() for i, r in enumerate(stack) for k in _KINDS}
-    if feature_mean is not None and feature_std is not None:
-        tensors.update(zip(_STATS, (torch.as_tensor(t, dtype=torch.float32).cpu().contiguous()
-                                    for t in (feature_mean, feature_std))))
+    for name, value in (stats or {}).items():
+        tensors[f"scaling.{name}"] = torch.as_tensor(value, dtype=torch.float32).cpu().contiguous()
     sizes = [stack[0].n_visible] + [r.n_hidden for r in stack]
     metadata = {**extra, "format": FORMAT, "format_version": FORMAT_VERSION, "visible_units": json.dumps(units),
                 "hidden_units": json.dumps(["sigmoid"] * len(stack)), "sizes": json.dumps(sizes), "scaling": scaling,
@@ -221,11 +236,13 @@ def load_stack(source: str | os.PathLike | Sequence[Any], *, input_size: int | N
     if raw.metadata.get("scaling") not in (None, *_SCALINGS):
         problems.append(f"metadata scaling must be one of {list(_SCALINGS)}, got {raw.metadata['scaling']!r}")
     rbms = _build(str(path), raw.found, raw.label, raw.units, problems, input_size, hidden, raw.sizes)
-    mean, std = raw.stats if raw.stats and None not in raw.stats else (None, None)
-    if mean is not None and not tuple(mean.shape) == tuple(std.shape) == (rbms[0].n_visible,):
-        raise ValueError(f"{path}: scaling.mean {tuple(mean.shape)} and scaling.std {tuple(std.shape)} must both have "
-                         f"shape ({rbms[0].n_visible},), one entry per input feature; re-export the stack")
-    return StackFile(rbms, raw.metadata, mean, std)
+    stats = raw.stats or {}
+    wrong = {name: tuple(t.shape) for name, t in stats.items() if tuple(t.shape) != (rbms[0].n_visible,)}
+    if wrong or len(stats) % 2:  # each transform comes as a pair
+        raise ValueError(f"{path}: the scaling tensors {wrong or sorted(stats)} must come in pairs (raw_low with "
+                         f"raw_high, feature_mean with feature_std) of shape ({rbms[0].n_visible},), one entry per "
+                         "input feature; re-export the stack")
+    return StackFile(rbms, raw.metadata, stats)
 
 
 def _sniff(path: Path, head: bytes) -> Callable[[Path, int, list[str]], _Raw]:
@@ -279,7 +296,7 @@ def _read_safetensors(path: Path, size: int, problems: list[str]) -> _Raw:
     if ours and meta.get("format_version") not in _READABLE_VERSIONS:
         problems.append(f"format_version is {meta.get('format_version')!r}, and this dbn_init reads versions "
                         f"{', '.join(_READABLE_VERSIONS)}; read it with the dbn_init that wrote it, or upgrade dbn_init")
-    stats = [tensors.pop(name, None) for name in _STATS]
+    stats = {name: tensors.pop(f"scaling.{name}").float() for name in _STATS if f"scaling.{name}" in tensors}
     found = _match(tensors, r"rbm\.(?P<i>0|[1-9]\d*)\.(?P<kind>\w+)", problems,
                    "rbm.{i}.weight, rbm.{i}.visible_bias, rbm.{i}.hidden_bias for i = 0, 1, ...")
     units = _json_list(meta, "visible_units", problems) if ours else None

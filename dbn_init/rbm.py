@@ -332,6 +332,8 @@ class RBM(nn.Module):
         data only; :class:`GaussianRBM` raises ``NotImplementedError``. ``v`` is not validated here
         (this runs on every validation batch): check data once where they enter (:func:`check_visible`).
         """
+        if v.ndim != 2 or v.shape[1] != self.n_visible:
+            raise ValueError(f"expected v of shape (batch, {self.n_visible}), got {tuple(v.shape)}")
         v = v.to(device=self.weight.device, dtype=self.weight.dtype)
         rows = torch.arange(v.shape[0], device=v.device)
         if index is None:

@@ -12,7 +12,7 @@ import yaml
 
 from dbn_init import DBN, Baseline
 from dbn_init.cli import DBNCLI, main
-from dbn_init.data import ImageDataModule
+from lightning.pytorch import LightningDataModule
 from dbn_init.models import Classifier
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -83,9 +83,11 @@ def test_ckpt_path_last_resumes_only_a_run_of_the_same_model_and_settings(tmp_pa
     checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"  # rbm1-last.ckpt, then last.ckpt
 
     def resolved(*args):
-        cli = DBNCLI(Classifier, ImageDataModule, subclass_mode_model=True, subclass_mode_data=True, args=list(args),
+        cli = DBNCLI(Classifier, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, args=list(args),
                      run=False)
-        found = cli.resolve_resume("last")
+        cli.config_init["fit"] = {"ckpt_path": "last"}
+        cli.subcommand = "fit"
+        found = cli._resolve()
         return found and found[0]
 
     assert resolved(*dbn) == checkpoints / "last.ckpt"
@@ -241,18 +243,25 @@ def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untraine
     assert tested.config_init["test"]["ckpt_path"] == str(finished_run / "last.ckpt")
     test_acc = float(tested.trainer.callback_metrics["test_acc"])
     predicted = main(["predict", *args, "--trainer.default_root_dir", root, "--ckpt_path", "last"])
-    logits = torch.cat(predicted.trainer.predict(predicted.model, datamodule=predicted.datamodule,
-                                                 ckpt_path=str(finished_run / "last.ckpt")))
+    probabilities = torch.cat(predicted.trainer.predict(predicted.model, datamodule=predicted.datamodule,
+                                                        ckpt_path=str(finished_run / "last.ckpt")))
     labels = predicted.datamodule.test_y
-    assert logits.shape == (len(labels), 10)
-    assert (logits.argmax(1) == labels).float().mean().item() == pytest.approx(test_acc, abs=1e-6)
-    saved = torch.load(Path(predicted.trainer.log_dir) / "predictions.pt", weights_only=True)  # what the command kept
-    assert torch.equal(saved["indices"], torch.arange(len(labels))) and torch.allclose(saved["logits"], logits)
+    assert probabilities.shape == (len(labels), 10)
+    torch.testing.assert_close(probabilities.sum(1), torch.ones(len(labels)))
+    assert (probabilities.argmax(1) == labels).float().mean().item() == pytest.approx(test_acc, abs=1e-6)
+    run_dir = Path(predicted.trainer.log_dir)
+    saved = torch.load(run_dir / "predictions.pt", weights_only=True)  # what the command kept
+    assert torch.equal(saved["indices"], torch.arange(len(labels)))
+    assert torch.allclose(saved["probabilities"], probabilities) and torch.equal(saved["labels"], probabilities.argmax(1))
+    rows = (run_dir / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "index,label," + ",".join(f"p_{c}" for c in range(10)) and len(rows) == len(labels) + 1
+    assert int(rows[1].split(",")[1]) == int(saved["labels"][0])
     alone = [*args, "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "alone"), "--ckpt_path",
              str(finished_run / "last.ckpt")]
     main(["predict", *alone])
     before = _snapshot(tmp_path / "alone")
-    with pytest.raises(FileExistsError, match=r"already holds an earlier run's config.yaml and predictions.pt"):
+    with pytest.raises(FileExistsError, match=r"already holds an earlier run's config.yaml and predictions.pt and "
+                                              r"predictions.csv"):
         main(["predict", *alone])  # without a logger the same folder: refused, not overwritten
     assert _snapshot(tmp_path / "alone") == before
     with pytest.raises(ValueError, match=r"saved during pretraining \(stage 1\).*test needs a fine-tuning checkpoint"):
@@ -297,8 +306,10 @@ def test_baseline_selected_from_yaml(tmp_path):
     "extra, message",
     [
         (["--model.hiden", "[8]"], "hiden"),  # a typo in a key is refused, not ignored
-        (["--model.init_args.pretrain_epochs", "-1"], "non-negative"),
-        (["--model.hidden", "[]"], "at least one hidden"),
+        (["--model.init_args.pretrain_epochs", "-1"], "--model.pretrain_epochs: expected an integer in [0, inf)"),
+        (["--model.hidden", "[]"], "--model.hidden: expected a list of at least 1 item(s)"),
+        (["--model.pretrain_lr", ".inf"], "--model.pretrain_lr: expected a finite number in (0, inf), got inf"),
+        (["--model.pretrain_seed", str(2**40)], "--model.pretrain_seed: expected an integer in [0, 4.29497e+09]"),
         # a plain value of the wrong type: jsonargparse's whole report, alternatives and value included
         (["--trainer.limit_train_batches", "abc"], "Expected a <class 'float'>"),
         (["--trainer.limit_train_batches", "abc"], "Given value: abc"),
@@ -312,9 +323,9 @@ def test_config_mistakes_are_errors(tmp_path, capsys, extra, message):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--data.val_fraction", "1"], "expected val_fraction in [0, 1), got 1.0"),
-    (["--model.cd_k", "0"], "cd_k must be >= 1, got 0"),
-    (["--model.lr", "-1"], "lr (--model.lr) must be > 0, got -1.0"),
+    (["--data.val_fraction", "1"], "DigitsDataModule: --data.val_fraction: expected a finite number in [0, 1), got 1.0"),
+    (["--model.cd_k", "0"], "DBN: --model.cd_k: expected an integer in [1, inf), got 0"),
+    (["--model.lr", "-1"], "DBN: --model.lr: expected a finite number in (0, inf), got -1.0"),
     # typos and values outside a class's choice: what the class's parser found, without the union report
     (["--model.hiden", "[8]"], """Parser key "model": Problem with given class_path 'dbn_init.DBN': Option 'hiden' is """
                                "not accepted"),
@@ -337,7 +348,7 @@ def test_every_shipped_train_config_instantiates(path):
     config = yaml.safe_load(path.read_text())
     if "model" not in config:  # comparison configs are checked in test_compare
         pytest.skip("not a train.py config")
-    cli = DBNCLI(Classifier, ImageDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+    cli = DBNCLI(Classifier, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
                  args=["--config", str(path)])
     assert cli.model.hparams.hidden == config["model"]["init_args"]["hidden"]
 
@@ -380,3 +391,40 @@ def test_fashion_mnist_dbn_smoke_run_on_the_debian_folder(tmp_path):
                 "--trainer.default_root_dir", str(tmp_path)])
     assert cli.model.pretrained
     assert cli.trainer.callback_metrics["test_acc"] > 0.6  # 10 classes: chance is 0.1
+
+
+def test_a_usage_error_found_at_run_time_is_one_line_and_exit_status_2(tmp_path):
+    """train.py's entry point: a --ckpt_path that does not exist is found after parsing, when the
+    run looks for it; the user sees one line naming it, no traceback."""
+    proc = subprocess.run([sys.executable, str(CONFIGS.parent / "train.py"), "fit", "--config", "quickstart.yaml",
+                           "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(tmp_path / "nope.ckpt")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"error: --ckpt_path {tmp_path / 'nope.ckpt'} does not exist; pass a " \
+                                                  ".ckpt file or 'last'"
+
+
+@pytest.mark.slow
+def test_the_console_script_from_a_built_wheel_runs_a_shipped_config_from_another_folder(tmp_path):
+    """An editable install hides packaging mistakes: build the wheel, install it in a fresh
+    environment (dependencies from this one), and run `dbn-init fit --config quickstart.yaml`
+    where no configs/ folder exists."""
+    root = CONFIGS.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "dist")], check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("dbn_init-*.whl")
+    env_dir = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env_dir)], check=True, timeout=120)
+    subprocess.run([str(env_dir / "bin" / "pip"), "install", "--no-deps", "-q", str(wheel)], check=True,
+                   capture_output=True, timeout=300)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    proc = subprocess.run([str(env_dir / "bin" / "dbn-init"), "fit", "--config", "quickstart.yaml",
+                           "--trainer.fast_dev_run", "true", "--model.hidden", "[16]"],
+                          cwd=work, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test_acc" in proc.stdout + proc.stderr
+    where = subprocess.run([str(env_dir / "bin" / "python"), "-c", "import dbn_init; print(dbn_init.__file__)"],
+                           cwd=work, capture_output=True, text=True, check=True).stdout
+    assert str(env_dir) in where  # the wheel's copy ran, not the repository's

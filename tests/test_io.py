@@ -19,6 +19,8 @@ from sklearn.neural_network import BernoulliRBM
 from torch.utils.data import DataLoader, TensorDataset
 
 import dbn_init.io as dio
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 from dbn_init.export import main as export_main
 from dbn_init.io import FORMAT_VERSION, StackFile, from_sklearn, load_stack, save_stack
 from dbn_init.mlp import MLP
@@ -67,7 +69,7 @@ def test_a_stack_recording_a_scaling_no_datamodule_knows_is_refused(tmp_path):
     with safe_open(path, "pt") as f:
         metadata = f.metadata()
     save_file(load_file(path), path, metadata={**metadata, "scaling": "weird"})
-    with pytest.raises(ValueError, match=r"metadata scaling must be one of \['unit', 'standardize'\], got 'weird'"):
+    with pytest.raises(ValueError, match=r"metadata scaling must be one of \['unit', 'standardize', 'none'\], got 'weird'"):
         load_stack(path)
 
 
@@ -79,8 +81,9 @@ def test_safetensors_round_trip_is_bit_identical_and_transfers_to_the_same_mlp(t
     assert_same(loaded.rbms, rbms)
     assert isinstance(loaded.rbms[0], GaussianRBM) and type(loaded.rbms[1]) is RBM
     assert loaded.metadata == {"format": "dbn_init.rbm_stack", "format_version": FORMAT_VERSION,
-                               "visible_units": '["gaussian", "bernoulli"]', "sizes": "[20, 12, 6]",
-                               "scaling": "standardize", "run": "r1"}
+                               "visible_units": '["gaussian", "bernoulli"]', "hidden_units": '["sigmoid", "sigmoid"]',
+                               "sizes": "[20, 12, 6]", "scaling": "standardize", "image_shape": "null", "run": "r1"}
+    assert FORMAT_VERSION == "2" and loaded.image_shape is None and loaded.stats == {}
     torch.manual_seed(0)
     mlp_a = MLP(20, [12, 6], 3, "sigmoid")
     mlp_b = copy.deepcopy(mlp_a)
@@ -305,7 +308,7 @@ def test_save_refuses_a_diverged_stack_before_writing(tmp_path):
         rbms[1].weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match=r"rbms\[1\]\.weight holds 1 NaN and 0 Inf"):
         save_stack(rbms, tmp_path / "s.safetensors")
-    with pytest.raises(ValueError, match=r"scaling must be one of \['unit', 'standardize'\], got 'minmax'"):
+    with pytest.raises(ValueError, match=r"scaling must be one of \['unit', 'standardize', 'none'\], got 'minmax'"):
         save_stack(random_stack(), tmp_path / "s.safetensors", scaling="minmax")
     assert not list(tmp_path.iterdir())
 
@@ -316,9 +319,10 @@ def test_foreign_names_and_newer_versions_are_explained(tmp_path):
     with pytest.raises(ValueError, match=r"unexpected tensor names \['encoder.bias', 'encoder.weight'\]; expected "
                        r"the scheme rbm\.\{i\}\.weight, rbm\.\{i\}\.visible_bias, rbm\.\{i\}\.hidden_bias"):
         load_stack(path)
-    meta = {**our_metadata(["bernoulli", "bernoulli"], [20, 12, 6]), "format_version": "2"}
-    path = write_stack(tmp_path / "v2.safetensors", tensors_of(random_stack(first="bernoulli")), meta)
-    with pytest.raises(ValueError, match=r"format_version is '2', this dbn_init reads '1'; upgrade dbn_init"):
+    meta = {**our_metadata(["bernoulli", "bernoulli"], [20, 12, 6]), "format_version": "3"}
+    path = write_stack(tmp_path / "v3.safetensors", tensors_of(random_stack(first="bernoulli")), meta)
+    with pytest.raises(ValueError, match=r"format_version is '3', and this dbn_init reads versions 1, 2; read it with "
+                                         r"the dbn_init that wrote it, or upgrade dbn_init"):
         load_stack(path)
     meta = our_metadata(["bernoulli", "softmax"], [20, 12, 7])
     path = write_stack(tmp_path / "m.safetensors", tensors_of(random_stack(first="bernoulli")), meta)
@@ -507,3 +511,29 @@ def test_arbitrary_bytes_load_or_raise_value_error(scratch, content):
     except ValueError:
         return
     assert isinstance(result, StackFile) and result.rbms
+
+
+def test_a_version_1_file_is_read_with_the_defaults_of_the_fields_version_2_added(tmp_path):
+    rbms = random_stack(first="bernoulli")
+    path = write_stack(tmp_path / "v1.safetensors", tensors_of(rbms), our_metadata(["bernoulli", "bernoulli"],
+                                                                                 [20, 12, 6]))
+    loaded = load_stack(path)
+    assert_same(loaded.rbms, rbms)
+    assert loaded.hidden_units == ["sigmoid", "sigmoid"] and loaded.image_shape is None and loaded.stats == {}
+
+
+def test_the_stack_records_the_data_transform_and_image_shape_and_applies_them(tmp_path):
+    from dbn_init.data import DigitsDataModule
+    from dbn_init.io import data_record
+
+    data = DigitsDataModule(scaling="standardize")
+    data.setup("fit")
+    rbms = [make_rbm(64, 8, "gaussian")]
+    loaded = load_stack(save_stack(rbms, tmp_path / "s.safetensors", **data_record(data)))
+    assert loaded.image_shape == (8, 8) and loaded.scaling == "standardize"
+    assert set(loaded.stats) == {"raw_low", "raw_high", "feature_mean", "feature_std"}
+    digits = load_digits()
+    train, _ = train_test_split(np.arange(len(digits.target)), test_size=0.2, stratify=digits.target, random_state=0)
+    raw = torch.from_numpy(digits.images[train].reshape(-1, 64)).float()  # DigitsDataModule's training split
+    # the recorded transform maps raw 0..16 pixels to what RBM 1 was trained on
+    torch.testing.assert_close(loaded.scale(raw[data.pretrain_indices]), data.pretrain_x)
