@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, Namespace
-from jsonargparse.typing import NonNegativeInt, PositiveInt
+from jsonargparse.typing import NonNegativeInt, PositiveInt, restricted_number_type
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 
 from .cli import shipped_config
@@ -50,6 +51,7 @@ __all__ = ["Cell", "Row", "main", "build_parser", "run", "cells"]
 
 MODELS = ("dbn", *INIT_SCHEMES)
 ModelName = Literal[MODELS]  # type: ignore[valid-type]
+Seed = restricted_number_type("Seed", int, [(">=", 0), ("<=", 2**32 - 1)])  # what seed_everything accepts
 _SET_BY_CELL = {"input_size", "num_classes", "hidden"}  # from the data and the row
 _OUTPUTS = ("results.md", "curves.png", "filters.png", "pretrained")  # what a run writes besides results.json
 
@@ -89,7 +91,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--extra", type=list[Row], default=[],
                         help="rows with a shape and options of their own: [{name: dbn_large, model: dbn, "
                              "hidden: [500, 500, 2000], options: {pretrain_epochs: 20}}]")
-    parser.add_argument("--seeds", type=list[NonNegativeInt], default=[0, 1, 2])
+    parser.add_argument("--seeds", type=list[Seed], default=[0, 1, 2], help="each seeds its cell (0 to 2**32 - 1)")
     parser.add_argument("--labels", type=list[Optional[PositiveInt]], default=[None],
                         help="label budgets for fine-tuning (null = all); pretraining always sees every image")
     parser.add_argument("--max_epochs", type=PositiveInt, default=15, help="fine-tuning epochs of every cell")
@@ -238,8 +240,15 @@ def _check_table(cfg: Namespace, table: list[Cell]) -> None:
         raise UsageError("--data.num_labels is set, but each cell sets its own label budget from --labels; move the "
                          f"value into --labels (e.g. --labels '[{cfg.data.init_args.num_labels}]')")
     if not table:
-        raise UsageError("no cells to run: expected at least one seed, one label budget (null = all) and one row "
-                         "(a model of --models at a shape of --hidden, or an --extra row)")
+        why = [f"--{o} is empty" for o in ("seeds", "labels") if not getattr(cfg, o)]
+        if not (cfg.models and cfg.hidden or cfg.extra):
+            why.append("no row (--models and --hidden are empty, or --extra is)")
+        raise UsageError(f"no cells to run: {', '.join(why)}; expected at least one seed, one label budget (null = "
+                         "all) and one row (a model of --models at a shape of --hidden, or an --extra row)")
+    try:  # an unknown accelerator, or more devices than it has, would fail in the first cell
+        make_trainer(1, dict(accelerator=cfg.accelerator, devices=cfg.devices))
+    except (MisconfigurationException, ValueError, RuntimeError) as err:
+        raise UsageError(f"--accelerator {cfg.accelerator} --devices {cfg.devices}: {err}") from err
 
 
 def _plan(cfg: Namespace, results: ResultsFile, out: Path) -> tuple[list[Cell], dict]:
@@ -260,7 +269,11 @@ def _plan(cfg: Namespace, results: ResultsFile, out: Path) -> tuple[list[Cell], 
             raise UsageError(f"cannot build {cell.name} with hidden={list(cell.hidden)} from --"
                              f"{'dbn' if cell.model == 'dbn' else 'baseline'} and the row's options: {err}") from err
         if cell.model == "dbn" and model.hparams.pretrained and not _stack_cache(out, cell, model, data).exists():
-            import_stack(model, data)  # --dbn.pretrained: missing, corrupt or wrong-shape files fail now
+            try:  # --dbn.pretrained: missing, corrupt or wrong-shape files fail now, not at the first DBN cell
+                import_stack(model, data)
+            except (ValueError, OSError) as err:
+                raise UsageError(f"--dbn.pretrained, the stack {cell.name} with hidden={list(cell.hidden)} starts "
+                                 f"from: {err}. Nothing was run") from err
         row = done.get(cell.key())
         if row is None:
             todo.append(cell)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from .constraints import Interval, ListOf, Options, validate_params
+from .constraints import Interval, ListOf, Options, UsageError, validate_params
 from .init import INIT_SCHEMES, InitName, check_constant, init_weight
 from .mlp import MLP, Activation
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
@@ -199,7 +199,7 @@ def _sizes_of(datamodule, hparams, stage: str) -> tuple[int, int]:
         loader = loader or getattr(datamodule, {"fit": "train", "validate": "val"}.get(stage, stage) + "_dataloader")
         input_size = _features(next(iter(loader()))).shape[1]
     if input_size is None or num_classes is None:
-        raise ValueError(f"the model was built with input_size={hparams.get('input_size')}, num_classes="
+        raise UsageError(f"the model was built with input_size={hparams.get('input_size')}, num_classes="
                          f"{hparams.get('num_classes')} and the data ({type(datamodule).__name__}) declare neither; "
                          "pass them to the model, or give the DataModule input_size and num_classes attributes")
     return int(input_size), int(num_classes)
@@ -380,7 +380,7 @@ class DBN(Classifier):
         validate_params("DBN", locals(), self._parameter_constraints, "--model.")
         epochs = [pretrain_epochs] * len(hidden) if isinstance(pretrain_epochs, int) else list(pretrain_epochs)
         if len(epochs) != len(hidden):
-            raise ValueError(f"--model.pretrain_epochs: expected one number or one per RBM ({len(hidden)} for "
+            raise UsageError(f"--model.pretrain_epochs: expected one number or one per RBM ({len(hidden)} for "
                              f"hidden={hidden}), got {pretrain_epochs}")
         super().__init__(None, None, hidden, "sigmoid", lr, optimizer, weight_decay, momentum)
         self.save_hyperparameters()

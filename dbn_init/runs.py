@@ -48,8 +48,11 @@ def _settings(model_hparams: Mapping | None, data_hparams: Mapping | None) -> di
 def run_settings(model, datamodule) -> dict[str, dict | None]:
     """The settings of a run of ``model`` on ``datamodule`` (JSON types, ``_class_path`` naming each
     class when the CLI built it); ``data`` is None for a DataModule that records no hyperparameters."""
-    data = getattr(datamodule, "hparams", None)
-    return _settings(model.hparams, data if data else None)
+    hparams = getattr(datamodule, "hparams", None)
+    settings = _settings(model.hparams, hparams if hparams else None)
+    if settings["data"] is not None:  # which data: two classes may share every argument (MNIST, Fashion-MNIST)
+        settings["data"].setdefault("_class_path", f"{type(datamodule).__module__}.{type(datamodule).__qualname__}")
+    return settings
 
 
 def pretraining_settings(model, datamodule) -> dict[str, dict | None]:

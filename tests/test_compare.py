@@ -154,8 +154,6 @@ def test_settings_that_change_nothing_are_not_a_change(finished, monkeypatch):
 
 
 @needs_fashion
-@pytest.mark.xfail(strict=True, reason="the DataModule's class is no part of a cell's settings: MNIST and "
-                                       "Fashion-MNIST cells (same hparams, same sizes) count as the same cell")
 def test_cells_finished_on_other_data_are_refused(monkeypatch, tmp_path):
     """A rerun of compare_mnist.yaml by mistake on the --out of compare_fashion_mnist.yaml must not report
     Fashion's accuracies as MNIST's (Fashion's files stand in for MNIST's: same layout and shapes)."""
@@ -241,7 +239,7 @@ def _bad_stack(kind, folder):
 
 
 @pytest.mark.parametrize("kind, error, match", [
-    ("missing", FileNotFoundError, r"no such file: .*missing.safetensors"),
+    ("missing", UsageError, r"--dbn.pretrained, the stack dbn .*no such file: .*missing.safetensors"),
     ("notes", ValueError, r"notes.safetensors is not a recognised weights file"),
     ("cut", ValueError, r"cut.safetensors is a truncated or corrupt safetensors file"),
     ("foreign", ValueError, r"(?s)foreign.safetensors.*unexpected tensor names \['foo'\]"),
@@ -261,8 +259,6 @@ def test_a_bad_pretrained_stack_is_refused_before_the_first_cell(kind, error, ma
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="_plan calls import_stack unwrapped: load_stack's FileNotFoundError/"
-                                       "ValueError escape main with a traceback, naming neither the option nor the row")
 @pytest.mark.parametrize("kind", ["missing", "std"])
 def test_a_bad_pretrained_stack_is_a_one_line_error_naming_the_option(kind, monkeypatch, tmp_path, capsys):
     stack = _bad_stack(kind, tmp_path)
@@ -321,7 +317,7 @@ def test_unknown_models_and_option_typos_are_refused_at_parse_time(args, match, 
     (["--max_epochs", "0"], r'Parser key "max_epochs":\s+Not of type PositiveInt: 0'),
     (["--max_epochs", "-1"], r'Parser key "max_epochs":\s+Not of type PositiveInt: -1'),
     (["--min_steps", "-1"], r'Parser key "min_steps":\s+Not of type NonNegativeInt: -1'),
-    (["--seeds", "[0, -1]"], r'Parser key "seeds":\s+Not of type NonNegativeInt: -1'),
+    (["--seeds", "[0, -1]"], r'Parser key "seeds":\s+Not of type Seed: -1 does not conform to restriction v>=0'),
     (["--devices", "0"], r'Parser key "devices":\s+Not of type PositiveInt: 0'),
     (["--labels", "[null, 0]"], r'Parser key "labels".*PositiveInt.*Given value: 0'),
     (["--hidden", "[[32, 0]]"], r'Parser key "hidden".*PositiveInt: 0'),
@@ -344,20 +340,15 @@ def _refused(monkeypatch, out, *args, match, error=UsageError):
     assert _snapshot(out) == before
 
 
-def test_a_seed_numpy_refuses_is_refused_before_the_first_cell(monkeypatch, tmp_path):
-    _refused(monkeypatch, tmp_path / "out", "--seeds", "[0, 4294967296]",
-             match=r"cannot build dbn with hidden=\[32, 16\].*pretrain_seed: expected an integer in .*got 4294967296")
+@pytest.mark.parametrize("models", ["[dbn, he_uniform]", "[he_uniform]"])
+def test_a_seed_numpy_refuses_is_refused_at_parse_time(models, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--data", "dbn_init.DigitsDataModule", "--models", models,
+                                   "--seeds", "[0, 4294967296]"])
+    assert re.search(r'Parser key "seeds":\s+Not of type Seed: 4294967296 does not conform to restriction v>=0 and '
+                     r"v<=4294967295", capsys.readouterr().err)
 
 
-@pytest.mark.xfail(strict=True, reason="--seeds has no upper bound: without a DBN row, nothing checks a seed "
-                                       "before seed_everything refuses it in the first cell")
-def test_a_seed_numpy_refuses_is_refused_before_the_first_cell_without_a_dbn_row(monkeypatch, tmp_path):
-    _refused(monkeypatch, tmp_path / "out", "--models", "[he_uniform]", "--seeds", "[4294967296]",
-             match=r"--seeds.*4294967296")
-
-
-@pytest.mark.xfail(strict=True, reason="_plan builds no Trainer: an unknown accelerator fails in the first "
-                                       "cell, after results.json is written")
 def test_an_unknown_accelerator_is_refused_before_the_first_cell(monkeypatch, tmp_path):
     _refused(monkeypatch, tmp_path / "out", "--accelerator", "tpuz", match=r"--accelerator tpuz")
 
@@ -377,8 +368,6 @@ def test_bad_model_and_data_values_are_refused_before_the_first_cell(args, match
     _refused(monkeypatch, tmp_path / "out", *args, match=match, error=ValueError)
 
 
-@pytest.mark.xfail(strict=True, reason="DBN raises a plain ValueError for pretrain_epochs of the wrong length "
-                                       "(models.py), which _plan does not wrap and main does not print as one line")
 def test_a_wrong_number_of_pretrain_epochs_is_a_one_line_error(monkeypatch, tmp_path, capsys):
     _no_cell(monkeypatch)
     assert main(_args(tmp_path / "out", "--dbn.pretrain_epochs", "[1]")) == 2
@@ -459,23 +448,15 @@ def test_a_data_num_labels_beside_labels_is_refused_with_the_fix(monkeypatch, tm
              match=r"--data.num_labels is set.*move the value into --labels \(e\.g\. --labels '\[50\]'\)")
 
 
-@pytest.mark.parametrize("args", [["--models", "[]"], ["--seeds", "[]"], ["--labels", "[]"]])
-def test_an_empty_table_is_refused_with_the_fix(args, monkeypatch, tmp_path, capsys):
-    _no_cell(monkeypatch)
-    assert main(_args(tmp_path / "out", *args)) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("python -m dbn_init.compare: error: no cells to run: expected at least one seed, one "
-                          "label budget (null = all) and one row") and err.count("\n") == 1, err
-    assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.xfail(strict=True, reason="_check_table's message no longer says which list is empty")
 @pytest.mark.parametrize("args, why", [(["--models", "[]"], "no row"), (["--seeds", "[]"], "--seeds is empty"),
                                        (["--labels", "[]"], "--labels is empty")])
 def test_an_empty_table_names_what_is_empty(args, why, monkeypatch, tmp_path, capsys):
     _no_cell(monkeypatch)
     assert main(_args(tmp_path / "out", *args)) == 2
-    assert f"error: no cells to run: {why}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m dbn_init.compare: error: no cells to run: {why}") and err.count("\n") == 1, err
+    assert "expected at least one seed, one label budget (null = all) and one row" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_out_that_is_a_file_is_refused(monkeypatch, tmp_path, capsys):
