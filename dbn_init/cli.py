@@ -1,14 +1,11 @@
-"""The Lightning CLI: YAML -> DataModule + model -> fit (a DBN pretrains its stages first) -> test.
-
-``train.py`` and the ``dbn-init`` command run :func:`main`. What makes two runs the same and where
-a run resumes is :mod:`dbn_init.runs`; the greedy loop is :func:`dbn_init.pretrain.pretrain`.
-"""
+"""The Lightning CLI (``train.py``, ``dbn-init``): YAML -> DataModule + model -> fit (a DBN pretrains
+its stages first, :func:`dbn_init.pretrain.pretrain`) -> test. Run identity and resume: :mod:`dbn_init.runs`."""
 
 from __future__ import annotations
 
 import sys
 import warnings
-from importlib import resources
+from functools import partial
 from pathlib import Path
 
 from lightning.pytorch import LightningDataModule, Trainer
@@ -16,38 +13,26 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from .callbacks import PredictionWriter, RBMPictures, ResumeCheckpoint
+from .configs import shipped
 from .constraints import FileTakenError, UsageError
 from .io import data_record, save_stack
 from .models import DBN, Classifier
-from .pretrain import make_trainer, pretrain
+from .pretrain import FIT_ONLY, make_trainer, pretrain, trainer_options
 from .runs import RecordRunSettings, check_run_folder, checked_checkpoint, find_last, run_settings
 
 __all__ = ["DBNCLI", "main", "entry_point"]
-
-# Trainer options that belong to the fine-tuning fit only; a pretraining stage sets its own. CD
-# steps its update itself (manual optimization), so gradient clipping and accumulation, which
-# Lightning applies only to automatic optimization, stay with the fine-tuning too.
-_FIT_ONLY = (
-    "callbacks", "logger", "max_epochs", "min_epochs", "max_steps", "min_steps", "max_time",
-    "enable_checkpointing", "default_root_dir", "check_val_every_n_epoch", "val_check_interval",
-    "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "log_every_n_steps",
-    "enable_model_summary",
-)
-
 
 class DBNCLI(LightningCLI):
     """LightningCLI whose ``fit`` resumes by run identity, pretrains a DBN's stages with
     checkpoints and pictures, tests at the end and exports the pretrained stack."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # The data decide the input and output sizes where they declare them; else the model takes
-        # them from the first batch (input_size None).
-        # (module-level functions: under ddp_spawn the parser is pickled with the config callback)
-        parser.link_arguments("data", "model.init_args.input_size", _input_size, apply_on="instantiate")
-        parser.link_arguments("data", "model.init_args.num_classes", _num_classes, apply_on="instantiate")
+        # The data decide the sizes where they declare them, else the model takes them from the first
+        # batch (None). No lambdas: under ddp_spawn the parser is pickled with the config callback.
+        for size in ("input_size", "num_classes"):
+            parser.link_arguments("data", f"model.init_args.{size}", partial(_declared, size), apply_on="instantiate")
 
-    def instantiate_classes(self) -> None:
-        """As LightningCLI's, but a class's refusal of a value ends the command as one usage line."""
+    def instantiate_classes(self) -> None:  # a class's refusal of a value ends the command as one usage line
         try:
             super().instantiate_classes()
         except (ValueError, TypeError) as err:  # jsonargparse wraps the class's refusal (or a missing file): find it
@@ -66,7 +51,7 @@ class DBNCLI(LightningCLI):
     def _config_savers(self) -> list[SaveConfigCallback]:
         return [c for c in self.trainer.callbacks if isinstance(c, SaveConfigCallback)]
 
-    def run_dir(self) -> Path:
+    def run_dir(self) -> Path:  # on every rank: log_dir is a broadcast under DDP
         return Path(self.trainer.log_dir or self.trainer.default_root_dir)
 
     def checkpoint_dir(self) -> Path:
@@ -90,13 +75,12 @@ class DBNCLI(LightningCLI):
         """A stage's Trainer: the fit's hardware, precision and loggers, a checkpoint
         ``rbm{k}-last.ckpt`` every epoch (for resuming) and the stage's pictures."""
         config = self.config[self.subcommand]["trainer"].clone().as_dict()
-        options = {k: v for k, v in _trainer_options(config).items() if k not in _FIT_ONLY}
+        options = {k: v for k, v in trainer_options(config).items() if k not in FIT_ONLY}
         callbacks = [ResumeCheckpoint(self.checkpoint_dir(), f"rbm{stage + 1}-last"),
                      RecordRunSettings(run_settings(self.model, self.datamodule))]
         if getattr(self.datamodule, "image_shape", None):
             callbacks.append(RBMPictures(self.datamodule.image_shape))
-        # the fit's loggers; none if it has none (None would mean a default one)
-        return make_trainer(epochs, options, logger=self.trainer.loggers or False, callbacks=callbacks,
+        return make_trainer(epochs, options, logger=self.trainer.loggers or False, callbacks=callbacks,  # False: none
                             enable_checkpointing=True, default_root_dir=self.trainer.default_root_dir,
                             log_every_n_steps=1)  # stages log per epoch
 
@@ -118,11 +102,9 @@ class DBNCLI(LightningCLI):
             elif isinstance(self.model, DBN):  # pretraining is done; the fit restores the rest
                 self.model.load_state_dict(checkpoint["state_dict"])
         self.config_init[self.subcommand]["ckpt_path"] = str(resume) if resume else None
-        if not isinstance(self.model, DBN):
-            return
-        if self.trainer.world_size > 1:  # stage fits cannot nest inside a DDP fit: pretrain first
+        if isinstance(self.model, DBN) and self.trainer.world_size > 1:  # stage fits cannot nest inside DDP: now
             pretrain(self.model, self.datamodule, self.stage_trainer, stage_resume)
-        else:  # the fit pretrains in on_fit_start, with this run's stage Trainers
+        elif isinstance(self.model, DBN):  # the fit pretrains in on_fit_start, with this run's stage Trainers
             self.model.stage_trainers, self.model.stage_resume = self.stage_trainer, stage_resume
 
     def _checkpoint_to_evaluate(self) -> None:
@@ -161,16 +143,14 @@ class DBNCLI(LightningCLI):
             return
         if isinstance(self.model, DBN) and not self.trainer.fast_dev_run:
             self.export_pretrained()
-        for callback in self._config_savers():
-            # The fit saved config.yaml; under ddp_spawn a worker did, and this process's copy of
-            # the callback never heard, so the test would refuse the file as another run's.
+        for callback in self._config_savers():  # the fit saved config.yaml (under ddp_spawn a worker did, unheard here)
             callback.already_saved = True
         best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
     def export_pretrained(self) -> None:
         """Save the pretrained stack (before fine-tuning changed the MLP) next to the checkpoints."""
-        path = self.run_dir() / "pretrained.safetensors"  # on every rank: log_dir is a broadcast under DDP
+        path = self.run_dir() / "pretrained.safetensors"
         if not self.trainer.is_global_zero:
             return
         try:
@@ -180,12 +160,8 @@ class DBNCLI(LightningCLI):
             rank_zero_warn(f"{path} exists and was kept; export this run's stack with python -m dbn_init.export")
 
 
-def _input_size(datamodule: LightningDataModule) -> int | None:
-    return getattr(datamodule, "input_size", None)
-
-
-def _num_classes(datamodule: LightningDataModule) -> int | None:
-    return getattr(datamodule, "num_classes", None)
+def _declared(name: str, datamodule: LightningDataModule) -> int | None:
+    return getattr(datamodule, name, None)
 
 
 # What jsonargparse says around a class's own message about its options: the union of the class
@@ -203,34 +179,14 @@ class _Parser(LightningArgumentParser):
                                       if line and not line.startswith(_UNION_REPORT)), ex)
 
 
-def _trainer_options(config: dict) -> dict:
-    """Trainer keyword arguments from the parsed ``trainer`` config, with the options given as a
-    class (a strategy, plugins, a profiler) made into fresh objects: each belongs to one Trainer."""
-    parser = LightningArgumentParser(exit_on_error=False)
-    parser.add_lightning_class_args(Trainer, "trainer")
-    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
-    return dict(vars(instantiate(parser.parse_object({"trainer": config})).trainer))
-
-
-def shipped_config(args: list[str]) -> list[str]:
-    """``--config NAME``: a config shipped with the package (``quickstart.yaml``) when no such file is here."""
-    out = list(args)
-    for i, arg in enumerate(out[:-1]):
-        if arg == "--config" and not Path(out[i + 1]).exists():
-            shipped = resources.files("dbn_init.configs") / Path(out[i + 1]).name
-            if shipped.is_file():
-                out[i + 1] = str(shipped)
-    return out
-
-
 def main(args: list[str] | None = None) -> DBNCLI:
     """Run the CLI on ``args`` (default: the command line); a usage error raises :class:`UsageError`."""
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # our own stages'
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # Lightning's own use of torch
     if args is None:  # LightningCLI reads sys.argv itself, and warns when given both
-        sys.argv[1:] = shipped_config(sys.argv[1:])
+        sys.argv[1:] = shipped(sys.argv[1:])
     return DBNCLI(Classifier, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                  parser_class=_Parser, args=None if args is None else shipped_config(args))
+                  parser_class=_Parser, args=None if args is None else shipped(args))
 
 
 def entry_point() -> None:

@@ -36,7 +36,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt, restricted_number_t
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 
-from .cli import shipped_config
+from .configs import shipped
 from .constraints import FileTakenError, UsageError
 from .init import INIT_SCHEMES
 from .io import data_record, load_stack, replacing, save_stack
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     parser = build_parser()
-    cfg = parser.parse_args(shipped_config(sys.argv[1:] if argv is None else argv))
+    cfg = parser.parse_args(shipped(sys.argv[1:] if argv is None else argv))
     try:
         runs = run(cfg)
     except UsageError as err:  # a value the user gave: one line, no traceback; anything else is a bug

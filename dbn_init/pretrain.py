@@ -449,6 +449,29 @@ def make_trainer(epochs: int, options: Mapping[str, Any] | None = None, **overri
     return Trainer(**{**quiet, **(options or {}), **overrides, "max_epochs": epochs})
 
 
+# Trainer options that belong to the fine-tuning fit only; a pretraining stage sets its own. CD
+# steps its update itself (manual optimization), so gradient clipping and accumulation, which
+# Lightning applies only to automatic optimization, stay with the fine-tuning too.
+FIT_ONLY = (
+    "callbacks", "logger", "max_epochs", "min_epochs", "max_steps", "min_steps", "max_time",
+    "enable_checkpointing", "default_root_dir", "check_val_every_n_epoch", "val_check_interval",
+    "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "log_every_n_steps",
+    "enable_model_summary",
+)
+
+
+def trainer_options(config: dict) -> dict:
+    """Trainer keyword arguments from a parsed ``trainer`` config (train.py's), with the options
+    given as a class (a strategy, plugins, a profiler) made into fresh objects: each belongs to one
+    Trainer, so every stage gets its own."""
+    from lightning.pytorch.cli import LightningArgumentParser
+
+    parser = LightningArgumentParser(exit_on_error=False)
+    parser.add_lightning_class_args(Trainer, "trainer")
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+    return dict(vars(instantiate(parser.parse_object({"trainer": config})).trainer))
+
+
 def following(trainer: Trainer) -> StageTrainers:
     """Stage Trainers for a DBN fitted by ``trainer``: its device, precision, limits and loggers."""
     device = trainer.strategy.root_device
