@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from .plots import image_grid, save_curves, save_image_grid
 from .pretrain import RBMStage
 
-__all__ = ["ResumeCheckpoint", "PredictionWriter", "RBMPictures", "down_pass", "pixel_filters"]
+__all__ = ["StageProgressBar", "ResumeCheckpoint", "PredictionWriter", "RBMPictures", "down_pass", "pixel_filters"]
+
+
+class StageProgressBar(RichProgressBar):
+    """A pretraining stage's progress bar: named after its RBM ("RBM 1/2") and counting CD updates,
+    not loader batches (one holds ``steps_per_batch`` updates)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        stage = self.trainer.lightning_module
+        return f"RBM {stage.index + 1}/{len(stage.rbms)} epoch {current_epoch}/{self.trainer.max_epochs - 1}"
+
+    @property
+    def total_train_batches(self) -> int | float:
+        batches, stage = super().total_train_batches, self.trainer.lightning_module
+        per_batch = getattr(self.trainer.datamodule, "steps_per_batch", 1) if stage.mini_batch else 1
+        rows = len(getattr(self.trainer.train_dataloader, "dataset", ()))
+        updates = math.ceil(rows / stage.mini_batch) if stage.mini_batch and rows else math.inf
+        return min(batches * per_batch, updates)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not self.is_disabled and self.train_progress_bar_id is None:  # resumed mid-epoch
+            self._initialize_train_progress_bar_id()
+        self._update(self.train_progress_bar_id, pl_module.updates_in_epoch)
+        self._update_metrics(trainer, pl_module)
 
 
 class ResumeCheckpoint(ModelCheckpoint):

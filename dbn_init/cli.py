@@ -17,7 +17,7 @@ from .configs import shipped
 from .constraints import FileTakenError, UsageError
 from .io import data_record, save_stack
 from .models import DBN, Classifier
-from .pretrain import FIT_ONLY, make_trainer, pretrain, trainer_options
+from .pretrain import FIT_ONLY, make_trainer, pretrain, stage_progress, trainer_options
 from .runs import RecordRunSettings, check_run_folder, checked_checkpoint, find_last, run_settings
 
 __all__ = ["DBNCLI", "main", "entry_point"]
@@ -77,7 +77,7 @@ class DBNCLI(LightningCLI):
         config = self.config[self.subcommand]["trainer"].clone().as_dict()
         options = {k: v for k, v in trainer_options(config).items() if k not in FIT_ONLY}
         callbacks = [ResumeCheckpoint(self.checkpoint_dir(), f"rbm{stage + 1}-last"),
-                     RecordRunSettings(run_settings(self.model, self.datamodule))]
+                     RecordRunSettings(run_settings(self.model, self.datamodule)), *stage_progress(options)]
         if getattr(self.datamodule, "image_shape", None):
             callbacks.append(RBMPictures(self.datamodule.image_shape))
         return make_trainer(epochs, options, logger=self.trainer.loggers or False, callbacks=callbacks,  # False: none

@@ -143,6 +143,11 @@ class RBMStage(LightningModule):
             rbm.requires_grad_(i == index)
 
     @property
+    def updates_in_epoch(self) -> int:
+        """CD updates made so far this epoch (several per loader batch with ``steps_per_batch``)."""
+        return self._step_in_epoch
+
+    @property
     def rbm(self) -> RBM:
         return self.rbms[self.index]
 
@@ -478,9 +483,20 @@ def following(trainer: Trainer) -> StageTrainers:
     options = dict(accelerator=device.type, devices=[device.index] if device.index is not None else 1,
                    precision=trainer.precision, fast_dev_run=trainer.fast_dev_run,
                    limit_train_batches=trainer.limit_train_batches, limit_val_batches=trainer.limit_val_batches,
-                   num_sanity_val_steps=0, logger=trainer.loggers or False, default_root_dir=trainer.default_root_dir,
+                   num_sanity_val_steps=trainer.num_sanity_val_steps, logger=trainer.loggers or False,
+                   default_root_dir=trainer.default_root_dir,
                    enable_progress_bar=trainer.progress_bar_callback is not None)
-    return lambda stage, epochs: make_trainer(epochs, options)
+    return lambda stage, epochs: make_trainer(epochs, options, callbacks=stage_progress(options))
+
+
+def stage_progress(options: Mapping[str, Any]) -> list:
+    """A :class:`~dbn_init.callbacks.StageProgressBar` for a stage Trainer with these options, if it shows one."""
+    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+
+    from .callbacks import StageProgressBar
+
+    shown = options.get("enable_progress_bar") is not False and _RICH_AVAILABLE
+    return [StageProgressBar()] if shown else []
 
 
 def import_stack(model: DBN, datamodule: LightningDataModule) -> None:
