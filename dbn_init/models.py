@@ -11,6 +11,7 @@ become a sigmoid Linear layer) -> fine-tune (this module's own fit) -> test.
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any, Literal
 
@@ -191,17 +192,24 @@ class Classifier(LightningModule):
 
 
 def _sizes_of(datamodule, hparams, stage: str) -> tuple[int, int]:
-    """input_size and num_classes for a model built with None: the DataModule's, else the first batch's."""
+    """input_size and num_classes for a model built with None: the DataModule's attributes, else
+    the data: the first batch's width, and one more than the largest label of the training loader
+    (one pass over it)."""
     input_size = hparams.get("input_size") or getattr(datamodule, "input_size", None)
     num_classes = hparams.get("num_classes") or getattr(datamodule, "num_classes", None)
-    if input_size is None and datamodule is not None:
-        loader = getattr(datamodule, "pretrain_dataloader", None) if stage == "fit" else None
-        loader = loader or getattr(datamodule, {"fit": "train", "validate": "val"}.get(stage, stage) + "_dataloader")
-        input_size = _features(next(iter(loader()))).shape[1]
+    if datamodule is not None and (input_size is None or num_classes is None):
+        name = {"fit": "train", "validate": "val"}.get(stage, stage)
+        loader = getattr(datamodule, f"{name}_dataloader")()
+        batches = iter(loader)
+        first = next(batches)
+        input_size = input_size or _features(first).shape[1]
+        if num_classes is None and not isinstance(first, Tensor):
+            num_classes = 1 + max(int(batch[1].max()) for batch in itertools.chain([first], batches))
     if input_size is None or num_classes is None:
         raise UsageError(f"the model was built with input_size={hparams.get('input_size')}, num_classes="
-                         f"{hparams.get('num_classes')} and the data ({type(datamodule).__name__}) declare neither; "
-                         "pass them to the model, or give the DataModule input_size and num_classes attributes")
+                         f"{hparams.get('num_classes')}, and the data ({type(datamodule).__name__}) declare neither "
+                         "nor serve labels; pass them to the model, or give the DataModule input_size and "
+                         "num_classes attributes")
     return int(input_size), int(num_classes)
 
 

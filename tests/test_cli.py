@@ -10,7 +10,9 @@ import pytest
 import torch
 import yaml
 
-from dbn_init import DBN, Baseline
+from lightning.pytorch import Trainer, seed_everything
+
+from dbn_init import DBN, Baseline, DigitsDataModule
 from dbn_init.cli import DBNCLI, main
 from lightning.pytorch import LightningDataModule
 from dbn_init.models import Classifier
@@ -428,3 +430,36 @@ def test_the_console_script_from_a_built_wheel_runs_a_shipped_config_from_anothe
     where = subprocess.run([str(env_dir / "bin" / "python"), "-c", "import dbn_init; print(dbn_init.__file__)"],
                            cwd=work, capture_output=True, text=True, check=True).stdout
     assert str(env_dir) in where  # the wheel's copy ran, not the repository's
+
+
+def test_a_plain_lightning_datamodule_trains_a_dbn_through_the_cli(tmp_path, monkeypatch):
+    """No input_size or num_classes declared: the DBN takes them from the data (the first batch's
+    width, the largest label), pretrains on the train loader, fine-tunes and tests."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    cli = main(["fit", "--seed_everything", "0", "--model", "dbn_init.DBN", "--model.hidden", "[32]", "--model.pretrain_epochs", "5",
+                "--data", "_plain_datamodule.PlainDigits", "--trainer.max_epochs", "10",
+                "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"])
+    assert cli.model.pretrained and (cli.model.hparams.input_size, cli.model.hparams.num_classes) == (64, 10)
+    assert cli.trainer.callback_metrics["test_acc"] > 0.6  # chance is 0.1; 10 epochs of Adam 1e-3 on a sigmoid net
+    assert (tmp_path / "checkpoints" / "rbm1-last.ckpt").is_file()
+
+
+def test_trainer_fit_from_python_ends_where_train_py_ends_for_the_same_seed(tmp_path):
+    """The same DBN, data and Trainer settings: train.py's fit (stage Trainers with checkpoints
+    and pictures) and a plain Trainer(...).fit(dbn, datamodule=dm) give the same weights, bit for bit."""
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump({
+        "seed_everything": 0, "trainer": {"max_epochs": 2, "deterministic": True, "logger": False},
+        "model": {"class_path": "dbn_init.DBN", "init_args": {"hidden": [32, 16], "pretrain_epochs": 2}},
+        "data": {"class_path": "dbn_init.DigitsDataModule", "init_args": {"batch_size": 32}}}))
+    cli = main(["fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "cli")])
+    final = cli.trainer.checkpoint_callback  # the default ModelCheckpoint: its file is the last epoch's
+    cli_state = torch.load(final.best_model_path, weights_only=True)["state_dict"]
+
+    seed_everything(0)
+    model = DBN(input_size=None, num_classes=None, hidden=[32, 16], pretrain_epochs=2)
+    trainer = Trainer(max_epochs=2, deterministic=True, logger=False, default_root_dir=tmp_path / "py")
+    trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
+    assert model.pretrained
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, cli_state[key]), key

@@ -432,3 +432,38 @@ def test_an_imported_stack_is_refused_on_data_scaled_otherwise_than_it_was_pretr
     assert int(model.stages_done) == 0  # nothing imported
     pretrain(model, DigitsDataModule(batch_size=64, scaling="standardize"), lambda stage, epochs: _trainer(epochs))
     assert int(model.stages_done) == 1
+
+
+def test_real_valued_features_spanning_1e3_pretrain_a_gaussian_dbn_under_standardize():
+    """Wine's 13 features stretched to [-1e3, 1e3]: standardised on the training split, a Gaussian
+    first RBM pretrains on them without diverging and the fine-tuned DBN classifies the test split."""
+    from sklearn.datasets import load_wine
+
+    from dbn_init import ArrayDataModule
+
+    x, y = load_wine(return_X_y=True)
+    x = (x - x.min(0)) / (x.max(0) - x.min(0)) * 2e3 - 1e3  # every feature spans [-1e3, 1e3]
+    data = ArrayDataModule(x, y, scaling="standardize", batch_size=16)
+    seed_everything(0)
+    model = DBN(input_size=None, num_classes=None, hidden=[32], visible_units="gaussian", pretrain_epochs=10)
+    trainer = _trainer(30, limit_val_batches=0)
+    trainer.fit(model, datamodule=data)
+    assert model.pretrained and torch.isfinite(model.rbms[0].weight).all()
+    assert trainer.test(model, datamodule=data, verbose=False)[0]["test_acc"] > 0.85
+
+
+def test_transform_is_the_stacks_top_hidden_probabilities_and_sample_runs_down_to_the_input(digits):
+    seed_everything(0)
+    model = DBN(input_size=64, hidden=[32, 16], pretrain_epochs=2)
+    pretrain(model, digits, lambda s, e: _trainer(e, limit_val_batches=0))
+    x = digits.test_x[:10]
+    features = model.transform(x)
+    expected = torch.sigmoid(torch.sigmoid(x @ model.rbms[0].weight.T + model.rbms[0].hidden_bias)
+                             @ model.rbms[1].weight.T + model.rbms[1].hidden_bias)
+    torch.testing.assert_close(features, expected)
+    samples = model.sample(5, steps=20, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (5, 64) and 0 <= samples.min() and samples.max() <= 1  # pixel probabilities
+    again = model.sample(5, steps=20, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(samples, again)
+    # the top RBM's chain mixes towards its model: its pixels are not the uniform noise it starts from
+    assert samples.std() > 0.1
