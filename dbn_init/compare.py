@@ -20,7 +20,6 @@ may add options of its own. Writes to ``--out``:
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import math
@@ -115,9 +114,15 @@ def cells(cfg: Namespace) -> list[Cell]:
 
 # --- building a cell's objects --------------------------------------------------------------
 def _datamodule(cfg: Namespace, labels: Optional[int]) -> LightningDataModule:
-    module, _, name = cfg.data.class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
-    return cls(**{**dict(cfg.data.init_args), **({"num_labels": labels} if labels is not None else {})})
+    """The ``--data`` module with the cell's label budget, built as jsonargparse builds it, so class
+    paths nested in its arguments (a torch Dataset of DatasetDataModule) become objects too."""
+    config = cfg.data.clone()
+    if labels is not None:
+        config.init_args.num_labels = labels
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(LightningDataModule, "data")
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+    return instantiate(parser.parse_object({"data": config.as_dict()})).data
 
 
 def _row_options(row: Row, cfg: Namespace) -> None:

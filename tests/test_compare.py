@@ -410,6 +410,11 @@ def test_shipped_comparison_configs_parse_and_pass_the_plan_checks(path, tmp_pat
         if not (FASHION / "train-images-idx3-ubyte.gz").exists():
             pytest.skip(f"Fashion-MNIST files not found under {FASHION}")
         offline = ["--data.root", str(FASHION), "--data.download", "false"]
+    if "image_folder" in path.name:  # the patches its comment says to write first
+        from dbn_init.make_image_folder import write_image_folder
+
+        write_image_folder(tmp_path / "patches")
+        offline = ["--data.init_args.dataset.init_args.root", str(tmp_path / "patches")]
     out = tmp_path / "out"
     cfg = build_parser().parse_args(["--config", str(path), *offline, "--out", str(out)])
     assert cfg.models and cfg.hidden and cfg.seeds
