@@ -1,0 +1,232 @@
+"""A scikit-learn transformer that pretrains a greedy RBM stack: a deep belief network's features.
+
+scikit-learn's ``BernoulliRBM`` is one RBM; :class:`DBNTransformer` stacks several, each trained
+by :func:`dbn_init.pretrain_stack` (the stage code ``train.py`` runs) on the hidden
+probabilities of the one below, and transforms data to the top RBM's hidden probabilities::
+
+    Pipeline([("scale", MinMaxScaler(clip=True)), ("dbn", DBNTransformer(hidden=(64, 32))),
+              ("clf", LogisticRegression(max_iter=1000))])
+
+The fitted RBMs (``rbms_``) can start a network of one's own: ``dbn_init.load_pretrained_(net,
+transformer.rbms_)``, or be exported with ``dbn_init.save_stack(transformer.rbms_, path)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import warnings
+from numbers import Integral, Real
+from typing import Iterator
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .pretrain import pretrain_stack, up_pass
+
+__all__ = ["DBNTransformer"]
+
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+# What every quiet Trainer fit here says that a scikit-learn user can do nothing about.
+_LIGHTNING_NOISE = (r"You defined a `validation_step` but have no `val_dataloader`",
+                    r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Deep belief network features: a stack of RBMs pretrained greedily, layer by layer.
+
+    RBM 1 models the data; RBM k + 1 models the hidden probabilities of RBM k (Hinton, Osindero
+    & Teh 2006), each trained by contrastive divergence (CD-k, or persistent CD) with momentum
+    0.5 then 0.9 and weight decay 2e-4 (Hinton 2010). ``transform`` returns the top RBM's hidden
+    probabilities p(h_top = 1 | x), the features to fit a classifier on, or to start a network
+    from and fine-tune (Hinton & Salakhutdinov 2006; :func:`dbn_init.load_pretrained_`).
+
+    Parameters
+    ----------
+    hidden : int or array-like of int, default=(256,)
+        Hidden units of RBM 1, 2, ...: one int per layer (an int alone is one layer).
+    visible_units : {"bernoulli", "gaussian"}, default="bernoulli"
+        RBM 1's visible units: "bernoulli" for X in [0, 1] (put ``MinMaxScaler(clip=True)``
+        first), "gaussian" (unit variance) for standardised X (put ``StandardScaler`` first).
+    epochs : int, default=10
+        Passes over X per RBM. CD makes one update per batch, so small data need more epochs:
+        on digits (1,257 training rows, 13 updates an epoch) a (64, 32) stack trained 5 epochs
+        gives LogisticRegression 16% test accuracy on its features (RBM 2 has barely moved),
+        10 epochs 83%, 20 epochs 93% (``tests/test_sklearn.py``).
+    batch_size : int, default=100
+        Rows per CD update.
+    lr : float, default=0.1
+        CD learning rate of Bernoulli RBMs.
+    gaussian_lr : float, default=1e-2
+        CD learning rate of a Gaussian RBM 1 (unit-variance Gaussian units diverge at
+        Bernoulli rates; Hinton 2010, section 13.2).
+    cd_k : int, default=1
+        Gibbs sweeps per CD update.
+    persistent : bool, default=False
+        Persistent CD (Tieleman 2008): the Gibbs chains carry over between updates.
+    random_state : int, RandomState instance or None, default=0
+        Seeds the RBMs' initial weights, the Gibbs sampling noise and the mini-batch order; an
+        int is used as the seed itself, so equal ints give equal stacks.
+
+    Attributes
+    ----------
+    rbms_ : list of dbn_init.rbm.RBM
+        The fitted RBMs, bottom to top, float32; ``rbms_[k].weight`` has shape
+        (hidden[k], n_visible_k), like ``nn.Linear``.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when X had string column names.
+
+    See Also
+    --------
+    sklearn.neural_network.BernoulliRBM : one RBM, trained by persistent CD.
+    dbn_init.DBN : the same stack as a Lightning model, fine-tuned as a classifier.
+
+    References
+    ----------
+    Hinton, Osindero & Teh (2006), "A fast learning algorithm for deep belief nets", Neural Computation.
+    Hinton & Salakhutdinov (2006), "Reducing the dimensionality of data with neural networks", Science.
+    Hinton (2010), "A practical guide to training restricted Boltzmann machines", UTML TR 2010-003.
+    Tieleman (2008), "Training restricted Boltzmann machines using approximations to the likelihood gradient".
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from dbn_init.sklearn import DBNTransformer
+    >>> X = load_digits().data / 16
+    >>> DBNTransformer(hidden=(64, 32), epochs=5).fit_transform(X).shape  # doctest: +SKIP
+    (1797, 32)
+    """
+
+    _parameter_constraints: dict = {
+        "hidden": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "visible_units": [StrOptions({"bernoulli", "gaussian"})],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "gaussian_lr": [Interval(Real, 0, None, closed="neither")],
+        "cd_k": [Interval(Integral, 1, None, closed="left")],
+        "persistent": ["boolean"],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, hidden=(256,), visible_units="bernoulli", epochs=10, batch_size=100, lr=0.1, gaussian_lr=1e-2,
+                 cd_k=1, persistent=False, random_state=0):
+        self.hidden = hidden
+        self.visible_units = visible_units
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.gaussian_lr = gaussian_lr
+        self.cd_k = cd_k
+        self.persistent = persistent
+        self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Pretrain the stack on X, greedily, RBM 1 first.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training rows: in [0, 1] for Bernoulli visible units, standardised for Gaussian ones.
+        y : None
+            Ignored; pretraining is unsupervised.
+
+        Returns
+        -------
+        self : DBNTransformer
+        """
+        X = validate_data(self, X, dtype=(np.float64, np.float32))
+        hidden = self._hidden_sizes()
+        self._check_range(X)
+        seed = self._seed()
+        # The RBMs' N(0, 0.01) start is drawn from torch's global generator: seed it from
+        # random_state in a forked state, so equal seeds give equal stacks and the caller's
+        # torch random state is left as it was.
+        with _quiet_lightning(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.rbms_ = pretrain_stack(np.array(X, dtype=np.float32), hidden, visible_units=self.visible_units,
+                                        epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                                        gaussian_lr=self.gaussian_lr, cd_k=self.cd_k, persistent=self.persistent,
+                                        seed=seed, accelerator="cpu")
+        self._n_features_out = hidden[-1]
+        return self
+
+    def transform(self, X):
+        """The top RBM's hidden probabilities p(h_top = 1 | X).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows scaled as the training rows were.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, hidden[-1]), float64
+            Computed in float64 from the float32 weights, so a row's features do not depend on
+            which other rows are transformed with it.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        self._check_range(X)
+        rbms = [copy.deepcopy(rbm).double() for rbm in self.rbms_]
+        with torch.no_grad():
+            return up_pass(rbms, torch.tensor(X, dtype=torch.float64)).numpy()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = self.visible_units == "bernoulli"  # in fact [0, 1]: no tag says so
+        return tags
+
+    # --- validation at the boundary -----------------------------------------------------------
+    def _hidden_sizes(self) -> list[int]:
+        hidden = [self.hidden] if isinstance(self.hidden, Integral) else list(np.asarray(self.hidden).ravel())
+        bad = [h for h in hidden if not isinstance(h, Integral) or isinstance(h, (bool, np.bool_)) or h < 1]
+        if not hidden or bad:
+            raise ValueError(f"hidden must list one positive int per RBM, e.g. hidden=(256, 64); got {self.hidden!r}")
+        return [int(h) for h in hidden]
+
+    def _check_range(self, X: np.ndarray) -> None:
+        """Bernoulli visible units model probabilities: X must lie in [0, 1]."""
+        if self.visible_units != "bernoulli" or X.size == 0:
+            return
+        low, high = float(X.min()), float(X.max())
+        if low < 0.0 or high > 1.0:
+            negative = "Negative values in data: " if low < 0.0 else ""  # scikit-learn's words for positive_only
+            raise ValueError(
+                f"{negative}DBNTransformer(visible_units='bernoulli') needs X in [0, 1] (its visible units model "
+                f"probabilities), got values in [{low:.4g}, {high:.4g}]; put MinMaxScaler(clip=True) before it in "
+                "a Pipeline (clip=True keeps later rows inside [0, 1] too), or use visible_units='gaussian' on "
+                "standardised X (StandardScaler)")
+
+    def _seed(self) -> int:
+        """``random_state`` as one seed: an int as itself, else drawn from the RandomState."""
+        if isinstance(self.random_state, Integral):
+            return int(self.random_state)
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Silence what each stage's Trainer says on the console ("GPU available: ...", "`Trainer.fit`
+    stopped", its configuration notes): one fit here runs one Trainer per RBM. The loggers'
+    levels are restored afterwards; other warnings still show."""
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            for message in _LIGHTNING_NOISE:
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

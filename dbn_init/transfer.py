@@ -1,0 +1,277 @@
+"""Start a network of one's own from a pretrained RBM stack, in the style of :mod:`torch.nn.init`.
+
+:func:`load_pretrained_` fills the Linear layers of any ``nn.Module`` in place from a stack: our
+``.safetensors`` file, a DBN ``.ckpt``, a ``.npz`` (anything :func:`dbn_init.io.load_stack`
+reads), a loaded :class:`~dbn_init.io.StackFile`, a list of RBMs, a :class:`~dbn_init.models.DBN`
+or fitted scikit-learn ``BernoulliRBM`` estimators.
+
+Orientation: an RBM's ``weight`` is ``(n_hidden, n_visible)``, an ``nn.Linear``'s is
+``(out_features, in_features)``, so RBM k's weight is copied unchanged into a
+``Linear(n_visible, n_hidden)`` and its ``hidden_bias`` ``(n_hidden,)`` into the bias; the
+visible bias has no place in a feed-forward layer and is dropped (Hinton & Salakhutdinov 2006).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .io import StackFile, load_stack
+from .models import DBN
+from .rbm import RBM
+
+__all__ = ["load_pretrained_"]
+
+# The module that computes p(h = 1 | v) for each hidden unit type a stack records.
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}
+_TRANSPARENT = (nn.Dropout, nn.Identity)  # identity at inference: the activation may follow them
+
+
+def load_pretrained_(module: nn.Module, stack: Any, layers: Sequence[nn.Linear] | None = None) -> list[nn.Linear]:
+    r"""Fill the first k ``nn.Linear`` layers of ``module`` with the k RBMs of a pretrained stack.
+
+    For RBM k (weight ``W_k`` of shape (n_hidden_k, n_visible_k), hidden bias ``c_k`` of shape
+    (n_hidden_k,)) and the k-th layer (weight (out_features, in_features), bias (out_features,)):
+
+    .. math::
+        \text{weight} \leftarrow W_k, \qquad \text{bias} \leftarrow c_k
+
+    so that layer k followed by the stack's hidden activation (``nn.Sigmoid`` for sigmoid units)
+    computes p(h_k = 1 | h_{k-1}) = sigmoid(W_k h_{k-1} + c_k), and the first 2k modules of
+    ``nn.Sequential(Linear, Sigmoid, Linear, Sigmoid, ...)`` reproduce the stack's up-pass
+    exactly. Fine-tuning the whole network with backprop from there is the recipe of
+    Hinton & Salakhutdinov (2006), "Reducing the dimensionality of data with neural networks".
+
+    Args:
+        module: the network to fill, in place; the layers keep their dtype and device.
+        stack: a path (str or PathLike) to anything :func:`dbn_init.io.load_stack` reads (a
+            dbn_init ``.safetensors``, a DBN ``.ckpt``, a ``.npz``), a :class:`~dbn_init.io.StackFile`,
+            a list of :class:`~dbn_init.rbm.RBM` (bottom to top), a :class:`~dbn_init.models.DBN`,
+            or a list of fitted ``sklearn.neural_network.BernoulliRBM``.
+        layers: the Linear layers to fill, one per RBM, bottom to top; by default the first k
+            ``nn.Linear`` modules of ``module`` in registration order (``module.modules()``).
+
+    Returns:
+        The layers that were set, bottom to top.
+
+    Raises:
+        ValueError: if there are too few Linear layers, or any layer's shape does not match its
+            RBM (a transposed one is named as such). Every layer is checked before any is
+            changed, so on error the module is untouched, and one error lists every problem.
+
+    Warns:
+        When the activation module after a layer (its successor in an ``nn.Sequential``, else the
+        next module in registration order) differs from the stack's hidden units, and when the
+        stack was pretrained on transformed inputs (e.g. standardised), which the module's inputs
+        must then receive too.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(64, 32), nn.Sigmoid(), nn.Linear(32, 10))
+        >>> load_pretrained_(net, "dbn.safetensors")  # doctest: +SKIP
+        [Linear(in_features=64, out_features=32, bias=True)]
+    """
+    rbms, units, loaded = _resolve(stack)
+    targets = _targets(module, rbms, layers, _check_rbms(rbms))
+    for i, (layer, name) in enumerate(zip(targets, _names(module, targets), strict=True)):
+        _warn_activation(module, layer, name, units.get(i, "sigmoid"))
+    if loaded is not None:
+        _warn_scaling(loaded, stack)
+    with torch.no_grad():
+        for rbm, layer in zip(rbms, targets, strict=True):
+            layer.weight.copy_(rbm.weight)  # copy_ converts to the layer's dtype and device
+            layer.bias.copy_(rbm.hidden_bias)
+    return targets
+
+
+# --- the stack ------------------------------------------------------------------------------
+def _resolve(stack: Any) -> tuple[list[RBM], dict[int, str], StackFile | None]:
+    """The stack's RBMs (bottom to top), the hidden unit type of each by index, and the loaded
+    file when the stack records one (for its input transform)."""
+    if isinstance(stack, (str, os.PathLike)):
+        stack = load_stack(stack)
+    if isinstance(stack, StackFile):
+        return stack.rbms, dict(enumerate(stack.hidden_units)), stack
+    if isinstance(stack, DBN):
+        return _from_dbn(stack), {}, None
+    if isinstance(stack, RBM):
+        stack = [stack]
+    if isinstance(stack, (list, tuple, nn.ModuleList)) and stack and all(isinstance(r, RBM) for r in stack):
+        return list(stack), {i: getattr(r, "hidden_units", "sigmoid") for i, r in enumerate(stack)}, None
+    if _sklearn_rbms(stack):
+        loaded = load_stack(list(stack))  # checked there, fitted or not
+        return loaded.rbms, dict(enumerate(loaded.hidden_units)), None
+    got = type(stack).__name__ if not isinstance(stack, (list, tuple)) else [type(e).__name__ for e in stack][:10]
+    raise ValueError(f"load_pretrained_: expected a stack file path, a StackFile, a list of dbn_init RBMs, a DBN or a "
+                     f"list of fitted sklearn BernoulliRBM, got {got}")
+
+
+def _sklearn_rbms(stack: Any) -> bool:
+    """Whether ``stack`` is a non-empty list of scikit-learn ``BernoulliRBM`` estimators."""
+    if not isinstance(stack, (list, tuple)) or not stack:
+        return False
+    from sklearn.neural_network import BernoulliRBM  # only here: importing scikit-learn takes a while
+
+    return all(isinstance(e, BernoulliRBM) for e in stack)
+
+
+def _from_dbn(dbn: DBN) -> list[RBM]:
+    if len(dbn.rbms) == 0:
+        raise ValueError("load_pretrained_: the DBN has no RBMs yet (built without input_size); fit it first, or build "
+                         "it with input_size=")
+    if not dbn.pretrained:
+        warnings.warn(f"load_pretrained_: the DBN has {int(dbn.stages_done)} of {len(dbn.rbms)} stages pretrained, "
+                      "so its other RBMs hold their random N(0, 0.01) start; fit or dbn_init.pretrain it first",
+                      stacklevel=4)
+    return list(dbn.rbms)
+
+
+def _check_rbms(rbms: list[RBM]) -> list[str]:
+    """The problems of a stack, if any: it must chain (n_hidden of RBM k is n_visible of RBM
+    k+1) and be finite. (A loaded file was checked by load_stack; RBMs from Python were not.)"""
+    problems = [f"RBM {i + 1} has n_hidden={a.n_hidden} but RBM {i + 2} has n_visible={b.n_visible}; a stack's "
+                "RBM k+1 models the hidden units of RBM k" for i, (a, b) in enumerate(zip(rbms, rbms[1:], strict=False))
+                if a.n_hidden != b.n_visible]
+    problems += [f"RBM {i + 1} holds NaN/Inf parameters: a diverged RBM; retrain it (e.g. at a lower learning rate)"
+                 for i, r in enumerate(rbms) if not all(bool(torch.isfinite(p).all()) for p in r.parameters())]
+    return problems
+
+
+# --- the layers -----------------------------------------------------------------------------
+def _targets(module: nn.Module, rbms: list[RBM], layers: Sequence[nn.Linear] | None,
+             problems: list[str]) -> list[nn.Linear]:
+    """The layers to fill, one per RBM, after checking every one of them; raises one ValueError
+    listing ``problems`` (the stack's) and every problem found here."""
+    if layers is None:
+        linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+        if len(linears) < len(rbms):
+            problems.append(f"the module has {len(linears)} nn.Linear layer(s) but the stack has {len(rbms)} RBMs; "
+                            f"give it at least {len(rbms)} Linear layers, or pass fewer RBMs (e.g. stack.rbms[:"
+                            f"{len(linears)}])")
+        targets = linears[: len(rbms)]
+    else:
+        targets = list(layers)
+        problems += _check_explicit(module, targets, len(rbms))
+    names = _names(module, targets)
+    for i, (rbm, layer, name) in enumerate(zip(rbms, targets, names, strict=False)):  # targets may be short
+        if isinstance(layer, nn.Linear):
+            problems += _check_shape(i, rbm, layer, name)
+    _raise(problems, f"the {type(module).__name__}")
+    return targets
+
+
+def _check_explicit(module: nn.Module, layers: list[Any], n_rbms: int) -> list[str]:
+    problems = []
+    if len(layers) != n_rbms:
+        problems.append(f"layers= lists {len(layers)} layer(s) but the stack has {n_rbms} RBMs; pass one Linear per "
+                        "RBM, bottom to top")
+    inside = {id(m) for m in module.modules()}
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, nn.Linear):
+            problems.append(f"layers[{i}] is a {type(layer).__name__}, expected an nn.Linear")
+        elif id(layer) not in inside:
+            problems.append(f"layers[{i}] is not a submodule of the module; pass layers of the module itself")
+    if len({id(m) for m in layers}) != len(layers):
+        problems.append("layers= lists the same layer twice; pass each Linear once")
+    return problems
+
+
+def _check_shape(i: int, rbm: RBM, layer: nn.Linear, name: str) -> list[str]:
+    """Layer ``name`` against RBM i: weight (out, in) must be the RBM's (n_hidden, n_visible)."""
+    want, got = tuple(rbm.weight.shape), tuple(layer.weight.shape)  # (n_hidden, n_visible), (out, in)
+    fix = f"build it as nn.Linear({rbm.n_visible}, {rbm.n_hidden})"
+    if got == want[::-1] and want[0] != want[1]:
+        return [f"layer {name!r} is Linear({got[1]}, {got[0]}), the transpose of RBM {i + 1} ({rbm.n_visible} visible "
+                f"-> {rbm.n_hidden} hidden units): Linear weights are (out_features, in_features) = (n_hidden, "
+                f"n_visible), so {fix}; if the stack's weights were stored as (n_visible, n_hidden), re-export them "
+                "transposed"]
+    problems = []
+    if got != want:
+        problems.append(f"layer {name!r} is Linear({got[1]}, {got[0]}) but RBM {i + 1} maps {rbm.n_visible} visible "
+                        f"to {rbm.n_hidden} hidden units; {fix}")
+    if layer.bias is None:
+        problems.append(f"layer {name!r} has no bias, which receives RBM {i + 1}'s hidden bias; build it with "
+                        "bias=True")
+    return problems
+
+
+def _names(module: nn.Module, layers: Sequence[nn.Module]) -> list[str]:
+    """Each layer's qualified name in ``module`` (e.g. "features.2"), or "layers[i]"."""
+    names = {id(m): name or type(module).__name__ for name, m in module.named_modules()}
+    return [names.get(id(layer), f"layers[{i}]") for i, layer in enumerate(layers)]
+
+
+def _raise(problems: list[str], what: str) -> None:
+    if problems:
+        raise ValueError(f"load_pretrained_: {len(problems)} problem(s) loading the stack into {what}; nothing was "
+                         "changed:\n  - " + "\n  - ".join(problems))
+
+
+# --- what the network should do around the layers -------------------------------------------
+def _following(module: nn.Module, layer: nn.Module) -> tuple[nn.Module | None, bool]:
+    """The module applied after ``layer``, and whether that order is certain.
+
+    Inside ``nn.Sequential`` containers the next sibling is what runs next (certain; at the end
+    of a nested Sequential, the next sibling of the enclosing one); elsewhere the next leaf
+    module in registration order is only a hint (``forward`` may apply a functional activation).
+    Dropout and Identity are skipped: at inference they pass the layer's output through.
+    """
+    parents = {id(child): parent for parent in module.modules() for child in parent.children()}
+    node = layer
+    while isinstance(parents.get(id(node)), nn.Sequential):
+        siblings = list(parents[id(node)].children())
+        after = siblings[[id(c) for c in siblings].index(id(node)) + 1:]
+        following = next((c for c in after if not isinstance(c, _TRANSPARENT)), None)
+        if following is not None:
+            return _first_leaf(following), True
+        node = parents[id(node)]
+    if node is module:  # the end of the whole network: nothing follows
+        return None, True
+    leaves = [m for m in module.modules() if not list(m.children())]
+    index = next((j for j, m in enumerate(leaves) if m is layer), len(leaves))
+    return next((m for m in leaves[index + 1:] if not isinstance(m, _TRANSPARENT)), None), False
+
+
+def _first_leaf(module: nn.Module) -> nn.Module:
+    leaves = [m for m in module.modules() if not list(m.children())]
+    return leaves[0] if leaves else module
+
+
+def _warn_activation(module: nn.Module, layer: nn.Linear, name: str, unit: str) -> None:
+    """Warn when the activation after ``layer`` is not the one its RBM's hidden ``unit`` type computes."""
+    expected = _ACTIVATIONS.get(unit)
+    following, certain = _following(module, layer)
+    if expected is None or isinstance(following, expected):
+        return
+    is_activation = type(following).__module__ == nn.Sigmoid.__module__  # torch.nn.modules.activation
+    if certain or is_activation:
+        got = type(following).__name__ if following is not None else "nothing"
+        warnings.warn(f"load_pretrained_: layer {name!r} is followed by {got}, but the stack's hidden units there are "
+                      f"{unit}, computed by nn.{expected.__name__}; with another activation the layer's outputs are "
+                      "not the pretrained features (fine-tuning may still recover)", stacklevel=3)
+
+
+def _warn_scaling(loaded: StackFile, source: Any) -> None:
+    """Warn once when the stack was pretrained on inputs transformed from the raw data."""
+    stats = loaded.stats
+    x = "raw"
+    if not _identity(stats, "raw_low", "raw_high"):
+        x = "(raw - stack.stats['raw_low']) / (stack.stats['raw_high'] - stack.stats['raw_low'])"
+    if not _identity(stats, "feature_mean", "feature_std"):
+        x = f"({x} - stack.feature_mean) / stack.feature_std"
+    if x == "raw":
+        return
+    path = isinstance(source, (str, os.PathLike))
+    origin = f"dbn_init.load_stack({os.fspath(source)!r})" if path else "the StackFile"
+    warnings.warn(f"load_pretrained_: the stack was pretrained on inputs scaled {loaded.scaling!r}, so the module's "
+                  f"inputs must be transformed the same way: x = {x}, with stack = {origin} (stack.scale(raw) "
+                  "does it)", stacklevel=3)
+
+
+def _identity(stats: dict[str, torch.Tensor], shift: str, scale: str) -> bool:
+    """Whether a recorded step is absent or the identity: ``(x - mean) / std`` with 0 and 1, or
+    ``(x - raw_low) / (raw_high - raw_low)`` with 0 and 1."""
+    return shift not in stats or (bool((stats[shift] == 0).all()) and bool((stats[scale] == 1).all()))
