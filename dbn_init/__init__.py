@@ -4,17 +4,35 @@ Data flow: YAML -> CLI (``train.py``) -> DataModule + model -> pretraining stage
 the frozen RBMs 1..k-1, :func:`pretrain`) -> transfer into the MLP -> fine-tune -> test.
 """
 
-from .data import (ArrayDataModule, DatasetDataModule, DigitsDataModule, FashionMNISTDataModule, ImageDataModule,
-                   InMemoryDataModule, MNISTDataModule)
+from .data import (
+                   ArrayDataModule,
+                   DatasetDataModule,
+                   DigitsDataModule,
+                   FashionMNISTDataModule,
+                   ImageDataModule,
+                   InMemoryDataModule,
+                   MNISTDataModule,
+)
 from .init import INIT_SCHEMES, init_weight
 from .io import load_stack, save_stack
 from .mlp import MLP
 from .models import DBN, Baseline, Classifier
 from .pretrain import CDSettings, make_trainer, pretrain, pretrain_stack
 from .rbm import RBM, GaussianRBM, make_rbm
+from .transfer import load_pretrained_
 
 __all__ = [
     "DBN", "Baseline", "Classifier", "MLP", "RBM", "GaussianRBM", "make_rbm", "INIT_SCHEMES", "init_weight",
     "InMemoryDataModule", "ArrayDataModule", "DatasetDataModule", "ImageDataModule", "DigitsDataModule", "MNISTDataModule", "FashionMNISTDataModule",
-    "CDSettings", "make_trainer", "pretrain", "pretrain_stack", "load_stack", "save_stack",
+    "CDSettings", "make_trainer", "pretrain", "pretrain_stack", "load_stack", "save_stack", "load_pretrained_",
 ]
+
+
+def __getattr__(name: str):
+    """``dbn_init.sklearn`` (DBNTransformer) loads on first use: scikit-learn's estimator machinery
+    is not needed by the rest."""
+    if name == "sklearn":
+        import importlib
+
+        return importlib.import_module(".sklearn", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,6 +19,7 @@ from .io import data_record, save_stack
 from .models import DBN, Classifier
 from .pretrain import FIT_ONLY, make_trainer, pretrain, stage_progress, trainer_options
 from .runs import RecordRunSettings, check_run_folder, checked_checkpoint, find_last, run_settings
+from .stopping import handlers
 
 __all__ = ["DBNCLI", "main", "entry_point"]
 
@@ -44,8 +45,7 @@ class DBNCLI(LightningCLI):
             self.parser.error(str(cause))
 
     def _parse_ckpt_path(self) -> None:
-        """Left empty on purpose: Lightning would load ``--ckpt_path`` here, unchecked, and let the
-        settings it holds replace the command line's; :meth:`_resolve` checks it instead."""
+        """Empty: Lightning would load ``--ckpt_path`` here unchecked; :meth:`_resolve` checks it."""
 
     # --- where this run's files go -------------------------------------------------------------
     def _config_savers(self) -> list[SaveConfigCallback]:
@@ -190,10 +190,11 @@ def main(args: list[str] | None = None) -> DBNCLI:
 
 
 def entry_point() -> None:
-    """``train.py`` and ``dbn-init``: a value the user gave that is found wrong at run time ends in
-    one line and exit status 2; any other error keeps its traceback."""
+    """``train.py`` and ``dbn-init``: a usage error found at run time is one line and status 2 (any
+    other error keeps its traceback); SIGTERM and SIGINT stop the run (:mod:`dbn_init.stopping`)."""
     try:
-        main()
+        with handlers("resume it: run the same command with --ckpt_path last"):
+            main()
     except UsageError as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         raise SystemExit(2) from None

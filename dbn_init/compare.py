@@ -35,6 +35,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt, restricted_number_t
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 
+from . import stopping
 from .configs import shipped
 from .constraints import FileTakenError, UsageError
 from .init import INIT_SCHEMES
@@ -325,6 +326,7 @@ def run(cfg: Namespace) -> list[dict[str, Any]]:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task("cells", total=len(todo))
         for cell in todo:
+            stopping.check()
             bar.update(task, description=f"{cell.name} {list(cell.hidden)} seed {cell.seed} labels {cell.labels}")
             results.runs.append(run_cell(cell, cfg, datamodules[cell.labels], out))
             results.save()
@@ -344,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     cfg = parser.parse_args(shipped(sys.argv[1:] if argv is None else argv))
     try:
-        runs = run(cfg)
+        with stopping.handlers("resume it: run the same command again (finished cells are kept)"):
+            runs = run(cfg)
     except UsageError as err:  # a value the user gave: one line, no traceback; anything else is a bug
         print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

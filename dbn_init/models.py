@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from . import stopping
 from .constraints import Interval, ListOf, Options, UsageError, validate_params
 from .init import INIT_SCHEMES, InitName, check_constant, init_weight
 from .mlp import MLP, Activation
@@ -150,6 +151,7 @@ class Classifier(LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        stopping.check()
         # A sparse sample of steps and the epoch's last (so no checkpoint holds a NaN): one host sync each.
         if (batch_idx % MONITOR_EVERY == 0 or self.trainer.is_last_batch) and weights_diverged(self.mlp):
             raise FloatingPointError(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -36,6 +37,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from . import stopping
 from .constraints import UsageError
 from .io import load_stack
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
@@ -59,6 +61,8 @@ class _NoTips(logging.Filter):
 
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+# A stage validates on the data's val_dataloader when it has one; without one Lightning warns on every stage.
+warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no `val_dataloader`")
 
 
 @dataclass(frozen=True)
@@ -254,6 +258,7 @@ class RBMStage(LightningModule):
         return self.cd.sparsity_cost * ((q - self.cd.sparsity_target) ** 2).sum()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        stopping.check()
         if self.trainer.is_last_batch:  # so that no checkpoint of the epoch holds a NaN
             self._check_divergence()
 
@@ -573,7 +578,7 @@ def pretrain_stack(x: Tensor | np.ndarray, hidden: Sequence[int], *, visible_uni
     Trainers. ``x`` is used as given: values in [0, 1] for Bernoulli visible units, standardised
     features for ``visible_units="gaussian"``. The other arguments are the DBN's (see
     :class:`~dbn_init.models.DBN`; ``lr`` is ``pretrain_lr``, ``seed`` is ``pretrain_seed`` and
-    also seeds the mini-batch order).
+    also seeds the starting weights and the mini-batch order: the same seed, the same RBMs).
     """
     from .models import DBN
 
@@ -581,8 +586,10 @@ def pretrain_stack(x: Tensor | np.ndarray, hidden: Sequence[int], *, visible_uni
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"expected x of shape (n_samples, n_features) with n_samples >= 1, got {tuple(x.shape)}")
     check_visible(x, visible_units, where="x")
-    model = DBN(input_size=x.shape[1], num_classes=2, hidden=list(hidden), visible_units=visible_units,
-                pretrain_epochs=epochs if isinstance(epochs, int) else list(epochs), pretrain_lr=lr,
-                gaussian_lr=gaussian_lr, cd_k=cd_k, persistent=persistent, pretrain_seed=seed)
+    with torch.random.fork_rng(devices=[]):  # the starting weights come from seed, and the caller's RNG is left alone
+        torch.manual_seed(seed)
+        model = DBN(input_size=x.shape[1], num_classes=2, hidden=list(hidden), visible_units=visible_units,
+                    pretrain_epochs=epochs if isinstance(epochs, int) else list(epochs), pretrain_lr=lr,
+                    gaussian_lr=gaussian_lr, cd_k=cd_k, persistent=persistent, pretrain_seed=seed)
     pretrain(model, _Rows(x, batch_size, seed), lambda stage, n: make_trainer(n, dict(accelerator=accelerator)))
     return [rbm.cpu() for rbm in model.rbms]

@@ -59,3 +59,30 @@ def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert expected.keys() == got.keys()
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_mid_stage_stops_with_its_status_and_the_resume_ends_as_an_uninterrupted_run(signum, tmp_path):
+    """SIGTERM (a scheduler) or SIGINT (Ctrl-C) during stage 2: the run stops within seconds with
+    status 128 + signum and one line naming the resume, and the resume ends bit-identical."""
+    subprocess.run(_command(tmp_path / "a"), check=True, env=_env(), capture_output=True, timeout=300)
+    root = tmp_path / "b"
+    stage_checkpoint = root / "lightning_logs" / "version_0" / "checkpoints" / "rbm2-last.ckpt"
+    proc = subprocess.Popen(_command(root), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not stage_checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 10
+    assert proc.returncode == 128 + signum, err[-2000:]
+    assert err.strip().splitlines()[-1] == (f"stopped by {signal.Signals(signum).name}; resume it: run the same "
+                                            "command with --ckpt_path last")
+    resumed = subprocess.run(_command(root, "--ckpt_path", "last"), env=_env(), capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected = _final_state(tmp_path / "a" / "lightning_logs" / "version_0")
+    got = _final_state(root / "lightning_logs" / "version_1")
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
