@@ -92,12 +92,22 @@ def main() -> int:
 
     reference, fp32_ms = gradients(rbm, x, args.batch_size, seed=10, mode="fp32")
     noise, _ = gradients(rbm, x, args.batch_size, seed=11, mode="fp32")
-    result = {"device": str(device), "data": data, "batches": args.batches, "batch_size": args.batch_size,
-              "fp32_ms_per_step": fp32_ms, "sampling_noise_rel": distance(noise, reference)}
-    print(f"{device}, {data}: {args.batches} CD-1 steps of batch {args.batch_size}, 784->512, after "
-          f"{args.warm_steps} fp32 updates")
-    print(f"fp32             {fp32_ms:8.3f} ms/step   another seed (sampling noise): "
-          f"{result['sampling_noise_rel']:.2e} from fp32")
+    result = {
+        "device": str(device),
+        "data": data,
+        "batches": args.batches,
+        "batch_size": args.batch_size,
+        "fp32_ms_per_step": fp32_ms,
+        "sampling_noise_rel": distance(noise, reference),
+    }
+    print(
+        f"{device}, {data}: {args.batches} CD-1 steps of batch {args.batch_size}, 784->512, after "
+        f"{args.warm_steps} fp32 updates"
+    )
+    print(
+        f"fp32             {fp32_ms:8.3f} ms/step   another seed (sampling noise): "
+        f"{result['sampling_noise_rel']:.2e} from fp32"
+    )
     for mode in ["bf16"] + (["tf32"] if device.type == "cuda" else []):
         grads, ms = gradients(rbm, x, args.batch_size, seed=10, mode=mode)
         result[f"{mode}_ms_per_step"], result[f"{mode}_rel"] = ms, distance(grads, reference)

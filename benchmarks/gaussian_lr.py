@@ -24,15 +24,24 @@ RATES = (1e-3, 1e-2, 3e-2, 1e-1)
 
 
 def _datasets() -> dict:
-    return {"digits": (lambda: DigitsDataModule(batch_size=32, scaling="standardize"), 64),
-            "wine": (lambda: ArrayDataModule(loader="sklearn.datasets.load_wine", batch_size=16), 32)}
+    return {
+        "digits": (lambda: DigitsDataModule(batch_size=32, scaling="standardize"), 64),
+        "wine": (lambda: ArrayDataModule(loader="sklearn.datasets.load_wine", batch_size=16), 32),
+    }
 
 
 def val_recon(data, hidden: int, lr: float, epochs: int, seed: int) -> tuple[float, float]:
     """Validation reconstruction error at the start and after ``epochs`` epochs of CD-1 at ``lr``."""
     seed_everything(seed, verbose=False)
-    model = DBN(input_size=data.input_size, num_classes=data.num_classes, hidden=[hidden], visible_units="gaussian",
-                gaussian_lr=lr, pretrain_epochs=epochs, pretrain_seed=seed)
+    model = DBN(
+        input_size=data.input_size,
+        num_classes=data.num_classes,
+        hidden=[hidden],
+        visible_units="gaussian",
+        gaussian_lr=lr,
+        pretrain_epochs=epochs,
+        pretrain_seed=seed,
+    )
     start = make_trainer(1).validate(model.stage(0), data.val_dataloader(), verbose=False)[0]["rbm1/val_recon"]
     trainer = make_trainer(epochs)
     try:
@@ -57,7 +66,10 @@ def main() -> None:
             runs = [val_recon(data, hidden, lr, args.epochs, seed) for seed in range(args.seeds)]
             before, after = statistics.fmean(r[0] for r in runs), statistics.fmean(r[1] for r in runs)
             diverged = sum(math.isinf(r[1]) for r in runs)
-            print(f"{name:7s} lr {lr:<6g} {before:8.3f} -> {after:8.3f}" + (f"  ({diverged} diverged)" if diverged else ""))
+            print(
+                f"{name:7s} lr {lr:<6g} {before:8.3f} -> {after:8.3f}"
+                + (f"  ({diverged} diverged)" if diverged else "")
+            )
 
 
 if __name__ == "__main__":

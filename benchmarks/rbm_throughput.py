@@ -38,24 +38,55 @@ import sys
 import time
 from importlib import metadata
 
-CONTENDERS = ["matmul_only", "naive_torch", "cd_grad_sgd", "dbn_init", "dbn_init_loss", "dbn_init_1t", "sklearn_f32",
-              "sklearn_f64", "learnergy", "finetune_dbn_init", "finetune_plain"]
+CONTENDERS = [
+    "matmul_only",
+    "naive_torch",
+    "cd_grad_sgd",
+    "dbn_init",
+    "dbn_init_loss",
+    "dbn_init_1t",
+    "sklearn_f32",
+    "sklearn_f64",
+    "learnergy",
+    "finetune_dbn_init",
+    "finetune_plain",
+]
 # The order within a round: dbn_init between the floor and learnergy, scikit-learn one further off,
 # the fine-tuning pair together, so that the machine's drift hits both sides of a goal alike.
-RUN_ORDER = ["naive_torch", "cd_grad_sgd", "sklearn_f32", "matmul_only", "dbn_init", "dbn_init_loss", "learnergy",
-             "dbn_init_1t",
-             "sklearn_f64", "finetune_dbn_init", "finetune_plain"]
+RUN_ORDER = [
+    "naive_torch",
+    "cd_grad_sgd",
+    "sklearn_f32",
+    "matmul_only",
+    "dbn_init",
+    "dbn_init_loss",
+    "learnergy",
+    "dbn_init_1t",
+    "sklearn_f64",
+    "finetune_dbn_init",
+    "finetune_plain",
+]
 assert sorted(RUN_ORDER) == sorted(CONTENDERS)
 OPTIONAL = {"learnergy", "sklearn_f32", "sklearn_f64"}  # peers: a failure is reported, not fatal
 FINETUNE_BATCH = 100  # FashionMNISTDataModule's default, the fine-tuning batch of the seed experiment
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.5, 2e-4  # dbn_init's CD defaults for the first epochs
 # (numerator, denominator, comparison, bound): the issue's goals, as ratios of medians.
-GOALS = [("dbn_init", "matmul_only", "<=", 1.4), ("sklearn_f32", "dbn_init", ">=", 2.0),
-         ("learnergy", "dbn_init", ">=", 2.5), ("finetune_dbn_init", "finetune_plain", "<=", 1.3)]
-RATIOS = [("dbn_init", "matmul_only"), ("dbn_init", "naive_torch"), ("dbn_init", "cd_grad_sgd"),
-          ("dbn_init_loss", "dbn_init"),
-          ("sklearn_f32", "dbn_init"), ("learnergy", "dbn_init"), ("finetune_dbn_init", "finetune_plain"),
-          ("dbn_init_1t", "dbn_init")]
+GOALS = [
+    ("dbn_init", "matmul_only", "<=", 1.4),
+    ("sklearn_f32", "dbn_init", ">=", 2.0),
+    ("learnergy", "dbn_init", ">=", 2.5),
+    ("finetune_dbn_init", "finetune_plain", "<=", 1.3),
+]
+RATIOS = [
+    ("dbn_init", "matmul_only"),
+    ("dbn_init", "naive_torch"),
+    ("dbn_init", "cd_grad_sgd"),
+    ("dbn_init_loss", "dbn_init"),
+    ("sklearn_f32", "dbn_init"),
+    ("learnergy", "dbn_init"),
+    ("finetune_dbn_init", "finetune_plain"),
+    ("dbn_init_1t", "dbn_init"),
+]
 
 
 # --- worker side: data, contenders, one timed epoch ----------------------------------------------
@@ -98,9 +129,17 @@ def quiet_trainer():
     from lightning.pytorch import Trainer
 
     # train.py's per-stage Trainer; accelerator="cpu" is what "auto" picks on a CPU-only machine.
-    return Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                   enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                   accelerator="cpu", devices=1)
+    return Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        accelerator="cpu",
+        devices=1,
+    )
 
 
 def matmul_only(dm, args) -> float:
@@ -171,8 +210,13 @@ def cd_grad_sgd(dm, args) -> float:
 
     def epoch():
         for i, v in enumerate(batches):
-            rbm.cd_grad_(v, k=stage.cd.cd_k, generator=g, sample_visible=stage.cd.sample_visible,
-                         value=i % stage.monitor_every == 0)
+            rbm.cd_grad_(
+                v,
+                k=stage.cd.cd_k,
+                generator=g,
+                sample_visible=stage.cd.sample_visible,
+                value=i % stage.monitor_every == 0,
+            )
             optimizer.step()
 
     return seconds(epoch)
@@ -211,8 +255,9 @@ def sklearn_rbm(dtype: str):
         from sklearn.neural_network import BernoulliRBM
 
         x = dm.pretrain_x.numpy().astype(dtype)
-        rbm = BernoulliRBM(n_components=args.hidden, batch_size=args.batch_size, n_iter=1, learning_rate=LR,
-                           random_state=0)
+        rbm = BernoulliRBM(
+            n_components=args.hidden, batch_size=args.batch_size, n_iter=1, learning_rate=LR, random_state=0
+        )
         return seconds(lambda: rbm.fit(x))
 
     return run
@@ -223,8 +268,16 @@ def learnergy(dm, args) -> float:
     from learnergy.models.bernoulli import RBM
     from torch.utils.data import TensorDataset
 
-    rbm = RBM(n_visible=dm.input_size, n_hidden=args.hidden, steps=1, learning_rate=LR, momentum=0, decay=0,
-              temperature=1, use_gpu=False)
+    rbm = RBM(
+        n_visible=dm.input_size,
+        n_hidden=args.hidden,
+        steps=1,
+        learning_rate=LR,
+        momentum=0,
+        decay=0,
+        temperature=1,
+        use_gpu=False,
+    )
     data = TensorDataset(dm.pretrain_x, dm.pretrain_y)
     return seconds(lambda: rbm.fit(data, batch_size=args.batch_size, epochs=1))
 
@@ -259,11 +312,19 @@ def finetune_plain(dm, args) -> float:
     return seconds(epoch)
 
 
-RUNNERS = {"matmul_only": matmul_only, "naive_torch": naive_torch, "cd_grad_sgd": cd_grad_sgd,
-           "dbn_init_loss": dbn_init_loss,
-           "dbn_init": dbn_init, "dbn_init_1t": dbn_init, "sklearn_f32": sklearn_rbm("float32"),
-           "sklearn_f64": sklearn_rbm("float64"), "learnergy": learnergy,
-           "finetune_dbn_init": finetune_dbn_init, "finetune_plain": finetune_plain}
+RUNNERS = {
+    "matmul_only": matmul_only,
+    "naive_torch": naive_torch,
+    "cd_grad_sgd": cd_grad_sgd,
+    "dbn_init_loss": dbn_init_loss,
+    "dbn_init": dbn_init,
+    "dbn_init_1t": dbn_init,
+    "sklearn_f32": sklearn_rbm("float32"),
+    "sklearn_f64": sklearn_rbm("float64"),
+    "learnergy": learnergy,
+    "finetune_dbn_init": finetune_dbn_init,
+    "finetune_plain": finetune_plain,
+}
 
 
 def batch_size_of(name: str, args: argparse.Namespace) -> int:
@@ -308,17 +369,37 @@ def worker(args: argparse.Namespace) -> None:
         start = None
     sec = RUNNERS[name](dm, args)
     peak = status_mb("VmHWM") if start is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": sec, "n": len(dm.pretrain_x), "peak_rss_mb": round(peak, 1),
-                      "epoch_rss_mb": None if start is None else round(peak - start, 1),
-                      "data": "fashion-mnist" if os.path.isdir(args.data_root) else "random"}))
+    print(
+        json.dumps(
+            {
+                "seconds": sec,
+                "n": len(dm.pretrain_x),
+                "peak_rss_mb": round(peak, 1),
+                "epoch_rss_mb": None if start is None else round(peak - start, 1),
+                "data": "fashion-mnist" if os.path.isdir(args.data_root) else "random",
+            }
+        )
+    )
 
 
 # --- driver: interleaved rounds of subprocesses, then the table and the JSON line -----------------
 def run_worker(name: str, args: argparse.Namespace) -> dict:
     threads = str(threads_of(name, args))
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--threads", str(args.threads),
-           "--batch-size", str(args.batch_size), "--hidden", str(args.hidden), "--data-root", args.data_root]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        name,
+        "--threads",
+        str(args.threads),
+        "--batch-size",
+        str(args.batch_size),
+        "--hidden",
+        str(args.hidden),
+        "--data-root",
+        args.data_root,
+    ]
     cmd += [] if args.n is None else ["--n", str(args.n)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -339,8 +420,9 @@ def measure(names: list[str], unavailable: dict, args: argparse.Namespace) -> di
             res = run_worker(name, args)
             if "error" in res:
                 unavailable[name] = res["error"]
-                print(f"round {r + 1}/{args.rounds}  {name:<18} FAILED: {res['error']}\n{res['stderr']}",
-                      file=sys.stderr)
+                print(
+                    f"round {r + 1}/{args.rounds}  {name:<18} FAILED: {res['error']}\n{res['stderr']}", file=sys.stderr
+                )
             else:
                 runs[name].append({**res, "round": r})
                 print(f"round {r + 1}/{args.rounds}  {name:<18} {res['seconds']:8.3f} s", flush=True)
@@ -353,8 +435,9 @@ def report(runs: dict[str, list[dict]], unavailable: dict, args: argparse.Namesp
     med = {c: statistics.median(x["seconds"] for x in v) for c, v in done.items()}
     low = {c: min(x["seconds"] for x in v) for c, v in done.items()}
     peak = {c: max(x["peak_rss_mb"] for x in v) for c, v in done.items()}
-    extra = {c: max((x["epoch_rss_mb"] for x in v if x["epoch_rss_mb"] is not None), default=None)
-             for c, v in done.items()}
+    extra = {
+        c: max((x["epoch_rss_mb"] for x in v if x["epoch_rss_mb"] is not None), default=None) for c, v in done.items()
+    }
 
     def ratio(a: str, b: str) -> float | None:
         """The median over rounds of a's epoch over b's epoch in the same round."""
@@ -366,35 +449,52 @@ def report(runs: dict[str, list[dict]], unavailable: dict, args: argparse.Namesp
         return med[a] / med[b] if a in med and b in med else None
 
     n = next((x["n"] for v in done.values() for x in v), args.n)
-    print(f"\nOne epoch, n={n}, batch {args.batch_size} (fine-tuning {FINETUNE_BATCH}), 784->{args.hidden}, "
-          f"{args.threads} threads, {args.rounds} rounds; ratio (median of per-round ratios) to matmul_only "
-          "(fine-tuning: to finetune_plain)")
-    print(f"{'contender':<18} {'median s':>9} {'min s':>8} {'ratio':>7} {'samples/s':>10} {'peak RSS MB':>12} "
-          f"{'epoch +MB':>10}")
+    print(
+        f"\nOne epoch, n={n}, batch {args.batch_size} (fine-tuning {FINETUNE_BATCH}), 784->{args.hidden}, "
+        f"{args.threads} threads, {args.rounds} rounds; ratio (median of per-round ratios) to matmul_only "
+        "(fine-tuning: to finetune_plain)"
+    )
+    print(
+        f"{'contender':<18} {'median s':>9} {'min s':>8} {'ratio':>7} {'samples/s':>10} {'peak RSS MB':>12} "
+        f"{'epoch +MB':>10}"
+    )
     for c in runs:
         if c not in done:
             print(f"{c:<18} unavailable: {unavailable.get(c, '?')}")
             continue
         rt = ratio(c, "finetune_plain" if c.startswith("finetune") else "matmul_only")
-        print(f"{c:<18} {med[c]:9.3f} {low[c]:8.3f} {'-' if rt is None else f'{rt:.2f}x':>7} {n / med[c]:10,.0f} "
-              f"{peak[c]:12.0f} {'-' if extra[c] is None else f'{extra[c]:.0f}':>10}")
+        print(
+            f"{c:<18} {med[c]:9.3f} {low[c]:8.3f} {'-' if rt is None else f'{rt:.2f}x':>7} {n / med[c]:10,.0f} "
+            f"{peak[c]:12.0f} {'-' if extra[c] is None else f'{extra[c]:.0f}':>10}"
+        )
     goals = {}
     for a, b, op, bound in GOALS:
         value, key = ratio(a, b), f"{a}/{b} {op} {bound}"
         goals[key] = None if value is None else (value <= bound if op == "<=" else value >= bound)
         print(f"goal {key}: {'n/a' if value is None else f'{value:.2f} ' + ('met' if goals[key] else 'NOT met')}")
     return {
-        **{f"{c}_s": med.get(c) for c in CONTENDERS}, **{f"{a}_over_{b}": ratio(a, b) for a, b in RATIOS},
-        "goals_met": goals, "ratio_method": "median over rounds of the two contenders' ratio within a round",
-        "ratios_of_medians": {f"{a}_over_{b}": ratio_of_medians(a, b) for a, b in RATIOS}, "min_s": low,
+        **{f"{c}_s": med.get(c) for c in CONTENDERS},
+        **{f"{a}_over_{b}": ratio(a, b) for a, b in RATIOS},
+        "goals_met": goals,
+        "ratio_method": "median over rounds of the two contenders' ratio within a round",
+        "ratios_of_medians": {f"{a}_over_{b}": ratio_of_medians(a, b) for a, b in RATIOS},
+        "min_s": low,
         "all_s": {c: [round(x["seconds"], 4) for x in v] for c, v in done.items()},  # in round order
-        "peak_rss_mb": peak, "epoch_rss_mb": extra,
+        "peak_rss_mb": peak,
+        "epoch_rss_mb": extra,
         "rss_method": "own subprocess per run; VmHWM reset (/proc/self/clear_refs) before the epoch, read after",
-        "unavailable": unavailable, "rounds": args.rounds, "threads": args.threads, "n": n,
-        "batch_size": args.batch_size, "finetune_batch_size": FINETUNE_BATCH, "hidden": args.hidden,
+        "unavailable": unavailable,
+        "rounds": args.rounds,
+        "threads": args.threads,
+        "n": n,
+        "batch_size": args.batch_size,
+        "finetune_batch_size": FINETUNE_BATCH,
+        "hidden": args.hidden,
         "data": next((x["data"] for v in done.values() for x in v), None),
-        "versions": {"python": platform.python_version(), **{k: version(k) for k in
-                     ("dbn_init", "torch", "lightning", "scikit-learn", "numpy", "learnergy")}},
+        "versions": {
+            "python": platform.python_version(),
+            **{k: version(k) for k in ("dbn_init", "torch", "lightning", "scikit-learn", "numpy", "learnergy")},
+        },
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -413,10 +513,16 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=128, help="RBM batch size (fine-tuning uses 100)")
     p.add_argument("--hidden", type=int, default=512, help="RBM hidden units")
     p.add_argument("--threads", type=int, default=2, help="torch/OpenMP/BLAS threads per contender")
-    p.add_argument("--data-root", default="/usr/share/datasets/fashion-mnist",
-                   help="Fashion-MNIST IDX folder; random binary images of the same shape if it is missing")
-    p.add_argument("--skip", default="", help=f"comma list of contenders or prefixes (e.g. learnergy,sklearn) "
-                                              f"from {', '.join(CONTENDERS)}")
+    p.add_argument(
+        "--data-root",
+        default="/usr/share/datasets/fashion-mnist",
+        help="Fashion-MNIST IDX folder; random binary images of the same shape if it is missing",
+    )
+    p.add_argument(
+        "--skip",
+        default="",
+        help=f"comma list of contenders or prefixes (e.g. learnergy,sklearn) from {', '.join(CONTENDERS)}",
+    )
     p.add_argument("--sklearn-f64", action="store_true", help="also time sklearn in float64")
     p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)  # internal: one timed epoch
     args = p.parse_args()

@@ -5,13 +5,13 @@ the frozen RBMs 1..k-1, :func:`pretrain`) -> transfer into the MLP -> fine-tune 
 """
 
 from .data import (
-                   ArrayDataModule,
-                   DatasetDataModule,
-                   DigitsDataModule,
-                   FashionMNISTDataModule,
-                   ImageDataModule,
-                   InMemoryDataModule,
-                   MNISTDataModule,
+    ArrayDataModule,
+    DatasetDataModule,
+    DigitsDataModule,
+    FashionMNISTDataModule,
+    ImageDataModule,
+    InMemoryDataModule,
+    MNISTDataModule,
 )
 from .init import INIT_SCHEMES, init_weight
 from .io import load_stack, save_stack
@@ -22,9 +22,29 @@ from .rbm import RBM, GaussianRBM, make_rbm
 from .transfer import load_pretrained_
 
 __all__ = [
-    "DBN", "Baseline", "Classifier", "MLP", "RBM", "GaussianRBM", "make_rbm", "INIT_SCHEMES", "init_weight",
-    "InMemoryDataModule", "ArrayDataModule", "DatasetDataModule", "ImageDataModule", "DigitsDataModule", "MNISTDataModule", "FashionMNISTDataModule",
-    "CDSettings", "make_trainer", "pretrain", "pretrain_stack", "load_stack", "save_stack", "load_pretrained_",
+    "DBN",
+    "Baseline",
+    "Classifier",
+    "MLP",
+    "RBM",
+    "GaussianRBM",
+    "make_rbm",
+    "INIT_SCHEMES",
+    "init_weight",
+    "InMemoryDataModule",
+    "ArrayDataModule",
+    "DatasetDataModule",
+    "ImageDataModule",
+    "DigitsDataModule",
+    "MNISTDataModule",
+    "FashionMNISTDataModule",
+    "CDSettings",
+    "make_trainer",
+    "pretrain",
+    "pretrain_stack",
+    "load_stack",
+    "save_stack",
+    "load_pretrained_",
 ]
 
 

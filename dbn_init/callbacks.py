@@ -53,8 +53,9 @@ class ResumeCheckpoint(ModelCheckpoint):
     def __init__(self, dirpath: str | Path, name: str) -> None:
         # at the end of the training epoch even when validation runs every n epochs or several
         # times an epoch (Lightning would otherwise save after validation, missing epochs)
-        super().__init__(dirpath=dirpath, filename=name, save_top_k=1, enable_version_counter=False,
-                         save_on_train_epoch_end=True)
+        super().__init__(
+            dirpath=dirpath, filename=name, save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True
+        )
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -83,8 +84,10 @@ class PredictionWriter(BasePredictionWriter):
         labels = probabilities.argmax(-1)
         torch.save({"probabilities": probabilities, "labels": labels, "indices": rows}, pt)
         header = "index,label," + ",".join(f"p_{c}" for c in range(probabilities.shape[1]))
-        lines = (f"{i},{y}," + ",".join(f"{p:.6g}" for p in ps) for i, y, ps in
-                 zip(rows.tolist(), labels.tolist(), probabilities.tolist()))
+        lines = (
+            f"{i},{y}," + ",".join(f"{p:.6g}" for p in ps)
+            for i, y, ps in zip(rows.tolist(), labels.tolist(), probabilities.tolist())
+        )
         csv.write_text("\n".join([header, *lines]) + "\n")
 
 
@@ -123,8 +126,9 @@ class RBMPictures(Callback):
         Sweeps of each sampling chain (started from noise).
     """
 
-    def __init__(self, image_shape: tuple[int, int], n_filters: int = 100, n_samples: int = 64,
-                 gibbs_steps: int = 1000) -> None:
+    def __init__(
+        self, image_shape: tuple[int, int], n_filters: int = 100, n_samples: int = 64, gibbs_steps: int = 1000
+    ) -> None:
         self.image_shape = tuple(image_shape)
         self.n_filters, self.n_samples, self.gibbs_steps = n_filters, n_samples, gibbs_steps
         self.curves: dict[str, list[float]] = {}
@@ -170,8 +174,12 @@ class RBMPictures(Callback):
         for kind, grid in pictures.items():
             save_image_grid(grid, folder / f"{stage.name}_{kind}.png", f"{stage.name} {kind}")
             if isinstance(trainer.logger, TensorBoardLogger):
-                trainer.logger.experiment.add_image(f"{stage.name}/{kind}", grid if grid.ndim == 3 else grid[None],
-                                                    stage.index, dataformats="HWC" if grid.ndim == 3 else "CHW")
+                trainer.logger.experiment.add_image(
+                    f"{stage.name}/{kind}",
+                    grid if grid.ndim == 3 else grid[None],
+                    stage.index,
+                    dataformats="HWC" if grid.ndim == 3 else "CHW",
+                )
         curves = {k: v for k, v in self.curves.items() if k.startswith(f"{stage.name}/")}
         if curves:
             save_curves({stage.name: curves}, folder / f"{stage.name}_curve.png", ylabel="reconstruction error")

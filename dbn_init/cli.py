@@ -15,13 +15,14 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from .callbacks import PredictionWriter, RBMPictures, ResumeCheckpoint
 from .configs import shipped
 from .constraints import FileTakenError, UsageError
+from .entry import command, one_line
 from .io import data_record, save_stack
 from .models import DBN, Classifier
 from .pretrain import FIT_ONLY, make_trainer, pretrain, stage_progress, trainer_options
 from .runs import RecordRunSettings, check_run_folder, checked_checkpoint, find_last, run_settings
-from .stopping import handlers
 
 __all__ = ["DBNCLI", "main", "entry_point"]
+
 
 class DBNCLI(LightningCLI):
     """LightningCLI whose ``fit`` resumes by run identity, pretrains a DBN's stages with
@@ -76,13 +77,22 @@ class DBNCLI(LightningCLI):
         ``rbm{k}-last.ckpt`` every epoch (for resuming) and the stage's pictures."""
         config = self.config[self.subcommand]["trainer"].clone().as_dict()
         options = {k: v for k, v in trainer_options(config).items() if k not in FIT_ONLY}
-        callbacks = [ResumeCheckpoint(self.checkpoint_dir(), f"rbm{stage + 1}-last"),
-                     RecordRunSettings(run_settings(self.model, self.datamodule)), *stage_progress(options)]
+        callbacks = [
+            ResumeCheckpoint(self.checkpoint_dir(), f"rbm{stage + 1}-last"),
+            RecordRunSettings(run_settings(self.model, self.datamodule)),
+            *stage_progress(options),
+        ]
         if getattr(self.datamodule, "image_shape", None):
             callbacks.append(RBMPictures(self.datamodule.image_shape))
-        return make_trainer(epochs, options, logger=self.trainer.loggers or False, callbacks=callbacks,  # False: none
-                            enable_checkpointing=True, default_root_dir=self.trainer.default_root_dir,
-                            log_every_n_steps=1)  # stages log per epoch
+        return make_trainer(
+            epochs,
+            options,
+            logger=self.trainer.loggers or False,
+            callbacks=callbacks,  # False: none
+            enable_checkpointing=True,
+            default_root_dir=self.trainer.default_root_dir,
+            log_every_n_steps=1,
+        )  # stages log per epoch
 
     # --- the subcommands -----------------------------------------------------------------------
     def before_fit(self) -> None:
@@ -115,9 +125,11 @@ class DBNCLI(LightningCLI):
         elif isinstance(self.model, DBN):  # refused before the Trainer makes a run folder
             self.model.refuse_evaluating_untrained(self.subcommand)
         else:  # a Baseline would be scored at its initialisation: not what the command is for
-            raise UsageError(f"{self.subcommand} needs the weights of a trained run, and no --ckpt_path was given "
-                             f"({type(self.model).__name__} would be scored at its untrained start); pass the run's "
-                             "fine-tuning checkpoint (--ckpt_path PATH/last.ckpt, or --ckpt_path last), or fit first")
+            raise UsageError(
+                f"{self.subcommand} needs the weights of a trained run, and no --ckpt_path was given "
+                f"({type(self.model).__name__} would be scored at its untrained start); pass the run's "
+                "fine-tuning checkpoint (--ckpt_path PATH/last.ckpt, or --ckpt_path last), or fit first"
+            )
         if self.subcommand != "predict" and (self.run_dir() / "config.yaml").is_file():
             # Without a logger every command shares one folder: validate and test write nothing there,
             # so the fit's config.yaml stays as it is rather than being refused as another run's.
@@ -133,9 +145,11 @@ class DBNCLI(LightningCLI):
             return
         held = [p.name for p in (self.run_dir() / "config.yaml", *PredictionWriter.paths(self.trainer)) if p.exists()]
         if held:  # without a logger every run writes to the same folder
-            raise FileTakenError(f"{self.run_dir()} already holds an earlier run's {' and '.join(held)}, which this "
-                                  "prediction would overwrite; pass another --trainer.default_root_dir, or enable a "
-                                  "logger (a new version folder per run)")
+            raise FileTakenError(
+                f"{self.run_dir()} already holds an earlier run's {' and '.join(held)}, which this "
+                "prediction would overwrite; pass another --trainer.default_root_dir, or enable a "
+                "logger (a new version folder per run)"
+            )
         self.trainer.callbacks.append(PredictionWriter())
 
     def after_fit(self) -> None:
@@ -164,19 +178,9 @@ def _declared(name: str, datamodule: LightningDataModule) -> int | None:
     return getattr(datamodule, name, None)
 
 
-# What jsonargparse says around a class's own message about its options: the union of the class
-# and None it tried, and the value it was given (a Namespace, which repeats the whole config).
-_UNION_REPORT = ("Does not validate against any of the Union", "Subtypes:", "Errors:", "- Expected a <class 'NoneType'>",
-                 "Given value type:", "Given value: Namespace(", "Given value: NestedArg(")
-
-
 class _Parser(LightningArgumentParser):
-    """Lightning's parser, whose usage errors are one line: what the class or option said."""
-
-    def error(self, message: str, ex: Exception | None = None):
-        lines = [line.strip() for line in message.splitlines()]
-        return super().error(" ".join(line.removeprefix("- ") for line in lines
-                                      if line and not line.startswith(_UNION_REPORT)), ex)
+    def error(self, message: str, ex: Exception | None = None):  # one line: what the class or option said
+        return super().error(one_line(message), ex)
 
 
 def main(args: list[str] | None = None) -> DBNCLI:
@@ -186,15 +190,9 @@ def main(args: list[str] | None = None) -> DBNCLI:
     if args is None:  # LightningCLI reads sys.argv itself, and warns when given both
         sys.argv[1:] = shipped(sys.argv[1:])
     return DBNCLI(Classifier, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                  parser_class=_Parser, args=None if args is None else shipped(args))
+                  parser_class=_Parser, args=None if args is None else shipped(args))  # fmt: skip
 
 
 def entry_point() -> None:
-    """``train.py`` and ``dbn-init``: a usage error found at run time is one line and status 2 (any
-    other error keeps its traceback); SIGTERM and SIGINT stop the run (:mod:`dbn_init.stopping`)."""
-    try:
-        with handlers("resume it: run the same command with --ckpt_path last"):
-            main()
-    except UsageError as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        raise SystemExit(2) from None
+    """``train.py`` and ``dbn-init``: :func:`main` under :func:`dbn_init.entry.command`."""
+    command(main, "resume it: run the same command with --ckpt_path last")

@@ -35,7 +35,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt, restricted_number_t
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 
-from . import stopping
+from . import entry
 from .configs import shipped
 from .constraints import FileTakenError, UsageError
 from .init import INIT_SCHEMES
@@ -82,21 +82,32 @@ class Cell:
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m dbn_init.compare", description=__doc__.split("\n\n")[0],
-                            default_env=False)
+    parser = ArgumentParser(prog="python -m dbn_init.compare", description=__doc__.split("\n\n")[0], default_env=False)
     parser.add_argument("--config", action=ActionConfigFile, help="a configs/compare_*.yaml file")
     parser.add_subclass_arguments(LightningDataModule, "data", required=True, help="the DataModule, as in train.py")
     parser.add_argument("--models", type=list[ModelName], default=list(MODELS), help="rows of the table")
     parser.add_argument("--hidden", type=list[list[PositiveInt]], default=[[256, 256]], help="architectures")
-    parser.add_argument("--extra", type=list[Row], default=[],
-                        help="rows with a shape and options of their own: [{name: dbn_large, model: dbn, "
-                             "hidden: [500, 500, 2000], options: {pretrain_epochs: 20}}]")
+    parser.add_argument(
+        "--extra",
+        type=list[Row],
+        default=[],
+        help="rows with a shape and options of their own: [{name: dbn_large, model: dbn, "
+        "hidden: [500, 500, 2000], options: {pretrain_epochs: 20}}]",
+    )
     parser.add_argument("--seeds", type=list[Seed], default=[0, 1, 2], help="each seeds its cell (0 to 2**32 - 1)")
-    parser.add_argument("--labels", type=list[Optional[PositiveInt]], default=[None],
-                        help="label budgets for fine-tuning (null = all); pretraining always sees every image")
+    parser.add_argument(
+        "--labels",
+        type=list[Optional[PositiveInt]],
+        default=[None],
+        help="label budgets for fine-tuning (null = all); pretraining always sees every image",
+    )
     parser.add_argument("--max_epochs", type=PositiveInt, default=15, help="fine-tuning epochs of every cell")
-    parser.add_argument("--min_steps", type=NonNegativeInt, default=0,
-                        help="at least this many fine-tuning steps (more epochs on small label budgets)")
+    parser.add_argument(
+        "--min_steps",
+        type=NonNegativeInt,
+        default=0,
+        help="at least this many fine-tuning steps (more epochs on small label budgets)",
+    )
     # The cell sets the sizes, a scheme row its init, and a DBN cell's seed seeds its pretraining.
     parser.add_class_arguments(DBN, "dbn", skip=_SET_BY_CELL | {"pretrain_seed"}, instantiate=False)
     parser.add_class_arguments(Baseline, "baseline", skip=_SET_BY_CELL | {"init"}, instantiate=False)
@@ -109,8 +120,12 @@ def build_parser() -> ArgumentParser:
 def cells(cfg: Namespace) -> list[Cell]:
     rows = [(m, m, tuple(h), ()) for h in cfg.hidden for m in cfg.models]
     rows += [(e.name, e.model, tuple(e.hidden), tuple(sorted(e.options.items()))) for e in cfg.extra]
-    return [Cell(name, model, hidden, seed, labels, options)
-            for labels in cfg.labels for name, model, hidden, options in rows for seed in cfg.seeds]
+    return [
+        Cell(name, model, hidden, seed, labels, options)
+        for labels in cfg.labels
+        for name, model, hidden, options in rows
+        for seed in cfg.seeds
+    ]
 
 
 # --- building a cell's objects --------------------------------------------------------------
@@ -187,8 +202,9 @@ def _pretrain_cell(cell: Cell, cfg: Namespace, model: DBN, data: LightningDataMo
         try:
             model.load_rbms(load_stack(cache, input_size=data.input_size, hidden=list(cell.hidden)).rbms)
         except ValueError as err:
-            raise UsageError(f"{err}; it is this runner's cached pretrained stack: delete {cache} to pretrain it "
-                             "again") from err
+            raise UsageError(
+                f"{err}; it is this runner's cached pretrained stack: delete {cache} to pretrain it again"
+            ) from err
     options = dict(accelerator=cfg.accelerator, devices=cfg.devices)
     start = time.perf_counter()
     pretrain(model, data, lambda stage, epochs: make_trainer(epochs, options, num_sanity_val_steps=0))
@@ -211,19 +227,33 @@ def run_cell(cell: Cell, cfg: Namespace, data: LightningDataModule, out: Path) -
     settings = cell_settings(model, data, epochs)
     pretrain_seconds, cached = _pretrain_cell(cell, cfg, model, data, out) if cell.model == "dbn" else (0.0, False)
     curve = _ValCurve()
-    trainer = make_trainer(epochs, dict(accelerator=cfg.accelerator, devices=cfg.devices), callbacks=[curve],
-                           num_sanity_val_steps=0, check_val_every_n_epoch=max(1, epochs // cfg.max_epochs))
+    trainer = make_trainer(
+        epochs,
+        dict(accelerator=cfg.accelerator, devices=cfg.devices),
+        callbacks=[curve],
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=max(1, epochs // cfg.max_epochs),
+    )
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
     fit_seconds = time.perf_counter() - start
     test = trainer.test(model, datamodule=data, verbose=False)[0]
     return {
-        "model": cell.name, "hidden": list(cell.hidden), "seed": cell.seed, "labels": cell.labels,
-        "test_acc": round(float(test["test_acc"]), 6), "test_loss": round(float(test["test_loss"]), 6),
-        "val_acc": curve.values[-1] if curve.values else None, "val_curve": curve.values,
-        "epochs": epochs, "fit_seconds": round(fit_seconds, 2), "pretrain_seconds": round(pretrain_seconds, 2),
-        "pretrained_from_cache": cached, "dataset": getattr(data, "dataset_name", type(data).__name__),
-        "train_size": len(data.train_dataloader().dataset), "settings": settings,
+        "model": cell.name,
+        "hidden": list(cell.hidden),
+        "seed": cell.seed,
+        "labels": cell.labels,
+        "test_acc": round(float(test["test_acc"]), 6),
+        "test_loss": round(float(test["test_loss"]), 6),
+        "val_acc": curve.values[-1] if curve.values else None,
+        "val_curve": curve.values,
+        "epochs": epochs,
+        "fit_seconds": round(fit_seconds, 2),
+        "pretrain_seconds": round(pretrain_seconds, 2),
+        "pretrained_from_cache": cached,
+        "dataset": getattr(data, "dataset_name", type(data).__name__),
+        "train_size": len(data.train_dataloader().dataset),
+        "settings": settings,
     }
 
 
@@ -238,19 +268,25 @@ def _check_table(cfg: Namespace, table: list[Cell]) -> None:
     names = [e.name for e in cfg.extra]
     clashing = [n for i, n in enumerate(names) if n in MODELS or n in names[:i]]
     if clashing:
-        raise UsageError(f"extra row name(s) {clashing} repeat a model name {list(MODELS)} or another extra row; "
-                         "expected a name of its own for each extra row, e.g. dbn_large")
+        raise UsageError(
+            f"extra row name(s) {clashing} repeat a model name {list(MODELS)} or another extra row; "
+            "expected a name of its own for each extra row, e.g. dbn_large"
+        )
     for row in cfg.extra:
         _row_options(row, cfg)
     if dict(cfg.data.init_args).get("num_labels") is not None:
-        raise UsageError("--data.num_labels is set, but each cell sets its own label budget from --labels; move the "
-                         f"value into --labels (e.g. --labels '[{cfg.data.init_args.num_labels}]')")
+        raise UsageError(
+            "--data.num_labels is set, but each cell sets its own label budget from --labels; move the "
+            f"value into --labels (e.g. --labels '[{cfg.data.init_args.num_labels}]')"
+        )
     if not table:
         why = [f"--{o} is empty" for o in ("seeds", "labels") if not getattr(cfg, o)]
         if not (cfg.models and cfg.hidden or cfg.extra):
             why.append("no row (--models and --hidden are empty, or --extra is)")
-        raise UsageError(f"no cells to run: {', '.join(why)}; expected at least one seed, one label budget (null = "
-                         "all) and one row (a model of --models at a shape of --hidden, or an --extra row)")
+        raise UsageError(
+            f"no cells to run: {', '.join(why)}; expected at least one seed, one label budget (null = "
+            "all) and one row (a model of --models at a shape of --hidden, or an --extra row)"
+        )
     try:  # an unknown accelerator, or more devices than it has, would fail in the first cell
         make_trainer(1, dict(accelerator=cfg.accelerator, devices=cfg.devices))
     except (MisconfigurationException, ValueError, RuntimeError) as err:
@@ -272,14 +308,18 @@ def _plan(cfg: Namespace, results: ResultsFile, out: Path) -> tuple[list[Cell], 
         try:
             model = _model(cell, cfg, data)
         except UsageError as err:
-            raise UsageError(f"cannot build {cell.name} with hidden={list(cell.hidden)} from --"
-                             f"{'dbn' if cell.model == 'dbn' else 'baseline'} and the row's options: {err}") from err
+            raise UsageError(
+                f"cannot build {cell.name} with hidden={list(cell.hidden)} from --"
+                f"{'dbn' if cell.model == 'dbn' else 'baseline'} and the row's options: {err}"
+            ) from err
         if cell.model == "dbn" and model.hparams.pretrained and not _stack_cache(out, cell, model, data).exists():
             try:  # --dbn.pretrained: missing, corrupt or wrong-shape files fail now, not at the first DBN cell
                 import_stack(model, data)
             except (ValueError, OSError) as err:
-                raise UsageError(f"--dbn.pretrained, the stack {cell.name} with hidden={list(cell.hidden)} starts "
-                                 f"from: {err}. Nothing was run") from err
+                raise UsageError(
+                    f"--dbn.pretrained, the stack {cell.name} with hidden={list(cell.hidden)} starts "
+                    f"from: {err}. Nothing was run"
+                ) from err
         row = done.get(cell.key())
         if row is None:
             todo.append(cell)
@@ -293,19 +333,25 @@ def _plan(cfg: Namespace, results: ResultsFile, out: Path) -> tuple[list[Cell], 
         found = differences(then, {k: now[k] for k in ("model", "data")})
         if then.get("epochs") != now["epochs"]:
             found.append(f"fine-tuning epochs: {then.get('epochs')!r} in the file, {now['epochs']!r} here")
-        raise UsageError(f"{results.path} already holds {len(changed)} of these cells (e.g. {c.name} {list(c.hidden)} "
-                         f"seed {c.seed} labels {c.labels}) run with other settings ({'; '.join(found) or then}). "
-                         "Nothing was run or overwritten; use a new --out for the new settings")
+        raise UsageError(
+            f"{results.path} already holds {len(changed)} of these cells (e.g. {c.name} {list(c.hidden)} "
+            f"seed {c.seed} labels {c.labels}) run with other settings ({'; '.join(found) or then}). "
+            "Nothing was run or overwritten; use a new --out for the new settings"
+        )
     return todo, datamodules
 
 
 def _output_folder(path: str) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; expected a folder (new, or one this runner wrote): pick another --out")
+        raise UsageError(
+            f"--out {out} is a file; expected a folder (new, or one this runner wrote): pick another --out"
+        )
     if not (out / "results.json").exists() and (foreign := [n for n in _OUTPUTS if (out / n).exists()]):
-        raise FileTakenError(f"{out} holds {foreign} but no results.json, so they are not this runner's and would be "
-                             "overwritten; nothing was run: move them away or pick another --out")
+        raise FileTakenError(
+            f"{out} holds {foreign} but no results.json, so they are not this runner's and would be "
+            "overwritten; nothing was run: move them away or pick another --out"
+        )
     return out
 
 
@@ -326,7 +372,7 @@ def run(cfg: Namespace) -> list[dict[str, Any]]:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task("cells", total=len(todo))
         for cell in todo:
-            stopping.check()
+            entry.check()
             bar.update(task, description=f"{cell.name} {list(cell.hidden)} seed {cell.seed} labels {cell.labels}")
             results.runs.append(run_cell(cell, cfg, datamodules[cell.labels], out))
             results.save()
@@ -346,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     cfg = parser.parse_args(shipped(sys.argv[1:] if argv is None else argv))
     try:
-        with stopping.handlers("resume it: run the same command again (finished cells are kept)"):
+        with entry.handlers("resume it: run the same command again (finished cells are kept)"):
             runs = run(cfg)
     except UsageError as err:  # a value the user gave: one line, no traceback; anything else is a bug
         print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)

@@ -82,8 +82,9 @@ class ListOf:
     min_len: int = 1
 
     def accepts(self, value: Any) -> bool:
-        return (isinstance(value, (list, tuple)) and len(value) >= self.min_len
-                and all(self.item.accepts(v) for v in value))
+        return (
+            isinstance(value, (list, tuple)) and len(value) >= self.min_len and all(self.item.accepts(v) for v in value)
+        )
 
     def __str__(self) -> str:
         return f"a list of at least {self.min_len} item(s), each {self.item}"
@@ -96,8 +97,9 @@ def _accepts(constraint: Constraint, value: Any) -> bool:
     return value is None if constraint is None else constraint.accepts(value)
 
 
-def validate_params(owner: str, params: dict[str, Any], constraints: dict[str, Sequence[Constraint]],
-                    prefix: str = "") -> None:
+def validate_params(
+    owner: str, params: dict[str, Any], constraints: dict[str, Sequence[Constraint]], prefix: str = ""
+) -> None:
     """Raise one :class:`UsageError` naming every parameter of ``params`` that meets none of its
     constraints; parameters without constraints are not checked. ``prefix`` is how the user
     spells the option (``"--model."``), for the message."""

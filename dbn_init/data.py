@@ -48,24 +48,39 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
 
 from .constraints import Interval, MissingFileError, Options, UsageError, validate_params
 
-__all__ = ["InMemoryDataModule", "ImageDataModule", "DigitsDataModule", "MNISTDataModule", "FashionMNISTDataModule",
-           "ArrayDataModule", "DatasetDataModule", "read_idx", "load_idx_dataset", "read_array_file"]
+__all__ = [
+    "InMemoryDataModule",
+    "ImageDataModule",
+    "DigitsDataModule",
+    "MNISTDataModule",
+    "FashionMNISTDataModule",
+    "ArrayDataModule",
+    "DatasetDataModule",
+    "read_idx",
+    "load_idx_dataset",
+    "read_array_file",
+]
 
 Scaling = Literal["unit", "standardize", "none"]
 # IDX type code -> big-endian numpy dtype.
 _IDX_DTYPES = {
-    0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
 }
 _CHUNK = 1 << 24  # read in chunks so a lying header cannot make us allocate more than the file holds
 # Data options that change where the files are read from or how fast they load, not what a model
 # learns from them: runs differing only in these are the same experiment (train.py's --ckpt_path,
 # compare's cells).
 LOADING_OPTIONS = frozenset({"root", "download", "num_workers", "on_device"})
-_FILE_FIX = ("re-download it (`--data.download true`) or restore it from where it came (Debian's Fashion-MNIST: "
-             "`apt-get install --reinstall dataset-fashion-mnist`)")
-_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_FILE_FIX = (
+    "re-download it (`--data.download true`) or restore it from where it came (Debian's Fashion-MNIST: "
+    "`apt-get install --reinstall dataset-fashion-mnist`)"
+)
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def _read_at_most(stream, n: int) -> bytes:
@@ -170,8 +185,13 @@ def load_idx_dataset(root: str | Path, name: str) -> tuple[np.ndarray, np.ndarra
     files = next(filter(None, map(_find_idx_files, folders)), None) if root.is_dir() else None
     if files is None:
         looked = "\n  ".join(str(d / f"{s}{gz}") for d in folders for s in _IDX_FILES for gz in ("", ".gz"))
-        problem = ("no folder holds all four files" if root.is_dir() else
-                   f"data root {root} is a file, not a folder" if root.exists() else f"data root {root} does not exist")
+        problem = (
+            "no folder holds all four files"
+            if root.is_dir()
+            else f"data root {root} is a file, not a folder"
+            if root.exists()
+            else f"data root {root} does not exist"
+        )
         raise MissingFileError(
             f"{problem}; expected the {name} IDX files {', '.join(_IDX_FILES)} (each optionally .gz) in one "
             f"folder, flat in {root} or in torchvision's {root / name / 'raw'}. Looked at:\n  {looked}\n"
@@ -182,17 +202,21 @@ def load_idx_dataset(root: str | Path, name: str) -> tuple[np.ndarray, np.ndarra
     for i in (0, 2):
         (img_path, lab_path), (images, labels) = files[i : i + 2], arrays[i : i + 2]
         if images.ndim != 3 or labels.ndim != 1:
-            raise UsageError(f"expected images (N, H, W) in {img_path} and labels (N,) in {lab_path}, got "
-                             f"{images.shape} and {labels.shape}; {_FILE_FIX}")
+            raise UsageError(
+                f"expected images (N, H, W) in {img_path} and labels (N,) in {lab_path}, got "
+                f"{images.shape} and {labels.shape}; {_FILE_FIX}"
+            )
         if len(images) != len(labels):
-            raise UsageError(f"expected as many labels as images, got {len(images)} images in {img_path} and "
-                             f"{len(labels)} labels in {lab_path}; {_FILE_FIX}")
+            raise UsageError(
+                f"expected as many labels as images, got {len(images)} images in {img_path} and "
+                f"{len(labels)} labels in {lab_path}; {_FILE_FIX}"
+            )
         if not np.issubdtype(labels.dtype, np.integer) or not np.isin(labels, np.arange(10)).all():
-            raise UsageError(f"expected integer labels in 0..9 in {lab_path}, got {labels.dtype} values "
-                             f"{np.unique(labels)[:10].tolist()}...; {_FILE_FIX}")
+            raise UsageError(
+                f"expected integer labels in 0..9 in {lab_path}, got {labels.dtype} values "
+                f"{np.unique(labels)[:10].tolist()}...; {_FILE_FIX}"
+            )
     return arrays[0], arrays[1].astype(np.int64), arrays[2], arrays[3].astype(np.int64)
-
-
 
 
 # ---------------------------------------------------------------- array files (.npz, .npy, .csv, .tsv)
@@ -200,8 +224,9 @@ def load_idx_dataset(root: str | Path, name: str) -> tuple[np.ndarray, np.ndarra
 _ARRAY_SUFFIXES = (".npz", ".npy", ".csv", ".tsv")
 
 
-def read_array_file(path: str | Path, target: str | None = None, option: str = "path",
-                    target_optional: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def read_array_file(
+    path: str | Path, target: str | None = None, option: str = "path", target_optional: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Features and labels from one file, as stored (no scaling).
 
     - ``.npz``: the array ``x`` (features) and, if present, ``y`` (labels; ``target`` names
@@ -224,31 +249,39 @@ def read_array_file(path: str | Path, target: str | None = None, option: str = "
     path = Path(path)
     if not path.is_file():
         state = "is a folder" if path.is_dir() else "does not exist"
-        raise MissingFileError(f"{option} {path} {state}; expected a {'/'.join(_ARRAY_SUFFIXES)} file: "
-                                f"fix --data.{option}")
+        raise MissingFileError(
+            f"{option} {path} {state}; expected a {'/'.join(_ARRAY_SUFFIXES)} file: fix --data.{option}"
+        )
     suffix = path.suffix.lower()
     if suffix not in _ARRAY_SUFFIXES:
-        raise UsageError(f"{option} {path}: expected a file ending in {', '.join(_ARRAY_SUFFIXES)}, got {suffix!r}; "
-                         "convert it, e.g. np.savez(path, x=features, y=labels)")
+        raise UsageError(
+            f"{option} {path}: expected a file ending in {', '.join(_ARRAY_SUFFIXES)}, got {suffix!r}; "
+            "convert it, e.g. np.savez(path, x=features, y=labels)"
+        )
     if suffix == ".npz":
         return _read_npz(path, target, option, target_optional)
     if suffix == ".npy":
         if target is not None and not target_optional:
-            raise UsageError(f"{option} {path}: a .npy file holds one array, so it has no column {target!r}; "
-                             "save features and labels together with np.savez(path, x=features, y=labels)")
+            raise UsageError(
+                f"{option} {path}: a .npy file holds one array, so it has no column {target!r}; "
+                "save features and labels together with np.savez(path, x=features, y=labels)"
+            )
         return np.load(path, allow_pickle=False), None
     return _read_table(path, target, option, "\t" if suffix == ".tsv" else ",", target_optional)
 
 
-def _read_npz(path: Path, target: str | None, option: str,
-              target_optional: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_npz(
+    path: Path, target: str | None, option: str, target_optional: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
     with np.load(path, allow_pickle=False) as arrays:
         keys = list(arrays.keys())
         label_key = target or "y"
         label_key = None if label_key not in keys and (target_optional or target is None) else label_key
         if "x" not in keys or (label_key is not None and label_key not in keys):
-            raise UsageError(f"{option} {path}: expected arrays named 'x' (features) and {label_key or 'y'!r} "
-                             f"(labels, optional), found {keys}; save them as np.savez(path, x=features, y=labels)")
+            raise UsageError(
+                f"{option} {path}: expected arrays named 'x' (features) and {label_key or 'y'!r} "
+                f"(labels, optional), found {keys}; save them as np.savez(path, x=features, y=labels)"
+            )
         return arrays["x"], None if label_key is None else arrays[label_key]
 
 
@@ -260,34 +293,44 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _read_table(path: Path, target: str | None, option: str, delimiter: str,
-                target_optional: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_table(
+    path: Path, target: str | None, option: str, delimiter: str, target_optional: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
     """A CSV/TSV with a header row; the ``target`` column's cells are returned as strings."""
     with open(path, newline="") as f:
         rows = [row for row in csv.reader(f, delimiter=delimiter) if row]
     if not rows or all(map(_is_number, rows[0])):
-        raise UsageError(f"{option} {path}: expected a header row naming the columns, then rows of numbers; "
-                         f"got {'an empty file' if not rows else 'a first row of numbers'}: add a header row")
+        raise UsageError(
+            f"{option} {path}: expected a header row naming the columns, then rows of numbers; "
+            f"got {'an empty file' if not rows else 'a first row of numbers'}: add a header row"
+        )
     header, body = [name.strip() for name in rows[0]], rows[1:]
     if target_optional and target not in header:
         target = None
     if target is not None and target not in header:
-        raise UsageError(f"target {target!r} is not a column of {path}; expected one of {header}: pass "
-                         "--data.target with one of them, or leave it out for unlabelled data")
+        raise UsageError(
+            f"target {target!r} is not a column of {path}; expected one of {header}: pass "
+            "--data.target with one of them, or leave it out for unlabelled data"
+        )
     for line, row in enumerate(body, start=2):
         if len(row) != len(header):
-            raise UsageError(f"{option} {path} line {line}: expected {len(header)} cells like the header, got "
-                             f"{len(row)}; fix that row (a stray delimiter or a missing cell)")
+            raise UsageError(
+                f"{option} {path} line {line}: expected {len(header)} cells like the header, got "
+                f"{len(row)}; fix that row (a stray delimiter or a missing cell)"
+            )
     label_col = header.index(target) if target is not None else None
     features = [i for i in range(len(header)) if i != label_col]
     try:
         x = np.array([[float(row[i]) for i in features] for row in body], dtype=np.float64).reshape(len(body), -1)
     except ValueError:
-        line, col = next((line, i) for line, row in enumerate(body, start=2) for i in features
-                         if not _is_number(row[i]))
-        raise UsageError(f"{option} {path} line {line}, column {header[col]!r}: expected a number, got "
-                         f"{body[line - 2][col]!r}; encode the column as numbers, fill the empty cell or drop "
-                         "the column") from None
+        line, col = next(
+            (line, i) for line, row in enumerate(body, start=2) for i in features if not _is_number(row[i])
+        )
+        raise UsageError(
+            f"{option} {path} line {line}, column {header[col]!r}: expected a number, got "
+            f"{body[line - 2][col]!r}; encode the column as numbers, fill the empty cell or drop "
+            "the column"
+        ) from None
     labels = None if label_col is None else np.array([row[label_col].strip() for row in body])
     return x, labels
 
@@ -298,15 +341,19 @@ def _label_array(values: Any, where: str) -> np.ndarray:
     if y.dtype.kind in "USO":
         y = y.astype(str)
         if (y == "").any():
-            raise UsageError(f"{where}: expected a label in every row, got an empty one in row "
-                             f"{int(np.argmax(y == ''))} (from 0); fill it, or move unlabelled rows to unlabeled_path")
+            raise UsageError(
+                f"{where}: expected a label in every row, got an empty one in row "
+                f"{int(np.argmax(y == ''))} (from 0); fill it, or move unlabelled rows to unlabeled_path"
+            )
         numeric = y.size > 0 and all(map(_is_number, y.tolist()))
         if not numeric:
             return y
         y = y.astype(np.float64)
     if y.dtype.kind == "f" and not (np.isfinite(y).all() and np.equal(np.mod(y, 1), 0).all()):
-        raise UsageError(f"{where}: expected class labels (integers or names), got fractional or NaN values such "
-                         f"as {y[np.mod(y, 1) != 0][:3].tolist()}; a classifier needs a class column as target")
+        raise UsageError(
+            f"{where}: expected class labels (integers or names), got fractional or NaN values such "
+            f"as {y[np.mod(y, 1) != 0][:3].tolist()}; a classifier needs a class column as target"
+        )
     if y.dtype.kind not in "biuf":
         raise UsageError(f"{where}: expected class labels (integers or names), got dtype {y.dtype}")
     return y.astype(np.int64)
@@ -322,8 +369,10 @@ def encode_labels(*label_arrays: np.ndarray | None) -> tuple[list[np.ndarray | N
     present = [y for y in label_arrays if y is not None]
     kinds = {y.dtype.kind == "U" for y in present}
     if len(kinds) > 1:
-        raise UsageError("expected labels of one kind, got numbers in one file and names in another; "
-                         "write the labels alike in every file")
+        raise UsageError(
+            "expected labels of one kind, got numbers in one file and names in another; "
+            "write the labels alike in every file"
+        )
     classes = np.unique(np.concatenate(present)) if present else np.array([])
     codes = [None if y is None else np.searchsorted(classes, y).astype(np.int64) for y in label_arrays]
     return codes, classes.tolist()
@@ -334,8 +383,10 @@ def _check_finite(x: Tensor, where: str, fix: str) -> None:
     bad = ~torch.isfinite(x)
     if bad.any():
         row, col = (int(i) for i in bad.nonzero()[0])
-        raise UsageError(f"expected finite values in {where}, got {int(bad.sum())} NaN/Inf (the first at row {row}, "
-                         f"feature {col}, counting from 0); {fix}")
+        raise UsageError(
+            f"expected finite values in {where}, got {int(bad.sum())} NaN/Inf (the first at row {row}, "
+            f"feature {col}, counting from 0); {fix}"
+        )
 
 
 def carve(n: int, fraction: float, labels: np.ndarray | Tensor | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -344,8 +395,9 @@ def carve(n: int, fraction: float, labels: np.ndarray | Tensor | None, seed: int
     positions = np.arange(n)
     if labels is not None:
         try:
-            return tuple(train_test_split(positions, test_size=fraction, stratify=np.asarray(labels),
-                                          random_state=seed))
+            return tuple(
+                train_test_split(positions, test_size=fraction, stratify=np.asarray(labels), random_state=seed)
+            )
         except ValueError:  # a class with one row, or fewer held-out rows than classes: cannot stratify
             pass
     return tuple(train_test_split(positions, test_size=fraction, random_state=seed))
@@ -472,17 +524,38 @@ class InMemoryDataModule(LightningDataModule):
     }
     _not_hyperparameters: tuple[str, ...] = ()  # init arguments that are data, not settings (arrays, datasets)
 
-    def __init__(self, batch_size: int = 100, val_fraction: float = 0.1, num_labels: int | None = None,
-                 scaling: Scaling = "unit", binarize: bool = False, split_seed: int = 0, num_workers: int = 0,
-                 on_device: bool = True) -> None:
+    def __init__(
+        self,
+        batch_size: int = 100,
+        val_fraction: float = 0.1,
+        num_labels: int | None = None,
+        scaling: Scaling = "unit",
+        binarize: bool = False,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        on_device: bool = True,
+    ) -> None:
         super().__init__()
-        validate_params(type(self).__name__, dict(
-            batch_size=batch_size, val_fraction=val_fraction, num_labels=num_labels, scaling=scaling,
-            binarize=binarize, split_seed=split_seed, num_workers=num_workers, on_device=on_device,
-        ), self._parameter_constraints, prefix="--data.")
+        validate_params(
+            type(self).__name__,
+            dict(
+                batch_size=batch_size,
+                val_fraction=val_fraction,
+                num_labels=num_labels,
+                scaling=scaling,
+                binarize=binarize,
+                split_seed=split_seed,
+                num_workers=num_workers,
+                on_device=on_device,
+            ),
+            self._parameter_constraints,
+            prefix="--data.",
+        )
         if binarize and scaling != "unit":
-            raise UsageError(f"expected binarize with scaling='unit', got binarize=true with scaling={scaling!r}: "
-                             "only values in [0, 1] are binarized; drop one of the two")
+            raise UsageError(
+                f"expected binarize with scaling='unit', got binarize=true with scaling={scaling!r}: "
+                "only values in [0, 1] are binarized; drop one of the two"
+            )
         self.save_hyperparameters(ignore=list(self._not_hyperparameters))
         self.batch_size, self.val_fraction, self.num_labels = batch_size, val_fraction, num_labels
         self.scaling, self.binarize, self.split_seed, self.num_workers = scaling, binarize, split_seed, num_workers
@@ -515,8 +588,10 @@ class InMemoryDataModule(LightningDataModule):
             perm = torch.randperm(len(x), generator=gen)
             n_val = round(self.val_fraction * len(x))
             if n_val >= len(x):
-                raise UsageError(f"expected a non-empty training split, got val_fraction={self.val_fraction} of "
-                                 f"{len(x)} rows; lower val_fraction")
+                raise UsageError(
+                    f"expected a non-empty training split, got val_fraction={self.val_fraction} of "
+                    f"{len(x)} rows; lower val_fraction"
+                )
             # Indices into the training rows read, kept so callers can check the splits are disjoint.
             self.val_indices, self.pretrain_indices = perm[:n_val].sort().values, perm[n_val:].sort().values
             val_raw, self.val_y = x[self.val_indices], y[self.val_indices]
@@ -557,8 +632,10 @@ class InMemoryDataModule(LightningDataModule):
             pool = (labels == c).nonzero().squeeze(1)
             want = per_class + (c < extra)
             if len(pool) < want:
-                raise UsageError(f"expected at least {want} training rows of class {c} for num_labels="
-                                 f"{self.num_labels}, got {len(pool)}; lower num_labels or val_fraction")
+                raise UsageError(
+                    f"expected at least {want} training rows of class {c} for num_labels="
+                    f"{self.num_labels}, got {len(pool)}; lower num_labels or val_fraction"
+                )
             picked.append(pool[torch.randperm(len(pool), generator=gen)[:want]])
         return torch.cat(picked).sort().values
 
@@ -625,23 +702,31 @@ class InMemoryDataModule(LightningDataModule):
             x, y = self._resident(x, device), self._resident(y, device)
         dataset = TensorBatches(x, y)
         sampler = EpochShuffle(dataset, seed=torch.initial_seed()) if shuffle else None
-        return DataLoader(dataset, batch_size=batch_size or self.batch_size, sampler=sampler,
-                          num_workers=self.num_workers, collate_fn=_keep_batch,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size or self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=_keep_batch,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         """Labelled training batches, shuffled."""
         if not self.labelled:
-            raise UsageError(f"this {type(self).__name__} has no labels, so it serves pretraining only "
-                             "(pretrain_dataloader); to fine-tune, give it labels (a `target` column, `y`, or a "
-                             "dataset of (input, label) pairs)")
+            raise UsageError(
+                f"this {type(self).__name__} has no labels, so it serves pretraining only "
+                "(pretrain_dataloader); to fine-tune, give it labels (a `target` column, `y`, or a "
+                "dataset of (input, label) pairs)"
+            )
         return self._loader(self.train_x, self.train_y, shuffle=True)
 
     def pretrain_dataloader(self, steps_per_batch: int = 1) -> DataLoader:
         """Every pretraining row (labels, -1 where none, included but unused by RBMs), shuffled; each
         batch holds ``steps_per_batch`` consecutive mini-batches of ``batch_size`` rows."""
-        return self._loader(self.pretrain_x, self.pretrain_y, shuffle=True,
-                            batch_size=self.batch_size * steps_per_batch)
+        return self._loader(
+            self.pretrain_x, self.pretrain_y, shuffle=True, batch_size=self.batch_size * steps_per_batch
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_x, self.val_y, shuffle=False)
@@ -656,11 +741,15 @@ class InMemoryDataModule(LightningDataModule):
 
 def _check_label_budget(num_labels: int, num_classes: int | None, labelled: bool = True) -> None:
     if not labelled:
-        raise UsageError(f"expected labelled data for num_labels={num_labels}, got rows without labels; "
-                         "pass null, or give the data labels")
+        raise UsageError(
+            f"expected labelled data for num_labels={num_labels}, got rows without labels; "
+            "pass null, or give the data labels"
+        )
     if num_classes is not None and num_labels < num_classes:
-        raise UsageError(f"expected num_labels an integer >= num_classes ({num_classes}) so every class has a "
-                         f"label, got {num_labels!r}; or pass null to keep all labels")
+        raise UsageError(
+            f"expected num_labels an integer >= num_classes ({num_classes}) so every class has a "
+            f"label, got {num_labels!r}; or pass null to keep all labels"
+        )
 
 
 # ---------------------------------------------------------------- images of a known format
@@ -677,11 +766,27 @@ class ImageDataModule(InMemoryDataModule):
     num_classes: int = 10
     pixel_max: float = 1.0
 
-    def __init__(self, batch_size: int = 100, val_fraction: float = 0.1, num_labels: int | None = None,
-                 scaling: Scaling = "unit", binarize: bool = False, split_seed: int = 0, num_workers: int = 0,
-                 on_device: bool = True) -> None:
-        super().__init__(batch_size=batch_size, val_fraction=val_fraction, num_labels=num_labels, scaling=scaling,
-                         binarize=binarize, split_seed=split_seed, num_workers=num_workers, on_device=on_device)
+    def __init__(
+        self,
+        batch_size: int = 100,
+        val_fraction: float = 0.1,
+        num_labels: int | None = None,
+        scaling: Scaling = "unit",
+        binarize: bool = False,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        on_device: bool = True,
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size,
+            val_fraction=val_fraction,
+            num_labels=num_labels,
+            scaling=scaling,
+            binarize=binarize,
+            split_seed=split_seed,
+            num_workers=num_workers,
+            on_device=on_device,
+        )
         if num_labels is not None:
             _check_label_budget(num_labels, self.num_classes)
 
@@ -698,20 +803,26 @@ class ImageDataModule(InMemoryDataModule):
     def _to_tensors(self, split: str, images: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]:
         """Validate one split and return its pixels as stored, ``(N, D)`` float32, and ``(N,)`` int64."""
         if tuple(images.shape[1:]) != tuple(self.image_shape) or labels.shape != images.shape[:1]:
-            raise UsageError(f"expected {split} images (N, {', '.join(map(str, self.image_shape))}) and labels "
-                             f"(N,), got {images.shape} and {labels.shape}; use the DataModule matching the files")
+            raise UsageError(
+                f"expected {split} images (N, {', '.join(map(str, self.image_shape))}) and labels "
+                f"(N,), got {images.shape} and {labels.shape}; use the DataModule matching the files"
+            )
         if len(images) == 0:
             raise UsageError(f"the {split} split holds no images; check the data files")
         x = torch.from_numpy(np.asarray(images, dtype=np.float32).reshape(len(images), -1))
         _check_finite(x, f"the {split} images", "fix or replace the data files")
         if x.min() < 0 or x.max() > self.pixel_max:
-            raise UsageError(f"expected {split} pixels in [0, {self.pixel_max}], got {x.min():g}..{x.max():g}; "
-                             "use the DataModule matching the files")
+            raise UsageError(
+                f"expected {split} pixels in [0, {self.pixel_max}], got {x.min():g}..{x.max():g}; "
+                "use the DataModule matching the files"
+            )
         if self.pixel_max > 1 and np.issubdtype(images.dtype, np.floating) and 0 < x.max() <= 1:
             where = f" in {self.root}" if getattr(self, "root", None) else ""
-            raise UsageError(f"the {images.dtype} {split} images{where} look scaled to [0, 1] already (largest value "
-                             f"{x.max():g}), but {type(self).__name__} divides its pixels 0..{self.pixel_max:g} by "
-                             f"{self.pixel_max:g}; store them as 0..{self.pixel_max:g}, as the original data are")
+            raise UsageError(
+                f"the {images.dtype} {split} images{where} look scaled to [0, 1] already (largest value "
+                f"{x.max():g}), but {type(self).__name__} divides its pixels 0..{self.pixel_max:g} by "
+                f"{self.pixel_max:g}; store them as 0..{self.pixel_max:g}, as the original data are"
+            )
         y = torch.as_tensor(labels, dtype=torch.int64)
         if y.min() < 0 or y.max() >= self.num_classes:
             raise UsageError(f"expected {split} labels in 0..{self.num_classes - 1}, got {y.min()}..{y.max()}")
@@ -746,13 +857,29 @@ class _IDXDataModule(ImageDataModule):
     pixel_max = 255.0
     torchvision_name = ""
 
-    def __init__(self, root: str = "data", download: bool = False, batch_size: int = 100,
-                 val_fraction: float = 0.1, num_labels: int | None = None,
-                 scaling: Scaling = "unit", binarize: bool = False,
-                 split_seed: int = 0, num_workers: int = 0, on_device: bool = True) -> None:
-        super().__init__(batch_size=batch_size, val_fraction=val_fraction, num_labels=num_labels,
-                         scaling=scaling, binarize=binarize, split_seed=split_seed, num_workers=num_workers,
-                         on_device=on_device)
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = False,
+        batch_size: int = 100,
+        val_fraction: float = 0.1,
+        num_labels: int | None = None,
+        scaling: Scaling = "unit",
+        binarize: bool = False,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        on_device: bool = True,
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size,
+            val_fraction=val_fraction,
+            num_labels=num_labels,
+            scaling=scaling,
+            binarize=binarize,
+            split_seed=split_seed,
+            num_workers=num_workers,
+            on_device=on_device,
+        )
         self.root, self.download = root, download
 
     def prepare_data(self) -> None:
@@ -767,8 +894,10 @@ class _IDXDataModule(ImageDataModule):
         if not self.download or self._downloaded():
             return
         if root.exists() and not root.is_dir():
-            raise NotADirectoryError(f"--data.root {root} is a file; expected the folder to download "
-                                     f"{self.torchvision_name} into (it is created if missing)")
+            raise NotADirectoryError(
+                f"--data.root {root} is a file; expected the folder to download "
+                f"{self.torchvision_name} into (it is created if missing)"
+            )
         root.mkdir(parents=True, exist_ok=True)
         with FileLock(root / f".{self.torchvision_name}.download.lock"):
             if not self._downloaded():  # another process may have fetched the files while this one waited
@@ -830,18 +959,25 @@ def _features(values: Any, where: str, n_features: int | None = None) -> tuple[T
     """Rows of numbers ``(N, D)`` float32, checked; arrays ``(N, C, H, W)``/``(N, H, W)`` are flattened
     (returned shape: one row's shape, ``(D,)`` for a table)."""
     try:
-        x = torch.as_tensor(values.detach().cpu() if isinstance(values, Tensor) else np.asarray(values),
-                            dtype=torch.float32)
+        x = torch.as_tensor(
+            values.detach().cpu() if isinstance(values, Tensor) else np.asarray(values), dtype=torch.float32
+        )
     except (TypeError, ValueError, RuntimeError) as err:
-        raise UsageError(f"{where}: expected an array of numbers, got {type(values).__name__} ({err}); "
-                         "convert the features to numbers first") from err
+        raise UsageError(
+            f"{where}: expected an array of numbers, got {type(values).__name__} ({err}); "
+            "convert the features to numbers first"
+        ) from err
     if x.ndim < 2 or len(x) == 0:
-        raise UsageError(f"{where}: expected rows of features (N, D) with N >= 1, got shape {tuple(x.shape)}; "
-                         "one feature per row: x.reshape(-1, 1)")
+        raise UsageError(
+            f"{where}: expected rows of features (N, D) with N >= 1, got shape {tuple(x.shape)}; "
+            "one feature per row: x.reshape(-1, 1)"
+        )
     shape, x = tuple(x.shape[1:]), x.reshape(len(x), -1)
     if n_features is not None and x.shape[1] != n_features:
-        raise UsageError(f"{where}: expected {n_features} features per row, like the training rows, got "
-                         f"{x.shape[1]}; give every file the same feature columns")
+        raise UsageError(
+            f"{where}: expected {n_features} features per row, like the training rows, got "
+            f"{x.shape[1]}; give every file the same feature columns"
+        )
     _check_finite(x, where, "fill or drop those values (e.g. impute each feature's mean) before loading")
     return x, shape
 
@@ -852,8 +988,10 @@ def _call_loader(name: str) -> tuple[Any, Any, list | None]:
     try:
         function = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError, ValueError) as err:
-        raise UsageError(f"loader {name!r}: expected the dotted name of a function returning (X, y) or a Bunch with "
-                         f"data and target, e.g. 'sklearn.datasets.load_wine'; importing it failed ({err})") from err
+        raise UsageError(
+            f"loader {name!r}: expected the dotted name of a function returning (X, y) or a Bunch with "
+            f"data and target, e.g. 'sklearn.datasets.load_wine'; importing it failed ({err})"
+        ) from err
     out = function()
     if hasattr(out, "data"):  # a scikit-learn Bunch
         names = getattr(out, "target_names", None)
@@ -905,24 +1043,65 @@ class ArrayDataModule(InMemoryDataModule):
         "test_fraction": [Interval(float, 0, 1, "neither")],
     }
     # (options of which at most one may be given, is one required); then which option another needs.
-    _EXCLUSIVE = ((("x", "path", "loader"), True), (("test_path", "x_test"), False),
-                  (("unlabeled_path", "x_unlabeled"), False))
+    _EXCLUSIVE = (
+        (("x", "path", "loader"), True),
+        (("test_path", "x_test"), False),
+        (("unlabeled_path", "x_unlabeled"), False),
+    )
     _NEEDS = {"y": "x", "y_test": "x_test", "target": "path"}
 
-    def __init__(self, x: Any = None, y: Any = None, *, path: str | None = None, target: str | None = None,
-                 loader: str | None = None, test_path: str | None = None, unlabeled_path: str | None = None,
-                 predict_path: str | None = None, x_test: Any = None, y_test: Any = None, x_unlabeled: Any = None,
-                 image_shape: tuple[int, ...] | None = None, test_fraction: float = 0.2, batch_size: int = 100,
-                 val_fraction: float = 0.1, num_labels: int | None = None, scaling: Scaling = "standardize",
-                 binarize: bool = False, split_seed: int = 0, num_workers: int = 0, on_device: bool = True) -> None:
-        sources = dict(x=x, y=y, path=path, target=target, loader=loader, test_path=test_path,
-                       unlabeled_path=unlabeled_path, predict_path=predict_path, x_test=x_test, y_test=y_test,
-                       x_unlabeled=x_unlabeled)
+    def __init__(
+        self,
+        x: Any = None,
+        y: Any = None,
+        *,
+        path: str | None = None,
+        target: str | None = None,
+        loader: str | None = None,
+        test_path: str | None = None,
+        unlabeled_path: str | None = None,
+        predict_path: str | None = None,
+        x_test: Any = None,
+        y_test: Any = None,
+        x_unlabeled: Any = None,
+        image_shape: tuple[int, ...] | None = None,
+        test_fraction: float = 0.2,
+        batch_size: int = 100,
+        val_fraction: float = 0.1,
+        num_labels: int | None = None,
+        scaling: Scaling = "standardize",
+        binarize: bool = False,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        on_device: bool = True,
+    ) -> None:
+        sources = dict(
+            x=x,
+            y=y,
+            path=path,
+            target=target,
+            loader=loader,
+            test_path=test_path,
+            unlabeled_path=unlabeled_path,
+            predict_path=predict_path,
+            x_test=x_test,
+            y_test=y_test,
+            x_unlabeled=x_unlabeled,
+        )
         self._check_sources({k: v is not None for k, v in sources.items()})
-        validate_params(type(self).__name__, dict(test_fraction=test_fraction), self._parameter_constraints,
-                        prefix="--data.")
-        super().__init__(batch_size=batch_size, val_fraction=val_fraction, num_labels=num_labels, scaling=scaling,
-                         binarize=binarize, split_seed=split_seed, num_workers=num_workers, on_device=on_device)
+        validate_params(
+            type(self).__name__, dict(test_fraction=test_fraction), self._parameter_constraints, prefix="--data."
+        )
+        super().__init__(
+            batch_size=batch_size,
+            val_fraction=val_fraction,
+            num_labels=num_labels,
+            scaling=scaling,
+            binarize=binarize,
+            split_seed=split_seed,
+            num_workers=num_workers,
+            on_device=on_device,
+        )
         self._sources, self.test_fraction = sources, test_fraction
         self._image_shape = None if image_shape is None else tuple(image_shape)
         self.arrays = self._read_arrays()  # the rows as read
@@ -932,8 +1111,10 @@ class ArrayDataModule(InMemoryDataModule):
         for names, required in cls._EXCLUSIVE:
             chosen = [n for n in names if given[n]]
             if len(chosen) > 1 or (required and not chosen):
-                raise UsageError(f"{cls.__name__}: expected {'exactly' if required else 'at most'} one of "
-                                 f"{', '.join(names)}, got {chosen or 'none'}; pass one of them")
+                raise UsageError(
+                    f"{cls.__name__}: expected {'exactly' if required else 'at most'} one of "
+                    f"{', '.join(names)}, got {chosen or 'none'}; pass one of them"
+                )
         for name, needed in cls._NEEDS.items():
             if given[name] and not given[needed]:
                 raise UsageError(f"{cls.__name__}: {name} is given without {needed}; pass {needed} too, or drop {name}")
@@ -958,8 +1139,9 @@ class ArrayDataModule(InMemoryDataModule):
     def image_shape(self) -> tuple[int, ...] | None:
         return self.arrays.image_shape
 
-    def _source(self, option: str, array_option: str | None = None,
-                labels_option: str | None = None) -> tuple[Any, Any, str] | None:
+    def _source(
+        self, option: str, array_option: str | None = None, labels_option: str | None = None
+    ) -> tuple[Any, Any, str] | None:
         """``(x, y, where)`` of one source, as given or as read from its file; None if not given.
         Only ``path`` must hold the ``target`` column; in the other files it may be absent."""
         src = self._sources
@@ -989,8 +1171,16 @@ class ArrayDataModule(InMemoryDataModule):
         (y, test_y), classes = encode_labels(y, test_y)
         if names is not None and classes == list(range(len(names))):
             classes = names
-        return _Arrays(x, _as_tensor(y, torch.int64), test_x, _as_tensor(test_y, torch.int64), unlabeled_x, predict_x,
-                       classes if y is not None else None, self._check_image_shape(shape, x.shape[1]))
+        return _Arrays(
+            x,
+            _as_tensor(y, torch.int64),
+            test_x,
+            _as_tensor(test_y, torch.int64),
+            unlabeled_x,
+            predict_x,
+            classes if y is not None else None,
+            self._check_image_shape(shape, x.shape[1]),
+        )
 
     @staticmethod
     def _side_rows(source: tuple | None, n_features: int, labelled: bool) -> tuple[Tensor | None, np.ndarray | None]:
@@ -1002,8 +1192,10 @@ class ArrayDataModule(InMemoryDataModule):
         if not labelled:
             return x, None
         if y is None:
-            raise UsageError(f"{where}: expected labels for the test rows, as the training rows have; add the "
-                             "target column (or pass y_test)")
+            raise UsageError(
+                f"{where}: expected labels for the test rows, as the training rows have; add the "
+                "target column (or pass y_test)"
+            )
         y = _label_array(y, f"the labels of {where}")
         if len(y) != len(x):
             raise UsageError(f"{where}: expected one label per row, got {len(y)} labels for {len(x)} rows")
@@ -1014,8 +1206,10 @@ class ArrayDataModule(InMemoryDataModule):
         if image_shape is not None and len(image_shape) == 3 and image_shape[0] == 1:
             image_shape = image_shape[1:]  # one channel: grey (H, W)
         if image_shape is not None and math.prod(image_shape) != n_features:
-            raise UsageError(f"expected image_shape whose product is the {n_features} features per row, got "
-                             f"{image_shape} ({math.prod(image_shape)}); fix --data.image_shape or leave it out")
+            raise UsageError(
+                f"expected image_shape whose product is the {n_features} features per row, got "
+                f"{image_shape} ({math.prod(image_shape)}); fix --data.image_shape or leave it out"
+            )
         return image_shape
 
     def _read(self) -> RawData:
@@ -1071,8 +1265,10 @@ def _input_array(x: Any) -> np.ndarray:
 def _class_label(y: Any) -> int:
     label = np.asarray(y.detach().cpu() if isinstance(y, Tensor) else y)
     if label.ndim != 0 or label.dtype.kind not in "biu":
-        raise UsageError(f"expected an integer class label per item, got {y!r}; a dataset of (input, label) pairs "
-                         "is needed (for torchvision datasets, no target_transform that changes the labels)")
+        raise UsageError(
+            f"expected an integer class label per item, got {y!r}; a dataset of (input, label) pairs "
+            "is needed (for torchvision datasets, no target_transform that changes the labels)"
+        )
     return int(label)
 
 
@@ -1096,9 +1292,11 @@ def _materialise(dataset: Dataset, what: str, num_workers: int) -> tuple[np.ndar
         raise UsageError(f"{what} holds no items; check its root or arguments")
     odd = next((i for i, a in enumerate(xs) if a.shape != xs[0].shape or a.dtype.kind not in "biuf"), None)
     if odd is not None:
-        raise UsageError(f"{what}: expected every input as numbers of one shape, got {xs[0].shape} {xs[0].dtype} "
-                         f"for item 0 and {xs[odd].shape} {xs[odd].dtype} for item {odd}; give the dataset a "
-                         "transform making them alike, e.g. torchvision.transforms.Resize((32, 32))")
+        raise UsageError(
+            f"{what}: expected every input as numbers of one shape, got {xs[0].shape} {xs[0].dtype} "
+            f"for item 0 and {xs[odd].shape} {xs[odd].dtype} for item {odd}; give the dataset a "
+            "transform making them alike, e.g. torchvision.transforms.Resize((32, 32))"
+        )
     if len({y is None for y in ys}) > 1:
         raise UsageError(f"{what}: expected every item as (input, label) or every item as an input alone, got both")
     return np.stack(xs), None if ys[0] is None else np.asarray(ys, dtype=np.int64)
@@ -1166,14 +1364,35 @@ class DatasetDataModule(InMemoryDataModule):
         "test_fraction": [Interval(float, 0, 1, "neither")],
     }
 
-    def __init__(self, dataset: Dataset, *, test_dataset: Dataset | None = None, val_dataset: Dataset | None = None,
-                 test_fraction: float = 0.2, batch_size: int = 100, val_fraction: float = 0.1,
-                 num_labels: int | None = None, scaling: Scaling = "unit", binarize: bool = False,
-                 split_seed: int = 0, num_workers: int = 0, on_device: bool = True) -> None:
-        validate_params(type(self).__name__, dict(test_fraction=test_fraction), self._parameter_constraints,
-                        prefix="--data.")
-        super().__init__(batch_size=batch_size, val_fraction=val_fraction, num_labels=num_labels, scaling=scaling,
-                         binarize=binarize, split_seed=split_seed, num_workers=num_workers, on_device=on_device)
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        test_dataset: Dataset | None = None,
+        val_dataset: Dataset | None = None,
+        test_fraction: float = 0.2,
+        batch_size: int = 100,
+        val_fraction: float = 0.1,
+        num_labels: int | None = None,
+        scaling: Scaling = "unit",
+        binarize: bool = False,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        on_device: bool = True,
+    ) -> None:
+        validate_params(
+            type(self).__name__, dict(test_fraction=test_fraction), self._parameter_constraints, prefix="--data."
+        )
+        super().__init__(
+            batch_size=batch_size,
+            val_fraction=val_fraction,
+            num_labels=num_labels,
+            scaling=scaling,
+            binarize=binarize,
+            split_seed=split_seed,
+            num_workers=num_workers,
+            on_device=on_device,
+        )
         self.datasets = {"train": dataset, "test": test_dataset, "val": val_dataset}
         self.test_fraction = test_fraction
         self.items = self._read_items()  # the datasets in memory
@@ -1191,24 +1410,38 @@ class DatasetDataModule(InMemoryDataModule):
         return self.items.image_shape
 
     def _read_items(self) -> _Items:
-        arrays = {split: _materialise(ds, f"the {split} dataset ({type(ds).__name__})", self.num_workers)
-                  for split, ds in self.datasets.items() if ds is not None}
+        arrays = {
+            split: _materialise(ds, f"the {split} dataset ({type(ds).__name__})", self.num_workers)
+            for split, ds in self.datasets.items()
+            if ds is not None
+        }
         x, y = arrays["train"]
         for split, (other, _) in arrays.items():
             if other.shape[1:] != x.shape[1:]:
-                raise UsageError(f"the {split} dataset's inputs have shape {other.shape[1:]}, the training "
-                                 f"dataset's {x.shape[1:]}; expected one shape: give both the same transform")
+                raise UsageError(
+                    f"the {split} dataset's inputs have shape {other.shape[1:]}, the training "
+                    f"dataset's {x.shape[1:]}; expected one shape: give both the same transform"
+                )
         labelled = y is not None
         classes = getattr(self.datasets["train"], "classes", None)
-        num_classes = (len(classes) if classes is not None else 1 + max(int(a[1].max()) for a in arrays.values()
-                                                                           if a[1] is not None)) if labelled else None
+        num_classes = (
+            (
+                len(classes)
+                if classes is not None
+                else 1 + max(int(a[1].max()) for a in arrays.values() if a[1] is not None)
+            )
+            if labelled
+            else None
+        )
         splits = {}
         for split, (inputs, labels) in arrays.items():
             rows = torch.from_numpy(inputs.reshape(len(inputs), -1).astype(np.float32))
             _check_finite(rows, f"the {split} dataset", "fix the dataset or its transform")
             if labelled and (labels is None or labels.min() < 0 or labels.max() >= num_classes):
-                raise UsageError(f"the {split} dataset: expected labels in 0..{num_classes - 1}, got "
-                                 f"{'none' if labels is None else f'{labels.min()}..{labels.max()}'}; fix its labels")
+                raise UsageError(
+                    f"the {split} dataset: expected labels in 0..{num_classes - 1}, got "
+                    f"{'none' if labels is None else f'{labels.min()}..{labels.max()}'}; fix its labels"
+                )
             splits[split] = (rows, None if not labelled else torch.from_numpy(labels))
         shape = tuple(x.shape[1:])
         return _Items(splits, shape if len(shape) > 1 else None, _value_range(x), num_classes)

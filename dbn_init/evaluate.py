@@ -46,7 +46,9 @@ from .rbm import RBM, bernoulli, check_visible
 __all__ = ["AISResult", "ais_log_partition", "beta_schedule", "base_rate_bias", "mean_log_prob", "main"]
 
 DATASETS: dict[str, type[ImageDataModule]] = {
-    "digits": DigitsDataModule, "mnist": MNISTDataModule, "fashion_mnist": FashionMNISTDataModule,
+    "digits": DigitsDataModule,
+    "mnist": MNISTDataModule,
+    "fashion_mnist": FashionMNISTDataModule,
 }
 # Salakhutdinov & Murray (2008), section 4.2: 500 betas in [0, 0.5), 4,000 in [0.5, 0.9), 10,000 in
 # [0.9, 1]; most steps go where the distributions change fastest, near the target.
@@ -75,15 +77,19 @@ def beta_schedule(n_betas: int = 10000) -> Tensor:
     500 : 4,000 : 10,000 of the points (Salakhutdinov & Murray 2008, section 4.2).
     """
     if isinstance(n_betas, bool) or not isinstance(n_betas, int) or n_betas < 4:
-        raise ValueError(f"expected n_betas an integer >= 4 (the schedule has three pieces), got {n_betas!r}; "
-                         "thousands are typical, e.g. 10000")
+        raise ValueError(
+            f"expected n_betas an integer >= 4 (the schedule has three pieces), got {n_betas!r}; "
+            "thousands are typical, e.g. 10000"
+        )
     total = sum(n for _, n in _SCHEDULE)
     n1 = max(1, round(n_betas * _SCHEDULE[0][1] / total))
     n2 = max(1, round(n_betas * _SCHEDULE[1][1] / total))
     n3 = n_betas - n1 - n2  # >= 2 for n_betas >= 4, so the last piece ends at exactly 1
-    pieces = [torch.linspace(0.0, 0.5, n1 + 1, dtype=torch.float64)[:-1],
-              torch.linspace(0.5, 0.9, n2 + 1, dtype=torch.float64)[:-1],
-              torch.linspace(0.9, 1.0, n3, dtype=torch.float64)]
+    pieces = [
+        torch.linspace(0.0, 0.5, n1 + 1, dtype=torch.float64)[:-1],
+        torch.linspace(0.5, 0.9, n2 + 1, dtype=torch.float64)[:-1],
+        torch.linspace(0.9, 1.0, n3, dtype=torch.float64),
+    ]
     return torch.cat(pieces)
 
 
@@ -116,9 +122,14 @@ def _check_bernoulli(rbm: RBM, what: str) -> None:
 
 
 @torch.no_grad()
-def ais_log_partition(rbm: RBM, n_chains: int = 100, n_betas: int = 10000, betas: Tensor | None = None,
-                      generator: torch.Generator | None = None,
-                      base_visible_bias: Tensor | None = None) -> AISResult:
+def ais_log_partition(
+    rbm: RBM,
+    n_chains: int = 100,
+    n_betas: int = 10000,
+    betas: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    base_visible_bias: Tensor | None = None,
+) -> AISResult:
     """Estimate log Z of a Bernoulli RBM by AIS from a base-rate RBM (Salakhutdinov & Murray 2008).
 
     Parameters
@@ -150,18 +161,31 @@ def ais_log_partition(rbm: RBM, n_chains: int = 100, n_betas: int = 10000, betas
         raise ValueError("expected finite RBM parameters, got NaN/Inf; a diverged RBM has no partition function")
     if betas is None:
         betas = beta_schedule(n_betas)
-    elif not (isinstance(betas, Tensor) and betas.ndim == 1 and len(betas) >= 2 and float(betas[0]) == 0.0
-              and float(betas[-1]) == 1.0 and bool((betas.diff() >= 0).all())):
+    elif not (
+        isinstance(betas, Tensor)
+        and betas.ndim == 1
+        and len(betas) >= 2
+        and float(betas[0]) == 0.0
+        and float(betas[-1]) == 1.0
+        and bool((betas.diff() >= 0).all())
+    ):
         got = f"shape {tuple(betas.shape)}" if isinstance(betas, Tensor) else type(betas).__name__
-        raise ValueError(f"expected betas a 1-D non-decreasing tensor from exactly 0 to exactly 1, got {got}; "
-                         "or pass n_betas for the default schedule")
+        raise ValueError(
+            f"expected betas a 1-D non-decreasing tensor from exactly 0 to exactly 1, got {got}; "
+            "or pass n_betas for the default schedule"
+        )
     if base_visible_bias is None:
         b_a = torch.zeros_like(b_b)
-    elif (not isinstance(base_visible_bias, Tensor) or tuple(base_visible_bias.shape) != (rbm.n_visible,)
-          or not bool(torch.isfinite(base_visible_bias).all())):
+    elif (
+        not isinstance(base_visible_bias, Tensor)
+        or tuple(base_visible_bias.shape) != (rbm.n_visible,)
+        or not bool(torch.isfinite(base_visible_bias).all())
+    ):
         got = tuple(base_visible_bias.shape) if isinstance(base_visible_bias, Tensor) else type(base_visible_bias)
-        raise ValueError(f"expected base_visible_bias a finite tensor of shape ({rbm.n_visible},), got {got}; "
-                         "build it with base_rate_bias(train_x)")
+        raise ValueError(
+            f"expected base_visible_bias a finite tensor of shape ({rbm.n_visible},), got {got}; "
+            "build it with base_rate_bias(train_x)"
+        )
     else:
         b_a = base_visible_bias.detach().to(device=b_b.device, dtype=b_b.dtype)
 
@@ -223,9 +247,11 @@ def _finite(x: float) -> float | None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dbn_init.evaluate",
-                                     description="Estimate log Z of one RBM of a stack by AIS and report "
-                                                 "the average log-probability of a data split, in nats.")
+    parser = argparse.ArgumentParser(
+        prog="python -m dbn_init.evaluate",
+        description="Estimate log Z of one RBM of a stack by AIS and report "
+        "the average log-probability of a data split, in nats.",
+    )
     parser.add_argument("weights", help="an RBM stack: dbn_init .safetensors, DBN Lightning .ckpt, or .npz")
     parser.add_argument("--layer", type=int, default=1, help="which RBM, 1-based from the bottom (default 1)")
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
@@ -234,11 +260,16 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chains", type=int, default=100, help="AIS runs (default 100)")
     parser.add_argument("--betas", type=int, default=10000, help="AIS inverse temperatures (default 10000)")
     parser.add_argument("--seed", type=int, default=0, help="seeds AIS and the training subset")
-    parser.add_argument("--scaling", choices=["unit", "standardize"], default=None,
-                        help="pixel scaling the stack was trained on (default: the file's record; else "
-                             "standardize for Gaussian visible units, unit for Bernoulli)")
-    parser.add_argument("--binarize", action="store_true",
-                        help="threshold pixels at 0.5, as for an RBM trained on binarised images")
+    parser.add_argument(
+        "--scaling",
+        choices=["unit", "standardize"],
+        default=None,
+        help="pixel scaling the stack was trained on (default: the file's record; else "
+        "standardize for Gaussian visible units, unit for Bernoulli)",
+    )
+    parser.add_argument(
+        "--binarize", action="store_true", help="threshold pixels at 0.5, as for an RBM trained on binarised images"
+    )
     return parser
 
 
@@ -254,8 +285,10 @@ def _run(args: argparse.Namespace) -> tuple[list[str], dict]:
     _check_bernoulli(rbm, f"RBM {args.layer} of {args.weights}")
     scaling = args.scaling or stack.scaling
     if rbms[0].visible_units == "bernoulli" and scaling != "unit":
-        raise ValueError(f"RBM 1 of {args.weights} has Bernoulli visible units, which model pixels in [0, 1], but "
-                         f"--scaling is {scaling!r}; pass --scaling unit (or leave it out)")
+        raise ValueError(
+            f"RBM 1 of {args.weights} has Bernoulli visible units, which model pixels in [0, 1], but "
+            f"--scaling is {scaling!r}; pass --scaling unit (or leave it out)"
+        )
     if args.dataset == "digits":
         dm = dm_cls(scaling=scaling, binarize=args.binarize)
     else:
@@ -264,39 +297,63 @@ def _run(args: argparse.Namespace) -> tuple[list[str], dict]:
         dm.setup("fit")
     except FileNotFoundError as err:  # the data module's fix names train.py's --data options
         problem = str(err).split("\nFix:")[0]
-        raise FileNotFoundError(f"{problem}\nFix: pass --root DIR, a folder holding the four IDX files"
-                                f"{offline_hint(dm_cls.torchvision_name, '--root')}") from err
+        raise FileNotFoundError(
+            f"{problem}\nFix: pass --root DIR, a folder holding the four IDX files"
+            f"{offline_hint(dm_cls.torchvision_name, '--root')}"
+        ) from err
     data = {"train": dm.pretrain_x, "val": dm.val_x, "test": dm.test_x}[args.split]
     if len(data) == 0:
-        raise ValueError(f"expected a non-empty {args.split} split of {args.dataset}, got 0 images; "
-                         "choose another --split")
+        raise ValueError(
+            f"expected a non-empty {args.split} split of {args.dataset}, got 0 images; choose another --split"
+        )
     gen = torch.Generator().manual_seed(args.seed)
     train = dm.pretrain_x[torch.randperm(len(dm.pretrain_x), generator=gen)[: len(data)]]
     data, train, pretrain = (_propagate(below, x) for x in (data, train, dm.pretrain_x))
 
-    result = ais_log_partition(rbm, n_chains=args.chains, n_betas=args.betas, generator=gen,
-                               base_visible_bias=base_rate_bias(pretrain))
+    result = ais_log_partition(
+        rbm, n_chains=args.chains, n_betas=args.betas, generator=gen, base_visible_bias=base_rate_bias(pretrain)
+    )
     lp_split, lp_train = mean_log_prob(rbm, data, result.log_z), mean_log_prob(rbm, train, result.log_z)
 
     sizes = "-".join(str(n) for n in [rbms[0].n_visible, *(r.n_hidden for r in rbms)])
-    lines = [f"{args.weights}: {len(rbms)} RBM(s), sizes {sizes}; RBM {args.layer} has {rbm.n_visible} visible "
-             f"and {rbm.n_hidden} hidden units",
-             f"AIS (Salakhutdinov & Murray 2008): {args.chains} chains, {args.betas} betas, seed {args.seed}, "
-             "base-rate model from the training split"]
+    lines = [
+        f"{args.weights}: {len(rbms)} RBM(s), sizes {sizes}; RBM {args.layer} has {rbm.n_visible} visible "
+        f"and {rbm.n_hidden} hidden units",
+        f"AIS (Salakhutdinov & Murray 2008): {args.chains} chains, {args.betas} betas, seed {args.seed}, "
+        "base-rate model from the training split",
+    ]
     if below:
-        lines.append(f"note: RBM {args.layer}'s visible layer is the hidden probabilities of RBMs 1..{args.layer - 1}, "
-                     "so the log-probabilities below are of those vectors under that RBM, not of the images")
+        lines.append(
+            f"note: RBM {args.layer}'s visible layer is the hidden probabilities of RBMs 1..{args.layer - 1}, "
+            "so the log-probabilities below are of those vectors under that RBM, not of the images"
+        )
     elif bool(((data > 0) & (data < 1)).any()):
-        lines.append("note: the pixels are not binary, so -F(v) - log Z is not a normalised log-probability; "
-                     "pass --binarize for a model trained on binarised images")
-    lines += [f"log Z = {result.log_z:.4f} nats (3 standard errors: [{result.log_z_low:.4f}, {result.log_z_high:.4f}])",
-              f"average log p(v) per image, {args.split} split ({len(data)} images): {lp_split:.4f} nats",
-              f"average log p(v) per image, training subset ({len(train)} images): {lp_train:.4f} nats"]
-    summary = {"weights": str(args.weights), "layer": args.layer, "dataset": args.dataset, "split": args.split,
-               "binarize": args.binarize, "chains": args.chains, "betas": args.betas, "seed": args.seed,
-               "log_z": result.log_z, "log_z_low": _finite(result.log_z_low), "log_z_high": result.log_z_high,
-               "mean_log_prob": lp_split, "train_mean_log_prob": lp_train, "n_images": len(data),
-               "visible": "images" if not below else f"hidden probabilities of RBM {args.layer - 1}"}
+        lines.append(
+            "note: the pixels are not binary, so -F(v) - log Z is not a normalised log-probability; "
+            "pass --binarize for a model trained on binarised images"
+        )
+    lines += [
+        f"log Z = {result.log_z:.4f} nats (3 standard errors: [{result.log_z_low:.4f}, {result.log_z_high:.4f}])",
+        f"average log p(v) per image, {args.split} split ({len(data)} images): {lp_split:.4f} nats",
+        f"average log p(v) per image, training subset ({len(train)} images): {lp_train:.4f} nats",
+    ]
+    summary = {
+        "weights": str(args.weights),
+        "layer": args.layer,
+        "dataset": args.dataset,
+        "split": args.split,
+        "binarize": args.binarize,
+        "chains": args.chains,
+        "betas": args.betas,
+        "seed": args.seed,
+        "log_z": result.log_z,
+        "log_z_low": _finite(result.log_z_low),
+        "log_z_high": result.log_z_high,
+        "mean_log_prob": lp_split,
+        "train_mean_log_prob": lp_train,
+        "n_images": len(data),
+        "visible": "images" if not below else f"hidden probabilities of RBM {args.layer - 1}",
+    }
     return lines, summary
 
 

@@ -35,8 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if out.exists() and Path(args.ckpt).exists() and os.path.samefile(out, args.ckpt):
             raise ValueError(f"OUT {out} is the checkpoint being exported; write the stack to another file")
         if out.suffix != ".safetensors":
-            raise ValueError(f"expected OUT with a .safetensors name (the format written), e.g. "
-                             f"{out.with_suffix('.safetensors')}, got {out}")
+            raise ValueError(
+                f"expected OUT with a .safetensors name (the format written), e.g. "
+                f"{out.with_suffix('.safetensors')}, got {out}"
+            )
         stack = load_stack(args.ckpt)
         provenance = {k: v for k, v in stack.metadata.items() if k in ("source", "stage", "stage_epochs_done")}
         save_stack(stack.rbms, args.out, scaling=stack.scaling, overwrite=args.overwrite, extra_metadata=provenance)

@@ -50,8 +50,10 @@ def _constant(weight: Tensor, activation: str, std: float, value: float) -> None
 
 def _normal(weight: Tensor, activation: str, std: float, value: float) -> None:
     if not (math.isfinite(std) and std > 0):  # std 0 is the all-zero start again, with the same flaw
-        raise ValueError(f"normal init needs a finite --model.init_std > 0, got {std}; e.g. 1.0 (the naive "
-                         "N(0, 1) reference) or 0.01")
+        raise ValueError(
+            f"normal init needs a finite --model.init_std > 0, got {std}; e.g. 1.0 (the naive "
+            "N(0, 1) reference) or 0.01"
+        )
     nn.init.normal_(weight, 0.0, std)
 
 

@@ -44,8 +44,7 @@ from safetensors.torch import save_file
 
 from .rbm import RBM, make_rbm
 
-__all__ = ["save_stack", "load_stack", "read_checkpoint", "data_record", "StackFile", "from_sklearn",
-           "FORMAT_VERSION"]
+__all__ = ["save_stack", "load_stack", "read_checkpoint", "data_record", "StackFile", "from_sklearn", "FORMAT_VERSION"]
 
 FORMAT = "dbn_init.rbm_stack"
 FORMAT_VERSION = "2"
@@ -57,17 +56,33 @@ _SCALINGS = ("unit", "standardize", "none")
 _STATS = ("raw_low", "raw_high", "feature_mean", "feature_std")
 _ORIENTATION = "weight is (n_hidden, n_visible), like nn.Linear"
 _MAX_HEADER = 100_000_000  # the safetensors library's own header limit
-_ACCEPTED = ("a dbn_init .safetensors file, a Lightning .ckpt of a DBN, or a .npz with keys weight_{i}, "
-             "visible_bias_{i}, hidden_bias_{i}")
+_ACCEPTED = (
+    "a dbn_init .safetensors file, a Lightning .ckpt of a DBN, or a .npz with keys weight_{i}, "
+    "visible_bias_{i}, hidden_bias_{i}"
+)
 _PICKLE_HELP = (
     "unpickling can execute arbitrary code, so dbn_init never does it. Convert the file in a trusted "
     "environment: load it there, then call dbn_init.io.save_stack(rbms, 'out.safetensors'), or write a .npz "
     "with keys weight_{i} (n_hidden, n_visible), visible_bias_{i}, hidden_bias_{i}"
 )
 # Magic numbers of files that hold pickles: pickle protocol 2+, and the compressors joblib.dump uses.
-_PICKLE_MAGIC = {b"\x80": "a pickle", **{m: f"a {kind}-compressed joblib dump (a pickle)" for m, kind in [
-    (b"x\x01", "zlib"), (b"x^", "zlib"), (b"x\x9c", "zlib"), (b"x\xda", "zlib"), (b"\x1f\x8b", "gzip"),
-    (b"BZh", "bz2"), (b"\xfd7zXZ", "xz"), (b"]\x00\x00", "lzma"), (b"\x04\x22\x4d\x18", "lz4")]}}
+_PICKLE_MAGIC = {
+    b"\x80": "a pickle",
+    **{
+        m: f"a {kind}-compressed joblib dump (a pickle)"
+        for m, kind in [
+            (b"x\x01", "zlib"),
+            (b"x^", "zlib"),
+            (b"x\x9c", "zlib"),
+            (b"x\xda", "zlib"),
+            (b"\x1f\x8b", "gzip"),
+            (b"BZh", "bz2"),
+            (b"\xfd7zXZ", "xz"),
+            (b"]\x00\x00", "lzma"),
+            (b"\x04\x22\x4d\x18", "lz4"),
+        ]
+    },
+}
 
 Label = Callable[[int, str], str]  # (layer index, kind) -> the name the user sees in their file
 
@@ -134,13 +149,23 @@ def data_record(datamodule) -> dict[str, Any]:
     """What a stack file records of the data it was trained on, read from a DataModule's
     attributes where it has them: :func:`save_stack`'s ``scaling``, ``stats`` and ``image_shape``."""
     stats = {name: getattr(datamodule, name) for name in _STATS if getattr(datamodule, name, None) is not None}
-    return {"scaling": getattr(datamodule, "scaling", None) or "none", "stats": stats,
-            "image_shape": getattr(datamodule, "image_shape", None)}
+    return {
+        "scaling": getattr(datamodule, "scaling", None) or "none",
+        "stats": stats,
+        "image_shape": getattr(datamodule, "image_shape", None),
+    }
 
 
-def save_stack(rbms: Sequence[RBM], path: str | os.PathLike, *, scaling: str = "unit",
-               stats: dict[str, torch.Tensor] | None = None, image_shape: Sequence[int] | None = None, extra_metadata: dict[str, str] | None = None,
-               overwrite: bool = False) -> Path:
+def save_stack(
+    rbms: Sequence[RBM],
+    path: str | os.PathLike,
+    *,
+    scaling: str = "unit",
+    stats: dict[str, torch.Tensor] | None = None,
+    image_shape: Sequence[int] | None = None,
+    extra_metadata: dict[str, str] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write an RBM stack (bottom to top) as one safetensors file, atomically; returns the path.
 
     ``scaling`` records how RBM 0's inputs were scaled ("unit": in [0, 1]; "standardize": zero
@@ -163,7 +188,9 @@ def save_stack(rbms: Sequence[RBM], path: str | os.PathLike, *, scaling: str = "
     found = {(i, k): getattr(r, k).detach() for i, r in enumerate(rbms) for k in _KINDS}
     stack = _build(f"cannot save to {path}", found, lambda i, k: f"rbms[{i}].{k}", units, problems)
     if path.is_dir():
-        raise IsADirectoryError(f"cannot save to {path}: it is a folder; give a file name, e.g. {path / 'dbn.safetensors'}")
+        raise IsADirectoryError(
+            f"cannot save to {path}: it is a folder; give a file name, e.g. {path / 'dbn.safetensors'}"
+        )
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite on the command line)")
     folder = path.parent
@@ -173,9 +200,16 @@ def save_stack(rbms: Sequence[RBM], path: str | os.PathLike, *, scaling: str = "
     for name, value in (stats or {}).items():
         tensors[f"scaling.{name}"] = torch.as_tensor(value, dtype=torch.float32).cpu().contiguous()
     sizes = [stack[0].n_visible] + [r.n_hidden for r in stack]
-    metadata = {**extra, "format": FORMAT, "format_version": FORMAT_VERSION, "visible_units": json.dumps(units),
-                "hidden_units": json.dumps(["sigmoid"] * len(stack)), "sizes": json.dumps(sizes), "scaling": scaling,
-                "image_shape": json.dumps(None if image_shape is None else [int(n) for n in image_shape])}
+    metadata = {
+        **extra,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "visible_units": json.dumps(units),
+        "hidden_units": json.dumps(["sigmoid"] * len(stack)),
+        "sizes": json.dumps(sizes),
+        "scaling": scaling,
+        "image_shape": json.dumps(None if image_shape is None else [int(n) for n in image_shape]),
+    }
     with replacing(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
     return path
@@ -205,8 +239,9 @@ def replacing(path: Path) -> Iterator[str]:
 
 
 # --- reading --------------------------------------------------------------------------------
-def load_stack(source: str | os.PathLike | Sequence[Any], *, input_size: int | None = None,
-               hidden: Sequence[int] | None = None) -> StackFile:
+def load_stack(
+    source: str | os.PathLike | Sequence[Any], *, input_size: int | None = None, hidden: Sequence[int] | None = None
+) -> StackFile:
     """Load and validate an RBM stack from a file, or from a list of fitted sklearn ``BernoulliRBM``.
 
     ``input_size`` (n_visible of RBM 0) and ``hidden`` (n_hidden of each RBM; the stack may be a
@@ -239,9 +274,11 @@ def load_stack(source: str | os.PathLike | Sequence[Any], *, input_size: int | N
     stats = raw.stats or {}
     wrong = {name: tuple(t.shape) for name, t in stats.items() if tuple(t.shape) != (rbms[0].n_visible,)}
     if wrong or len(stats) % 2:  # each transform comes as a pair
-        raise ValueError(f"{path}: the scaling tensors {wrong or sorted(stats)} must come in pairs (raw_low with "
-                         f"raw_high, feature_mean with feature_std) of shape ({rbms[0].n_visible},), one entry per "
-                         "input feature; re-export the stack")
+        raise ValueError(
+            f"{path}: the scaling tensors {wrong or sorted(stats)} must come in pairs (raw_low with "
+            f"raw_high, feature_mean with feature_std) of shape ({rbms[0].n_visible},), one entry per "
+            "input feature; re-export the stack"
+        )
     return StackFile(rbms, raw.metadata, stats)
 
 
@@ -294,11 +331,17 @@ def _read_safetensors(path: Path, size: int, problems: list[str]) -> _Raw:
         raise ValueError(f"{corrupt}: {err}") from err
     ours = meta.get("format") == FORMAT  # a foreign file is accepted if its tensor names follow our scheme
     if ours and meta.get("format_version") not in _READABLE_VERSIONS:
-        problems.append(f"format_version is {meta.get('format_version')!r}, and this dbn_init reads versions "
-                        f"{', '.join(_READABLE_VERSIONS)}; read it with the dbn_init that wrote it, or upgrade dbn_init")
+        problems.append(
+            f"format_version is {meta.get('format_version')!r}, and this dbn_init reads versions "
+            f"{', '.join(_READABLE_VERSIONS)}; read it with the dbn_init that wrote it, or upgrade dbn_init"
+        )
     stats = {name: tensors.pop(f"scaling.{name}").float() for name in _STATS if f"scaling.{name}" in tensors}
-    found = _match(tensors, r"rbm\.(?P<i>0|[1-9]\d*)\.(?P<kind>\w+)", problems,
-                   "rbm.{i}.weight, rbm.{i}.visible_bias, rbm.{i}.hidden_bias for i = 0, 1, ...")
+    found = _match(
+        tensors,
+        r"rbm\.(?P<i>0|[1-9]\d*)\.(?P<kind>\w+)",
+        problems,
+        "rbm.{i}.weight, rbm.{i}.visible_bias, rbm.{i}.hidden_bias for i = 0, 1, ...",
+    )
     units = _json_list(meta, "visible_units", problems) if ours else None
     sizes = _json_list(meta, "sizes", problems) if ours else None
     return _Raw(found, lambda i, k: f"rbm.{i}.{k}", units, dict(meta), sizes, stats)
@@ -312,8 +355,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     with open(path, "rb") as f:
         head = f.read(16)
     if _sniff(path, head) is not _read_checkpoint:
-        raise ValueError(f"{path} holds RBM weights but no training state, so there is nothing to resume; to start "
-                         "from those weights, pass it to --model.pretrained")
+        raise ValueError(
+            f"{path} holds RBM weights but no training state, so there is nothing to resume; to start "
+            "from those weights, pass it to --model.pretrained"
+        )
     ckpt = _torch_load(path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict); expected a .ckpt that train.py wrote")
@@ -326,8 +371,9 @@ def _torch_load(path: Path) -> Any:
     except pickle.UnpicklingError as err:  # weights_only met a class or function: a pickled object
         culprit = re.search(r"GLOBAL ([\w.]+)", str(err))
         holds = f" (it holds {culprit.group(1)})" if culprit else ""
-        raise ValueError(f"{path} holds pickled Python objects{holds}, not just weights; refusing to load it: "
-                         f"{_PICKLE_HELP}") from err
+        raise ValueError(
+            f"{path} holds pickled Python objects{holds}, not just weights; refusing to load it: {_PICKLE_HELP}"
+        ) from err
     except Exception as err:  # torch raises RuntimeError, EOFError, KeyError... for corrupt archives
         raise ValueError(f"{path} is a truncated or corrupt torch checkpoint ({type(err).__name__}: {err})") from err
 
@@ -340,9 +386,11 @@ def _read_checkpoint(path: Path, size: int, problems: list[str]) -> _Raw:
         raise ValueError(f"{path} holds a {type(state).__name__}; expected a Lightning checkpoint with a state_dict")
     rbm_keys = {k: v for k, v in state.items() if isinstance(k, str) and k.startswith("rbms.")}
     if not rbm_keys and any(isinstance(k, str) and k.startswith("mlp.") for k in state):
-        raise ValueError(f"{path} is the checkpoint of a model without RBMs (a Baseline's MLP), so it holds no stack "
-                         "to start a DBN from; pass a DBN's checkpoint or an exported .safetensors stack, or resume "
-                         "that Baseline run with --ckpt_path")
+        raise ValueError(
+            f"{path} is the checkpoint of a model without RBMs (a Baseline's MLP), so it holds no stack "
+            "to start a DBN from; pass a DBN's checkpoint or an exported .safetensors stack, or resume "
+            "that Baseline run with --ckpt_path"
+        )
     found = _match(rbm_keys, r"rbms\.(?P<i>0|[1-9]\d*)\.(?P<kind>\w+)", problems, "rbms.{i}.weight, ...")
     hparams, data_hp = ckpt.get("hyper_parameters"), ckpt.get("datamodule_hyper_parameters")
     units, n = None, len({i for i, _ in found})
@@ -369,19 +417,26 @@ def _read_npz(path: Path, size: int, problems: list[str]) -> _Raw:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except Exception as err:  # object arrays need pickle, so np.load refuses them with ValueError
-        raise ValueError(f"{path} is a corrupt .npz, or holds object arrays that need pickle ({err}); "
-                         "expected numeric arrays weight_{i}, visible_bias_{i}, hidden_bias_{i}") from err
+        raise ValueError(
+            f"{path} is a corrupt .npz, or holds object arrays that need pickle ({err}); "
+            "expected numeric arrays weight_{i}, visible_bias_{i}, hidden_bias_{i}"
+        ) from err
     units = arrays.pop("visible_units", None)
     if units is not None and units.dtype.kind not in "US":
         problems.append(f"visible_units has dtype {units.dtype}, expected strings: np.array(['gaussian', 'bernoulli'])")
     units = [str(u) for u in np.atleast_1d(units)] if units is not None and units.dtype.kind in "US" else None
-    found = _match(arrays, r"(?P<kind>\w+?)_(?P<i>0|[1-9]\d*)", problems,
-                   "weight_{i}, visible_bias_{i}, hidden_bias_{i} (and optionally visible_units)")
+    found = _match(
+        arrays,
+        r"(?P<kind>\w+?)_(?P<i>0|[1-9]\d*)",
+        problems,
+        "weight_{i}, visible_bias_{i}, hidden_bias_{i} (and optionally visible_units)",
+    )
     return _Raw(found, lambda i, k: f"{k}_{i}", units, {"source": "npz"})
 
 
-def from_sklearn(estimators: Sequence[Any], *, input_size: int | None = None,
-                 hidden: Sequence[int] | None = None) -> list[RBM]:
+def from_sklearn(
+    estimators: Sequence[Any], *, input_size: int | None = None, hidden: Sequence[int] | None = None
+) -> list[RBM]:
     """Convert fitted ``sklearn.neural_network.BernoulliRBM`` estimators (bottom to top) to RBMs.
 
     ``components_`` is (n_components, n_features) = (n_hidden, n_visible), our orientation, so it
@@ -412,8 +467,16 @@ def _match(tensors: dict[str, Any], pattern: str, problems: list[str], scheme: s
     return found
 
 
-def _build(name: str, found: dict, label: Label, units: list | None, problems: list[str],
-           input_size: int | None = None, hidden: Sequence[int] | None = None, sizes: list | None = None) -> list[RBM]:
+def _build(
+    name: str,
+    found: dict,
+    label: Label,
+    units: list | None,
+    problems: list[str],
+    input_size: int | None = None,
+    hidden: Sequence[int] | None = None,
+    sizes: list | None = None,
+) -> list[RBM]:
     """Check every tensor of a stack, then build float32 RBMs; one ValueError lists all problems."""
     layers = sorted({i for i, _ in found})
     if not layers and not problems:
@@ -458,8 +521,10 @@ def _float_values(found: dict, layers: list[int], label: Label, problems: list[s
                 values[i, kind] = t = t.to(torch.float32)
                 nan, inf = int(t.isnan().sum()), int(t.isinf().sum())
                 if nan or inf:
-                    problems.append(f"{lab} holds {nan} NaN and {inf} Inf value(s), expected finite values; "
-                                    "a diverged RBM cannot be imported: retrain it, e.g. with a lower learning rate")
+                    problems.append(
+                        f"{lab} holds {nan} NaN and {inf} Inf value(s), expected finite values; "
+                        "a diverged RBM cannot be imported: retrain it, e.g. with a lower learning rate"
+                    )
     return values
 
 
@@ -472,13 +537,17 @@ def _layer_shape(found: dict, i: int, label: Label, problems: list[str]) -> tupl
         problems.append(f"{label(i, 'weight')} has shape {w}, expected 2-D: {_ORIENTATION}")
         return None
     if vb == (w[0],) and hb == (w[1],) and w[0] != w[1]:
-        problems.append(f"{label(i, 'weight')} has shape {w} but visible_bias has {w[0]} entries and hidden_bias "
-                        f"{w[1]}: the weight looks transposed; {_ORIENTATION}, so store its transpose {w[::-1]}")
+        problems.append(
+            f"{label(i, 'weight')} has shape {w} but visible_bias has {w[0]} entries and hidden_bias "
+            f"{w[1]}: the weight looks transposed; {_ORIENTATION}, so store its transpose {w[::-1]}"
+        )
         return w[::-1]  # the intended shape, so that the checks that follow add no follow-on noise
     for kind, got, want, what in (("visible_bias", vb, w[1], "n_visible"), ("hidden_bias", hb, w[0], "n_hidden")):
         if got is not None and got != (want,):
-            problems.append(f"{label(i, kind)} has shape {got}, expected ({want},) = ({what},) of "
-                            f"{label(i, 'weight')} {w}; {_ORIENTATION}")
+            problems.append(
+                f"{label(i, kind)} has shape {got}, expected ({want},) = ({what},) of "
+                f"{label(i, 'weight')} {w}; {_ORIENTATION}"
+            )
     if w[0] < 1 or w[1] < 1:
         problems.append(f"{label(i, 'weight')} has shape {w}: a layer needs at least one unit")
     return w
@@ -489,11 +558,15 @@ def _check_chain(shapes: dict, layers: list[int], input_size: int | None, proble
     that each layer's n_hidden is the next one's n_visible and RBM 1's n_visible is ``input_size``."""
     for i in layers:
         if i in shapes and i + 1 in shapes and shapes[i][0] != shapes[i + 1][1]:
-            problems.append(f"broken layer chain: layer {i} has n_hidden={shapes[i][0]} but layer {i + 1} has "
-                            f"n_visible={shapes[i + 1][1]}; n_hidden of layer i must equal n_visible of layer i+1")
+            problems.append(
+                f"broken layer chain: layer {i} has n_hidden={shapes[i][0]} but layer {i + 1} has "
+                f"n_visible={shapes[i + 1][1]}; n_hidden of layer i must equal n_visible of layer i+1"
+            )
     if input_size is not None and 0 in shapes and shapes[0][1] != input_size:
-        problems.append(f"the first RBM has n_visible={shapes[0][1]}, expected input_size={input_size}; use data "
-                        f"with {shapes[0][1]} features, or a stack trained on {input_size}-feature inputs")
+        problems.append(
+            f"the first RBM has n_visible={shapes[0][1]}, expected input_size={input_size}; use data "
+            f"with {shapes[0][1]} features, or a stack trained on {input_size}-feature inputs"
+        )
     complete = bool(shapes) and len(shapes) == len(layers) and layers == list(range(len(layers)))
     return [shapes[0][1], *(shapes[i][0] for i in layers)] if complete else None
 
@@ -502,8 +575,10 @@ def _check_declared(got: list[int], hidden: Sequence[int] | None, sizes: list | 
     """Compare the sizes found with the model's ``hidden`` (a prefix will do) and the file's own record."""
     n = len(got) - 1
     if hidden is not None and n > len(hidden):
-        problems.append(f"the stack has {n} RBMs {got[1:]} but hidden={list(hidden)} has only {len(hidden)} layers; "
-                        "import fewer RBMs or list more hidden sizes")
+        problems.append(
+            f"the stack has {n} RBMs {got[1:]} but hidden={list(hidden)} has only {len(hidden)} layers; "
+            "import fewer RBMs or list more hidden sizes"
+        )
     elif hidden is not None and got[1:] != list(hidden)[:n]:
         problems.append(f"hidden sizes {got[1:]} do not match hidden={list(hidden)}; expected {list(hidden)[:n]}")
     if sizes is not None and sizes != got:

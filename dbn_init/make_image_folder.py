@@ -28,7 +28,7 @@ __all__ = ["write_image_folder", "main"]
 def patches(image: np.ndarray, size: int) -> list[np.ndarray]:
     """The non-overlapping ``(size, size, 3)`` patches of an ``(H, W, 3)`` image, row by row."""
     rows, cols = image.shape[0] // size, image.shape[1] // size
-    return [image[r * size:(r + 1) * size, c * size:(c + 1) * size] for r in range(rows) for c in range(cols)]
+    return [image[r * size : (r + 1) * size, c * size : (c + 1) * size] for r in range(rows) for c in range(cols)]
 
 
 def write_image_folder(root: str | Path, size: int = 32) -> dict[str, int]:
@@ -40,8 +40,10 @@ def write_image_folder(root: str | Path, size: int = 32) -> dict[str, int]:
     """
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FileTakenError(f"{root} exists and is not an empty folder; expected a new or empty folder to write "
-                              "the ImageFolder into: pass another DIR, or delete this one first")
+        raise FileTakenError(
+            f"{root} exists and is not an empty folder; expected a new or empty folder to write "
+            "the ImageFolder into: pass another DIR, or delete this one first"
+        )
     photos = load_sample_images()
     if not 1 <= size <= min(image.shape[0] for image in photos.images):
         raise UsageError(f"expected --size between 1 and 427 (the photos' height), got {size}")
@@ -66,8 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     except UsageError as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"wrote {', '.join(f'{n} {name}' for name, n in counts.items())} PNG patches of {args.size}x{args.size} "
-          f"into {args.dir}")
+    print(
+        f"wrote {', '.join(f'{n} {name}' for name, n in counts.items())} PNG patches of {args.size}x{args.size} "
+        f"into {args.dir}"
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ class MLP(nn.Module):
     producing logits. Linear weights are (out_features, in_features), the RBM orientation too.
     """
 
-    def __init__(self, input_size: int, hidden: Sequence[int], num_classes: int, activation: Activation = "relu") -> None:
+    def __init__(
+        self, input_size: int, hidden: Sequence[int], num_classes: int, activation: Activation = "relu"
+    ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")

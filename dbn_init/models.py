@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from . import stopping
+from . import entry
 from .constraints import Interval, ListOf, Options, UsageError, validate_params
 from .init import INIT_SCHEMES, InitName, check_constant, init_weight
 from .mlp import MLP, Activation
@@ -123,9 +123,11 @@ class Classifier(LightningModule):
         for name, ours in built.items():
             theirs = getattr(datamodule, name, None)
             if isinstance(theirs, int) and theirs != ours:
-                raise ValueError(f"the data ({type(datamodule).__name__}) have {name}={theirs} but the model was built "
-                                 f"with {name}={ours}; build it with {name}=None (taken from the data) or "
-                                 f"{name}=datamodule.{name} (train.py links it)")
+                raise ValueError(
+                    f"the data ({type(datamodule).__name__}) have {name}={theirs} but the model was built "
+                    f"with {name}={ours}; build it with {name}=None (taken from the data) or "
+                    f"{name}=datamodule.{name} (train.py links it)"
+                )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if not self.built:  # a model built lazily: the checkpoint records the sizes it was built with
@@ -151,7 +153,7 @@ class Classifier(LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        stopping.check()
+        entry.check()
         # A sparse sample of steps and the epoch's last (so no checkpoint holds a NaN): one host sync each.
         if (batch_idx % MONITOR_EVERY == 0 or self.trainer.is_last_batch) and weights_diverged(self.mlp):
             raise FloatingPointError(
@@ -188,8 +190,9 @@ class Classifier(LightningModule):
         # One fused kernel per step instead of a dozen per tensor where torch has it (CPU, CUDA).
         fused = all(p.device.type in ("cpu", "cuda") for p in params) or None
         if self.optimizer_name == "sgd":
-            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
-                                   fused=fused)
+            return torch.optim.SGD(
+                params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, fused=fused
+            )
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, fused=fused)
 
 
@@ -208,10 +211,12 @@ def _sizes_of(datamodule, hparams, stage: str) -> tuple[int, int]:
         if num_classes is None and not isinstance(first, Tensor):
             num_classes = 1 + max(int(batch[1].max()) for batch in itertools.chain([first], batches))
     if input_size is None or num_classes is None:
-        raise UsageError(f"the model was built with input_size={hparams.get('input_size')}, num_classes="
-                         f"{hparams.get('num_classes')}, and the data ({type(datamodule).__name__}) declare neither "
-                         "nor serve labels; pass them to the model, or give the DataModule input_size and "
-                         "num_classes attributes")
+        raise UsageError(
+            f"the model was built with input_size={hparams.get('input_size')}, num_classes="
+            f"{hparams.get('num_classes')}, and the data ({type(datamodule).__name__}) declare neither "
+            "nor serve labels; pass them to the model, or give the DataModule input_size and "
+            "num_classes attributes"
+        )
     return int(input_size), int(num_classes)
 
 
@@ -393,16 +398,30 @@ class DBN(Classifier):
         validate_params("DBN", locals(), self._parameter_constraints, "--model.")
         epochs = [pretrain_epochs] * len(hidden) if isinstance(pretrain_epochs, int) else list(pretrain_epochs)
         if len(epochs) != len(hidden):
-            raise UsageError(f"--model.pretrain_epochs: expected one number or one per RBM ({len(hidden)} for "
-                             f"hidden={hidden}), got {pretrain_epochs}")
+            raise UsageError(
+                f"--model.pretrain_epochs: expected one number or one per RBM ({len(hidden)} for "
+                f"hidden={hidden}), got {pretrain_epochs}"
+            )
         super().__init__(None, None, hidden, "sigmoid", lr, optimizer, weight_decay, momentum)
         self.save_hyperparameters()
         self.cd = CDSettings(
-            epochs=tuple(epochs), lr=pretrain_lr, gaussian_lr=gaussian_lr, initial_momentum=initial_momentum,
-            final_momentum=final_momentum, momentum_switch_epoch=momentum_switch_epoch,
-            weight_decay=rbm_weight_decay, cd_k=cd_k, persistent=persistent, sample_visible=sample_visible,
-            sparsity_target=sparsity_target, sparsity_cost=sparsity_cost, seed=pretrain_seed,
-            ais_chains=ais_chains, ais_betas=ais_betas, steps_per_batch=steps_per_batch)
+            epochs=tuple(epochs),
+            lr=pretrain_lr,
+            gaussian_lr=gaussian_lr,
+            initial_momentum=initial_momentum,
+            final_momentum=final_momentum,
+            momentum_switch_epoch=momentum_switch_epoch,
+            weight_decay=rbm_weight_decay,
+            cd_k=cd_k,
+            persistent=persistent,
+            sample_visible=sample_visible,
+            sparsity_target=sparsity_target,
+            sparsity_cost=sparsity_cost,
+            seed=pretrain_seed,
+            ais_chains=ais_chains,
+            ais_betas=ais_betas,
+            steps_per_batch=steps_per_batch,
+        )
         # How many stages are finished; saved in checkpoints so a resumed run skips them.
         self.register_buffer("stages_done", torch.tensor(0))
         self.rbms = nn.ModuleList()
@@ -416,8 +435,10 @@ class DBN(Classifier):
         super().build(input_size, num_classes)
         sizes = [input_size, *self.hidden]
         units = self.hparams.visible_units
-        self.rbms = nn.ModuleList(make_rbm(n_vis, n_hid, units if i == 0 else "bernoulli")
-                                  for i, (n_vis, n_hid) in enumerate(zip(sizes[:-1], sizes[1:])))
+        self.rbms = nn.ModuleList(
+            make_rbm(n_vis, n_hid, units if i == 0 else "bernoulli")
+            for i, (n_vis, n_hid) in enumerate(zip(sizes[:-1], sizes[1:]))
+        )
         self.rbms.requires_grad_(False)  # trained only inside their own stage's fit
         init_weight(self.mlp.head.weight, "xavier_uniform", "sigmoid")
         nn.init.zeros_(self.mlp.head.bias)
@@ -437,9 +458,11 @@ class DBN(Classifier):
         """Use ``rbms`` (validated, bottom to top) as this DBN's first ``len(rbms)`` stages; the DBN
         is left unchanged if any of them does not fit."""
         if len(rbms) > len(self.rbms):
-            raise ValueError(f"the imported stack has {len(rbms)} RBMs but this DBN has {len(self.rbms)} "
-                             f"(hidden={self.hparams.hidden}); pass --model.hidden with one size per imported RBM "
-                             "(or more, to pretrain RBMs on top of it)")
+            raise ValueError(
+                f"the imported stack has {len(rbms)} RBMs but this DBN has {len(self.rbms)} "
+                f"(hidden={self.hparams.hidden}); pass --model.hidden with one size per imported RBM "
+                "(or more, to pretrain RBMs on top of it)"
+            )
         for i, (source, target) in enumerate(zip(rbms, self.rbms)):
             if source.weight.shape != target.weight.shape or source.visible_units != target.visible_units:
                 raise ValueError(
@@ -500,8 +523,9 @@ class DBN(Classifier):
             trainer = self.trainer
             if self.stage_trainers is None and _stages_left(self):
                 _refuse_nested_ddp(trainer)
-            pretrain(self, trainer.datamodule, self.stage_trainers or following(trainer), self.stage_resume,
-                     prepared=True)
+            pretrain(
+                self, trainer.datamodule, self.stage_trainers or following(trainer), self.stage_resume, prepared=True
+            )
         super().on_fit_start()
 
     def refuse_evaluating_untrained(self, stage: Literal["validate", "test", "predict"]) -> None:
@@ -509,9 +533,11 @@ class DBN(Classifier):
         would score RBMs never trained."""
         if self.built and not self.pretrained and any(self.cd.epochs):
             what = {"validate": "validation", "test": "the test", "predict": "prediction"}[stage]
-            raise RuntimeError(f"this DBN is neither pretrained nor loaded from a checkpoint, so {what} would score "
-                               "random weights; pass the fine-tuning checkpoint of a run (train.py: --ckpt_path "
-                               "PATH/last.ckpt or --ckpt_path last), or fit first")
+            raise RuntimeError(
+                f"this DBN is neither pretrained nor loaded from a checkpoint, so {what} would score "
+                "random weights; pass the fine-tuning checkpoint of a run (train.py: --ckpt_path "
+                "PATH/last.ckpt or --ckpt_path last), or fit first"
+            )
 
     def on_validation_start(self) -> None:
         if not self.trainer.sanity_checking:
@@ -536,4 +562,5 @@ def _refuse_nested_ddp(trainer) -> None:
             f"{type(trainer.strategy).__name__} fit; pretrain first, then fit: "
             "dbn_init.pretrain(dbn, datamodule, lambda stage, epochs: dbn_init.make_trainer(epochs, "
             "dict(accelerator=..., devices=..., strategy='ddp'))) then trainer.fit(dbn, datamodule), or run "
-            "train.py fit, which does this")
+            "train.py fit, which does this"
+        )

@@ -16,8 +16,13 @@ import torch  # noqa: E402
 __all__ = ["image_grid", "save_image_grid", "save_curves"]
 
 
-def image_grid(images: torch.Tensor | np.ndarray, image_shape: Sequence[int], ncols: int | None = None,
-               normalize_each: bool = True, pad: int = 1) -> np.ndarray:
+def image_grid(
+    images: torch.Tensor | np.ndarray,
+    image_shape: Sequence[int],
+    ncols: int | None = None,
+    normalize_each: bool = True,
+    pad: int = 1,
+) -> np.ndarray:
     """Tile flat images into one picture: grayscale for ``(H, W)``, RGB for ``(3, H, W)``.
 
     Parameters
@@ -43,8 +48,9 @@ def image_grid(images: torch.Tensor | np.ndarray, image_shape: Sequence[int], nc
         raise ValueError(f"expected image_shape (H, W), (1, H, W) or (3, H, W), got {tuple(image_shape)}")
     size = math.prod(shape)
     if x.ndim != 2 or x.shape[1] != size or len(x) == 0:
-        raise ValueError(f"expected images of shape (n, {size}), n >= 1, for image_shape {tuple(image_shape)}, "
-                         f"got {x.shape}")
+        raise ValueError(
+            f"expected images of shape (n, {size}), n >= 1, for image_shape {tuple(image_shape)}, got {x.shape}"
+        )
     n, (h, w) = x.shape[0], shape[-2:]
     if normalize_each:
         lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)
@@ -60,7 +66,7 @@ def image_grid(images: torch.Tensor | np.ndarray, image_shape: Sequence[int], nc
     for i in range(n):
         r, c = divmod(i, ncols)
         top, left = pad + r * (h + pad), pad + c * (w + pad)
-        grid[top: top + h, left: left + w] = tiles[i]
+        grid[top : top + h, left : left + w] = tiles[i]
     return grid
 
 
@@ -79,15 +85,19 @@ def save_image_grid(grid: np.ndarray, path: str | Path, title: str = "") -> Path
     return path
 
 
-def save_curves(panels: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path,
-                ylabel: str = "validation accuracy", xlabel: str = "epoch") -> Path:
+def save_curves(
+    panels: Mapping[str, Mapping[str, Sequence[float]]],
+    path: str | Path,
+    ylabel: str = "validation accuracy",
+    xlabel: str = "epoch",
+) -> Path:
     """One panel per key of ``panels``; in each, one line per label: ``{panel: {label: ys}}``."""
     path = Path(path)
     n = max(len(panels), 1)
     cols = min(n, 3)  # wrap into rows of three, so six panels stay readable
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     for ax, (title, lines) in zip(axes.flat, panels.items()):
         for label, ys in sorted(lines.items()):

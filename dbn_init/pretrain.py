@@ -37,7 +37,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from . import stopping
+from . import entry
 from .constraints import UsageError
 from .io import load_stack
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
@@ -46,8 +46,17 @@ from .rbm import RBM, bernoulli, check_visible
 if TYPE_CHECKING:
     from .models import DBN
 
-__all__ = ["CDSettings", "RBMStage", "PretrainData", "import_stack", "StageTrainers", "make_trainer", "pretrain", "pretrain_stack",
-           "up_pass"]
+__all__ = [
+    "CDSettings",
+    "RBMStage",
+    "PretrainData",
+    "import_stack",
+    "StageTrainers",
+    "make_trainer",
+    "pretrain",
+    "pretrain_stack",
+    "up_pass",
+]
 
 StageTrainers = Callable[[int, int], Trainer]  # (stage index from 0, epochs) -> the stage's Trainer
 
@@ -182,9 +191,11 @@ class RBMStage(LightningModule):
             if state.numel() == self.generator.get_state().numel():
                 self.generator.set_state(state)
             else:
-                rank_zero_warn(f"stage {self.index + 1} resumes on {self.device.type} from a checkpoint whose "
-                               "sampling noise came from another kind of device; it draws fresh (seeded) noise, so "
-                               "it will not end bit-identical to an uninterrupted run")
+                rank_zero_warn(
+                    f"stage {self.index + 1} resumes on {self.device.type} from a checkpoint whose "
+                    "sampling noise came from another kind of device; it draws fresh (seeded) noise, so "
+                    "it will not end bit-identical to an uninterrupted run"
+                )
         if self.chain is not None:  # resumed PCD chains, as the checkpoint was loaded
             self.chain = self.chain.to(self.device, self.rbm.weight.dtype)
         # One process: RBM.cd_grad_ writes the gradient into .grad without autograd. DDP averages
@@ -226,8 +237,13 @@ class RBMStage(LightningModule):
         # for divergence (each check is one host sync, which would stall every step on a GPU).
         monitored = self._step_in_epoch % self.monitor_every == 0
         weight_before = self.rbm.weight.detach().clone() if monitored else None
-        step = dict(k=cd.cd_k, chain=self.chain if cd.persistent else None, generator=self.generator,
-                    sample_visible=cd.sample_visible, value=monitored)
+        step = dict(
+            k=cd.cd_k,
+            chain=self.chain if cd.persistent else None,
+            generator=self.generator,
+            sample_visible=cd.sample_visible,
+            value=monitored,
+        )
         penalty = self._sparsity_penalty(v)
         optimizer = self.optimizers()
         if self.backprop_cd:
@@ -258,18 +274,22 @@ class RBMStage(LightningModule):
         return self.cd.sparsity_cost * ((q - self.cd.sparsity_target) ** 2).sum()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        stopping.check()
+        entry.check()
         if self.trainer.is_last_batch:  # so that no checkpoint of the epoch holds a NaN
             self._check_divergence()
 
     def _check_divergence(self) -> None:
         if weights_diverged(self.rbm):
             if self.rbm.visible_units == "gaussian":
-                cause = (f"a learning rate too high for Gaussian visible units (try --model.gaussian_lr {self.lr / 10:g}) "
-                         "or inputs that are not standardised (--data.scaling standardize)")
+                cause = (
+                    f"a learning rate too high for Gaussian visible units (try --model.gaussian_lr {self.lr / 10:g}) "
+                    "or inputs that are not standardised (--data.scaling standardize)"
+                )
             else:
-                cause = (f"a learning rate too high (try --model.pretrain_lr {self.lr / 10:g}) or inputs outside "
-                         "[0, 1] (--data.scaling unit)")
+                cause = (
+                    f"a learning rate too high (try --model.pretrain_lr {self.lr / 10:g}) or inputs outside "
+                    "[0, 1] (--data.scaling unit)"
+                )
             raise FloatingPointError(
                 f"RBM {self.index + 1} diverged (non-finite weights) in epoch {self.current_epoch}, by CD step "
                 f"{self._step_in_epoch}, at learning rate {self.lr}. Likely cause: {cause}; or {NON_FINITE_INPUTS}. "
@@ -309,7 +329,9 @@ class RBMStage(LightningModule):
         if self.trainer.sanity_checking:
             return
         strategy = self.trainer.strategy
-        mean = strategy.reduce(self._hidden_sum, reduce_op="sum") / strategy.reduce(self._count, reduce_op="sum").clamp_min(1)
+        mean = strategy.reduce(self._hidden_sum, reduce_op="sum") / strategy.reduce(
+            self._count, reduce_op="sum"
+        ).clamp_min(1)
         self.log(f"{self.name}/hidden_mean", mean.mean().float())
         self.log(f"{self.name}/hidden_dead", (mean < 0.01).float().mean())  # never on
         self.log(f"{self.name}/hidden_saturated", (mean > 0.99).float().mean())  # always on
@@ -340,8 +362,13 @@ class RBMStage(LightningModule):
             return
         base = None if self.monitor_x is None else base_rate_bias(self.encode(self.monitor_x))
         generator = torch.Generator(device=self.device).manual_seed(self.cd.seed + 7919 * (self.index + 1))
-        ais = ais_log_partition(self.rbm, n_chains=self.cd.ais_chains, n_betas=self.cd.ais_betas, generator=generator,
-                                base_visible_bias=base)
+        ais = ais_log_partition(
+            self.rbm,
+            n_chains=self.cd.ais_chains,
+            n_betas=self.cd.ais_betas,
+            generator=generator,
+            base_visible_bias=base,
+        )
         self.log(f"{self.name}/ais_log_z", ais.log_z)
         # log Z underestimated -> log-probability overestimated (Salakhutdinov & Murray 2008).
         self.log(f"{self.name}/val_log_prob", -float(val_f) - ais.log_z)
@@ -361,8 +388,13 @@ class RBMStage(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         generator = self.generator.get_state() if self.generator is not None else None
-        saved = {"stage": self.index + 1, "chain": self.chain, "generator": generator,  # for importers (dbn_init.io):
-                 "visible_units": [rbm.visible_units for rbm in self.rbms], "scaling": self.scaling}
+        saved = {
+            "stage": self.index + 1,
+            "chain": self.chain,
+            "generator": generator,  # for importers (dbn_init.io):
+            "visible_units": [rbm.visible_units for rbm in self.rbms],
+            "scaling": self.scaling,
+        }
         if self.trainer.world_size > 1 and generator is not None:
             # Only rank 0 writes the file, but every rank has its own noise stream and PCD chains:
             # gather them (Lightning calls this hook on every rank), so a resumed run keeps them apart.
@@ -463,9 +495,21 @@ def make_trainer(epochs: int, options: Mapping[str, Any] | None = None, **overri
 # steps its update itself (manual optimization), so gradient clipping and accumulation, which
 # Lightning applies only to automatic optimization, stay with the fine-tuning too.
 FIT_ONLY = (
-    "callbacks", "logger", "max_epochs", "min_epochs", "max_steps", "min_steps", "max_time",
-    "enable_checkpointing", "default_root_dir", "check_val_every_n_epoch", "val_check_interval",
-    "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "log_every_n_steps",
+    "callbacks",
+    "logger",
+    "max_epochs",
+    "min_epochs",
+    "max_steps",
+    "min_steps",
+    "max_time",
+    "enable_checkpointing",
+    "default_root_dir",
+    "check_val_every_n_epoch",
+    "val_check_interval",
+    "gradient_clip_val",
+    "gradient_clip_algorithm",
+    "accumulate_grad_batches",
+    "log_every_n_steps",
     "enable_model_summary",
 )
 
@@ -485,12 +529,18 @@ def trainer_options(config: dict) -> dict:
 def following(trainer: Trainer) -> StageTrainers:
     """Stage Trainers for a DBN fitted by ``trainer``: its device, precision, limits and loggers."""
     device = trainer.strategy.root_device
-    options = dict(accelerator=device.type, devices=[device.index] if device.index is not None else 1,
-                   precision=trainer.precision, fast_dev_run=trainer.fast_dev_run,
-                   limit_train_batches=trainer.limit_train_batches, limit_val_batches=trainer.limit_val_batches,
-                   num_sanity_val_steps=trainer.num_sanity_val_steps, logger=trainer.loggers or False,
-                   default_root_dir=trainer.default_root_dir,
-                   enable_progress_bar=trainer.progress_bar_callback is not None)
+    options = dict(
+        accelerator=device.type,
+        devices=[device.index] if device.index is not None else 1,
+        precision=trainer.precision,
+        fast_dev_run=trainer.fast_dev_run,
+        limit_train_batches=trainer.limit_train_batches,
+        limit_val_batches=trainer.limit_val_batches,
+        num_sanity_val_steps=trainer.num_sanity_val_steps,
+        logger=trainer.loggers or False,
+        default_root_dir=trainer.default_root_dir,
+        enable_progress_bar=trainer.progress_bar_callback is not None,
+    )
     return lambda stage, epochs: make_trainer(epochs, options, callbacks=stage_progress(options))
 
 
@@ -514,7 +564,8 @@ def import_stack(model: DBN, datamodule: LightningDataModule) -> None:
         raise ValueError(
             f"the imported stack {path} was pretrained on inputs scaled {scaling!r} but this data is scaled "
             f"{data_scaling!r}: RBM 1 would see inputs unlike its training data; pass --data.scaling {scaling} "
-            "(or pretrain a new stack for this scaling)")
+            "(or pretrain a new stack for this scaling)"
+        )
     model.load_rbms(stack.rbms)
 
 
@@ -524,11 +575,17 @@ def _check_updates(trainer: Trainer, index: int) -> None:
         raise UsageError(
             f"RBM {index + 1}'s stage would make no CD update (limit_train_batches={trainer.limit_train_batches}, "
             f"max_steps={trainer.max_steps}); let the stages train (--trainer.limit_train_batches > 0), or skip "
-            "pretraining with --model.pretrain_epochs 0")
+            "pretraining with --model.pretrain_epochs 0"
+        )
 
 
-def pretrain(model: DBN, datamodule: LightningDataModule, trainers: StageTrainers | None = None,
-             resume: Mapping[int, str] | None = None, prepared: bool = False) -> None:
+def pretrain(
+    model: DBN,
+    datamodule: LightningDataModule,
+    trainers: StageTrainers | None = None,
+    resume: Mapping[int, str] | None = None,
+    prepared: bool = False,
+) -> None:
     """Train the DBN's RBMs 1..k greedily, one ``trainers(stage, epochs).fit`` each, then transfer.
 
     With ``model.hparams.pretrained`` set, the imported stack replaces the bottom stages. Stages
@@ -563,14 +620,28 @@ class _Rows(LightningDataModule):
         from .data import EpochShuffle, TensorBatches, _keep_batch
 
         dataset = TensorBatches(self.pretrain_x, torch.zeros(len(self.pretrain_x), dtype=torch.long))
-        return torch.utils.data.DataLoader(dataset, batch_size=self.batch_size * steps_per_batch,
-                                           sampler=EpochShuffle(dataset, self.seed), collate_fn=_keep_batch)
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=self.batch_size * steps_per_batch,
+            sampler=EpochShuffle(dataset, self.seed),
+            collate_fn=_keep_batch,
+        )
 
 
-def pretrain_stack(x: Tensor | np.ndarray, hidden: Sequence[int], *, visible_units: str = "bernoulli",
-                   epochs: int | Sequence[int] = 10, batch_size: int = 100, lr: float = 0.1,
-                   gaussian_lr: float = 1e-2, cd_k: int = 1, persistent: bool = False, seed: int = 0,
-                   accelerator: str = "cpu") -> list[RBM]:
+def pretrain_stack(
+    x: Tensor | np.ndarray,
+    hidden: Sequence[int],
+    *,
+    visible_units: str = "bernoulli",
+    epochs: int | Sequence[int] = 10,
+    batch_size: int = 100,
+    lr: float = 0.1,
+    gaussian_lr: float = 1e-2,
+    cd_k: int = 1,
+    persistent: bool = False,
+    seed: int = 0,
+    accelerator: str = "cpu",
+) -> list[RBM]:
     """Greedily pretrain an RBM stack on rows ``x`` (n_samples, n_features); returns the fitted
     RBMs, bottom to top, float32 on the CPU.
 
@@ -588,8 +659,17 @@ def pretrain_stack(x: Tensor | np.ndarray, hidden: Sequence[int], *, visible_uni
     check_visible(x, visible_units, where="x")
     with torch.random.fork_rng(devices=[]):  # the starting weights come from seed, and the caller's RNG is left alone
         torch.manual_seed(seed)
-        model = DBN(input_size=x.shape[1], num_classes=2, hidden=list(hidden), visible_units=visible_units,
-                    pretrain_epochs=epochs if isinstance(epochs, int) else list(epochs), pretrain_lr=lr,
-                    gaussian_lr=gaussian_lr, cd_k=cd_k, persistent=persistent, pretrain_seed=seed)
+        model = DBN(
+            input_size=x.shape[1],
+            num_classes=2,
+            hidden=list(hidden),
+            visible_units=visible_units,
+            pretrain_epochs=epochs if isinstance(epochs, int) else list(epochs),
+            pretrain_lr=lr,
+            gaussian_lr=gaussian_lr,
+            cd_k=cd_k,
+            persistent=persistent,
+            pretrain_seed=seed,
+        )
     pretrain(model, _Rows(x, batch_size, seed), lambda stage, n: make_trainer(n, dict(accelerator=accelerator)))
     return [rbm.cpu() for rbm in model.rbms]

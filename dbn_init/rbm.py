@@ -166,8 +166,9 @@ class RBM(nn.Module):
         return self.sample_visible(h, generator) if sample_visible else self.visible_mean(h)
 
     @torch.no_grad()
-    def sample(self, n: int, steps: int, generator: torch.Generator | None = None,
-               init: Tensor | None = None) -> Tensor:
+    def sample(
+        self, n: int, steps: int, generator: torch.Generator | None = None, init: Tensor | None = None
+    ) -> Tensor:
         """Draw ``n`` visible vectors by block Gibbs sampling: (n, n_visible), detached.
 
         The chains start at ``init`` (e.g. data rows, shape (n, n_visible)) or, without it, at
@@ -190,8 +191,10 @@ class RBM(nn.Module):
         else:
             if not isinstance(init, Tensor) or tuple(init.shape) != (n, self.n_visible):
                 got = tuple(init.shape) if isinstance(init, Tensor) else type(init).__name__
-                raise ValueError(f"expected init of shape (n, n_visible) = ({n}, {self.n_visible}), got {got}; "
-                                 "pass init[:n], or n=len(init)")
+                raise ValueError(
+                    f"expected init of shape (n, n_visible) = ({n}, {self.n_visible}), got {got}; "
+                    "pass init[:n], or n=len(init)"
+                )
             check_visible(init, self.visible_units, "init")
             v = init.detach().to(device=like.device, dtype=like.dtype).clone()
         for step in range(steps):
@@ -267,8 +270,15 @@ class RBM(nn.Module):
         return CDResult(phases.gap, phases.v_model, phases.hidden_probs, phases.reconstruction)
 
     @torch.no_grad()
-    def _cd_phases(self, v_data: Tensor, k: int, chain: Tensor | None, generator: torch.Generator | None,
-                   sample_visible: bool, value: bool) -> _CDPhases:
+    def _cd_phases(
+        self,
+        v_data: Tensor,
+        k: int,
+        chain: Tensor | None,
+        generator: torch.Generator | None,
+        sample_visible: bool,
+        value: bool,
+    ) -> _CDPhases:
         """The positive phase at ``v_data`` and the negative phase after k Gibbs sweeps."""
         data_logits = self.hidden_logits(v_data)  # (B, H)
         # The logits are kept only for the free-energy gap; otherwise the sigmoid overwrites them.
@@ -300,8 +310,9 @@ class RBM(nn.Module):
 
     # --- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
-    def pseudo_likelihood(self, v: Tensor, generator: torch.Generator | None = None, *,
-                          index: Tensor | None = None) -> Tensor:
+    def pseudo_likelihood(
+        self, v: Tensor, generator: torch.Generator | None = None, *, index: Tensor | None = None
+    ) -> Tensor:
         """Stochastic log pseudo-likelihood per sample, as scikit-learn's ``BernoulliRBM.score_samples``.
 
         For each row one visible unit i is flipped (v_i -> 1 - v_i, giving v~) and the estimate is
@@ -338,10 +349,16 @@ class RBM(nn.Module):
         rows = torch.arange(v.shape[0], device=v.device)
         if index is None:
             index = torch.randint(self.n_visible, (v.shape[0],), generator=generator, device=v.device)
-        elif tuple(index.shape) != (v.shape[0],) or index.dtype.is_floating_point or index.dtype == torch.bool or (
-                index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.n_visible)):
-            raise ValueError(f"expected index of shape ({v.shape[0]},) with integers in [0, {self.n_visible}), "
-                             f"got shape {tuple(index.shape)}, dtype {index.dtype}")
+        elif (
+            tuple(index.shape) != (v.shape[0],)
+            or index.dtype.is_floating_point
+            or index.dtype == torch.bool
+            or (index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.n_visible))
+        ):
+            raise ValueError(
+                f"expected index of shape ({v.shape[0]},) with integers in [0, {self.n_visible}), "
+                f"got shape {tuple(index.shape)}, dtype {index.dtype}"
+            )
         flipped = v.clone()
         flipped[rows, index] = 1 - flipped[rows, index]
         return self.n_visible * F.logsigmoid(self.free_energy(flipped) - self.free_energy(v))
@@ -383,8 +400,9 @@ class GaussianRBM(RBM):
         """Starting noise for :meth:`sample` without ``init``: N(0, 1), standardised data's scale."""
         return torch.randn(shape, generator=generator, device=self.weight.device, dtype=self.weight.dtype)
 
-    def pseudo_likelihood(self, v: Tensor, generator: torch.Generator | None = None, *,
-                          index: Tensor | None = None) -> Tensor:
+    def pseudo_likelihood(
+        self, v: Tensor, generator: torch.Generator | None = None, *, index: Tensor | None = None
+    ) -> Tensor:
         """Not defined here: the flip v_i -> 1 - v_i needs binary units (see :meth:`RBM.pseudo_likelihood`)."""
         raise NotImplementedError(
             "pseudo_likelihood flips one binary visible unit (v_i -> 1 - v_i), which has no meaning for "
@@ -413,8 +431,17 @@ class _FreeEnergyGap(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, gap: Tensor, weight: Tensor, visible_bias: Tensor, hidden_bias: Tensor, v_data: Tensor,
-                data_probs: Tensor, v_model: Tensor, model_probs: Tensor) -> Tensor:
+    def forward(
+        ctx,
+        gap: Tensor,
+        weight: Tensor,
+        visible_bias: Tensor,
+        hidden_bias: Tensor,
+        v_data: Tensor,
+        data_probs: Tensor,
+        v_model: Tensor,
+        model_probs: Tensor,
+    ) -> Tensor:
         # v_*: (batch, n_visible), *_probs: (batch, n_hidden); the two batches may differ (PCD).
         ctx.save_for_backward(v_data, data_probs, v_model, model_probs)
         ctx.dtype = weight.dtype
@@ -425,9 +452,15 @@ class _FreeEnergyGap(torch.autograd.Function):
         return None, *_cd_gradients(*ctx.saved_tensors, dtype=ctx.dtype, scale=grad), None, None, None, None
 
 
-def _cd_gradients(v_data: Tensor, data_probs: Tensor, v_model: Tensor, model_probs: Tensor, dtype: torch.dtype,
-                  scale: Tensor | float = 1.0, out: tuple[Tensor, Tensor, Tensor] | None = None
-                  ) -> tuple[Tensor, Tensor, Tensor]:
+def _cd_gradients(
+    v_data: Tensor,
+    data_probs: Tensor,
+    v_model: Tensor,
+    model_probs: Tensor,
+    dtype: torch.dtype,
+    scale: Tensor | float = 1.0,
+    out: tuple[Tensor, Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
     """``scale`` times the CD gradient for (weight, visible_bias, hidden_bias), into ``out`` if given.
 
     v_*: (batch, n_visible), *_probs: (batch, n_hidden); the two batches may differ (PCD). Computed
@@ -482,7 +515,8 @@ def check_visible(x: Tensor, units: RBM | str, where: str = "data") -> None:
         raise ValueError(
             f"{where} has shape {tuple(x.shape)} but RBM 1 expects (batch, {units.n_visible}) (input_size); "
             "build the model with the data's input_size (train.py links data.input_size; from Python pass "
-            "input_size=None to take it from the data)")
+            "input_size=None to take it from the data)"
+        )
     finite = torch.isfinite(x)
     if not bool(finite.all()):
         bad = int((~finite).sum())

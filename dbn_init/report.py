@@ -20,8 +20,9 @@ def _fmt(values: list[float]) -> str:
 
 def summarize(runs: list[dict[str, Any]]) -> str:
     """The Markdown table: rows = models, columns = (architecture, label budget)."""
-    columns = sorted({(tuple(r["hidden"]), r["labels"]) for r in runs},
-                     key=lambda c: (c[1] is None, c[1] or 0, len(c[0]), c[0]))
+    columns = sorted(
+        {(tuple(r["hidden"]), r["labels"]) for r in runs}, key=lambda c: (c[1] is None, c[1] or 0, len(c[0]), c[0])
+    )
     rows = list(dict.fromkeys(r["model"] for r in runs))
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
@@ -35,9 +36,12 @@ def summarize(runs: list[dict[str, Any]]) -> str:
     for col in columns:
         means = {m: statistics.fmean(x["test_acc"] for x in groups[(m, *col)]) for m in rows if (m, *col) in groups}
         best[col] = max(means.values()) if means else None
-    lines = ["Test accuracy (%), mean ± std over seeds (n = seeds); best per column in bold.", "",
-             "| model | " + " | ".join(header(c) for c in columns) + " |",
-             "|---|" + "---|" * len(columns)]
+    lines = [
+        "Test accuracy (%), mean ± std over seeds (n = seeds); best per column in bold.",
+        "",
+        "| model | " + " | ".join(header(c) for c in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
     for m in rows:
         cells_md = []
         for col in columns:
@@ -49,9 +53,14 @@ def summarize(runs: list[dict[str, Any]]) -> str:
             text = f"{_fmt(accs)} (n={len(accs)})"
             cells_md.append(f"**{text}**" if math.isclose(statistics.fmean(accs), best[col]) else text)
         lines.append(f"| {m} | " + " | ".join(cells_md) + " |")
-    lines += ["", "Mean seconds per run: pretraining + fine-tuning. Pretraining never sees labels, so the label",
-              "budgets of one (shape, seed) share one pretrained stack: its cost shows in the first budget run.", "",
-              "| model | " + " | ".join(header(c) for c in columns) + " |", "|---|" + "---|" * len(columns)]
+    lines += [
+        "",
+        "Mean seconds per run: pretraining + fine-tuning. Pretraining never sees labels, so the label",
+        "budgets of one (shape, seed) share one pretrained stack: its cost shows in the first budget run.",
+        "",
+        "| model | " + " | ".join(header(c) for c in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
     for m in rows:
         cells_md = []
         for col in columns:
@@ -78,5 +87,3 @@ def plot_curves(runs: list[dict[str, Any]], path: Path) -> None:
         title = "-".join(map(str, hidden)) + ("" if labels is None else f", {labels} labels")
         panels.setdefault(title, {})[model] = [statistics.fmean(c[i] for c in curves) for i in range(n)]
     save_curves(panels, path, xlabel="validation check (each epoch; each k-th for small budgets)")
-
-

@@ -32,8 +32,10 @@ def _is_number(value: Any) -> bool:
 # and the settings check); the first eight must be present.
 ROW_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "model": ("a string", lambda v: isinstance(v, str)),
-    "hidden": ("a non-empty list of positive integers",
-               lambda v: isinstance(v, list) and bool(v) and all(_is_int(h) and h > 0 for h in v)),
+    "hidden": (
+        "a non-empty list of positive integers",
+        lambda v: isinstance(v, list) and bool(v) and all(_is_int(h) and h > 0 for h in v),
+    ),
     "seed": ("an integer", _is_int),
     "labels": ("an integer, or null for all labels", lambda v: v is None or _is_int(v)),
     "test_acc": ("a number", _is_number),
@@ -44,8 +46,15 @@ ROW_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "settings": ("an object", lambda v: isinstance(v, dict)),
 }
 _REQUIRED = tuple(ROW_TYPES)[:8]
-_JSON_TYPES = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list",
-               dict: "an object", type(None): "null"}
+_JSON_TYPES = {
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    list: "a list",
+    dict: "an object",
+    type(None): "null",
+}
 
 
 def row_key(row: dict[str, Any]) -> tuple:
@@ -92,17 +101,24 @@ def _read(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             if not isinstance(r, dict) or not set(_REQUIRED) <= set(r):
                 raise ValueError(f"expected every run to hold {list(_REQUIRED)}, got {str(r)[:80]}")
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UsageError(f"{path} is not a results file of this runner ({err}); move it away or pick another --out, "
-                         "so nothing is overwritten") from err
-    bad = [(i, r, name, what) for i, r in enumerate(runs) for name, (what, ok) in ROW_TYPES.items()
-           if name in r and not ok(r[name])]
+        raise UsageError(
+            f"{path} is not a results file of this runner ({err}); move it away or pick another --out, "
+            "so nothing is overwritten"
+        ) from err
+    bad = [
+        (i, r, name, what)
+        for i, r in enumerate(runs)
+        for name, (what, ok) in ROW_TYPES.items()
+        if name in r and not ok(r[name])
+    ]
     if bad:
         i, r, name, what = bad[0]
         value = json.dumps(r[name])
         more = f" (and {len(bad) - 1} more bad field(s))" if len(bad) > 1 else ""
         raise UsageError(
             f"{path}: runs[{i}] (model {json.dumps(r['model'])[:40]}, seed {json.dumps(r['seed'])[:20]}) has "
-            f"\"{name}\": {value[:80]}{'...' if len(value) > 80 else ''}, {_JSON_TYPES.get(type(r[name]), 'a value')}; "
+            f'"{name}": {value[:80]}{"..." if len(value) > 80 else ""}, {_JSON_TYPES.get(type(r[name]), "a value")}; '
             f"expected {what}{more}. Nothing was run or overwritten: write the value as {what} (as this runner does), "
-            "or delete that row so its cell runs again")
+            "or delete that row so its cell runs again"
+        )
     return configs, runs

@@ -20,9 +20,19 @@ from lightning.pytorch.utilities import rank_zero_warn
 from .constraints import FileTakenError, MissingFileError, UsageError
 from .io import read_checkpoint
 
-__all__ = ["SPEED_OPTIONS", "LOADING_OPTIONS", "FINE_TUNING_OPTIONS", "run_settings", "pretraining_settings",
-           "saved_settings", "differences", "checked_checkpoint", "find_last", "check_run_folder",
-           "RecordRunSettings"]
+__all__ = [
+    "SPEED_OPTIONS",
+    "LOADING_OPTIONS",
+    "FINE_TUNING_OPTIONS",
+    "run_settings",
+    "pretraining_settings",
+    "saved_settings",
+    "differences",
+    "checked_checkpoint",
+    "find_last",
+    "check_run_folder",
+    "RecordRunSettings",
+]
 
 # Model options that change how fast a run goes, not what it computes (tested bit for bit).
 SPEED_OPTIONS = frozenset({"steps_per_batch"})
@@ -40,8 +50,9 @@ def _as_json(hparams: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _settings(model_hparams: Mapping | None, data_hparams: Mapping | None) -> dict[str, dict | None]:
     model = {k: v for k, v in _as_json(model_hparams).items() if k not in SPEED_OPTIONS}
-    data = None if data_hparams is None else {k: v for k, v in _as_json(data_hparams).items()
-                                              if k not in LOADING_OPTIONS}
+    data = (
+        None if data_hparams is None else {k: v for k, v in _as_json(data_hparams).items() if k not in LOADING_OPTIONS}
+    )
     return {"model": model, "data": data}
 
 
@@ -117,20 +128,27 @@ def checked_checkpoint(path: Path, ours: dict, command: str, fine_tuned: bool = 
     checkpoint = _read(path, "--ckpt_path")
     saved = saved_settings(checkpoint)
     if saved is None:
-        raise UsageError(f"--ckpt_path {path} records no settings of a dbn_init run (written by another program?), "
-                         "so it cannot be checked against this command; to start from its RBM weights, pass it to "
-                         "--model.pretrained")
+        raise UsageError(
+            f"--ckpt_path {path} records no settings of a dbn_init run (written by another program?), "
+            "so it cannot be checked against this command; to start from its RBM weights, pass it to "
+            "--model.pretrained"
+        )
     found = differences(saved, ours)
     if found:
         config = path.parent.parent / "config.yaml"
         settings = f"--config {config}" if config.is_file() else "the settings of the command that wrote it"
-        raise UsageError(f"--ckpt_path {path} is from another run; it is taken only with the same model and data "
-                         "settings, but the file differs from this command in:\n  - " + "\n  - ".join(found)
-                         + f"\nrun with {settings}, or drop --ckpt_path")
+        raise UsageError(
+            f"--ckpt_path {path} is from another run; it is taken only with the same model and data "
+            "settings, but the file differs from this command in:\n  - "
+            + "\n  - ".join(found)
+            + f"\nrun with {settings}, or drop --ckpt_path"
+        )
     if fine_tuned and _stage(checkpoint) is not None:
-        raise UsageError(f"--ckpt_path {path} was saved during pretraining (stage {_stage(checkpoint)}), before the "
-                         f"classifier was trained; {command} needs a fine-tuning checkpoint (last.ckpt or the best "
-                         "one, written once pretraining is done)")
+        raise UsageError(
+            f"--ckpt_path {path} was saved during pretraining (stage {_stage(checkpoint)}), before the "
+            f"classifier was trained; {command} needs a fine-tuning checkpoint (last.ckpt or the best "
+            "one, written once pretraining is done)"
+        )
     return checkpoint
 
 
@@ -142,15 +160,19 @@ def _read(path: Path, option: str) -> dict:
         raise UsageError(f"{option}: {err}") from err
 
 
-def find_last(root: Path, ours: dict, command: str, fine_tuned: bool = False,
-              required: bool = False) -> tuple[Path, dict] | None:
+def find_last(
+    root: Path, ours: dict, command: str, fine_tuned: bool = False, required: bool = False
+) -> tuple[Path, dict] | None:
     """``--ckpt_path last``: the newest ``*last.ckpt`` under ``root`` (a logger's version folders,
     or the root itself) of a run with ``ours`` settings, as (file, contents). With ``fine_tuned``
     (validate, test, predict) a stage's is passed over. None, with a warning, if there is none;
     ``required`` makes that an error. Newer files that cannot be read are named, never skipped in
     silence: one of them may have been this run's."""
-    found = sorted([*root.glob("*/checkpoints/*last.ckpt"), *root.glob("checkpoints/*last.ckpt")],
-                   key=lambda p: p.stat().st_mtime, reverse=True)
+    found = sorted(
+        [*root.glob("*/checkpoints/*last.ckpt"), *root.glob("checkpoints/*last.ckpt")],
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
     stopped, unreadable = None, []  # the newest same-settings run that stopped in pretraining; damaged files
     for path in found:
         try:
@@ -165,28 +187,46 @@ def find_last(root: Path, ours: dict, command: str, fine_tuned: bool = False,
             stopped = stopped or (path, _stage(checkpoint))  # a later run, mid-pretraining: look further back
             continue
         if unreadable:
-            rank_zero_warn(f"--ckpt_path last: taking {path}, passing over newer checkpoints that cannot be read (if "
-                           "one was this run's, it is damaged and its progress is lost): " + "; ".join(unreadable))
+            rank_zero_warn(
+                f"--ckpt_path last: taking {path}, passing over newer checkpoints that cannot be read (if "
+                "one was this run's, it is damaged and its progress is lost): " + "; ".join(unreadable)
+            )
         return path, checkpoint
     _no_last(root, found, unreadable, stopped, command, required)
     return None
 
 
-def _no_last(root: Path, found: list[Path], unreadable: list[str], stopped: tuple | None, command: str,
-             required: bool) -> None:
-    damaged = ("; newer checkpoints cannot be read (if one is this run's, it is damaged): " + "; ".join(unreadable)
-               if unreadable else "")
+def _no_last(
+    root: Path, found: list[Path], unreadable: list[str], stopped: tuple | None, command: str, required: bool
+) -> None:
+    damaged = (
+        "; newer checkpoints cannot be read (if one is this run's, it is damaged): " + "; ".join(unreadable)
+        if unreadable
+        else ""
+    )
     if stopped is not None:
-        raise UsageError(f"--ckpt_path last: the run of this model with these settings under {root} stopped during "
-                         f"pretraining (stage {stopped[1]}, {stopped[0]}), before its classifier was trained; finish "
-                         f"it first (fit with the same settings and --ckpt_path last), then {command} again{damaged}")
-    what = (f"{len(found)} *last.ckpt, none from a run of this model with these settings (the newest: {found[0]})"
-            f"{damaged}") if found else "no *last.ckpt"
+        raise UsageError(
+            f"--ckpt_path last: the run of this model with these settings under {root} stopped during "
+            f"pretraining (stage {stopped[1]}, {stopped[0]}), before its classifier was trained; finish "
+            f"it first (fit with the same settings and --ckpt_path last), then {command} again{damaged}"
+        )
+    what = (
+        (
+            f"{len(found)} *last.ckpt, none from a run of this model with these settings (the newest: {found[0]})"
+            f"{damaged}"
+        )
+        if found
+        else "no *last.ckpt"
+    )
     if required:
-        raise MissingFileError(f"--ckpt_path last: {what} under {root}; pass the run's checkpoint file, or the run's "
-                                "settings (its config.yaml) so that 'last' finds it")
-    rank_zero_warn(f"--ckpt_path last: {what} under {root}; starting from scratch (to resume another run, run its "
-                   "own command again, as its config.yaml records it, with --ckpt_path)")
+        raise MissingFileError(
+            f"--ckpt_path last: {what} under {root}; pass the run's checkpoint file, or the run's "
+            "settings (its config.yaml) so that 'last' finds it"
+        )
+    rank_zero_warn(
+        f"--ckpt_path last: {what} under {root}; starting from scratch (to resume another run, run its "
+        "own command again, as its config.yaml records it, with --ckpt_path)"
+    )
 
 
 def check_run_folder(root: Path, run: Path, checkpoints: Path, resume: Path | None) -> None:
@@ -195,24 +235,31 @@ def check_run_folder(root: Path, run: Path, checkpoints: Path, resume: Path | No
     resumes the one whose checkpoints are there."""
     existing = next(p for p in (root, *root.parents) if p.exists())
     if not existing.is_dir():
-        raise UsageError(f"--trainer.default_root_dir {root}: expected a folder, but {existing} is a file; pass a "
-                         "folder (it is created if missing)")
+        raise UsageError(
+            f"--trainer.default_root_dir {root}: expected a folder, but {existing} is a file; pass a "
+            "folder (it is created if missing)"
+        )
     if resume is not None and resume.resolve().parent == checkpoints.resolve():
         later = checkpoints / "last.ckpt"  # the run's fine-tuning resume point
         if resume.name != later.name and later.is_file() and later.stat().st_mtime > resume.stat().st_mtime:
             raise FileTakenError(
                 f"--ckpt_path {resume} is a pretraining stage of a run that went on to fine-tune ({later}); resuming "
                 "from the stage would retrain and overwrite that; resume with --ckpt_path last, or start a new run "
-                "from the stage in another --trainer.default_root_dir")
+                "from the stage in another --trainer.default_root_dir"
+            )
         return
-    held = [p for p in (*(run / name for name in RUN_OUTPUTS), checkpoints)
-            if p.is_file() or (p.is_dir() and any(p.iterdir()))]
+    held = [
+        p
+        for p in (*(run / name for name in RUN_OUTPUTS), checkpoints)
+        if p.is_file() or (p.is_dir() and any(p.iterdir()))
+    ]
     if held:
         names = ", ".join(str(p.relative_to(run) if p.is_relative_to(run) else p) for p in held)
         raise FileTakenError(
             f"the run folder {run} already holds an earlier run's outputs ({names}), which this run would overwrite; "
             "pass another --trainer.default_root_dir, or enable a logger (it gives each run a new version folder), "
-            "or resume that run with --ckpt_path")
+            "or resume that run with --ckpt_path"
+        )
 
 
 class RecordRunSettings(Callback):

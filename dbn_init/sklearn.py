@@ -33,8 +33,10 @@ __all__ = ["DBNTransformer"]
 
 _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 # What every quiet Trainer fit here says that a scikit-learn user can do nothing about.
-_LIGHTNING_NOISE = (r"You defined a `validation_step` but have no `val_dataloader`",
-                    r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+_LIGHTNING_NOISE = (
+    r"You defined a `validation_step` but have no `val_dataloader`",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
 
 
 class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -116,8 +118,18 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         "random_state": ["random_state"],
     }
 
-    def __init__(self, hidden=(256,), visible_units="bernoulli", epochs=10, batch_size=100, lr=0.1, gaussian_lr=1e-2,
-                 cd_k=1, persistent=False, random_state=0):
+    def __init__(
+        self,
+        hidden=(256,),
+        visible_units="bernoulli",
+        epochs=10,
+        batch_size=100,
+        lr=0.1,
+        gaussian_lr=1e-2,
+        cd_k=1,
+        persistent=False,
+        random_state=0,
+    ):
         self.hidden = hidden
         self.visible_units = visible_units
         self.epochs = epochs
@@ -152,10 +164,19 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         # torch random state is left as it was.
         with _quiet_lightning(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.rbms_ = pretrain_stack(np.array(X, dtype=np.float32), hidden, visible_units=self.visible_units,
-                                        epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                                        gaussian_lr=self.gaussian_lr, cd_k=self.cd_k, persistent=self.persistent,
-                                        seed=seed, accelerator="cpu")
+            self.rbms_ = pretrain_stack(
+                np.array(X, dtype=np.float32),
+                hidden,
+                visible_units=self.visible_units,
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                lr=self.lr,
+                gaussian_lr=self.gaussian_lr,
+                cd_k=self.cd_k,
+                persistent=self.persistent,
+                seed=seed,
+                accelerator="cpu",
+            )
         self._n_features_out = hidden[-1]
         return self
 
@@ -204,7 +225,8 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 f"{negative}DBNTransformer(visible_units='bernoulli') needs X in [0, 1] (its visible units model "
                 f"probabilities), got values in [{low:.4g}, {high:.4g}]; put MinMaxScaler(clip=True) before it in "
                 "a Pipeline (clip=True keeps later rows inside [0, 1] too), or use visible_units='gaussian' on "
-                "standardised X (StandardScaler)")
+                "standardised X (StandardScaler)"
+            )
 
     def _seed(self) -> int:
         """``random_state`` as one seed: an int as itself, else drawn from the RandomState."""

@@ -105,8 +105,10 @@ def _resolve(stack: Any) -> tuple[list[RBM], dict[int, str], StackFile | None]:
         loaded = load_stack(list(stack))  # checked there, fitted or not
         return loaded.rbms, dict(enumerate(loaded.hidden_units)), None
     got = type(stack).__name__ if not isinstance(stack, (list, tuple)) else [type(e).__name__ for e in stack][:10]
-    raise ValueError(f"load_pretrained_: expected a stack file path, a StackFile, a list of dbn_init RBMs, a DBN or a "
-                     f"list of fitted sklearn BernoulliRBM, got {got}")
+    raise ValueError(
+        f"load_pretrained_: expected a stack file path, a StackFile, a list of dbn_init RBMs, a DBN or a "
+        f"list of fitted sklearn BernoulliRBM, got {got}"
+    )
 
 
 def _sklearn_rbms(stack: Any) -> bool:
@@ -120,37 +122,50 @@ def _sklearn_rbms(stack: Any) -> bool:
 
 def _from_dbn(dbn: DBN) -> list[RBM]:
     if len(dbn.rbms) == 0:
-        raise ValueError("load_pretrained_: the DBN has no RBMs yet (built without input_size); fit it first, or build "
-                         "it with input_size=")
+        raise ValueError(
+            "load_pretrained_: the DBN has no RBMs yet (built without input_size); fit it first, or build "
+            "it with input_size="
+        )
     if not dbn.pretrained:
-        warnings.warn(f"load_pretrained_: the DBN has {int(dbn.stages_done)} of {len(dbn.rbms)} stages pretrained, "
-                      "so its other RBMs hold their random N(0, 0.01) start; fit or dbn_init.pretrain it first",
-                      stacklevel=4)
+        warnings.warn(
+            f"load_pretrained_: the DBN has {int(dbn.stages_done)} of {len(dbn.rbms)} stages pretrained, "
+            "so its other RBMs hold their random N(0, 0.01) start; fit or dbn_init.pretrain it first",
+            stacklevel=4,
+        )
     return list(dbn.rbms)
 
 
 def _check_rbms(rbms: list[RBM]) -> list[str]:
     """The problems of a stack, if any: it must chain (n_hidden of RBM k is n_visible of RBM
     k+1) and be finite. (A loaded file was checked by load_stack; RBMs from Python were not.)"""
-    problems = [f"RBM {i + 1} has n_hidden={a.n_hidden} but RBM {i + 2} has n_visible={b.n_visible}; a stack's "
-                "RBM k+1 models the hidden units of RBM k" for i, (a, b) in enumerate(zip(rbms, rbms[1:], strict=False))
-                if a.n_hidden != b.n_visible]
-    problems += [f"RBM {i + 1} holds NaN/Inf parameters: a diverged RBM; retrain it (e.g. at a lower learning rate)"
-                 for i, r in enumerate(rbms) if not all(bool(torch.isfinite(p).all()) for p in r.parameters())]
+    problems = [
+        f"RBM {i + 1} has n_hidden={a.n_hidden} but RBM {i + 2} has n_visible={b.n_visible}; a stack's "
+        "RBM k+1 models the hidden units of RBM k"
+        for i, (a, b) in enumerate(zip(rbms, rbms[1:], strict=False))
+        if a.n_hidden != b.n_visible
+    ]
+    problems += [
+        f"RBM {i + 1} holds NaN/Inf parameters: a diverged RBM; retrain it (e.g. at a lower learning rate)"
+        for i, r in enumerate(rbms)
+        if not all(bool(torch.isfinite(p).all()) for p in r.parameters())
+    ]
     return problems
 
 
 # --- the layers -----------------------------------------------------------------------------
-def _targets(module: nn.Module, rbms: list[RBM], layers: Sequence[nn.Linear] | None,
-             problems: list[str]) -> list[nn.Linear]:
+def _targets(
+    module: nn.Module, rbms: list[RBM], layers: Sequence[nn.Linear] | None, problems: list[str]
+) -> list[nn.Linear]:
     """The layers to fill, one per RBM, after checking every one of them; raises one ValueError
     listing ``problems`` (the stack's) and every problem found here."""
     if layers is None:
         linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
         if len(linears) < len(rbms):
-            problems.append(f"the module has {len(linears)} nn.Linear layer(s) but the stack has {len(rbms)} RBMs; "
-                            f"give it at least {len(rbms)} Linear layers, or pass fewer RBMs (e.g. stack.rbms[:"
-                            f"{len(linears)}])")
+            problems.append(
+                f"the module has {len(linears)} nn.Linear layer(s) but the stack has {len(rbms)} RBMs; "
+                f"give it at least {len(rbms)} Linear layers, or pass fewer RBMs (e.g. stack.rbms[:"
+                f"{len(linears)}])"
+            )
         targets = linears[: len(rbms)]
     else:
         targets = list(layers)
@@ -166,8 +181,10 @@ def _targets(module: nn.Module, rbms: list[RBM], layers: Sequence[nn.Linear] | N
 def _check_explicit(module: nn.Module, layers: list[Any], n_rbms: int) -> list[str]:
     problems = []
     if len(layers) != n_rbms:
-        problems.append(f"layers= lists {len(layers)} layer(s) but the stack has {n_rbms} RBMs; pass one Linear per "
-                        "RBM, bottom to top")
+        problems.append(
+            f"layers= lists {len(layers)} layer(s) but the stack has {n_rbms} RBMs; pass one Linear per "
+            "RBM, bottom to top"
+        )
     inside = {id(m) for m in module.modules()}
     for i, layer in enumerate(layers):
         if not isinstance(layer, nn.Linear):
@@ -184,17 +201,22 @@ def _check_shape(i: int, rbm: RBM, layer: nn.Linear, name: str) -> list[str]:
     want, got = tuple(rbm.weight.shape), tuple(layer.weight.shape)  # (n_hidden, n_visible), (out, in)
     fix = f"build it as nn.Linear({rbm.n_visible}, {rbm.n_hidden})"
     if got == want[::-1] and want[0] != want[1]:
-        return [f"layer {name!r} is Linear({got[1]}, {got[0]}), the transpose of RBM {i + 1} ({rbm.n_visible} visible "
-                f"-> {rbm.n_hidden} hidden units): Linear weights are (out_features, in_features) = (n_hidden, "
-                f"n_visible), so {fix}; if the stack's weights were stored as (n_visible, n_hidden), re-export them "
-                "transposed"]
+        return [
+            f"layer {name!r} is Linear({got[1]}, {got[0]}), the transpose of RBM {i + 1} ({rbm.n_visible} visible "
+            f"-> {rbm.n_hidden} hidden units): Linear weights are (out_features, in_features) = (n_hidden, "
+            f"n_visible), so {fix}; if the stack's weights were stored as (n_visible, n_hidden), re-export them "
+            "transposed"
+        ]
     problems = []
     if got != want:
-        problems.append(f"layer {name!r} is Linear({got[1]}, {got[0]}) but RBM {i + 1} maps {rbm.n_visible} visible "
-                        f"to {rbm.n_hidden} hidden units; {fix}")
+        problems.append(
+            f"layer {name!r} is Linear({got[1]}, {got[0]}) but RBM {i + 1} maps {rbm.n_visible} visible "
+            f"to {rbm.n_hidden} hidden units; {fix}"
+        )
     if layer.bias is None:
-        problems.append(f"layer {name!r} has no bias, which receives RBM {i + 1}'s hidden bias; build it with "
-                        "bias=True")
+        problems.append(
+            f"layer {name!r} has no bias, which receives RBM {i + 1}'s hidden bias; build it with bias=True"
+        )
     return problems
 
 
@@ -206,8 +228,10 @@ def _names(module: nn.Module, layers: Sequence[nn.Module]) -> list[str]:
 
 def _raise(problems: list[str], what: str) -> None:
     if problems:
-        raise ValueError(f"load_pretrained_: {len(problems)} problem(s) loading the stack into {what}; nothing was "
-                         "changed:\n  - " + "\n  - ".join(problems))
+        raise ValueError(
+            f"load_pretrained_: {len(problems)} problem(s) loading the stack into {what}; nothing was "
+            "changed:\n  - " + "\n  - ".join(problems)
+        )
 
 
 # --- what the network should do around the layers -------------------------------------------
@@ -223,7 +247,7 @@ def _following(module: nn.Module, layer: nn.Module) -> tuple[nn.Module | None, b
     node = layer
     while isinstance(parents.get(id(node)), nn.Sequential):
         siblings = list(parents[id(node)].children())
-        after = siblings[[id(c) for c in siblings].index(id(node)) + 1:]
+        after = siblings[[id(c) for c in siblings].index(id(node)) + 1 :]
         following = next((c for c in after if not isinstance(c, _TRANSPARENT)), None)
         if following is not None:
             return _first_leaf(following), True
@@ -232,7 +256,7 @@ def _following(module: nn.Module, layer: nn.Module) -> tuple[nn.Module | None, b
         return None, True
     leaves = [m for m in module.modules() if not list(m.children())]
     index = next((j for j, m in enumerate(leaves) if m is layer), len(leaves))
-    return next((m for m in leaves[index + 1:] if not isinstance(m, _TRANSPARENT)), None), False
+    return next((m for m in leaves[index + 1 :] if not isinstance(m, _TRANSPARENT)), None), False
 
 
 def _first_leaf(module: nn.Module) -> nn.Module:
@@ -249,9 +273,12 @@ def _warn_activation(module: nn.Module, layer: nn.Linear, name: str, unit: str) 
     is_activation = type(following).__module__ == nn.Sigmoid.__module__  # torch.nn.modules.activation
     if certain or is_activation:
         got = type(following).__name__ if following is not None else "nothing"
-        warnings.warn(f"load_pretrained_: layer {name!r} is followed by {got}, but the stack's hidden units there are "
-                      f"{unit}, computed by nn.{expected.__name__}; with another activation the layer's outputs are "
-                      "not the pretrained features (fine-tuning may still recover)", stacklevel=3)
+        warnings.warn(
+            f"load_pretrained_: layer {name!r} is followed by {got}, but the stack's hidden units there are "
+            f"{unit}, computed by nn.{expected.__name__}; with another activation the layer's outputs are "
+            "not the pretrained features (fine-tuning may still recover)",
+            stacklevel=3,
+        )
 
 
 def _warn_scaling(loaded: StackFile, source: Any) -> None:
@@ -266,9 +293,12 @@ def _warn_scaling(loaded: StackFile, source: Any) -> None:
         return
     path = isinstance(source, (str, os.PathLike))
     origin = f"dbn_init.load_stack({os.fspath(source)!r})" if path else "the StackFile"
-    warnings.warn(f"load_pretrained_: the stack was pretrained on inputs scaled {loaded.scaling!r}, so the module's "
-                  f"inputs must be transformed the same way: x = {x}, with stack = {origin} (stack.scale(raw) "
-                  "does it)", stacklevel=3)
+    warnings.warn(
+        f"load_pretrained_: the stack was pretrained on inputs scaled {loaded.scaling!r}, so the module's "
+        f"inputs must be transformed the same way: x = {x}, with stack = {origin} (stack.scale(raw) "
+        "does it)",
+        stacklevel=3,
+    )
 
 
 def _identity(stats: dict[str, torch.Tensor], shift: str, scale: str) -> bool:

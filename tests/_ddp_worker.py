@@ -14,8 +14,8 @@ from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
 import dbn_init.rbm
-from dbn_init.pretrain import pretrain
 from dbn_init import DBN
+from dbn_init.pretrain import pretrain
 
 OUT = Path(sys.argv[1])
 
@@ -31,8 +31,9 @@ class FixedDigits(LightningDataModule):
         self.batch_size = batch_size
 
     def _loader(self, steps_per_batch: int = 1):
-        return DataLoader(TensorDataset(self.pretrain_x, self.y), batch_size=self.batch_size * steps_per_batch,
-                          shuffle=False)
+        return DataLoader(
+            TensorDataset(self.pretrain_x, self.y), batch_size=self.batch_size * steps_per_batch, shuffle=False
+        )
 
     train_dataloader = pretrain_dataloader = val_dataloader = _loader
 
@@ -48,16 +49,28 @@ class SaveRankState(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
-        extra = {"chain": getattr(pl_module, "chain", None),
-                 "seed": pl_module.generator.initial_seed() if getattr(pl_module, "generator", None) else None}
-        torch.save({"state": state, "start_epoch": self.start_epoch, **extra},
-                   OUT / f"{self.tag}-rank{trainer.global_rank}.pt")
+        extra = {
+            "chain": getattr(pl_module, "chain", None),
+            "seed": pl_module.generator.initial_seed() if getattr(pl_module, "generator", None) else None,
+        }
+        torch.save(
+            {"state": state, "start_epoch": self.start_epoch, **extra}, OUT / f"{self.tag}-rank{trainer.global_rank}.pt"
+        )
 
 
 def trainer(tag: str, epochs: int, strategy: str, **kw) -> Trainer:
-    return Trainer(accelerator="cpu", devices=2, strategy=strategy, max_epochs=epochs, logger=False,
-                   enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                   callbacks=[SaveRankState(tag)], **kw)
+    return Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=strategy,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[SaveRankState(tag)],
+        **kw,
+    )
 
 
 def main(mode: str, strategy: str, steps_per_batch: int) -> None:
@@ -76,7 +89,11 @@ def main(mode: str, strategy: str, steps_per_batch: int) -> None:
         seed_everything(0)
         data = FixedDigits(n=64, batch_size=32)  # 2 ranks x 32 = the reference's one batch of 64
         model = DBN(input_size=64, hidden=[8], pretrain_epochs=1)
-        pretrain(model, data, lambda stage, epochs: trainer("cd_step", 1, strategy, limit_train_batches=1, limit_val_batches=0))
+        pretrain(
+            model,
+            data,
+            lambda stage, epochs: trainer("cd_step", 1, strategy, limit_train_batches=1, limit_val_batches=0),
+        )
     elif mode == "resume":
         resume(strategy)
 
@@ -93,11 +110,27 @@ def resume(strategy: str) -> None:
 
     pretrain(dbn(), data, lambda stage, epochs: trainer("straight", 2, strategy, limit_val_batches=0))
     checkpoint = ModelCheckpoint(dirpath=OUT, filename="stage1-epoch1")
-    pretrain(dbn(), data, lambda stage, epochs: Trainer(
-        accelerator="cpu", devices=2, strategy=strategy, max_epochs=1, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, callbacks=[checkpoint]))
-    pretrain(dbn(), data, lambda stage, epochs: trainer("resumed", 2, strategy, limit_val_batches=0),
-                   resume={0: str(OUT / "stage1-epoch1.ckpt")})
+    pretrain(
+        dbn(),
+        data,
+        lambda stage, epochs: Trainer(
+            accelerator="cpu",
+            devices=2,
+            strategy=strategy,
+            max_epochs=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            callbacks=[checkpoint],
+        ),
+    )
+    pretrain(
+        dbn(),
+        data,
+        lambda stage, epochs: trainer("resumed", 2, strategy, limit_val_batches=0),
+        resume={0: str(OUT / "stage1-epoch1.ckpt")},
+    )
 
 
 if __name__ == "__main__":  # ddp_spawn re-imports this file in its workers

@@ -9,9 +9,23 @@ SCRIPTS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def test_cd_precision_compares_bf16_with_fp32_and_finds_it_within_sampling_noise():
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "cd_precision.py"), "--device", "cpu", "--batches", "4",
-                           "--warm-steps", "20", "--data-root", "/nonexistent"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPTS / "cd_precision.py"),
+            "--device",
+            "cpu",
+            "--batches",
+            "4",
+            "--warm-steps",
+            "20",
+            "--data-root",
+            "/nonexistent",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["data"] == "random" and result["batches"] == 4

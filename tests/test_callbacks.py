@@ -7,10 +7,10 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger
 
-from dbn_init.pretrain import pretrain
 from dbn_init import DBN
 from dbn_init.callbacks import RBMPictures
 from dbn_init.data import DigitsDataModule
+from dbn_init.pretrain import pretrain
 
 
 @pytest.mark.parametrize("visible_units, scaling", [("bernoulli", "unit"), ("gaussian", "standardize")])
@@ -22,8 +22,16 @@ def test_each_stage_writes_its_pictures_and_a_curve_of_every_epochs_errors(tmp_p
     logger = CSVLogger(tmp_path, name="", version="")
 
     def trainer(stage, epochs):
-        return Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=logger, callbacks=[pictures],
-                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        return Trainer(
+            max_epochs=epochs,
+            accelerator="cpu",
+            devices=1,
+            logger=logger,
+            callbacks=[pictures],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
 
     pretrain(model, data, trainer)
     names = {p.name for p in (tmp_path / "pictures").glob("*.png")}

@@ -9,19 +9,30 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import LightningDataModule, Trainer, seed_everything
 
 from dbn_init import DBN, Baseline, DigitsDataModule
 from dbn_init.cli import DBNCLI, main
-from lightning.pytorch import LightningDataModule
 from dbn_init.models import Classifier
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 # A run of a few batches per stage and epoch: seconds on 2 CPU cores.
-TINY = ["--config", str(CONFIGS / "quickstart.yaml"), "--model.pretrain_epochs", "1", "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2",
-        "--trainer.enable_progress_bar", "false"]
+TINY = [
+    "--config",
+    str(CONFIGS / "quickstart.yaml"),
+    "--model.pretrain_epochs",
+    "1",
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "2",
+    "--trainer.limit_val_batches",
+    "2",
+    "--trainer.limit_test_batches",
+    "2",
+    "--trainer.enable_progress_bar",
+    "false",
+]
 
 
 def _snapshot(folder: Path) -> dict:
@@ -30,8 +41,17 @@ def _snapshot(folder: Path) -> dict:
 
 
 def test_quickstart_config_runs_pretraining_fine_tuning_and_test_with_fast_dev_run(tmp_path):
-    cli = main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.fast_dev_run", "true",
-                "--trainer.default_root_dir", str(tmp_path)])
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "quickstart.yaml"),
+            "--trainer.fast_dev_run",
+            "true",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ]
+    )
     assert isinstance(cli.model, DBN)
     assert cli.model.pretrained
     assert cli.model.hparams.input_size == 64  # linked from the DataModule
@@ -41,9 +61,21 @@ def test_quickstart_config_runs_pretraining_fine_tuning_and_test_with_fast_dev_r
 def test_fine_tuning_only_trainer_options_stay_out_of_the_pretraining_stages(tmp_path):
     # The stages step CD themselves (manual optimization), where Lightning refuses gradient
     # clipping and accumulation; the fine-tuning fit still gets them.
-    cli = main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.fast_dev_run", "true",
-                "--trainer.gradient_clip_val", "1.0", "--trainer.accumulate_grad_batches", "2",
-                "--trainer.default_root_dir", str(tmp_path)])
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "quickstart.yaml"),
+            "--trainer.fast_dev_run",
+            "true",
+            "--trainer.gradient_clip_val",
+            "1.0",
+            "--trainer.accumulate_grad_batches",
+            "2",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ]
+    )
     assert cli.model.pretrained and cli.trainer.gradient_clip_val == 1.0
     assert cli.trainer.accumulate_grad_batches == 2
 
@@ -53,11 +85,26 @@ def test_trainer_options_given_as_classes_reach_each_stage_as_its_own_objects(tm
     # stage needs its own instance (one Trainer each), as the fine-tuning fit gets one.
     stage_trainers = []
     original = DBNCLI.stage_trainer
-    monkeypatch.setattr(DBNCLI, "stage_trainer", lambda cli, *a: stage_trainers.append(original(cli, *a)) or stage_trainers[-1])
-    cli = main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.fast_dev_run", "true",
-                "--trainer.strategy", "lightning.pytorch.strategies.SingleDeviceStrategy",
-                "--trainer.strategy.device", "cpu", "--trainer.profiler", "lightning.pytorch.profilers.SimpleProfiler",
-                "--trainer.default_root_dir", str(tmp_path)])
+    monkeypatch.setattr(
+        DBNCLI, "stage_trainer", lambda cli, *a: stage_trainers.append(original(cli, *a)) or stage_trainers[-1]
+    )
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "quickstart.yaml"),
+            "--trainer.fast_dev_run",
+            "true",
+            "--trainer.strategy",
+            "lightning.pytorch.strategies.SingleDeviceStrategy",
+            "--trainer.strategy.device",
+            "cpu",
+            "--trainer.profiler",
+            "lightning.pytorch.profilers.SimpleProfiler",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ]
+    )
     assert cli.model.pretrained and "test_acc" in cli.trainer.callback_metrics
     assert len(stage_trainers) == 2
     strategies = [t.strategy for t in (*stage_trainers, cli.trainer)]
@@ -68,25 +115,68 @@ def test_trainer_options_given_as_classes_reach_each_stage_as_its_own_objects(tm
 
 def test_without_a_logger_the_pretraining_stages_log_nowhere_either(tmp_path):
     # A stage Trainer given logger=None would make Lightning's default TensorBoard logger.
-    cli = main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.logger", "false",
-                "--trainer.max_epochs", "1", "--model.pretrain_epochs", "1", "--trainer.limit_train_batches", "2",
-                "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2",
-                "--trainer.default_root_dir", str(tmp_path)])
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "quickstart.yaml"),
+            "--trainer.logger",
+            "false",
+            "--trainer.max_epochs",
+            "1",
+            "--model.pretrain_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.limit_val_batches",
+            "2",
+            "--trainer.limit_test_batches",
+            "2",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ]
+    )
     assert cli.model.pretrained and cli.trainer.loggers == []
     assert not (tmp_path / "lightning_logs").exists()
     assert (tmp_path / "checkpoints" / "rbm2-last.ckpt").is_file()  # the stages still checkpoint
 
 
 def test_ckpt_path_last_resumes_only_a_run_of_the_same_model_and_settings(tmp_path):
-    dbn = ["--config", str(CONFIGS / "quickstart.yaml"), "--model.hidden", "[16]", "--model.pretrain_epochs", "1",
-           "--trainer.default_root_dir", str(tmp_path)]
-    main(["fit", *dbn, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-          "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2"])
+    dbn = [
+        "--config",
+        str(CONFIGS / "quickstart.yaml"),
+        "--model.hidden",
+        "[16]",
+        "--model.pretrain_epochs",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    ]
+    main(
+        [
+            "fit",
+            *dbn,
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.limit_val_batches",
+            "2",
+            "--trainer.limit_test_batches",
+            "2",
+        ]
+    )
     checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"  # rbm1-last.ckpt, then last.ckpt
 
     def resolved(*args):
-        cli = DBNCLI(Classifier, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, args=list(args),
-                     run=False)
+        cli = DBNCLI(
+            Classifier,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=list(args),
+            run=False,
+        )
         cli.config_init["fit"] = {"ckpt_path": "last"}
         cli.subcommand = "fit"
         found = cli._resolve()
@@ -96,8 +186,13 @@ def test_ckpt_path_last_resumes_only_a_run_of_the_same_model_and_settings(tmp_pa
     # experiments sharing the folder are not picked up: another model, or the same one with other settings
     baseline = [dbn[0], dbn[1], "--model", "dbn_init.Baseline", "--model.hidden", "[16]", *dbn[-2:]]
     # data settings that change the experiment count too; how the data are loaded does not
-    for other in (baseline, [*dbn, "--model.pretrain_lr", "0.05"], [*dbn, "--data.num_labels", "20"],
-                  [*dbn, "--data.binarize", "true"], [*dbn, "--data.batch_size", "16"]):
+    for other in (
+        baseline,
+        [*dbn, "--model.pretrain_lr", "0.05"],
+        [*dbn, "--data.num_labels", "20"],
+        [*dbn, "--data.binarize", "true"],
+        [*dbn, "--data.batch_size", "16"],
+    ):
         with pytest.warns(UserWarning, match=r"2 \*last.ckpt, none from a run of this model with these settings"):
             assert resolved(*other) is None
     assert resolved(*dbn, "--data.num_workers", "1", "--data.on_device", "false") == checkpoints / "last.ckpt"
@@ -106,8 +201,11 @@ def test_ckpt_path_last_resumes_only_a_run_of_the_same_model_and_settings(tmp_pa
     last = checkpoints / "last.ckpt"
     intact = last.read_bytes()
     last.write_bytes(intact[:5000])
-    with pytest.warns(UserWarning, match=r"taking .*rbm1-last.ckpt, passing over newer checkpoints that cannot be "
-                                         r"read .*damaged.*last.ckpt"):
+    with pytest.warns(
+        UserWarning,
+        match=r"taking .*rbm1-last.ckpt, passing over newer checkpoints that cannot be "
+        r"read .*damaged.*last.ckpt",
+    ):
         assert resolved(*dbn) == checkpoints / "rbm1-last.ckpt"
     last.unlink()  # as if the run had stopped after its stage
     assert resolved(*dbn) == checkpoints / "rbm1-last.ckpt"
@@ -115,13 +213,26 @@ def test_ckpt_path_last_resumes_only_a_run_of_the_same_model_and_settings(tmp_pa
 
 def test_a_second_run_without_a_logger_in_the_same_folder_is_refused_before_it_overwrites_the_first(tmp_path):
     # Without a logger every run writes to default_root_dir itself: stage checkpoints, pictures...
-    args = ["fit", *TINY, "--model.hidden", "[16]", "--trainer.logger", "false", "--trainer.default_root_dir",
-            str(tmp_path)]
+    args = [
+        "fit",
+        *TINY,
+        "--model.hidden",
+        "[16]",
+        "--trainer.logger",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    ]
     main(args)
     before = _snapshot(tmp_path)
-    assert tmp_path / "checkpoints" / "rbm1-last.ckpt" in before and tmp_path / "pictures" / "rbm1_filters.png" in before
-    with pytest.raises(FileExistsError, match=r"already holds an earlier run's outputs .*config.yaml.*--trainer."
-                                              r"default_root_dir, or enable a logger"):
+    assert (
+        tmp_path / "checkpoints" / "rbm1-last.ckpt" in before and tmp_path / "pictures" / "rbm1_filters.png" in before
+    )
+    with pytest.raises(
+        FileExistsError,
+        match=r"already holds an earlier run's outputs .*config.yaml.*--trainer."
+        r"default_root_dir, or enable a logger",
+    ):
         main([*args, "--seed_everything", "1"])
     assert _snapshot(tmp_path) == before  # not one byte rewritten
     # nor is the finished run's fine-tuning retrained over from its stage checkpoint
@@ -137,8 +248,20 @@ def test_a_second_run_without_a_logger_in_the_same_folder_is_refused_before_it_o
 def test_last_ckpt_is_where_fine_tuning_stopped_not_its_best_epoch(tmp_path, val_every, best):
     # lr 1e-12 keeps val_acc flat, so the monitored checkpoint's best stays the first validated epoch
     # while fine-tuning goes on; validating every 2nd epoch, the last epoch is not validated at all
-    args = ["fit", *TINY, "--model.hidden", "[16]", "--trainer.max_epochs", "3", "--model.lr", "1e-12",
-            "--trainer.check_val_every_n_epoch", str(val_every), "--trainer.default_root_dir", str(tmp_path)]
+    args = [
+        "fit",
+        *TINY,
+        "--model.hidden",
+        "[16]",
+        "--trainer.max_epochs",
+        "3",
+        "--model.lr",
+        "1e-12",
+        "--trainer.check_val_every_n_epoch",
+        str(val_every),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    ]
     first = main(args)
     assert Path(first.trainer.checkpoint_callback.best_model_path).name.startswith(f"epoch={best}-")
     last = torch.load(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
@@ -152,9 +275,22 @@ def test_last_ckpt_is_where_fine_tuning_stopped_not_its_best_epoch(tmp_path, val
 def test_fit_under_ddp_spawn_runs_to_its_final_test(tmp_path):
     """Two spawned CPU processes per fit; the final test must not take the config the fit saved
     (in a worker) for another run's."""
-    command = [sys.executable, str(CONFIGS.parent / "train.py"), "fit", *TINY, "--model.hidden", "[16]",
-               "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp_spawn",
-               "--trainer.default_root_dir", str(tmp_path)]
+    command = [
+        sys.executable,
+        str(CONFIGS.parent / "train.py"),
+        "fit",
+        *TINY,
+        "--model.hidden",
+        "[16]",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp_spawn",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     for var in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
@@ -179,18 +315,38 @@ def finished_run(tmp_path_factory) -> Path:
         ("text", [], r"text.ckpt is not a recognised weights file"),
         ("truncated", [], r"truncated.ckpt looks like a zip file but is corrupt"),
         ("rbm1-last.ckpt", ["--model.hidden", "[32]"], r"differs .* in:\n  - model.hidden: \[16\] in the file, \[32\]"),
-        ("rbm1-last.ckpt", ["--model", "dbn_init.Baseline", "--model.hidden", "[16]"],
-         r"model.class_path: 'dbn_init.DBN' in the file, 'dbn_init.Baseline' here"),
+        (
+            "rbm1-last.ckpt",
+            ["--model", "dbn_init.Baseline", "--model.hidden", "[16]"],
+            r"model.class_path: 'dbn_init.DBN' in the file, 'dbn_init.Baseline' here",
+        ),
         ("last.ckpt", ["--model.hidden", "[32]"], r"model.hidden: \[16\] in the file, \[32\] here"),
-        ("last.ckpt", ["--model", "dbn_init.Baseline", "--model.hidden", "[16]"],
-         r"model.class_path: 'dbn_init.DBN' in the file, 'dbn_init.Baseline' here"),
-        ("last.ckpt", ["--model.hidden", "[16]", "--data.binarize", "true"],
-         r"data.binarize: False in the file, True here"),
-        ("../pretrained.safetensors", ["--model.hidden", "[16]"],
-         r"holds RBM weights but no training state.*pass it to --model.pretrained"),
+        (
+            "last.ckpt",
+            ["--model", "dbn_init.Baseline", "--model.hidden", "[16]"],
+            r"model.class_path: 'dbn_init.DBN' in the file, 'dbn_init.Baseline' here",
+        ),
+        (
+            "last.ckpt",
+            ["--model.hidden", "[16]", "--data.binarize", "true"],
+            r"data.binarize: False in the file, True here",
+        ),
+        (
+            "../pretrained.safetensors",
+            ["--model.hidden", "[16]"],
+            r"holds RBM weights but no training state.*pass it to --model.pretrained",
+        ),
     ],
-    ids=["text", "truncated", "stage-hidden", "stage-class", "fine-tuning-hidden", "fine-tuning-class", "data",
-         "weights-only"],
+    ids=[
+        "text",
+        "truncated",
+        "stage-hidden",
+        "stage-class",
+        "fine-tuning-hidden",
+        "fine-tuning-class",
+        "data",
+        "weights-only",
+    ],
 )
 def test_an_explicit_ckpt_path_is_read_checked_and_must_be_the_same_run(finished_run, tmp_path, file, extra, message):
     (tmp_path / "text.ckpt").write_text("not a checkpoint\n")
@@ -210,22 +366,45 @@ def test_a_run_is_recognised_across_class_path_spellings_and_the_older_stage_rec
     stage["dbn_init_run"] = stage["dbn_init_run"]["model"]  # as stage checkpoints recorded it before data settings
     torch.save(stage, tmp_path / "old.ckpt")
     # dbn_init.models.DBN is the config's dbn_init.DBN: the same run
-    resumed = main(["fit", *TINY, "--model.hidden", "[16]", "--model", "dbn_init.models.DBN", "--ckpt_path",
-                    str(tmp_path / "old.ckpt"), "--trainer.default_root_dir", str(tmp_path / "run")])
+    resumed = main(
+        [
+            "fit",
+            *TINY,
+            "--model.hidden",
+            "[16]",
+            "--model",
+            "dbn_init.models.DBN",
+            "--ckpt_path",
+            str(tmp_path / "old.ckpt"),
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+        ]
+    )
     assert resumed.model.pretrained and "test_acc" in resumed.trainer.callback_metrics
     foreign = {k: v for k, v in stage.items() if k != "dbn_init_run"}
     foreign.pop("hyper_parameters", None)
     torch.save(foreign, tmp_path / "foreign.ckpt")
     with pytest.raises(ValueError, match="records no settings of a dbn_init run.*pass it to --model.pretrained"):
-        main(["fit", *TINY, "--model.hidden", "[16]", "--ckpt_path", str(tmp_path / "foreign.ckpt"),
-              "--trainer.default_root_dir", str(tmp_path / "run2")])
+        main(
+            [
+                "fit",
+                *TINY,
+                "--model.hidden",
+                "[16]",
+                "--ckpt_path",
+                str(tmp_path / "foreign.ckpt"),
+                "--trainer.default_root_dir",
+                str(tmp_path / "run2"),
+            ]
+        )
 
 
 def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untrained_weights(finished_run, tmp_path):
     root = str(finished_run.parent.parent.parent)  # the default_root_dir of the finished run
     args = [*TINY, "--model.hidden", "[16]", "--trainer.limit_test_batches", "1.0"]
-    with pytest.raises(RuntimeError, match="neither pretrained nor loaded from a checkpoint, so the test would score "
-                                           "random weights"):
+    with pytest.raises(
+        RuntimeError, match="neither pretrained nor loaded from a checkpoint, so the test would score random weights"
+    ):
         main(["test", *args, "--trainer.default_root_dir", str(tmp_path)])
     assert not (tmp_path / "lightning_logs").exists()  # refused before the Trainer made a run folder
     # 'last' finds the run's fine-tuning checkpoint as fit's 'last' does; the settings decide, not the file;
@@ -239,14 +418,20 @@ def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untraine
     stopped = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
     stopped.mkdir(parents=True)
     shutil.copy(finished_run / "rbm1-last.ckpt", stopped)
-    with pytest.raises(ValueError, match=r"stopped during pretraining \(stage 1, .*rbm1-last.ckpt\).*finish it first "
-                                         r"\(fit with the same settings and --ckpt_path last\), then test again"):
+    with pytest.raises(
+        ValueError,
+        match=r"stopped during pretraining \(stage 1, .*rbm1-last.ckpt\).*finish it first "
+        r"\(fit with the same settings and --ckpt_path last\), then test again",
+    ):
         main(["test", *args, "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", "last"])
     assert tested.config_init["test"]["ckpt_path"] == str(finished_run / "last.ckpt")
     test_acc = float(tested.trainer.callback_metrics["test_acc"])
     predicted = main(["predict", *args, "--trainer.default_root_dir", root, "--ckpt_path", "last"])
-    probabilities = torch.cat(predicted.trainer.predict(predicted.model, datamodule=predicted.datamodule,
-                                                        ckpt_path=str(finished_run / "last.ckpt")))
+    probabilities = torch.cat(
+        predicted.trainer.predict(
+            predicted.model, datamodule=predicted.datamodule, ckpt_path=str(finished_run / "last.ckpt")
+        )
+    )
     labels = predicted.datamodule.test_y
     assert probabilities.shape == (len(labels), 10)
     torch.testing.assert_close(probabilities.sum(1), torch.ones(len(labels)))
@@ -254,24 +439,54 @@ def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untraine
     run_dir = Path(predicted.trainer.log_dir)
     saved = torch.load(run_dir / "predictions.pt", weights_only=True)  # what the command kept
     assert torch.equal(saved["indices"], torch.arange(len(labels)))
-    assert torch.allclose(saved["probabilities"], probabilities) and torch.equal(saved["labels"], probabilities.argmax(1))
+    assert torch.allclose(saved["probabilities"], probabilities) and torch.equal(
+        saved["labels"], probabilities.argmax(1)
+    )
     rows = (run_dir / "predictions.csv").read_text().splitlines()
     assert rows[0] == "index,label," + ",".join(f"p_{c}" for c in range(10)) and len(rows) == len(labels) + 1
     assert int(rows[1].split(",")[1]) == int(saved["labels"][0])
-    alone = [*args, "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "alone"), "--ckpt_path",
-             str(finished_run / "last.ckpt")]
+    alone = [
+        *args,
+        "--trainer.logger",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path / "alone"),
+        "--ckpt_path",
+        str(finished_run / "last.ckpt"),
+    ]
     main(["predict", *alone])
     before = _snapshot(tmp_path / "alone")
-    with pytest.raises(FileExistsError, match=r"already holds an earlier run's config.yaml and predictions.pt and "
-                                              r"predictions.csv"):
+    with pytest.raises(
+        FileExistsError,
+        match=r"already holds an earlier run's config.yaml and predictions.pt and "
+        r"predictions.csv",
+    ):
         main(["predict", *alone])  # without a logger the same folder: refused, not overwritten
     assert _snapshot(tmp_path / "alone") == before
     with pytest.raises(ValueError, match=r"saved during pretraining \(stage 1\).*test needs a fine-tuning checkpoint"):
-        main(["test", *args, "--trainer.default_root_dir", str(tmp_path), "--ckpt_path",
-              str(finished_run / "rbm1-last.ckpt")])
+        main(
+            [
+                "test",
+                *args,
+                "--trainer.default_root_dir",
+                str(tmp_path),
+                "--ckpt_path",
+                str(finished_run / "rbm1-last.ckpt"),
+            ]
+        )
     with pytest.raises(ValueError, match=r"data.scaling: 'unit' in the file, 'standardize' here"):
-        main(["validate", *args, "--data.scaling", "standardize", "--trainer.default_root_dir", str(tmp_path),
-              "--ckpt_path", str(finished_run / "last.ckpt")])
+        main(
+            [
+                "validate",
+                *args,
+                "--data.scaling",
+                "standardize",
+                "--trainer.default_root_dir",
+                str(tmp_path),
+                "--ckpt_path",
+                str(finished_run / "last.ckpt"),
+            ]
+        )
     with pytest.raises(FileNotFoundError, match=r"--ckpt_path last: no \*last.ckpt under"):
         main(["test", *args, "--trainer.default_root_dir", str(tmp_path / "empty"), "--ckpt_path", "last"])
     # without a logger, test shares the folder with predict's (or fit's) config.yaml and writes nothing there
@@ -279,8 +494,11 @@ def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untraine
         again = main(["test", *alone])
         assert float(again.trainer.callback_metrics["test_acc"]) == pytest.approx(test_acc, abs=1e-6)
     assert _snapshot(tmp_path / "alone") == before
-    with pytest.raises(ValueError, match=r"test needs the weights of a trained run, and no --ckpt_path was given "
-                                         r"\(Baseline would be scored at its untrained start\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"test needs the weights of a trained run, and no --ckpt_path was given "
+        r"\(Baseline would be scored at its untrained start\)",
+    ):
         main(["test", *args, "--model", "dbn_init.Baseline", "--trainer.default_root_dir", str(tmp_path / "base")])
     assert not (tmp_path / "base").exists()
 
@@ -289,16 +507,33 @@ def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untraine
 def test_a_default_root_dir_that_is_a_file_is_refused_before_anything_runs(tmp_path, under):
     (tmp_path / "rootfile").write_text("a file, not a folder\n")
     before = _snapshot(tmp_path)
-    with pytest.raises(ValueError, match=r"--trainer.default_root_dir .*: expected a folder, but .*rootfile is a "
-                                         r"file; pass a folder"):
+    with pytest.raises(
+        ValueError,
+        match=r"--trainer.default_root_dir .*: expected a folder, but .*rootfile is a "
+        r"file; pass a folder",
+    ):
         main(["fit", *TINY, "--trainer.default_root_dir", str(tmp_path / "rootfile" / under)])
     assert _snapshot(tmp_path) == before
 
 
 def test_baseline_selected_from_yaml(tmp_path):
-    cli = main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.fast_dev_run", "true",
-                "--model", "dbn_init.Baseline", "--model.init", "he_normal", "--model.hidden", "[32, 32]",
-                "--trainer.default_root_dir", str(tmp_path)])
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "quickstart.yaml"),
+            "--trainer.fast_dev_run",
+            "true",
+            "--model",
+            "dbn_init.Baseline",
+            "--model.init",
+            "he_normal",
+            "--model.hidden",
+            "[32, 32]",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ]
+    )
     assert isinstance(cli.model, Baseline)
     assert cli.model.hparams.init == "he_normal"
     assert "test_acc" in cli.trainer.callback_metrics
@@ -319,24 +554,48 @@ def test_baseline_selected_from_yaml(tmp_path):
 )
 def test_config_mistakes_are_errors(tmp_path, capsys, extra, message):
     with pytest.raises((SystemExit, ValueError)) as info:
-        main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.fast_dev_run", "true",
-              "--trainer.default_root_dir", str(tmp_path), *extra])
+        main(
+            [
+                "fit",
+                "--config",
+                str(CONFIGS / "quickstart.yaml"),
+                "--trainer.fast_dev_run",
+                "true",
+                "--trainer.default_root_dir",
+                str(tmp_path),
+                *extra,
+            ]
+        )
     assert message in str(info.value) + capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--data.val_fraction", "1"], "DigitsDataModule: --data.val_fraction: expected a finite number in [0, 1), got 1.0"),
-    (["--model.cd_k", "0"], "DBN: --model.cd_k: expected an integer in [1, inf), got 0"),
-    (["--model.lr", "-1"], "DBN: --model.lr: expected a finite number in (0, inf), got -1.0"),
-    # typos and values outside a class's choice: what the class's parser found, without the union report
-    (["--model.hiden", "[8]"], """Parser key "model": Problem with given class_path 'dbn_init.DBN': Option 'hiden' is """
-                               "not accepted"),
-    (["--data.batch_sz", "3"], """Parser key "data": Problem with given class_path 'dbn_init.DigitsDataModule': """
-                               "Option 'batch_sz' is not accepted"),
-    (["--model", "dbn_init.Baseline", "--model.init", "xavier"],
-     """Parser key "model": Problem with given class_path 'dbn_init.Baseline': Parser key "init": Expected a """
-     "typing.Literal['xavier_uniform', "),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["--data.val_fraction", "1"],
+            "DigitsDataModule: --data.val_fraction: expected a finite number in [0, 1), got 1.0",
+        ),
+        (["--model.cd_k", "0"], "DBN: --model.cd_k: expected an integer in [1, inf), got 0"),
+        (["--model.lr", "-1"], "DBN: --model.lr: expected a finite number in (0, inf), got -1.0"),
+        # typos and values outside a class's choice: what the class's parser found, without the union report
+        (
+            ["--model.hiden", "[8]"],
+            """Parser key "model": Problem with given class_path 'dbn_init.DBN': Option 'hiden' is """
+            "not accepted",
+        ),
+        (
+            ["--data.batch_sz", "3"],
+            """Parser key "data": Problem with given class_path 'dbn_init.DigitsDataModule': """
+            "Option 'batch_sz' is not accepted",
+        ),
+        (
+            ["--model", "dbn_init.Baseline", "--model.init", "xavier"],
+            """Parser key "model": Problem with given class_path 'dbn_init.Baseline': Parser key "init": Expected a """
+            "typing.Literal['xavier_uniform', ",
+        ),
+    ],
+)
 def test_a_usage_error_ends_the_command_with_the_class_or_options_own_message(tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as info:
         main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.default_root_dir", str(tmp_path), *extra])
@@ -350,21 +609,48 @@ def test_every_shipped_train_config_instantiates(path):
     config = yaml.safe_load(path.read_text())
     if "model" not in config:  # comparison configs are checked in test_compare
         pytest.skip("not a train.py config")
-    cli = DBNCLI(Classifier, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
-                 args=["--config", str(path)])
+    cli = DBNCLI(
+        Classifier,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        args=["--config", str(path)],
+    )
     assert cli.model.hparams.hidden == config["model"]["init_args"]["hidden"]
 
 
 def test_fit_exports_the_pretrained_stack_and_a_second_fit_imports_it(tmp_path):
-    quick = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--model.pretrain_epochs", "1",
-             "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2",
-             "--trainer.limit_test_batches", "2"]
+    quick = [
+        "fit",
+        "--config",
+        str(CONFIGS / "quickstart.yaml"),
+        "--model.pretrain_epochs",
+        "1",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.limit_test_batches",
+        "2",
+    ]
     first = main([*quick, "--trainer.default_root_dir", str(tmp_path / "a")])
     exported = Path(first.trainer.log_dir) / "pretrained.safetensors"
     assert exported.is_file()
     # another seed: pretraining again would give other RBMs, so equal ones were imported
-    second = main([*quick, "--trainer.default_root_dir", str(tmp_path / "b"), "--model.pretrained", str(exported),
-                   "--seed_everything", "1"])
+    second = main(
+        [
+            *quick,
+            "--trainer.default_root_dir",
+            str(tmp_path / "b"),
+            "--model.pretrained",
+            str(exported),
+            "--seed_everything",
+            "1",
+        ]
+    )
     for a, b in zip(first.model.rbms, second.model.rbms):  # imported, not pretrained again
         assert torch.equal(a.weight, b.weight) and torch.equal(a.hidden_bias, b.hidden_bias)
 
@@ -375,8 +661,19 @@ def test_importing_a_stack_of_the_wrong_shape_is_refused_before_training(tmp_pat
 
     path = save_stack([RBM(64, 100)], tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match=r"hidden sizes \[100\] do not match hidden=\[256, 256\]"):
-        main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.fast_dev_run", "true",
-              "--trainer.default_root_dir", str(tmp_path), "--model.pretrained", str(path)])
+        main(
+            [
+                "fit",
+                "--config",
+                str(CONFIGS / "quickstart.yaml"),
+                "--trainer.fast_dev_run",
+                "true",
+                "--trainer.default_root_dir",
+                str(tmp_path),
+                "--model.pretrained",
+                str(path),
+            ]
+        )
     assert not list(tmp_path.rglob("*.ckpt"))  # refused before any stage trained
 
 
@@ -386,11 +683,33 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION.is_dir(), reason="needs `apt-get install dataset-fashion-mnist`")
 def test_fashion_mnist_dbn_smoke_run_on_the_debian_folder(tmp_path):
-    cli = main(["fit", "--config", str(CONFIGS / "fashion_mnist_dbn.yaml"), "--data.root", str(FASHION),
-                "--data.download", "false", "--model.hidden", "[128]", "--model.pretrain_epochs", "1",
-                "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "100", "--trainer.limit_val_batches", "10",
-                "--trainer.limit_test_batches", "20", "--trainer.enable_progress_bar", "false",
-                "--trainer.default_root_dir", str(tmp_path)])
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "fashion_mnist_dbn.yaml"),
+            "--data.root",
+            str(FASHION),
+            "--data.download",
+            "false",
+            "--model.hidden",
+            "[128]",
+            "--model.pretrain_epochs",
+            "1",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "100",
+            "--trainer.limit_val_batches",
+            "10",
+            "--trainer.limit_test_batches",
+            "20",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ]
+    )
     assert cli.model.pretrained
     assert cli.trainer.callback_metrics["test_acc"] > 0.6  # 10 classes: chance is 0.1
 
@@ -398,13 +717,29 @@ def test_fashion_mnist_dbn_smoke_run_on_the_debian_folder(tmp_path):
 def test_a_usage_error_found_at_run_time_is_one_line_and_exit_status_2(tmp_path):
     """train.py's entry point: a --ckpt_path that does not exist is found after parsing, when the
     run looks for it; the user sees one line naming it, no traceback."""
-    proc = subprocess.run([sys.executable, str(CONFIGS.parent / "train.py"), "fit", "--config", "quickstart.yaml",
-                           "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(tmp_path / "nope.ckpt")],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(CONFIGS.parent / "train.py"),
+            "fit",
+            "--config",
+            "quickstart.yaml",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--ckpt_path",
+            str(tmp_path / "nope.ckpt"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == f"error: --ckpt_path {tmp_path / 'nope.ckpt'} does not exist; pass a " \
-                                                  ".ckpt file or 'last'"
+    assert (
+        proc.stderr.strip().splitlines()[-1] == f"error: --ckpt_path {tmp_path / 'nope.ckpt'} does not exist; pass a "
+        ".ckpt file or 'last'"
+    )
 
 
 @pytest.mark.slow
@@ -413,22 +748,59 @@ def test_the_console_script_from_a_built_wheel_runs_a_shipped_config_from_anothe
     environment (dependencies from this one), and run `dbn-init fit --config quickstart.yaml`
     where no configs/ folder exists."""
     root = CONFIGS.parent
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path / "dist")], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(root),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = (tmp_path / "dist").glob("dbn_init-*.whl")
     env_dir = tmp_path / "env"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env_dir)], check=True, timeout=120)
-    subprocess.run([str(env_dir / "bin" / "pip"), "install", "--no-deps", "-q", str(wheel)], check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [str(env_dir / "bin" / "pip"), "install", "--no-deps", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     work = tmp_path / "elsewhere"
     work.mkdir()
-    proc = subprocess.run([str(env_dir / "bin" / "dbn-init"), "fit", "--config", "quickstart.yaml",
-                           "--trainer.fast_dev_run", "true", "--model.hidden", "[16]"],
-                          cwd=work, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(env_dir / "bin" / "dbn-init"),
+            "fit",
+            "--config",
+            "quickstart.yaml",
+            "--trainer.fast_dev_run",
+            "true",
+            "--model.hidden",
+            "[16]",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test_acc" in proc.stdout + proc.stderr
-    where = subprocess.run([str(env_dir / "bin" / "python"), "-c", "import dbn_init; print(dbn_init.__file__)"],
-                           cwd=work, capture_output=True, text=True, check=True).stdout
+    where = subprocess.run(
+        [str(env_dir / "bin" / "python"), "-c", "import dbn_init; print(dbn_init.__file__)"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert str(env_dir) in where  # the wheel's copy ran, not the repository's
 
 
@@ -436,9 +808,27 @@ def test_a_plain_lightning_datamodule_trains_a_dbn_through_the_cli(tmp_path, mon
     """No input_size or num_classes declared: the DBN takes them from the data (the first batch's
     width, the largest label), pretrains on the train loader, fine-tunes and tests."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    cli = main(["fit", "--seed_everything", "0", "--model", "dbn_init.DBN", "--model.hidden", "[32]", "--model.pretrain_epochs", "5",
-                "--data", "_plain_datamodule.PlainDigits", "--trainer.max_epochs", "10",
-                "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"])
+    cli = main(
+        [
+            "fit",
+            "--seed_everything",
+            "0",
+            "--model",
+            "dbn_init.DBN",
+            "--model.hidden",
+            "[32]",
+            "--model.pretrain_epochs",
+            "5",
+            "--data",
+            "_plain_datamodule.PlainDigits",
+            "--trainer.max_epochs",
+            "10",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.logger",
+            "false",
+        ]
+    )
     assert cli.model.pretrained and (cli.model.hparams.input_size, cli.model.hparams.num_classes) == (64, 10)
     assert cli.trainer.callback_metrics["test_acc"] > 0.6  # chance is 0.1; 10 epochs of Adam 1e-3 on a sigmoid net
     assert (tmp_path / "checkpoints" / "rbm1-last.ckpt").is_file()
@@ -448,10 +838,16 @@ def test_trainer_fit_from_python_ends_where_train_py_ends_for_the_same_seed(tmp_
     """The same DBN, data and Trainer settings: train.py's fit (stage Trainers with checkpoints
     and pictures) and a plain Trainer(...).fit(dbn, datamodule=dm) give the same weights, bit for bit."""
     config = tmp_path / "small.yaml"
-    config.write_text(yaml.safe_dump({
-        "seed_everything": 0, "trainer": {"max_epochs": 2, "deterministic": True, "logger": False},
-        "model": {"class_path": "dbn_init.DBN", "init_args": {"hidden": [32, 16], "pretrain_epochs": 2}},
-        "data": {"class_path": "dbn_init.DigitsDataModule", "init_args": {"batch_size": 32}}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "seed_everything": 0,
+                "trainer": {"max_epochs": 2, "deterministic": True, "logger": False},
+                "model": {"class_path": "dbn_init.DBN", "init_args": {"hidden": [32, 16], "pretrain_epochs": 2}},
+                "data": {"class_path": "dbn_init.DigitsDataModule", "init_args": {"batch_size": 32}},
+            }
+        )
+    )
     cli = main(["fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "cli")])
     final = cli.trainer.checkpoint_callback  # the default ModelCheckpoint: its file is the last epoch's
     cli_state = torch.load(final.best_model_path, weights_only=True)["state_dict"]

@@ -17,14 +17,31 @@ from dbn_init.results import ResultsFile
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-needs_fashion = pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").exists(),
-                                   reason=f"Fashion-MNIST files not found under {FASHION}")
+needs_fashion = pytest.mark.skipif(
+    not (FASHION / "train-images-idx3-ubyte.gz").exists(), reason=f"Fashion-MNIST files not found under {FASHION}"
+)
 
 
 def _args(out, *extra):
-    return ["--data", "dbn_init.DigitsDataModule", "--data.batch_size", "64",
-            "--models", "[dbn, he_uniform]", "--hidden", "[[32, 16]]", "--seeds", "[0, 1]",
-            "--max_epochs", "1", "--dbn.pretrain_epochs", "1", "--out", str(out), *extra]
+    return [
+        "--data",
+        "dbn_init.DigitsDataModule",
+        "--data.batch_size",
+        "64",
+        "--models",
+        "[dbn, he_uniform]",
+        "--hidden",
+        "[[32, 16]]",
+        "--seeds",
+        "[0, 1]",
+        "--max_epochs",
+        "1",
+        "--dbn.pretrain_epochs",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _cfg(out, *extra):
@@ -34,8 +51,17 @@ def _cfg(out, *extra):
 def _stub(cell, cfg, data, out):
     """A stand-in for run_cell: no training, but the settings the real one records."""
     settings = compare.cell_settings(compare._model(cell, cfg, data), data, compare._epochs(cfg, data))
-    return {"model": cell.name, "hidden": list(cell.hidden), "seed": cell.seed, "labels": cell.labels,
-            "test_acc": 0.5, "val_curve": [0.5], "fit_seconds": 1.0, "pretrain_seconds": 0.0, "settings": settings}
+    return {
+        "model": cell.name,
+        "hidden": list(cell.hidden),
+        "seed": cell.seed,
+        "labels": cell.labels,
+        "test_acc": 0.5,
+        "val_curve": [0.5],
+        "fit_seconds": 1.0,
+        "pretrain_seconds": 0.0,
+        "settings": settings,
+    }
 
 
 def _no_cell(monkeypatch, why="a cell ran despite a refusal"):
@@ -127,9 +153,12 @@ def test_rerun_with_changed_settings_is_refused_and_nothing_is_touched(finished,
     out, _ = finished
     before = _snapshot(out)
     _no_cell(monkeypatch, "a cell ran despite changed settings")
-    with pytest.raises(UsageError, match=r"already holds 2 of these cells \(e\.g\. dbn \[32, 16\] seed 0 labels None\) "
-                                         r"run with other settings \(model\.pretrain_epochs: 1 in the file, 2 here\)"
-                                         r"\. Nothing was run or overwritten; use a new --out"):
+    with pytest.raises(
+        UsageError,
+        match=r"already holds 2 of these cells \(e\.g\. dbn \[32, 16\] seed 0 labels None\) "
+        r"run with other settings \(model\.pretrain_epochs: 1 in the file, 2 here\)"
+        r"\. Nothing was run or overwritten; use a new --out",
+    ):
         run(_cfg(out, "--dbn.pretrain_epochs", "2"))
     with pytest.raises(UsageError, match=r"other settings \(fine-tuning epochs: 1 in the file, 2 here\)"):
         run(_cfg(out, "--max_epochs", "2"))
@@ -145,8 +174,22 @@ def test_settings_that_change_nothing_are_not_a_change(finished, monkeypatch):
     out, runs = finished
     _no_cell(monkeypatch, "a finished cell was run again")
     # 1,293 digits at batch 64: 21 steps an epoch, so min_steps 20 is within the one epoch run
-    assert run(_cfg(out, "--dbn.rbm_weight_decay", "0.0002", "--baseline.activation", "relu",
-                    "--dbn.steps_per_batch", "1", "--min_steps", "20")) == runs
+    assert (
+        run(
+            _cfg(
+                out,
+                "--dbn.rbm_weight_decay",
+                "0.0002",
+                "--baseline.activation",
+                "relu",
+                "--dbn.steps_per_batch",
+                "1",
+                "--min_steps",
+                "20",
+            )
+        )
+        == runs
+    )
     with pytest.raises(UsageError, match=r"fine-tuning epochs: 1 in the file, 2 here"):  # 22 steps need a 2nd epoch
         run(_cfg(out, "--min_steps", "22"))
     with pytest.raises(UsageError, match=r"model\.rbm_weight_decay: 0\.0002 in the file, 0\.001 here"):
@@ -157,10 +200,28 @@ def test_settings_that_change_nothing_are_not_a_change(finished, monkeypatch):
 def test_cells_finished_on_other_data_are_refused(monkeypatch, tmp_path):
     """A rerun of compare_mnist.yaml by mistake on the --out of compare_fashion_mnist.yaml must not report
     Fashion's accuracies as MNIST's (Fashion's files stand in for MNIST's: same layout and shapes)."""
+
     def cfg(cls):
-        return build_parser().parse_args([
-            "--data", cls, "--data.root", str(FASHION), "--data.download", "false", "--models", "[he_uniform]",
-            "--hidden", "[[8]]", "--seeds", "[0]", "--max_epochs", "1", "--out", str(tmp_path)])
+        return build_parser().parse_args(
+            [
+                "--data",
+                cls,
+                "--data.root",
+                str(FASHION),
+                "--data.download",
+                "false",
+                "--models",
+                "[he_uniform]",
+                "--hidden",
+                "[[8]]",
+                "--seeds",
+                "[0]",
+                "--max_epochs",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
 
     monkeypatch.setattr(compare, "run_cell", _stub)
     assert len(run(cfg("dbn_init.FashionMNISTDataModule"))) == 1
@@ -194,8 +255,13 @@ def test_pretrained_stack_cache_is_keyed_by_what_pretraining_depends_on(tmp_path
     assert base == _cache(tmp_path, labels=50)
     # steps_per_batch regroups the same CD updates (tested bit for bit): a speed knob, not a setting
     assert base == _cache(tmp_path, "--dbn.steps_per_batch", "1")
-    for args in (["--dbn.pretrain_epochs", "2"], ["--dbn.pretrain_lr", "0.05"], ["--dbn.cd_k", "2"],
-                 ["--data.binarize", "true"], ["--data.batch_size", "32"]):
+    for args in (
+        ["--dbn.pretrain_epochs", "2"],
+        ["--dbn.pretrain_lr", "0.05"],
+        ["--dbn.cd_k", "2"],
+        ["--data.binarize", "true"],
+        ["--data.batch_size", "32"],
+    ):
         assert base != _cache(tmp_path, *args), args
 
 
@@ -204,8 +270,11 @@ def test_a_corrupt_cached_stack_names_the_file_and_the_fix(finished, tmp_path):
     stack = next((out / "pretrained").glob("dbn-32-16-seed0-*.safetensors"))
     stack.write_bytes(stack.read_bytes()[:100])
     # a new label budget reuses the cached stack of (dbn, seed 0), the first cell to run
-    with pytest.raises(UsageError, match=rf"{stack.name}.*this runner's cached pretrained stack: delete "
-                                         rf".*{stack.name} to pretrain it again"):
+    with pytest.raises(
+        UsageError,
+        match=rf"{stack.name}.*this runner's cached pretrained stack: delete "
+        rf".*{stack.name} to pretrain it again",
+    ):
         run(_cfg(out, "--labels", "[50]"))
 
 
@@ -214,8 +283,10 @@ def _stack(path, sizes=(64, 32, 16), visible_units="bernoulli", scaling="unit"):
     from dbn_init.io import save_stack
     from dbn_init.rbm import make_rbm
 
-    rbms = [make_rbm(n_vis, n_hid, visible_units if i == 0 else "bernoulli")
-            for i, (n_vis, n_hid) in enumerate(itertools.pairwise(sizes))]
+    rbms = [
+        make_rbm(n_vis, n_hid, visible_units if i == 0 else "bernoulli")
+        for i, (n_vis, n_hid) in enumerate(itertools.pairwise(sizes))
+    ]
     return str(save_stack(rbms, path, scaling=scaling))
 
 
@@ -232,23 +303,38 @@ def _bad_stack(kind, folder):
     elif kind == "foreign":
         save_file({"foo": torch.zeros(3)}, str(path))
     elif kind != "missing":
-        _stack(path, **{"wide": {"sizes": (64, 40)}, "mnist": {"sizes": (784, 32)},
-                        "gauss": {"sizes": (64, 32), "visible_units": "gaussian"},
-                        "std": {"sizes": (64, 32), "scaling": "standardize"}}[kind])
+        _stack(
+            path,
+            **{
+                "wide": {"sizes": (64, 40)},
+                "mnist": {"sizes": (784, 32)},
+                "gauss": {"sizes": (64, 32), "visible_units": "gaussian"},
+                "std": {"sizes": (64, 32), "scaling": "standardize"},
+            }[kind],
+        )
     return path
 
 
-@pytest.mark.parametrize("kind, error, match", [
-    ("missing", UsageError, r"--dbn.pretrained, the stack dbn .*no such file: .*missing.safetensors"),
-    ("notes", ValueError, r"notes.safetensors is not a recognised weights file"),
-    ("cut", ValueError, r"cut.safetensors is a truncated or corrupt safetensors file"),
-    ("foreign", ValueError, r"(?s)foreign.safetensors.*unexpected tensor names \['foo'\]"),
-    ("wide", ValueError, r"(?s)wide.safetensors.*hidden sizes \[40\] do not match hidden=\[32, 16\]"),
-    ("mnist", ValueError, r"(?s)mnist.safetensors.*n_visible=784, expected input_size=64"),
-    ("gauss", ValueError, r"imported RBM 1 is gaussian"),
-    ("std", ValueError, (r"the imported stack .*std.safetensors was pretrained on inputs scaled 'standardize' but "
-                         r"this data is scaled 'unit'.*pass --data.scaling standardize")),
-])
+@pytest.mark.parametrize(
+    "kind, error, match",
+    [
+        ("missing", UsageError, r"--dbn.pretrained, the stack dbn .*no such file: .*missing.safetensors"),
+        ("notes", ValueError, r"notes.safetensors is not a recognised weights file"),
+        ("cut", ValueError, r"cut.safetensors is a truncated or corrupt safetensors file"),
+        ("foreign", ValueError, r"(?s)foreign.safetensors.*unexpected tensor names \['foo'\]"),
+        ("wide", ValueError, r"(?s)wide.safetensors.*hidden sizes \[40\] do not match hidden=\[32, 16\]"),
+        ("mnist", ValueError, r"(?s)mnist.safetensors.*n_visible=784, expected input_size=64"),
+        ("gauss", ValueError, r"imported RBM 1 is gaussian"),
+        (
+            "std",
+            ValueError,
+            (
+                r"the imported stack .*std.safetensors was pretrained on inputs scaled 'standardize' but "
+                r"this data is scaled 'unit'.*pass --data.scaling standardize"
+            ),
+        ),
+    ],
+)
 def test_a_bad_pretrained_stack_is_refused_before_the_first_cell(kind, error, match, monkeypatch, tmp_path):
     """With the DBN row after a baseline, a bad ``--dbn.pretrained`` once let the baseline cells train and be
     saved before the DBN cell failed on the file."""
@@ -290,21 +376,26 @@ def test_dbn_options_parse_as_a_mapping_or_one_by_one(tmp_path):
     assert "pretrain_seed" not in mapping.dbn and "init" not in mapping.baseline  # the cell sets them
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--models", "[dbn, glorot]"], r'Parser key "models".*Got value: glorot'),
-    (["--dbn", "{pretrain_epoch: 3}"], r"Group 'dbn' does not accept option 'pretrain_epoch'"),
-    (["--dbn.pretrain_epochz", "3"], r"unrecognized arguments: --dbn.pretrain_epochz 3"),
-    # the cell sets init (from --models), sizes (from the data and --hidden) and a DBN's pretrain_seed (--seeds)
-    (["--baseline", "{init: he_normal}"], r"Group 'baseline' does not accept option 'init'"),
-    (["--dbn", "{hidden: [8]}"], r"Group 'dbn' does not accept option 'hidden'"),
-    (["--dbn", "{pretrain_seed: 3}"], r"Group 'dbn' does not accept option 'pretrain_seed'"),
-    (["--data.batch_sz", "3"], r"Parser key \"data\".*DigitsDataModule.*Option 'batch_sz' is not accepted"),
-    (["--extra", "[{name: x, model: glorot, hidden: [8]}]"], r'Parser key "extra".*glorot'),
-    (["--extra", "[{name: x, model: dbn, hidden: [8], option: {cd_k: 2}}]"],
-     r"Parser key \"extra\".*Option 'option.cd_k' is not accepted"),
-    (["--extra", "[{name: x, model: dbn, hidden: [8], options: [2]}]"], r'Parser key "options".*Got value: \[2\]'),
-    (["--extra", "[{name: 3, model: dbn, hidden: [8]}]"], r'Parser key "name"'),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--models", "[dbn, glorot]"], r'Parser key "models".*Got value: glorot'),
+        (["--dbn", "{pretrain_epoch: 3}"], r"Group 'dbn' does not accept option 'pretrain_epoch'"),
+        (["--dbn.pretrain_epochz", "3"], r"unrecognized arguments: --dbn.pretrain_epochz 3"),
+        # the cell sets init (from --models), sizes (from the data and --hidden) and a DBN's pretrain_seed (--seeds)
+        (["--baseline", "{init: he_normal}"], r"Group 'baseline' does not accept option 'init'"),
+        (["--dbn", "{hidden: [8]}"], r"Group 'dbn' does not accept option 'hidden'"),
+        (["--dbn", "{pretrain_seed: 3}"], r"Group 'dbn' does not accept option 'pretrain_seed'"),
+        (["--data.batch_sz", "3"], r"Parser key \"data\".*DigitsDataModule.*Option 'batch_sz' is not accepted"),
+        (["--extra", "[{name: x, model: glorot, hidden: [8]}]"], r'Parser key "extra".*glorot'),
+        (
+            ["--extra", "[{name: x, model: dbn, hidden: [8], option: {cd_k: 2}}]"],
+            r"Parser key \"extra\".*Option 'option.cd_k' is not accepted",
+        ),
+        (["--extra", "[{name: x, model: dbn, hidden: [8], options: [2]}]"], r'Parser key "options".*Got value: \[2\]'),
+        (["--extra", "[{name: 3, model: dbn, hidden: [8]}]"], r'Parser key "name"'),
+    ],
+)
 def test_unknown_models_and_option_typos_are_refused_at_parse_time(args, match, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         _cfg(tmp_path / "out", *args)
@@ -313,16 +404,19 @@ def test_unknown_models_and_option_typos_are_refused_at_parse_time(args, match, 
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--max_epochs", "0"], r'Parser key "max_epochs":\s+Not of type PositiveInt: 0'),
-    (["--max_epochs", "-1"], r'Parser key "max_epochs":\s+Not of type PositiveInt: -1'),
-    (["--min_steps", "-1"], r'Parser key "min_steps":\s+Not of type NonNegativeInt: -1'),
-    (["--seeds", "[0, -1]"], r'Parser key "seeds":\s+Not of type Seed: -1 does not conform to restriction v>=0'),
-    (["--devices", "0"], r'Parser key "devices":\s+Not of type PositiveInt: 0'),
-    (["--labels", "[null, 0]"], r'Parser key "labels".*PositiveInt.*Given value: 0'),
-    (["--hidden", "[[32, 0]]"], r'Parser key "hidden".*PositiveInt: 0'),
-    (["--extra", "[{name: tiny, model: dbn, hidden: [0]}]"], r'Parser key "hidden":\s+Not of type PositiveInt: 0'),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--max_epochs", "0"], r'Parser key "max_epochs":\s+Not of type PositiveInt: 0'),
+        (["--max_epochs", "-1"], r'Parser key "max_epochs":\s+Not of type PositiveInt: -1'),
+        (["--min_steps", "-1"], r'Parser key "min_steps":\s+Not of type NonNegativeInt: -1'),
+        (["--seeds", "[0, -1]"], r'Parser key "seeds":\s+Not of type Seed: -1 does not conform to restriction v>=0'),
+        (["--devices", "0"], r'Parser key "devices":\s+Not of type PositiveInt: 0'),
+        (["--labels", "[null, 0]"], r'Parser key "labels".*PositiveInt.*Given value: 0'),
+        (["--hidden", "[[32, 0]]"], r'Parser key "hidden".*PositiveInt: 0'),
+        (["--extra", "[{name: tiny, model: dbn, hidden: [0]}]"], r'Parser key "hidden":\s+Not of type PositiveInt: 0'),
+    ],
+)
 def test_out_of_range_numbers_are_refused_at_parse_time(args, match, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         _cfg(tmp_path / "out", *args)
@@ -343,27 +437,38 @@ def _refused(monkeypatch, out, *args, match, error=UsageError):
 @pytest.mark.parametrize("models", ["[dbn, he_uniform]", "[he_uniform]"])
 def test_a_seed_numpy_refuses_is_refused_at_parse_time(models, capsys):
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["--data", "dbn_init.DigitsDataModule", "--models", models,
-                                   "--seeds", "[0, 4294967296]"])
-    assert re.search(r'Parser key "seeds":\s+Not of type Seed: 4294967296 does not conform to restriction v>=0 and '
-                     r"v<=4294967295", capsys.readouterr().err)
+        build_parser().parse_args(
+            ["--data", "dbn_init.DigitsDataModule", "--models", models, "--seeds", "[0, 4294967296]"]
+        )
+    assert re.search(
+        r'Parser key "seeds":\s+Not of type Seed: 4294967296 does not conform to restriction v>=0 and '
+        r"v<=4294967295",
+        capsys.readouterr().err,
+    )
 
 
 def test_an_unknown_accelerator_is_refused_before_the_first_cell(monkeypatch, tmp_path):
     _refused(monkeypatch, tmp_path / "out", "--accelerator", "tpuz", match=r"--accelerator tpuz")
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--models", "[he_uniform, dbn]", "--dbn.cd_k", "0"],
-     r"cannot build dbn with hidden=\[32, 16\] from --dbn and the row's options: .*cd_k: expected an integer "
-     r"in \[1, inf\), got 0"),
-    (["--baseline.lr", "0"], r"cannot build he_uniform with hidden=\[32, 16\] from --baseline.*lr: .*got 0"),
-    (["--models", "[he_uniform, dbn]", "--dbn.pretrain_epochs", "[1]"],
-     r"pretrain_epochs: expected one number or one per RBM \(2 for hidden=\[32, 16\]\), got \[1\]"),
-    (["--labels", "[null, 5]"], r"expected num_labels an integer >= num_classes \(10\).*got 5"),
-    # more labels than digits' 1,293 training images: found by loading the data, still before any cell
-    (["--labels", "[null, 100000]"], r"expected at least .* training rows of class 0 for num_labels=100000"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (
+            ["--models", "[he_uniform, dbn]", "--dbn.cd_k", "0"],
+            r"cannot build dbn with hidden=\[32, 16\] from --dbn and the row's options: .*cd_k: expected an integer "
+            r"in \[1, inf\), got 0",
+        ),
+        (["--baseline.lr", "0"], r"cannot build he_uniform with hidden=\[32, 16\] from --baseline.*lr: .*got 0"),
+        (
+            ["--models", "[he_uniform, dbn]", "--dbn.pretrain_epochs", "[1]"],
+            r"pretrain_epochs: expected one number or one per RBM \(2 for hidden=\[32, 16\]\), got \[1\]",
+        ),
+        (["--labels", "[null, 5]"], r"expected num_labels an integer >= num_classes \(10\).*got 5"),
+        # more labels than digits' 1,293 training images: found by loading the data, still before any cell
+        (["--labels", "[null, 100000]"], r"expected at least .* training rows of class 0 for num_labels=100000"),
+    ],
+)
 def test_bad_model_and_data_values_are_refused_before_the_first_cell(args, match, monkeypatch, tmp_path):
     _refused(monkeypatch, tmp_path / "out", *args, match=match, error=ValueError)
 
@@ -374,26 +479,48 @@ def test_a_wrong_number_of_pretrain_epochs_is_a_one_line_error(monkeypatch, tmp_
     assert "error: cannot build dbn with hidden=[32, 16]" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--extra", "[{name: tiny, model: dbn, hidden: [8], options: {cd_kk: 2}}]"],
-     r"--extra row 'tiny' \(a DBN\): Option 'cd_kk' is not accepted"),
-    (["--extra", "[{name: wide, model: he_uniform, hidden: [8], options: {pretrain_epochs: 3}}]"],
-     r"--extra row 'wide' \(a Baseline\): Option 'pretrain_epochs' is not accepted"),
-    (["--extra", "[{name: wide, model: he_uniform, hidden: [8], options: {init: normal}}]"],
-     r"--extra row 'wide' \(a Baseline\): Option 'init' is not accepted"),
-    (["--extra", "[{name: tiny, model: dbn, hidden: [8], options: {hidden: [4]}}]"],
-     r"--extra row 'tiny' \(a DBN\): Option 'hidden' is not accepted"),
-    (["--extra", "[{name: tiny, model: dbn, hidden: [8], options: {cd_k: 0}}]"],
-     r"cannot build tiny with hidden=\[8\] from --dbn and the row's options: .*cd_k: .*got 0"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (
+            ["--extra", "[{name: tiny, model: dbn, hidden: [8], options: {cd_kk: 2}}]"],
+            r"--extra row 'tiny' \(a DBN\): Option 'cd_kk' is not accepted",
+        ),
+        (
+            ["--extra", "[{name: wide, model: he_uniform, hidden: [8], options: {pretrain_epochs: 3}}]"],
+            r"--extra row 'wide' \(a Baseline\): Option 'pretrain_epochs' is not accepted",
+        ),
+        (
+            ["--extra", "[{name: wide, model: he_uniform, hidden: [8], options: {init: normal}}]"],
+            r"--extra row 'wide' \(a Baseline\): Option 'init' is not accepted",
+        ),
+        (
+            ["--extra", "[{name: tiny, model: dbn, hidden: [8], options: {hidden: [4]}}]"],
+            r"--extra row 'tiny' \(a DBN\): Option 'hidden' is not accepted",
+        ),
+        (
+            ["--extra", "[{name: tiny, model: dbn, hidden: [8], options: {cd_k: 0}}]"],
+            r"cannot build tiny with hidden=\[8\] from --dbn and the row's options: .*cd_k: .*got 0",
+        ),
+    ],
+)
 def test_an_extra_rows_bad_option_is_refused_before_any_cell_naming_the_row(args, match, monkeypatch, tmp_path):
     _refused(monkeypatch, tmp_path / "out", *args, match=match)
 
 
 def test_an_extra_row_with_options_of_its_own_runs_with_them(tmp_path):
-    runs = run(_cfg(tmp_path, "--models", "[]", "--seeds", "[0]", "--extra",
-                    "[{name: dbn_cd2, model: dbn, hidden: [32, 16], options: {cd_k: 2}}, "
-                    "{name: he_fast, model: he_uniform, hidden: [16], options: {lr: 0.01}}]"))
+    runs = run(
+        _cfg(
+            tmp_path,
+            "--models",
+            "[]",
+            "--seeds",
+            "[0]",
+            "--extra",
+            "[{name: dbn_cd2, model: dbn, hidden: [32, 16], options: {cd_k: 2}}, "
+            "{name: he_fast, model: he_uniform, hidden: [16], options: {lr: 0.01}}]",
+        )
+    )
     assert [(r["model"], r["hidden"]) for r in runs] == [("dbn_cd2", [32, 16]), ("he_fast", [16])]
     dbn, he = (r["settings"]["model"] for r in runs)
     assert dbn["cd_k"] == 2 and dbn["pretrain_epochs"] == 1  # the row's own option over --dbn's
@@ -431,30 +558,53 @@ def test_foreign_outputs_without_results_json_are_refused(name, monkeypatch, tmp
         (foreign / "mine.safetensors").write_text("my own stack")
     else:
         foreign.write_text("my own notes")
-    _refused(monkeypatch, tmp_path, error=FileTakenError,
-             match=rf"holds \['{name}'\] but no results.json.*move them away or pick another --out")
+    _refused(
+        monkeypatch,
+        tmp_path,
+        error=FileTakenError,
+        match=rf"holds \['{name}'\] but no results.json.*move them away or pick another --out",
+    )
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--seeds", "[0, 0]"], r"--seeds lists \[0\] more than once"),
-    (["--models", "[dbn, he_uniform, dbn]"], r"--models lists \['dbn'\] more than once"),
-    (["--labels", "[null, 50, null]"], r"--labels lists \[None\] more than once"),
-    (["--hidden", "[[32, 16], [32, 16]]"], r"--hidden lists \[\[32, 16\]\] more than once"),
-    (["--extra", "[{name: he_uniform, model: dbn, hidden: [8]}]"], r"extra row name.*'he_uniform'.*a name of its own"),
-    (["--extra", "[{name: big, model: dbn, hidden: [8]}, {name: big, model: normal, hidden: [9]}]"],
-     r"extra row name.*'big'"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--seeds", "[0, 0]"], r"--seeds lists \[0\] more than once"),
+        (["--models", "[dbn, he_uniform, dbn]"], r"--models lists \['dbn'\] more than once"),
+        (["--labels", "[null, 50, null]"], r"--labels lists \[None\] more than once"),
+        (["--hidden", "[[32, 16], [32, 16]]"], r"--hidden lists \[\[32, 16\]\] more than once"),
+        (
+            ["--extra", "[{name: he_uniform, model: dbn, hidden: [8]}]"],
+            r"extra row name.*'he_uniform'.*a name of its own",
+        ),
+        (
+            ["--extra", "[{name: big, model: dbn, hidden: [8]}, {name: big, model: normal, hidden: [9]}]"],
+            r"extra row name.*'big'",
+        ),
+    ],
+)
 def test_repeated_cells_and_clashing_row_names_are_refused(args, match, monkeypatch, tmp_path):
     _refused(monkeypatch, tmp_path / "out", *args, match=match)
 
 
 def test_a_data_num_labels_beside_labels_is_refused_with_the_fix(monkeypatch, tmp_path):
-    _refused(monkeypatch, tmp_path / "out", "--data.num_labels", "50",
-             match=r"--data.num_labels is set.*move the value into --labels \(e\.g\. --labels '\[50\]'\)")
+    _refused(
+        monkeypatch,
+        tmp_path / "out",
+        "--data.num_labels",
+        "50",
+        match=r"--data.num_labels is set.*move the value into --labels \(e\.g\. --labels '\[50\]'\)",
+    )
 
 
-@pytest.mark.parametrize("args, why", [(["--models", "[]"], "no row"), (["--seeds", "[]"], "--seeds is empty"),
-                                       (["--labels", "[]"], "--labels is empty")])
+@pytest.mark.parametrize(
+    "args, why",
+    [
+        (["--models", "[]"], "no row"),
+        (["--seeds", "[]"], "--seeds is empty"),
+        (["--labels", "[]"], "--labels is empty"),
+    ],
+)
 def test_an_empty_table_names_what_is_empty(args, why, monkeypatch, tmp_path, capsys):
     _no_cell(monkeypatch)
     assert main(_args(tmp_path / "out", *args)) == 2
@@ -472,26 +622,32 @@ def test_out_that_is_a_file_is_refused(monkeypatch, tmp_path, capsys):
 
 
 # --- results.json ----------------------------------------------------------------------------
-@pytest.mark.parametrize("text", ['{"runs": [{"name": "x"}]}', '{"runs": "abc"}', '{"runs": [1]}', "[]",
-                                  '{"runs": [], "configs": 3}', "not json"])
+@pytest.mark.parametrize(
+    "text",
+    ['{"runs": [{"name": "x"}]}', '{"runs": "abc"}', '{"runs": [1]}', "[]", '{"runs": [], "configs": 3}', "not json"],
+)
 def test_a_malformed_results_json_is_refused_and_kept(text, monkeypatch, tmp_path):
     (tmp_path / "results.json").write_text(text)
     _refused(monkeypatch, tmp_path, match="is not a results file of this runner.*move it away or pick another --out")
     assert (tmp_path / "results.json").read_text() == text
 
 
-@pytest.mark.parametrize("field, value, what", [
-    ("test_acc", "0.26", "a number"),
-    ("fit_seconds", None, "a number"),
-    ("val_curve", [0.5, "0.6"], "a list of numbers"),
-    ("hidden", "32-16", "a non-empty list of positive integers"),
-    ("seed", 0.5, "an integer"),
-    ("labels", "all", r"an integer, or null for all labels"),
-    ("epochs", True, "a positive integer or null"),
-    ("settings", "epochs 1", "an object"),
-])
-def test_a_results_row_with_a_wrong_type_is_refused_before_any_cell(field, value, what, finished, monkeypatch,
-                                                                    tmp_path):
+@pytest.mark.parametrize(
+    "field, value, what",
+    [
+        ("test_acc", "0.26", "a number"),
+        ("fit_seconds", None, "a number"),
+        ("val_curve", [0.5, "0.6"], "a list of numbers"),
+        ("hidden", "32-16", "a non-empty list of positive integers"),
+        ("seed", 0.5, "an integer"),
+        ("labels", "all", r"an integer, or null for all labels"),
+        ("epochs", True, "a positive integer or null"),
+        ("settings", "epochs 1", "an object"),
+    ],
+)
+def test_a_results_row_with_a_wrong_type_is_refused_before_any_cell(
+    field, value, what, finished, monkeypatch, tmp_path
+):
     """A hand-edited value (``"test_acc": "0.26"``) once passed the read, let the new cells train, then broke
     the table in statistics and left results.md stale."""
     out = _copy(finished, tmp_path)
@@ -499,15 +655,29 @@ def test_a_results_row_with_a_wrong_type_is_refused_before_any_cell(field, value
     saved["runs"][2][field] = value
     (out / "results.json").write_text(json.dumps(saved))
     model = saved["runs"][2]["model"]
-    _refused(monkeypatch, out, "--seeds", "[0, 1, 2]",
-             match=rf"results.json: runs\[2\] \(model \"{model}\", seed .*\) has \"{field}\": "
-                   rf"{re.escape(json.dumps(value))}, .*; expected {what}.*Nothing was run or overwritten: "
-                   r"write the value as .* or delete that row so its cell runs again")
+    _refused(
+        monkeypatch,
+        out,
+        "--seeds",
+        "[0, 1, 2]",
+        match=rf"results.json: runs\[2\] \(model \"{model}\", seed .*\) has \"{field}\": "
+        rf"{re.escape(json.dumps(value))}, .*; expected {what}.*Nothing was run or overwritten: "
+        r"write the value as .* or delete that row so its cell runs again",
+    )
 
 
 def _row(model, seed):
-    return {"model": model, "hidden": [8], "seed": seed, "labels": None, "test_acc": 0.5, "val_curve": [0.5],
-            "fit_seconds": 1.0, "pretrain_seconds": 0.0, "settings": {}}
+    return {
+        "model": model,
+        "hidden": [8],
+        "seed": seed,
+        "labels": None,
+        "test_acc": 0.5,
+        "val_curve": [0.5],
+        "fit_seconds": 1.0,
+        "pretrain_seconds": 0.0,
+        "settings": {},
+    }
 
 
 def test_two_results_files_on_one_path_lose_no_row(tmp_path):
@@ -528,11 +698,15 @@ def test_two_results_files_on_one_path_lose_no_row(tmp_path):
     first.save()
     rows = json.loads(path.read_text())["runs"]
     assert sorted((r["model"], r["seed"], r["test_acc"]) for r in rows) == [
-        ("dbn", 0, 0.5), ("dbn", 1, 0.5), ("he_uniform", 0, 0.9)]
+        ("dbn", 0, 0.5),
+        ("dbn", 1, 0.5),
+        ("he_uniform", 0, 0.9),
+    ]
 
 
 def test_an_interrupted_first_cell_leaves_a_folder_that_resumes(monkeypatch, tmp_path):
     """results.json is written before the first cell, so its files do not look foreign on the rerun."""
+
     def crash(cell, cfg, data, out):
         (out / "filters.png").write_bytes(b"half a run")
         raise RuntimeError("killed")

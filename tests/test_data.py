@@ -55,9 +55,12 @@ def write_fake_mnist(folder: Path, n_train: int = 30, n_test: int = 10, gz: bool
     """Four IDX files of random 28x28 uint8 images with labels 0..9 cycling; returns the arrays."""
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = (rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-              (np.arange(n_train if n_train_labels is None else n_train_labels) % 10).astype(np.uint8),
-              rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8), (np.arange(n_test) % 10).astype(np.uint8))
+    arrays = (
+        rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        (np.arange(n_train if n_train_labels is None else n_train_labels) % 10).astype(np.uint8),
+        rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        (np.arange(n_test) % 10).astype(np.uint8),
+    )
     for name, array in zip(NAMES, arrays):
         write_idx(folder / (name + ".gz" if gz else name), array, gz=gz)
     return arrays
@@ -138,9 +141,18 @@ def test_binarize():
         DigitsDataModule(binarize=True, scaling="standardize")
 
 
-@pytest.mark.parametrize("kwargs", [dict(batch_size=0), dict(val_fraction=1.0), dict(val_fraction=-0.1),
-                                    dict(num_labels=5), dict(num_labels=100.0), dict(scaling="minmax"),
-                                    dict(num_workers=-1)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(batch_size=0),
+        dict(val_fraction=1.0),
+        dict(val_fraction=-0.1),
+        dict(num_labels=5),
+        dict(num_labels=100.0),
+        dict(scaling="minmax"),
+        dict(num_workers=-1),
+    ],
+)
 def test_bad_arguments_are_refused_at_once(kwargs):
     with pytest.raises(ValueError, match="expected"):
         DigitsDataModule(**kwargs)
@@ -160,8 +172,12 @@ def test_a_colour_image_datamodule_counts_every_channel_in_its_input_size():
 
         def _load(self):
             rng = np.random.default_rng(0)
-            return (rng.integers(0, 256, (20, 3, 4, 4)), np.arange(20) % 10, rng.integers(0, 256, (5, 3, 4, 4)),
-                    np.arange(5))
+            return (
+                rng.integers(0, 256, (20, 3, 4, 4)),
+                np.arange(20) % 10,
+                rng.integers(0, 256, (5, 3, 4, 4)),
+                np.arange(5),
+            )
 
     dm = Colour(val_fraction=0.0)
     assert dm.input_size == 48  # 3 * 4 * 4, not 3 * 4
@@ -191,8 +207,9 @@ def test_datamodule_loaders(digits):
     loader = digits.train_dataloader()
     batches = list(loader)
     assert [len(b[0]) for b in batches] == [100] * 12 + [93]
-    assert all(bx.shape == (len(by), 64) and bx.dtype == torch.float32 and by.dtype == torch.int64
-               for bx, by in batches)
+    assert all(
+        bx.shape == (len(by), 64) and bx.dtype == torch.float32 and by.dtype == torch.int64 for bx, by in batches
+    )
     assert torch.allclose(sum(bx.sum(0) for bx, _ in batches), digits.train_x.sum(0), atol=1e-3)
     assert torch.equal(torch.cat([by for _, by in batches]).bincount(), digits.train_y.bincount())
     test = list(digits.test_dataloader())
@@ -209,8 +226,12 @@ def test_datamodule_loaders(digits):
 @pytest.mark.parametrize("gz", [False, True])
 def test_read_idx_round_trip(tmp_path, gz):
     rng = np.random.default_rng(0)
-    for array in (rng.integers(0, 256, (3, 4, 5), dtype=np.uint8), rng.standard_normal((6, 2)).astype(np.float32),
-                  np.array([-3, 0, 1000], dtype=np.int16), rng.standard_normal((2, 1, 2, 3))):
+    for array in (
+        rng.integers(0, 256, (3, 4, 5), dtype=np.uint8),
+        rng.standard_normal((6, 2)).astype(np.float32),
+        np.array([-3, 0, 1000], dtype=np.int16),
+        rng.standard_normal((2, 1, 2, 3)),
+    ):
         out = read_idx(write_idx(tmp_path / f"a{array.ndim}.idx", array, gz=gz))
         assert out.dtype == array.dtype and out.dtype.isnative and out.shape == array.shape
         assert np.array_equal(out, array) and out.flags.writeable
@@ -250,9 +271,12 @@ def test_read_idx_raises_only_value_error_on_random_bytes(tmp_path):
     rng = np.random.default_rng(0)
     valid = idx_bytes(np.arange(60, dtype=np.int32).reshape(3, 20))
     cases = [rng.bytes(int(n)) for n in rng.integers(0, 64, 100)]
-    cases += [b"\0\0" + bytes([code, ndim]) + rng.bytes(int(n))
-              for code, ndim, n in zip(rng.choice(list(IDX_CODES.values()), 100), rng.integers(0, 6, 100),
-                                       rng.integers(0, 40, 100))]
+    cases += [
+        b"\0\0" + bytes([code, ndim]) + rng.bytes(int(n))
+        for code, ndim, n in zip(
+            rng.choice(list(IDX_CODES.values()), 100), rng.integers(0, 6, 100), rng.integers(0, 40, 100)
+        )
+    ]
     cases += [valid[:n] for n in range(len(valid))] + [gzip.compress(c, mtime=0)[: len(c)] for c in cases[:50]]
     cases += [b"\x1f\x8b" + rng.bytes(30) for _ in range(50)]
     path = tmp_path / "fuzz"
@@ -353,8 +377,11 @@ def test_float_images_already_in_unit_range_are_not_divided_by_255_again(tmp_pat
             images, labels, test_images, test_labels = super()._load()
             return images / 16, labels, test_images / 16, test_labels
 
-    with pytest.raises(ValueError, match=r"float64 train images look scaled to \[0, 1\] already \(largest value 1\), "
-                                         r"but PrescaledDigits divides its pixels 0..16 by 16"):
+    with pytest.raises(
+        ValueError,
+        match=r"float64 train images look scaled to \[0, 1\] already \(largest value 1\), "
+        r"but PrescaledDigits divides its pixels 0..16 by 16",
+    ):
         PrescaledDigits().setup("fit")
 
 
@@ -392,8 +419,10 @@ _FUZZ = Path(tempfile.mkdtemp()) / "file-idx3-ubyte"
 
 
 @settings(max_examples=200, deadline=None, derandomize=True, database=None)
-@given(payload=st.binary(max_size=2048), header=st.sampled_from([b"", b"\x00\x00\x08\x03", b"\x00\x00\x08\x01",
-                                                                  b"\x1f\x8b\x08\x00"]))
+@given(
+    payload=st.binary(max_size=2048),
+    header=st.sampled_from([b"", b"\x00\x00\x08\x03", b"\x00\x00\x08\x01", b"\x1f\x8b\x08\x00"]),
+)
 def test_read_idx_gives_data_or_our_error_for_any_bytes(payload, header):
     path = _FUZZ
     path.write_bytes(header + payload)
@@ -431,8 +460,9 @@ def test_on_a_gpu_batches_are_cut_on_the_device():
             return super().training_step(batch, batch_idx)
 
     dm = DigitsDataModule(batch_size=32)
-    trainer = Trainer(accelerator="gpu", devices=1, max_steps=3, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False)
+    trainer = Trainer(
+        accelerator="gpu", devices=1, max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
     trainer.fit(Spy(input_size=64, hidden=[16]), datamodule=dm)
     assert seen == ["cuda"] * 3
     assert all(t.is_cuda for t in dm._device_copies.values()) and len(dm._device_copies) == 4  # train x/y, val x/y
@@ -487,8 +517,9 @@ def test_unit_scaling_of_arrays_is_the_training_min_max_with_other_splits_clippe
     dm.setup("fit")
     train = torch.as_tensor(x[dm.source_indices[dm.pretrain_indices].numpy()], dtype=torch.float32)
     assert torch.equal(dm.raw_low, train.min(0).values) and torch.equal(dm.raw_high, train.max(0).values)
-    assert torch.equal(dm.pretrain_x.min(0).values, torch.zeros(13)) and torch.equal(dm.pretrain_x.max(0).values,
-                                                                                   torch.ones(13))
+    assert torch.equal(dm.pretrain_x.min(0).values, torch.zeros(13)) and torch.equal(
+        dm.pretrain_x.max(0).values, torch.ones(13)
+    )
     raw_test = torch.as_tensor(x[dm.test_indices.numpy()], dtype=torch.float32)
     unclipped = (raw_test - dm.raw_low) / (dm.raw_high - dm.raw_low)
     assert unclipped.min() < 0 or unclipped.max() > 1  # wine's test rows reach outside the training range...
@@ -500,8 +531,10 @@ def write_wine_csv(path: Path, delimiter: str = ",") -> Path:
     x, y = wine_arrays()
     names = np.array(["barolo", "grignolino", "barbera"])[y]  # string labels, not in sorted order
     lines = [delimiter.join([*load_wine().feature_names[:6], "cultivar", *load_wine().feature_names[6:]])]
-    lines += [delimiter.join([*map(repr, row[:6].tolist()), name, *map(repr, row[6:].tolist())])
-              for row, name in zip(x, names)]
+    lines += [
+        delimiter.join([*map(repr, row[:6].tolist()), name, *map(repr, row[6:].tolist())])
+        for row, name in zip(x, names)
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -523,9 +556,12 @@ def test_npz_and_npy_files_and_a_loader_function_give_the_same_rows(tmp_path):
     np.savez(tmp_path / "wine.npz", x=x, y=y)
     np.savez(tmp_path / "named.npz", x=x, cultivar=y)
     np.save(tmp_path / "wine.npy", x)
-    modules = [ArrayDataModule(path=str(tmp_path / "wine.npz")), ArrayDataModule(path=str(tmp_path / "named.npz"),
-                                                                               target="cultivar"),
-               ArrayDataModule(x, y), ArrayDataModule(loader="sklearn.datasets.load_wine")]
+    modules = [
+        ArrayDataModule(path=str(tmp_path / "wine.npz")),
+        ArrayDataModule(path=str(tmp_path / "named.npz"), target="cultivar"),
+        ArrayDataModule(x, y),
+        ArrayDataModule(loader="sklearn.datasets.load_wine"),
+    ]
     for dm in modules:
         dm.setup("fit")
         assert torch.equal(dm.test_x, modules[0].test_x) and torch.equal(dm.train_y, modules[0].train_y)
@@ -540,8 +576,12 @@ def test_a_test_file_and_extra_unlabelled_rows_for_pretraining_only(tmp_path):
     np.savez(tmp_path / "train.npz", x=x[:100], y=y[:100])
     np.savez(tmp_path / "test.npz", x=x[100:140], y=y[100:140])
     np.save(tmp_path / "extra.npy", x[140:])
-    dm = ArrayDataModule(path=str(tmp_path / "train.npz"), test_path=str(tmp_path / "test.npz"),
-                         unlabeled_path=str(tmp_path / "extra.npy"), val_fraction=0.1)
+    dm = ArrayDataModule(
+        path=str(tmp_path / "train.npz"),
+        test_path=str(tmp_path / "test.npz"),
+        unlabeled_path=str(tmp_path / "extra.npy"),
+        val_fraction=0.1,
+    )
     dm.setup("fit")
     assert (len(dm.test_x), len(dm.val_x), len(dm.train_x), len(dm.pretrain_x)) == (40, 10, 90, 90 + 38)
     assert torch.equal(dm.test_y, torch.as_tensor(y[100:140]))
@@ -585,20 +625,30 @@ def test_num_labels_is_class_balanced_for_arrays_and_datasets():
 def test_file_errors_name_the_value_and_the_fix_when_the_module_is_built(tmp_path):
     # Read in __init__, so the CLI, which builds the module to link its sizes, refuses as one usage line.
     path = write_wine_csv(tmp_path / "wine.csv")
-    with pytest.raises(UsageError, match=r"target 'Cultivar' is not a column of .*wine.csv; expected one of "
-                                         r"\['alcohol', .*'cultivar'.*\]: pass --data.target with one of them"):
+    with pytest.raises(
+        UsageError,
+        match=r"target 'Cultivar' is not a column of .*wine.csv; expected one of "
+        r"\['alcohol', .*'cultivar'.*\]: pass --data.target with one of them",
+    ):
         ArrayDataModule(path=str(path), target="Cultivar")
     with pytest.raises(MissingFileError, match=r"path .*nowhere.csv does not exist; .*fix --data.path"):
         ArrayDataModule(path=str(tmp_path / "nowhere.csv"))
     lines = path.read_text().splitlines()
-    (tmp_path / "nan.csv").write_text("\n".join([*lines[:5], lines[5].replace(lines[5].split(",")[2], "nan", 1),
-                                                 *lines[6:]]))
-    with pytest.raises(ValueError, match=r"expected finite values in path .*nan.csv, got 1 NaN/Inf \(the first at "
-                                         r"row 4, feature 2.*impute each feature's mean"):
+    (tmp_path / "nan.csv").write_text(
+        "\n".join([*lines[:5], lines[5].replace(lines[5].split(",")[2], "nan", 1), *lines[6:]])
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"expected finite values in path .*nan.csv, got 1 NaN/Inf \(the first at "
+        r"row 4, feature 2.*impute each feature's mean",
+    ):
         ArrayDataModule(path=str(tmp_path / "nan.csv"), target="cultivar")
     (tmp_path / "empty.csv").write_text("\n".join([*lines[:3], lines[3].replace(lines[3].split(",")[1], "", 1)]))
-    with pytest.raises(ValueError, match=r"empty.csv line 4, column 'malic_acid': expected a number, got ''; "
-                                         r".*fill the empty"):
+    with pytest.raises(
+        ValueError,
+        match=r"empty.csv line 4, column 'malic_acid': expected a number, got ''; "
+        r".*fill the empty",
+    ):
         ArrayDataModule(path=str(tmp_path / "empty.csv"), target="cultivar")
     np.savez(tmp_path / "keys.npz", data=np.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"expected arrays named 'x' .* found \['data'\]; save them as np.savez"):
@@ -636,8 +686,11 @@ def test_3x32x32_tensors_become_3072_features_and_keep_their_image_shape():
 def test_given_test_and_validation_datasets_are_used_as_they_are():
     digits = load_digits()
     images, labels = torch.as_tensor(digits.images), torch.as_tensor(digits.target)  # float64 0..16: no known range
-    dm = DatasetDataModule(TensorDataset(images[:1000], labels[:1000]), test_dataset=TensorDataset(images[1000:1500],
-                           labels[1000:1500]), val_dataset=TensorDataset(images[1500:], labels[1500:]))
+    dm = DatasetDataModule(
+        TensorDataset(images[:1000], labels[:1000]),
+        test_dataset=TensorDataset(images[1000:1500], labels[1000:1500]),
+        val_dataset=TensorDataset(images[1500:], labels[1500:]),
+    )
     dm.setup("fit")
     assert (len(dm.pretrain_x), len(dm.val_x), len(dm.test_x)) == (1000, 297, 500)
     assert torch.equal(dm.raw_high, images[:1000].flatten(1).max(0).values.float().clamp_min(1))  # min-max, 0..16
@@ -655,7 +708,11 @@ def test_an_iterable_dataset_is_read_in_one_pass():
     dm = DatasetDataModule(_Stream(), scaling="standardize")
     dm.setup("fit")
     assert (dm.input_size, dm.image_shape, dm.num_classes, len(dm.test_x) + len(dm.val_x) + len(dm.pretrain_x)) == (
-        6, None, 2, 50)
+        6,
+        None,
+        2,
+        50,
+    )
     assert dm.pretrain_x.mean(0).abs().max() < 1e-4 and 8 < dm.feature_std.mean() < 12
 
 
@@ -673,8 +730,12 @@ def test_an_image_folder_of_pil_rgb_images_from_make_image_folder(image_folder):
     dm = DatasetDataModule(ImageFolder(str(image_folder)), batch_size=32)
     assert (dm.input_size, dm.image_shape, dm.num_classes) == (3072, (3, 32, 32), 2)
     dm.setup("fit")
-    assert (len(dm.test_x), dm.test_y.bincount().tolist(), len(dm.val_x), len(dm.pretrain_x)) == (104, [52, 52], 42,
-                                                                                                  374)
+    assert (len(dm.test_x), dm.test_y.bincount().tolist(), len(dm.val_x), len(dm.pretrain_x)) == (
+        104,
+        [52, 52],
+        42,
+        374,
+    )
     first = int(dm.test_indices[0])  # ImageFolder's items are sorted: china 00000..00259, then flower
     name = ("china", first) if first < 260 else ("flower", first - 260)
     pixels = np.asarray(Image.open(image_folder / name[0] / f"{name[1]:05d}.png"))  # (32, 32, 3)
@@ -701,13 +762,17 @@ def test_pil_grey_images_are_grey_features():
     from PIL import Image
 
     digits = load_digits()
-    items = [(Image.fromarray((image * 15).astype(np.uint8), mode="L"), int(t))
-             for image, t in zip(digits.images[:200], digits.target[:200])]
+    items = [
+        (Image.fromarray((image * 15).astype(np.uint8), mode="L"), int(t))
+        for image, t in zip(digits.images[:200], digits.target[:200])
+    ]
     dm = DatasetDataModule(items)
     dm.setup("fit")
     assert (dm.input_size, dm.image_shape) == (64, (8, 8))
-    assert torch.equal(dm.test_x, torch.as_tensor(digits.images[:200][dm.test_indices.numpy()] * 15 / 255,
-                                                  dtype=torch.float32).flatten(1))
+    assert torch.equal(
+        dm.test_x,
+        torch.as_tensor(digits.images[:200][dm.test_indices.numpy()] * 15 / 255, dtype=torch.float32).flatten(1),
+    )
 
 
 # ---------------------------------------------------------------- colour pictures
@@ -718,8 +783,10 @@ def test_image_grid_shows_channel_first_rows_as_rgb():
     red[0], blue[2] = 1.0, 1.0
     grid = image_grid(torch.stack([red, blue]).flatten(1), (3, 2, 2), ncols=2, normalize_each=False, pad=1)
     assert grid.shape == (4, 7, 3)
-    assert grid[1:3, 1:3].reshape(-1, 3).tolist() == [[1, 0, 0]] * 4 and grid[1:3, 4:6].reshape(-1, 3).tolist() == [
-        [0, 0, 1]] * 4
+    assert (
+        grid[1:3, 1:3].reshape(-1, 3).tolist() == [[1, 0, 0]] * 4
+        and grid[1:3, 4:6].reshape(-1, 3).tolist() == [[0, 0, 1]] * 4
+    )
     assert (grid[0] == 1).all()  # white padding
     assert image_grid(torch.rand(3, 4), (1, 2, 2)).shape == (2 * 3 + 1, 2 * 3 + 1)  # one channel: grey
     with pytest.raises(ValueError, match=r"expected image_shape \(H, W\), \(1, H, W\) or \(3, H, W\)"):

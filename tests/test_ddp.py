@@ -14,8 +14,10 @@ import dbn_init.rbm
 from dbn_init import DBN
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable"),
+]
 
 
 def _env() -> dict:
@@ -27,8 +29,13 @@ def _env() -> dict:
 
 
 def _run_worker(tmp_path: Path, mode: str, strategy: str, *extra: str) -> None:
-    proc = subprocess.run([sys.executable, str(WORKER), str(tmp_path), mode, strategy, *extra], env=_env(),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(WORKER), str(tmp_path), mode, strategy, *extra],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -125,11 +132,33 @@ def test_train_py_under_two_process_ddp_writes_pictures_and_the_exported_stack(t
     rank-0-only call would hang the run)."""
     root = Path(__file__).parents[1]
     proc = subprocess.run(
-        [sys.executable, str(root / "train.py"), "fit", "--config", str(root / "configs/quickstart.yaml"),
-         "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-         "--trainer.max_epochs", "1", "--model.pretrain_epochs", "1", "--model.hidden", "[16, 8]",
-         "--trainer.default_root_dir", str(tmp_path)],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            str(root / "train.py"),
+            "fit",
+            "--config",
+            str(root / "configs/quickstart.yaml"),
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.devices",
+            "2",
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.max_epochs",
+            "1",
+            "--model.pretrain_epochs",
+            "1",
+            "--model.hidden",
+            "[16, 8]",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "lightning_logs" / "version_0"
     assert {p.name for p in (run / "pictures").glob("*.png")} >= {"rbm1_filters.png", "rbm2_filters.png"}

@@ -95,8 +95,9 @@ def test_ais_with_base_rate_model_on_a_trained_rbm_and_mean_log_prob_by_brute_fo
     rbm, x = trained
     r64, v = copy.deepcopy(rbm).double(), x.double()
     exact = r64.log_partition_exact().item()
-    result = ais_log_partition(rbm, n_chains=100, n_betas=3000, generator=torch.Generator().manual_seed(0),
-                               base_visible_bias=base_rate_bias(x))
+    result = ais_log_partition(
+        rbm, n_chains=100, n_betas=3000, generator=torch.Generator().manual_seed(0), base_visible_bias=base_rate_bias(x)
+    )
     # measured: error 0.003, interval width 0.02, for this run
     assert abs(result.log_z - exact) < 0.03
     assert result.log_z_low < exact < result.log_z_high
@@ -120,8 +121,16 @@ def test_stages_can_end_with_an_ais_log_likelihood_that_matches_enumeration():
     trainers = []
 
     def factory(stage, epochs):
-        trainers.append(Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                                enable_progress_bar=False, enable_model_summary=False))
+        trainers.append(
+            Trainer(
+                max_epochs=epochs,
+                accelerator="cpu",
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+            )
+        )
         return trainers[-1]
 
     pretrain(model, data, factory)
@@ -135,7 +144,9 @@ def test_stages_can_end_with_an_ais_log_likelihood_that_matches_enumeration():
         assert metrics[f"rbm{k}/val_log_prob_low"] <= metrics[f"rbm{k}/val_log_prob"]
     with pytest.raises(ValueError, match=r"--model.ais_chains: expected one of \[0\] or an integer in \[2"):
         DBN(input_size=64, hidden=[10], ais_chains=1)
-    with pytest.raises(ValueError, match=r"--model.ais_betas: expected an integer in \[4, inf\), got 3"):  # refused at once, not after pretraining
+    with pytest.raises(
+        ValueError, match=r"--model.ais_betas: expected an integer in \[4, inf\), got 3"
+    ):  # refused at once, not after pretraining
         DBN(input_size=64, hidden=[10], ais_chains=100, ais_betas=3)
 
 
@@ -185,8 +196,11 @@ def test_pseudo_likelihood_matches_hand_computation():
     # F = 0.5 - log(1 + e^-1.75) = 0.339776, so 3 log sigmoid(0.726647) = -1.183268
     assert free_energy([1, 1, 0]) == pytest.approx(-0.386871, abs=1e-6)
     rows = v.tolist()
-    hand = {(r, i): -3 * math.log1p(math.exp(free_energy(rows[r]) - free_energy(flip(rows[r], i))))
-            for r in range(2) for i in range(3)}
+    hand = {
+        (r, i): -3 * math.log1p(math.exp(free_energy(rows[r]) - free_energy(flip(rows[r], i))))
+        for r in range(2)
+        for i in range(3)
+    }
     assert hand[0, 0] == pytest.approx(-1.183268, abs=1e-6)
     for i in range(3):
         got = rbm.pseudo_likelihood(v, index=torch.tensor([i, i]))
@@ -205,8 +219,9 @@ def test_pseudo_likelihood_equals_sklearn_score_samples():
     # score_samples flips unit RandomState(random_state).randint(0, n_features, n_samples) of each row
     sk_index = np.random.RandomState(0).randint(0, 64, len(x))
     # float32 parameters (from_sklearn casts) against float64 ones: agree to ~1e-5 nats
-    np.testing.assert_allclose(rbm.pseudo_likelihood(v, index=torch.from_numpy(sk_index)).numpy(),
-                               est.score_samples(x), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        rbm.pseudo_likelihood(v, index=torch.from_numpy(sk_index)).numpy(), est.score_samples(x), rtol=1e-4, atol=1e-4
+    )
     # our own draw, against sklearn's formula evaluated with the same flipped units
     ours = rbm.pseudo_likelihood(v, torch.Generator().manual_seed(3)).numpy()
     index = torch.randint(64, (len(x),), generator=torch.Generator().manual_seed(3)).numpy()
@@ -264,8 +279,9 @@ def test_gaussian_sample_starts_from_standard_normal_noise_and_validates():
     noise = rbm.sample(3, 0, torch.Generator().manual_seed(1))
     assert torch.equal(noise, torch.randn(3, 6, generator=torch.Generator().manual_seed(1)))
     g = torch.Generator().manual_seed(2)
-    torch.testing.assert_close(rbm.sample(3, 1, torch.Generator().manual_seed(2), init=noise),
-                               rbm.visible_mean(rbm.sample_hidden(noise, g)))
+    torch.testing.assert_close(
+        rbm.sample(3, 1, torch.Generator().manual_seed(2), init=noise), rbm.visible_mean(rbm.sample_hidden(noise, g))
+    )
     with pytest.raises(ValueError, match="n an integer >= 1"):
         rbm.sample(0, 1)
     with pytest.raises(ValueError, match="steps an integer >= 0"):
@@ -322,18 +338,25 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"not a weights file at all")
     wide = save_stack([RBM(784, 3)], tmp_path / "wide.safetensors")
-    cases = [([str(gauss)], "Bernoulli RBMs only"),
-             ([str(tmp_path / "missing.safetensors")], "no such file"),
-             ([str(garbage)], "not a recognised weights file"),
-             ([str(wide)], "784"),  # a 784-pixel stack against the 64-pixel digits
-             ([str(wide), "--dataset", "mnist", "--root", str(tmp_path / "nowhere")], "nowhere"),
-             ([str(wide), "--dataset", "mnist", "--root", str(tmp_path / "nowhere")], "Fix: pass --root DIR"),
-             ([str(wide), "--dataset", "mnist", "--root", str(tmp_path / "nowhere")], "IDX files of MNIST (copied"),
-             ([str(wide), "--dataset", "fashion_mnist", "--root", str(tmp_path / "nowhere")],
-              "then `--root /usr/share/datasets/fashion-mnist`"),
-             ([str(save_stack([RBM(64, 4)], tmp_path / "b.safetensors")), "--scaling", "standardize"],
-              "Bernoulli visible units, which model pixels in [0, 1], but --scaling is 'standardize'; pass --scaling unit"),
-             ([str(gauss), "--layer", "3"], "--layer in 1..1")]
+    cases = [
+        ([str(gauss)], "Bernoulli RBMs only"),
+        ([str(tmp_path / "missing.safetensors")], "no such file"),
+        ([str(garbage)], "not a recognised weights file"),
+        ([str(wide)], "784"),  # a 784-pixel stack against the 64-pixel digits
+        ([str(wide), "--dataset", "mnist", "--root", str(tmp_path / "nowhere")], "nowhere"),
+        ([str(wide), "--dataset", "mnist", "--root", str(tmp_path / "nowhere")], "Fix: pass --root DIR"),
+        ([str(wide), "--dataset", "mnist", "--root", str(tmp_path / "nowhere")], "IDX files of MNIST (copied"),
+        (
+            [str(wide), "--dataset", "fashion_mnist", "--root", str(tmp_path / "nowhere")],
+            "then `--root /usr/share/datasets/fashion-mnist`",
+        ),
+        (
+            [str(save_stack([RBM(64, 4)], tmp_path / "b.safetensors")), "--scaling", "standardize"],
+            "Bernoulli visible units, which model pixels in [0, 1], but --scaling is 'standardize'; "
+            "pass --scaling unit",
+        ),
+        ([str(gauss), "--layer", "3"], "--layer in 1..1"),
+    ]
     for argv, message in cases:
         assert main(argv) == 2, argv
         captured = capsys.readouterr()

@@ -15,18 +15,17 @@ from lightning.pytorch import LightningDataModule, Trainer
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 from sklearn.neural_network import BernoulliRBM
 from torch.utils.data import DataLoader, TensorDataset
 
 import dbn_init.io as dio
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from dbn_init.export import main as export_main
 from dbn_init.io import FORMAT_VERSION, StackFile, from_sklearn, load_stack, save_stack
 from dbn_init.mlp import MLP
 from dbn_init.models import DBN, Baseline
 from dbn_init.pretrain import pretrain
-from dbn_init.rbm import GaussianRBM, RBM, make_rbm
+from dbn_init.rbm import RBM, GaussianRBM, make_rbm
 
 KINDS = ("weight", "visible_bias", "hidden_bias")
 
@@ -49,8 +48,13 @@ def tensors_of(rbms):
 
 
 def our_metadata(units, sizes):
-    return {"format": "dbn_init.rbm_stack", "format_version": "1", "visible_units": json.dumps(units),
-            "sizes": json.dumps(sizes), "scaling": "unit"}
+    return {
+        "format": "dbn_init.rbm_stack",
+        "format_version": "1",
+        "visible_units": json.dumps(units),
+        "sizes": json.dumps(sizes),
+        "scaling": "unit",
+    }
 
 
 def assert_same(a, b):
@@ -69,7 +73,9 @@ def test_a_stack_recording_a_scaling_no_datamodule_knows_is_refused(tmp_path):
     with safe_open(path, "pt") as f:
         metadata = f.metadata()
     save_file(load_file(path), path, metadata={**metadata, "scaling": "weird"})
-    with pytest.raises(ValueError, match=r"metadata scaling must be one of \['unit', 'standardize', 'none'\], got 'weird'"):
+    with pytest.raises(
+        ValueError, match=r"metadata scaling must be one of \['unit', 'standardize', 'none'\], got 'weird'"
+    ):
         load_stack(path)
 
 
@@ -80,9 +86,16 @@ def test_safetensors_round_trip_is_bit_identical_and_transfers_to_the_same_mlp(t
     assert isinstance(loaded, StackFile)
     assert_same(loaded.rbms, rbms)
     assert isinstance(loaded.rbms[0], GaussianRBM) and type(loaded.rbms[1]) is RBM
-    assert loaded.metadata == {"format": "dbn_init.rbm_stack", "format_version": FORMAT_VERSION,
-                               "visible_units": '["gaussian", "bernoulli"]', "hidden_units": '["sigmoid", "sigmoid"]',
-                               "sizes": "[20, 12, 6]", "scaling": "standardize", "image_shape": "null", "run": "r1"}
+    assert loaded.metadata == {
+        "format": "dbn_init.rbm_stack",
+        "format_version": FORMAT_VERSION,
+        "visible_units": '["gaussian", "bernoulli"]',
+        "hidden_units": '["sigmoid", "sigmoid"]',
+        "sizes": "[20, 12, 6]",
+        "scaling": "standardize",
+        "image_shape": "null",
+        "run": "r1",
+    }
     assert FORMAT_VERSION == "2" and loaded.image_shape is None and loaded.stats == {}
     torch.manual_seed(0)
     mlp_a = MLP(20, [12, 6], 3, "sigmoid")
@@ -145,9 +158,16 @@ def test_a_stage_checkpoint_imports_only_the_rbms_trained_so_far(tmp_path):
     def factory(stage, epochs):
         if stage == 1:
             after_stage_1.extend(copy.deepcopy(list(model.rbms[:1])))
-        return Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                       accelerator="cpu", devices=1, limit_val_batches=0,
-                       callbacks=[ModelCheckpoint(dirpath=tmp_path, filename=f"rbm{stage + 1}-last")])
+        return Trainer(
+            max_epochs=epochs,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            accelerator="cpu",
+            devices=1,
+            limit_val_batches=0,
+            callbacks=[ModelCheckpoint(dirpath=tmp_path, filename=f"rbm{stage + 1}-last")],
+        )
 
     pretrain(model, DigitsDataModule(batch_size=64, scaling="standardize"), factory)
     first, both = load_stack(tmp_path / "rbm1-last.ckpt"), load_stack(tmp_path / "rbm2-last.ckpt")
@@ -158,12 +178,30 @@ def test_a_stage_checkpoint_imports_only_the_rbms_trained_so_far(tmp_path):
     assert first.metadata["scaling"] == "standardize"  # recorded, so evaluate scales the data alike
     # a DBN importing stage 1's checkpoint pretrains RBM 2 itself
     stages = []
-    dbn = DBN(input_size=64, hidden=[16, 8], visible_units="gaussian", pretrain_epochs=1,
-              pretrained=str(tmp_path / "rbm1-last.ckpt"))
-    pretrain(dbn, DigitsDataModule(batch_size=64, scaling="standardize"),
-                 lambda stage, epochs: stages.append(stage) or Trainer(
-                     max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                     enable_checkpointing=False, accelerator="cpu", devices=1, limit_val_batches=0))
+    dbn = DBN(
+        input_size=64,
+        hidden=[16, 8],
+        visible_units="gaussian",
+        pretrain_epochs=1,
+        pretrained=str(tmp_path / "rbm1-last.ckpt"),
+    )
+    pretrain(
+        dbn,
+        DigitsDataModule(batch_size=64, scaling="standardize"),
+        lambda stage, epochs: (
+            stages.append(stage)
+            or Trainer(
+                max_epochs=epochs,
+                logger=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                enable_checkpointing=False,
+                accelerator="cpu",
+                devices=1,
+                limit_val_batches=0,
+            )
+        ),
+    )
     assert stages == [1]
     assert_same(list(dbn.rbms[:1]), first.rbms)
 
@@ -171,8 +209,16 @@ def test_a_stage_checkpoint_imports_only_the_rbms_trained_so_far(tmp_path):
 def test_export_of_a_real_lightning_checkpoint(tmp_path, capsys):
     torch.manual_seed(0)
     model = DBN(input_size=64, hidden=[16, 8], visible_units="gaussian", pretrain_epochs=0)
-    trainer = Trainer(max_epochs=1, limit_train_batches=1, logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, enable_checkpointing=False, accelerator="cpu", devices=1)
+    trainer = Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+        devices=1,
+    )
     trainer.fit(model, datamodule=TinyData(scaling="standardize"))
     ckpt = tmp_path / "dbn.ckpt"
     trainer.save_checkpoint(ckpt)
@@ -201,14 +247,19 @@ def test_export_of_a_real_lightning_checkpoint(tmp_path, capsys):
 
     # --overwrite never lets the export replace its own input, nor write under another format's name
     before = ckpt.read_bytes()
-    for bad_out, message in ((ckpt, "is the checkpoint being exported"), (tmp_path / "rbms.npz", "a .safetensors name")):
+    for bad_out, message in (
+        (ckpt, "is the checkpoint being exported"),
+        (tmp_path / "rbms.npz", "a .safetensors name"),
+    ):
         assert export_main([str(ckpt), str(bad_out), "--overwrite"]) == 2
         assert message in capsys.readouterr().err
     assert ckpt.read_bytes() == before and not (tmp_path / "rbms.npz").exists()
 
     # a Baseline's checkpoint has an MLP but no RBMs: said so, with what to pass instead
     baseline = Baseline(input_size=64, hidden=[16])
-    torch.save({"state_dict": baseline.state_dict(), "hyper_parameters": dict(baseline.hparams)}, tmp_path / "base.ckpt")
+    torch.save(
+        {"state_dict": baseline.state_dict(), "hyper_parameters": dict(baseline.hparams)}, tmp_path / "base.ckpt"
+    )
     with pytest.raises(ValueError, match=r"base.ckpt is the checkpoint of a model without RBMs \(a Baseline's MLP\)"):
         load_stack(tmp_path / "base.ckpt")
 
@@ -248,8 +299,11 @@ def test_transposed_weight_is_named_with_the_orientation_convention(tmp_path):
     t = tensors_of(random_stack())
     t["rbm.0.weight"] = t["rbm.0.weight"].t().contiguous()  # (20, 12): nn.Linear's transpose
     path = write_stack(tmp_path / "t.safetensors", t, our_metadata(["gaussian", "bernoulli"], [20, 12, 6]))
-    with pytest.raises(ValueError, match=r"t\.safetensors: 1 problem\(s\)[\s\S]*rbm\.0\.weight has shape \(20, 12\)"
-                       r"[\s\S]*looks transposed; weight is \(n_hidden, n_visible\), like nn\.Linear"):
+    with pytest.raises(
+        ValueError,
+        match=r"t\.safetensors: 1 problem\(s\)[\s\S]*rbm\.0\.weight has shape \(20, 12\)"
+        r"[\s\S]*looks transposed; weight is \(n_hidden, n_visible\), like nn\.Linear",
+    ):
         load_stack(path, input_size=20, hidden=[12, 6])
 
 
@@ -257,14 +311,19 @@ def test_bias_length_mismatch_states_the_convention(tmp_path):
     t = tensors_of(random_stack())
     t["rbm.1.hidden_bias"] = torch.zeros(5)
     path = write_stack(tmp_path / "b.safetensors", t)
-    with pytest.raises(ValueError, match=r"rbm\.1\.hidden_bias has shape \(5,\), expected \(6,\) = \(n_hidden,\)"
-                       r".*like nn\.Linear"):
+    with pytest.raises(
+        ValueError,
+        match=r"rbm\.1\.hidden_bias has shape \(5,\), expected \(6,\) = \(n_hidden,\)"
+        r".*like nn\.Linear",
+    ):
         load_stack(path)
 
 
 def test_broken_chain(tmp_path):
-    t = {**tensors_of(random_stack((20, 12))), **{k.replace("rbm.0", "rbm.1"): v for k, v in
-                                                   tensors_of(random_stack((10, 6))).items()}}
+    t = {
+        **tensors_of(random_stack((20, 12))),
+        **{k.replace("rbm.0", "rbm.1"): v for k, v in tensors_of(random_stack((10, 6))).items()},
+    }
     path = write_stack(tmp_path / "c.safetensors", t)
     with pytest.raises(ValueError, match=r"broken layer chain: layer 0 has n_hidden=12 but layer 1 has n_visible=10"):
         load_stack(path)
@@ -274,8 +333,11 @@ def test_input_size_and_hidden_mismatches(tmp_path):
     path = save_stack(random_stack(), tmp_path / "s.safetensors")
     with pytest.raises(ValueError, match=r"n_visible=20, expected input_size=784"):
         load_stack(path, input_size=784)
-    with pytest.raises(ValueError, match=r"hidden sizes \[12, 6\] do not match hidden=\[12, 7, 3\]; "
-                       r"expected \[12, 7\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"hidden sizes \[12, 6\] do not match hidden=\[12, 7, 3\]; "
+        r"expected \[12, 7\]",
+    ):
         load_stack(path, hidden=[12, 7, 3])
     with pytest.raises(ValueError, match=r"the stack has 2 RBMs \[12, 6\] but hidden=\[12\] has only 1 layers"):
         load_stack(path, hidden=[12])
@@ -316,13 +378,19 @@ def test_save_refuses_a_diverged_stack_before_writing(tmp_path):
 def test_foreign_names_and_newer_versions_are_explained(tmp_path):
     foreign = {"encoder.weight": torch.zeros(3, 4), "encoder.bias": torch.zeros(3)}
     path = write_stack(tmp_path / "f.safetensors", foreign)
-    with pytest.raises(ValueError, match=r"unexpected tensor names \['encoder.bias', 'encoder.weight'\]; expected "
-                       r"the scheme rbm\.\{i\}\.weight, rbm\.\{i\}\.visible_bias, rbm\.\{i\}\.hidden_bias"):
+    with pytest.raises(
+        ValueError,
+        match=r"unexpected tensor names \['encoder.bias', 'encoder.weight'\]; expected "
+        r"the scheme rbm\.\{i\}\.weight, rbm\.\{i\}\.visible_bias, rbm\.\{i\}\.hidden_bias",
+    ):
         load_stack(path)
     meta = {**our_metadata(["bernoulli", "bernoulli"], [20, 12, 6]), "format_version": "3"}
     path = write_stack(tmp_path / "v3.safetensors", tensors_of(random_stack(first="bernoulli")), meta)
-    with pytest.raises(ValueError, match=r"format_version is '3', and this dbn_init reads versions 1, 2; read it with "
-                                         r"the dbn_init that wrote it, or upgrade dbn_init"):
+    with pytest.raises(
+        ValueError,
+        match=r"format_version is '3', and this dbn_init reads versions 1, 2; read it with "
+        r"the dbn_init that wrote it, or upgrade dbn_init",
+    ):
         load_stack(path)
     meta = our_metadata(["bernoulli", "softmax"], [20, 12, 7])
     path = write_stack(tmp_path / "m.safetensors", tensors_of(random_stack(first="bernoulli")), meta)
@@ -341,8 +409,12 @@ def test_npz_errors_use_the_npz_key_names(tmp_path):
     np.savez(tmp_path / "one_based.npz", **one_based)
     with pytest.raises(ValueError, match=r"layer indices must run 0..n-1 without gaps, found \[1, 2\]"):
         load_stack(tmp_path / "one_based.npz", input_size=20, hidden=[12, 6])
-    np.savez(tmp_path / "empty_layer.npz", weight_0=np.zeros((0, 4), np.float32),
-             visible_bias_0=np.zeros(4, np.float32), hidden_bias_0=np.zeros(0, np.float32))
+    np.savez(
+        tmp_path / "empty_layer.npz",
+        weight_0=np.zeros((0, 4), np.float32),
+        visible_bias_0=np.zeros(4, np.float32),
+        hidden_bias_0=np.zeros(0, np.float32),
+    )
     with pytest.raises(ValueError, match=r"weight_0 has shape \(0, 4\): a layer needs at least one unit"):
         load_stack(tmp_path / "empty_layer.npz")
     np.savez(tmp_path / "obj.npz", weight_0=np.array([{"a": 1}], dtype=object))
@@ -358,13 +430,19 @@ def test_truncated_garbage_empty_and_missing_files(tmp_path):
         load_stack(cut)
     head_cut = tmp_path / "head.safetensors"
     head_cut.write_bytes(full[:40])
-    with pytest.raises(ValueError, match=r"head\.safetensors is a truncated or corrupt safetensors file: "
-                       r"its header claims"):
+    with pytest.raises(
+        ValueError,
+        match=r"head\.safetensors is a truncated or corrupt safetensors file: "
+        r"its header claims",
+    ):
         load_stack(head_cut)
     garbage = tmp_path / "garbage.bin"
     garbage.write_bytes(b"\x00" + np.random.default_rng(0).bytes(4096))
-    with pytest.raises(ValueError, match=r"garbage\.bin is not a recognised weights file.*"
-                       r"expected a dbn_init \.safetensors"):
+    with pytest.raises(
+        ValueError,
+        match=r"garbage\.bin is not a recognised weights file.*"
+        r"expected a dbn_init \.safetensors",
+    ):
         load_stack(garbage)
     empty = tmp_path / "empty.safetensors"
     empty.write_bytes(b"")
@@ -408,8 +486,11 @@ def test_torch_files_holding_pickled_objects_are_refused(tmp_path):
         load_stack(tmp_path / "evil.ckpt")
     assert not marker.exists()
     torch.save(DBN(input_size=64, hidden=[16, 8], pretrain_epochs=0), tmp_path / "whole.pt")
-    with pytest.raises(ValueError, match=r"whole\.pt holds pickled Python objects \(it holds dbn_init\.models\.DBN\)"
-                       r"[\s\S]*arbitrary code[\s\S]*save_stack\(rbms, 'out\.safetensors'\)[\s\S]*\.npz"):
+    with pytest.raises(
+        ValueError,
+        match=r"whole\.pt holds pickled Python objects \(it holds dbn_init\.models\.DBN\)"
+        r"[\s\S]*arbitrary code[\s\S]*save_stack\(rbms, 'out\.safetensors'\)[\s\S]*\.npz",
+    ):
         load_stack(tmp_path / "whole.pt")
 
 
@@ -418,15 +499,20 @@ def test_joblib_dumps_are_refused(tmp_path, compress):
     joblib = pytest.importorskip("joblib")
     path = tmp_path / "rbms.bin"
     joblib.dump({"weight_0": np.zeros((2, 3))}, path, compress=compress)
-    with pytest.raises(ValueError, match=r"rbms\.bin looks like a (pickle|.*joblib dump \(a pickle\)); "
-                       r"refusing.*arbitrary code"):
+    with pytest.raises(
+        ValueError,
+        match=r"rbms\.bin looks like a (pickle|.*joblib dump \(a pickle\)); "
+        r"refusing.*arbitrary code",
+    ):
         load_stack(path)
 
 
 # --- writing safely -------------------------------------------------------------------------
 def test_a_folder_given_as_the_output_gets_a_file_name_suggested(tmp_path):
     (tmp_path / "out").mkdir()  # even with overwrite: replacing a folder by a file is never meant
-    with pytest.raises(IsADirectoryError, match=r"out: it is a folder; give a file name, e\.g\. .*out/dbn\.safetensors"):
+    with pytest.raises(
+        IsADirectoryError, match=r"out: it is a folder; give a file name, e\.g\. .*out/dbn\.safetensors"
+    ):
         save_stack(random_stack(seed=1), tmp_path / "out", overwrite=True)
     assert (tmp_path / "out").is_dir() and not any((tmp_path / "out").iterdir())
 
@@ -475,6 +561,7 @@ def _valid_bytes():
     global _VALID
     if _VALID is None:
         import tempfile
+
         with tempfile.TemporaryDirectory() as d:
             _VALID = save_stack(random_stack((5, 3, 2)), os.path.join(d, "v.safetensors")).read_bytes()
     return _VALID
@@ -515,8 +602,9 @@ def test_arbitrary_bytes_load_or_raise_value_error(scratch, content):
 
 def test_a_version_1_file_is_read_with_the_defaults_of_the_fields_version_2_added(tmp_path):
     rbms = random_stack(first="bernoulli")
-    path = write_stack(tmp_path / "v1.safetensors", tensors_of(rbms), our_metadata(["bernoulli", "bernoulli"],
-                                                                                 [20, 12, 6]))
+    path = write_stack(
+        tmp_path / "v1.safetensors", tensors_of(rbms), our_metadata(["bernoulli", "bernoulli"], [20, 12, 6])
+    )
     loaded = load_stack(path)
     assert_same(loaded.rbms, rbms)
     assert loaded.hidden_units == ["sigmoid", "sigmoid"] and loaded.image_shape is None and loaded.stats == {}

@@ -7,15 +7,21 @@ import torch
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 from torch.utils.data import DataLoader, TensorDataset
 
-from dbn_init.pretrain import pretrain
 from dbn_init import DBN, Baseline, DigitsDataModule
 from dbn_init.constraints import UsageError
+from dbn_init.pretrain import pretrain
 from dbn_init.rbm import RBM
 
 
 def _trainer(epochs, **kw):
-    quiet = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                 enable_model_summary=False)
+    quiet = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     return Trainer(max_epochs=epochs, **{**quiet, **kw})
 
 
@@ -82,8 +88,15 @@ def test_one_process_direct_gradient_path_makes_exactly_the_updates_of_the_loss_
     runs = []
     for callbacks in ([], [_StepThroughBackward()]):
         seed_everything(0)
-        model = DBN(input_size=64, hidden=[32, 16], pretrain_epochs=2, persistent=True, momentum_switch_epoch=1,
-                    sparsity_target=0.1, sparsity_cost=sparsity_cost)
+        model = DBN(
+            input_size=64,
+            hidden=[32, 16],
+            pretrain_epochs=2,
+            persistent=True,
+            momentum_switch_epoch=1,
+            sparsity_target=0.1,
+            sparsity_cost=sparsity_cost,
+        )
         initial = model.rbms[1].weight.detach().clone()
         pretrain(model, digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0, callbacks=callbacks))
         runs.append(model.rbms.state_dict())
@@ -115,8 +128,11 @@ def test_train_and_val_reconstruction_errors_agree_on_the_same_images(digits):
     same.val_x, same.val_y = digits.pretrain_x, digits.pretrain_y
     seed_everything(0)
     trainers = []
-    pretrain(DBN(input_size=64, hidden=[32], pretrain_epochs=8), 
-        same, lambda stage, epochs: trainers.append(_trainer(epochs)) or trainers[-1])
+    pretrain(
+        DBN(input_size=64, hidden=[32], pretrain_epochs=8),
+        same,
+        lambda stage, epochs: trainers.append(_trainer(epochs)) or trainers[-1],
+    )
     metrics = trainers[0].callback_metrics
     assert float(metrics["rbm1/val_recon"]) == pytest.approx(float(metrics["rbm1/train_recon"]), rel=0.1)
 
@@ -138,8 +154,13 @@ def test_stage_switches_momentum_on_schedule_and_decays_the_weights_only(digits)
         def on_train_batch_start(self, trainer, stage, batch, batch_idx):
             if batch_idx == 0:
                 groups = stage.optimizers().optimizer.param_groups
-                self.seen.append(([g["momentum"] for g in groups], [g["weight_decay"] for g in groups],
-                                  [[id(p) for p in g["params"]] for g in groups]))
+                self.seen.append(
+                    (
+                        [g["momentum"] for g in groups],
+                        [g["weight_decay"] for g in groups],
+                        [[id(p) for p in g["params"]] for g in groups],
+                    )
+                )
 
     record = Record()
     model = DBN(input_size=64, hidden=[16], pretrain_epochs=3, momentum_switch_epoch=2, rbm_weight_decay=1e-3)
@@ -165,16 +186,27 @@ def test_a_stage_resumed_with_another_devices_noise_state_warns_and_goes_on(digi
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     seed_everything(0)
-    pretrain(DBN(input_size=64, hidden=[16], pretrain_epochs=1), 
-        digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0, enable_checkpointing=True,
-                                               callbacks=[ModelCheckpoint(dirpath=tmp_path, filename="s")]))
+    pretrain(
+        DBN(input_size=64, hidden=[16], pretrain_epochs=1),
+        digits,
+        lambda stage, epochs: _trainer(
+            epochs,
+            limit_val_batches=0,
+            enable_checkpointing=True,
+            callbacks=[ModelCheckpoint(dirpath=tmp_path, filename="s")],
+        ),
+    )
     checkpoint = torch.load(tmp_path / "s.ckpt", weights_only=True)
     checkpoint["dbn_init"]["generator"] = torch.zeros(16, dtype=torch.uint8)  # as a CUDA generator's state
     torch.save(checkpoint, tmp_path / "from_gpu.ckpt")
     model = DBN(input_size=64, hidden=[16], pretrain_epochs=2)
     with pytest.warns(UserWarning, match="noise came from another kind of device"):
-        pretrain(model, digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0),
-                       resume={0: str(tmp_path / "from_gpu.ckpt")})
+        pretrain(
+            model,
+            digits,
+            lambda stage, epochs: _trainer(epochs, limit_val_batches=0),
+            resume={0: str(tmp_path / "from_gpu.ckpt")},
+        )
     assert int(model.stages_done) == 1 and torch.isfinite(model.rbms[0].weight).all()
 
 
@@ -213,7 +245,9 @@ def test_pretraining_teaches_rbm1_to_reconstruct_and_the_dbn_fine_tunes_to_high_
     assert result["test_acc"] > 0.93
 
 
-@pytest.mark.parametrize("sizes, name", [(dict(input_size=784), "input_size=64"), (dict(num_classes=5), "num_classes=10")])
+@pytest.mark.parametrize(
+    "sizes, name", [(dict(input_size=784), "input_size=64"), (dict(num_classes=5), "num_classes=10")]
+)
 def test_a_model_built_for_other_data_is_refused_before_its_first_step(digits, sizes, name):
     model = Baseline(hidden=[16], **{"input_size": 64, "num_classes": 10, **sizes})
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -225,8 +259,10 @@ def test_a_model_built_for_other_data_is_refused_before_its_first_step(digits, s
 def test_an_imported_stack_that_does_not_fit_leaves_the_dbn_unchanged():
     model = DBN(input_size=64, hidden=[16, 8])
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    for stack, message in (([RBM(64, 16), RBM(16, 9)], r"imported RBM 2 is bernoulli \(9, 16\) but this DBN expects"),
-                           ([RBM(64, 16), RBM(16, 8), RBM(8, 4)], "the imported stack has 3 RBMs but this DBN has 2")):
+    for stack, message in (
+        ([RBM(64, 16), RBM(16, 9)], r"imported RBM 2 is bernoulli \(9, 16\) but this DBN expects"),
+        ([RBM(64, 16), RBM(16, 8), RBM(8, 4)], "the imported stack has 3 RBMs but this DBN has 2"),
+    ):
         with pytest.raises(ValueError, match=message):
             model.load_rbms(stack)
         assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
@@ -242,8 +278,11 @@ def test_a_stage_that_makes_no_cd_update_is_refused_rather_than_passed_off_as_pr
 
 def test_an_untrained_dbn_is_not_evaluated(digits):
     model = DBN(input_size=64, hidden=[16])
-    for run, what in ((_trainer(1).validate, "validation"), (_trainer(1).test, "the test"),
-                      (_trainer(1).predict, "prediction")):
+    for run, what in (
+        (_trainer(1).validate, "validation"),
+        (_trainer(1).test, "the test"),
+        (_trainer(1).predict, "prediction"),
+    ):
         with pytest.raises(RuntimeError, match=f"neither pretrained nor loaded from a checkpoint, so {what}"):
             run(model, datamodule=digits)
     model = DBN(input_size=64, hidden=[16], pretrain_epochs=0)  # asked to start from random RBMs: allowed
@@ -303,7 +342,11 @@ def test_bad_model_arguments_get_clear_errors():
         (DBN, dict(hidden=[]), r"--model.hidden: expected a list of at least 1 item\(s\), each an integer in \[1"),
         (Baseline, dict(hidden=[32, 0]), r"--model.hidden: .*got \[32, 0\]"),
         (DBN, dict(hidden=[32], steps_per_batch=0), r"--model.steps_per_batch: expected an integer in \[1, inf\)"),
-        (DBN, dict(hidden=[32], momentum_switch_epoch=-1), r"--model.momentum_switch_epoch: expected an integer in \[0"),
+        (
+            DBN,
+            dict(hidden=[32], momentum_switch_epoch=-1),
+            r"--model.momentum_switch_epoch: expected an integer in \[0",
+        ),
         (DBN, dict(hidden=[32], lr=-1), r"--model.lr: expected a finite number in \(0, inf\), got -1"),
         (DBN, dict(hidden=[32], pretrain_lr=0), r"--model.pretrain_lr: expected a finite number in \(0, inf\), got 0"),
         (DBN, dict(hidden=[32], pretrain_lr=float("inf")), r"--model.pretrain_lr: .*got inf"),
@@ -311,9 +354,17 @@ def test_bad_model_arguments_get_clear_errors():
         (DBN, dict(hidden=[32], final_momentum=1.5), r"--model.final_momentum: expected a finite number in \[0, 1\)"),
         (DBN, dict(hidden=[32], rbm_weight_decay=-1e-4), r"--model.rbm_weight_decay: expected a finite number in \[0"),
         (DBN, dict(hidden=[32], sparsity_cost=-0.1), r"--model.sparsity_cost"),
-        (DBN, dict(hidden=[32], pretrain_seed=2**40), r"--model.pretrain_seed: expected an integer in \[0, 4.29497e\+09\]"),
+        (
+            DBN,
+            dict(hidden=[32], pretrain_seed=2**40),
+            r"--model.pretrain_seed: expected an integer in \[0, 4.29497e\+09\]",
+        ),
         (DBN, dict(hidden=[32], ais_chains=1), r"--model.ais_chains: expected one of \[0\] or an integer in \[2"),
-        (Baseline, dict(hidden=[32], optimizer="sgd", momentum=1.0), r"--model.momentum: expected a finite number in \[0, 1\)"),
+        (
+            Baseline,
+            dict(hidden=[32], optimizer="sgd", momentum=1.0),
+            r"--model.momentum: expected a finite number in \[0, 1\)",
+        ),
         (Baseline, dict(hidden=[32], init_std=0.0), r"--model.init_std"),
     ]
     for cls, kwargs, message in cases:
@@ -325,14 +376,21 @@ def test_bad_model_arguments_get_clear_errors():
         DBN(input_size=64, hidden=[32, 16], pretrain_epochs=[1, 2, 3])
 
 
-@pytest.mark.parametrize("corrupt, message", [(lambda x: x * 16, r"has values in \[0, 16\], but Bernoulli visible units"),
-                                              (lambda x: x.index_fill(0, torch.tensor([3]), float("nan")), "holds 64 NaN")])
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda x: x * 16, r"has values in \[0, 16\], but Bernoulli visible units"),
+        (lambda x: x.index_fill(0, torch.tensor([3]), float("nan")), "holds 64 NaN"),
+    ],
+)
 def test_a_users_own_loader_serving_bad_pixels_is_refused_at_its_first_batch(digits, corrupt, message):
     class OwnLoader(LightningDataModule):  # checked pretrain_x, but a loader of its own that serves something else
         batch_size, pretrain_x = 64, digits.pretrain_x
 
         def pretrain_dataloader(self, steps_per_batch: int = 1):
-            return DataLoader(TensorDataset(corrupt(digits.pretrain_x), digits.pretrain_y), batch_size=64 * steps_per_batch)
+            return DataLoader(
+                TensorDataset(corrupt(digits.pretrain_x), digits.pretrain_y), batch_size=64 * steps_per_batch
+            )
 
     model = DBN(input_size=64, hidden=[16], pretrain_epochs=1)
     before = model.rbms[0].weight.clone()
@@ -344,6 +402,7 @@ def test_a_users_own_loader_serving_bad_pixels_is_refused_at_its_first_batch(dig
 def test_a_plain_datamodule_pretrains_one_cd_update_per_batch_of_its_own(digits):
     """A LightningDataModule whose pretrain_dataloader takes no steps_per_batch serves its own
     batches, one CD update each: the updates of steps_per_batch 1 on the same loader, bit for bit."""
+
     class OneBatchAtATime(LightningDataModule):
         batch_size = 64
 
@@ -361,6 +420,7 @@ def test_a_plain_datamodule_pretrains_one_cd_update_per_batch_of_its_own(digits)
 
 def test_a_batch_of_images_alone_pretrains_flattened(digits):
     """A train_dataloader serving x alone, as (B, 1, 8, 8) images: the stage flattens them."""
+
     class Images(LightningDataModule):
         def train_dataloader(self):
             return DataLoader(digits.pretrain_x.reshape(-1, 1, 8, 8), batch_size=64)
@@ -387,14 +447,19 @@ def test_divergence_stops_the_stage_with_the_cause_named():
     seed_everything(0)
     data = DigitsDataModule(batch_size=32, scaling="standardize")
     model = DBN(input_size=64, hidden=[32], visible_units="gaussian", gaussian_lr=5.0, pretrain_epochs=3)
-    with pytest.raises(FloatingPointError, match=r"RBM 1 diverged .* epoch 0.*Gaussian.*--model.gaussian_lr 0.5\b.*NaN/Inf inputs.*Last good checkpoint"):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"RBM 1 diverged .* epoch 0.*Gaussian.*--model.gaussian_lr 0.5\b.*NaN/Inf inputs.*Last good checkpoint",
+    ):
         pretrain(model, data, lambda stage, epochs: _trainer(epochs))
 
 
 def test_fine_tuning_divergence_stops_the_run_with_the_fix_named(digits):
     seed_everything(0)
     model = Baseline(input_size=64, hidden=[32], init="normal", init_std=100.0, optimizer="sgd", lr=1e12)
-    with pytest.raises(FloatingPointError, match=r"fine-tuning diverged .* epoch 0.*--model.lr.*gradient_clip_val.*NaN/Inf"):
+    with pytest.raises(
+        FloatingPointError, match=r"fine-tuning diverged .* epoch 0.*--model.lr.*gradient_clip_val.*NaN/Inf"
+    ):
         _trainer(2).fit(model, datamodule=digits)
 
 
@@ -427,7 +492,9 @@ def test_an_imported_stack_is_refused_on_data_scaled_otherwise_than_it_was_pretr
 
     path = save_stack([make_rbm(64, 16, "gaussian")], tmp_path / "g.safetensors", scaling="standardize")
     model = DBN(input_size=64, hidden=[16], visible_units="gaussian", pretrained=str(path))
-    with pytest.raises(ValueError, match=r"scaled 'standardize' but this data is scaled 'unit'.*--data.scaling standardize"):
+    with pytest.raises(
+        ValueError, match=r"scaled 'standardize' but this data is scaled 'unit'.*--data.scaling standardize"
+    ):
         pretrain(model, digits, lambda stage, epochs: _trainer(epochs))
     assert int(model.stages_done) == 0  # nothing imported
     pretrain(model, DigitsDataModule(batch_size=64, scaling="standardize"), lambda stage, epochs: _trainer(epochs))
@@ -458,8 +525,10 @@ def test_transform_is_the_stacks_top_hidden_probabilities_and_sample_runs_down_t
     pretrain(model, digits, lambda s, e: _trainer(e, limit_val_batches=0))
     x = digits.test_x[:10]
     features = model.transform(x)
-    expected = torch.sigmoid(torch.sigmoid(x @ model.rbms[0].weight.T + model.rbms[0].hidden_bias)
-                             @ model.rbms[1].weight.T + model.rbms[1].hidden_bias)
+    expected = torch.sigmoid(
+        torch.sigmoid(x @ model.rbms[0].weight.T + model.rbms[0].hidden_bias) @ model.rbms[1].weight.T
+        + model.rbms[1].hidden_bias
+    )
     torch.testing.assert_close(features, expected)
     samples = model.sample(5, steps=20, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (5, 64) and 0 <= samples.min() and samples.max() <= 1  # pixel probabilities

@@ -220,7 +220,7 @@ def test_cd_training_lowers_reconstruction_error_on_real_digits(persistent):
 
     before = recon_error()
     chain = x[:64].clone() if persistent else None
-    for epoch in range(5):
+    for _ in range(5):
         for batch in x[torch.randperm(len(x), generator=g)].split(64):
             result = rbm.cd_loss(batch, chain=chain, generator=g)
             if persistent:

@@ -13,9 +13,21 @@ import torch
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
-ARGS = ["fit", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--model.hidden", "[32, 16]",
-        "--model.pretrain_epochs", "4", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "2",
-        "--trainer.enable_progress_bar", "false"]
+ARGS = [
+    "fit",
+    "--config",
+    str(ROOT / "configs" / "quickstart.yaml"),
+    "--model.hidden",
+    "[32, 16]",
+    "--model.pretrain_epochs",
+    "4",
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_val_batches",
+    "2",
+    "--trainer.enable_progress_bar",
+    "false",
+]
 
 
 def _command(root: Path, *extra: str) -> list[str]:
@@ -46,8 +58,9 @@ def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tmp_path):
     interrupted = torch.load(stage_checkpoint, weights_only=True)
     assert interrupted["dbn_init"]["stage"] == 2 and interrupted["epoch"] < 4
 
-    resumed = subprocess.run(_command(root, "--ckpt_path", "last"), env=_env(), capture_output=True, text=True,
-                             timeout=300)
+    resumed = subprocess.run(
+        _command(root, "--ckpt_path", "last"), env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     output = resumed.stderr + resumed.stdout
     assert "resuming from" in output
@@ -77,10 +90,12 @@ def test_a_signal_mid_stage_stops_with_its_status_and_the_resume_ends_as_an_unin
     _, err = proc.communicate(timeout=60)
     assert time.monotonic() - sent < 10
     assert proc.returncode == 128 + signum, err[-2000:]
-    assert err.strip().splitlines()[-1] == (f"stopped by {signal.Signals(signum).name}; resume it: run the same "
-                                            "command with --ckpt_path last")
-    resumed = subprocess.run(_command(root, "--ckpt_path", "last"), env=_env(), capture_output=True, text=True,
-                             timeout=300)
+    assert err.strip().splitlines()[-1] == (
+        f"stopped by {signal.Signals(signum).name}; resume it: run the same command with --ckpt_path last"
+    )
+    resumed = subprocess.run(
+        _command(root, "--ckpt_path", "last"), env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     expected = _final_state(tmp_path / "a" / "lightning_logs" / "version_0")
     got = _final_state(root / "lightning_logs" / "version_1")

@@ -24,17 +24,37 @@ from dbn_init.transfer import load_pretrained_
 # which Bernoulli visible units refuse by design; the same checks pass behind MinMaxScaler(clip=True)
 # and with Gaussian visible units (below).
 OUTSIDE_UNIT_INTERVAL = "feeds X outside [0, 1], which Bernoulli visible units refuse (fix: MinMaxScaler(clip=True))"
-BERNOULLI_CANNOT_APPLY = {name: OUTSIDE_UNIT_INTERVAL for name in [
-    "check_dict_unchanged", "check_dont_overwrite_parameters", "check_estimators_dtypes",
-    "check_estimators_fit_returns_self", "check_estimators_overwrite_params", "check_estimators_pickle",
-    "check_f_contiguous_array_estimator", "check_fit2d_1feature", "check_fit2d_1sample", "check_fit2d_predict1d",
-    "check_fit_check_is_fitted", "check_fit_idempotent", "check_methods_sample_order_invariance",
-    "check_methods_subset_invariance", "check_n_features_in", "check_n_features_in_after_fitting",
-    "check_pipeline_consistency", "check_readonly_memmap_input", "check_transformer_data_not_an_array",
-    "check_transformer_general", "check_transformer_preserve_dtypes"]}
+BERNOULLI_CANNOT_APPLY = {
+    name: OUTSIDE_UNIT_INTERVAL
+    for name in [
+        "check_dict_unchanged",
+        "check_dont_overwrite_parameters",
+        "check_estimators_dtypes",
+        "check_estimators_fit_returns_self",
+        "check_estimators_overwrite_params",
+        "check_estimators_pickle",
+        "check_f_contiguous_array_estimator",
+        "check_fit2d_1feature",
+        "check_fit2d_1sample",
+        "check_fit2d_predict1d",
+        "check_fit_check_is_fitted",
+        "check_fit_idempotent",
+        "check_methods_sample_order_invariance",
+        "check_methods_subset_invariance",
+        "check_n_features_in",
+        "check_n_features_in_after_fitting",
+        "check_pipeline_consistency",
+        "check_readonly_memmap_input",
+        "check_transformer_data_not_an_array",
+        "check_transformer_general",
+        "check_transformer_preserve_dtypes",
+    ]
+}
 # Pipeline's own fit rebuilds its `steps` (a Pipeline trait, whatever its steps are).
-PIPELINE_CANNOT_APPLY = {name: "Pipeline.fit replaces its steps parameter with fitted clones, a Pipeline trait" for
-                         name in ["check_dont_overwrite_parameters", "check_estimators_overwrite_params"]}
+PIPELINE_CANNOT_APPLY = {
+    name: "Pipeline.fit replaces its steps parameter with fitted clones, a Pipeline trait"
+    for name in ["check_dont_overwrite_parameters", "check_estimators_overwrite_params"]
+}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +91,8 @@ def test_check_estimator_bernoulli_alone():
     assert {r["check_name"] for r in results if r["status"] == "xfail"} == set(BERNOULLI_CANNOT_APPLY)
     # among those that apply: the positive_only tag's check, which feeds negative values
     assert {"check_positive_only_tag_during_fit", "check_estimators_nan_inf"} <= {
-        r["check_name"] for r in results if r["status"] == "passed"}
+        r["check_name"] for r in results if r["status"] == "passed"
+    }
 
 
 def test_check_estimator_bernoulli_behind_min_max_scaler():
@@ -84,8 +105,10 @@ def random_sigmoid_features(widths=(64, 32), seed: int = 0) -> FunctionTransform
     """The same architecture untrained: sigmoid layers from Xavier-uniform weights, zero biases."""
     rng = np.random.default_rng(seed)
     sizes = [64, *widths]
-    weights = [rng.uniform(-1, 1, (n_in, n_out)) * np.sqrt(6 / (n_in + n_out))
-               for n_in, n_out in zip(sizes, sizes[1:], strict=False)]
+    weights = [
+        rng.uniform(-1, 1, (n_in, n_out)) * np.sqrt(6 / (n_in + n_out))
+        for n_in, n_out in zip(sizes, sizes[1:], strict=False)
+    ]
 
     def features(x):
         for w in weights:
@@ -149,11 +172,29 @@ def test_same_random_state_same_stack_and_torch_rng_untouched(digits):
 
 
 def test_get_params_set_params_clone_round_trip(digits):
-    transformer = DBNTransformer(hidden=(32, 16), visible_units="gaussian", epochs=3, batch_size=50, lr=0.05,
-                                 gaussian_lr=1e-3, cd_k=2, persistent=True, random_state=7)
+    transformer = DBNTransformer(
+        hidden=(32, 16),
+        visible_units="gaussian",
+        epochs=3,
+        batch_size=50,
+        lr=0.05,
+        gaussian_lr=1e-3,
+        cd_k=2,
+        persistent=True,
+        random_state=7,
+    )
     params = transformer.get_params()
-    assert params == dict(hidden=(32, 16), visible_units="gaussian", epochs=3, batch_size=50, lr=0.05,
-                          gaussian_lr=1e-3, cd_k=2, persistent=True, random_state=7)
+    assert params == dict(
+        hidden=(32, 16),
+        visible_units="gaussian",
+        epochs=3,
+        batch_size=50,
+        lr=0.05,
+        gaussian_lr=1e-3,
+        cd_k=2,
+        persistent=True,
+        random_state=7,
+    )
     copy = clone(transformer)
     assert copy is not transformer and copy.get_params() == params
     assert copy.set_params(hidden=(8,), epochs=1) is copy
@@ -168,8 +209,11 @@ def test_get_params_set_params_clone_round_trip(digits):
 
 def test_bernoulli_refuses_x_outside_unit_interval_naming_min_max_scaler(digits):
     x_train, x_test, _, _ = digits
-    with pytest.raises(ValueError, match=r"needs X in \[0, 1\] .* got values in \[0, 16\]; put "
-                                         r"MinMaxScaler\(clip=True\) before it"):
+    with pytest.raises(
+        ValueError,
+        match=r"needs X in \[0, 1\] .* got values in \[0, 16\]; put "
+        r"MinMaxScaler\(clip=True\) before it",
+    ):
         tiny().fit(x_train)
     transformer = tiny().fit(x_train / 16)
     with pytest.raises(ValueError, match=r"got values in \[0, 16\]"):

@@ -28,8 +28,9 @@ class Digits(LightningDataModule):
         self.x = x
 
     def train_dataloader(self):
-        return DataLoader(TensorDataset(self.x), batch_size=100, shuffle=True,
-                          generator=torch.Generator().manual_seed(0))
+        return DataLoader(
+            TensorDataset(self.x), batch_size=100, shuffle=True, generator=torch.Generator().manual_seed(0)
+        )
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +75,14 @@ def test_from_exported_safetensors_npz_and_rbm_list(dbn, digits, tmp_path):
     reference = dbn.up_pass(digits)
     path = save_stack(list(dbn.rbms), tmp_path / "dbn.safetensors")
     npz = tmp_path / "dbn.npz"
-    np.savez(npz, **{f"{k}_{i}": getattr(r, k).detach().numpy() for i, r in enumerate(dbn.rbms)
-                     for k in ("weight", "visible_bias", "hidden_bias")})
+    np.savez(
+        npz,
+        **{
+            f"{k}_{i}": getattr(r, k).detach().numpy()
+            for i, r in enumerate(dbn.rbms)
+            for k in ("weight", "visible_bias", "hidden_bias")
+        },
+    )
     for stack in (path, str(path), load_stack(path), npz, list(dbn.rbms), dbn.rbms):
         net = user_net()
         load_pretrained_(net, stack)
@@ -91,8 +98,7 @@ def test_from_fitted_sklearn_bernoulli_rbms(digits):
     out = features(net, digits)
     assert torch.equal(out, up_pass(load_stack([first, second]).rbms, digits))
     # scikit-learn's own float64 up-pass, up to the float32 of the network
-    torch.testing.assert_close(out.double(), torch.from_numpy(second.transform(first.transform(x))),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.double(), torch.from_numpy(second.transform(first.transform(x))), atol=1e-6, rtol=0)
 
 
 def test_float64_module_on_another_dtype_keeps_its_dtype(dbn, digits):
@@ -153,8 +159,12 @@ def test_transposed_stack_refused_and_module_unchanged(dbn, tmp_path):
     # a file whose weights were stored (n_visible, n_hidden): load_stack names it, the module stays as it was
     path = tmp_path / "transposed.npz"
     rbm = dbn.rbms[0]
-    np.savez(path, weight_0=rbm.weight.detach().t().numpy(), visible_bias_0=rbm.visible_bias.detach().numpy(),
-             hidden_bias_0=rbm.hidden_bias.detach().numpy())
+    np.savez(
+        path,
+        weight_0=rbm.weight.detach().t().numpy(),
+        visible_bias_0=rbm.visible_bias.detach().numpy(),
+        hidden_bias_0=rbm.hidden_bias.detach().numpy(),
+    )
     with pytest.raises(ValueError, match=r"weight_0 has shape \(64, 32\) .* the weight looks transposed"):
         load_pretrained_(net, path)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
@@ -167,8 +177,10 @@ def test_mismatched_sizes_all_listed(dbn):
         load_pretrained_(net, dbn)
     message = str(err.value)
     assert "3 problem(s)" in message
-    assert "layer '0' is Linear(64, 30) but RBM 1 maps 64 visible to 32 hidden units; build it as nn.Linear(64, 32)" \
+    assert (
+        "layer '0' is Linear(64, 30) but RBM 1 maps 64 visible to 32 hidden units; build it as nn.Linear(64, 32)"
         in message
+    )
     assert "layer '2' is Linear(30, 16) but RBM 2 maps 32 visible" in message and "has no bias" in message
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
 
@@ -176,22 +188,34 @@ def test_mismatched_sizes_all_listed(dbn):
 def test_too_few_linear_layers_refused(dbn):
     net = nn.Sequential(nn.Linear(64, 32), nn.Sigmoid())
     before = copy.deepcopy(net.state_dict())
-    with pytest.raises(ValueError, match=r"the module has 1 nn.Linear layer\(s\) but the stack has 2 RBMs; give it at "
-                                         r"least 2 Linear layers, or pass fewer RBMs \(e.g. stack.rbms\[:1\]\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"the module has 1 nn.Linear layer\(s\) but the stack has 2 RBMs; give it at "
+        r"least 2 Linear layers, or pass fewer RBMs \(e.g. stack.rbms\[:1\]\)",
+    ):
         load_pretrained_(net, dbn)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert load_pretrained_(net, list(dbn.rbms)[:1]) == [net[0]]
 
 
 def test_relu_after_sigmoid_stack_warns_naming_the_layer(dbn, digits):
-    net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 16), nn.Dropout(0.1),
-                        nn.Sigmoid(), nn.Linear(16, 10))
+    net = nn.Sequential(
+        nn.Linear(64, 32),
+        nn.ReLU(),
+        nn.Dropout(0.1),
+        nn.Linear(32, 16),
+        nn.Dropout(0.1),
+        nn.Sigmoid(),
+        nn.Linear(16, 10),
+    )
     with pytest.warns(UserWarning) as record:
         load_pretrained_(net, dbn)
     messages = [str(w.message) for w in record]
     assert len(messages) == 1  # layer '3' is followed (after Dropout) by its Sigmoid: no warning
-    assert "layer '0' is followed by ReLU, but the stack's hidden units there are sigmoid, computed by nn.Sigmoid" \
+    assert (
+        "layer '0' is followed by ReLU, but the stack's hidden units there are sigmoid, computed by nn.Sigmoid"
         in messages[0]
+    )
     assert torch.equal(net[0].weight, dbn.rbms[0].weight)  # set anyway: fine-tuning may still recover
 
 
@@ -205,8 +229,9 @@ def test_activation_found_in_registration_order(dbn):
     with pytest.warns(UserWarning, match="layer 'fc1' is followed by Tanh") as record:
         load_pretrained_(Net(), dbn)
     assert len(record) == 1
-    nested = nn.Sequential(nn.Sequential(nn.Linear(64, 32)), nn.Sequential(nn.Sigmoid(), nn.Linear(32, 16)),
-                           nn.Linear(16, 16))  # the second layer of the stack has no activation after it
+    nested = nn.Sequential(
+        nn.Sequential(nn.Linear(64, 32)), nn.Sequential(nn.Sigmoid(), nn.Linear(32, 16)), nn.Linear(16, 16)
+    )  # the second layer of the stack has no activation after it
     with pytest.warns(UserWarning, match="layer '1.1' is followed by Linear") as record:
         load_pretrained_(nested, dbn)
     assert len(record) == 1  # '0.0' is followed by '1.0', a Sigmoid
@@ -219,17 +244,24 @@ def test_standardised_stack_warns_with_the_transform(tmp_path):
     wine_like = torch.randn(200, 5, generator=torch.Generator().manual_seed(0)) * 10 + 3
     mean, std = wine_like.mean(0), wine_like.std(0)
     rbm = make_rbm(5, 4, "gaussian")
-    path = save_stack([rbm], tmp_path / "wine.safetensors", scaling="standardize",
-                      stats={"feature_mean": mean, "feature_std": std})
+    path = save_stack(
+        [rbm], tmp_path / "wine.safetensors", scaling="standardize", stats={"feature_mean": mean, "feature_std": std}
+    )
     with pytest.warns(UserWarning) as record:
         load_pretrained_(nn.Sequential(nn.Linear(5, 4), nn.Sigmoid()), path)
     assert len(record) == 1
     message = str(record[0].message)
     assert "pretrained on inputs scaled 'standardize'" in message
-    assert f"x = (raw - stack.feature_mean) / stack.feature_std, with stack = dbn_init.load_stack({str(path)!r})" \
+    assert (
+        f"x = (raw - stack.feature_mean) / stack.feature_std, with stack = dbn_init.load_stack({str(path)!r})"
         in message
-    identity = save_stack([rbm], tmp_path / "unit.safetensors", scaling="unit",
-                          stats={"feature_mean": torch.zeros(5), "feature_std": torch.ones(5)})
+    )
+    identity = save_stack(
+        [rbm],
+        tmp_path / "unit.safetensors",
+        scaling="unit",
+        stats={"feature_mean": torch.zeros(5), "feature_std": torch.ones(5)},
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an identity transform needs no warning
         load_pretrained_(nn.Sequential(nn.Linear(5, 4), nn.Sigmoid()), identity)
@@ -252,8 +284,10 @@ def test_recorded_relu_units_expect_relu(dbn):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_pretrained_(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU()), relu_stack)
-    with pytest.warns(UserWarning, match="layer '0' is followed by Sigmoid, but the stack's hidden units there are "
-                                         "relu, computed by nn.ReLU"):
+    with pytest.warns(
+        UserWarning,
+        match="layer '0' is followed by Sigmoid, but the stack's hidden units there are relu, computed by nn.ReLU",
+    ):
         load_pretrained_(nn.Sequential(nn.Linear(64, 32), nn.Sigmoid(), nn.Linear(32, 16), nn.ReLU()), relu_stack)
 
 

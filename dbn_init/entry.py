@@ -1,0 +1,90 @@
+"""How the commands end: a usage error as one line (status 2), and a stop on a signal.
+
+A :class:`~dbn_init.constraints.UsageError` (a value the user gave, found wrong) escaping
+:func:`command` is printed as one line and ends the process with status 2; any other error is a
+bug and keeps its traceback.
+
+SIGTERM (what SLURM, Kubernetes and ``timeout`` send) and SIGINT (Ctrl-C): the entry points
+(``train.py``/``dbn-init``, ``python -m dbn_init.compare``) install :func:`handlers` before any
+work. A signal raises :class:`Stopped` wherever the run is: in a stage, between stages, in
+fine-tuning or in compare's loop. Lightning tears each running fit down and passes it on (it turns
+only ``KeyboardInterrupt`` into ``sys.exit(1)``, and keeps a SIGTERM handler it finds), and the
+entry point prints one line saying how to resume and exits with 128 + the signal's number (143,
+130), as shells report a process a signal ended. The resume point is the last checkpoint a
+finished epoch wrote, as after SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from typing import Any, Callable, Iterator
+
+from .constraints import UsageError
+
+__all__ = ["Stopped", "handlers", "check", "command", "one_line"]
+
+_received: list[int] = []  # the signals received inside handlers(), newest last
+
+
+class Stopped(BaseException):
+    """The run was asked to stop by a signal (``signum``). A BaseException, like KeyboardInterrupt,
+    so that no ``except Exception`` on the way swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def _raise(signum: int, frame) -> None:
+    _received.append(signum)
+    raise Stopped(signum)
+
+
+def check() -> None:
+    """Raise :class:`Stopped` again if a signal came: a raise from a signal handler is lost when it
+    lands in a finalizer (Python prints "Exception ignored" and goes on), so the training loops
+    call this after every batch, a list lookup."""
+    if _received:
+        raise Stopped(_received[-1])
+
+
+@contextlib.contextmanager
+def handlers(resume_hint: str) -> Iterator[None]:
+    """Within the block, SIGTERM and SIGINT raise :class:`Stopped`; one escaping it is printed as
+    one line with ``resume_hint`` and ends the process with status 128 + signum."""
+    previous = {s: signal.signal(s, _raise) for s in (signal.SIGTERM, signal.SIGINT)}
+    _received.clear()
+    try:
+        yield
+    except Stopped as stop:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the message short
+        print(f"{stop}; {resume_hint}", file=sys.stderr)
+        raise SystemExit(128 + stop.signum) from None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def command(run: Callable[[], Any], resume_hint: str, prog: str = "error") -> Any:
+    """Run an entry point's work under :func:`handlers`; a UsageError ends it as one line, status 2."""
+    try:
+        with handlers(resume_hint):
+            return run()
+    except UsageError as err:
+        print(f"{prog}: {' '.join(str(err).split())}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# What jsonargparse says around a class's own message about its options: the union of the class
+# and None it tried, and the value it was given (a Namespace, which repeats the whole config).
+_UNION_REPORT = ("Does not validate against any of the Union", "Subtypes:", "Errors:",
+                 "- Expected a <class 'NoneType'>", "Given value type:", "Given value: Namespace(",
+                 "Given value: NestedArg(")  # fmt: skip
+
+
+def one_line(message: str) -> str:
+    """A jsonargparse usage error as one line: what the class or option said."""
+    lines = (line.strip() for line in message.splitlines())
+    return " ".join(line.removeprefix("- ") for line in lines if line and not line.startswith(_UNION_REPORT))
