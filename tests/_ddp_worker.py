@@ -1,7 +1,7 @@
 """Runs DBN pretraining and fine-tuning under real DDP (2 CPU processes, gloo) and saves what
 each rank holds, for tests/test_ddp.py to compare. Not a test module itself.
 
-usage: python tests/_ddp_worker.py OUT_DIR {pipeline,cd_step,resume} STRATEGY [STEPS_PER_BATCH]
+usage: python tests/_ddp_worker.py OUT_DIR {pipeline,cd_step,resume,nested} STRATEGY [STEPS_PER_BATCH]
 """
 
 import os
@@ -96,6 +96,11 @@ def main(mode: str, strategy: str, steps_per_batch: int) -> None:
         )
     elif mode == "resume":
         resume(strategy)
+    elif mode == "nested":  # an unpretrained DBN handed to a DDP fit: refused, naming the call that works
+        try:
+            trainer("nested", 1, strategy, limit_val_batches=0).fit(DBN(input_size=64, hidden=[8]), FixedDigits(64, 32))
+        except RuntimeError as err:
+            (OUT / f"refused-{os.environ.get('LOCAL_RANK', 'spawn')}.txt").write_text(str(err))
 
 
 def resume(strategy: str) -> None:

@@ -164,3 +164,16 @@ def test_train_py_under_two_process_ddp_writes_pictures_and_the_exported_stack(t
     assert {p.name for p in (run / "pictures").glob("*.png")} >= {"rbm1_filters.png", "rbm2_filters.png"}
     assert (run / "pretrained.safetensors").is_file()
     assert "test_acc" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_a_ddp_fit_of_an_unpretrained_dbn_is_refused_with_the_call_that_works(strategy, tmp_path):
+    """Stage fits cannot nest inside a multi-process fit: Trainer(strategy=ddp).fit(dbn) refuses on
+    every rank before any step, naming dbn_init.pretrain (and train.py, which pretrains first)."""
+    _run_worker(tmp_path, "nested", strategy)
+    refusals = sorted(tmp_path.glob("refused-*.txt"))
+    assert refusals, "the fit was not refused"
+    for path in refusals:
+        message = path.read_text()
+        assert "cannot run inside a 2-process" in message and "dbn_init.pretrain(dbn, datamodule" in message
+        assert "train.py fit" in message
