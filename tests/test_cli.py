@@ -747,24 +747,15 @@ def test_the_console_script_from_a_built_wheel_runs_a_shipped_config_from_anothe
     """An editable install hides packaging mistakes: build the wheel, install it in a fresh
     environment (dependencies from this one), and run `dbn-init fit --config quickstart.yaml`
     where no configs/ folder exists."""
-    root = CONFIGS.parent
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            str(root),
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path / "dist"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    # from a copy of the sources: a build/ folder left in the checkout could carry stale modules into the wheel
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(CONFIGS.parent / name, source)
+    for name in ("dbn_init", "configs"):
+        shutil.copytree(CONFIGS.parent / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    wheel_command = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w"]
+    subprocess.run([*wheel_command, str(tmp_path / "dist")], check=True, capture_output=True, timeout=300)
     (wheel,) = (tmp_path / "dist").glob("dbn_init-*.whl")
     env_dir = tmp_path / "env"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env_dir)], check=True, timeout=120)

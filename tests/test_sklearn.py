@@ -244,18 +244,22 @@ class Collect(logging.Handler):
 def test_fit_is_quiet_and_restores_lightning_loggers(digits):
     # Lightning's loggers print through their own stderr handlers and do not propagate: listen there.
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [logger.level for logger in loggers]
+    original = [logger.level for logger in loggers]
     collect = Collect()
-    for logger in loggers:
+    for logger in loggers:  # INFO, as a fresh process has it (another test's compare.main may have raised it)
         logger.addHandler(collect)
+        logger.setLevel(logging.INFO)
+    levels = [logger.level for logger in loggers]
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             tiny().fit(digits[0][:100] / 16)
             logging.getLogger("lightning.pytorch").info("after the fit")
+            after = [logger.level for logger in loggers]
     finally:
-        for logger in loggers:
+        for logger, level in zip(loggers, original):
             logger.removeHandler(collect)
+            logger.setLevel(level)
     assert collect.messages == ["after the fit"]  # nothing from the fit; the level is back to INFO
-    assert [logger.level for logger in loggers] == levels
+    assert after == levels
     assert [str(w.message) for w in caught] == []
