@@ -19,7 +19,7 @@ from .entry import command, one_line
 from .io import data_record, save_stack
 from .models import DBN, Classifier
 from .pretrain import FIT_ONLY, make_trainer, pretrain, stage_progress, trainer_options
-from .runs import RecordRunSettings, check_run_folder, checked_checkpoint, find_last, run_settings
+from .runs import RecordRunSettings, check_run_folder, checked_checkpoint, claim_version, find_last, run_settings
 
 __all__ = ["DBNCLI", "main", "entry_point"]
 
@@ -96,6 +96,8 @@ class DBNCLI(LightningCLI):
 
     # --- the subcommands -----------------------------------------------------------------------
     def before_fit(self) -> None:
+        if self.trainer.world_size == 1:  # under DDP every process runs this: the logger's rank 0 numbers it
+            claim_version(self.trainer.logger)
         resume, checkpoint = self._resolve() or (None, None)
         check_run_folder(Path(self.trainer.default_root_dir), self.run_dir(), self.checkpoint_dir(), resume)
         if self.trainer.checkpoint_callback is not None:  # checkpointing on: keep the fine-tuning's resume point too

@@ -262,6 +262,25 @@ def check_run_folder(root: Path, run: Path, checkpoints: Path, resume: Path | No
         )
 
 
+def claim_version(logger) -> None:
+    """Give a logger that numbers its runs (``version_N`` folders, as TensorBoard's and CSV's do)
+    and has no version yet the first free one, by creating its folder exclusively: two runs started
+    at the same moment in one ``default_root_dir`` then never share a folder (the logger alone
+    would pick the same number for both, from the folders it sees)."""
+    if getattr(logger, "_version", 0) is not None or not hasattr(logger, "_get_next_version"):
+        return  # fixed by the user, already resolved, or not a numbering logger
+    root = Path(logger.root_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    version = logger._get_next_version()
+    while True:
+        try:
+            (root / f"version_{version}").mkdir()
+            break
+        except FileExistsError:  # another run took it between the look and the claim
+            version += 1
+    logger._version = version
+
+
 class RecordRunSettings(Callback):
     """Writes the run's settings into its stage checkpoints, for ``--ckpt_path``."""
 

@@ -850,3 +850,40 @@ def test_trainer_fit_from_python_ends_where_train_py_ends_for_the_same_seed(tmp_
     assert model.pretrained
     for key, value in model.state_dict().items():
         assert torch.equal(value, cli_state[key]), key
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_in_one_folder_each_get_their_own_version(tmp_path):
+    """Two train.py fits at the same moment, same default_root_dir, a logger: each claims its own
+    version folder before it writes anything, so neither overwrites the other, and both end."""
+    command = [sys.executable, str(CONFIGS.parent / "train.py"), "fit", "--config", "quickstart.yaml",
+               "--model.hidden", "[16]", "--model.pretrain_epochs", "1", "--trainer.max_epochs", "1",
+               "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    runs = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True) for _ in range(2)]  # fmt: skip
+    errors = [run.communicate(timeout=300)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [e[-2000:] for e in errors]
+    versions = sorted(p.name for p in (tmp_path / "lightning_logs").iterdir())
+    assert versions == ["version_0", "version_1"]
+    for version in versions:
+        folder = tmp_path / "lightning_logs" / version
+        assert (folder / "config.yaml").is_file() and (folder / "pretrained.safetensors").is_file()
+        assert {p.name for p in (folder / "checkpoints").glob("*last.ckpt")} == {"rbm1-last.ckpt", "last.ckpt"}
+
+
+def test_a_version_is_claimed_by_creating_its_folder_so_a_run_that_looked_at_the_same_time_takes_the_next(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from dbn_init.runs import claim_version
+
+    first, second = TensorBoardLogger(tmp_path), TensorBoardLogger(tmp_path)
+    looked = second._get_next_version()  # both look before either claims: both see version 0 free
+    claim_version(first)
+    second._get_next_version = lambda: looked
+    claim_version(second)
+    assert (first.version, second.version) == (0, 1)
+    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0", "version_1"]
+    fixed = TensorBoardLogger(tmp_path, version=7)
+    claim_version(fixed)  # a version the user chose is left as it is
+    assert fixed.version == 7
