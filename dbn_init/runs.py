@@ -37,7 +37,7 @@ __all__ = [
 # Model options that change how fast a run goes, not what it computes (tested bit for bit).
 SPEED_OPTIONS = frozenset({"steps_per_batch"})
 # Data options that change where the files are read from or how fast they load, not what a model learns.
-LOADING_OPTIONS = frozenset({"root", "download", "num_workers", "on_device"})
+LOADING_OPTIONS = frozenset({"root", "download", "num_workers", "on_device", "max_file_bytes"})
 # Model options that only fine-tuning reads: a pretrained stack does not depend on them.
 FINE_TUNING_OPTIONS = frozenset({"lr", "optimizer", "weight_decay", "momentum"})
 # What a run leaves in its folder besides its checkpoints; another run writing there would overwrite them.

@@ -791,3 +791,33 @@ def test_image_grid_shows_channel_first_rows_as_rgb():
     assert image_grid(torch.rand(3, 4), (1, 2, 2)).shape == (2 * 3 + 1, 2 * 3 + 1)  # one channel: grey
     with pytest.raises(ValueError, match=r"expected image_shape \(H, W\), \(1, H, W\) or \(3, H, W\)"):
         image_grid(torch.rand(3, 8), (2, 2, 2))
+
+
+def test_a_gzipped_idx_file_declaring_more_than_the_cap_is_refused_before_decompressing(tmp_path):
+    """A decompression bomb: a few hundred bytes of gzip whose header declares 2**31 float64 values
+    (16 GiB) is refused at once by the default cap, a quarter of this machine's memory; a genuine
+    file reads under a cap raised to exactly its size, and is refused one byte below it."""
+    import gzip
+    import struct
+    import time
+
+    from dbn_init.data.readers import default_max_bytes
+
+    bomb = tmp_path / "bomb-idx3-ubyte.gz"
+    with gzip.open(bomb, "wb") as f:
+        f.write(b"\0\0\x0e\x02" + struct.pack(">2I", 2**16, 2**15) + bytes(1000))  # float64, 2**31 values
+    assert bomb.stat().st_size < 1000 and 2**31 * 8 > default_max_bytes()
+    start = time.perf_counter()
+    with pytest.raises(
+        UsageError,
+        match=r"declares 17,179,869,184 bytes of data .*float64.*more than the "
+        r"[\d,]+-byte limit, so it was not decompressed.*--data.max_file_bytes",
+    ):
+        read_idx(bomb)
+    assert time.perf_counter() - start < 1
+    good = tmp_path / "good-idx1-ubyte.gz"
+    with gzip.open(good, "wb") as f:
+        f.write(b"\0\0\x08\x01" + struct.pack(">I", 5) + bytes([0, 1, 2, 3, 4]))
+    assert read_idx(good, max_bytes=5).tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(UsageError, match="declares 5 bytes of data"):
+        read_idx(good, max_bytes=4)

@@ -90,6 +90,7 @@ def test_a_signal_mid_stage_stops_with_its_status_and_the_resume_ends_as_an_unin
     _, err = proc.communicate(timeout=60)
     assert time.monotonic() - sent < 10
     assert proc.returncode == 128 + signum, err[-2000:]
+    assert (root / "lightning_logs" / "version_0" / "config.yaml").is_file()  # the record exists from the start
     assert err.strip().splitlines()[-1] == (
         f"stopped by {signal.Signals(signum).name}; resume it: run the same command with --ckpt_path last"
     )
