@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -9,12 +10,45 @@ import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor
 
+from .io import replacing
 from .plots import image_grid, save_curves, save_image_grid
 from .pretrain import RBMStage
 
-__all__ = ["StageProgressBar", "ResumeCheckpoint", "PredictionWriter", "RBMPictures", "down_pass", "pixel_filters"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "StageProgressBar",
+    "ResumeCheckpoint",
+    "PredictionWriter",
+    "RBMPictures",
+    "down_pass",
+    "pixel_filters",
+]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic where the checkpoint lies: the bytes go to a
+    temporary file in the checkpoint's own folder, then an ``os.replace`` (:func:`dbn_init.io.replacing`).
+    Lightning's own goes through a temporary file in ``$TMPDIR``, whose move is no atomic rename
+    when the two are on different file systems, so a full disk or a kill could leave a truncated
+    ``last.ckpt`` that ``--ckpt_path last`` would take. A failed write raises one line naming the file."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with replacing(path) as tmp:
+            Path(tmp).write_bytes(buffer.getbuffer())
+
+    @staticmethod
+    def install(trainer: Trainer) -> Trainer:
+        """Use it in ``trainer`` unless the user chose a checkpoint writer of their own."""
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
 
 
 class StageProgressBar(RichProgressBar):

@@ -12,7 +12,7 @@ from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from .callbacks import PredictionWriter, RBMPictures, ResumeCheckpoint
+from .callbacks import AtomicCheckpointIO, PredictionWriter, RBMPictures, ResumeCheckpoint
 from .configs import shipped
 from .constraints import FileTakenError, UsageError
 from .entry import command, one_line
@@ -45,8 +45,8 @@ class DBNCLI(LightningCLI):
                 raise
             self.parser.error(str(cause))
 
-    def _parse_ckpt_path(self) -> None:
-        """Empty: Lightning would load ``--ckpt_path`` here unchecked; :meth:`_resolve` checks it."""
+    def _parse_ckpt_path(self) -> None:  # empty: Lightning would load --ckpt_path unchecked; _resolve checks it
+        pass
 
     # --- where this run's files go -------------------------------------------------------------
     def _config_savers(self) -> list[SaveConfigCallback]:
@@ -68,8 +68,7 @@ class DBNCLI(LightningCLI):
         ours = run_settings(self.model, self.datamodule)
         if ckpt_path != "last":
             return Path(ckpt_path), checked_checkpoint(Path(ckpt_path), ours, self.subcommand, fine_tuned)
-        logger = self.trainer.logger
-        root = Path(getattr(logger, "root_dir", None) or self.trainer.default_root_dir)
+        root = Path(getattr(self.trainer.logger, "root_dir", None) or self.trainer.default_root_dir)
         return find_last(root, ours, self.subcommand, fine_tuned, required)
 
     def stage_trainer(self, stage: int, epochs: int) -> Trainer:
@@ -96,6 +95,7 @@ class DBNCLI(LightningCLI):
 
     # --- the subcommands -----------------------------------------------------------------------
     def before_fit(self) -> None:
+        AtomicCheckpointIO.install(self.trainer)
         if self.trainer.world_size == 1:  # under DDP every process runs this: the logger's rank 0 numbers it
             claim_version(self.trainer.logger)
         resume, checkpoint = self._resolve() or (None, None)

@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Literal, Sequence
 
-__all__ = ["UsageError", "MissingFileError", "FileTakenError", "Interval", "Options", "ListOf", "validate_params"]
+__all__ = [
+    "UsageError",
+    "MissingFileError",
+    "FileTakenError",
+    "OutputError",
+    "Interval",
+    "Options",
+    "ListOf",
+    "validate_params",
+]
 
 
 class UsageError(ValueError):
@@ -33,6 +42,10 @@ class MissingFileError(UsageError, FileNotFoundError):
 
 class FileTakenError(UsageError, FileExistsError):
     """Writing where the user asked would overwrite something that exists."""
+
+
+class OutputError(UsageError, OSError):
+    """A file could not be written where the user asked (a full disk, a read-only folder)."""
 
 
 @dataclass(frozen=True)

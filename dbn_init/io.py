@@ -42,6 +42,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .constraints import OutputError
 from .rbm import RBM, make_rbm
 
 __all__ = ["save_stack", "load_stack", "read_checkpoint", "data_record", "StackFile", "from_sklearn", "FORMAT_VERSION"]
@@ -233,6 +234,11 @@ def replacing(path: Path) -> Iterator[str]:
         # mkstemp makes files 0600; give the result the mode an ordinary file (or the old one) has
         os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         os.replace(tmp, path)
+    except OSError as err:  # ENOSPC, EROFS, EDQUOT...: what stopped the write, and where
+        raise OutputError(
+            f"cannot write {path} ({err.strerror or err}); nothing was replaced: free space on its "
+            "disk, or write to another folder"
+        ) from err
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

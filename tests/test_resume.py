@@ -102,3 +102,30 @@ def test_a_signal_mid_stage_stops_with_its_status_and_the_resume_ends_as_an_unin
     got = _final_state(root / "lightning_logs" / "version_1")
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 200 KB tmpfs: room for the run's config, not for its first stage checkpoint."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_disk_ends_the_run_with_one_line_naming_the_file_and_leaves_no_partial_checkpoint(small_disk):
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "fit", "--config", "quickstart.yaml",
+                           "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+                           "--model.pretrain_epochs", "2", "--trainer.default_root_dir", str(small_disk / "run")],
+                          env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write {small_disk / 'run' / 'checkpoints' / 'rbm1-last.ckpt'} (No space left on device); "
+        "nothing was replaced: free space on its disk, or write to another folder"
+    )
+    left = sorted(p.name for p in (small_disk / "run").rglob("*") if p.is_file())
+    assert left == ["config.yaml"]  # no truncated checkpoint, no temporary file
