@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor
 
+from .entry import no_lightning_requeue
 from .io import replacing
 from .plots import image_grid, save_curves, save_image_grid
 from .pretrain import RBMStage
@@ -43,12 +44,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         with replacing(path) as tmp:
             Path(tmp).write_bytes(buffer.getbuffer())
 
-    @staticmethod
-    def install(trainer: Trainer) -> Trainer:
-        """Use it in ``trainer`` unless the user chose a checkpoint writer of their own."""
-        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
-            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-        return trainer
+
+def prepare_trainer(trainer: Trainer) -> Trainer:
+    """What every Trainer dbn_init runs needs: atomic checkpoints (unless the user chose a
+    checkpoint writer of their own) and no Lightning SLURM requeue (:mod:`dbn_init.entry` requeues)."""
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    no_lightning_requeue(trainer)
+    return trainer
 
 
 class StageProgressBar(RichProgressBar):

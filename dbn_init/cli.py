@@ -12,7 +12,7 @@ from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from .callbacks import AtomicCheckpointIO, PredictionWriter, RBMPictures, ResumeCheckpoint
+from .callbacks import PredictionWriter, RBMPictures, ResumeCheckpoint, prepare_trainer
 from .configs import shipped
 from .constraints import FileTakenError, UsageError
 from .entry import command, one_line
@@ -95,7 +95,7 @@ class DBNCLI(LightningCLI):
 
     # --- the subcommands -----------------------------------------------------------------------
     def before_fit(self) -> None:
-        AtomicCheckpointIO.install(self.trainer)
+        prepare_trainer(self.trainer)
         if self.trainer.world_size == 1:  # under DDP every process runs this: the logger's rank 0 numbers it
             claim_version(self.trainer.logger)
         resume, checkpoint = self._resolve() or (None, None)

@@ -17,13 +17,15 @@ finished epoch wrote, as after SIGKILL.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import subprocess
 import sys
 from typing import Any, Callable, Iterator
 
 from .constraints import UsageError
 
-__all__ = ["Stopped", "handlers", "check", "command", "one_line"]
+__all__ = ["Stopped", "handlers", "check", "command", "one_line", "no_lightning_requeue"]
 
 _received: list[int] = []  # the signals received inside handlers(), newest last
 
@@ -50,21 +52,49 @@ def check() -> None:
         raise Stopped(_received[-1])
 
 
+def _requeue(job: str) -> str:
+    """Requeue this SLURM job (``scontrol requeue``); what happened, in words."""
+    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if done.returncode == 0:
+        return f"requeued SLURM job {job}: it resumes where its command has --ckpt_path last"
+    return f"requeueing SLURM job {job} failed ({done.stderr.strip() or done.returncode}); resubmit it"
+
+
 @contextlib.contextmanager
 def handlers(resume_hint: str) -> Iterator[None]:
     """Within the block, SIGTERM and SIGINT raise :class:`Stopped`; one escaping it is printed as
-    one line with ``resume_hint`` and ends the process with status 128 + signum."""
-    previous = {s: signal.signal(s, _raise) for s in (signal.SIGTERM, signal.SIGINT)}
+    one line with ``resume_hint`` and ends the process with status 128 + signum.
+
+    In a SLURM job, SIGUSR1 (what ``sbatch --signal=USR1@SECONDS`` sends before the time limit)
+    stops the run the same way and requeues the job through ``scontrol``: the requeued job runs
+    the same command, which resumes if it has ``--ckpt_path last``. Lightning's own requeue is
+    off (:func:`no_lightning_requeue`): it would load its ``hpc_ckpt`` file into every later fit,
+    a stage's into the next stage.
+    """
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    job = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if os.environ.get("SLURM_ARRAY_JOB_ID") else job
+    watched = (signal.SIGTERM, signal.SIGINT, *((signal.SIGUSR1,) if job else ()))
+    previous = {s: signal.signal(s, _raise) for s in watched}
     _received.clear()
     try:
         yield
     except Stopped as stop:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the message short
-        print(f"{stop}; {resume_hint}", file=sys.stderr)
+        hint = _requeue(job) if stop.signum == signal.SIGUSR1 else resume_hint
+        print(f"{stop}; {hint}", file=sys.stderr)
         raise SystemExit(128 + stop.signum) from None
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def no_lightning_requeue(trainer) -> None:
+    """Turn off Lightning's SLURM auto-requeue in ``trainer``: :func:`handlers` requeues instead."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    environment = trainer._accelerator_connector.cluster_environment  # what Lightning's signal connector reads
+    if isinstance(environment, SLURMEnvironment):
+        environment.auto_requeue = False
 
 
 def command(run: Callable[[], Any], resume_hint: str, prog: str = "error") -> Any:

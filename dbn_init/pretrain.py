@@ -487,10 +487,10 @@ def make_trainer(epochs: int, options: Mapping[str, Any] | None = None, **overri
     """The one place a dbn_init Trainer is built: quiet defaults (no logger, checkpoints, progress
     bar or model summary), then ``options`` (what the run shares: accelerator, devices, precision,
     strategy...), then ``overrides`` (what this fit sets itself: callbacks, root folder)."""
-    from .callbacks import AtomicCheckpointIO
+    from .callbacks import prepare_trainer
 
     quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    return AtomicCheckpointIO.install(Trainer(**{**quiet, **(options or {}), **overrides, "max_epochs": epochs}))
+    return prepare_trainer(Trainer(**{**quiet, **(options or {}), **overrides, "max_epochs": epochs}))
 
 
 # Trainer options that belong to the fine-tuning fit only; a pretraining stage sets its own. CD

@@ -129,3 +129,41 @@ def test_a_full_disk_ends_the_run_with_one_line_naming_the_file_and_leaves_no_pa
     )
     left = sorted(p.name for p in (small_disk / "run").rglob("*") if p.is_file())
     assert left == ["config.yaml"]  # no truncated checkpoint, no temporary file
+
+
+def test_slurm_preemption_requeues_through_scontrol_and_the_requeued_job_resumes_bit_identical(tmp_path):
+    """SLURM's variables faked and a stand-in scontrol on PATH: SIGUSR1 mid-stage (what
+    `sbatch --signal=USR1@90` sends) stops the run, requeues job 4242 and leaves no Lightning
+    hpc_ckpt (which every later fit would load, a stage's into the next stage); the same command
+    with --ckpt_path last, run again as the requeued job, ends where an uninterrupted run ends."""
+    subprocess.run(_command(tmp_path / "a"), check=True, env=_env(), capture_output=True, timeout=300)
+    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol-calls.txt"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_PROCID": "0",
+             "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "dbn", "SLURM_NODELIST": "localhost",
+             "PATH": f"{bin_dir}:{os.environ['PATH']}"}  # fmt: skip
+    root = tmp_path / "b"
+    job = _command(root, "--ckpt_path", "last")  # what the batch script runs, first time and requeued
+    run_dir = root / "lightning_logs" / "version_4242"  # under SLURM, Lightning's logger names the run by its job
+    stage_checkpoint = run_dir / "checkpoints" / "rbm2-last.ckpt"
+    proc = subprocess.Popen(job, env={**_env(), **slurm}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not stage_checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGUSR1)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGUSR1, err[-2000:]
+    assert calls.read_text() == "requeue 4242\n"
+    assert err.strip().splitlines()[-1] == (
+        "stopped by SIGUSR1; requeued SLURM job 4242: it resumes where its command has --ckpt_path last"
+    )
+    assert not list(root.rglob("hpc_ckpt*"))
+    resumed = subprocess.run(job, env={**_env(), **slurm}, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming from {stage_checkpoint}" in resumed.stderr + resumed.stdout  # the requeued job, same folder
+    expected = _final_state(tmp_path / "a" / "lightning_logs" / "version_0")
+    got = _final_state(run_dir)
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
