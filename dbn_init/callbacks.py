@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv as _csv
 import io
 import math
 from pathlib import Path
@@ -120,12 +121,16 @@ class PredictionWriter(BasePredictionWriter):
         rows = torch.tensor(sum(indices, []), dtype=torch.long)
         labels = probabilities.argmax(-1)
         torch.save({"probabilities": probabilities, "labels": labels, "indices": rows}, pt)
-        header = "index,label," + ",".join(f"p_{c}" for c in range(probabilities.shape[1]))
-        lines = (
-            f"{i},{y}," + ",".join(f"{p:.6g}" for p in ps)
-            for i, y, ps in zip(rows.tolist(), labels.tolist(), probabilities.tolist())
-        )
-        csv.write_text("\n".join([header, *lines]) + "\n")
+        # the data's own class names (a CSV's string labels) where they are not just 0..C-1
+        names = [str(c) for c in getattr(trainer.datamodule, "classes", None) or []]
+        named = len(names) == probabilities.shape[1] and names != [str(c) for c in range(len(names))]
+        table = io.StringIO()
+        writer = _csv.writer(table, lineterminator="\n")
+        classes = [f"p_{c}" for c in range(probabilities.shape[1])]
+        writer.writerow(["index", "label", *(["class"] if named else []), *classes])
+        for i, y, ps in zip(rows.tolist(), labels.tolist(), probabilities.tolist()):
+            writer.writerow([i, y, *([names[y]] if named else []), *(f"{p:.6g}" for p in ps)])
+        csv.write_text(table.getvalue())
 
 
 def down_pass(rbms, h: Tensor) -> Tensor:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 
 from .callbacks import PredictionWriter, RBMPictures, ResumeCheckpoint, prepare_trainer
 from .configs import shipped
@@ -19,7 +19,7 @@ from .entry import command, one_line
 from .io import data_record, save_stack
 from .models import DBN, Classifier
 from .pretrain import FIT_ONLY, make_trainer, pretrain, stage_progress, trainer_options
-from .runs import RecordRunSettings, check_run_folder, checked_checkpoint, claim_version, find_last, run_settings
+from .runs import RecordRunSettings, check_run_folder, checked_checkpoint, claimed_version, find_last, run_settings
 
 __all__ = ["DBNCLI", "main", "entry_point"]
 
@@ -96,10 +96,9 @@ class DBNCLI(LightningCLI):
     # --- the subcommands -----------------------------------------------------------------------
     def before_fit(self) -> None:
         prepare_trainer(self.trainer)
-        if self.trainer.world_size == 1:  # under DDP every process runs this: the logger's rank 0 numbers it
-            claim_version(self.trainer.logger)
         resume, checkpoint = self._resolve() or (None, None)
-        check_run_folder(Path(self.trainer.default_root_dir), self.run_dir(), self.checkpoint_dir(), resume)
+        with claimed_version(self.trainer.logger, self.trainer.world_size == 1):  # DDP: the logger's rank 0 numbers
+            check_run_folder(Path(self.trainer.default_root_dir), self.run_dir(), self.checkpoint_dir(), resume)
         if self.trainer.checkpoint_callback is not None:  # checkpointing on: keep the fine-tuning's resume point too
             self.trainer.callbacks.append(ResumeCheckpoint(self.checkpoint_dir(), "last"))
         stage_resume: dict[int, str] = {}
@@ -107,12 +106,14 @@ class DBNCLI(LightningCLI):
             rank_zero_info(f"resuming from {resume}")
             for callback in self._config_savers():  # the same run continues: its config.yaml may be rewritten
                 callback.overwrite = True
+            self.model.build_like(checkpoint)  # a model whose sizes come from the data: as that run's were
             stage = checkpoint.get("dbn_init", {}).get("stage")
             if stage is not None:  # interrupted during pretraining: finish that stage, then go on
                 self.model.load_stage_checkpoint(checkpoint["state_dict"], stage)
                 stage_resume, resume = {stage - 1: str(resume)}, None
             elif isinstance(self.model, DBN):  # pretraining is done; the fit restores the rest
                 self.model.load_state_dict(checkpoint["state_dict"])
+        self._resumed = checkpoint is not None
         self.config_init[self.subcommand]["ckpt_path"] = str(resume) if resume else None
         if isinstance(self.model, DBN) and self.trainer.world_size > 1:  # stage fits cannot nest inside DDP: now
             pretrain(self.model, self.datamodule, self.stage_trainer, stage_resume)
@@ -169,11 +170,9 @@ class DBNCLI(LightningCLI):
         path = self.run_dir() / "pretrained.safetensors"
         if not self.trainer.is_global_zero:
             return
-        try:
-            save_stack(self.model.rbms, path, **data_record(self.datamodule))
-            rank_zero_info(f"pretrained RBM stack exported to {path} (reuse it with --model.pretrained {path})")
-        except FileExistsError:
-            rank_zero_warn(f"{path} exists and was kept; export this run's stack with python -m dbn_init.export")
+        # only a run resumed in its own folder finds one there (check_run_folder refused any other): its own
+        save_stack(self.model.rbms, path, **data_record(self.datamodule), overwrite=self._resumed)
+        rank_zero_info(f"pretrained RBM stack exported to {path} (reuse it with --model.pretrained {path})")
 
 
 def _declared(name: str, datamodule: LightningDataModule) -> int | None:

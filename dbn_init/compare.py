@@ -323,22 +323,25 @@ def _plan(cfg: Namespace, results: ResultsFile, out: Path) -> tuple[list[Cell], 
         row = done.get(cell.key())
         if row is None:
             todo.append(cell)
-        elif row.get("settings") != cell_settings(model, data, _epochs(cfg, data)):
-            changed.append((cell, row))
+        elif found := _changes(row.get("settings") or {}, cell_settings(model, data, _epochs(cfg, data))):
+            changed.append((cell, found))
     if changed:
-        c, row = changed[0]
-        data = datamodules[c.labels]
-        now = cell_settings(_model(c, cfg, data), data, _epochs(cfg, data))
-        then = row.get("settings") or {}
-        found = differences(then, {k: now[k] for k in ("model", "data")})
-        if then.get("epochs") != now["epochs"]:
-            found.append(f"fine-tuning epochs: {then.get('epochs')!r} in the file, {now['epochs']!r} here")
+        c, found = changed[0]
         raise UsageError(
             f"{results.path} already holds {len(changed)} of these cells (e.g. {c.name} {list(c.hidden)} "
-            f"seed {c.seed} labels {c.labels}) run with other settings ({'; '.join(found) or then}). "
+            f"seed {c.seed} labels {c.labels}) run with other settings ({'; '.join(found)}). "
             "Nothing was run or overwritten; use a new --out for the new settings"
         )
     return todo, datamodules
+
+
+def _changes(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """How a finished row's settings differ from the cell's now (:func:`dbn_init.runs.differences`,
+    which reads class paths by the class they import, and the fine-tuning epochs)."""
+    found = differences(then, {k: now[k] for k in ("model", "data")})
+    if then.get("epochs") != now["epochs"]:
+        found.append(f"fine-tuning epochs: {then.get('epochs')!r} in the file, {now['epochs']!r} here")
+    return found
 
 
 def _output_folder(path: str) -> Path:

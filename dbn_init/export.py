@@ -41,7 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         stack = load_stack(args.ckpt)
         provenance = {k: v for k, v in stack.metadata.items() if k in ("source", "stage", "stage_epochs_done")}
-        save_stack(stack.rbms, args.out, scaling=stack.scaling, overwrite=args.overwrite, extra_metadata=provenance)
+        save_stack(stack.rbms, args.out, scaling=stack.scaling, binarize=stack.metadata.get("binarize") == "true",
+                   stats=stack.stats, image_shape=stack.image_shape, overwrite=args.overwrite,
+                   extra_metadata=provenance)  # fmt: skip
+        sizes = "-".join(map(str, [stack.rbms[0].n_visible, *(r.n_hidden for r in stack.rbms)]))
+        recorded = ", ".join(sorted(stack.stats)) or "no statistics (the checkpoint holds none)"
+        print(f"wrote {out}: {len(stack.rbms)} RBM(s) {sizes}, scaling {stack.scaling}, transform {recorded}")
     except (ValueError, OSError) as err:  # user errors: the message is the whole story, no traceback
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2

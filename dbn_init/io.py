@@ -107,10 +107,20 @@ class StackFile:
         return self.stats.get("feature_std")
 
     def scale(self, raw: torch.Tensor) -> torch.Tensor:
-        """Raw rows (N, n_visible_0) as RBM 1 saw its training data, by the recorded transform."""
-        x = raw.float()
+        """Raw rows (N, n_visible_0) as RBM 1 saw its training data, by the recorded transform, as
+        :meth:`dbn_init.data.InMemoryDataModule.scale` applies it (unit: clamped into [0, 1], then
+        thresholded at 0.5 if the data were binarised)."""
+        if self.scaling != "none" and "raw_low" not in self.stats:
+            raise ValueError(
+                f"this stack records scaling {self.scaling!r} but not the transform's statistics (a "
+                "checkpoint's or a foreign file's stack); scale the rows as its training data were"
+            )
+        x = torch.as_tensor(raw, dtype=torch.float32)
         if "raw_low" in self.stats:
             x = (x - self.stats["raw_low"]) / (self.stats["raw_high"] - self.stats["raw_low"])
+        if self.scaling == "unit":
+            x = x.clamp(0.0, 1.0)
+            x = (x > 0.5).float() if self.metadata.get("binarize") == "true" else x
         if "feature_mean" in self.stats:
             x = (x - self.stats["feature_mean"]) / self.stats["feature_std"]
         return x
@@ -148,10 +158,13 @@ class _Raw(NamedTuple):
 # --- writing --------------------------------------------------------------------------------
 def data_record(datamodule) -> dict[str, Any]:
     """What a stack file records of the data it was trained on, read from a DataModule's
-    attributes where it has them: :func:`save_stack`'s ``scaling``, ``stats`` and ``image_shape``."""
+    attributes where it has them: :func:`save_stack`'s ``scaling``, ``binarize``, ``stats`` and ``image_shape``."""
     stats = {name: getattr(datamodule, name) for name in _STATS if getattr(datamodule, name, None) is not None}
     return {
-        "scaling": getattr(datamodule, "scaling", None) or "none",
+        "scaling": getattr(datamodule, "scaling", None)
+        or dict(getattr(datamodule, "hparams", {})).get("scaling")
+        or "none",
+        "binarize": bool(getattr(datamodule, "binarize", False)),
         "stats": stats,
         "image_shape": getattr(datamodule, "image_shape", None),
     }
@@ -162,6 +175,7 @@ def save_stack(
     path: str | os.PathLike,
     *,
     scaling: str = "unit",
+    binarize: bool = False,
     stats: dict[str, torch.Tensor] | None = None,
     image_shape: Sequence[int] | None = None,
     extra_metadata: dict[str, str] | None = None,
@@ -181,7 +195,16 @@ def save_stack(
         got = type(rbms).__name__ if isinstance(rbms, RBM) else [type(r).__name__ for r in rbms]
         raise ValueError(f"cannot save to {path}: expected a sequence of dbn_init RBMs (wrap one as [rbm]), got {got}")
     problems = [] if scaling in _SCALINGS else [f"scaling must be one of {list(_SCALINGS)}, got {scaling!r}"]
-    reserved = {"format", "format_version", "visible_units", "hidden_units", "sizes", "scaling", "image_shape"}
+    reserved = {
+        "format",
+        "format_version",
+        "visible_units",
+        "hidden_units",
+        "sizes",
+        "scaling",
+        "binarize",
+        "image_shape",
+    }
     bad = [k for k, v in extra.items() if not isinstance(k, str) or not isinstance(v, str) or k in reserved]
     if bad:
         problems.append(f"extra_metadata must map str to str without the reserved keys {sorted(reserved)}; bad: {bad}")
@@ -209,6 +232,7 @@ def save_stack(
         "hidden_units": json.dumps(["sigmoid"] * len(stack)),
         "sizes": json.dumps(sizes),
         "scaling": scaling,
+        "binarize": json.dumps(bool(binarize)),
         "image_shape": json.dumps(None if image_shape is None else [int(n) for n in image_shape]),
     }
     with replacing(path) as tmp:
@@ -415,7 +439,15 @@ def _read_checkpoint(path: Path, size: int, problems: list[str]) -> _Raw:
             meta["scaling"] = record["scaling"]
     if isinstance(data_hp, dict) and isinstance(data_hp.get("scaling"), str):
         meta["scaling"] = data_hp["scaling"]
-    return _Raw(found, lambda i, k: f"state_dict['rbms.{i}.{k}']", units, meta)
+    data = ckpt.get("dbn_init_data") if isinstance(ckpt.get("dbn_init_data"), dict) else {}  # data_record's
+    if isinstance(data.get("scaling"), str):
+        meta.update(
+            scaling=data["scaling"],
+            binarize=json.dumps(bool(data.get("binarize"))),
+            image_shape=json.dumps(data.get("image_shape") and list(data["image_shape"])),
+        )
+    stats = {k: v for k, v in (data.get("stats") or {}).items() if k in _STATS and isinstance(v, torch.Tensor)}
+    return _Raw(found, lambda i, k: f"state_dict['rbms.{i}.{k}']", units, meta, stats=stats or None)
 
 
 def _read_npz(path: Path, size: int, problems: list[str]) -> _Raw:

@@ -25,6 +25,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from . import entry
 from .constraints import Interval, ListOf, Options, UsageError, validate_params
 from .init import INIT_SCHEMES, InitName, check_constant, init_weight
+from .io import data_record
 from .mlp import MLP, Activation
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
 from .pretrain import CDSettings, RBMStage, StageTrainers, _features, following, pretrain, up_pass
@@ -116,8 +117,11 @@ class Classifier(LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
+        ckpt_path = getattr(self.trainer, "ckpt_path", None)
+        if not self.built and ckpt_path and os.path.isfile(ckpt_path):  # sizes as the checkpoint's run had them
+            self.build_like(torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True))
         if not self.built:
-            self.build(*_sizes_of(datamodule, self.hparams, stage))
+            self.build(*_sizes_of(datamodule, self.hparams, getattr(stage, "value", stage)))
         # From Python a size mismatch would end in a bare matmul or cross-entropy error at the first batch.
         built = {"input_size": self.mlp.linears[0].in_features, "num_classes": self.mlp.head.out_features}
         for name, ours in built.items():
@@ -129,10 +133,20 @@ class Classifier(LightningModule):
                     f"{name}=datamodule.{name} (train.py links it)"
                 )
 
+    def build_like(self, checkpoint: dict[str, Any]) -> None:
+        """Build a model made with sizes None as the run that wrote ``checkpoint`` was built: its
+        sizes are recorded (Lightning's hyper_parameters, or a stage checkpoint's run record)."""
+        if not self.built:
+            saved = (checkpoint.get("dbn_init_run") or {}).get("model") or checkpoint.get("hyper_parameters") or {}
+            self.build(saved["input_size"], saved["num_classes"])
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if not self.built:  # a model built lazily: the checkpoint records the sizes it was built with
-            hparams = checkpoint.get("hyper_parameters", {})
-            self.build(hparams["input_size"], hparams["num_classes"])
+        self.build_like(checkpoint)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:  # how the inputs were scaled, for an export of the checkpoint's stack
+            checkpoint["dbn_init_data"] = data_record(datamodule)
 
     def on_fit_start(self) -> None:
         _spare_adam_the_nvml_reload()
@@ -526,6 +540,7 @@ class DBN(Classifier):
             pretrain(
                 self, trainer.datamodule, self.stage_trainers or following(trainer), self.stage_resume, prepared=True
             )
+            self.rbms.to(self.device)  # each stage fit's teardown moved the shared RBMs to the CPU
         super().on_fit_start()
 
     def refuse_evaluating_untrained(self, stage: Literal["validate", "test", "predict"]) -> None:

@@ -39,7 +39,7 @@ from torchmetrics import MeanMetric
 
 from . import entry
 from .constraints import UsageError
-from .io import load_stack
+from .io import data_record, load_stack
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
 from .rbm import RBM, bernoulli, check_visible
 
@@ -401,6 +401,9 @@ class RBMStage(LightningModule):
             saved["rank_generators"] = self.all_gather(generator.to(self.device)).cpu()  # (world_size, bytes)
             saved["rank_chains"] = None if self.chain is None else self.all_gather(self.chain).cpu()
         checkpoint["dbn_init"] = saved
+        view = getattr(self.trainer, "datamodule", None)
+        if isinstance(view, PretrainData):  # how the inputs were scaled, for an export of the checkpoint's stack
+            checkpoint["dbn_init_data"] = data_record(view.datamodule)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("dbn_init", {})

@@ -9,10 +9,12 @@ finished cell, and a cached pretrained stack, only when theirs do (:func:`pretra
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
@@ -31,6 +33,7 @@ __all__ = [
     "checked_checkpoint",
     "find_last",
     "check_run_folder",
+    "claimed_version",
     "RecordRunSettings",
 ]
 
@@ -40,6 +43,8 @@ SPEED_OPTIONS = frozenset({"steps_per_batch"})
 LOADING_OPTIONS = frozenset({"root", "download", "num_workers", "on_device", "max_file_bytes"})
 # Model options that only fine-tuning reads: a pretrained stack does not depend on them.
 FINE_TUNING_OPTIONS = frozenset({"lr", "optimizer", "weight_decay", "momentum"})
+# Model sizes a model built with None takes from the data: they follow from the data settings.
+_DERIVED = frozenset({"input_size", "num_classes"})
 # What a run leaves in its folder besides its checkpoints; another run writing there would overwrite them.
 RUN_OUTPUTS = ("config.yaml", "pictures", "pretrained.safetensors")
 
@@ -62,8 +67,17 @@ def run_settings(model, datamodule) -> dict[str, dict | None]:
     hparams = getattr(datamodule, "hparams", None)
     settings = _settings(model.hparams, hparams if hparams else None)
     if settings["data"] is not None:  # which data: two classes may share every argument (MNIST, Fashion-MNIST)
-        settings["data"].setdefault("_class_path", f"{type(datamodule).__module__}.{type(datamodule).__qualname__}")
+        settings["data"].setdefault("_class_path", _public_path(type(datamodule)))
     return settings
+
+
+def _public_path(cls: type) -> str:
+    """``package.Name`` where a package re-exports the class from a module of its own
+    (dbn_init.data.ArrayDataModule, not dbn_init.data.arrays.ArrayDataModule), else ``module.Name``."""
+    package = cls.__module__.rpartition(".")[0]
+    if package and getattr(importlib.import_module(package), cls.__qualname__, None) is cls:
+        return f"{package}.{cls.__qualname__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def pretraining_settings(model, datamodule) -> dict[str, dict | None]:
@@ -96,6 +110,8 @@ def differences(saved: dict, ours: dict) -> list[str]:
             continue
         for key in sorted(set(settings) | set(theirs)):
             if key.startswith("_") and key not in theirs:  # _class_path: recorded only by a CLI run
+                continue
+            if key in _DERIVED and settings.get(key) is None:  # to be taken from the data, whose settings count
                 continue
             a, b = theirs.get(key, "(not set)"), settings.get(key, "(not set)")
             same = _class_name(a) == _class_name(b) if key == "_class_path" else a == b  # dbn_init.DBN: models.DBN
@@ -262,15 +278,20 @@ def check_run_folder(root: Path, run: Path, checkpoints: Path, resume: Path | No
         )
 
 
-def claim_version(logger) -> None:
+def claim_version(logger) -> Path | None:
     """Give a logger that numbers its runs (``version_N`` folders, as TensorBoard's and CSV's do)
     and has no version yet the first free one, by creating its folder exclusively: two runs started
     at the same moment in one ``default_root_dir`` then never share a folder (the logger alone
-    would pick the same number for both, from the folders it sees)."""
+    would pick the same number for both, from the folders it sees). Returns the outermost folder
+    it created, for the caller to remove if the run is then refused; None if it claimed nothing."""
     if getattr(logger, "_version", 0) is not None or not hasattr(logger, "_get_next_version"):
-        return  # fixed by the user, already resolved, or not a numbering logger
+        return None  # fixed by the user, already resolved, or not a numbering logger
     root = Path(logger.root_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    created = next((p for p in reversed((root, *root.parents)) if not p.exists()), None)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a file in the way: check_run_folder names it
+        return None
     version = logger._get_next_version()
     while True:
         try:
@@ -279,6 +300,19 @@ def claim_version(logger) -> None:
         except FileExistsError:  # another run took it between the look and the claim
             version += 1
     logger._version = version
+    return created or root / f"version_{version}"
+
+
+@contextlib.contextmanager
+def claimed_version(logger, claim: bool = True) -> Iterator[None]:
+    """:func:`claim_version` for the block (if ``claim``); a run refused in it leaves no folder behind."""
+    created = claim_version(logger) if claim else None
+    try:
+        yield
+    except UsageError:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
 
 
 class RecordRunSettings(Callback):

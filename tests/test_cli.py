@@ -887,3 +887,32 @@ def test_a_version_is_claimed_by_creating_its_folder_so_a_run_that_looked_at_the
     fixed = TensorBoardLogger(tmp_path, version=7)
     claim_version(fixed)  # a version the user chose is left as it is
     assert fixed.version == 7
+
+
+def test_a_run_whose_sizes_come_from_the_data_resumes_and_is_tested_by_its_checkpoint(tmp_path, monkeypatch):
+    """The model is built with sizes None (a plain DataModule declares none): --ckpt_path last
+    still finds the run (the sizes follow from the data), builds the model as the run was built,
+    and test reads the same checkpoint."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    args = ["--seed_everything", "0", "--model", "dbn_init.DBN", "--model.hidden", "[16]",
+            "--model.pretrain_epochs", "1", "--data", "_plain_datamodule.PlainDigits",
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"]  # fmt: skip
+    first = main(["fit", *args, "--trainer.max_epochs", "1"])
+    resumed = main(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last"])
+    assert resumed.trainer.current_epoch == 2 and resumed.model.hparams.input_size == 64
+    assert not torch.equal(first.model.mlp.head.weight, resumed.model.mlp.head.weight)  # it went on training
+    tested = main(["test", *args, "--ckpt_path", "last"])
+    assert tested.trainer.callback_metrics["test_acc"] == pytest.approx(
+        float(resumed.trainer.callback_metrics["test_acc"]), abs=1e-6)  # fmt: skip
+
+
+def test_shipped_configs_are_found_by_name_in_each_spelling(tmp_path, monkeypatch):
+    from dbn_init.configs import shipped
+
+    monkeypatch.chdir(tmp_path)
+    for spelling in (["--config", "quickstart.yaml"], ["--config=quickstart.yaml"], ["-c", "quickstart.yaml"]):
+        resolved = shipped(["fit", *spelling])
+        assert resolved != ["fit", *spelling] and resolved[-1].endswith("quickstart.yaml")
+        assert Path(resolved[-1].removeprefix("--config=")).is_file()
+    (tmp_path / "quickstart.yaml").write_text("seed_everything: 1\n")  # a file of the user's own wins
+    assert shipped(["fit", "--config", "quickstart.yaml"]) == ["fit", "--config", "quickstart.yaml"]

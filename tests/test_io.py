@@ -93,6 +93,7 @@ def test_safetensors_round_trip_is_bit_identical_and_transfers_to_the_same_mlp(t
         "hidden_units": '["sigmoid", "sigmoid"]',
         "sizes": "[20, 12, 6]",
         "scaling": "standardize",
+        "binarize": "false",
         "image_shape": "null",
         "run": "r1",
     }
@@ -625,3 +626,39 @@ def test_the_stack_records_the_data_transform_and_image_shape_and_applies_them(t
     raw = torch.from_numpy(digits.images[train].reshape(-1, 64)).float()  # DigitsDataModule's training split
     # the recorded transform maps raw 0..16 pixels to what RBM 1 was trained on
     torch.testing.assert_close(loaded.scale(raw[data.pretrain_indices]), data.pretrain_x)
+
+
+def test_an_exported_checkpoint_keeps_the_data_transform_and_scale_applies_it_as_the_datamodule_does(tmp_path, capsys):
+    """unit scaling: new rows outside the training range are clamped, binarised data thresholded;
+    standardize: the DBN checkpoint records the fitted statistics, so `export` keeps them."""
+    from dbn_init.data import ArrayDataModule, DigitsDataModule
+
+    digits = DigitsDataModule(scaling="unit", binarize=True)
+    digits.setup("fit")
+    stack = load_stack(save_stack([make_rbm(64, 8)], tmp_path / "b.safetensors", **dio.data_record(digits)))
+    raw = torch.randint(0, 17, (20, 64)).float() * 1.5  # beyond the pixels' 0..16
+    assert torch.equal(stack.scale(raw), digits.scale(raw)) and set(stack.scale(raw).unique().tolist()) <= {0.0, 1.0}
+
+    x, y = load_wine_xy()
+    wine = ArrayDataModule(x, y, scaling="standardize", batch_size=16)
+    model = DBN(input_size=None, num_classes=None, hidden=[8], visible_units="gaussian", pretrain_epochs=1)
+    trainer = Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      enable_checkpointing=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(model, datamodule=wine)
+    trainer.save_checkpoint(tmp_path / "wine.ckpt")
+    assert export_main([str(tmp_path / "wine.ckpt"), str(tmp_path / "wine.safetensors")]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"wrote {tmp_path / 'wine.safetensors'}: 1 RBM(s) 13-8, scaling standardize"
+    )
+    exported = load_stack(tmp_path / "wine.safetensors")
+    rows = torch.as_tensor(x[:5], dtype=torch.float32)
+    torch.testing.assert_close(exported.scale(rows), wine.scale(rows))
+    bare = load_stack(save_stack([make_rbm(13, 8, "gaussian")], tmp_path / "bare.safetensors", scaling="standardize"))
+    with pytest.raises(ValueError, match="records scaling 'standardize' but not the transform's statistics"):
+        bare.scale(rows)
+
+
+def load_wine_xy():
+    from sklearn.datasets import load_wine
+
+    return load_wine(return_X_y=True)
