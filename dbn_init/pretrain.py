@@ -481,8 +481,10 @@ def _parameters(method: Callable | None) -> set[str]:
 
 
 def _overrides(datamodule: LightningDataModule, name: str) -> bool:
-    own = getattr(type(datamodule), name, None)
-    return own is not None and own is not getattr(LightningDataModule, name)
+    """Whether ``datamodule`` has a hook ``name`` of its own: its class's, or its instance's (as
+    ``LightningDataModule.from_datasets`` gives one)."""
+    own = getattr(datamodule, name, None)
+    return own is not None and getattr(own, "__func__", own) is not getattr(LightningDataModule, name)
 
 
 # --- the Trainers and the greedy loop -------------------------------------------------------
@@ -676,5 +678,5 @@ def pretrain_stack(
             persistent=persistent,
             pretrain_seed=seed,
         )
-    pretrain(model, _Rows(x, batch_size, seed), lambda stage, n: make_trainer(n, dict(accelerator=accelerator)))
+        pretrain(model, _Rows(x, batch_size, seed), lambda stage, n: make_trainer(n, dict(accelerator=accelerator)))
     return [rbm.cpu() for rbm in model.rbms]

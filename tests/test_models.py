@@ -536,3 +536,32 @@ def test_transform_is_the_stacks_top_hidden_probabilities_and_sample_runs_down_t
     assert torch.equal(samples, again)
     # the top RBM's chain mixes towards its model: its pixels are not the uniform noise it starts from
     assert samples.std() > 0.1
+
+
+def test_pretrain_stack_is_seeded_and_leaves_the_callers_random_state_alone(digits):
+    from dbn_init import pretrain_stack
+
+    x = digits.pretrain_x[:300]
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    first = pretrain_stack(x, [8], epochs=1, batch_size=64, seed=3)
+    assert torch.equal(before, torch.get_rng_state())
+    torch.manual_seed(6)  # another global state: the same RBMs
+    assert torch.equal(first[0].weight, pretrain_stack(x, [8], epochs=1, batch_size=64, seed=3)[0].weight)
+    assert not torch.equal(first[0].weight, pretrain_stack(x, [8], epochs=1, batch_size=64, seed=4)[0].weight)
+
+
+def test_a_datamodule_from_datasets_gives_the_stages_its_validation_set(digits):
+    from lightning.pytorch.callbacks import Callback as _Callback
+
+    class Validated(_Callback):
+        ran = 0
+
+        def on_validation_epoch_end(self, trainer, stage):
+            Validated.ran += 1
+
+    data = LightningDataModule.from_datasets(train_dataset=TensorDataset(digits.pretrain_x),
+                                             val_dataset=TensorDataset(digits.val_x), batch_size=64)  # fmt: skip
+    pretrain(DBN(input_size=64, hidden=[8], pretrain_epochs=1), data,
+             lambda s, e: _trainer(e, callbacks=[Validated()], num_sanity_val_steps=0))  # fmt: skip
+    assert Validated.ran == 1
