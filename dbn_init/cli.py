@@ -97,8 +97,9 @@ class DBNCLI(LightningCLI):
     def before_fit(self) -> None:
         prepare_trainer(self.trainer)
         resume, checkpoint = self._resolve() or (None, None)
-        with claimed_version(self.trainer.logger, self.trainer.world_size == 1):  # DDP: the logger's rank 0 numbers
-            check_run_folder(Path(self.trainer.default_root_dir), self.run_dir(), self.checkpoint_dir(), resume)
+        one = self.trainer.world_size == 1  # under DDP every rank runs this: the logger's rank 0 numbers the run
+        with claimed_version(self.trainer.logger, one):
+            check_run_folder(Path(self.trainer.default_root_dir), self.run_dir(), self.checkpoint_dir(), resume, one)
         if self.trainer.checkpoint_callback is not None:  # checkpointing on: keep the fine-tuning's resume point too
             self.trainer.callbacks.append(ResumeCheckpoint(self.checkpoint_dir(), "last"))
         stage_resume: dict[int, str] = {}

@@ -245,10 +245,11 @@ def _no_last(
     )
 
 
-def check_run_folder(root: Path, run: Path, checkpoints: Path, resume: Path | None) -> None:
+def check_run_folder(root: Path, run: Path, checkpoints: Path, resume: Path | None, claim: bool = True) -> None:
     """Refuse a ``default_root_dir`` that is a file, and a run folder that already holds an
     earlier run's outputs (without a logger every run writes to the same one), unless this run
-    resumes the one whose checkpoints are there."""
+    resumes the one whose checkpoints are there; with ``claim``, then take the folder atomically
+    (:func:`_claim`), so that of two runs checking at the same moment one refuses."""
     existing = next(p for p in (root, *root.parents) if p.exists())
     if not existing.is_dir():
         raise UsageError(
@@ -276,6 +277,21 @@ def check_run_folder(root: Path, run: Path, checkpoints: Path, resume: Path | No
             "pass another --trainer.default_root_dir, or enable a logger (it gives each run a new version folder), "
             "or resume that run with --ckpt_path"
         )
+    if claim:  # one process (under DDP every rank checks the same folder)
+        _claim(checkpoints, run)
+
+
+def _claim(checkpoints: Path, run: Path) -> None:
+    """Mark the checkpoint folder as this run's by creating ``.run`` in it exclusively: of two runs
+    that passed the check above at the same moment (one folder, no logger), the second refuses."""
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    try:
+        (checkpoints / ".run").open("x").close()
+    except FileExistsError:
+        raise FileTakenError(
+            f"another run started in the run folder {run} at the same moment and took it; pass another "
+            "--trainer.default_root_dir, or enable a logger (it gives each run a new version folder)"
+        ) from None
 
 
 def claim_version(logger) -> Path | None:

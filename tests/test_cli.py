@@ -916,3 +916,20 @@ def test_shipped_configs_are_found_by_name_in_each_spelling(tmp_path, monkeypatc
         assert Path(resolved[-1].removeprefix("--config=")).is_file()
     (tmp_path / "quickstart.yaml").write_text("seed_everything: 1\n")  # a file of the user's own wins
     assert shipped(["fit", "--config", "quickstart.yaml"]) == ["fit", "--config", "quickstart.yaml"]
+
+
+def test_of_two_runs_that_pass_the_folder_check_together_the_second_refuses(tmp_path):
+    """Without a logger two runs share one folder: the check and the claim are one step, an
+    exclusive creation, so a second run that looked at the same moment refuses instead of
+    overwriting the first's checkpoints."""
+    from dbn_init.runs import check_run_folder
+
+    run, checkpoints = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    check_run_folder(tmp_path, run, checkpoints, None, claim=False)  # both look: the folder is free
+    check_run_folder(tmp_path, run, checkpoints, None)  # the first claims it
+    with pytest.raises(FileExistsError, match=r"another run started in the run folder .* at the same moment"):
+        from dbn_init.runs import _claim
+
+        _claim(checkpoints, run)  # the second, having passed the look, claims after
+    with pytest.raises(FileExistsError, match=r"already holds an earlier run's outputs \(checkpoints\)"):
+        check_run_folder(tmp_path, run, checkpoints, None)  # a later run sees the first's claim

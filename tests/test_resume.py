@@ -128,7 +128,7 @@ def test_a_full_disk_ends_the_run_with_one_line_naming_the_file_and_leaves_no_pa
         "nothing was replaced: free space on its disk, or write to another folder"
     )
     left = sorted(p.name for p in (small_disk / "run").rglob("*") if p.is_file())
-    assert left == ["config.yaml"]  # no truncated checkpoint, no temporary file
+    assert left == [".run", "config.yaml"]  # the run's claim on its folder; no truncated checkpoint, no temporary file
 
 
 def test_slurm_preemption_requeues_through_scontrol_and_the_requeued_job_resumes_bit_identical(tmp_path):
