@@ -82,7 +82,9 @@ class Cell:
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m dbn_init.compare", description=__doc__.split("\n\n")[0], default_env=False)
+    # no abbreviations: --dbn.cd must be refused, not taken for --dbn.cd_k
+    parser = ArgumentParser(prog="python -m dbn_init.compare", description=__doc__.split("\n\n")[0], default_env=False,
+                            allow_abbrev=False)  # fmt: skip
     parser.add_argument("--config", action=ActionConfigFile, help="a configs/compare_*.yaml file")
     parser.add_subclass_arguments(LightningDataModule, "data", required=True, help="the DataModule, as in train.py")
     parser.add_argument("--models", type=list[ModelName], default=list(MODELS), help="rows of the table")

@@ -717,3 +717,10 @@ def test_an_interrupted_first_cell_leaves_a_folder_that_resumes(monkeypatch, tmp
     assert json.loads((tmp_path / "results.json").read_text())["runs"] == []
     monkeypatch.setattr(compare, "run_cell", _stub)
     assert len(run(_cfg(tmp_path, "--models", "[dbn]", "--seeds", "[0]"))) == 1
+
+
+def test_an_abbreviated_option_is_refused_not_taken_for_the_option_it_starts(capsys):
+    """argparse would read --dbn.cd as --dbn.cd_k: a typo must be an error, never another setting."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--data", "dbn_init.DigitsDataModule", "--dbn.cd", "2"])
+    assert "unrecognized arguments: --dbn.cd 2" in capsys.readouterr().err
