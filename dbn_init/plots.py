@@ -80,8 +80,7 @@ def save_image_grid(grid: np.ndarray, path: str | Path, title: str = "") -> Path
     plt.axis("off")
     if title:
         plt.title(title, fontsize=9)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path, bbox_inches="tight")
     return path
 
 
@@ -108,6 +107,17 @@ def save_curves(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    _save(fig, Path(path), dpi=110)
+    return Path(path)
+
+
+def _save(fig, path: Path, **options) -> None:
+    """``fig`` as a PNG at ``path``, through a temporary file beside it (:func:`dbn_init.io.replacing`):
+    a full disk or a kill never leaves a truncated picture."""
+    from .io import replacing
+
+    try:
+        with replacing(path) as tmp:
+            fig.savefig(tmp, format="png", **options)
+    finally:
+        plt.close(fig)
