@@ -1,0 +1,326 @@
+"""Your own rows of features: in-memory arrays, an array file, or a loader function."""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from ..constraints import Interval, UsageError, validate_params
+from .base import (
+    InMemoryDataModule,
+    RawData,
+    Scaling,
+    _as_tensor,
+    _check_finite,
+    carve,
+)
+from .readers import (
+    _label_array,
+    encode_labels,
+    read_array_file,
+)
+
+
+@dataclass
+class _Arrays:
+    """An :class:`ArrayDataModule`'s rows as read: features ``(N, D)`` float32, label codes int64."""
+
+    x: Tensor
+    y: Tensor | None
+    test_x: Tensor | None
+    test_y: Tensor | None
+    unlabeled_x: Tensor | None
+    predict_x: Tensor | None
+    classes: list | None
+    image_shape: tuple[int, ...] | None
+
+
+def _features(values: Any, where: str, n_features: int | None = None) -> tuple[Tensor, tuple[int, ...]]:
+    """Rows of numbers ``(N, D)`` float32, checked; arrays ``(N, C, H, W)``/``(N, H, W)`` are flattened
+    (returned shape: one row's shape, ``(D,)`` for a table)."""
+    try:
+        x = torch.as_tensor(
+            values.detach().cpu() if isinstance(values, Tensor) else np.asarray(values), dtype=torch.float32
+        )
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise UsageError(
+            f"{where}: expected an array of numbers, got {type(values).__name__} ({err}); "
+            "convert the features to numbers first"
+        ) from err
+    if x.ndim < 2 or len(x) == 0:
+        raise UsageError(
+            f"{where}: expected rows of features (N, D) with N >= 1, got shape {tuple(x.shape)}; "
+            "one feature per row: x.reshape(-1, 1)"
+        )
+    shape, x = tuple(x.shape[1:]), x.reshape(len(x), -1)
+    if n_features is not None and x.shape[1] != n_features:
+        raise UsageError(
+            f"{where}: expected {n_features} features per row, like the training rows, got "
+            f"{x.shape[1]}; give every file the same feature columns"
+        )
+    _check_finite(x, where, "fill or drop those values (e.g. impute each feature's mean) before loading")
+    return x, shape
+
+
+def _call_loader(name: str) -> tuple[Any, Any, list | None]:
+    """``(x, y, class names)`` from the function named ``name`` (a Bunch, ``(X, y)`` or ``X``)."""
+    module, _, attr = name.rpartition(".")
+    try:
+        function = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise UsageError(
+            f"loader {name!r}: expected the dotted name of a function returning (X, y) or a Bunch with "
+            f"data and target, e.g. 'sklearn.datasets.load_wine'; importing it failed ({err})"
+        ) from err
+    out = function()
+    if hasattr(out, "data"):  # a scikit-learn Bunch
+        names = getattr(out, "target_names", None)
+        return out.data, getattr(out, "target", None), None if names is None else [str(n) for n in names]
+    if isinstance(out, tuple) and len(out) == 2:
+        return out[0], out[1], None
+    return out, None, None
+
+
+class ArrayDataModule(InMemoryDataModule):
+    """Your own rows of features: in-memory arrays, a file, or a loader function.
+
+    Exactly one source: ``x`` (and ``y``) from Python (numpy arrays, torch tensors, nested lists;
+    ``(N, C, H, W)`` or ``(N, H, W)`` images are flattened and their shape kept); ``path`` to a
+    ``.npz`` (keys ``x``, optional ``y``), ``.npy`` (features only) or ``.csv``/``.tsv`` file (a
+    header row; the ``target`` column holds the labels, every other column is a feature; see
+    :func:`read_array_file`); or ``loader``, the dotted name of a function returning a
+    scikit-learn Bunch (``data``, ``target``), ``(X, y)`` or ``X``, e.g.
+    ``sklearn.datasets.load_wine``: what the CLI needs for data that ship with a package, without
+    writing a file first. Labels (numbers or strings) become 0..C-1 in sorted order; ``classes``
+    keeps the originals (a Bunch's ``target_names``). Without labels the module serves
+    pretraining only (``train_dataloader`` refuses with the fix).
+
+    Args:
+        test_path, x_test, y_test: the test rows (a file like ``path``, or arrays); without them
+            ``test_fraction`` of the rows is held out, stratified, with the constant seed 0
+            (not ``split_seed``), so test scores compare across seeds.
+        unlabeled_path, x_unlabeled: extra rows for pretraining only (a ``target`` column in the
+            file is ignored).
+        predict_path: rows for ``predict_dataloader`` (else it serves the test split).
+        image_shape: ``(H, W)`` or ``(C, H, W)`` of one row when the features are flattened
+            images, so pictures show them as such.
+        scaling: ``"standardize"`` by default: features of arbitrary ranges and units have no
+            natural [0, 1], min-max scaling lets one outlier squash a feature, and a
+            Gaussian-Bernoulli first RBM (``visible_units: gaussian``) models unit-variance
+            inputs (Hinton 2010, "A practical guide to training RBMs", section 13.2). Pass
+            ``"unit"`` (per-feature min-max, val/test clipped into [0, 1]) for a Bernoulli first RBM.
+        The other arguments are :class:`InMemoryDataModule`'s.
+
+    The rows are read once, in ``__init__``: the CLI links ``input_size`` and ``num_classes`` into
+    the model as soon as it has built this object, a CSV's sizes need all its rows anyway, and a
+    file's problem (a missing file, a wrong ``target``) is then refused as one line at
+    construction, where the CLI reports it as a usage error.
+    """
+
+    _not_hyperparameters = ("x", "y", "x_test", "y_test", "x_unlabeled")
+    _parameter_constraints = {
+        **InMemoryDataModule._parameter_constraints,
+        "test_fraction": [Interval(float, 0, 1, "neither")],
+    }
+    # (options of which at most one may be given, is one required); then which option another needs.
+    _EXCLUSIVE = (
+        (("x", "path", "loader"), True),
+        (("test_path", "x_test"), False),
+        (("unlabeled_path", "x_unlabeled"), False),
+    )
+    _NEEDS = {"y": "x", "y_test": "x_test", "target": "path"}
+
+    def __init__(
+        self,
+        x: Any = None,
+        y: Any = None,
+        *,
+        path: str | None = None,
+        target: str | None = None,
+        loader: str | None = None,
+        test_path: str | None = None,
+        unlabeled_path: str | None = None,
+        predict_path: str | None = None,
+        x_test: Any = None,
+        y_test: Any = None,
+        x_unlabeled: Any = None,
+        image_shape: tuple[int, ...] | None = None,
+        test_fraction: float = 0.2,
+        batch_size: int = 100,
+        val_fraction: float = 0.1,
+        num_labels: int | None = None,
+        scaling: Scaling = "standardize",
+        binarize: bool = False,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        on_device: bool = True,
+    ) -> None:
+        sources = dict(
+            x=x,
+            y=y,
+            path=path,
+            target=target,
+            loader=loader,
+            test_path=test_path,
+            unlabeled_path=unlabeled_path,
+            predict_path=predict_path,
+            x_test=x_test,
+            y_test=y_test,
+            x_unlabeled=x_unlabeled,
+        )
+        self._check_sources({k: v is not None for k, v in sources.items()})
+        validate_params(
+            type(self).__name__, dict(test_fraction=test_fraction), self._parameter_constraints, prefix="--data."
+        )
+        super().__init__(
+            batch_size=batch_size,
+            val_fraction=val_fraction,
+            num_labels=num_labels,
+            scaling=scaling,
+            binarize=binarize,
+            split_seed=split_seed,
+            num_workers=num_workers,
+            on_device=on_device,
+        )
+        self._sources, self.test_fraction = sources, test_fraction
+        self._image_shape = None if image_shape is None else tuple(image_shape)
+        self.arrays = self._read_arrays()  # the rows as read
+
+    @classmethod
+    def _check_sources(cls, given: dict[str, bool]) -> None:
+        for names, required in cls._EXCLUSIVE:
+            chosen = [n for n in names if given[n]]
+            if len(chosen) > 1 or (required and not chosen):
+                raise UsageError(
+                    f"{cls.__name__}: expected {'exactly' if required else 'at most'} one of "
+                    f"{', '.join(names)}, got {chosen or 'none'}; pass one of them"
+                )
+        for name, needed in cls._NEEDS.items():
+            if given[name] and not given[needed]:
+                raise UsageError(f"{cls.__name__}: {name} is given without {needed}; pass {needed} too, or drop {name}")
+
+    # ---------------------------------------------------------------- reading, once
+
+    @property
+    def input_size(self) -> int:
+        return self.arrays.x.shape[1]
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes; None for unlabelled data."""
+        return None if self.arrays.classes is None else len(self.arrays.classes)
+
+    @property
+    def classes(self) -> list | None:
+        """The original label of each class code 0..C-1 (ints or strings); None for unlabelled data."""
+        return self.arrays.classes
+
+    @property
+    def image_shape(self) -> tuple[int, ...] | None:
+        return self.arrays.image_shape
+
+    def _source(
+        self, option: str, array_option: str | None = None, labels_option: str | None = None
+    ) -> tuple[Any, Any, str] | None:
+        """``(x, y, where)`` of one source, as given or as read from its file; None if not given.
+        Only ``path`` must hold the ``target`` column; in the other files it may be absent."""
+        src = self._sources
+        if array_option is not None and src[array_option] is not None:
+            return src[array_option], None if labels_option is None else src[labels_option], array_option
+        if src[option] is None:
+            return None
+        x, y = read_array_file(src[option], src["target"], option, target_optional=option != "path")
+        return x, y, f"{option} {src[option]}"
+
+    def _read_arrays(self) -> _Arrays:
+        src = self._sources
+        names = None
+        if src["loader"] is not None:
+            x, y, names = _call_loader(src["loader"])
+            where = f"loader {src['loader']}"
+        else:
+            x, y, where = self._source("path", "x", "y")
+        x, shape = _features(x, where)
+        y = None if y is None else _label_array(y, f"the labels of {where}")
+        if y is not None and len(y) != len(x):
+            raise UsageError(f"{where}: expected one label per row, got {len(y)} labels for {len(x)} rows")
+        test = self._source("test_path", "x_test", "y_test")
+        test_x, test_y = self._side_rows(test, x.shape[1], labelled=y is not None)
+        unlabeled_x, _ = self._side_rows(self._source("unlabeled_path", "x_unlabeled"), x.shape[1], labelled=False)
+        predict_x, _ = self._side_rows(self._source("predict_path"), x.shape[1], labelled=False)
+        (y, test_y), classes = encode_labels(y, test_y)
+        if names is not None and classes == list(range(len(names))):
+            classes = names
+        return _Arrays(
+            x,
+            _as_tensor(y, torch.int64),
+            test_x,
+            _as_tensor(test_y, torch.int64),
+            unlabeled_x,
+            predict_x,
+            classes if y is not None else None,
+            self._check_image_shape(shape, x.shape[1]),
+        )
+
+    @staticmethod
+    def _side_rows(source: tuple | None, n_features: int, labelled: bool) -> tuple[Tensor | None, np.ndarray | None]:
+        """Test, unlabelled or predict rows: features like the training rows', labels if ``labelled``."""
+        if source is None:
+            return None, None
+        x, y, where = source
+        x, _ = _features(x, where, n_features)
+        if not labelled:
+            return x, None
+        if y is None:
+            raise UsageError(
+                f"{where}: expected labels for the test rows, as the training rows have; add the "
+                "target column (or pass y_test)"
+            )
+        y = _label_array(y, f"the labels of {where}")
+        if len(y) != len(x):
+            raise UsageError(f"{where}: expected one label per row, got {len(y)} labels for {len(x)} rows")
+        return x, y
+
+    def _check_image_shape(self, shape: tuple[int, ...], n_features: int) -> tuple[int, ...] | None:
+        image_shape = self._image_shape or (shape if len(shape) > 1 else None)
+        if image_shape is not None and len(image_shape) == 3 and image_shape[0] == 1:
+            image_shape = image_shape[1:]  # one channel: grey (H, W)
+        if image_shape is not None and math.prod(image_shape) != n_features:
+            raise UsageError(
+                f"expected image_shape whose product is the {n_features} features per row, got "
+                f"{image_shape} ({math.prod(image_shape)}); fix --data.image_shape or leave it out"
+            )
+        return image_shape
+
+    def _read(self) -> RawData:
+        a = self.arrays
+        x, y, test_x, test_y = a.x, a.y, a.test_x, a.test_y
+        if test_x is None:
+            keep, held = (torch.as_tensor(i) for i in carve(len(x), self.test_fraction, y))
+            # Source rows of test_x, and of the training rows that val_indices and pretrain_indices index.
+            self.test_indices, self.source_indices = held, keep
+            test_x, test_y = x[held], None if y is None else y[held]
+            x, y = x[keep], None if y is None else y[keep]
+        return RawData(x, y, test_x, test_y, unlabeled_x=a.unlabeled_x)
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        self.predict_x = None if self.arrays.predict_x is None else self.scale(self.arrays.predict_x)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The ``predict_path`` rows (labels -1), else the test split."""
+        if self.predict_x is None:
+            return self.test_dataloader()
+        return self._loader(self.predict_x, self._labels(None, len(self.predict_x)), shuffle=False)
+
+
+# ---------------------------------------------------------------- any torch Dataset
+
+# PIL modes whose array is already what a model should see; "LA" keeps its grey, the rest become RGB.

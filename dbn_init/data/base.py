@@ -1,0 +1,395 @@
+"""The in-memory base of every dbn_init DataModule: splits, scaling, label budgets and loaders."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from sklearn.model_selection import train_test_split
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from ..constraints import Interval, Options, UsageError, validate_params
+
+Scaling = Literal["unit", "standardize", "none"]
+
+
+def _check_finite(x: Tensor, where: str, fix: str) -> None:
+    """One line naming how many values of ``x`` (N, D) are NaN/Inf and the first one's place."""
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        row, col = (int(i) for i in bad.nonzero()[0])
+        raise UsageError(
+            f"expected finite values in {where}, got {int(bad.sum())} NaN/Inf (the first at row {row}, "
+            f"feature {col}, counting from 0); {fix}"
+        )
+
+
+def carve(n: int, fraction: float, labels: np.ndarray | Tensor | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``0..n-1`` split into ``(kept, held_out)``, ``ceil(fraction * n)`` held out, with the
+    constant ``seed``; stratified by ``labels`` when every class has two rows, else not."""
+    positions = np.arange(n)
+    if labels is not None:
+        try:
+            return tuple(
+                train_test_split(positions, test_size=fraction, stratify=np.asarray(labels), random_state=seed)
+            )
+        except ValueError:  # a class with one row, or fewer held-out rows than classes: cannot stratify
+            pass
+    return tuple(train_test_split(positions, test_size=fraction, random_state=seed))
+
+
+# ---------------------------------------------------------------- batches
+
+
+class TensorBatches(Dataset):
+    """Map-style dataset over ``x`` ``(N, D)`` and ``y`` ``(N,)`` that serves whole batches.
+
+    torch's fetcher calls ``__getitems__(indices)`` when it exists, so a batch of 100 costs one
+    ``index_select`` (a quarter of the cost of fancy indexing on CPU) instead of 100
+    ``__getitem__`` calls and a ``torch.stack``.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.x[i], self.y[i]
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.x.device)
+        return self.x.index_select(0, idx), self.y.index_select(0, idx)
+
+
+class EpochShuffle(RandomSampler):
+    """A random order that depends only on (seed, epoch), not on the global RNG's history.
+
+    Lightning calls ``set_epoch`` before every epoch (as for its DistributedSampler), so a run
+    resumed from a checkpoint at epoch e sees exactly the batches the uninterrupted run saw.
+    """
+
+    def __init__(self, data_source: Dataset, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) % 2**63)
+        return iter(torch.randperm(len(self.data_source), generator=generator).tolist())
+
+
+def _keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Collate for :class:`TensorBatches`: the batch is already stacked (module-level to pickle)."""
+    return batch
+
+
+@dataclass
+class RawData:
+    """What a subclass reads for :meth:`InMemoryDataModule.setup`: float32 rows as stored, not scaled.
+
+    ``train_x`` ``(N, D)`` and ``train_y`` ``(N,)`` int64 in 0..C-1 (None: no labels); ``test_*``
+    and ``val_*`` likewise (``val_x`` None: carved from the training rows with ``split_seed``);
+    ``unlabeled_x`` ``(M, D)``: extra rows for pretraining only. ``value_range``: the raw values
+    the format maps to 0 and 1 (``(0, 255)`` for 8-bit pixels), None where the format has none.
+    """
+
+    train_x: Tensor
+    train_y: Tensor | None
+    test_x: Tensor
+    test_y: Tensor | None
+    val_x: Tensor | None = None
+    val_y: Tensor | None = None
+    unlabeled_x: Tensor | None = None
+    value_range: tuple[float, float] | None = None
+
+
+def _as_tensor(x: np.ndarray | Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return None if x is None else torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x, dtype=dtype)
+
+
+class InMemoryDataModule(LightningDataModule):
+    """Base DataModule: splits, scaling and loaders of data held in memory; subclasses implement ``_read``.
+
+    Args:
+        batch_size: rows per batch.
+        val_fraction: share of the training rows held out for validation, in [0, 1).
+        num_labels: keep only this many labelled training rows, class-balanced
+            (``num_labels // num_classes`` per class, the remainder to the first classes);
+            pretraining still sees every training row. None keeps all labels.
+        scaling: fitted on the pretraining rows only, then applied to every split (:meth:`scale`):
+
+            - ``"unit"``: into [0, 1]: by the format's range where it has one (pixels 0..255
+              divided by 255), else by each feature's min and max; rows of other splits are
+              clipped into [0, 1];
+            - ``"standardize"``: the unit-scaled values (raw values where the format has no
+              range), minus each feature's mean, divided by its std (for pixels the std is
+              clamped to >= 0.05, so near-constant border pixels stay near 0; a constant feature
+              keeps std 1);
+            - ``"none"``: the values as stored.
+        binarize: threshold unit-scaled values at 0.5 (only with ``scaling="unit"``).
+        split_seed: seeds the validation split and the labelled subset.
+        num_workers: DataLoader worker processes.
+        on_device: when the attached Trainer runs on an accelerator (a GPU) and ``num_workers`` is
+            0, move each split to the device once and cut batches there, so no batch is copied
+            from the host (all of MNIST is 188 MB). Off, on a CPU, or without a Trainer (loaders
+            built from Python), batches are cut from host memory.
+
+    After ``setup``: ``pretrain_x``, ``train_x``, ``val_x``, ``test_x`` ``(N, D)`` float32 and
+    their ``*_y`` ``(N,)`` int64 (-1: no label); ``raw_low``, ``raw_high`` ``(D,)``: the raw
+    values mapped to 0 and 1; ``feature_mean``, ``feature_std`` ``(D,)``: the standardisation of
+    the unit-scaled values (0 and 1 unless ``scaling="standardize"``). A model's input is thus
+    ``((raw - raw_low) / (raw_high - raw_low) - feature_mean) / feature_std``.
+    """
+
+    num_classes: int | None = None
+    image_shape: tuple[int, ...] | None = None  # (H, W) grey or (C, H, W) colour; None: not images
+    _parameter_constraints: dict = {
+        "batch_size": [Interval(int, 1, None)],
+        "val_fraction": [Interval(float, 0, 1, "left")],
+        "num_labels": [None, Interval(int, 1, None)],
+        "scaling": [Options(("unit", "standardize", "none"))],
+        "binarize": [Options((False, True))],
+        "split_seed": [Interval(int, None, None)],
+        "num_workers": [Interval(int, 0, None)],
+        "on_device": [Options((False, True))],
+    }
+    _not_hyperparameters: tuple[str, ...] = ()  # init arguments that are data, not settings (arrays, datasets)
+
+    def __init__(
+        self,
+        batch_size: int = 100,
+        val_fraction: float = 0.1,
+        num_labels: int | None = None,
+        scaling: Scaling = "unit",
+        binarize: bool = False,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        on_device: bool = True,
+    ) -> None:
+        super().__init__()
+        validate_params(
+            type(self).__name__,
+            dict(
+                batch_size=batch_size,
+                val_fraction=val_fraction,
+                num_labels=num_labels,
+                scaling=scaling,
+                binarize=binarize,
+                split_seed=split_seed,
+                num_workers=num_workers,
+                on_device=on_device,
+            ),
+            self._parameter_constraints,
+            prefix="--data.",
+        )
+        if binarize and scaling != "unit":
+            raise UsageError(
+                f"expected binarize with scaling='unit', got binarize=true with scaling={scaling!r}: "
+                "only values in [0, 1] are binarized; drop one of the two"
+            )
+        self.save_hyperparameters(ignore=list(self._not_hyperparameters))
+        self.batch_size, self.val_fraction, self.num_labels = batch_size, val_fraction, num_labels
+        self.scaling, self.binarize, self.split_seed, self.num_workers = scaling, binarize, split_seed, num_workers
+        self.on_device = on_device
+        self._device_copies: dict[tuple[int, str], Tensor] = {}  # (id of a host split, device) -> its copy
+        self._ready = False
+
+    @property
+    def input_size(self) -> int:
+        """Features per row ``D`` (the flattened image size for images)."""
+        return math.prod(self.image_shape)
+
+    def _read(self) -> RawData:
+        """The source's rows, validated (shapes, NaN, the format's range) but not scaled."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- setup: split, scale, subset
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read, split and scale once; later calls are no-ops (Lightning calls it per stage)."""
+        if self._ready:
+            return
+        raw = self._read()
+        self.labelled = raw.train_y is not None
+        if self.num_labels is not None:
+            _check_label_budget(self.num_labels, self.num_classes, self.labelled)
+        gen = torch.Generator().manual_seed(self.split_seed)
+        x, y = raw.train_x, self._labels(raw.train_y, len(raw.train_x))
+        if raw.val_x is None:
+            perm = torch.randperm(len(x), generator=gen)
+            n_val = round(self.val_fraction * len(x))
+            if n_val >= len(x):
+                raise UsageError(
+                    f"expected a non-empty training split, got val_fraction={self.val_fraction} of "
+                    f"{len(x)} rows; lower val_fraction"
+                )
+            # Indices into the training rows read, kept so callers can check the splits are disjoint.
+            self.val_indices, self.pretrain_indices = perm[:n_val].sort().values, perm[n_val:].sort().values
+            val_raw, self.val_y = x[self.val_indices], y[self.val_indices]
+            x, y = x[self.pretrain_indices], y[self.pretrain_indices]
+        else:
+            self.val_indices, self.pretrain_indices = torch.arange(0), torch.arange(len(x))
+            val_raw, self.val_y = raw.val_x, self._labels(raw.val_y, len(raw.val_x))
+        n_labelled, pretrain_raw, self.pretrain_y = len(x), x, y
+        if raw.unlabeled_x is not None:  # after the labelled rows: train_x stays a view of pretrain_x
+            pretrain_raw = torch.cat([x, raw.unlabeled_x])
+            self.pretrain_y = torch.cat([y, self._labels(None, len(raw.unlabeled_x))])
+        self.fit_scaling(pretrain_raw, raw.value_range)
+        self.pretrain_x, self.val_x, self.test_x = (self.scale(t) for t in (pretrain_raw, val_raw, raw.test_x))
+        self.test_y = self._labels(raw.test_y, len(raw.test_x))
+        self._label_subset(n_labelled, gen)
+        self._ready = True
+
+    @staticmethod
+    def _labels(y: Tensor | None, n: int) -> Tensor:
+        return torch.full((n,), -1, dtype=torch.int64) if y is None else y
+
+    def _label_subset(self, n_labelled: int, gen: torch.Generator) -> None:
+        """``train_*``: the first ``n_labelled`` pretraining rows, or a balanced ``num_labels`` of them."""
+        if self.num_labels is None:  # views, not copies: no second 188 MB copy for MNIST
+            whole = n_labelled == len(self.pretrain_x)
+            self.train_x = self.pretrain_x if whole else self.pretrain_x[:n_labelled]
+            self.train_y, self.train_indices = self.pretrain_y[:n_labelled], self.pretrain_indices
+            return
+        subset = self._balanced_subset(self.pretrain_y[:n_labelled], gen)
+        self.train_indices = self.pretrain_indices[subset]
+        self.train_x, self.train_y = self.pretrain_x[subset], self.pretrain_y[subset]
+
+    def _balanced_subset(self, labels: Tensor, gen: torch.Generator) -> Tensor:
+        """Positions into ``labels`` ``(N,)`` of a class-balanced sample of ``num_labels``, sorted."""
+        per_class, extra = divmod(self.num_labels, self.num_classes)
+        picked = []
+        for c in range(self.num_classes):
+            pool = (labels == c).nonzero().squeeze(1)
+            want = per_class + (c < extra)
+            if len(pool) < want:
+                raise UsageError(
+                    f"expected at least {want} training rows of class {c} for num_labels="
+                    f"{self.num_labels}, got {len(pool)}; lower num_labels or val_fraction"
+                )
+            picked.append(pool[torch.randperm(len(pool), generator=gen)[:want]])
+        return torch.cat(picked).sort().values
+
+    def fit_scaling(self, raw: Tensor, value_range: tuple[float, float] | None = None) -> None:
+        """Fit ``raw_low``/``raw_high`` and ``feature_mean``/``feature_std`` ``(D,)`` to the rows
+        ``raw`` ``(N, D)``, for ``self.scaling`` (see the class docstring)."""
+        d = raw.shape[1]
+        self.raw_low, self.raw_high = torch.zeros(d), torch.ones(d)
+        if self.scaling != "none" and value_range is not None:
+            low, high = value_range
+            self.raw_low, self.raw_high = torch.full((d,), float(low)), torch.full((d,), float(high))
+        elif self.scaling == "unit" and len(raw):  # no range of the format: the training rows' own
+            low, high = raw.min(0).values, raw.max(0).values
+            self.raw_low, self.raw_high = low, torch.where(high > low, high, low + 1)  # a constant feature maps to 0
+        self.feature_mean, self.feature_std = torch.zeros(d), torch.ones(d)
+        if self.scaling == "standardize":
+            unit = self._unit(raw)
+            mean, std = unit.mean(0), unit.std(0, unbiased=False)
+            if value_range is not None:  # pixels in [0, 1]: constant border pixels have std ~0
+                std = std.clamp_min(0.05)
+            else:  # any range: only a constant feature (std at float32 noise) is left unscaled
+                std = torch.where(std > 1e-6 * mean.abs().clamp_min(1.0), std, torch.ones_like(std))
+            self.feature_mean, self.feature_std = mean, std
+
+    def _unit(self, raw: Tensor) -> Tensor:
+        x = raw if not self.raw_low.any() else raw - self.raw_low
+        span = self.raw_high - self.raw_low
+        return x if bool((span == 1).all()) else x / span
+
+    def scale(self, raw: Tensor | np.ndarray) -> Tensor:
+        """Rows as stored ``(N, D)`` -> model inputs ``(N, D)`` float32, by the scaling fitted in ``setup``
+        (e.g. to apply a trained model to new rows of the same source)."""
+        x = self._unit(torch.as_tensor(raw, dtype=torch.float32))
+        if self.scaling == "unit":
+            x = x.clamp(0.0, 1.0)  # rows outside the training rows' range (a no-op for pixels)
+            if self.binarize:
+                x = (x > 0.5).float()
+        elif self.scaling == "standardize":
+            x = (x - self.feature_mean) / self.feature_std
+        return x
+
+    # ---------------------------------------------------------------- loaders
+
+    def _device(self) -> torch.device | None:
+        """The accelerator the attached Trainer runs on, if the splits should live there."""
+        trainer = self.trainer
+        if not self.on_device or self.num_workers > 0 or trainer is None:
+            return None
+        device = trainer.strategy.root_device
+        return None if device.type == "cpu" else device
+
+    def _resident(self, t: Tensor, device: torch.device) -> Tensor:
+        """``t`` on ``device``, copied once per fit-independent split (loaders are rebuilt per fit)."""
+        key = (id(t), str(device))
+        if key not in self._device_copies:
+            self._device_copies[key] = t.to(device)
+        return self._device_copies[key]
+
+    def _loader(self, x: Tensor, y: Tensor, shuffle: bool, batch_size: int | None = None) -> DataLoader:
+        # A plain DataLoader (not a custom batch sampler) so Lightning can inject its DistributedSampler.
+        # The shuffle seed is the run's seed (seed_everything), read when the loader is built.
+        device = self._device()
+        if device is not None:
+            x, y = self._resident(x, device), self._resident(y, device)
+        dataset = TensorBatches(x, y)
+        sampler = EpochShuffle(dataset, seed=torch.initial_seed()) if shuffle else None
+        return DataLoader(
+            dataset,
+            batch_size=batch_size or self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=_keep_batch,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Labelled training batches, shuffled."""
+        if not self.labelled:
+            raise UsageError(
+                f"this {type(self).__name__} has no labels, so it serves pretraining only "
+                "(pretrain_dataloader); to fine-tune, give it labels (a `target` column, `y`, or a "
+                "dataset of (input, label) pairs)"
+            )
+        return self._loader(self.train_x, self.train_y, shuffle=True)
+
+    def pretrain_dataloader(self, steps_per_batch: int = 1) -> DataLoader:
+        """Every pretraining row (labels, -1 where none, included but unused by RBMs), shuffled; each
+        batch holds ``steps_per_batch`` consecutive mini-batches of ``batch_size`` rows."""
+        return self._loader(
+            self.pretrain_x, self.pretrain_y, shuffle=True, batch_size=self.batch_size * steps_per_batch
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_x, self.val_y, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_x, self.test_y, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test split (``train.py predict`` returns its logits per batch)."""
+        return self.test_dataloader()
+
+
+def _check_label_budget(num_labels: int, num_classes: int | None, labelled: bool = True) -> None:
+    if not labelled:
+        raise UsageError(
+            f"expected labelled data for num_labels={num_labels}, got rows without labels; "
+            "pass null, or give the data labels"
+        )
+    if num_classes is not None and num_labels < num_classes:
+        raise UsageError(
+            f"expected num_labels an integer >= num_classes ({num_classes}) so every class has a "
+            f"label, got {num_labels!r}; or pass null to keep all labels"
+        )
+
+
+# ---------------------------------------------------------------- images of a known format

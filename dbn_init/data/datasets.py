@@ -1,0 +1,244 @@
+"""Any torch ``Dataset`` of ``(input, label)``: torchvision's ``ImageFolder``, ``CIFAR10``, ..."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from ..constraints import Interval, UsageError, validate_params
+from .base import (
+    InMemoryDataModule,
+    RawData,
+    Scaling,
+    _check_finite,
+    carve,
+)
+
+_PIL_KEPT_MODES = ("1", "L", "RGB", "I", "I;16", "F")
+
+
+def _input_array(x: Any) -> np.ndarray:
+    """One input in torch's layout: ``(C, H, W)`` colour, ``(H, W)`` grey, ``(D,)`` features.
+
+    PIL images and 3-D numpy arrays whose last axis has 1, 3 or 4 channels (and whose first axis
+    does not) are channels-last and are transposed; tensors are taken as ``(C, H, W)``. One channel
+    is dropped: ``(1, H, W)`` -> ``(H, W)``.
+    """
+    pil = sys.modules.get("PIL.Image")  # a PIL image can only exist once PIL is imported
+    if pil is not None and isinstance(x, pil.Image):
+        if x.mode not in _PIL_KEPT_MODES:
+            x = x.convert("L" if x.mode in ("LA", "La") else "RGB")
+        x = np.asarray(x)
+        x = x.transpose(2, 0, 1) if x.ndim == 3 else x
+    elif isinstance(x, Tensor):
+        x = x.detach().cpu().numpy()
+    else:
+        x = np.asarray(x)
+        if x.ndim == 3 and x.shape[-1] in (1, 3, 4) and x.shape[0] not in (1, 3, 4):
+            x = x.transpose(2, 0, 1)
+    return x[0] if x.ndim == 3 and x.shape[0] == 1 else x
+
+
+def _class_label(y: Any) -> int:
+    label = np.asarray(y.detach().cpu() if isinstance(y, Tensor) else y)
+    if label.ndim != 0 or label.dtype.kind not in "biu":
+        raise UsageError(
+            f"expected an integer class label per item, got {y!r}; a dataset of (input, label) pairs "
+            "is needed (for torchvision datasets, no target_transform that changes the labels)"
+        )
+    return int(label)
+
+
+def _convert_items(items: list) -> tuple[list[np.ndarray], list[int | None]]:
+    """Collate for reading a Dataset: each item's input as an array and its label (None if the
+    item is an input alone). Module-level, so worker processes can pickle it."""
+    pairs = [item if isinstance(item, (tuple, list)) else (item,) for item in items]
+    return [_input_array(p[0]) for p in pairs], [_class_label(p[1]) if len(p) > 1 else None for p in pairs]
+
+
+def _materialise(dataset: Dataset, what: str, num_workers: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every item of ``dataset`` in memory: inputs ``(N, *shape)`` as stored, labels ``(N,)`` or None.
+
+    An IterableDataset is read in one pass (in this process: workers would each yield all of it)."""
+    workers = 0 if isinstance(dataset, IterableDataset) else num_workers
+    xs, ys = [], []
+    for inputs, labels in DataLoader(dataset, batch_size=256, num_workers=workers, collate_fn=_convert_items):
+        xs += inputs
+        ys += labels
+    if not xs:
+        raise UsageError(f"{what} holds no items; check its root or arguments")
+    odd = next((i for i, a in enumerate(xs) if a.shape != xs[0].shape or a.dtype.kind not in "biuf"), None)
+    if odd is not None:
+        raise UsageError(
+            f"{what}: expected every input as numbers of one shape, got {xs[0].shape} {xs[0].dtype} "
+            f"for item 0 and {xs[odd].shape} {xs[odd].dtype} for item {odd}; give the dataset a "
+            "transform making them alike, e.g. torchvision.transforms.Resize((32, 32))"
+        )
+    if len({y is None for y in ys}) > 1:
+        raise UsageError(f"{what}: expected every item as (input, label) or every item as an input alone, got both")
+    return np.stack(xs), None if ys[0] is None else np.asarray(ys, dtype=np.int64)
+
+
+def _value_range(x: np.ndarray) -> tuple[float, float] | None:
+    """The raw range of a dtype (``(0, 255)`` for uint8 pixels); float inputs all in [0, 1]
+    (torchvision's ToTensor) are already in range; other inputs have none."""
+    if x.dtype == np.bool_:
+        return (0.0, 1.0)
+    if np.issubdtype(x.dtype, np.unsignedinteger):
+        return (0.0, float(np.iinfo(x.dtype).max))
+    if np.issubdtype(x.dtype, np.floating) and x.min() >= 0 and x.max() <= 1:
+        return (0.0, 1.0)
+    return None
+
+
+@dataclass
+class _Items:
+    """A :class:`DatasetDataModule`'s datasets in memory: flattened float32 rows, int64 labels."""
+
+    splits: dict[str, tuple[Tensor, Tensor | None]]  # "train", and "test"/"val" where given
+    image_shape: tuple[int, ...] | None
+    value_range: tuple[float, float] | None
+    num_classes: int | None
+
+
+class DatasetDataModule(InMemoryDataModule):
+    """Any torch ``Dataset`` of ``(input, label)`` items (or inputs alone: pretraining only), in memory.
+
+    From Python, pass the object; in YAML, a class path and its init args, so every torchvision
+    dataset works::
+
+        data:
+          class_path: dbn_init.DatasetDataModule
+          init_args:
+            dataset:
+              class_path: torchvision.datasets.ImageFolder
+              init_args: {root: data/patches}
+
+    Inputs may be PIL images, numpy arrays or tensors (see :func:`_input_array` for the layouts);
+    they are flattened (3 x 32 x 32 -> 3072 features) and ``image_shape`` keeps ``(C, H, W)``
+    for colour, ``(H, W)`` for grey, so pictures show them as such. Under ``scaling="unit"``
+    8-bit inputs (PIL, uint8) are divided by 255, float inputs already in [0, 1] are kept, and
+    others are min-max scaled per feature. ``num_classes`` is ``len(dataset.classes)`` where the
+    dataset has ``classes`` (torchvision's do), else the largest label + 1.
+
+    Args:
+        dataset: the training items (map-style, or an IterableDataset read in one pass).
+        test_dataset: the test items; without it ``test_fraction`` of ``dataset`` is held out,
+            stratified, with the constant seed 0 (not ``split_seed``), so ``test`` always works.
+        val_dataset: the validation items; without it ``val_fraction`` is carved with ``split_seed``.
+        The other arguments are :class:`InMemoryDataModule`'s; ``num_workers`` also reads the
+        datasets in parallel (PNG decoding).
+
+    Every item is read once, in ``__init__`` (the CLI links ``input_size`` and ``num_classes``
+    into the model as soon as it has built this object, and a dataset's problem is then refused
+    at construction, as one line); this suits data that fit in memory (CIFAR-10's 50,000 images:
+    600 MB as float32).
+    """
+
+    _not_hyperparameters = ("dataset", "test_dataset", "val_dataset")
+    _parameter_constraints = {
+        **InMemoryDataModule._parameter_constraints,
+        "test_fraction": [Interval(float, 0, 1, "neither")],
+    }
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        test_dataset: Dataset | None = None,
+        val_dataset: Dataset | None = None,
+        test_fraction: float = 0.2,
+        batch_size: int = 100,
+        val_fraction: float = 0.1,
+        num_labels: int | None = None,
+        scaling: Scaling = "unit",
+        binarize: bool = False,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        on_device: bool = True,
+    ) -> None:
+        validate_params(
+            type(self).__name__, dict(test_fraction=test_fraction), self._parameter_constraints, prefix="--data."
+        )
+        super().__init__(
+            batch_size=batch_size,
+            val_fraction=val_fraction,
+            num_labels=num_labels,
+            scaling=scaling,
+            binarize=binarize,
+            split_seed=split_seed,
+            num_workers=num_workers,
+            on_device=on_device,
+        )
+        self.datasets = {"train": dataset, "test": test_dataset, "val": val_dataset}
+        self.test_fraction = test_fraction
+        self.items = self._read_items()  # the datasets in memory
+
+    @property
+    def input_size(self) -> int:
+        return self.items.splits["train"][0].shape[1]
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.items.num_classes
+
+    @property
+    def image_shape(self) -> tuple[int, ...] | None:
+        return self.items.image_shape
+
+    def _read_items(self) -> _Items:
+        arrays = {
+            split: _materialise(ds, f"the {split} dataset ({type(ds).__name__})", self.num_workers)
+            for split, ds in self.datasets.items()
+            if ds is not None
+        }
+        x, y = arrays["train"]
+        for split, (other, _) in arrays.items():
+            if other.shape[1:] != x.shape[1:]:
+                raise UsageError(
+                    f"the {split} dataset's inputs have shape {other.shape[1:]}, the training "
+                    f"dataset's {x.shape[1:]}; expected one shape: give both the same transform"
+                )
+        labelled = y is not None
+        classes = getattr(self.datasets["train"], "classes", None)
+        num_classes = (
+            (
+                len(classes)
+                if classes is not None
+                else 1 + max(int(a[1].max()) for a in arrays.values() if a[1] is not None)
+            )
+            if labelled
+            else None
+        )
+        splits = {}
+        for split, (inputs, labels) in arrays.items():
+            rows = torch.from_numpy(inputs.reshape(len(inputs), -1).astype(np.float32))
+            _check_finite(rows, f"the {split} dataset", "fix the dataset or its transform")
+            if labelled and (labels is None or labels.min() < 0 or labels.max() >= num_classes):
+                raise UsageError(
+                    f"the {split} dataset: expected labels in 0..{num_classes - 1}, got "
+                    f"{'none' if labels is None else f'{labels.min()}..{labels.max()}'}; fix its labels"
+                )
+            splits[split] = (rows, None if not labelled else torch.from_numpy(labels))
+        shape = tuple(x.shape[1:])
+        return _Items(splits, shape if len(shape) > 1 else None, _value_range(x), num_classes)
+
+    def _read(self) -> RawData:
+        splits = self.items.splits
+        x, y = splits["train"]
+        if "test" in splits:
+            test_x, test_y = splits["test"]
+        else:
+            keep, held = (torch.as_tensor(i) for i in carve(len(x), self.test_fraction, y))
+            # Source rows of test_x, and of the training rows that val_indices and pretrain_indices index.
+            self.test_indices, self.source_indices = held, keep
+            test_x, test_y = x[held], None if y is None else y[held]
+            x, y = x[keep], None if y is None else y[keep]
+        val_x, val_y = splits.get("val", (None, None))
+        return RawData(x, y, test_x, test_y, val_x=val_x, val_y=val_y, value_range=self.items.value_range)

@@ -1,0 +1,356 @@
+"""File readers: the one IDX (MNIST format) reader and the array files (``.npz``, ``.npy``, ``.csv``/``.tsv``)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..constraints import MissingFileError, UsageError
+
+# IDX type code -> big-endian numpy dtype.
+_IDX_DTYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_CHUNK = 1 << 24  # read in chunks so a lying header cannot make us allocate more than the file holds
+_FILE_FIX = (
+    "re-download it (`--data.download true`) or restore it from where it came (Debian's Fashion-MNIST: "
+    "`apt-get install --reinstall dataset-fashion-mnist`)"
+)
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _read_at_most(stream, n: int) -> bytes:
+    """Up to ``n`` bytes from ``stream``; fewer only at end of file."""
+    chunks, left = [], n
+    while left > 0:
+        chunk = stream.read(min(left, _CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def default_max_bytes() -> int:
+    """The largest IDX payload read by default: a quarter of this machine's memory, so a file
+    whose header declares more (a decompression bomb: 75 MB of gzip can declare 16 GiB) is
+    refused before anything is decompressed."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): a fixed 4 GiB
+        return 4 << 30
+
+
+def read_idx(path: str | Path, max_bytes: int | None = None) -> np.ndarray:
+    """Read one IDX file, gzipped or not (detected by the magic bytes ``1f 8b``).
+
+    ``max_bytes`` (default :func:`default_max_bytes`) caps the data the header may declare, in
+    bytes; a larger declaration is refused before decompressing, and decompression never reads
+    past the declared size.
+
+    Layout: two zero bytes, a type code (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32,
+    0x0D float32, 0x0E float64), the number of dims (1..4), the dims as big-endian uint32, then
+    the big-endian data.
+
+    Returns:
+        ndarray of shape ``dims``, in native byte order.
+
+    Raises:
+        ValueError: for any malformed content (bad magic, unknown type code, truncated or
+            over-long payload, broken gzip stream, more than 2**31 elements), naming the path.
+    """
+    path = Path(path)
+
+    def bad(what: str) -> UsageError:
+        return UsageError(f"{path}: {what}; the file is damaged or not an IDX file: {_FILE_FIX}")
+
+    with open(path, "rb") as raw:
+        is_gzip = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        stream = gzip.GzipFile(fileobj=raw) if is_gzip else raw
+        try:
+            dtype, dims = _idx_header(stream, bad)
+            count = math.prod(dims)
+            expected = count * dtype.itemsize
+            cap = default_max_bytes() if max_bytes is None else max_bytes
+            if expected > cap:
+                raise UsageError(
+                    f"{path}: its header declares {expected:,} bytes of data (dims {dims}, {dtype.name}), more than "
+                    f"the {cap:,}-byte limit, so it was not decompressed; if the file is genuine, raise the limit "
+                    "with --data.max_file_bytes"
+                )
+            payload = _read_at_most(stream, expected + 1)  # one extra byte detects trailing data
+        except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+            raise bad(f"expected a valid {'gzip' if is_gzip else 'IDX'} stream, reading failed ({err})") from err
+    if len(payload) != expected:
+        found = f"only {len(payload)}" if len(payload) < expected else "more (trailing data)"
+        raise bad(f"expected {expected} bytes of data for dims {dims}, found {found}")
+    return np.frombuffer(payload, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _idx_header(stream, bad) -> tuple[np.dtype, tuple[int, ...]]:
+    """The data type and dims of an IDX stream, read from its header; ``bad(what)`` makes the refusal."""
+    header = _read_at_most(stream, 4)
+    if len(header) < 4:
+        raise bad(f"expected a 4-byte IDX header, got {len(header)} bytes")
+    if header[:2] != b"\0\0":
+        raise bad(f"expected the IDX magic 00 00, got {header[:2].hex(' ')}")
+    dtype = _IDX_DTYPES.get(header[2])
+    if dtype is None:
+        raise bad(f"expected a type code in {[hex(c) for c in _IDX_DTYPES]}, got {header[2]:#04x}")
+    ndim = header[3]
+    if not 1 <= ndim <= 4:
+        raise bad(f"expected 1 to 4 dimensions, got {ndim}")
+    dim_bytes = _read_at_most(stream, 4 * ndim)
+    if len(dim_bytes) < 4 * ndim:
+        raise bad(f"expected {ndim} dims ({4 * ndim} bytes), got {len(dim_bytes)} bytes")
+    dims = struct.unpack(f">{ndim}I", dim_bytes)
+    if math.prod(dims) > 2**31:
+        raise bad(f"expected at most 2**31 elements, the header claims dims {dims} ({math.prod(dims)})")
+    return dtype, dims
+
+
+def _idx_folders(root: Path, name: str) -> list[Path]:
+    """Where the four IDX files may lie: flat in ``root``, or in torchvision's ``root/<name>/raw``."""
+    return [root, root / name / "raw"]
+
+
+def _find_idx_files(folder: Path) -> list[Path] | None:
+    """The four IDX files in ``folder`` (uncompressed preferred), or None if any is missing."""
+    found = [next((p for p in (folder / s, folder / f"{s}.gz") if p.is_file()), None) for s in _IDX_FILES]
+    return None if None in found else found
+
+
+def offline_hint(name: str, root_option: str = "--data.root") -> str:
+    """Where this dataset's files can come from without torchvision's download, for error messages
+    (``root_option``: the command's option for the data folder)."""
+    if name == "FashionMNIST":
+        return f", e.g. `apt-get install dataset-fashion-mnist` then `{root_option} /usr/share/datasets/fashion-mnist`"
+    return f" of {name} (copied from a machine where train.py's --data.download true fetched them into DIR/{name}/raw)"
+
+
+def load_idx_dataset(
+    root: str | Path, name: str, max_bytes: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Load the four standard IDX files from ``root/`` (flat) or ``root/<name>/raw/`` (torchvision).
+
+    ``name`` is torchvision's folder name, ``"MNIST"`` or ``"FashionMNIST"``.
+
+    Returns:
+        ``(train_x, train_y, test_x, test_y)``: images ``(N, H, W)`` as stored (uint8 for the
+        standard files), labels ``(N,)`` int64 in 0..9.
+
+    Raises:
+        FileNotFoundError: if ``root`` is missing or no folder holds all four files; the message
+            lists every path looked at and how to get the files.
+        ValueError: if a file is malformed, or images and labels disagree.
+    """
+    root = Path(root)
+    folders = _idx_folders(root, name)
+    files = next(filter(None, map(_find_idx_files, folders)), None) if root.is_dir() else None
+    if files is None:
+        looked = "\n  ".join(str(d / f"{s}{gz}") for d in folders for s in _IDX_FILES for gz in ("", ".gz"))
+        problem = (
+            "no folder holds all four files"
+            if root.is_dir()
+            else f"data root {root} is a file, not a folder"
+            if root.exists()
+            else f"data root {root} does not exist"
+        )
+        raise MissingFileError(
+            f"{problem}; expected the {name} IDX files {', '.join(_IDX_FILES)} (each optionally .gz) in one "
+            f"folder, flat in {root} or in torchvision's {root / name / 'raw'}. Looked at:\n  {looked}\n"
+            "Fix: pass `--data.download true` (needs internet; uses torchvision), or `--data.root DIR` "
+            f"pointing at a folder holding the four IDX files{offline_hint(name)}."
+        )
+    arrays = [read_idx(f, max_bytes) for f in files]
+    for i in (0, 2):
+        (img_path, lab_path), (images, labels) = files[i : i + 2], arrays[i : i + 2]
+        if images.ndim != 3 or labels.ndim != 1:
+            raise UsageError(
+                f"expected images (N, H, W) in {img_path} and labels (N,) in {lab_path}, got "
+                f"{images.shape} and {labels.shape}; {_FILE_FIX}"
+            )
+        if len(images) != len(labels):
+            raise UsageError(
+                f"expected as many labels as images, got {len(images)} images in {img_path} and "
+                f"{len(labels)} labels in {lab_path}; {_FILE_FIX}"
+            )
+        if not np.issubdtype(labels.dtype, np.integer) or not np.isin(labels, np.arange(10)).all():
+            raise UsageError(
+                f"expected integer labels in 0..9 in {lab_path}, got {labels.dtype} values "
+                f"{np.unique(labels)[:10].tolist()}...; {_FILE_FIX}"
+            )
+    return arrays[0], arrays[1].astype(np.int64), arrays[2], arrays[3].astype(np.int64)
+
+
+# ---------------------------------------------------------------- array files (.npz, .npy, .csv, .tsv)
+
+_ARRAY_SUFFIXES = (".npz", ".npy", ".csv", ".tsv")
+
+
+def read_array_file(
+    path: str | Path, target: str | None = None, option: str = "path", target_optional: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Features and labels from one file, as stored (no scaling).
+
+    - ``.npz``: the array ``x`` (features) and, if present, ``y`` (labels; ``target`` names
+      another key);
+    - ``.npy``: one array of features, no labels;
+    - ``.csv`` / ``.tsv``: a header row naming the columns, then rows of numbers; the column
+      named ``target`` holds the labels (numbers or strings), every other column is a feature.
+
+    ``option`` is how the user named the file (``"path"``, ``"test_path"``...), for messages.
+    ``target_optional``: a file without the ``target`` column or key has no labels (y None)
+    instead of being refused (files of extra unlabelled rows).
+
+    Returns:
+        ``(x, y)``: x ``(N, D)`` or as stored, y ``(N,)`` or None.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: an unknown suffix, a missing key or column, a cell that is not a number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        state = "is a folder" if path.is_dir() else "does not exist"
+        raise MissingFileError(
+            f"{option} {path} {state}; expected a {'/'.join(_ARRAY_SUFFIXES)} file: fix --data.{option}"
+        )
+    suffix = path.suffix.lower()
+    if suffix not in _ARRAY_SUFFIXES:
+        raise UsageError(
+            f"{option} {path}: expected a file ending in {', '.join(_ARRAY_SUFFIXES)}, got {suffix!r}; "
+            "convert it, e.g. np.savez(path, x=features, y=labels)"
+        )
+    if suffix == ".npz":
+        return _read_npz(path, target, option, target_optional)
+    if suffix == ".npy":
+        if target is not None and not target_optional:
+            raise UsageError(
+                f"{option} {path}: a .npy file holds one array, so it has no column {target!r}; "
+                "save features and labels together with np.savez(path, x=features, y=labels)"
+            )
+        return np.load(path, allow_pickle=False), None
+    return _read_table(path, target, option, "\t" if suffix == ".tsv" else ",", target_optional)
+
+
+def _read_npz(
+    path: Path, target: str | None, option: str, target_optional: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    with np.load(path, allow_pickle=False) as arrays:
+        keys = list(arrays.keys())
+        label_key = target or "y"
+        label_key = None if label_key not in keys and (target_optional or target is None) else label_key
+        if "x" not in keys or (label_key is not None and label_key not in keys):
+            raise UsageError(
+                f"{option} {path}: expected arrays named 'x' (features) and {label_key or 'y'!r} "
+                f"(labels, optional), found {keys}; save them as np.savez(path, x=features, y=labels)"
+            )
+        return arrays["x"], None if label_key is None else arrays[label_key]
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_table(
+    path: Path, target: str | None, option: str, delimiter: str, target_optional: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A CSV/TSV with a header row; the ``target`` column's cells are returned as strings."""
+    with open(path, newline="") as f:
+        rows = [row for row in csv.reader(f, delimiter=delimiter) if row]
+    if not rows or all(map(_is_number, rows[0])):
+        raise UsageError(
+            f"{option} {path}: expected a header row naming the columns, then rows of numbers; "
+            f"got {'an empty file' if not rows else 'a first row of numbers'}: add a header row"
+        )
+    header, body = [name.strip() for name in rows[0]], rows[1:]
+    if target_optional and target not in header:
+        target = None
+    if target is not None and target not in header:
+        raise UsageError(
+            f"target {target!r} is not a column of {path}; expected one of {header}: pass "
+            "--data.target with one of them, or leave it out for unlabelled data"
+        )
+    for line, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise UsageError(
+                f"{option} {path} line {line}: expected {len(header)} cells like the header, got "
+                f"{len(row)}; fix that row (a stray delimiter or a missing cell)"
+            )
+    label_col = header.index(target) if target is not None else None
+    features = [i for i in range(len(header)) if i != label_col]
+    try:
+        x = np.array([[float(row[i]) for i in features] for row in body], dtype=np.float64).reshape(len(body), -1)
+    except ValueError:
+        line, col = next(
+            (line, i) for line, row in enumerate(body, start=2) for i in features if not _is_number(row[i])
+        )
+        raise UsageError(
+            f"{option} {path} line {line}, column {header[col]!r}: expected a number, got "
+            f"{body[line - 2][col]!r}; encode the column as numbers, fill the empty cell or drop "
+            "the column"
+        ) from None
+    labels = None if label_col is None else np.array([row[label_col].strip() for row in body])
+    return x, labels
+
+
+def _label_array(values: Any, where: str) -> np.ndarray:
+    """Class labels as int64 (numbers, integral floats) or str; refuses fractional numbers."""
+    y = np.asarray(values)
+    if y.dtype.kind in "USO":
+        y = y.astype(str)
+        if (y == "").any():
+            raise UsageError(
+                f"{where}: expected a label in every row, got an empty one in row "
+                f"{int(np.argmax(y == ''))} (from 0); fill it, or move unlabelled rows to unlabeled_path"
+            )
+        numeric = y.size > 0 and all(map(_is_number, y.tolist()))
+        if not numeric:
+            return y
+        y = y.astype(np.float64)
+    if y.dtype.kind == "f" and not (np.isfinite(y).all() and np.equal(np.mod(y, 1), 0).all()):
+        raise UsageError(
+            f"{where}: expected class labels (integers or names), got fractional or NaN values such "
+            f"as {y[np.mod(y, 1) != 0][:3].tolist()}; a classifier needs a class column as target"
+        )
+    if y.dtype.kind not in "biuf":
+        raise UsageError(f"{where}: expected class labels (integers or names), got dtype {y.dtype}")
+    return y.astype(np.int64)
+
+
+def encode_labels(*label_arrays: np.ndarray | None) -> tuple[list[np.ndarray | None], list]:
+    """Map labels (several arrays, e.g. train and test, of one kind) to 0..C-1 by sorted class.
+
+    Returns:
+        ``(codes, classes)``: each array as int64 codes (None stays None), and the C sorted
+        classes (ints or strings), so ``classes[code]`` is the original label.
+    """
+    present = [y for y in label_arrays if y is not None]
+    kinds = {y.dtype.kind == "U" for y in present}
+    if len(kinds) > 1:
+        raise UsageError(
+            "expected labels of one kind, got numbers in one file and names in another; "
+            "write the labels alike in every file"
+        )
+    classes = np.unique(np.concatenate(present)) if present else np.array([])
+    codes = [None if y is None else np.searchsorted(classes, y).astype(np.int64) for y in label_arrays]
+    return codes, classes.tolist()
