@@ -34,6 +34,7 @@ from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, Namesp
 from jsonargparse.typing import NonNegativeInt, PositiveInt, restricted_number_type
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
+from lightning.pytorch.utilities import rank_zero_only
 
 from . import entry
 from .configs import shipped
@@ -211,11 +212,11 @@ def _pretrain_cell(cell: Cell, cfg: Namespace, model: DBN, data: LightningDataMo
     start = time.perf_counter()
     pretrain(model, data, lambda stage, epochs: make_trainer(epochs, options, num_sanity_val_steps=0))
     seconds = time.perf_counter() - start
-    if not cached:
+    if not cached and _lead():
         cache.parent.mkdir(exist_ok=True)
         save_stack(model.rbms, cache, **data_record(data))
     filters = out / "filters.png"
-    if not filters.exists() and getattr(data, "image_shape", None):
+    if not filters.exists() and getattr(data, "image_shape", None) and _lead():
         grid = image_grid(model.rbms[0].weight[:100], data.image_shape)
         save_image_grid(grid, filters, f"RBM 1 filters ({cell.name}, hidden={list(cell.hidden)}, seed {cell.seed})")
     return seconds, cached
@@ -360,6 +361,12 @@ def _output_folder(path: str) -> Path:
     return out
 
 
+def _lead() -> bool:
+    """Whether this process writes: under ``--devices 2`` or more Lightning re-runs this command in
+    every rank, and each runs every cell with the others, but only rank 0 saves and prints."""
+    return rank_zero_only.rank == 0
+
+
 def run(cfg: Namespace) -> list[dict[str, Any]]:
     """Run every unfinished cell of ``cfg``, saving after each; returns all rows."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -373,16 +380,19 @@ def run(cfg: Namespace) -> list[dict[str, Any]]:
         out.mkdir(parents=True, exist_ok=True)
         if config not in results.configs:
             results.configs.append(config)
-        results.save()  # before a cell writes anything, so an interrupted first cell leaves a folder that resumes
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
+        if _lead():  # before a cell writes anything, so an interrupted first cell leaves a folder that resumes
+            results.save()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=not _lead()) as bar:
         task = bar.add_task("cells", total=len(todo))
         for cell in todo:
             entry.check()
             bar.update(task, description=f"{cell.name} {list(cell.hidden)} seed {cell.seed} labels {cell.labels}")
             results.runs.append(run_cell(cell, cfg, datamodules[cell.labels], out))
-            results.save()
+            if _lead():
+                results.save()
             bar.advance(task)
-    if results.runs:
+    if results.runs and _lead():
         with replacing(out / "results.md") as tmp:
             Path(tmp).write_text(summarize(results.runs))
         plot_curves(results.runs, out / "curves.png")
@@ -402,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:  # a value the user gave: one line, no traceback; anything else is a bug
         print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
-    print(summarize(runs) if runs else "no cells")  # the command's answer, for the terminal
+    if _lead():
+        print(summarize(runs) if runs else "no cells")  # the command's answer, for the terminal
     return 0
 
 

@@ -724,3 +724,27 @@ def test_an_abbreviated_option_is_refused_not_taken_for_the_option_it_starts(cap
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--data", "dbn_init.DigitsDataModule", "--dbn.cd", "2"])
     assert "unrecognized arguments: --dbn.cd 2" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_under_two_devices_only_rank_zero_writes_and_prints(tmp_path):
+    """--devices 2: Lightning re-runs the command in a second process and both run every cell in
+    DDP; the table is printed once, each cell is one row, and the budgets share one stack."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dbn_init.compare", "--data", "dbn_init.DigitsDataModule", "--data.batch_size", "64",
+         "--models", "[dbn, he_uniform]", "--hidden", "[[16]]", "--seeds", "[0]", "--labels", "[null, 50]",
+         "--max_epochs", "1", "--dbn.pretrain_epochs", "1", "--accelerator", "cpu", "--devices", "2",
+         "--out", str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("Test accuracy (%)") == 1
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert sorted((r["model"], r["labels"] or 0) for r in runs) == [("dbn", 0), ("dbn", 50), ("he_uniform", 0),
+                                                                     ("he_uniform", 50)]  # fmt: skip
+    assert len(list((out / "pretrained").glob("*.safetensors"))) == 1
