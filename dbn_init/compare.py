@@ -406,12 +406,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     parser = build_parser()
     cfg = parser.parse_args(shipped(sys.argv[1:] if argv is None else argv))
-    try:
-        with entry.handlers("resume it: run the same command again (finished cells are kept)"):
-            runs = run(cfg)
-    except UsageError as err:  # a value the user gave: one line, no traceback; anything else is a bug
-        print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+    try:  # a usage error or a signal ends it as entry.command ends train.py, here as a return code
+        runs = entry.command(lambda: run(cfg), "resume it: run the same command again (finished cells are kept)",
+                             prog=f"{parser.prog}: error")  # fmt: skip
+    except SystemExit as stop:
+        return stop.code
     if _lead():
         print(summarize(runs) if runs else "no cells")  # the command's answer, for the terminal
     return 0

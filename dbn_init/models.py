@@ -140,9 +140,6 @@ class Classifier(LightningModule):
             saved = (checkpoint.get("dbn_init_run") or {}).get("model") or checkpoint.get("hyper_parameters") or {}
             self.build(saved["input_size"], saved["num_classes"])
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.build_like(checkpoint)
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None:  # how the inputs were scaled, for an export of the checkpoint's stack
