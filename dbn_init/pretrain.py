@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from . import entry
-from .constraints import UsageError
+from .constraints import MissingFileError, UsageError
 from .io import data_record, load_stack
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
 from .rbm import RBM, bernoulli, check_visible
@@ -565,10 +565,14 @@ def import_stack(model: DBN, datamodule: LightningDataModule) -> None:
     """Load the model's ``pretrained`` stack file as its bottom stages, checked against the DBN's
     sizes and unit types and against the data's scaling."""
     path = model.hparams.pretrained
-    stack = load_stack(path, input_size=model.hparams.input_size, hidden=model.hparams.hidden)
+    try:
+        stack = load_stack(path, input_size=model.hparams.input_size, hidden=model.hparams.hidden)
+    except (ValueError, FileNotFoundError) as err:  # the user's file: a usage error, one line at the entry points
+        kind = MissingFileError if isinstance(err, FileNotFoundError) else UsageError
+        raise kind(f"--model.pretrained: {err}") from err
     scaling, data_scaling = stack.metadata.get("scaling"), getattr(datamodule, "scaling", None)
     if scaling and data_scaling and scaling != data_scaling:
-        raise ValueError(
+        raise UsageError(
             f"the imported stack {path} was pretrained on inputs scaled {scaling!r} but this data is scaled "
             f"{data_scaling!r}: RBM 1 would see inputs unlike its training data; pass --data.scaling {scaling} "
             "(or pretrain a new stack for this scaling)"

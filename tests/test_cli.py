@@ -939,3 +939,13 @@ def test_of_two_runs_that_pass_the_folder_check_together_the_second_refuses(tmp_
         _claim(checkpoints, run)  # the second, having passed the look, claims after
     with pytest.raises(FileExistsError, match=r"already holds an earlier run's outputs \(checkpoints\)"):
         check_run_folder(tmp_path, run, checkpoints, None)  # a later run sees the first's claim
+
+
+def test_a_missing_pretrained_stack_is_one_line_and_exit_status_2(tmp_path):
+    """--model.pretrained is read when the fit starts pretraining: still a usage error, not a traceback."""
+    proc = subprocess.run([sys.executable, str(CONFIGS.parent / "train.py"), "fit", "--config", "quickstart.yaml",
+                           "--trainer.default_root_dir", str(tmp_path), "--trainer.fast_dev_run", "true",
+                           "--model.pretrained", str(tmp_path / "nope.safetensors")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: --model.pretrained: no such file: {tmp_path}")
