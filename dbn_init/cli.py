@@ -12,9 +12,10 @@ from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
+from . import runs
 from .callbacks import PredictionWriter, RBMPictures, ResumeCheckpoint, prepare_trainer
 from .configs import shipped
-from .constraints import FileTakenError, UsageError
+from .constraints import FileTakenError, UsageError, usage_cause
 from .entry import command, one_line
 from .io import data_record, save_stack
 from .models import DBN, Classifier
@@ -38,10 +39,7 @@ class DBNCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except (ValueError, TypeError) as err:  # jsonargparse wraps the class's refusal (or a missing file): find it
-            cause = err
-            while cause is not None and not isinstance(cause, (UsageError, FileNotFoundError)):
-                cause = cause.__cause__ or cause.__context__
-            if cause is None:
+            if (cause := usage_cause(err)) is None:
                 raise
             self.parser.error(str(cause))
 
@@ -117,6 +115,7 @@ class DBNCLI(LightningCLI):
         self._resumed = checkpoint is not None
         self.config_init[self.subcommand]["ckpt_path"] = str(resume) if resume else None
         if isinstance(self.model, DBN) and self.trainer.world_size > 1:  # stage fits cannot nest inside DDP: now
+            runs.save_config(self._config_savers(), self.run_dir())  # the record of the run, before its stages
             pretrain(self.model, self.datamodule, self.stage_trainer, stage_resume)
         elif isinstance(self.model, DBN):  # the fit pretrains in on_fit_start, with this run's stage Trainers
             self.model.stage_trainers, self.model.stage_resume = self.stage_trainer, stage_resume

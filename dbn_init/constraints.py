@@ -24,6 +24,7 @@ __all__ = [
     "MissingFileError",
     "FileTakenError",
     "OutputError",
+    "usage_cause",
     "Interval",
     "Options",
     "ListOf",
@@ -46,6 +47,14 @@ class FileTakenError(UsageError, FileExistsError):
 
 class OutputError(UsageError, OSError):
     """A file could not be written where the user asked (a full disk, a read-only folder)."""
+
+
+def usage_cause(err: BaseException | None) -> BaseException | None:
+    """The :class:`UsageError` (or missing file) behind ``err``, which may wrap it several times over
+    (jsonargparse wraps a class's refusal of a value); None if a bug, not the user, raised it."""
+    while err is not None and not isinstance(err, (UsageError, FileNotFoundError)):
+        err = err.__cause__ or err.__context__
+    return err
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,9 @@ def test_train_py_under_two_process_ddp_writes_pictures_and_the_exported_stack(t
     assert {p.name for p in (run / "pictures").glob("*.png")} >= {"rbm1_filters.png", "rbm2_filters.png"}
     assert (run / "pretrained.safetensors").is_file()
     assert "test_acc" in proc.stdout + proc.stderr
+    # the record of the run exists before its first stage ends, as in a one-device run
+    config = (run / "config.yaml").stat().st_mtime_ns
+    assert config < (run / "checkpoints" / "rbm1-last.ckpt").stat().st_mtime_ns
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
