@@ -83,7 +83,8 @@ def handlers(resume_hint: str) -> Iterator[None]:
         hint = _requeue(job) if stop.signum == signal.SIGUSR1 else resume_hint
         print(f"{stop}; {hint}", file=sys.stderr)
         raise SystemExit(128 + stop.signum) from None
-    finally:
+    finally:  # the request is answered: later work in this process (a notebook, a test) goes on
+        _received.clear()
         for s, handler in previous.items():
             signal.signal(s, handler)
 

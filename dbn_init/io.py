@@ -42,7 +42,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .constraints import OutputError
+from .constraints import FileTakenError, MissingFileError, OutputError, UsageError
 from .rbm import RBM, make_rbm
 
 __all__ = ["save_stack", "load_stack", "read_checkpoint", "data_record", "StackFile", "from_sklearn", "FORMAT_VERSION"]
@@ -111,7 +111,7 @@ class StackFile:
         :meth:`dbn_init.data.InMemoryDataModule.scale` applies it (unit: clamped into [0, 1], then
         thresholded at 0.5 if the data were binarised)."""
         if self.scaling != "none" and "raw_low" not in self.stats:
-            raise ValueError(
+            raise UsageError(
                 f"this stack records scaling {self.scaling!r} but not the transform's statistics (a "
                 "checkpoint's or a foreign file's stack); scale the rows as its training data were"
             )
@@ -193,7 +193,7 @@ def save_stack(
     path, extra = Path(path), dict(extra_metadata or {})
     if isinstance(rbms, RBM) or not all(isinstance(r, RBM) for r in rbms):
         got = type(rbms).__name__ if isinstance(rbms, RBM) else [type(r).__name__ for r in rbms]
-        raise ValueError(f"cannot save to {path}: expected a sequence of dbn_init RBMs (wrap one as [rbm]), got {got}")
+        raise UsageError(f"cannot save to {path}: expected a sequence of dbn_init RBMs (wrap one as [rbm]), got {got}")
     problems = [] if scaling in _SCALINGS else [f"scaling must be one of {list(_SCALINGS)}, got {scaling!r}"]
     reserved = {
         "format",
@@ -212,14 +212,12 @@ def save_stack(
     found = {(i, k): getattr(r, k).detach() for i, r in enumerate(rbms) for k in _KINDS}
     stack = _build(f"cannot save to {path}", found, lambda i, k: f"rbms[{i}].{k}", units, problems)
     if path.is_dir():
-        raise IsADirectoryError(
-            f"cannot save to {path}: it is a folder; give a file name, e.g. {path / 'dbn.safetensors'}"
-        )
+        raise UsageError(f"cannot save to {path}: it is a folder; give a file name, e.g. {path / 'dbn.safetensors'}")
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite on the command line)")
+        raise FileTakenError(f"{path} already exists; pass overwrite=True (--overwrite on the command line)")
     folder = path.parent
     if not folder.is_dir():
-        raise FileNotFoundError(f"cannot save to {path}: folder {folder} does not exist; create it first")
+        raise MissingFileError(f"cannot save to {path}: folder {folder} does not exist; create it first")
     tensors = {f"rbm.{i}.{k}": getattr(r, k).detach().cpu().contiguous() for i, r in enumerate(stack) for k in _KINDS}
     for name, value in (stats or {}).items():
         tensors[f"scaling.{name}"] = torch.as_tensor(value, dtype=torch.float32).cpu().contiguous()
@@ -249,7 +247,7 @@ def replacing(path: Path) -> Iterator[str]:
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
-        raise PermissionError(f"cannot write to folder {folder} ({err.strerror}); choose a writable folder") from err
+        raise OutputError(f"cannot write to folder {folder} ({err.strerror}); choose a writable folder") from err
     os.close(fd)
     try:
         yield tmp
@@ -282,20 +280,20 @@ def load_stack(
     if isinstance(source, (list, tuple)):
         return StackFile(from_sklearn(source, input_size=input_size, hidden=hidden), {"source": "sklearn"})
     if not isinstance(source, (str, os.PathLike)):
-        raise ValueError(f"expected a file path or a list of fitted BernoulliRBM, got {type(source).__name__}")
+        raise UsageError(f"expected a file path or a list of fitted BernoulliRBM, got {type(source).__name__}")
     path = Path(source)
     if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}; expected {_ACCEPTED}")
+        raise MissingFileError(f"no such file: {path}; expected {_ACCEPTED}")
     if not path.is_file():
-        raise ValueError(f"{path} is not a regular file; expected {_ACCEPTED}")
+        raise UsageError(f"{path} is not a regular file; expected {_ACCEPTED}")
     try:
         with open(path, "rb") as f:
             head = f.read(16)
         size = path.stat().st_size
     except OSError as err:
-        raise ValueError(f"cannot read {path}: {err.strerror}") from err
+        raise UsageError(f"cannot read {path}: {err.strerror}") from err
     if size == 0:
-        raise ValueError(f"{path} is empty (0 bytes); expected {_ACCEPTED}")
+        raise UsageError(f"{path} is empty (0 bytes); expected {_ACCEPTED}")
     problems: list[str] = []  # the readers add what they find; _build adds the rest and raises once
     raw = _sniff(path, head)(path, size, problems)
     if raw.metadata.get("scaling") not in (None, *_SCALINGS):
@@ -304,7 +302,7 @@ def load_stack(
     stats = raw.stats or {}
     wrong = {name: tuple(t.shape) for name, t in stats.items() if tuple(t.shape) != (rbms[0].n_visible,)}
     if wrong or len(stats) % 2:  # each transform comes as a pair
-        raise ValueError(
+        raise UsageError(
             f"{path}: the scaling tensors {wrong or sorted(stats)} must come in pairs (raw_low with "
             f"raw_high, feature_mean with feature_std) of shape ({rbms[0].n_visible},), one entry per "
             "input feature; re-export the stack"
@@ -319,12 +317,12 @@ def _sniff(path: Path, head: bytes) -> Callable[[Path, int, list[str]], _Raw]:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
         except Exception as err:  # BadZipFile, zlib or decoding errors: all mean "corrupt"
-            raise ValueError(f"{path} looks like a zip file but is corrupt ({err}); expected {_ACCEPTED}") from err
+            raise UsageError(f"{path} looks like a zip file but is corrupt ({err}); expected {_ACCEPTED}") from err
         if any(n.endswith("data.pkl") for n in names):
             return _read_checkpoint
         if names and all(n.endswith(".npy") for n in names):
             return _read_npz
-        raise ValueError(f"{path} is a zip file but neither a torch checkpoint nor an .npz; expected {_ACCEPTED}")
+        raise UsageError(f"{path} is a zip file but neither a torch checkpoint nor an .npz; expected {_ACCEPTED}")
     # safetensors before the magic numbers: a 128-byte header would start with b"\x80" like a
     # pickle, but no pickle has a header length under 100 MB followed by "{".
     if head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] <= _MAX_HEADER:
@@ -333,8 +331,8 @@ def _sniff(path: Path, head: bytes) -> Callable[[Path, int, list[str]], _Raw]:
     if what is None and path.suffix.lower() in (".pkl", ".pickle", ".joblib"):
         what = f"a pickle (by its {path.suffix} suffix)"
     if what is not None:
-        raise ValueError(f"{path} looks like {what}; refusing to load it: {_PICKLE_HELP}")
-    raise ValueError(f"{path} is not a recognised weights file (unknown content); expected {_ACCEPTED}")
+        raise UsageError(f"{path} looks like {what}; refusing to load it: {_PICKLE_HELP}")
+    raise UsageError(f"{path} is not a recognised weights file (unknown content); expected {_ACCEPTED}")
 
 
 def _read_safetensors(path: Path, size: int, problems: list[str]) -> _Raw:
@@ -342,23 +340,23 @@ def _read_safetensors(path: Path, size: int, problems: list[str]) -> _Raw:
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
         if n > size - 8:
-            raise ValueError(f"{corrupt}: its header claims {n} bytes but the file holds {size - 8}")
+            raise UsageError(f"{corrupt}: its header claims {n} bytes but the file holds {size - 8}")
         raw = f.read(n)
     try:  # check the header ourselves, so that the library only ever sees well-formed files
         header = json.loads(raw.decode("utf-8"))
         meta = header.pop("__metadata__", None) or {}
         end = max([int(e["data_offsets"][1]) for e in header.values()], default=0)
         if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
-            raise ValueError("__metadata__ must map strings to strings")
+            raise UsageError("__metadata__ must map strings to strings")
     except (ValueError, RecursionError, OverflowError, AttributeError, TypeError, LookupError) as err:
-        raise ValueError(f"{corrupt}: unreadable header ({type(err).__name__}: {err})") from err
+        raise UsageError(f"{corrupt}: unreadable header ({type(err).__name__}: {err})") from err
     if end > size - 8 - n:
-        raise ValueError(f"{corrupt}: tensors need {end} data bytes but only {size - 8 - n} are present")
+        raise UsageError(f"{corrupt}: tensors need {end} data bytes but only {size - 8 - n} are present")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except Exception as err:  # SafetensorError and friends: a malformed file, whatever the detail
-        raise ValueError(f"{corrupt}: {err}") from err
+        raise UsageError(f"{corrupt}: {err}") from err
     ours = meta.get("format") == FORMAT  # a foreign file is accepted if its tensor names follow our scheme
     if ours and meta.get("format_version") not in _READABLE_VERSIONS:
         problems.append(
@@ -385,13 +383,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     with open(path, "rb") as f:
         head = f.read(16)
     if _sniff(path, head) is not _read_checkpoint:
-        raise ValueError(
+        raise UsageError(
             f"{path} holds RBM weights but no training state, so there is nothing to resume; to start "
             "from those weights, pass it to --model.pretrained"
         )
     ckpt = _torch_load(path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict); expected a .ckpt that train.py wrote")
+        raise UsageError(f"{path} is not a Lightning checkpoint (no state_dict); expected a .ckpt that train.py wrote")
     return ckpt
 
 
@@ -401,11 +399,11 @@ def _torch_load(path: Path) -> Any:
     except pickle.UnpicklingError as err:  # weights_only met a class or function: a pickled object
         culprit = re.search(r"GLOBAL ([\w.]+)", str(err))
         holds = f" (it holds {culprit.group(1)})" if culprit else ""
-        raise ValueError(
+        raise UsageError(
             f"{path} holds pickled Python objects{holds}, not just weights; refusing to load it: {_PICKLE_HELP}"
         ) from err
     except Exception as err:  # torch raises RuntimeError, EOFError, KeyError... for corrupt archives
-        raise ValueError(f"{path} is a truncated or corrupt torch checkpoint ({type(err).__name__}: {err})") from err
+        raise UsageError(f"{path} is a truncated or corrupt torch checkpoint ({type(err).__name__}: {err})") from err
 
 
 def _read_checkpoint(path: Path, size: int, problems: list[str]) -> _Raw:
@@ -413,10 +411,10 @@ def _read_checkpoint(path: Path, size: int, problems: list[str]) -> _Raw:
     # A Lightning checkpoint nests the weights in "state_dict"; a bare torch.save(model.state_dict()) does not.
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}; expected a Lightning checkpoint with a state_dict")
+        raise UsageError(f"{path} holds a {type(state).__name__}; expected a Lightning checkpoint with a state_dict")
     rbm_keys = {k: v for k, v in state.items() if isinstance(k, str) and k.startswith("rbms.")}
     if not rbm_keys and any(isinstance(k, str) and k.startswith("mlp.") for k in state):
-        raise ValueError(
+        raise UsageError(
             f"{path} is the checkpoint of a model without RBMs (a Baseline's MLP), so it holds no stack "
             "to start a DBN from; pass a DBN's checkpoint or an exported .safetensors stack, or resume "
             "that Baseline run with --ckpt_path"
@@ -455,7 +453,7 @@ def _read_npz(path: Path, size: int, problems: list[str]) -> _Raw:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except Exception as err:  # object arrays need pickle, so np.load refuses them with ValueError
-        raise ValueError(
+        raise UsageError(
             f"{path} is a corrupt .npz, or holds object arrays that need pickle ({err}); "
             "expected numeric arrays weight_{i}, visible_bias_{i}, hidden_bias_{i}"
         ) from err
@@ -531,7 +529,7 @@ def _build(
     if len(units) != len(layers) or any(u not in _UNITS for u in units):
         problems.append(f"visible_units must list one of {list(_UNITS)} per RBM ({len(layers)}), got {_short(units)}")
     if problems:
-        raise ValueError(f"{name}: {len(problems)} problem(s) with the RBM stack:\n  - " + "\n  - ".join(problems))
+        raise UsageError(f"{name}: {len(problems)} problem(s) with the RBM stack:\n  - " + "\n  - ".join(problems))
     rbms = []
     with torch.random.fork_rng(devices=[]), torch.no_grad():  # make_rbm's random init leaves the caller's RNG alone
         for i in layers:

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from . import entry
-from .constraints import MissingFileError, UsageError
+from .constraints import UsageError
 from .io import data_record, load_stack
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
 from .rbm import RBM, bernoulli, check_visible
@@ -567,9 +567,8 @@ def import_stack(model: DBN, datamodule: LightningDataModule) -> None:
     path = model.hparams.pretrained
     try:
         stack = load_stack(path, input_size=model.hparams.input_size, hidden=model.hparams.hidden)
-    except (ValueError, FileNotFoundError) as err:  # the user's file: a usage error, one line at the entry points
-        kind = MissingFileError if isinstance(err, FileNotFoundError) else UsageError
-        raise kind(f"--model.pretrained: {err}") from err
+    except UsageError as err:  # the user's file: say which option named it
+        raise type(err)(f"--model.pretrained: {err}") from err
     scaling, data_scaling = stack.metadata.get("scaling"), getattr(datamodule, "scaling", None)
     if scaling and data_scaling and scaling != data_scaling:
         raise UsageError(

@@ -4,7 +4,9 @@ import copy
 import json
 import os
 import pickle
+import signal
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from sklearn.neural_network import BernoulliRBM
 from torch.utils.data import DataLoader, TensorDataset
 
 import dbn_init.io as dio
+from dbn_init.constraints import OutputError, UsageError
 from dbn_init.export import main as export_main
 from dbn_init.io import FORMAT_VERSION, StackFile, from_sklearn, load_stack, save_stack
 from dbn_init.mlp import MLP
@@ -272,6 +275,31 @@ def test_export_of_a_real_lightning_checkpoint(tmp_path, capsys):
     assert not (tmp_path / "x.safetensors").exists()
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_an_export_stopped_by_a_signal_mid_write_leaves_no_file_and_exits_128_plus_the_signal(
+    signum, tmp_path, monkeypatch, capsys
+):
+    """The signal arrives while the stack is half written: the export stops with 143 or 130 and one
+    line, and neither the output nor its temporary file is left for a user to take for whole."""
+    ckpt = tmp_path / "dbn.ckpt"
+    model = DBN(input_size=64, hidden=[16], pretrain_epochs=0)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, ckpt)
+    real_save = dio.save_file
+
+    def save_then_signal(tensors, filename, metadata=None):
+        real_save(tensors, filename, metadata=metadata)
+        Path(filename).write_bytes(Path(filename).read_bytes()[:100])  # as a write cut short
+        os.kill(os.getpid(), signum)  # a real signal, to the real handler
+
+    monkeypatch.setattr(dio, "save_file", save_then_signal)
+    out = tmp_path / "rbms.safetensors"
+    assert export_main([str(ckpt), str(out)]) == 128 + signum
+    err = capsys.readouterr().err
+    assert f"stopped by {signal.Signals(signum).name}" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dbn.ckpt"]
+    assert signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler)  # handlers put back
+
+
 # --- scikit-learn ---------------------------------------------------------------------------
 def test_stacked_sklearn_bernoulli_rbms_import_with_identical_hidden_probabilities():
     x = load_digits().data / 16.0  # (1797, 64) in [0, 1]
@@ -511,9 +539,7 @@ def test_joblib_dumps_are_refused(tmp_path, compress):
 # --- writing safely -------------------------------------------------------------------------
 def test_a_folder_given_as_the_output_gets_a_file_name_suggested(tmp_path):
     (tmp_path / "out").mkdir()  # even with overwrite: replacing a folder by a file is never meant
-    with pytest.raises(
-        IsADirectoryError, match=r"out: it is a folder; give a file name, e\.g\. .*out/dbn\.safetensors"
-    ):
+    with pytest.raises(UsageError, match=r"out: it is a folder; give a file name, e\.g\. .*out/dbn\.safetensors"):
         save_stack(random_stack(seed=1), tmp_path / "out", overwrite=True)
     assert (tmp_path / "out").is_dir() and not any((tmp_path / "out").iterdir())
 
@@ -550,7 +576,7 @@ def test_unwritable_or_missing_folder_is_named(tmp_path, monkeypatch):
 
     # chmod cannot make a folder unwritable for root (CI runs as root), so simulate the OS refusal
     monkeypatch.setattr(dio.tempfile, "mkstemp", denied)
-    with pytest.raises(PermissionError, match=rf"cannot write to folder {tmp_path} \(Permission denied\)"):
+    with pytest.raises(OutputError, match=rf"cannot write to folder {tmp_path} \(Permission denied\)"):
         save_stack(random_stack(), tmp_path / "s.safetensors")
 
 
