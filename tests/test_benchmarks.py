@@ -31,3 +31,34 @@ def test_cd_precision_compares_bf16_with_fp32_and_finds_it_within_sampling_noise
     assert result["data"] == "random" and result["batches"] == 4
     # bf16 autocast moves the gradient far less than a different Gibbs seed does (5e-3 vs 4e-2 here)
     assert 0 < result["bf16_rel"] < result["sampling_noise_rel"] / 3
+
+
+def test_rbm_throughput_times_the_stage_the_compiled_step_and_rbms_and_reports_flops():
+    """A smoke run of a few contenders: every figure is in the JSON line (rbms_s null only where the
+    package is missing), and one round never counts as a goal met."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPTS / "rbm_throughput.py"),
+            "--n",
+            "1024",
+            "--rounds",
+            "1",
+            "--data-root",
+            "/nonexistent",
+            "--skip",
+            "naive_torch,cd_grad_sgd,dbn_init_loss,dbn_init_1t,sklearn,learnergy,compiled_cd_x8,finetune",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["data"] == "random" and result["n"] == 1024 and result["device"]
+    for name in ("matmul_only", "dbn_init", "compiled_cd"):
+        assert result[f"{name}_s"] > 0 and result["tflops"][name] > 0
+    assert result["rbms_s"] is None if "rbms" in result["unavailable"] else result["rbms_s"] > 0
+    assert result["peak_tflops"]["measured"] > 0 and result["peak_tflops"]["spec"] is None  # a CPU
+    assert result["goals_met"]["dbn_init/matmul_only <= 1.2"] is False  # one round: never "met"
+    assert "only 1 rounds; 5 needed" in proc.stdout

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dbn_init import DBN, Baseline, DigitsDataModule
 from dbn_init.constraints import UsageError
-from dbn_init.pretrain import pretrain
+from dbn_init.pretrain import PretrainData, pretrain
 from dbn_init.rbm import RBM
 
 
@@ -324,6 +324,27 @@ def test_baseline_learns_digits(digits):
     trainer = _trainer(10)
     trainer.fit(model, datamodule=digits)
     assert trainer.test(model, datamodule=digits, verbose=False)[0]["test_acc"] > 0.93
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cd_step_on_the_gpu_never_waits_for_the_host(digits):
+    """Between monitored steps (every ``monitor_every``-th measures, checks and syncs once) a CD
+    update queues its kernels and returns: no .item(), nonzero or branch on a tensor's value."""
+    from dbn_init.pretrain import RBMStage
+
+    class Strict(RBMStage):
+        def _cd_step(self, v):
+            monitored = self._step_in_epoch % self.monitor_every == 0
+            torch.cuda.set_sync_debug_mode("warn" if monitored else "error")
+            try:
+                super()._cd_step(v)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+
+    dbn = DBN(input_size=64, hidden=[32], pretrain_epochs=1, steps_per_batch=8)
+    trainer = _trainer(1, accelerator="gpu", devices=1, limit_val_batches=0)
+    trainer.fit(Strict(dbn.rbms, 0, dbn.cd), datamodule=PretrainData(digits, 8))
+    assert trainer.global_step > 0 and torch.isfinite(dbn.rbms[0].weight).all()
 
 
 def test_fine_tuning_drops_lightnings_nvml_flag_only_where_there_is_no_gpu(digits, monkeypatch):
