@@ -12,6 +12,7 @@ from .data import (
     ImageDataModule,
     InMemoryDataModule,
     MNISTDataModule,
+    StreamingDataModule,
 )
 from .init import INIT_SCHEMES, init_weight
 from .io import load_stack, save_stack
@@ -34,6 +35,7 @@ __all__ = [
     "InMemoryDataModule",
     "ArrayDataModule",
     "DatasetDataModule",
+    "StreamingDataModule",
     "ImageDataModule",
     "DigitsDataModule",
     "MNISTDataModule",

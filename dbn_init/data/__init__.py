@@ -2,9 +2,10 @@
 
 One module each: :mod:`.base` (:class:`InMemoryDataModule`: splits, scaling, loaders),
 :mod:`.images` (digits, MNIST, Fashion-MNIST), :mod:`.arrays` (:class:`ArrayDataModule`),
-:mod:`.datasets` (:class:`DatasetDataModule`) and :mod:`.readers` (IDX and array files).
+:mod:`.datasets` (:class:`DatasetDataModule`), :mod:`.streaming` (:class:`StreamingDataModule`,
+for data that do not fit in memory) and :mod:`.readers` (IDX and array files).
 
-Every DataModule here holds its data in memory and yields ``(x, y)`` batches, ``x`` float32
+Every DataModule here but the streaming one holds its data in memory and yields ``(x, y)`` batches, ``x`` float32
 ``(B, D)`` (flattened inputs) and ``y`` int64 ``(B,)`` (-1 for a row without a label), from four
 splits made in ``setup`` by one base class, :class:`InMemoryDataModule`:
 
@@ -33,6 +34,7 @@ from .base import EpochShuffle, InMemoryDataModule, TensorBatches, _keep_batch
 from .datasets import DatasetDataModule
 from .images import DigitsDataModule, FashionMNISTDataModule, ImageDataModule, MNISTDataModule, offline_hint
 from .readers import load_idx_dataset, read_array_file, read_idx
+from .streaming import StreamingDataModule
 
 __all__ = [
     "InMemoryDataModule",
@@ -42,6 +44,7 @@ __all__ = [
     "FashionMNISTDataModule",
     "ArrayDataModule",
     "DatasetDataModule",
+    "StreamingDataModule",
     "read_idx",
     "load_idx_dataset",
     "read_array_file",

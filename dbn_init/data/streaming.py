@@ -1,0 +1,399 @@
+"""Data that do not fit in memory: a torch ``IterableDataset`` (or any dataset) streamed, never held.
+
+:class:`StreamingDataModule` reads its source once in ``__init__`` for what the model and the
+scaling need (shape, labels, item counts, per-feature minimum, maximum, mean and variance: one
+pass, merged batch by batch in float64), then streams it again every epoch: each item is
+converted, assigned to its split, scaled by the fitted transform in its batch, and dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from ..constraints import Interval, UsageError, validate_params
+from .base import InMemoryDataModule, Scaling, _check_label_budget
+from .datasets import _class_label, _input_array
+
+# Lightning warns of any IterableDataset with __len__ that workers may count twice; a _Stream's
+# workers each read their own equal share, so its length is exact.
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+_GOLDEN = (math.sqrt(5) - 1) / 2  # the Weyl sequence i * 0.618... mod 1 spreads items evenly over [0, 1)
+
+
+def _position(i: int) -> float:
+    """Item ``i``'s place in [0, 1), fixed by its index alone: the split it falls in does not
+    depend on the data, the seed or the number of processes reading it."""
+    return (i * _GOLDEN) % 1.0
+
+
+def _item(item: Any) -> tuple[np.ndarray, int | None]:
+    """One source item as (input array in torch's layout, label or None)."""
+    pair = item if isinstance(item, (tuple, list)) else (item,)
+    return _input_array(pair[0]), _class_label(pair[1]) if len(pair) > 1 else None
+
+
+def _check_alike(i: int, x: np.ndarray, y: int | None, first: tuple) -> None:
+    """Item ``i`` is numbers of item 0's shape and dtype, and labelled as item 0 is."""
+    shape, dtype, labelled = first
+    if x.shape != shape or x.dtype != dtype or x.dtype.kind not in "biuf" or (y is not None) != labelled:
+        label, first_label = ("with" if y is not None else "without"), ("with" if labelled else "without")
+        raise UsageError(
+            f"the training dataset: item {i} is {x.shape} {x.dtype} {label} a label, item 0 {shape} {dtype} "
+            f"{first_label} one; expected every item alike: give the dataset a transform making them so"
+        )
+
+
+@dataclass
+class _Moments:
+    """Per-feature count, minimum, maximum, mean and sum of squared deviations, merged batch by
+    batch (Chan, Golub & LeVeque 1979), in float64."""
+
+    n: int = 0
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    m2: np.ndarray | None = None
+
+    def add(self, rows: np.ndarray) -> None:
+        rows = rows.astype(np.float64)
+        n, mean = len(rows), rows.mean(0)
+        m2 = ((rows - mean) ** 2).sum(0)
+        if self.n == 0:
+            self.n, self.low, self.high, self.mean, self.m2 = n, rows.min(0), rows.max(0), mean, m2
+            return
+        total, delta = self.n + n, mean - self.mean
+        self.m2 = self.m2 + m2 + delta**2 * self.n * n / total
+        self.mean = self.mean + delta * n / total
+        self.low, self.high = np.minimum(self.low, rows.min(0)), np.maximum(self.high, rows.max(0))
+        self.n = total
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.sqrt(self.m2 / max(self.n, 1))
+
+
+@dataclass
+class _Survey:
+    """What one pass over the training source found."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    moments: _Moments
+    counts: dict[str, int]  # items per split: "train" (pretraining), "val", "test"
+    class_counts: dict[int, int] = field(default_factory=dict)  # labels of the "train" items
+    labelled: bool = True
+    label_span: int = 0  # the largest label in any split, + 1
+
+
+class _Stream(IterableDataset):
+    """One split of a source, as flattened float32 rows and int64 labels (-1: none), read anew on
+    every pass. Under several processes or workers each reads every ``shards``-th item of the split
+    and stops at an equal share, so that every DDP rank makes the same number of steps."""
+
+    def __init__(self, source: Dataset, split: str, module: StreamingDataModule, shuffle: bool) -> None:
+        self.source, self.split, self.shuffle = source, split, shuffle
+        self.wanted = "train" if split == "pretrain" else split  # the pretraining items are the training split's
+        self.owner_split = module._split_of if split in ("train", "pretrain") or module._carved(split) else None
+        self.label_budget = module._label_budget() if split == "train" else None
+        self.buffer, self.seed, self.epoch = module.shuffle_buffer, module.seed, 0
+        self.rank, self.world = module._rank()
+        self.workers, self.total = max(1, module.num_workers), module._count(split)
+
+    def __len__(self) -> int:
+        """Items this process serves per pass (its workers' equal shares together)."""
+        return self.total // (self.world * self.workers) * self.workers
+
+    def _wanted(self) -> Iterator[tuple[np.ndarray, int]]:
+        """The split's items in source order (after the label budget), as (input, label)."""
+        kept: dict[int, int] = {}
+        for i, raw in enumerate(self.source):
+            if self.owner_split is not None and self.owner_split(i) != (
+                "train" if self.split == "pretrain" else self.split
+            ):
+                continue
+            x, y = _item(raw)
+            if self.label_budget is not None:
+                if y is None or kept.get(y, 0) >= self.label_budget.get(y, 0):
+                    continue
+                kept[y] = kept.get(y, 0) + 1
+            yield x, -1 if y is None else y
+
+    def __iter__(self) -> Iterator[tuple[Tensor, int]]:
+        worker = get_worker_info()
+        workers, wid = (1, 0) if worker is None else (worker.num_workers, worker.id)
+        shards, shard = self.world * workers, self.rank * workers + wid
+        share = self.total // shards
+        rng = np.random.default_rng([self.seed % 2**63, self.epoch, shard])
+        pool: list[tuple[Tensor, int]] = []
+        served = 0
+        for j, (x, y) in enumerate(self._wanted()):
+            if j % shards != shard or served + len(pool) >= share:
+                continue
+            pool.append((torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32).reshape(-1)), y))
+            if not self.shuffle or len(pool) >= self.buffer:  # a shuffle buffer: serve a random one
+                yield pool.pop(int(rng.integers(len(pool))) if self.shuffle else 0)
+                served += 1
+        while pool:
+            yield pool.pop(int(rng.integers(len(pool))) if self.shuffle else 0)
+
+
+def _scaled_batch(module: StreamingDataModule, items: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
+    """Collate: stack a batch's rows and scale them by the fitted transform, as one operation."""
+    rows = torch.stack([x for x, _ in items])
+    return module.scale(rows), torch.tensor([y for _, y in items], dtype=torch.int64)
+
+
+class _EpochSampler:
+    """What Lightning's per-epoch ``sampler.set_epoch(epoch)`` finds on a stream's loader (an
+    iterable dataset has no sampler of its own to take it): it hands the epoch to the stream, whose
+    shuffle buffer it seeds, so a resumed run shuffles its epochs as the uninterrupted one did."""
+
+    def __init__(self, sampler, stream: _Stream) -> None:
+        self.sampler, self.stream = sampler, stream
+
+    def __iter__(self):
+        return iter(self.sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.stream.epoch = epoch
+
+
+class _StreamLoader(DataLoader):
+    """A DataLoader over a :class:`_Stream` whose ``sampler`` takes ``set_epoch``."""
+
+    @property
+    def sampler(self) -> _EpochSampler:
+        return _EpochSampler(self._sampler, self.dataset)
+
+    @sampler.setter
+    def sampler(self, value) -> None:  # DataLoader.__init__ sets it once
+        self._sampler = value
+
+
+class StreamingDataModule(LightningDataModule):
+    """A dataset streamed from its source every epoch, for data that do not fit in memory.
+
+    Any torch ``Dataset`` of ``(input, label)`` items or of inputs alone, typically an
+    ``IterableDataset`` reading files or shards; inputs as :class:`DatasetDataModule` takes them
+    (PIL, numpy, tensors; flattened, ``image_shape`` kept). The scaling (``unit``,
+    ``standardize``, ``none``: :class:`InMemoryDataModule`'s laws) is fitted in one streaming pass
+    over the training items, in ``__init__``; the same pass finds the sizes and counts.
+
+    Splits without their own dataset are carved by position: item ``i`` goes to the test split
+    when ``(i * 0.618...) mod 1 < test_fraction``, to validation when it is below
+    ``test_fraction + val_fraction``, else to training. So they are disjoint, fixed and spread
+    through the stream, whatever its order. ``num_labels`` keeps the first
+    ``num_labels // num_classes`` training items of each class in stream order (the remainder to
+    the first classes); pretraining sees every training item.
+
+    Training items are shuffled within a buffer of ``shuffle_buffer`` items (seeded by ``seed``, the
+    epoch and the shard). Under DDP, and with ``num_workers``, each process and worker reads every
+    k-th item of a split and all stop at an equal share (at most k - 1 items of each split are left
+    out per epoch), so every rank makes the same number of steps. The source must yield its items
+    in the same order on every pass.
+    """
+
+    _parameter_constraints = {
+        **InMemoryDataModule._parameter_constraints,
+        "test_fraction": [Interval(float, 0, 1, "left")],
+        "shuffle_buffer": [Interval(int, 1, None)],
+        "seed": [Interval(int, 0, 2**63 - 1)],
+    }
+    _not_hyperparameters = ("dataset", "test_dataset", "val_dataset")
+    scale = InMemoryDataModule.scale  # the same transform as every in-memory DataModule
+    _unit = InMemoryDataModule._unit
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        test_dataset: Dataset | None = None,
+        val_dataset: Dataset | None = None,
+        test_fraction: float = 0.2,
+        val_fraction: float = 0.1,
+        batch_size: int = 100,
+        num_labels: int | None = None,
+        scaling: Scaling = "unit",
+        binarize: bool = False,
+        shuffle_buffer: int = 10_000,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        settings = dict(test_fraction=test_fraction, val_fraction=val_fraction, batch_size=batch_size,
+                        num_labels=num_labels, scaling=scaling, binarize=binarize, shuffle_buffer=shuffle_buffer,
+                        seed=seed, num_workers=num_workers)  # fmt: skip
+        validate_params(type(self).__name__, settings, self._parameter_constraints, prefix="--data.")
+        carved = (test_fraction if test_dataset is None else 0) + (val_fraction if val_dataset is None else 0)
+        if carved >= 1:
+            raise UsageError(
+                f"expected test_fraction + val_fraction < 1 (items must be left to train on), got {carved:g}; "
+                "lower them, or give test_dataset / val_dataset"
+            )
+        if binarize and scaling != "unit":
+            raise UsageError("expected binarize with scaling='unit'; drop one of the two")
+        self.save_hyperparameters(ignore=list(self._not_hyperparameters))
+        self.datasets = {"train": dataset, "test": test_dataset, "val": val_dataset}
+        self.test_fraction, self.val_fraction, self.batch_size = test_fraction, val_fraction, batch_size
+        self.num_labels, self.scaling, self.binarize = num_labels, scaling, binarize
+        self.shuffle_buffer, self.seed, self.num_workers = shuffle_buffer, seed, num_workers
+        self.survey = self._survey()
+        self.labelled = self.survey.labelled
+        self._fit_scaling()
+        if num_labels is not None:
+            _check_label_budget(num_labels, self.num_classes, self.labelled)
+            self._check_budget()
+
+    # ------------------------------------------------------------ what the pass found
+    @property
+    def input_size(self) -> int:
+        return math.prod(self.survey.shape)
+
+    @property
+    def image_shape(self) -> tuple[int, ...] | None:
+        return self.survey.shape if len(self.survey.shape) > 1 else None
+
+    @property
+    def num_classes(self) -> int | None:
+        if not self.labelled:
+            return None
+        classes = getattr(self.datasets["train"], "classes", None)
+        return len(classes) if classes is not None else self.survey.label_span
+
+    def _carved(self, split: str) -> bool:
+        return split in ("test", "val") and self.datasets[split] is None
+
+    def _split_of(self, i: int) -> str:
+        u, test = _position(i), self.test_fraction if self._carved("test") else 0.0
+        if u < test:
+            return "test"
+        return "val" if self._carved("val") and u < test + self.val_fraction else "train"
+
+    def _survey(self) -> _Survey:
+        """One pass over the training source (and the counts of any own val/test datasets)."""
+        counts, class_counts, moments = {"train": 0, "val": 0, "test": 0}, {}, _Moments()
+        first, rows = None, []
+        for i, raw in enumerate(self.datasets["train"]):
+            x, y = _item(raw)
+            first = first or (x.shape, x.dtype, y is not None)
+            _check_alike(i, x, y, first)
+            split = self._split_of(i)
+            counts[split] += 1
+            if split != "train":
+                continue
+            rows.append(x.reshape(-1))
+            if y is not None:
+                class_counts[y] = class_counts.get(y, 0) + 1
+            if len(rows) == 4096:
+                moments.add(np.stack(rows))
+                rows = []
+        if counts["train"] == 0:
+            name = type(self.datasets["train"]).__name__
+            raise UsageError(
+                f"the training dataset ({name}) left no items to train on; check it, or lower the fractions"
+            )
+        moments.add(np.stack(rows)) if rows else None
+        if not np.isfinite(moments.low).all() or not np.isfinite(moments.high).all():
+            raise UsageError("expected finite values in the training dataset, got NaN/Inf; fix it or its transform")
+        top = max(class_counts, default=-1)
+        for split in ("val", "test"):  # counted, and their labels seen (a class may be absent from training)
+            for raw in self.datasets[split] if self.datasets[split] is not None else ():
+                counts[split] += 1
+                top = max(top, _item(raw)[1] if first[2] else -1)
+        return _Survey(first[0], first[1], moments, counts, class_counts, first[2], top + 1)
+
+    def _fit_scaling(self) -> None:
+        """``raw_low``/``raw_high``/``feature_mean``/``feature_std`` as :meth:`InMemoryDataModule.fit_scaling`
+        fits them, from the pass's moments instead of the rows."""
+        m, d = self.survey.moments, self.input_size
+        value_range = None
+        if self.survey.dtype.kind == "u" or self.survey.dtype.kind == "b":
+            value_range = (0.0, 1.0 if self.survey.dtype.kind == "b" else float(np.iinfo(self.survey.dtype).max))
+        elif m.low.min() >= 0 and m.high.max() <= 1:
+            value_range = (0.0, 1.0)
+        self.raw_low, self.raw_high = torch.zeros(d), torch.ones(d)
+        if self.scaling != "none" and value_range is not None:
+            self.raw_low, self.raw_high = torch.full((d,), value_range[0]), torch.full((d,), value_range[1])
+        elif self.scaling == "unit":
+            low, high = torch.from_numpy(m.low).float(), torch.from_numpy(m.high).float()
+            self.raw_low, self.raw_high = low, torch.where(high > low, high, low + 1)
+        self.feature_mean, self.feature_std = torch.zeros(d), torch.ones(d)
+        if self.scaling == "standardize":
+            span = (self.raw_high - self.raw_low).double().numpy()
+            mean = torch.from_numpy((m.mean - self.raw_low.double().numpy()) / span).float()
+            std = torch.from_numpy(m.std / span).float()
+            if value_range is not None:
+                std = std.clamp_min(0.05)
+            else:
+                std = torch.where(std > 1e-6 * mean.abs().clamp_min(1.0), std, torch.ones_like(std))
+            self.feature_mean, self.feature_std = mean, std
+
+    def _label_budget(self) -> dict[int, int] | None:
+        """Items kept per class for fine-tuning under ``num_labels``; None: every label."""
+        if self.num_labels is None:
+            return None
+        per_class, extra = divmod(self.num_labels, self.num_classes)
+        return {c: per_class + (c < extra) for c in range(self.num_classes)}
+
+    def _check_budget(self) -> None:
+        for c, want in self._label_budget().items():
+            if self.survey.class_counts.get(c, 0) < want:
+                raise UsageError(
+                    f"expected at least {want} training items of class {c} for num_labels={self.num_labels}, "
+                    f"got {self.survey.class_counts.get(c, 0)}; lower num_labels or val_fraction"
+                )
+
+    def _count(self, split: str) -> int:
+        if split == "train" and self.num_labels is not None:
+            return self.num_labels
+        return self.survey.counts["train" if split == "pretrain" else split]
+
+    @staticmethod
+    def _rank() -> tuple[int, int]:
+        """(rank, world size) of the process group the loaders are built in: the fit's, or a
+        pretraining stage's, whichever Trainer asks."""
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    # ------------------------------------------------------------ loaders
+    def _loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
+        source = (
+            self.datasets[split] if split in ("val", "test") and not self._carved(split) else self.datasets["train"]
+        )
+        return _StreamLoader(_Stream(source, split, self, shuffle), batch_size=batch_size or self.batch_size,
+                             num_workers=self.num_workers, collate_fn=partial(_scaled_batch, self))  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:
+        """Labelled training items (a ``num_labels`` budget of them, if set), shuffled in a buffer."""
+        if not self.labelled:
+            raise UsageError(
+                f"this {type(self).__name__} has no labels, so it serves pretraining only; to fine-tune, "
+                "give it a dataset of (input, label) pairs"
+            )
+        return self._loader("train", shuffle=True)
+
+    def pretrain_dataloader(self, steps_per_batch: int = 1) -> DataLoader:
+        """Every training item, labelled or not, shuffled in a buffer; ``steps_per_batch`` mini-batches per batch."""
+        return self._loader("pretrain", shuffle=True, batch_size=self.batch_size * steps_per_batch)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test split."""
+        return self.test_dataloader()
