@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -266,11 +266,9 @@ class InMemoryDataModule(LightningDataModule):
 
     def _balanced_subset(self, labels: Tensor, gen: torch.Generator) -> Tensor:
         """Positions into ``labels`` ``(N,)`` of a class-balanced sample of ``num_labels``, sorted."""
-        per_class, extra = divmod(self.num_labels, self.num_classes)
         picked = []
-        for c in range(self.num_classes):
+        for c, want in enumerate(class_budget(self.num_labels, self.num_classes)):
             pool = (labels == c).nonzero().squeeze(1)
-            want = per_class + (c < extra)
             if len(pool) < want:
                 raise UsageError(
                     f"expected at least {want} training rows of class {c} for num_labels="
@@ -282,18 +280,35 @@ class InMemoryDataModule(LightningDataModule):
     def fit_scaling(self, raw: Tensor, value_range: tuple[float, float] | None = None) -> None:
         """Fit ``raw_low``/``raw_high`` and ``feature_mean``/``feature_std`` ``(D,)`` to the rows
         ``raw`` ``(N, D)``, for ``self.scaling`` (see the class docstring)."""
-        d = raw.shape[1]
+
+        def unit_moments() -> tuple[Tensor, Tensor]:
+            unit = self._unit(raw)
+            return unit.mean(0), unit.std(0, unbiased=False)
+
+        extremes = (lambda: (raw.min(0).values, raw.max(0).values)) if len(raw) else None
+        self.fit_scaling_from(raw.shape[1], value_range, extremes, unit_moments)
+
+    def fit_scaling_from(
+        self,
+        d: int,
+        value_range: tuple[float, float] | None,
+        extremes: Callable[[], tuple[Tensor, Tensor]] | None,
+        unit_moments: Callable[[], tuple[Tensor, Tensor]],
+    ) -> None:
+        """:meth:`fit_scaling`'s rules from summaries of the rows: ``extremes()``, each feature's
+        raw minimum and maximum (None: no rows), and ``unit_moments()``, the mean and std of the
+        unit-scaled values once ``raw_low``/``raw_high`` are set. Each is asked for only where the
+        scaling needs it; :class:`~dbn_init.data.StreamingDataModule` gives them from one pass."""
         self.raw_low, self.raw_high = torch.zeros(d), torch.ones(d)
         if self.scaling != "none" and value_range is not None:
             low, high = value_range
             self.raw_low, self.raw_high = torch.full((d,), float(low)), torch.full((d,), float(high))
-        elif self.scaling == "unit" and len(raw):  # no range of the format: the training rows' own
-            low, high = raw.min(0).values, raw.max(0).values
+        elif self.scaling == "unit" and extremes is not None:  # no range of the format: the training rows' own
+            low, high = extremes()
             self.raw_low, self.raw_high = low, torch.where(high > low, high, low + 1)  # a constant feature maps to 0
         self.feature_mean, self.feature_std = torch.zeros(d), torch.ones(d)
         if self.scaling == "standardize":
-            unit = self._unit(raw)
-            mean, std = unit.mean(0), unit.std(0, unbiased=False)
+            mean, std = unit_moments()
             if value_range is not None:  # pixels in [0, 1]: constant border pixels have std ~0
                 std = std.clamp_min(0.05)
             else:  # any range: only a constant feature (std at float32 noise) is left unscaled
@@ -377,6 +392,13 @@ class InMemoryDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """The test split (``train.py predict`` returns its logits per batch)."""
         return self.test_dataloader()
+
+
+def class_budget(num_labels: int, num_classes: int) -> list[int]:
+    """Labels kept per class under a budget of ``num_labels``: an equal share, the remainder to
+    the first classes."""
+    per_class, extra = divmod(num_labels, num_classes)
+    return [per_class + (c < extra) for c in range(num_classes)]
 
 
 def _check_label_budget(num_labels: int, num_classes: int | None, labelled: bool = True) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -85,15 +85,17 @@ def _materialise(dataset: Dataset, what: str, num_workers: int) -> tuple[np.ndar
     return np.stack(xs), None if ys[0] is None else np.asarray(ys, dtype=np.int64)
 
 
-def _value_range(x: np.ndarray) -> tuple[float, float] | None:
+def _value_range(dtype: np.dtype, extremes: Callable[[], tuple[float, float]]) -> tuple[float, float] | None:
     """The raw range of a dtype (``(0, 255)`` for uint8 pixels); float inputs all in [0, 1]
-    (torchvision's ToTensor) are already in range; other inputs have none."""
-    if x.dtype == np.bool_:
+    (torchvision's ToTensor; ``extremes()`` gives their minimum and maximum) are already in range;
+    other inputs have none."""
+    if dtype == np.bool_:
         return (0.0, 1.0)
-    if np.issubdtype(x.dtype, np.unsignedinteger):
-        return (0.0, float(np.iinfo(x.dtype).max))
-    if np.issubdtype(x.dtype, np.floating) and x.min() >= 0 and x.max() <= 1:
-        return (0.0, 1.0)
+    if np.issubdtype(dtype, np.unsignedinteger):
+        return (0.0, float(np.iinfo(dtype).max))
+    if np.issubdtype(dtype, np.floating):
+        low, high = extremes()
+        return (0.0, 1.0) if low >= 0 and high <= 1 else None
     return None
 
 
@@ -227,7 +229,9 @@ class DatasetDataModule(InMemoryDataModule):
                 )
             splits[split] = (rows, None if not labelled else torch.from_numpy(labels))
         shape = tuple(x.shape[1:])
-        return _Items(splits, shape if len(shape) > 1 else None, _value_range(x), num_classes)
+        return _Items(
+            splits, shape if len(shape) > 1 else None, _value_range(x.dtype, lambda: (x.min(), x.max())), num_classes
+        )
 
     def _read(self) -> RawData:
         splits = self.items.splits

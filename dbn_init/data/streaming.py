@@ -22,8 +22,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from ..constraints import Interval, UsageError, validate_params
-from .base import InMemoryDataModule, Scaling, _check_label_budget
-from .datasets import _class_label, _input_array
+from .base import InMemoryDataModule, Scaling, _check_label_budget, class_budget
+from .datasets import _class_label, _input_array, _value_range
 
 # Lightning warns of any IterableDataset with __len__ that workers may count twice; a _Stream's
 # workers each read their own equal share, so its length is exact.
@@ -211,8 +211,9 @@ class StreamingDataModule(LightningDataModule):
         "seed": [Interval(int, 0, 2**63 - 1)],
     }
     _not_hyperparameters = ("dataset", "test_dataset", "val_dataset")
-    scale = InMemoryDataModule.scale  # the same transform as every in-memory DataModule
+    scale = InMemoryDataModule.scale  # the same transform and fitting rules as every in-memory DataModule
     _unit = InMemoryDataModule._unit
+    fit_scaling_from = InMemoryDataModule.fit_scaling_from
 
     def __init__(
         self,
@@ -303,7 +304,8 @@ class StreamingDataModule(LightningDataModule):
             raise UsageError(
                 f"the training dataset ({name}) left no items to train on; check it, or lower the fractions"
             )
-        moments.add(np.stack(rows)) if rows else None
+        if rows:
+            moments.add(np.stack(rows))
         if not np.isfinite(moments.low).all() or not np.isfinite(moments.high).all():
             raise UsageError("expected finite values in the training dataset, got NaN/Inf; fix it or its transform")
         top = max(class_counts, default=-1)
@@ -314,37 +316,22 @@ class StreamingDataModule(LightningDataModule):
         return _Survey(first[0], first[1], moments, counts, class_counts, first[2], top + 1)
 
     def _fit_scaling(self) -> None:
-        """``raw_low``/``raw_high``/``feature_mean``/``feature_std`` as :meth:`InMemoryDataModule.fit_scaling`
-        fits them, from the pass's moments instead of the rows."""
-        m, d = self.survey.moments, self.input_size
-        value_range = None
-        if self.survey.dtype.kind == "u" or self.survey.dtype.kind == "b":
-            value_range = (0.0, 1.0 if self.survey.dtype.kind == "b" else float(np.iinfo(self.survey.dtype).max))
-        elif m.low.min() >= 0 and m.high.max() <= 1:
-            value_range = (0.0, 1.0)
-        self.raw_low, self.raw_high = torch.zeros(d), torch.ones(d)
-        if self.scaling != "none" and value_range is not None:
-            self.raw_low, self.raw_high = torch.full((d,), value_range[0]), torch.full((d,), value_range[1])
-        elif self.scaling == "unit":
-            low, high = torch.from_numpy(m.low).float(), torch.from_numpy(m.high).float()
-            self.raw_low, self.raw_high = low, torch.where(high > low, high, low + 1)
-        self.feature_mean, self.feature_std = torch.zeros(d), torch.ones(d)
-        if self.scaling == "standardize":
-            span = (self.raw_high - self.raw_low).double().numpy()
-            mean = torch.from_numpy((m.mean - self.raw_low.double().numpy()) / span).float()
-            std = torch.from_numpy(m.std / span).float()
-            if value_range is not None:
-                std = std.clamp_min(0.05)
-            else:
-                std = torch.where(std > 1e-6 * mean.abs().clamp_min(1.0), std, torch.ones_like(std))
-            self.feature_mean, self.feature_std = mean, std
+        """:meth:`InMemoryDataModule.fit_scaling`'s rules, from the pass's moments instead of the rows."""
+        m = self.survey.moments
+
+        def unit_moments() -> tuple[Tensor, Tensor]:  # of (raw - raw_low) / span, from the raw moments
+            low, span = self.raw_low.double().numpy(), (self.raw_high - self.raw_low).double().numpy()
+            return torch.from_numpy((m.mean - low) / span).float(), torch.from_numpy(m.std / span).float()
+
+        value_range = _value_range(self.survey.dtype, lambda: (m.low.min(), m.high.max()))
+        extremes = lambda: (torch.from_numpy(m.low).float(), torch.from_numpy(m.high).float())
+        self.fit_scaling_from(self.input_size, value_range, extremes, unit_moments)
 
     def _label_budget(self) -> dict[int, int] | None:
         """Items kept per class for fine-tuning under ``num_labels``; None: every label."""
         if self.num_labels is None:
             return None
-        per_class, extra = divmod(self.num_labels, self.num_classes)
-        return {c: per_class + (c < extra) for c in range(self.num_classes)}
+        return dict(enumerate(class_budget(self.num_labels, self.num_classes)))
 
     def _check_budget(self) -> None:
         for c, want in self._label_budget().items():
