@@ -7,6 +7,7 @@ import csv as _csv
 import io
 import math
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -25,6 +26,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "StageProgressBar",
     "ResumeCheckpoint",
+    "BestEpoch",
     "PredictionWriter",
     "RBMPictures",
     "down_pass",
@@ -116,6 +118,46 @@ class ResumeCheckpoint(ModelCheckpoint):
         super().__init__(
             dirpath=dirpath, filename=name, save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True
         )
+
+
+class BestEpoch(Callback):
+    """Keeps the model's weights at its best validation check (highest ``monitor``, ``val_acc`` by
+    default) and puts them back when the fit ends, so that ``test`` and ``predict`` score the
+    best validation epoch, not the last. Pair it with Lightning's ``EarlyStopping`` on the same
+    metric for a budget that ends when validation stops improving.
+
+    ``best_epoch`` (from 1) and ``best_score`` say which check won; the kept weights travel in
+    checkpoints (a resumed fit keeps its best). Every rank sees the same synced metric, so under
+    DDP all keep the same epoch.
+    """
+
+    def __init__(self, monitor: str = "val_acc", mode: Literal["max", "min"] = "max") -> None:
+        self.monitor, self.mode = monitor, mode
+        self.best_score: float | None = None
+        self.best_epoch: int | None = None
+        self._weights: dict[str, Tensor] | None = None
+
+    def on_validation_end(self, trainer: Trainer, pl_module) -> None:
+        # on_validation_end: the module logs its metrics in its own epoch-end hook, after the callbacks'
+        score = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or score is None:
+            return
+        score = float(score)
+        better = self.best_score is None or (score > self.best_score if self.mode == "max" else score < self.best_score)
+        if better:
+            self.best_score, self.best_epoch = score, trainer.current_epoch + 1
+            self._weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+    def on_fit_end(self, trainer: Trainer, pl_module) -> None:
+        if self._weights is not None:
+            pl_module.load_state_dict(self._weights)
+
+    def state_dict(self) -> dict:
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "weights": self._weights}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best_score, self.best_epoch = state_dict["best_score"], state_dict["best_epoch"]
+        self._weights = state_dict["weights"]
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -229,7 +271,7 @@ class RBMPictures(Callback):
         if stage.monitor_x is not None:
             x = stage.monitor_x[:32].to(stage.device)
             v = stage.encode(x)
-            recon = down_pass(below, stage.rbm.visible_mean(stage.rbm.hidden_probs(v)))
+            recon = down_pass(below, stage.rbm.visible_mean(stage.rbm.hidden_mean(v)))
             pairs = torch.stack([x, recon], 1).reshape(-1, x.shape[1])  # input, reconstruction, ...
             pictures["reconstructions"] = image_grid(pairs, self.image_shape, ncols=16, normalize_each=gaussian)
         generator = torch.Generator(device=stage.device).manual_seed(stage.cd.seed)

@@ -4,9 +4,11 @@
 
 Each cell runs the same pipeline as ``train.py``: a DataModule, a :class:`~dbn_init.models.DBN`
 (pretraining stages, transfer) or a :class:`~dbn_init.models.Baseline`, one fine-tuning fit of
-``max_epochs`` epochs, then a test of the final weights. ``--dbn`` and ``--baseline`` are those
-classes' own arguments (checked by their signatures, so a typo is an error); each ``--extra`` row
-may add options of its own. Writes to ``--out``:
+``max_epochs`` epochs (or fewer: ``--patience`` stops a cell after that many validation checks
+without a better ``val_acc``), then a test of the final weights, or of the best validation
+epoch's with ``--select best``; ``--test false`` reports validation only, for a recipe search.
+``--dbn`` and ``--baseline`` are those classes' own arguments (checked by their signatures, so a
+typo is an error); each ``--extra`` row may add options of its own. Writes to ``--out``:
 
 - ``results.json`` (:mod:`dbn_init.results`): every finished cell with its settings, saved after
   every cell, so a rerun with the same ``--out`` resumes, and refuses a cell finished with other
@@ -34,9 +36,11 @@ from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, Namesp
 from jsonargparse.typing import NonNegativeInt, PositiveInt, restricted_number_type
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities import rank_zero_only
 
 from . import entry
+from .callbacks import BestEpoch
 from .configs import shipped
 from .constraints import FileTakenError, UsageError
 from .init import INIT_SCHEMES
@@ -111,6 +115,21 @@ def build_parser() -> ArgumentParser:
         default=0,
         help="at least this many fine-tuning steps (more epochs on small label budgets)",
     )
+    parser.add_argument(
+        "--patience",
+        type=Optional[PositiveInt],
+        default=None,
+        help="stop a cell's fine-tuning after this many validation checks without a better val_acc (null: never)",
+    )
+    parser.add_argument(
+        "--select",
+        type=Literal["last", "best"],
+        default="last",
+        help="which epoch's weights are tested: the last, or the best validation epoch's",
+    )
+    parser.add_argument(
+        "--test", type=bool, default=True, help="score the test split; false: validation only (a recipe search)"
+    )
     # The cell sets the sizes, a scheme row its init, and a DBN cell's seed seeds its pretraining.
     parser.add_class_arguments(DBN, "dbn", skip=_SET_BY_CELL | {"pretrain_seed"}, instantiate=False)
     parser.add_class_arguments(Baseline, "baseline", skip=_SET_BY_CELL | {"init"}, instantiate=False)
@@ -169,18 +188,24 @@ def _epochs(cfg: Namespace, data: LightningDataModule) -> int:
     return max(cfg.max_epochs, math.ceil(cfg.min_steps / batches))
 
 
-def cell_settings(model: Classifier, data: LightningDataModule, epochs: int) -> dict[str, Any]:
+# How a cell's fine-tuning ends and which weights it scores, with the value a row without the key means.
+_FIT_SETTINGS = {"epochs": None, "patience": None, "select": "last"}
+
+
+def cell_settings(model: Classifier, data: LightningDataModule, epochs: int, cfg: Namespace) -> dict[str, Any]:
     """Everything besides the cell's key that decides its result (:func:`dbn_init.runs.run_settings`,
-    defaults included, and the fine-tuning epochs): a finished row counts only when these match."""
-    return {**run_settings(model, data), "epochs": epochs}
+    defaults included, the fine-tuning epochs, patience and selected epoch): a finished row
+    counts only when these match."""
+    return {**run_settings(model, data), "epochs": epochs, "patience": cfg.patience, "select": cfg.select}
 
 
 def _stack_cache(out: Path, cell: Cell, model: Classifier, data: LightningDataModule) -> Path:
     """Where a DBN cell's pretrained stack is cached: keyed by what pretraining depends on, so the
-    label budgets and fine-tuning options of one shape and seed share it, and changes miss it."""
+    label budgets and fine-tuning options of one shape and seed share it (across rows too: a row
+    that differs only in fine-tuning reuses another's stack), and changes miss it."""
     key = json.dumps(pretraining_settings(model, data), sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    return out / "pretrained" / f"{cell.name}-{'-'.join(map(str, cell.hidden))}-seed{cell.seed}-{digest}.safetensors"
+    return out / "pretrained" / f"dbn-{'-'.join(map(str, cell.hidden))}-seed{cell.seed}-{digest}.safetensors"
 
 
 class _ValCurve(Callback):
@@ -227,30 +252,37 @@ def run_cell(cell: Cell, cfg: Namespace, data: LightningDataModule, out: Path) -
     seed_everything(cell.seed, verbose=False)
     model = _model(cell, cfg, data)
     epochs = _epochs(cfg, data)
-    settings = cell_settings(model, data, epochs)
+    settings = cell_settings(model, data, epochs, cfg)
     pretrain_seconds, cached = _pretrain_cell(cell, cfg, model, data, out) if cell.model == "dbn" else (0.0, False)
-    curve = _ValCurve()
+    curve, best = _ValCurve(), BestEpoch("val_acc")
+    stop = [EarlyStopping("val_acc", mode="max", patience=cfg.patience)] if cfg.patience else []
+    every = max(1, epochs // cfg.max_epochs)
     trainer = make_trainer(
         epochs,
         dict(accelerator=cfg.accelerator, devices=cfg.devices),
-        callbacks=[curve],
+        callbacks=[curve, *stop, *([best] if cfg.select == "best" else [])],
         num_sanity_val_steps=0,
-        check_val_every_n_epoch=max(1, epochs // cfg.max_epochs),
+        check_val_every_n_epoch=every,
     )
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
     fit_seconds = time.perf_counter() - start
-    test = trainer.test(model, datamodule=data, verbose=False)[0]
+    test = trainer.test(model, datamodule=data, verbose=False)[0] if cfg.test else {}
+    # The scored weights: the best validation check's, or the last's (its epoch counts from 1).
+    selected = len(curve.values) * every if best.best_epoch is None else best.best_epoch
+    val_acc = round(best.best_score, 6) if best.best_score is not None else (curve.values or [None])[-1]
     return {
         "model": cell.name,
         "hidden": list(cell.hidden),
         "seed": cell.seed,
         "labels": cell.labels,
-        "test_acc": round(float(test["test_acc"]), 6),
-        "test_loss": round(float(test["test_loss"]), 6),
-        "val_acc": curve.values[-1] if curve.values else None,
+        "test_acc": round(float(test["test_acc"]), 6) if test else None,
+        "test_loss": round(float(test["test_loss"]), 6) if test else None,
+        "val_acc": val_acc,
         "val_curve": curve.values,
         "epochs": epochs,
+        "epochs_run": trainer.current_epoch,
+        "selected_epoch": selected if curve.values else None,
         "fit_seconds": round(fit_seconds, 2),
         "pretrain_seconds": round(pretrain_seconds, 2),
         "pretrained_from_cache": cached,
@@ -274,6 +306,12 @@ def _check_table(cfg: Namespace, table: list[Cell]) -> None:
         raise UsageError(
             f"extra row name(s) {clashing} repeat a model name {list(MODELS)} or another extra row; "
             "expected a name of its own for each extra row, e.g. dbn_large"
+        )
+    misnamed = [e.name for e in cfg.extra if e.name.startswith("dbn") != (e.model == "dbn")]
+    if misnamed:
+        raise UsageError(
+            f"extra row name(s) {misnamed}: a DBN row's name starts with 'dbn' (dbn_large, dbn_textbook) and "
+            "only a DBN row's does, so the table tells pretrained starts from schemes; rename the row(s)"
         )
     for row in cfg.extra:
         _row_options(row, cfg)
@@ -326,7 +364,7 @@ def _plan(cfg: Namespace, results: ResultsFile, out: Path) -> tuple[list[Cell], 
         row = done.get(cell.key())
         if row is None:
             todo.append(cell)
-        elif found := _changes(row.get("settings") or {}, cell_settings(model, data, _epochs(cfg, data))):
+        elif found := _changes(row.get("settings") or {}, cell_settings(model, data, _epochs(cfg, data), cfg)):
             changed.append((cell, found))
     if changed:
         c, found = changed[0]
@@ -342,8 +380,9 @@ def _changes(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """How a finished row's settings differ from the cell's now (:func:`dbn_init.runs.differences`,
     which reads class paths by the class they import, and the fine-tuning epochs)."""
     found = differences(then, {k: now[k] for k in ("model", "data")})
-    if then.get("epochs") != now["epochs"]:
-        found.append(f"fine-tuning epochs: {then.get('epochs')!r} in the file, {now['epochs']!r} here")
+    for key, default in _FIT_SETTINGS.items():
+        if then.get(key, default) != now[key]:
+            found.append(f"fine-tuning {key}: {then.get(key, default)!r} in the file, {now[key]!r} here")
     return found
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 __all__ = [
     "UsageError",
@@ -28,6 +28,7 @@ __all__ = [
     "Interval",
     "Options",
     "ListOf",
+    "Rule",
     "validate_params",
 ]
 
@@ -115,20 +116,36 @@ class ListOf:
 Constraint = Interval | Options | ListOf | None
 
 
+@dataclass(frozen=True)
+class Rule:
+    """A constraint between parameters, declared beside the per-parameter ones: ``holds(params)``
+    must be true, else ``message`` (the problem and the fix) is reported."""
+
+    holds: Callable[[dict[str, Any]], bool]
+    message: str
+
+
 def _accepts(constraint: Constraint, value: Any) -> bool:
     return value is None if constraint is None else constraint.accepts(value)
 
 
 def validate_params(
-    owner: str, params: dict[str, Any], constraints: dict[str, Sequence[Constraint]], prefix: str = ""
+    owner: str,
+    params: dict[str, Any],
+    constraints: dict[str, Sequence[Constraint]],
+    prefix: str = "",
+    rules: Sequence[Rule] = (),
 ) -> None:
     """Raise one :class:`UsageError` naming every parameter of ``params`` that meets none of its
-    constraints; parameters without constraints are not checked. ``prefix`` is how the user
-    spells the option (``"--model."``), for the message."""
+    constraints, and every ``rules`` entry that does not hold (checked once each parameter is
+    valid); parameters without constraints are not checked. ``prefix`` is how the user spells
+    the option (``"--model."``), for the message."""
     problems = []
     for name, allowed in constraints.items():
         if name in params and not any(_accepts(c, params[name]) for c in allowed):
             expected = " or ".join("null" if c is None else str(c) for c in allowed)
             problems.append(f"{prefix}{name}: expected {expected}, got {params[name]!r}")
+    if not problems:
+        problems = [rule.message.format(prefix=prefix) for rule in rules if not rule.holds(params)]
     if problems:
         raise UsageError(f"{owner}: " + "; ".join(problems))

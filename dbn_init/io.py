@@ -43,7 +43,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .constraints import FileTakenError, MissingFileError, OutputError, UsageError
-from .rbm import RBM, make_rbm
+from .rbm import HIDDEN_UNITS, RBM, make_rbm, stack_units
 
 __all__ = ["save_stack", "load_stack", "read_checkpoint", "data_record", "StackFile", "from_sklearn", "FORMAT_VERSION"]
 
@@ -210,7 +210,10 @@ def save_stack(
         problems.append(f"extra_metadata must map str to str without the reserved keys {sorted(reserved)}; bad: {bad}")
     units = [r.visible_units for r in rbms]
     found = {(i, k): getattr(r, k).detach() for i, r in enumerate(rbms) for k in _KINDS}
-    stack = _build(f"cannot save to {path}", found, lambda i, k: f"rbms[{i}].{k}", units, problems)
+    hidden_units = [getattr(r, "hidden_units", "sigmoid") for r in rbms]
+    stack = _build(
+        f"cannot save to {path}", found, lambda i, k: f"rbms[{i}].{k}", units, problems, hidden_units=hidden_units
+    )
     if path.is_dir():
         raise UsageError(f"cannot save to {path}: it is a folder; give a file name, e.g. {path / 'dbn.safetensors'}")
     if path.exists() and not overwrite:
@@ -227,7 +230,7 @@ def save_stack(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "visible_units": json.dumps(units),
-        "hidden_units": json.dumps(["sigmoid"] * len(stack)),
+        "hidden_units": json.dumps([r.hidden_units for r in stack]),
         "sizes": json.dumps(sizes),
         "scaling": scaling,
         "binarize": json.dumps(bool(binarize)),
@@ -298,7 +301,8 @@ def load_stack(
     raw = _sniff(path, head)(path, size, problems)
     if raw.metadata.get("scaling") not in (None, *_SCALINGS):
         problems.append(f"metadata scaling must be one of {list(_SCALINGS)}, got {raw.metadata['scaling']!r}")
-    rbms = _build(str(path), raw.found, raw.label, raw.units, problems, input_size, hidden, raw.sizes)
+    hidden_units = _json_list(raw.metadata, "hidden_units", problems) if raw.metadata.get("hidden_units") else None
+    rbms = _build(str(path), raw.found, raw.label, raw.units, problems, input_size, hidden, raw.sizes, hidden_units)
     stats = raw.stats or {}
     wrong = {name: tuple(t.shape) for name, t in stats.items() if tuple(t.shape) != (rbms[0].n_visible,)}
     if wrong or len(stats) % 2:  # each transform comes as a pair
@@ -422,16 +426,20 @@ def _read_checkpoint(path: Path, size: int, problems: list[str]) -> _Raw:
     found = _match(rbm_keys, r"rbms\.(?P<i>0|[1-9]\d*)\.(?P<kind>\w+)", problems, "rbms.{i}.weight, ...")
     hparams, data_hp = ckpt.get("hyper_parameters"), ckpt.get("datamodule_hyper_parameters")
     units, n = None, len({i for i, _ in found})
-    if isinstance(hparams, dict) and "visible_units" in hparams and n:
-        units = [hparams["visible_units"]] + ["bernoulli"] * (n - 1)  # upper RBMs model hidden probabilities
     meta = {"source": "lightning_checkpoint"}
+    if isinstance(hparams, dict) and "visible_units" in hparams and n:
+        hidden_units = hparams.get("hidden_units", "sigmoid")
+        units = stack_units(hparams["visible_units"], hidden_units, n)  # upper RBMs model the activations below
+        meta["hidden_units"] = json.dumps([hidden_units] * n)
     record = ckpt.get("dbn_init") if isinstance(ckpt.get("dbn_init"), dict) else {}  # a stage checkpoint's
     stage = record.get("stage")
     if isinstance(stage, int) and stage >= 1:  # rbm{k}-last.ckpt of pretraining stage k
         # It holds the whole stack, but the RBMs above k were not trained yet: the stack is RBMs 1..k.
         found = {(i, kind): t for (i, kind), t in found.items() if i < stage}
-        saved_units = record.get("visible_units")
+        saved_units, saved_hidden = record.get("visible_units"), record.get("hidden_units")
         units = list(saved_units[:stage]) if isinstance(saved_units, list) else None
+        if isinstance(saved_hidden, list):
+            meta["hidden_units"] = json.dumps(saved_hidden[:stage])
         meta.update(stage=str(stage), stage_epochs_done=str(ckpt.get("epoch", -1) + 1))
         if isinstance(record.get("scaling"), str):
             meta["scaling"] = record["scaling"]
@@ -512,8 +520,10 @@ def _build(
     input_size: int | None = None,
     hidden: Sequence[int] | None = None,
     sizes: list | None = None,
+    hidden_units: list | None = None,
 ) -> list[RBM]:
-    """Check every tensor of a stack, then build float32 RBMs; one ValueError lists all problems."""
+    """Check every tensor of a stack, then build float32 RBMs; one ValueError lists all problems.
+    ``units``, ``hidden_units``: the visible and hidden unit type per RBM (None: all Bernoulli, sigmoid)."""
     layers = sorted({i for i, _ in found})
     if not layers and not problems:
         problems.append(f"no RBM tensors found; expected {', '.join(label(0, k) for k in _KINDS)}, ... per layer")
@@ -525,19 +535,27 @@ def _build(
     got = _check_chain(shapes, layers, input_size, problems)
     if got is not None:
         _check_declared(got, hidden, sizes, problems)
-    units = ["bernoulli"] * len(layers) if units is None else units
-    if len(units) != len(layers) or any(u not in _UNITS for u in units):
-        problems.append(f"visible_units must list one of {list(_UNITS)} per RBM ({len(layers)}), got {_short(units)}")
+    units = _unit_list("visible_units", units, _UNITS, len(layers), problems)
+    hidden_units = _unit_list("hidden_units", hidden_units, HIDDEN_UNITS, len(layers), problems)
     if problems:
         raise UsageError(f"{name}: {len(problems)} problem(s) with the RBM stack:\n  - " + "\n  - ".join(problems))
     rbms = []
     with torch.random.fork_rng(devices=[]), torch.no_grad():  # make_rbm's random init leaves the caller's RNG alone
         for i in layers:
-            rbm = make_rbm(shapes[i][1], shapes[i][0], units[i])
+            rbm = make_rbm(shapes[i][1], shapes[i][0], units[i], hidden_units=hidden_units[i])
             for kind in _KINDS:
                 getattr(rbm, kind).copy_(values[i, kind])
             rbms.append(rbm)
     return rbms
+
+
+def _unit_list(key: str, units: list | None, allowed: Sequence[str], n: int, problems: list[str]) -> list:
+    """The unit type of each of ``n`` RBMs (None: the first allowed one, Bernoulli or sigmoid, for
+    all), with a problem if the list is not one allowed name per RBM."""
+    units = [allowed[0]] * n if units is None else units
+    if len(units) != n or any(u not in allowed for u in units):
+        problems.append(f"{key} must list one of {list(allowed)} per RBM ({n}), got {_short(units)}")
+    return units
 
 
 def _float_values(found: dict, layers: list[int], label: Label, problems: list[str]) -> dict:

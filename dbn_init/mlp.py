@@ -30,12 +30,18 @@ def check_hidden(hidden: Sequence[int]) -> list[int]:
 class MLP(nn.Module):
     """``input_size -> hidden[0] -> ... -> hidden[-1] -> num_classes`` with one activation.
 
-    ``features`` is an ``nn.Sequential`` of (Linear, activation) pairs; ``head`` a Linear
-    producing logits. Linear weights are (out_features, in_features), the RBM orientation too.
+    ``features`` is an ``nn.Sequential`` of (Linear, activation) pairs, each followed by
+    ``nn.Dropout(dropout)`` when ``dropout > 0``; ``head`` a Linear producing logits. Linear
+    weights are (out_features, in_features), the RBM orientation too.
     """
 
     def __init__(
-        self, input_size: int, hidden: Sequence[int], num_classes: int, activation: Activation = "relu"
+        self,
+        input_size: int,
+        hidden: Sequence[int],
+        num_classes: int,
+        activation: Activation = "relu",
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
@@ -45,6 +51,7 @@ class MLP(nn.Module):
         layers: list[nn.Module] = []
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
             layers += [nn.Linear(fan_in, fan_out), _ACTIVATIONS[activation]()]
+            layers += [nn.Dropout(dropout)] if dropout else []
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(sizes[-1], num_classes)
 
@@ -75,10 +82,16 @@ class MLP(nn.Module):
     def load_rbms(self, rbms: Sequence[RBM]) -> None:
         """Copy each RBM's weight (n_hidden, n_visible) and hidden bias into the matching Linear.
 
-        Requires the sigmoid activation, so that layer k computes exactly p(h_k = 1 | h_{k-1}).
+        Requires the RBMs' hidden activation, so that layer k computes exactly the mean hidden
+        activation of RBM k given layer k - 1: p(h_k = 1 | h_{k-1}) for sigmoid units,
+        max(0, W h_{k-1} + c) for NReLU units.
         """
-        if self.activation != "sigmoid":
-            raise ValueError(f"an RBM stack transfers into a sigmoid MLP, got activation={self.activation!r}")
+        units = {getattr(rbm, "hidden_units", "sigmoid") for rbm in rbms}
+        if units != {self.activation}:
+            raise ValueError(
+                f"an RBM stack with {sorted(units)} hidden units transfers into an MLP of that activation, "
+                f"got activation={self.activation!r}"
+            )
         if len(rbms) != len(self.linears):
             raise ValueError(f"expected {len(self.linears)} RBMs for this MLP, got {len(rbms)}")
         for i, (rbm, linear) in enumerate(zip(rbms, self.linears)):

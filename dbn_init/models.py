@@ -6,7 +6,7 @@ constant); :class:`DBN` starts it from a greedily pretrained RBM stack. Nothing 
 
 Data flow of a DBN fit: pretraining (one Trainer fit per RBM, :func:`dbn_init.pretrain.pretrain`,
 run from ``on_fit_start`` for the stages not yet done) -> transfer (each RBM's W and hidden bias
-become a sigmoid Linear layer) -> fine-tune (this module's own fit) -> test.
+become a Linear layer with the RBM's hidden activation, sigmoid or ReLU) -> fine-tune (this module's own fit) -> test.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from . import entry
-from .constraints import Interval, ListOf, Options, UsageError, validate_params
+from .constraints import Interval, ListOf, Options, Rule, UsageError, validate_params
 from .init import INIT_SCHEMES, InitName, check_constant, init_weight
 from .io import data_record
 from .mlp import MLP, Activation
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
 from .pretrain import CDSettings, RBMStage, StageTrainers, _features, following, pretrain, up_pass
-from .rbm import RBM, make_rbm
+from .rbm import HIDDEN_UNITS, RBM, make_rbm, stack_units
 
 __all__ = ["Classifier", "Baseline", "DBN"]
 
@@ -43,6 +43,9 @@ _FINE_TUNING_CONSTRAINTS = {
     "optimizer": [Options(("adam", "sgd"))],
     "weight_decay": [_DECAY],
     "momentum": [_MOMENTUM],
+    "dropout": [Interval(float, 0, 1, "left")],
+    "body_lr_scale": [Interval(float, 0, None)],
+    "warmup_epochs": [_COUNT],
 }
 
 
@@ -60,6 +63,17 @@ class Classifier(LightningModule):
     activation : "relu", "sigmoid" or "tanh"
     lr, optimizer, weight_decay, momentum :
         The fine-tuning optimizer: Adam (lr 1e-3, the seed experiment) or SGD with momentum.
+    dropout : float
+        Dropout after each hidden layer's activation during fine-tuning (Hinton et al. 2012,
+        "Improving neural networks by preventing co-adaptation of feature detectors", fine-tuned
+        a DBN with 0.5); 0 for none.
+    body_lr_scale : float
+        The hidden layers' learning rate as a multiple of the head's ``lr`` (for a DBN, the
+        pretrained layers'): below 1 moves a good start less than the new head.
+    warmup_epochs : int
+        Train the head alone for this many epochs first: the hidden layers' parameter group has
+        rate 0 meanwhile (no ``requires_grad`` switched mid-fit, which DDP's gradient sync would
+        not follow), then ``lr * body_lr_scale``.
 
     The subclasses check their arguments against their ``_parameter_constraints`` once, first.
     """
@@ -74,11 +88,15 @@ class Classifier(LightningModule):
         optimizer: Literal["adam", "sgd"] = "adam",
         weight_decay: float = 0.0,
         momentum: float = 0.9,
+        dropout: float = 0.0,
+        body_lr_scale: float = 1.0,
+        warmup_epochs: int = 0,
     ) -> None:
         super().__init__()
         self.activation, self.hidden = activation, list(hidden)
         self.lr, self.optimizer_name = lr, optimizer
         self.weight_decay, self.momentum = weight_decay, momentum
+        self.dropout, self.body_lr_scale, self.warmup_epochs = dropout, body_lr_scale, warmup_epochs
         self.mlp: MLP | None = None
         # Logged once per epoch: a self.log per step costs about as much as the step's matmuls on
         # CPU. Training feeds its metrics once per epoch, from EpochMeans.
@@ -94,7 +112,7 @@ class Classifier(LightningModule):
     def build(self, input_size: int, num_classes: int) -> None:
         """Make the layers for ``input_size`` features and ``num_classes`` classes, and record both."""
         self.hparams.update(input_size=input_size, num_classes=num_classes)
-        self.mlp = MLP(input_size, self.hidden, num_classes, self.activation)
+        self.mlp = MLP(input_size, self.hidden, num_classes, self.activation, self.dropout)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
@@ -196,15 +214,25 @@ class Classifier(LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.mlp.parameters() if p.requires_grad]
+    def configure_optimizers(self):
+        """Two parameter groups, the hidden layers (the body) and the head, so that the body can
+        learn at ``body_lr_scale`` times the rate, and at rate 0 during a head-only warm-up."""
+        body = [p for p in self.mlp.features.parameters() if p.requires_grad]
+        head = [p for p in self.mlp.head.parameters() if p.requires_grad]
+        groups = [{"params": body, "lr": self.lr * self.body_lr_scale}, {"params": head, "lr": self.lr}]
         # One fused kernel per step instead of a dozen per tensor where torch has it (CPU, CUDA).
-        fused = all(p.device.type in ("cpu", "cuda") for p in params) or None
+        fused = all(p.device.type in ("cpu", "cuda") for p in body + head) or None
         if self.optimizer_name == "sgd":
-            return torch.optim.SGD(
-                params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, fused=fused
+            optimizer = torch.optim.SGD(
+                groups, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, fused=fused
             )
-        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, fused=fused)
+        else:
+            optimizer = torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay, fused=fused)
+        if not self.warmup_epochs:
+            return optimizer
+        warmup = self.warmup_epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [lambda epoch: float(epoch >= warmup), lambda _: 1.0])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
 
 def _sizes_of(datamodule, hparams, stage: str) -> tuple[int, int]:
@@ -276,11 +304,16 @@ class Baseline(Classifier):
         optimizer: Literal["adam", "sgd"] = "adam",
         weight_decay: float = 0.0,
         momentum: float = 0.9,
+        dropout: float = 0.0,
+        body_lr_scale: float = 1.0,
+        warmup_epochs: int = 0,
     ) -> None:
         validate_params("Baseline", locals(), self._parameter_constraints, "--model.")
         if init == "constant":
             check_constant(init_value)  # zero makes every gradient the same
-        super().__init__(None, None, hidden, activation, lr, optimizer, weight_decay, momentum)
+        super().__init__(
+            None, None, hidden, activation, lr, optimizer, weight_decay, momentum, dropout, body_lr_scale, warmup_epochs
+        )
         self.save_hyperparameters()
         if input_size is not None and num_classes is not None:
             self.build(input_size, num_classes)
@@ -297,7 +330,7 @@ class DBN(Classifier):
     Hinton, Osindero & Teh (2006); Hinton & Salakhutdinov (2006) for fine-tuning the stack with
     backprop. The first RBM models the data (Bernoulli visible units for inputs in [0, 1], or
     Gaussian for standardised data); every RBM above models the hidden probabilities of the one
-    below with Bernoulli units. The stack then becomes a sigmoid MLP with a new classifier head.
+    below. The stack then becomes an MLP (sigmoid, or ReLU for NReLU units) with a new classifier head.
 
     ``Trainer(...).fit(dbn, datamodule=dm)`` does the whole job on one device: ``on_fit_start``
     pretrains the stages not yet done (after Lightning restored a resumed fit's ``stages_done``),
@@ -310,6 +343,12 @@ class DBN(Classifier):
         Hidden sizes of RBM 1..k, which are also the MLP's hidden layers.
     visible_units : "bernoulli" or "gaussian"
         Unit type of RBM 1's visible layer.
+    hidden_units : "sigmoid" or "relu"
+        Hidden units of every RBM: Bernoulli, transferred into a sigmoid MLP; or noisy rectified
+        linear units (Nair & Hinton 2010), transferred into a ReLU MLP like the baselines'. Above
+        RBM 1, the RBMs of a ReLU stack model the rectified activities below with unit-variance
+        Gaussian visible units (``gaussian_lr``). ReLU stacks have no tractable free energy:
+        parallel tempering, centring and AIS need sigmoid units.
     pretrain_epochs : int or list of int
         Epochs per stage (one number for all, or one per RBM). 0 skips pretraining: the MLP
         starts from RBMs at their N(0, 0.01) initialisation.
@@ -331,6 +370,26 @@ class DBN(Classifier):
         Gibbs sweeps per CD update.
     persistent : bool
         Persistent CD (Tieleman 2008): chains carry over between updates, one set per rank.
+    pcd_chains : int, optional
+        Number of persistent chains per rank (and per temperature); None: one per row of the
+        mini-batch. They start at the first mini-batch's rows and are saved in checkpoints.
+    pt_temperatures : int
+        Parallel tempering (Desjardins et al. 2010) with this many inverse temperatures, evenly
+        from ``pt_min_beta`` to 1; 1 (the default) is off. Each update runs ``cd_k`` sweeps of every
+        tempered chain, then swaps neighbours (even and odd pairs in turn) and takes the beta = 1
+        chains as the negative phase; ``rbm{k}/pt_swap_rate`` (mean over pairs) and
+        ``pt_swap_rate_min`` are logged per epoch. Costs ``pt_temperatures`` times the Gibbs
+        sweeps of PCD.
+    pt_min_beta : float
+        The lowest inverse temperature of parallel tempering.
+    centring : bool
+        Centred RBMs (Melchior, Fischer & Wiskott 2016): the gradient of the energy with the
+        visible and hidden units shifted by offsets, sliding means of the data and of its hidden
+        probabilities (rate ``centring_rate``). The offsets are folded into the biases, so the
+        RBM and its transfer are ordinary ones.
+    pretrain_lr_schedule : "constant", "linear" or "cosine"
+        Each stage's learning rate over its own epochs: fixed, or decayed per epoch (linearly to
+        1/epochs of the base rate in the last epoch, or along a half cosine).
     sample_visible : bool
         Sample visible units in CD's chain instead of using their mean.
     sparsity_target, sparsity_cost :
@@ -362,6 +421,12 @@ class DBN(Classifier):
     _parameter_constraints = {
         **_FINE_TUNING_CONSTRAINTS,
         "visible_units": [Options(("bernoulli", "gaussian"))],
+        "hidden_units": [Options(HIDDEN_UNITS)],
+        "pcd_chains": [None, _SIZE],
+        "pt_temperatures": [_SIZE],
+        "pt_min_beta": [Interval(float, 0, 1, "left")],
+        "centring_rate": [Interval(float, 0, 1, "right")],
+        "pretrain_lr_schedule": [Options(("constant", "linear", "cosine"))],
         "pretrain_epochs": [_COUNT, ListOf(_COUNT)],
         "pretrain_lr": [_RATE],
         "gaussian_lr": [_RATE],
@@ -377,6 +442,24 @@ class DBN(Classifier):
         "ais_betas": [Interval(int, 4, None)],
         "steps_per_batch": [_SIZE],
     }
+    _parameter_rules = (
+        Rule(
+            lambda p: p["hidden_units"] == "sigmoid" or (p["pt_temperatures"] == 1 and not p["centring"]),
+            "{prefix}hidden_units relu: parallel tempering and centring need the free energy and the mean of "
+            "Bernoulli hidden units, which NReLU units lack; use {prefix}pt_temperatures 1 and {prefix}centring "
+            "false with relu, or sigmoid hidden units",
+        ),
+        Rule(
+            lambda p: p["hidden_units"] == "sigmoid" or p["ais_chains"] == 0,
+            "{prefix}ais_chains: AIS needs the free energy of sigmoid hidden units; set {prefix}ais_chains 0 "
+            "for a relu stack",
+        ),
+        Rule(
+            lambda p: p["pcd_chains"] is None or p["persistent"] or p["pt_temperatures"] > 1,
+            "{prefix}pcd_chains is set but no chains persist; add {prefix}persistent true (PCD) or "
+            "{prefix}pt_temperatures > 1 (parallel tempering)",
+        ),
+    )
 
     def __init__(
         self,
@@ -384,6 +467,7 @@ class DBN(Classifier):
         num_classes: int | None = 10,
         hidden: list[int] = [256, 256],  # noqa: B006
         visible_units: Literal["bernoulli", "gaussian"] = "bernoulli",
+        hidden_units: Literal["sigmoid", "relu"] = "sigmoid",
         pretrain_epochs: int | list[int] = 10,
         pretrain_lr: float = 0.1,
         gaussian_lr: float = 1e-2,
@@ -393,6 +477,12 @@ class DBN(Classifier):
         rbm_weight_decay: float = 2e-4,
         cd_k: int = 1,
         persistent: bool = False,
+        pcd_chains: int | None = None,
+        pt_temperatures: int = 1,
+        pt_min_beta: float = 0.9,
+        centring: bool = False,
+        centring_rate: float = 0.01,
+        pretrain_lr_schedule: Literal["constant", "linear", "cosine"] = "constant",
         sample_visible: bool = False,
         sparsity_target: float | None = None,
         sparsity_cost: float = 0.0,
@@ -400,20 +490,26 @@ class DBN(Classifier):
         optimizer: Literal["adam", "sgd"] = "adam",
         weight_decay: float = 0.0,
         momentum: float = 0.9,
+        dropout: float = 0.0,
+        body_lr_scale: float = 1.0,
+        warmup_epochs: int = 0,
         pretrain_seed: int = 0,
         pretrained: str | None = None,
         ais_chains: int = 0,
         ais_betas: int = 10000,
         steps_per_batch: int = 8,
     ) -> None:
-        validate_params("DBN", locals(), self._parameter_constraints, "--model.")
+        validate_params("DBN", locals(), self._parameter_constraints, "--model.", self._parameter_rules)
         epochs = [pretrain_epochs] * len(hidden) if isinstance(pretrain_epochs, int) else list(pretrain_epochs)
         if len(epochs) != len(hidden):
             raise UsageError(
                 f"--model.pretrain_epochs: expected one number or one per RBM ({len(hidden)} for "
                 f"hidden={hidden}), got {pretrain_epochs}"
             )
-        super().__init__(None, None, hidden, "sigmoid", lr, optimizer, weight_decay, momentum)
+        activation = hidden_units  # the MLP layer that computes each RBM's mean hidden activation
+        super().__init__(
+            None, None, hidden, activation, lr, optimizer, weight_decay, momentum, dropout, body_lr_scale, warmup_epochs
+        )
         self.save_hyperparameters()
         self.cd = CDSettings(
             epochs=tuple(epochs),
@@ -425,6 +521,12 @@ class DBN(Classifier):
             weight_decay=rbm_weight_decay,
             cd_k=cd_k,
             persistent=persistent,
+            pcd_chains=pcd_chains,
+            pt_temperatures=pt_temperatures,
+            pt_min_beta=pt_min_beta,
+            centring=centring,
+            centring_rate=centring_rate,
+            lr_schedule=pretrain_lr_schedule,
             sample_visible=sample_visible,
             sparsity_target=sparsity_target,
             sparsity_cost=sparsity_cost,
@@ -444,14 +546,14 @@ class DBN(Classifier):
 
     def build(self, input_size: int, num_classes: int) -> None:
         super().build(input_size, num_classes)
-        sizes = [input_size, *self.hidden]
-        units = self.hparams.visible_units
+        sizes, hidden_units = [input_size, *self.hidden], self.hparams.hidden_units
+        units = stack_units(self.hparams.visible_units, hidden_units, len(self.hidden))
         self.rbms = nn.ModuleList(
-            make_rbm(n_vis, n_hid, units if i == 0 else "bernoulli")
-            for i, (n_vis, n_hid) in enumerate(zip(sizes[:-1], sizes[1:]))
+            make_rbm(n_vis, n_hid, unit, hidden_units=hidden_units)
+            for unit, n_vis, n_hid in zip(units, sizes[:-1], sizes[1:])
         )
         self.rbms.requires_grad_(False)  # trained only inside their own stage's fit
-        init_weight(self.mlp.head.weight, "xavier_uniform", "sigmoid")
+        init_weight(self.mlp.head.weight, "xavier_uniform", self.activation)
         nn.init.zeros_(self.mlp.head.bias)
         self.transfer()  # until pretraining runs, the MLP mirrors the RBMs' N(0, 0.01) start
 
@@ -475,11 +577,12 @@ class DBN(Classifier):
                 "(or more, to pretrain RBMs on top of it)"
             )
         for i, (source, target) in enumerate(zip(rbms, self.rbms)):
-            if source.weight.shape != target.weight.shape or source.visible_units != target.visible_units:
+            kind, expected = _kind(source), _kind(target)
+            if source.weight.shape != target.weight.shape or kind != expected:
                 raise ValueError(
-                    f"imported RBM {i + 1} is {source.visible_units} {tuple(source.weight.shape)} but this DBN "
-                    f"expects {target.visible_units} {tuple(target.weight.shape)} (n_hidden, n_visible); "
-                    "match --model.hidden and --model.visible_units to the imported stack"
+                    f"imported RBM {i + 1} is {kind} {tuple(source.weight.shape)} but this DBN "
+                    f"expects {expected} {tuple(target.weight.shape)} (n_hidden, n_visible); "
+                    "match --model.hidden, --model.visible_units and --model.hidden_units to the imported stack"
                 )
         for source, target in zip(rbms, self.rbms):
             target.load_state_dict(source.state_dict())
@@ -560,6 +663,12 @@ class DBN(Classifier):
 
     def on_predict_start(self) -> None:
         self.refuse_evaluating_untrained("predict")
+
+
+def _kind(rbm: RBM) -> str:
+    """An RBM's unit types, as messages name them: "bernoulli", or "bernoulli (relu hidden units)"."""
+    hidden = "" if rbm.hidden_units == "sigmoid" else f" ({rbm.hidden_units} hidden units)"
+    return rbm.visible_units + hidden
 
 
 def _stages_left(model: DBN) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -41,7 +42,7 @@ from . import entry
 from .constraints import UsageError
 from .io import data_record, load_stack
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
-from .rbm import RBM, bernoulli, check_visible
+from .rbm import RBM, check_visible
 
 if TYPE_CHECKING:
     from .models import DBN
@@ -92,6 +93,12 @@ class CDSettings:
     weight_decay: float = 2e-4
     cd_k: int = 1
     persistent: bool = False
+    pcd_chains: int | None = None
+    pt_temperatures: int = 1
+    pt_min_beta: float = 0.9
+    centring: bool = False
+    centring_rate: float = 0.01
+    lr_schedule: str = "constant"
     sample_visible: bool = False
     sparsity_target: float | None = None
     sparsity_cost: float = 0.0
@@ -104,11 +111,35 @@ class CDSettings:
         """The CD learning rate of ``rbm``: Gaussian visible units diverge at Bernoulli rates."""
         return self.gaussian_lr if rbm.visible_units == "gaussian" else self.lr
 
+    @property
+    def tempered(self) -> bool:
+        return self.pt_temperatures > 1
+
+    @property
+    def chains_persist(self) -> bool:
+        """Whether the negative phase runs persistent chains: PCD, or parallel tempering."""
+        return self.persistent or self.tempered
+
+    def betas(self) -> Tensor:
+        """Parallel tempering's inverse temperatures, ``pt_min_beta`` to 1 evenly: (pt_temperatures,)."""
+        return torch.linspace(self.pt_min_beta, 1.0, self.pt_temperatures, dtype=torch.float64)
+
+    def lr_factor(self, epoch: int, epochs: int) -> float:
+        """The stage's learning rate at ``epoch`` (from 0) of ``epochs``, as a fraction of its base rate:
+        1 throughout ("constant"), or decayed per epoch to 1/epochs in the last ("linear") or along a
+        half cosine ("cosine", 0.5 (1 + cos(pi epoch / epochs)))."""
+        if self.lr_schedule == "linear":
+            return 1.0 - epoch / epochs
+        if self.lr_schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+        return 1.0
+
 
 def up_pass(rbms: nn.ModuleList | Sequence[RBM], x: Tensor) -> Tensor:
-    """Hidden probabilities of the top RBM given data: (batch, n_visible_0) -> (batch, n_hidden_top)."""
+    """Mean hidden activations of the top RBM given data (probabilities for sigmoid units):
+    (batch, n_visible_0) -> (batch, n_hidden_top)."""
     for rbm in rbms:
-        x = rbm.hidden_probs(x)
+        x = rbm.hidden_mean(x)
     return x
 
 
@@ -142,7 +173,8 @@ class RBMStage(LightningModule):
         self.cd = settings
         self.lr = settings.lr_for(rbms[index])
         self.mini_batch: int | None = None  # rows per CD update (PretrainData's batch_size)
-        self.chain: Tensor | None = None  # PCD fantasy particles, one set per rank
+        self.chain: Tensor | None = None  # PCD fantasy particles, one set per rank; (T, n, V) under tempering
+        self.offsets: list[Tensor] | None = None  # centring: [visible offset (V,), hidden offset (H,)], per rank
         self.generator: torch.Generator | None = None
         self.backprop_cd = True  # step the CD loss through backward (set per fit in on_fit_start)
         self._generator_state: Tensor | None = None
@@ -198,6 +230,9 @@ class RBMStage(LightningModule):
                 )
         if self.chain is not None:  # resumed PCD chains, as the checkpoint was loaded
             self.chain = self.chain.to(self.device, self.rbm.weight.dtype)
+        if self.offsets is not None:
+            self.offsets = [t.to(self.device, self.rbm.weight.dtype) for t in self.offsets]
+        self.betas = self.cd.betas().to(self.device, self.rbm.weight.dtype) if self.cd.tempered else None
         # One process: RBM.cd_grad_ writes the gradient into .grad without autograd. DDP averages
         # gradients in backward and a gradient scaler (16-bit mixed precision) scales the loss, so
         # those take the loss path (RBM.cd_loss + manual_backward); the gradient is the same.
@@ -208,12 +243,16 @@ class RBMStage(LightningModule):
         # Hinton (2010, section 9): momentum 0.5 while the weights settle, then 0.9.
         cd = self.cd
         momentum = cd.initial_momentum if self.current_epoch < cd.momentum_switch_epoch else cd.final_momentum
+        lr = self.lr * cd.lr_factor(self.current_epoch, self.trainer.max_epochs)  # of the epoch: resumes alike
         for group in self.optimizers().optimizer.param_groups:
-            group["momentum"] = momentum
+            group["momentum"], group["lr"] = momentum, lr
         # Per-sample means: reconstruction error over every step, CD loss over the monitored steps.
         self._recon_sum, self._cd_loss_sum = EpochMeans(1, self.device), EpochMeans(1, self.device)
+        if cd.tempered:  # swaps tried and accepted per pair of neighbouring temperatures
+            self._swaps = torch.zeros(2, cd.pt_temperatures - 1, device=self.device)
         self._step_in_epoch = 0  # CD updates so far this epoch (several per loader batch)
         self.log(f"{self.name}/momentum", momentum, on_step=False, on_epoch=True)
+        self.log(f"{self.name}/lr", lr, on_step=False, on_epoch=True)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         v = self.encode(self._checked(_features(batch), "training"))
@@ -229,20 +268,20 @@ class RBMStage(LightningModule):
         return x
 
     def _cd_step(self, v: Tensor) -> None:
-        """One CD/PCD update on the mini-batch ``v`` (batch, n_visible), as the RBM sees it."""
+        """One CD/PCD/PT update on the mini-batch ``v`` (batch, n_visible), as the RBM sees it."""
         cd = self.cd
-        if cd.persistent and self.chain is None:
-            self.chain = v.detach().clone()  # Tieleman (2008) starts the chains at the data
         # A sparse sample of steps measures the CD loss's value and the update ratio, and checks
         # for divergence (each check is one host sync, which would stall every step on a GPU).
         monitored = self._step_in_epoch % self.monitor_every == 0
         weight_before = self.rbm.weight.detach().clone() if monitored else None
+        chain, k = self._negative_phase(v)
         step = dict(
-            k=cd.cd_k,
-            chain=self.chain if cd.persistent else None,
+            k=k,
+            chain=chain,
             generator=self.generator,
             sample_visible=cd.sample_visible,
             value=monitored,
+            offsets=self._offsets(v),
         )
         penalty = self._sparsity_penalty(v)
         optimizer = self.optimizers()
@@ -255,8 +294,11 @@ class RBMStage(LightningModule):
             if penalty is not None:
                 self.manual_backward(penalty)  # accumulates onto it
         optimizer.step()
-        if cd.persistent:
+        if cd.persistent and not cd.tempered:
             self.chain = result.v_model
+        if cd.centring:  # Melchior et al. (2016): sliding means of the data, after the step
+            for offset, mean in zip(self.offsets, (v.mean(0), result.hidden_probs.mean(0))):
+                offset.lerp_(mean.to(offset.dtype), cd.centring_rate)
         self._recon_sum.add(F.mse_loss(result.reconstruction, v, reduction="sum"), count=len(v))
         if monitored:
             self._cd_loss_sum.add(result.loss * len(v), count=len(v))
@@ -265,6 +307,33 @@ class RBMStage(LightningModule):
             self.log(f"{self.name}/update_ratio", ratio, on_step=False, on_epoch=True, sync_dist=True)
             self._check_divergence()
         self._step_in_epoch += 1
+
+    def _negative_phase(self, v: Tensor) -> tuple[Tensor | None, int]:
+        """Where this update's negative phase starts and how many sweeps :meth:`RBM.cd_loss` runs:
+        the data (CD), the persistent chains (PCD), or the beta = 1 chains after parallel
+        tempering's sweeps and swaps (then 0 sweeps are left)."""
+        cd = self.cd
+        if not cd.chains_persist:
+            return None, cd.cd_k
+        if self.chain is None:  # Tieleman (2008) starts the chains at the data (rows repeated for more chains)
+            start = v.detach()[torch.arange(cd.pcd_chains or len(v), device=v.device) % len(v)]
+            self.chain = start.expand(cd.pt_temperatures, *start.shape).clone() if cd.tempered else start.clone()
+        if not cd.tempered:
+            return self.chain, cd.cd_k
+        parity = self._step_in_epoch % 2  # even-odd swaps, alternating
+        self.chain, accepted = self.rbm.parallel_tempering(self.chain, self.betas, cd.cd_k, self.generator, parity)
+        tried = ~accepted.isnan()
+        self._swaps[0] += tried
+        self._swaps[1] += accepted.nan_to_num()
+        return self.chain[-1], 0
+
+    def _offsets(self, v: Tensor) -> list[Tensor] | None:
+        """Centring's offsets: the data's mean for the visible units, 0.5 for the hidden ones at the start."""
+        if not self.cd.centring:
+            return None
+        if self.offsets is None:
+            self.offsets = [v.detach().mean(0), torch.full((self.rbm.n_hidden,), 0.5, device=v.device, dtype=v.dtype)]
+        return self.offsets
 
     def _sparsity_penalty(self, v: Tensor) -> Tensor | None:
         if self.cd.sparsity_cost == 0 or self.cd.sparsity_target is None:
@@ -302,7 +371,13 @@ class RBMStage(LightningModule):
         self._recon_sum.update(self.train_recon)
         self._cd_loss_sum.update(self.train_cd_loss)
         self.log(f"{self.name}/train_recon", self.train_recon, prog_bar=True)
-        self.log(f"{self.name}/cd_loss", self.train_cd_loss)
+        if self.rbm.tractable:
+            self.log(f"{self.name}/cd_loss", self.train_cd_loss)
+        if self.cd.tempered:  # Desjardins et al. (2010): swap rates between neighbouring temperatures
+            rates = self.trainer.strategy.reduce(self._swaps, reduce_op="sum")
+            rates = rates[1] / rates[0].clamp_min(1)
+            self.log(f"{self.name}/pt_swap_rate", rates.mean())
+            self.log(f"{self.name}/pt_swap_rate_min", rates.min())
 
     # --- monitoring: the signals the RBM literature trusts, reduced across ranks ---------------
     def on_validation_epoch_start(self) -> None:
@@ -313,16 +388,19 @@ class RBMStage(LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         v = self.encode(self._checked(_features(batch), "validation"))
-        probs = self.rbm.hidden_probs(v)
+        rbm = self.rbm
+        logits = rbm.hidden_logits(v)
+        mean = rbm._activate_(logits.clone())
         # train_recon's estimator (the reconstruction from a sampled h, what a CD step computes
         # anyway), with the validation noise: the two curves differ only by the data.
-        recon = ((v - self.rbm.visible_mean(bernoulli(probs, self._val_generator))) ** 2).sum(-1).mean()
+        recon = ((v - rbm.visible_mean(rbm._sample_hidden_from(logits, mean, self._val_generator))) ** 2).sum(-1).mean()
         self.log(f"{self.name}/val_recon", recon, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log(f"{self.name}/val_free_energy", self.rbm.free_energy(v).mean(), on_epoch=True, sync_dist=True)
-        if self.rbm.visible_units == "bernoulli":
-            pl = self.rbm.pseudo_likelihood(v, self._val_generator).mean()
+        if rbm.tractable:  # NReLU units have no closed-form free energy
+            self.log(f"{self.name}/val_free_energy", rbm.free_energy(v, logits).mean(), on_epoch=True, sync_dist=True)
+        if rbm.tractable and rbm.visible_units == "bernoulli":
+            pl = rbm.pseudo_likelihood(v, self._val_generator).mean()
             self.log(f"{self.name}/val_pseudo_likelihood", pl, on_epoch=True, sync_dist=True)
-        self._hidden_sum += probs.sum(0).double()
+        self._hidden_sum += mean.sum(0).double()
         self._count += len(v)
 
     def on_validation_epoch_end(self) -> None:
@@ -334,8 +412,9 @@ class RBMStage(LightningModule):
         ).clamp_min(1)
         self.log(f"{self.name}/hidden_mean", mean.mean().float())
         self.log(f"{self.name}/hidden_dead", (mean < 0.01).float().mean())  # never on
-        self.log(f"{self.name}/hidden_saturated", (mean > 0.99).float().mean())  # always on
-        if self.monitor_x is not None:
+        if self.rbm.tractable:
+            self.log(f"{self.name}/hidden_saturated", (mean > 0.99).float().mean())  # always on
+        if self.monitor_x is not None and self.rbm.tractable:
             # Hinton (2010, section 6): val free energy rising above the training data's
             # (a fixed subset) signals overfitting.
             with torch.no_grad():
@@ -355,8 +434,8 @@ class RBMStage(LightningModule):
         """
         from .evaluate import ais_log_partition, base_rate_bias
 
-        if self.rbm.visible_units != "bernoulli":
-            return  # AIS here anneals from a Bernoulli base-rate model
+        if self.rbm.visible_units != "bernoulli" or not self.rbm.tractable:
+            return  # AIS here anneals from a Bernoulli base-rate model, with sigmoid hidden units
         val_f = self.trainer.callback_metrics.get(f"{self.name}/val_free_energy")
         if val_f is None:
             return
@@ -391,8 +470,10 @@ class RBMStage(LightningModule):
         saved = {
             "stage": self.index + 1,
             "chain": self.chain,
+            "offsets": self.offsets,
             "generator": generator,  # for importers (dbn_init.io):
             "visible_units": [rbm.visible_units for rbm in self.rbms],
+            "hidden_units": [rbm.hidden_units for rbm in self.rbms],
             "scaling": self.scaling,
         }
         if self.trainer.world_size > 1 and generator is not None:
@@ -400,6 +481,7 @@ class RBMStage(LightningModule):
             # gather them (Lightning calls this hook on every rank), so a resumed run keeps them apart.
             saved["rank_generators"] = self.all_gather(generator.to(self.device)).cpu()  # (world_size, bytes)
             saved["rank_chains"] = None if self.chain is None else self.all_gather(self.chain).cpu()
+            saved["rank_offsets"] = None if self.offsets is None else [self.all_gather(t).cpu() for t in self.offsets]
         checkpoint["dbn_init"] = saved
         view = getattr(self.trainer, "datamodule", None)
         if isinstance(view, PretrainData):  # how the inputs were scaled, for an export of the checkpoint's stack
@@ -408,13 +490,16 @@ class RBMStage(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("dbn_init", {})
         self.chain, self._generator_state = saved.get("chain"), saved.get("generator")
+        self.offsets = saved.get("offsets")
         generators, chains, rank = saved.get("rank_generators"), saved.get("rank_chains"), self.global_rank
         if generators is not None:  # written by several processes: this rank's own, if it had one
             # clone: Generator.set_state reads a row with a storage offset wrongly (segfaults, torch 2.14)
             self._generator_state = generators[rank].clone() if rank < len(generators) else None  # None: fresh seed
             self.chain = chains[rank].clone() if chains is not None and rank < len(chains) else None
+            offsets = saved.get("rank_offsets")
+            self.offsets = [t[rank].clone() for t in offsets] if offsets and rank < len(offsets[0]) else None
         elif rank > 0:  # a one-process checkpoint resumed by several: rank 0 continues it, the rest start anew
-            self.chain, self._generator_state = None, None
+            self.chain, self._generator_state, self.offsets = None, None, None
 
 
 def _stage_seed(seed: int, index: int, rank: int) -> int:

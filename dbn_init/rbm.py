@@ -16,6 +16,10 @@ Tieleman (2008), "Training restricted Boltzmann machines using approximations to
 gradient" (persistent contrastive divergence).
 Lee, Ekanadham & Ng (2008), "Sparse deep belief net model for visual area V2" (sparsity target).
 Besag (1975), "Statistical analysis of non-lattice data" (pseudo-likelihood).
+Nair & Hinton (2010), "Rectified linear units improve restricted Boltzmann machines" (NReLU units).
+Desjardins, Courville, Bengio, Vincent & Delalleau (2010), "Tempered Markov chain Monte Carlo for
+training of restricted Boltzmann machines" (parallel tempering).
+Melchior, Fischer & Wiskott (2016), "How to center deep Boltzmann machines", JMLR 17 (centring).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["RBM", "GaussianRBM", "CDResult", "bernoulli", "make_rbm", "check_visible"]
+__all__ = ["RBM", "GaussianRBM", "CDResult", "HIDDEN_UNITS", "bernoulli", "make_rbm", "stack_units", "check_visible"]
+
+HIDDEN_UNITS = ("sigmoid", "relu")  # Bernoulli units, or noisy rectified linear units (NReLU)
 
 
 def bernoulli(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -86,6 +92,12 @@ class RBM(nn.Module):
     init_std : float
         Weights start as N(0, init_std^2): small and random, never constant, so hidden units
         break symmetry (Hinton 2010, section 8 recommends 0.01).
+    hidden_units : "sigmoid" or "relu"
+        Bernoulli hidden units, p(h_j = 1 | v) = sigmoid(x_j) with ``x = W v + c``; or noisy
+        rectified linear units (Nair & Hinton 2010): h_j = max(0, x_j + e), e ~ N(0, sigmoid(x_j)),
+        whose mean is taken as max(0, x_j), so the stack transfers into a ReLU network. NReLU
+        units have no tractable free energy: the free energy, log Z, pseudo-likelihood, AIS and
+        parallel tempering are defined for sigmoid units only and refuse NReLU ones.
 
     Attributes
     ----------
@@ -96,10 +108,13 @@ class RBM(nn.Module):
 
     visible_units = "bernoulli"
 
-    def __init__(self, n_visible: int, n_hidden: int, init_std: float = 0.01) -> None:
+    def __init__(self, n_visible: int, n_hidden: int, init_std: float = 0.01, hidden_units: str = "sigmoid") -> None:
         super().__init__()
         if n_visible < 1 or n_hidden < 1:
             raise ValueError(f"RBM layer sizes must be positive, got n_visible={n_visible}, n_hidden={n_hidden}")
+        if hidden_units not in HIDDEN_UNITS:
+            raise ValueError(f"hidden_units must be one of {list(HIDDEN_UNITS)}, got {hidden_units!r}")
+        self.hidden_units = hidden_units
         self.weight = nn.Parameter(torch.randn(n_hidden, n_visible) * init_std)
         self.visible_bias = nn.Parameter(torch.zeros(n_visible))
         self.hidden_bias = nn.Parameter(torch.zeros(n_hidden))
@@ -112,8 +127,26 @@ class RBM(nn.Module):
     def n_hidden(self) -> int:
         return self.weight.shape[0]
 
+    @property
+    def tractable(self) -> bool:
+        """Whether the free energy is known in closed form (sigmoid hidden units), and with it
+        log Z, pseudo-likelihood, AIS and parallel tempering."""
+        return self.hidden_units == "sigmoid"
+
     def extra_repr(self) -> str:
-        return f"n_visible={self.n_visible}, n_hidden={self.n_hidden}, visible_units={self.visible_units}"
+        return (
+            f"n_visible={self.n_visible}, n_hidden={self.n_hidden}, visible_units={self.visible_units}, "
+            f"hidden_units={self.hidden_units}"
+        )
+
+    def refuse_intractable(self, what: str) -> None:
+        """Raise ValueError naming ``what`` if this RBM's hidden units have no tractable free energy."""
+        if not self.tractable:
+            raise ValueError(
+                f"{what} needs the free energy, which NReLU (hidden_units='relu') RBMs do not have in closed "
+                "form; use sigmoid hidden units (--model.hidden_units sigmoid), or judge an NReLU stack by its "
+                "reconstruction error and by fine-tuning"
+            )
 
     # --- conditionals -------------------------------------------------------------------------
     def hidden_logits(self, v: Tensor) -> Tensor:
@@ -121,16 +154,39 @@ class RBM(nn.Module):
         return F.linear(v, self.weight, self.hidden_bias)
 
     def hidden_probs(self, v: Tensor) -> Tensor:
-        """p(h_j = 1 | v) = sigmoid(W v + c): (batch, n_visible) -> (batch, n_hidden)."""
+        """p(h_j = 1 | v) = sigmoid(W v + c) of Bernoulli hidden units: (batch, n_visible) -> (batch, n_hidden)."""
         return self.hidden_logits(v).sigmoid_()  # in place: one (batch, n_hidden) tensor, not two
+
+    def hidden_mean(self, v: Tensor) -> Tensor:
+        """The hidden units' mean activation given v, what the next layer of a DBN sees:
+        p(h = 1 | v) for sigmoid units, max(0, W v + c) for NReLU units. (batch, n_hidden)."""
+        return self._activate_(self.hidden_logits(v))
+
+    def _activate_(self, logits: Tensor) -> Tensor:
+        """The hidden mean from the pre-activation, in place."""
+        return logits.sigmoid_() if self.hidden_units == "sigmoid" else logits.relu_()
+
+    def _sample_hidden_from(self, logits: Tensor, mean: Tensor, generator: torch.Generator | None) -> Tensor:
+        """h ~ p(h | v) given the pre-activation ``logits`` and the mean (both (batch, n_hidden))."""
+        if self.hidden_units == "sigmoid":
+            return bernoulli(mean, generator)
+        noise = torch.randn(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+        return noise.mul_(torch.sigmoid(logits).sqrt_()).add_(logits).relu_()  # max(0, x + N(0, sigmoid(x)))
 
     def visible_mean(self, h: Tensor) -> Tensor:
         """E[v | h] = sigmoid(W'h + b): (batch, n_hidden) -> (batch, n_visible)."""
-        return F.linear(h, self.weight.t(), self.visible_bias).sigmoid_()
+        return self._visible_mean_of(F.linear(h, self.weight.t(), self.visible_bias))
+
+    def _visible_mean_of(self, logits: Tensor) -> Tensor:
+        """E[v | h] from the visible pre-activation ``W'h + b``, in place: the sigmoid here."""
+        return logits.sigmoid_()
 
     def sample_hidden(self, v: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Binary sample of h ~ p(h | v), shape (batch, n_hidden)."""
-        return bernoulli(self.hidden_probs(v), generator)
+        """Sample of h ~ p(h | v), shape (batch, n_hidden): binary, or rectified for NReLU units."""
+        logits = self.hidden_logits(v)
+        if self.hidden_units == "sigmoid":
+            return bernoulli(logits.sigmoid_(), generator)
+        return self._sample_hidden_from(logits, None, generator)
 
     def sample_visible(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Sample of v ~ p(v | h), shape (batch, n_visible)."""
@@ -150,14 +206,33 @@ class RBM(nn.Module):
         """The part of the free energy that does not involve h: -b'v, shape (batch,)."""
         return -(v @ self.visible_bias)
 
+    def _visible_quadratic(self, v: Tensor) -> Tensor | float:
+        """The part of the visible term that tempering leaves alone (none for binary units)."""
+        return 0.0
+
     def free_energy(self, v: Tensor, hidden_logits: Tensor | None = None) -> Tensor:
         """F(v) = -log sum_h exp(-E(v, h)) = -b'v - sum_j softplus((W v + c)_j), shape (batch,).
 
         ``hidden_logits`` may pass a precomputed ``W v + c`` so that CD needs no extra matmul.
+        Sigmoid hidden units only (:meth:`refuse_intractable`).
         """
+        self.refuse_intractable("free_energy")
         if hidden_logits is None:
             hidden_logits = self.hidden_logits(v)
         return self.visible_term(v) - F.softplus(hidden_logits).sum(-1)
+
+    def tempered_free_energy(self, v: Tensor, beta: Tensor, hidden_logits: Tensor | None = None) -> Tensor:
+        """F_beta(v) of the RBM with W, b and c scaled by the inverse temperature ``beta``:
+        ``quadratic(v) - beta b'v - sum_j softplus(beta (W v + c)_j)`` (the Gaussian visible units'
+        ||v||^2 / 2 is not tempered, so beta = 0 is N(0, I) there and uniform for binary units).
+
+        ``v``: (..., n, n_visible); ``beta``: broadcastable to (..., n). Returns (..., n).
+        """
+        if hidden_logits is None:
+            hidden_logits = self.hidden_logits(v)
+        beta = beta.unsqueeze(-1)
+        linear = (v @ self.visible_bias).unsqueeze(-1) * beta
+        return (self._visible_quadratic(v) - linear.squeeze(-1)) - F.softplus(hidden_logits * beta).sum(-1)
 
     # --- sampling -----------------------------------------------------------------------------
     def gibbs_step(self, v: Tensor, generator: torch.Generator | None = None, sample_visible: bool = True) -> Tensor:
@@ -214,6 +289,7 @@ class RBM(nn.Module):
         generator: torch.Generator | None = None,
         sample_visible: bool = False,
         value: bool = True,
+        offsets: tuple[Tensor, Tensor] | None = None,
     ) -> CDResult:
         """CD-k (Hinton 2002) or, when ``chain`` is given, PCD-k (Tieleman 2008), as a loss.
 
@@ -221,16 +297,23 @@ class RBM(nn.Module):
         ----------
         v_data : Tensor of shape (batch, n_visible)
         k : int
-            Gibbs sweeps in the negative phase.
+            Gibbs sweeps in the negative phase. With a ``chain``, 0 takes the chain as it is for
+            the negative phase (its sweeps were run elsewhere, e.g. by :meth:`parallel_tempering`).
         chain : Tensor of shape (n_chains, n_visible), optional
             Persistent fantasy particles; the negative phase starts there instead of at the data.
+            ``n_chains`` need not be the batch size.
         sample_visible : bool
             Sample the visible units in the chain, or use their mean (Hinton 2010, section 3.2:
             the mean reduces sampling noise). PCD chains always sample, so they stay proper
             Markov chains.
         value : bool
             Compute the loss's value (two softplus passes, only ever logged); without it the
-            value is NaN and the gradient the same.
+            value is NaN and the gradient the same. NReLU RBMs have no closed-form free energy:
+            their value is always NaN.
+        offsets : (visible_offset (n_visible,), hidden_offset (n_hidden,)), optional
+            Centring (Melchior et al. 2016): the gradient of the centred RBM, whose energy is
+            ``-(v - mu)'b - c'(h - lam) - (h - lam)'W(v - mu)``, mapped onto this RBM's own
+            (uncentred) parameters, see :func:`_cd_gradients`.
 
         Notes
         -----
@@ -240,7 +323,10 @@ class RBM(nn.Module):
         differentiating a softplus graph.
         """
         phases = self._cd_phases(v_data, k, chain, generator, sample_visible, value)
-        loss = _FreeEnergyGap.apply(phases.gap, self.weight, self.visible_bias, self.hidden_bias, *phases.factors)
+        centre = offsets if offsets is not None else (None, None)
+        loss = _FreeEnergyGap.apply(
+            phases.gap, self.weight, self.visible_bias, self.hidden_bias, *phases.factors, *centre
+        )
         return CDResult(loss, phases.v_model, phases.hidden_probs, phases.reconstruction)
 
     @torch.no_grad()
@@ -252,6 +338,7 @@ class RBM(nn.Module):
         generator: torch.Generator | None = None,
         sample_visible: bool = False,
         value: bool = True,
+        offsets: tuple[Tensor, Tensor] | None = None,
     ) -> CDResult:
         """:meth:`cd_loss` and its backward in one call, without autograd: the gradient is written
         into the parameters' ``.grad`` (overwritten, allocated on first use), bit for bit what
@@ -266,7 +353,7 @@ class RBM(nn.Module):
         for p in params:
             if p.grad is None:
                 p.grad = torch.empty_like(p, memory_format=torch.contiguous_format)
-        _cd_gradients(*phases.factors, dtype=self.weight.dtype, out=tuple(p.grad for p in params))
+        _cd_gradients(*phases.factors, dtype=self.weight.dtype, out=tuple(p.grad for p in params), offsets=offsets)
         return CDResult(phases.gap, phases.v_model, phases.hidden_probs, phases.reconstruction)
 
     @torch.no_grad()
@@ -280,23 +367,82 @@ class RBM(nn.Module):
         value: bool,
     ) -> _CDPhases:
         """The positive phase at ``v_data`` and the negative phase after k Gibbs sweeps."""
+        value = value and self.tractable
         data_logits = self.hidden_logits(v_data)  # (B, H)
-        # The logits are kept only for the free-energy gap; otherwise the sigmoid overwrites them.
-        hidden_probs = torch.sigmoid(data_logits) if value else data_logits.sigmoid_()
-        reconstruction = self.visible_mean(bernoulli(hidden_probs, generator))
+        # The logits are kept for the free-energy gap, and for NReLU sampling; else the activation overwrites them.
+        if value or not self.tractable:
+            hidden_mean = torch.sigmoid(data_logits) if self.tractable else torch.relu(data_logits)
+        else:
+            hidden_mean = data_logits.sigmoid_()
+        reconstruction = self.visible_mean(self._sample_hidden_from(data_logits, hidden_mean, generator))
         if chain is None:
             v = self.sample_from_mean(reconstruction, generator) if sample_visible else reconstruction
+            sweeps = k - 1
         else:
-            v = self.gibbs_step(chain, generator, sample_visible=True)
-            sample_visible = True
-        for _ in range(k - 1):
+            v, sample_visible, sweeps = chain, True, k
+        for _ in range(sweeps):
             v = self.gibbs_step(v, generator, sample_visible)
         model_logits = self.hidden_logits(v)  # (n_chains, H)
         if value:
             gap = self._free_energy_gap(v_data, data_logits, v, model_logits)
         else:
             gap = torch.full((), math.nan, device=v.device, dtype=self.weight.dtype)
-        return _CDPhases(gap, v_data.detach(), hidden_probs, v, model_logits.sigmoid_(), reconstruction)
+        return _CDPhases(gap, v_data.detach(), hidden_mean, v, self._activate_(model_logits), reconstruction)
+
+    @torch.no_grad()
+    def parallel_tempering(
+        self, chains: Tensor, betas: Tensor, k: int = 1, generator: torch.Generator | None = None, parity: int = 0
+    ) -> tuple[Tensor, Tensor]:
+        """k Gibbs sweeps of tempered chains, then one round of swaps between neighbours
+        (Desjardins et al. 2010): the negative phase of parallel tempering.
+
+        Parameters
+        ----------
+        chains : Tensor of shape (n_temperatures, n_chains, n_visible)
+            One set of persistent chains per inverse temperature; the last set is at beta = 1,
+            the model itself, whose samples :meth:`cd_loss` takes (``k=0``).
+        betas : Tensor of shape (n_temperatures,)
+            Inverse temperatures, increasing, the last 1. At beta the RBM's W, b and c are scaled
+            by beta (:meth:`tempered_free_energy`).
+        parity : 0 or 1
+            Which neighbour pairs try to swap: (0, 1), (2, 3), ... or (1, 2), (3, 4), ...;
+            alternate it from one update to the next (deterministic even-odd swaps).
+
+        Returns
+        -------
+        chains : Tensor of the same shape, after the sweeps and swaps
+        accepted : Tensor of shape (n_temperatures - 1,): the fraction of chains that swapped
+            between temperatures i and i + 1 (NaN for the pairs not tried this round)
+        """
+        self.refuse_intractable("parallel tempering")
+        scale = betas.view(-1, 1, 1).to(chains.dtype)
+        v = chains
+        for _ in range(k):
+            h = bernoulli(torch.sigmoid(self.hidden_logits(v) * scale), generator)  # (T, n, H)
+            visible_logits = F.linear(h, self.weight.t(), self.visible_bias) * scale
+            v = self.sample_from_mean(self._visible_mean_of(visible_logits), generator)
+        accepted = torch.full((len(betas) - 1,), math.nan, device=v.device, dtype=torch.float32)
+        low = torch.arange(parity, len(betas) - 1, 2, device=v.device)
+        if not len(low):
+            return v, accepted
+        high = low + 1
+        logits = self.hidden_logits(v)  # (T, n, H), once for both temperatures of each pair
+        beta_low, beta_high = betas[low].view(-1, 1).to(v.dtype), betas[high].view(-1, 1).to(v.dtype)
+        own = self.tempered_free_energy(v[low], beta_low, logits[low]) + self.tempered_free_energy(
+            v[high], beta_high, logits[high]
+        )
+        crossed = self.tempered_free_energy(v[high], beta_low, logits[high]) + self.tempered_free_energy(
+            v[low], beta_high, logits[low]
+        )
+        # Metropolis: accept with probability min(1, p_low(v_high) p_high(v_low) / (p_low(v_low) p_high(v_high))).
+        uniform = torch.empty(own.shape, device=v.device, dtype=v.dtype).uniform_(generator=generator)
+        swap = uniform.log_() < own - crossed  # (pairs, n)
+        v = v.clone()
+        v_low, v_high = v[low], v[high]
+        v[low] = torch.where(swap.unsqueeze(-1), v_high, v_low)
+        v[high] = torch.where(swap.unsqueeze(-1), v_low, v_high)
+        accepted[low] = swap.float().mean(-1)
+        return v, accepted
 
     def _free_energy_gap(self, v_data: Tensor, data_logits: Tensor, v_model: Tensor, model_logits: Tensor) -> Tensor:
         """``mean F(v_data) - mean F(v_model)`` in the parameters' precision: a small difference of
@@ -343,6 +489,7 @@ class RBM(nn.Module):
         data only; :class:`GaussianRBM` raises ``NotImplementedError``. ``v`` is not validated here
         (this runs on every validation batch): check data once where they enter (:func:`check_visible`).
         """
+        self.refuse_intractable("pseudo_likelihood")
         if v.ndim != 2 or v.shape[1] != self.n_visible:
             raise ValueError(f"expected v of shape (batch, {self.n_visible}), got {tuple(v.shape)}")
         v = v.to(device=self.weight.device, dtype=self.weight.dtype)
@@ -370,6 +517,7 @@ class RBM(nn.Module):
 
         Summing over v analytically: log Z = logsumexp_h [c'h + sum_i log(1 + exp(b_i + (W'h)_i))].
         """
+        self.refuse_intractable("log_partition_exact")
         hidden = _all_binary(self.n_hidden, self.weight)  # (2**H, H)
         visible_logits = F.linear(hidden, self.weight.t(), self.visible_bias)  # (2**H, V)
         return torch.logsumexp(hidden @ self.hidden_bias + F.softplus(visible_logits).sum(-1), dim=0)
@@ -387,14 +535,17 @@ class GaussianRBM(RBM):
 
     visible_units = "gaussian"
 
-    def visible_mean(self, h: Tensor) -> Tensor:
-        return F.linear(h, self.weight.t(), self.visible_bias)
+    def _visible_mean_of(self, logits: Tensor) -> Tensor:
+        return logits  # E[v | h] = W'h + b
 
     def sample_from_mean(self, mean: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return mean + torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
 
     def visible_term(self, v: Tensor) -> Tensor:
         return 0.5 * ((v - self.visible_bias) ** 2).sum(-1)
+
+    def _visible_quadratic(self, v: Tensor) -> Tensor:
+        return 0.5 * (v**2).sum(-1)
 
     def _noise(self, shape: tuple[int, int], generator: torch.Generator | None) -> Tensor:
         """Starting noise for :meth:`sample` without ``init``: N(0, 1), standardised data's scale."""
@@ -414,6 +565,7 @@ class GaussianRBM(RBM):
     def log_partition_exact(self) -> Tensor:
         """log Z by enumerating the hidden units; each visible integral is Gaussian:
         log Z = logsumexp_h [c'h + ||b + W'h||^2/2 - ||b||^2/2] + (n_visible/2) log(2 pi)."""
+        self.refuse_intractable("log_partition_exact")
         hidden = _all_binary(self.n_hidden, self.weight)
         mean = F.linear(hidden, self.weight.t(), self.visible_bias)  # (2**H, V)
         terms = hidden @ self.hidden_bias + 0.5 * (mean**2).sum(-1) - 0.5 * (self.visible_bias**2).sum()
@@ -441,15 +593,19 @@ class _FreeEnergyGap(torch.autograd.Function):
         data_probs: Tensor,
         v_model: Tensor,
         model_probs: Tensor,
+        visible_offset: Tensor | None = None,
+        hidden_offset: Tensor | None = None,
     ) -> Tensor:
         # v_*: (batch, n_visible), *_probs: (batch, n_hidden); the two batches may differ (PCD).
         ctx.save_for_backward(v_data, data_probs, v_model, model_probs)
         ctx.dtype = weight.dtype
+        ctx.offsets = None if visible_offset is None else (visible_offset, hidden_offset)
         return gap.clone()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        return None, *_cd_gradients(*ctx.saved_tensors, dtype=ctx.dtype, scale=grad), None, None, None, None
+        grads = _cd_gradients(*ctx.saved_tensors, dtype=ctx.dtype, scale=grad, offsets=ctx.offsets)
+        return None, *grads, None, None, None, None, None, None
 
 
 def _cd_gradients(
@@ -460,8 +616,17 @@ def _cd_gradients(
     dtype: torch.dtype,
     scale: Tensor | float = 1.0,
     out: tuple[Tensor, Tensor, Tensor] | None = None,
+    offsets: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``scale`` times the CD gradient for (weight, visible_bias, hidden_bias), into ``out`` if given.
+
+    With ``offsets`` (mu (n_visible,), lam (n_hidden,)) it is the centred gradient (Melchior et
+    al. 2016) of the same model in its centred parameters W, b_c = b + W'lam, c_c = c + W mu:
+    ``g_W = <(h - lam)(v - mu)'>_model - <...>_data`` and the bias gradients as without centring,
+    mapped back onto these (uncentred) parameters: ``g_b - g_W' lam`` and ``g_c - g_W mu``. A step
+    on them is exactly the centred step; the offsets stay outside the RBM, folded into its biases,
+    so a centred RBM is an ordinary one (its ``F.linear(v, weight, hidden_bias)`` is the centred
+    ``W (v - mu) + c_c``) and moving the offsets needs no reparametrisation.
 
     v_*: (batch, n_visible), *_probs: (batch, n_hidden); the two batches may differ (PCD). Computed
     in ``dtype`` (the parameters') with autocast off: the gradient is the difference of two close
@@ -486,6 +651,13 @@ def _cd_gradients(
         if not (isinstance(scale, float) and scale == 1.0):
             grad_b.mul_(scale)
         grad_c = torch.sub(model_probs.sum(0), data_probs.sum(0), out=grad_c)  # (H,), already scaled
+        if offsets is not None:
+            visible_offset, hidden_offset = (t.to(dtype) for t in offsets)
+            # mean (h - lam)(v - mu)' = mean hv' - lam (mean v)' - (mean h) mu' + lam mu'; in the difference of
+            # the two phases lam mu' cancels, and the differences of the means are the bias gradients.
+            grad_w.sub_(torch.outer(hidden_offset, grad_b)).sub_(torch.outer(grad_c, visible_offset))
+            grad_b.sub_(grad_w.t() @ hidden_offset)
+            grad_c.sub_(grad_w @ visible_offset)
     return grad_w, grad_b, grad_c
 
 
@@ -495,12 +667,27 @@ def _all_binary(n: int, like: Tensor) -> Tensor:
     return torch.tensor(list(itertools.product([0.0, 1.0], repeat=n)), dtype=like.dtype, device=like.device)
 
 
-def make_rbm(n_visible: int, n_hidden: int, visible_units: str = "bernoulli", init_std: float = 0.01) -> RBM:
-    """Build an RBM by visible unit type name: "bernoulli" or "gaussian"."""
+def make_rbm(
+    n_visible: int,
+    n_hidden: int,
+    visible_units: str = "bernoulli",
+    init_std: float = 0.01,
+    hidden_units: str = "sigmoid",
+) -> RBM:
+    """Build an RBM by unit type names: visible "bernoulli" or "gaussian", hidden "sigmoid" or "relu"."""
     classes = {"bernoulli": RBM, "gaussian": GaussianRBM}
     if visible_units not in classes:
         raise ValueError(f"visible_units must be one of {sorted(classes)}, got {visible_units!r}")
-    return classes[visible_units](n_visible, n_hidden, init_std)
+    return classes[visible_units](n_visible, n_hidden, init_std, hidden_units)
+
+
+def stack_units(visible_units: str, hidden_units: str, depth: int) -> list[str]:
+    """The visible unit type of each RBM of a ``depth``-RBM stack: RBM 1's is ``visible_units``;
+    each RBM above models the mean activations of the one below, with Bernoulli visible units for
+    sigmoid units (probabilities in [0, 1]) and unit-variance Gaussian ones for NReLU units
+    (non-negative, unbounded: Nair & Hinton 2010)."""
+    above = "bernoulli" if hidden_units == "sigmoid" else "gaussian"
+    return [visible_units] + [above] * (depth - 1)
 
 
 def check_visible(x: Tensor, units: RBM | str, where: str = "data") -> None:

@@ -19,7 +19,9 @@ def _fmt(values: list[float]) -> str:
 
 
 def summarize(runs: list[dict[str, Any]]) -> str:
-    """The Markdown table: rows = models, columns = (architecture, label budget)."""
+    """The Markdown tables: rows = models, columns = (architecture, label budget). Test accuracy
+    (when the runs were tested), validation accuracy at the selected epoch, the epochs each run
+    used, and the seconds."""
     columns = sorted(
         {(tuple(r["hidden"]), r["labels"]) for r in runs}, key=lambda c: (c[1] is None, c[1] or 0, len(c[0]), c[0])
     )
@@ -27,52 +29,74 @@ def summarize(runs: list[dict[str, Any]]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault((r["model"], tuple(r["hidden"]), r["labels"]), []).append(r)
-
-    def header(col):
-        arch = "-".join(map(str, col[0]))
-        return f"{arch}, {'all' if col[1] is None else col[1]} labels"
-
-    best = {}
-    for col in columns:
-        means = {m: statistics.fmean(x["test_acc"] for x in groups[(m, *col)]) for m in rows if (m, *col) in groups}
-        best[col] = max(means.values()) if means else None
-    lines = [
-        "Test accuracy (%), mean ± std over seeds (n = seeds); best per column in bold.",
-        "",
-        "| model | " + " | ".join(header(c) for c in columns) + " |",
-        "|---|" + "---|" * len(columns),
-    ]
-    for m in rows:
-        cells_md = []
-        for col in columns:
-            group = groups.get((m, *col))
-            if not group:
-                cells_md.append("")
-                continue
-            accs = [x["test_acc"] for x in group]
-            text = f"{_fmt(accs)} (n={len(accs)})"
-            cells_md.append(f"**{text}**" if math.isclose(statistics.fmean(accs), best[col]) else text)
-        lines.append(f"| {m} | " + " | ".join(cells_md) + " |")
-    lines += [
-        "",
-        "Mean seconds per run: pretraining + fine-tuning. Pretraining never sees labels, so the label",
+    table = _Table(rows, columns, groups)
+    lines: list[str] = []
+    if any(r.get("test_acc") is not None for r in runs):
+        lines += table.accuracy(
+            "test_acc", "Test accuracy (%), mean ± std over seeds (n = seeds); best per column in bold."
+        )
+    if any(r.get("val_acc") is not None for r in runs):
+        lines += table.accuracy(
+            "val_acc", "Validation accuracy (%) at the tested epoch, mean ± std over seeds; best per column in bold."
+        )
+    if any("epochs_run" in r for r in runs):
+        lines += table.cells(
+            "Fine-tuning epochs, mean over seeds: run (of the budget), and the epoch whose weights were scored.",
+            lambda group: (
+                f"{_mean(group, 'epochs_run'):.0f} of {_mean(group, 'epochs'):.0f}, "
+                f"scored {_mean(group, 'selected_epoch'):.1f}"
+            ),
+        )
+    lines += table.cells(
+        "Mean seconds per run: pretraining + fine-tuning. Pretraining never sees labels, so the label\n"
         "budgets of one (shape, seed) share one pretrained stack: its cost shows in the first budget run.",
-        "",
-        "| model | " + " | ".join(header(c) for c in columns) + " |",
-        "|---|" + "---|" * len(columns),
-    ]
-    for m in rows:
-        cells_md = []
-        for col in columns:
-            group = groups.get((m, *col))
-            if group:
-                pre = statistics.fmean(x["pretrain_seconds"] for x in group)
-                fit = statistics.fmean(x["fit_seconds"] for x in group)
-                cells_md.append(f"{pre:.0f} + {fit:.0f}")
-            else:
-                cells_md.append("")
-        lines.append(f"| {m} | " + " | ".join(cells_md) + " |")
-    return "\n".join(lines) + "\n"
+        lambda group: f"{_mean(group, 'pretrain_seconds'):.0f} + {_mean(group, 'fit_seconds'):.0f}",
+    )
+    return "\n".join(lines[:-1]) + "\n"
+
+
+def _mean(group: list[dict], key: str) -> float:
+    values = [x[key] for x in group if x.get(key) is not None]
+    return statistics.fmean(values) if values else math.nan
+
+
+class _Table:
+    """Markdown tables over one grid of (model rows) x (architecture, label budget) columns."""
+
+    def __init__(self, rows: list[str], columns: list[tuple], groups: dict[tuple, list[dict]]) -> None:
+        self.rows, self.columns, self.groups = rows, columns, groups
+
+    def _header(self, title: str) -> list[str]:
+        names = [
+            f"{'-'.join(map(str, hidden))}, {'all' if labels is None else labels} labels"
+            for hidden, labels in self.columns
+        ]
+        return [*title.split("\n"), "", "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(self.columns)]
+
+    def cells(self, title: str, text) -> list[str]:
+        """A table whose cell is ``text(runs of the cell)``, blank where there are none; then a blank line."""
+        lines = self._header(title)
+        for m in self.rows:
+            row = [text(g) if (g := self.groups.get((m, *col))) else "" for col in self.columns]
+            lines.append(f"| {m} | " + " | ".join(row) + " |")
+        return [*lines, ""]
+
+    def accuracy(self, key: str, title: str) -> list[str]:
+        """Mean ± std of ``key`` over seeds, the best mean per column in bold."""
+        best = {}
+        for col in self.columns:
+            means = [_mean(g, key) for m in self.rows if (g := self.groups.get((m, *col)))]
+            best[col] = max((x for x in means if not math.isnan(x)), default=None)
+
+        def text(group: list[dict]) -> str:
+            values = [x[key] for x in group if x.get(key) is not None]
+            if not values:
+                return ""
+            cell = f"{_fmt(values)} (n={len(values)})"
+            col = (tuple(group[0]["hidden"]), group[0]["labels"])
+            return f"**{cell}**" if math.isclose(statistics.fmean(values), best[col]) else cell
+
+        return self.cells(title, text)
 
 
 def plot_curves(runs: list[dict[str, Any]], path: Path) -> None:

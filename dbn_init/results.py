@@ -38,11 +38,12 @@ ROW_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     ),
     "seed": ("an integer", _is_int),
     "labels": ("an integer, or null for all labels", lambda v: v is None or _is_int(v)),
-    "test_acc": ("a number", _is_number),
+    "test_acc": ("a number, or null for a run not tested (--test false)", lambda v: v is None or _is_number(v)),
     "val_curve": ("a list of numbers", lambda v: isinstance(v, list) and all(map(_is_number, v))),
     "fit_seconds": ("a number", _is_number),
     "pretrain_seconds": ("a number", _is_number),
     "epochs": ("a positive integer or null", lambda v: v is None or _is_int(v) and v > 0),
+    "epochs_run": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
     "settings": ("an object", lambda v: isinstance(v, dict)),
 }
 _REQUIRED = tuple(ROW_TYPES)[:8]

@@ -50,7 +50,7 @@ def _cfg(out, *extra):
 
 def _stub(cell, cfg, data, out):
     """A stand-in for run_cell: no training, but the settings the real one records."""
-    settings = compare.cell_settings(compare._model(cell, cfg, data), data, compare._epochs(cfg, data))
+    settings = compare.cell_settings(compare._model(cell, cfg, data), data, compare._epochs(cfg, data), cfg)
     return {
         "model": cell.name,
         "hidden": list(cell.hidden),
@@ -99,7 +99,7 @@ def test_runner_writes_every_file_with_the_documented_schema(finished):
         assert len(r["val_curve"]) == 1 and r["dataset"] == "digits" and r["train_size"] == 1293
         assert (r["pretrain_seconds"] > 0) == (r["model"] == "dbn")
         settings = r["settings"]
-        assert set(settings) == {"model", "data", "epochs"} and settings["epochs"] == 1
+        assert set(settings) == {"model", "data", "epochs", "patience", "select"} and settings["epochs"] == 1
         model = settings["model"]
         assert model["hidden"] == [32, 16] and model["input_size"] == 64 and model["num_classes"] == 10
         if r["model"] == "dbn":
@@ -525,10 +525,12 @@ def test_an_extra_row_with_options_of_its_own_runs_with_them(tmp_path):
     dbn, he = (r["settings"]["model"] for r in runs)
     assert dbn["cd_k"] == 2 and dbn["pretrain_epochs"] == 1  # the row's own option over --dbn's
     assert he["lr"] == 0.01 and he["init"] == "he_uniform"
-    assert [p.name.split("-seed")[0] for p in (tmp_path / "pretrained").glob("*.safetensors")] == ["dbn_cd2-32-16"]
+    assert [p.name.split("-seed")[0] for p in (tmp_path / "pretrained").glob("*.safetensors")] == ["dbn-32-16"]
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("compare_*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted([*CONFIGS.glob("compare_*.yaml"), *CONFIGS.glob("search_*.yaml")]), ids=lambda p: p.name
+)
 def test_shipped_comparison_configs_parse_and_pass_the_plan_checks(path, tmp_path):
     """Each shipped config parses, and _plan builds every cell's data and model without a refusal
     (MNIST's files are absent here: Fashion-MNIST's, of the same layout and shapes, stand in)."""
@@ -580,6 +582,10 @@ def test_foreign_outputs_without_results_json_are_refused(name, monkeypatch, tmp
         (
             ["--extra", "[{name: big, model: dbn, hidden: [8]}, {name: big, model: normal, hidden: [9]}]"],
             r"extra row name.*'big'",
+        ),
+        (
+            ["--extra", "[{name: large, model: dbn, hidden: [8]}, {name: dbn_he, model: he_uniform, hidden: [9]}]"],
+            r"extra row name\(s\) \['large', 'dbn_he'\]: a DBN row's name starts with 'dbn'",
         ),
     ],
 )
@@ -748,3 +754,26 @@ def test_under_two_devices_only_rank_zero_writes_and_prints(tmp_path):
     assert sorted((r["model"], r["labels"] or 0) for r in runs) == [("dbn", 0), ("dbn", 50), ("he_uniform", 0),
                                                                      ("he_uniform", 50)]  # fmt: skip
     assert len(list((out / "pretrained").glob("*.safetensors"))) == 1
+
+
+def test_patience_stops_a_cell_early_and_select_best_scores_the_best_validation_epoch(tmp_path):
+    args = ["--models", "[he_uniform]", "--seeds", "[0]", "--max_epochs", "12", "--baseline.lr", "0.02"]
+    runs = run(_cfg(tmp_path, *args, "--patience", "2", "--select", "best"))
+    (row,) = runs
+    curve = row["val_curve"]
+    best = curve.index(max(curve))  # the first best check wins ties, as BestEpoch keeps the first
+    assert row["epochs"] == 12 and row["epochs_run"] == len(curve) <= 12
+    assert row["epochs_run"] == 12 or row["epochs_run"] == best + 1 + 2  # stopped 2 checks after the best
+    assert row["selected_epoch"] == best + 1 and row["val_acc"] == max(curve)
+    assert row["settings"]["patience"] == 2 and row["settings"]["select"] == "best"
+    table = (tmp_path / "results.md").read_text()
+    assert f"| he_uniform | {row['epochs_run']} of 12, scored {best + 1:.1f} |" in table
+
+
+def test_a_search_without_test_reports_validation_only(tmp_path):
+    runs = run(_cfg(tmp_path, "--models", "[he_uniform]", "--seeds", "[0]", "--test", "false"))
+    assert runs[0]["test_acc"] is None and runs[0]["val_acc"] == runs[0]["val_curve"][-1]
+    table = (tmp_path / "results.md").read_text()
+    assert "Test accuracy" not in table and table.startswith("Validation accuracy (%) at the tested epoch")
+    with pytest.raises(UsageError, match="fine-tuning select: 'last' in the file, 'best' here"):
+        run(_cfg(tmp_path, "--models", "[he_uniform]", "--seeds", "[0]", "--test", "false", "--select", "best"))

@@ -1,20 +1,25 @@
-"""AIS of log Z against exact enumeration; pseudo-likelihood against hand values and scikit-learn;
-the Gibbs sampler; the ``python -m dbn_init.evaluate`` command on saved stacks."""
+"""AIS of log Z against exact enumeration and the reference package rbms; RAISE against the exact
+annealing model and the exact log-likelihood; pseudo-likelihood against hand values and
+scikit-learn; the Gibbs sampler; the ``python -m dbn_init.evaluate`` command on saved stacks."""
 
 import copy
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from lightning.pytorch import Trainer, seed_everything
+from safetensors import safe_open
+from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 from sklearn.neural_network import BernoulliRBM
 
 from dbn_init import DBN
 from dbn_init.data import DigitsDataModule
-from dbn_init.evaluate import ais_log_partition, base_rate_bias, beta_schedule, main, mean_log_prob
+from dbn_init.evaluate import ais_log_partition, base_rate_bias, beta_schedule, main, mean_log_prob, raise_log_prob
 from dbn_init.io import from_sklearn, save_stack
 from dbn_init.pretrain import pretrain, up_pass
 from dbn_init.rbm import RBM, GaussianRBM, bernoulli
@@ -175,6 +180,151 @@ def test_base_rate_bias_is_the_smoothed_log_odds_whatever_the_data_dtype():
         torch.testing.assert_close(bias, expected)
 
 
+def _all_binary(n):
+    """Every binary vector of length n, shape (2**n, n), float64."""
+    return ((torch.arange(2**n)[:, None] >> torch.arange(n)) & 1).double()
+
+
+def _bernoulli_prob(x, logits):
+    """prod_i p(x_i) for x (N, D) under independent Bernoulli(sigmoid(logits)), logits (M, D) -> (M, N)."""
+    return torch.exp(x @ F.logsigmoid(logits).T + (1 - x) @ F.logsigmoid(-logits).T).T
+
+
+def _annealing_model(rbm, base_bias, betas):
+    """p_ann(v) over all 2**n_visible states, exactly: v_0 ~ p_0, then the Gibbs sweep at each beta_1..K."""
+    vs, hs = _all_binary(rbm.n_visible), _all_binary(rbm.n_hidden)
+    w, b, c = rbm.weight.detach().double(), rbm.visible_bias.detach().double(), rbm.hidden_bias.detach().double()
+    p = _bernoulli_prob(vs, base_bias[None])[0]  # (2**V,)
+    for beta in betas[1:].tolist():
+        h_given_v = _bernoulli_prob(hs, beta * (vs @ w.T + c))  # (2**V, 2**H)
+        v_given_h = _bernoulli_prob(vs, (1 - beta) * base_bias + beta * (hs @ w + b))  # (2**H, 2**V)
+        p = p @ h_given_v @ v_given_h
+    return vs, p
+
+
+def test_raise_is_unbiased_for_the_annealing_model_it_reverses():
+    # E[w] = p_ann(v), the probability that the forward chain ends at v (Burda et al. 2015), which with
+    # two betas is far from the RBM's p(v): a check of the estimator itself, not of its convergence.
+    rbm = _random_rbm(6, 3, std=1.5, seed=5).double()
+    base = torch.tensor([0.5, -0.5, 0.0, 1.0, -1.0, 0.3], dtype=torch.float64)
+    betas = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    vs, p_ann = _annealing_model(rbm, base, betas)
+    assert p_ann.sum().item() == pytest.approx(1.0, abs=1e-12)
+    p_rbm = torch.exp(-rbm.free_energy(vs) - rbm.log_partition_exact())
+    picks = torch.tensor([0, 21, 42, 63])
+    v, m = vs[picks], 20000
+    gen = torch.Generator().manual_seed(0)
+    log_w = raise_log_prob(rbm, v.repeat(m, 1), betas=betas, generator=gen, base_visible_bias=base)
+    w = log_w.exp().view(m, len(picks))  # one chain per row: (m, 4)
+    mean, sem = w.mean(0), w.std(0) / math.sqrt(m)
+    # measured over seeds 0-4: |mean - p_ann| <= 2.2 s.e.; |p - p_ann| >= 8 s.e. (log p / p_ann = -1.6, 0.26,
+    # -1.7, -0.65: per vector, p_ann may lie above or below the RBM's p)
+    assert bool(((mean - p_ann[picks]).abs() < 4 * sem).all()), (mean, p_ann[picks], sem)
+    assert bool(((p_rbm[picks] - p_ann[picks]).abs() > 5 * sem).all())  # this run tells p_ann and p apart
+    # Jensen: the log of an unbiased estimate is low in expectation; here by 1.1 to 1.9 nats per chain
+    assert bool((log_w.view(m, -1).mean(0) < p_ann[picks].log() - 0.5).all())
+    # n_chains reverse chains per vector average their weights: log mean w, batched or not
+    for batch_size in (1000, 7):
+        pooled = raise_log_prob(
+            rbm, v, betas=betas, n_chains=m, batch_size=batch_size, generator=gen, base_visible_bias=base
+        )
+        assert pooled.shape == (4,) and pooled.dtype == torch.float64
+        torch.testing.assert_close(pooled.exp(), p_ann[picks], rtol=0.15, atol=0.0)  # 4 s.e.; measured <= 0.05
+
+
+def test_raise_is_below_the_exact_log_likelihood_and_ais_above_it(trained):
+    rbm, x = trained
+    v, base = x[:300], base_rate_bias(x)
+    r64 = copy.deepcopy(rbm).double()
+    log_z = r64.log_partition_exact().item()
+    exact = mean_log_prob(r64, v.double(), log_z)  # -20.666 nats per image
+
+    def raise_mean(n_betas, seed=0):
+        gen = torch.Generator().manual_seed(seed)
+        return raise_log_prob(rbm, v, n_betas=n_betas, generator=gen, base_visible_bias=base).mean().item()
+
+    # measured over seeds 0-2: -0.19..-0.11 nats at 100 betas, -0.029..+0.001 at 1000
+    few, many = raise_mean(100), raise_mean(1000)
+    assert -0.4 < few - exact < -0.05  # clearly pessimistic with few betas, never optimistic
+    assert -0.1 < many - exact < 0.03  # and close with enough
+    assert many > few + 0.05
+    # AIS of log Z on the same path: its upper end of log p(v) lies above the exact value
+    ais = ais_log_partition(
+        rbm, n_chains=100, n_betas=1000, generator=torch.Generator().manual_seed(0), base_visible_bias=base
+    )
+    ais_high = mean_log_prob(r64, v.double(), ais.log_z_low)
+    assert many - 0.03 < exact < ais_high
+    assert abs(mean_log_prob(r64, v.double(), ais.log_z) - exact) < 0.05  # measured 0.023
+
+
+def test_raise_and_ais_refuse_relu_hidden_units_and_bad_input():
+    relu = _random_rbm(6, 3, std=0.1, seed=0)
+    relu.hidden_units = "relu"  # noisy rectified linear units: no closed-form free energy
+    v = torch.zeros(2, 6)
+    for call in (lambda: ais_log_partition(relu), lambda: raise_log_prob(relu, v)):
+        with pytest.raises(
+            ValueError, match=r"expected an RBM with Bernoulli \(sigmoid\) hidden units, got hidden_units='relu'"
+        ):
+            call()
+    with pytest.raises(NotImplementedError, match="Bernoulli RBMs"):
+        raise_log_prob(GaussianRBM(6, 3), v)
+    rbm = RBM(6, 3)
+    with pytest.raises(ValueError, match=r"binary data \(every value 0 or 1\)"):
+        raise_log_prob(rbm, torch.full((2, 6), 0.5))
+    with pytest.raises(ValueError, match=r"\(N, 6\) with N >= 1, got \(2, 5\)"):
+        raise_log_prob(rbm, torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=r"n_chains an integer >= 1"):
+        raise_log_prob(rbm, v, n_chains=0)
+    with pytest.raises(ValueError, match="from exactly 0 to exactly 1"):
+        raise_log_prob(rbm, v, betas=torch.linspace(0.1, 1, 5))
+    with pytest.raises(ValueError, match=r"shape \(6,\)"):
+        raise_log_prob(rbm, v, base_visible_bias=torch.zeros(3))
+
+
+# --- against the reference package rbms -----------------------------------------------------
+def _rbms():
+    with warnings.catch_warnings():  # rbms 0.5 decorates with the deprecated torch.jit.script at import
+        warnings.simplefilter("ignore", FutureWarning)
+        pytest.importorskip("rbms")
+        from rbms.bernoulli_bernoulli.classes import BBRBM
+        from rbms.partition_function.ais import compute_partition_function_ais
+        from rbms.partition_function.exact import compute_partition_function
+    return BBRBM, compute_partition_function, compute_partition_function_ais
+
+
+def _as_bbrbm(rbm, BBRBM):
+    """rbms' weight_matrix is (n_visible, n_hidden): the transpose of ours (n_hidden, n_visible)."""
+    w, b, c = (t.detach().double() for t in (rbm.weight, rbm.visible_bias, rbm.hidden_bias))
+    return BBRBM(weight_matrix=w.T.contiguous(), vbias=b, hbias=c)
+
+
+def test_exact_log_partition_matches_rbms():
+    BBRBM, exact_log_z, _ = _rbms()
+    rbm = _random_rbm(784, 14, std=0.1, seed=3).double()  # MNIST-sized, 2**14 hidden states
+    ours = rbm.log_partition_exact().item()
+    theirs = exact_log_z(_as_bbrbm(rbm, BBRBM), _all_binary(14))  # they enumerate the hidden layer too
+    assert ours == pytest.approx(586.93259, abs=1e-4)
+    assert ours == pytest.approx(theirs, rel=1e-9)  # measured: identical in float64
+
+
+def test_ais_log_partition_agrees_with_rbms_ais():
+    BBRBM, _, their_ais = _rbms()
+    # W ~ N(0, 0.25): log Z = 310.2, 169 nats above the base model, so the annealing has work to do.
+    rbm = _random_rbm(100, 100, std=0.5, seed=4)
+    base = rbm.visible_bias.detach()  # rbms' base model: these visible biases, zero weights and hidden biases
+    ours = ais_log_partition(
+        rbm, n_chains=100, n_betas=2000, generator=torch.Generator().manual_seed(0), base_visible_bias=base
+    )
+    with torch.random.fork_rng(devices=[]):  # rbms draws from torch's global generator
+        torch.manual_seed(0)
+        theirs = their_ais(num_chains=100, num_beta=1000, params=_as_bbrbm(rbm, BBRBM))
+    log_z_base = F.softplus(base.double()).sum().item() + 100 * math.log(2)
+    assert ours.log_z - log_z_base > 150
+    # measured over seeds 0-2: ours 310.24..310.37 (3-s.e. width 0.6), theirs 310.20..310.25
+    assert abs(ours.log_z - theirs) < 0.5
+    assert ours.log_z_low - 0.25 < theirs < ours.log_z_high + 0.25
+
+
 # --- pseudo-likelihood ----------------------------------------------------------------------
 def test_pseudo_likelihood_matches_hand_computation():
     rbm = RBM(3, 1).double()
@@ -319,6 +469,32 @@ def test_cli_reports_log_z_and_log_probabilities(tiny_stack, capsys):
     assert summary["n_images"] == 360 and summary["visible"] == "images"
     assert -64 * math.log(2) < summary["mean_log_prob"] < 0  # better than uniform pixels
     assert any("test split (360 images)" in line for line in lines)
+    assert summary["raise_images"] == 0 and summary["raise_mean_log_prob"] is None  # RAISE is opt-in
+
+
+def test_cli_raise_images_bracket_the_exact_log_likelihood(tiny_stack, capsys):
+    path, rbm = tiny_stack
+    argv = [str(path), "--binarize", "--chains", "50", "--betas", "2000", "--raise-images", "1000"]
+    assert main(argv) == 0
+    lines, summary = _last_json(capsys)
+    assert summary["raise_images"] == 360  # the whole test split: it has fewer than 1000 images
+    dm = DigitsDataModule(binarize=True)
+    dm.setup("fit")
+    r64 = copy.deepcopy(rbm).double()
+    exact = mean_log_prob(r64, dm.test_x.double(), r64.log_partition_exact().item())
+    assert summary["raise_ais_mean_log_prob"] == pytest.approx(summary["mean_log_prob"], abs=1e-9)
+    # measured over --seed 0-2, from the exact value: RAISE -0.0004..+0.004 nats, AIS -0.005..+0.004
+    assert exact - 0.1 < summary["raise_mean_log_prob"] < exact + 0.03
+    assert summary["raise_mean_log_prob"] < summary["raise_ais_mean_log_prob"] + 0.03
+    assert any(line.startswith("RAISE (Burda et al. 2015): 2000 betas") and "first 360 test" in line for line in lines)
+
+
+def _with_metadata(path, **changes):
+    """Rewrite a safetensors file with some string metadata changed, as another writer might have."""
+    with safe_open(str(path), "pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    save_file(tensors, str(path), metadata={**metadata, **changes})
+    return path
 
 
 def test_cli_upper_layer_says_what_it_measures(tmp_path, capsys):
@@ -338,6 +514,8 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"not a weights file at all")
     wide = save_stack([RBM(784, 3)], tmp_path / "wide.safetensors")
+    binary = save_stack([RBM(64, 4)], tmp_path / "binary.safetensors")
+    relu = _with_metadata(save_stack([RBM(64, 4)], tmp_path / "relu.safetensors"), hidden_units='["relu"]')
     cases = [
         ([str(gauss)], "Bernoulli RBMs only"),
         ([str(tmp_path / "missing.safetensors")], "no such file"),
@@ -356,6 +534,9 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
             "pass --scaling unit",
         ),
         ([str(gauss), "--layer", "3"], "--layer in 1..1"),
+        ([str(relu)], "expected an RBM with Bernoulli (sigmoid) hidden units, got hidden_units='relu'"),
+        ([str(binary), "--raise-images", "10"], "--raise-images needs binary visible vectors"),
+        ([str(binary), "--raise-images", "-1"], "expected --raise-images N >= 0"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

@@ -586,3 +586,135 @@ def test_a_datamodule_from_datasets_gives_the_stages_its_validation_set(digits):
     pretrain(DBN(input_size=64, hidden=[8], pretrain_epochs=1), data,
              lambda s, e: _trainer(e, callbacks=[Validated()], num_sanity_val_steps=0))  # fmt: skip
     assert Validated.ran == 1
+
+
+# --- the modern RBM recipe: NReLU units, chains, tempering, centring, schedules -------------
+def _stage_fit(model, data, epochs=1, **trainer):
+    """Fit RBM 1's stage of ``model`` alone and return it (pretrain() keeps its stages to itself)."""
+    stage = model.stage(0)
+    _trainer(epochs, **trainer).fit(stage, datamodule=PretrainData(data, model.cd.steps_per_batch, prepared=True))
+    return stage
+
+
+def test_pcd_keeps_the_chosen_number_of_chains_and_resumes_them_from_checkpoints(digits, tmp_path):
+    seed_everything(0)
+    model = DBN(input_size=64, hidden=[16], pretrain_epochs=1, persistent=True, pcd_chains=37)
+    stage = _stage_fit(model, digits, limit_val_batches=0)
+    assert stage.chain.shape == (37, 64) and set(stage.chain.unique().tolist()) <= {0.0, 1.0}
+    trainer = _trainer(1, limit_val_batches=0)
+    trainer.fit(stage, datamodule=PretrainData(digits, 1, prepared=True))
+    trainer.save_checkpoint(tmp_path / "stage.ckpt")
+    saved = torch.load(tmp_path / "stage.ckpt", weights_only=True)["dbn_init"]["chain"]
+    assert torch.equal(saved, stage.chain)
+    resumed = DBN(input_size=64, hidden=[16], pretrain_epochs=2, persistent=True, pcd_chains=37).stage(0)
+    resumed.on_load_checkpoint(torch.load(tmp_path / "stage.ckpt", weights_only=True))
+    assert torch.equal(resumed.chain, stage.chain)
+
+
+def test_parallel_tempering_runs_its_ladder_and_logs_the_swap_rates(digits):
+    seed_everything(0)
+    model = DBN(input_size=64, hidden=[16], pretrain_epochs=1, pt_temperatures=4, pt_min_beta=0.7, pcd_chains=20)
+    trainer = _trainer(1, limit_val_batches=0)
+    stage = model.stage(0)
+    trainer.fit(stage, datamodule=PretrainData(digits, model.cd.steps_per_batch, prepared=True))
+    assert stage.chain.shape == (4, 20, 64)
+    torch.testing.assert_close(stage.betas, torch.tensor([0.7, 0.8, 0.9, 1.0]))
+    rate, low = (float(trainer.callback_metrics[f"rbm1/pt_swap_rate{s}"]) for s in ("", "_min"))
+    assert 0.0 < low <= rate <= 1.0  # neighbours 0.1 apart in beta do swap on digits
+    assert torch.isfinite(model.rbms[0].weight).all()
+
+
+def test_centring_offsets_track_the_data_and_the_centred_stack_transfers_as_an_ordinary_one(digits):
+    seed_everything(0)
+    model = DBN(input_size=64, hidden=[16], pretrain_epochs=3, centring=True, centring_rate=0.05)
+    stage = _stage_fit(model, digits, epochs=3, limit_val_batches=0)
+    visible, hidden = stage.offsets
+    torch.testing.assert_close(visible, digits.pretrain_x.mean(0), atol=0.04, rtol=0)  # sliding mean of the batches
+    probs = model.rbms[0].hidden_probs(digits.pretrain_x).mean(0)
+    torch.testing.assert_close(hidden, probs.detach(), atol=0.05, rtol=0)
+    model.transfer()
+    x = digits.val_x
+    with torch.no_grad():
+        assert torch.equal(model.mlp.forward_features(x), model.up_pass(x))
+
+
+def test_a_relu_stack_pretrains_and_transfers_into_a_relu_mlp_exactly(digits, tmp_path):
+    from dbn_init import load_pretrained_
+    from dbn_init.io import load_stack, save_stack
+    from dbn_init.rbm import GaussianRBM
+
+    seed_everything(0)
+    model = DBN(input_size=64, hidden=[32, 16], pretrain_epochs=2, hidden_units="relu", pretrain_lr=0.01)
+    pretrain(model, digits, lambda stage, epochs: _trainer(epochs))
+    assert model.mlp.activation == "relu" and isinstance(model.rbms[1], GaussianRBM)  # RBM 2 models rectified values
+    x = digits.val_x
+    with torch.no_grad():
+        h = model.up_pass(x)
+        assert torch.equal(model.mlp.forward_features(x), h)
+        assert 0.1 < float((h > 0).float().mean()) < 0.9 and float(h.max()) > 1  # rectified, not probabilities
+        save_stack(model.rbms, tmp_path / "relu.safetensors")
+        stack = load_stack(tmp_path / "relu.safetensors")
+        assert [r.hidden_units for r in stack.rbms] == ["relu", "relu"]
+        net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16), torch.nn.ReLU())
+        load_pretrained_(net, stack)
+        assert torch.equal(net(x), h)
+    with pytest.raises(ValueError, match=r"\['relu'\] hidden units transfers into an MLP of that activation"):
+        DBN(input_size=64, hidden=[32, 16]).mlp.load_rbms(list(model.rbms))
+
+
+@pytest.mark.parametrize(
+    "schedule, factors",
+    [("constant", [1, 1, 1, 1]), ("linear", [1, 0.75, 0.5, 0.25]), ("cosine", [1, 0.853553, 0.5, 0.146447])],
+)
+def test_each_stage_follows_its_learning_rate_schedule_over_its_own_epochs(digits, schedule, factors):
+    class Record(Callback):
+        def __init__(self):
+            self.lrs = []
+
+        def on_train_batch_start(self, trainer, stage, batch, batch_idx):
+            if batch_idx == 0:
+                self.lrs.append([g["lr"] for g in stage.optimizers().optimizer.param_groups])
+
+    record = Record()
+    model = DBN(input_size=64, hidden=[16, 8], pretrain_epochs=[4, 2], pretrain_lr_schedule=schedule, pretrain_lr=0.2)
+    pretrain(model, digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0, callbacks=[record]))
+    stage2 = {"constant": [1, 1], "linear": [1, 0.5], "cosine": [1, 0.5]}[schedule]
+    expected = [0.2 * f for f in [*factors, *stage2] for _ in range(2)]  # both parameter groups alike
+    assert [lr for lrs in record.lrs for lr in lrs] == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_head_only_warm_up_leaves_the_body_unchanged_then_trains_it_at_its_own_rate(digits):
+    seed_everything(0)
+    model = Baseline(input_size=64, num_classes=10, hidden=[32], warmup_epochs=2, body_lr_scale=0.5, lr=0.01)
+    body, head = (copy.deepcopy(m.state_dict()) for m in (model.mlp.features, model.mlp.head))
+    trainer = _trainer(2, limit_val_batches=0)
+    trainer.fit(model, datamodule=digits)
+    assert all(torch.equal(v, model.mlp.features.state_dict()[k]) for k, v in body.items())  # rate 0: untouched
+    assert not torch.equal(head["weight"], model.mlp.head.weight)
+    groups = trainer.optimizers[0].param_groups
+    assert [g["lr"] for g in groups] == [0.005, 0.01]  # after the warm-up: the body at 0.5 x the head's rate
+    assert all(p.requires_grad for p in model.parameters())  # nothing switched off, so DDP syncs every gradient
+
+
+def test_dropout_acts_in_training_only_and_leaves_the_transfer_exact(digits):
+    seed_everything(0)
+    model = DBN(input_size=64, hidden=[32], pretrain_epochs=1, dropout=0.5)
+    pretrain(model, digits, lambda stage, epochs: _trainer(epochs))
+    x = digits.val_x
+    with torch.no_grad():
+        model.eval()
+        assert torch.equal(model.mlp.forward_features(x), model.up_pass(x))
+        model.train()
+        dropped = model.mlp.forward_features(x)
+        assert 0.4 < float((dropped == 0).float().mean()) < 0.6  # sigmoid units are never 0 but where dropped
+
+
+def test_cross_option_rules_are_refused_with_the_fix():
+    with pytest.raises(UsageError, match=r"hidden_units relu: parallel tempering and centring need"):
+        DBN(hidden_units="relu", pt_temperatures=3)
+    with pytest.raises(UsageError, match=r"ais_chains: AIS needs the free energy"):
+        DBN(hidden_units="relu", ais_chains=10)
+    with pytest.raises(UsageError, match=r"pcd_chains is set but no chains persist; add --model.persistent true"):
+        DBN(pcd_chains=100)
+    with pytest.raises(UsageError, match=r"dropout: expected a finite number in \[0, 1\), got 1.0"):
+        Baseline(dropout=1.0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from dbn_init.rbm import RBM, GaussianRBM, bernoulli, check_visible, make_rbm
+from dbn_init.rbm import RBM, GaussianRBM, _cd_gradients, bernoulli, check_visible, make_rbm
 
 
 def _tiny(cls=RBM, n_visible=3, n_hidden=2, seed=0):
@@ -266,3 +266,132 @@ def test_make_rbm_and_check_visible_refuse_bad_input():
     check_visible(torch.tensor([[-3.0, 4.0]]), "gaussian")  # real-valued data is fine for Gaussian units
     with pytest.raises(ValueError, match="expected index of shape"):  # a mask is not a list of units
         RBM(2, 3).pseudo_likelihood(torch.ones(2, 2), index=torch.tensor([True, False]))
+
+
+# --- NReLU hidden units, parallel tempering, centring ---------------------------------------
+def test_nrelu_samples_have_the_moments_of_a_rectified_gaussian():
+    # Nair & Hinton (2010): h = max(0, x + e), e ~ N(0, sigmoid(x)); for X ~ N(mu, s^2),
+    # E max(0, X) = mu Phi(mu/s) + s phi(mu/s) and E max(0, X)^2 = (mu^2 + s^2) Phi(mu/s) + mu s phi(mu/s).
+    rbm = RBM(3, 4, hidden_units="relu").double()
+    with torch.no_grad():
+        rbm.weight.zero_()
+        rbm.hidden_bias.copy_(torch.tensor([-2.0, -0.5, 0.5, 3.0]))
+    v = torch.zeros(200_000, 3, dtype=torch.double)
+    with torch.no_grad():
+        h = rbm.sample_hidden(v, torch.Generator().manual_seed(0))
+    mu = rbm.hidden_bias.detach()
+    s = torch.sigmoid(mu).sqrt()
+    normal = torch.distributions.Normal(0.0, 1.0)
+    cdf, pdf = normal.cdf(mu / s), normal.log_prob(mu / s).exp()
+    mean, second = mu * cdf + s * pdf, (mu**2 + s**2) * cdf + mu * s * pdf
+    torch.testing.assert_close(h.mean(0), mean, atol=4e-3, rtol=0)
+    torch.testing.assert_close((h**2).mean(0), second, atol=2e-2, rtol=0)
+    assert float(h.min()) == 0.0 and bool((h[:, 1:] > 0).any(0).all())  # rectified, not binary
+    torch.testing.assert_close(rbm.hidden_mean(v[:1]), mu.relu().unsqueeze(0))  # the mean the next layer sees
+
+
+def test_nrelu_rbms_refuse_what_needs_their_free_energy():
+    rbm = RBM(6, 3, hidden_units="relu")
+    v = bernoulli(torch.full((4, 6), 0.5))
+    for call in (
+        lambda: rbm.free_energy(v),
+        lambda: rbm.pseudo_likelihood(v),
+        lambda: rbm.log_partition_exact(),
+        lambda: rbm.parallel_tempering(v.expand(2, 4, 6), torch.tensor([0.5, 1.0])),
+    ):
+        with pytest.raises(ValueError, match=r"NReLU \(hidden_units='relu'\) RBMs do not have .*use sigmoid hidden"):
+            call()
+    result = rbm.cd_loss(v)  # CD itself trains them: the value is NaN, the gradient is there
+    assert math.isnan(float(result.loss.detach()))
+    result.loss.backward()
+    assert torch.isfinite(rbm.weight.grad).all() and rbm.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="hidden_units must be one of"):
+        RBM(6, 3, hidden_units="tanh")
+
+
+@pytest.mark.parametrize("cls", [RBM, GaussianRBM])
+def test_parallel_tempering_leaves_every_tempered_distribution_invariant(cls):
+    # A 4-3 RBM and 3 temperatures: after burn-in, each temperature's chains are distributed as
+    # the RBM with W, b, c scaled by its beta (enumerated), swaps included. Gaussian visible units
+    # are judged by their first two moments (v | h is Gaussian), binary ones state by state.
+    rbm = _tiny(cls, n_visible=4, n_hidden=3, seed=3)
+    betas = torch.tensor([0.3, 0.65, 1.0], dtype=torch.double)
+    g = torch.Generator().manual_seed(0)
+    chains = bernoulli(torch.full((3, 10_000, 4), 0.5, dtype=torch.double), g)
+    swapped = []
+    for step in range(40):
+        chains, accepted = rbm.parallel_tempering(chains, betas, k=1, generator=g, parity=step % 2)
+        swapped.append(accepted)
+    rates = torch.stack(swapped)
+    assert torch.isnan(rates[0::2, 1]).all() and torch.isnan(rates[1::2, 0]).all()  # even pairs, then odd ones
+    assert 0.2 < float(rates[0::2, 0].mean()) < 1 and 0.2 < float(rates[1::2, 1].mean()) < 1
+    hidden = torch.tensor(list(itertools.product([0.0, 1.0], repeat=3)), dtype=torch.double)
+    for t, beta in enumerate(betas):
+        scaled = _tiny(cls, n_visible=4, n_hidden=3, seed=3)
+        with torch.no_grad():
+            for p in scaled.parameters():
+                p.mul_(beta)
+        if cls is RBM:
+            states = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4)), dtype=torch.double)
+            exact = (-scaled.free_energy(states) - scaled.log_partition_exact()).exp()
+            empirical = (chains[t].unsqueeze(1) == states).all(-1).double().mean(0)
+            assert 0.5 * float((empirical - exact).abs().sum()) < 0.03  # total variation, ~0.015 from 10,000 chains
+        else:  # p(h) by enumeration, then E[v] = sum_h p(h) (b + W'h) at the scaled parameters
+            log_ph = hidden @ scaled.hidden_bias + 0.5 * (scaled.visible_mean(hidden) ** 2).sum(-1)
+            ph = torch.softmax(log_ph.detach(), 0)
+            mean = (ph.unsqueeze(1) * scaled.visible_mean(hidden)).sum(0).detach()
+            torch.testing.assert_close(chains[t].mean(0), mean, atol=0.05, rtol=0)
+
+
+def _centred_reference(steps, seed=0, rate=0.3, lr=0.1):
+    """Melchior, Fischer & Wiskott (2016), Algorithm 1, literally: centred parameters (W, b, c),
+    offsets (mu, lam), gradients of the centred energy, offsets moved by sliding means and the
+    biases reparametrised so that the model is unchanged by the move. Samples are fixed tensors."""
+    g = torch.Generator().manual_seed(seed)
+    V, H, B = 7, 5, 16
+    W, b, c = 0.1 * torch.randn(H, V, generator=g, dtype=torch.double), torch.zeros(V).double(), torch.zeros(H).double()
+    data = [bernoulli(torch.full((B, V), 0.4, dtype=torch.double), g) for _ in range(steps)]
+    model = [bernoulli(torch.full((B + 3, V), 0.6, dtype=torch.double), g) for _ in range(steps)]
+    mu, lam = data[0].mean(0), torch.full((H,), 0.5, dtype=torch.double)
+    history = []
+    for v_d, v_m in zip(data, model):
+        h_d, h_m = torch.sigmoid((v_d - mu) @ W.t() + c), torch.sigmoid((v_m - mu) @ W.t() + c)
+        grad_w = ((h_d - lam).t() @ (v_d - mu)) / B - ((h_m - lam).t() @ (v_m - mu)) / len(v_m)
+        W, b, c = W + lr * grad_w, b + lr * (v_d.mean(0) - v_m.mean(0)), c + lr * (h_d.mean(0) - h_m.mean(0))
+        new_mu, new_lam = (1 - rate) * mu + rate * v_d.mean(0), (1 - rate) * lam + rate * h_d.mean(0)
+        b, c = b + W.t() @ (new_lam - lam), c + W @ (new_mu - mu)  # the same model at the new offsets
+        mu, lam = new_mu, new_lam
+        history.append((W.clone(), b.clone(), c.clone(), mu.clone(), lam.clone()))
+    return data, model, history
+
+
+def test_a_centred_rbm_folds_its_offsets_into_ordinary_biases_exactly():
+    data, model, history = _centred_reference(steps=6)
+    g = torch.Generator().manual_seed(0)
+    rbm = RBM(7, 5).double()
+    with torch.no_grad():  # the reference's start, folded: b_u = b - W'lam, c_u = c - W mu
+        rbm.weight.copy_(0.1 * torch.randn(5, 7, generator=g, dtype=torch.double))
+        mu, lam = data[0].mean(0), torch.full((5,), 0.5, dtype=torch.double)
+        rbm.visible_bias.copy_(-rbm.weight.t() @ lam)
+        rbm.hidden_bias.copy_(-rbm.weight @ mu)
+    optimizer = torch.optim.SGD(rbm.parameters(), lr=0.1)
+    for v_d, v_m, (W, b, c, new_mu, new_lam) in zip(data, model, history):
+        phases = (v_d, rbm.hidden_probs(v_d).detach(), v_m, rbm.hidden_probs(v_m).detach())
+        grads = tuple(torch.empty_like(p) for p in rbm.parameters())
+        _cd_gradients(*phases, dtype=torch.double, out=grads, offsets=(mu, lam))
+        for p, grad in zip(rbm.parameters(), grads):
+            p.grad = grad
+        optimizer.step()
+        mu, lam = mu.lerp(v_d.mean(0), 0.3), lam.lerp(phases[1].mean(0), 0.3)
+        torch.testing.assert_close(mu, new_mu)
+        torch.testing.assert_close(lam, new_lam)
+        torch.testing.assert_close(rbm.weight.detach(), W)
+        # the folded biases, and so an ordinary Linear layer, compute the centred conditionals
+        torch.testing.assert_close(rbm.hidden_bias.detach(), c - W @ mu)
+        torch.testing.assert_close(rbm.visible_bias.detach(), b - W.t() @ lam)
+    linear = torch.nn.Linear(7, 5).double()
+    with torch.no_grad():
+        linear.weight.copy_(rbm.weight)
+        linear.bias.copy_(rbm.hidden_bias)
+    v = data[-1]
+    torch.testing.assert_close(torch.sigmoid(linear(v)), torch.sigmoid((v - mu) @ W.t() + c))
