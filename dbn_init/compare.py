@@ -292,6 +292,31 @@ def run_cell(cell: Cell, cfg: Namespace, data: LightningDataModule, out: Path) -
     }
 
 
+def _check_row_names(extra: list[Row]) -> None:
+    """One name is one recipe: it may come at several shapes, never twice at one or with other
+    options; a DBN row's name starts with ``dbn``, and only a DBN row's."""
+    recipes: dict[str, str] = {}
+    shapes: set[tuple] = set()
+    clashing = []
+    for e in extra:
+        recipe = json.dumps([e.model, e.options], sort_keys=True, default=str)
+        if e.name in MODELS or recipes.setdefault(e.name, recipe) != recipe or (e.name, tuple(e.hidden)) in shapes:
+            clashing.append(e.name)
+        shapes.add((e.name, tuple(e.hidden)))
+    if clashing:
+        raise UsageError(
+            f"extra row name(s) {clashing} repeat a model name {list(MODELS)}, or another extra row at the same "
+            "shape or with another model or options; expected a name of its own for each recipe (one name may "
+            "list several shapes), e.g. dbn_large"
+        )
+    misnamed = [e.name for e in extra if e.name.startswith("dbn") != (e.model == "dbn")]
+    if misnamed:
+        raise UsageError(
+            f"extra row name(s) {misnamed}: a DBN row's name starts with 'dbn' (dbn_large, dbn_textbook) and "
+            "only a DBN row's does, so the table tells pretrained starts from schemes; rename the row(s)"
+        )
+
+
 def _check_table(cfg: Namespace, table: list[Cell]) -> None:
     """Refuse what would waste hours or mislead: repeated cells, clashing names, an empty table,
     a label option the runner would ignore."""
@@ -300,19 +325,7 @@ def _check_table(cfg: Namespace, table: list[Cell]) -> None:
         repeated = [v for i, v in enumerate(values) if v in values[:i]]
         if repeated:
             raise UsageError(f"--{option} lists {repeated} more than once; expected each value once: drop the repeats")
-    names = [e.name for e in cfg.extra]
-    clashing = [n for i, n in enumerate(names) if n in MODELS or n in names[:i]]
-    if clashing:
-        raise UsageError(
-            f"extra row name(s) {clashing} repeat a model name {list(MODELS)} or another extra row; "
-            "expected a name of its own for each extra row, e.g. dbn_large"
-        )
-    misnamed = [e.name for e in cfg.extra if e.name.startswith("dbn") != (e.model == "dbn")]
-    if misnamed:
-        raise UsageError(
-            f"extra row name(s) {misnamed}: a DBN row's name starts with 'dbn' (dbn_large, dbn_textbook) and "
-            "only a DBN row's does, so the table tells pretrained starts from schemes; rename the row(s)"
-        )
+    _check_row_names(cfg.extra)
     for row in cfg.extra:
         _row_options(row, cfg)
     if dict(cfg.data.init_args).get("num_labels") is not None:
@@ -379,6 +392,8 @@ def _plan(cfg: Namespace, results: ResultsFile, out: Path) -> tuple[list[Cell], 
 def _changes(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """How a finished row's settings differ from the cell's now (:func:`dbn_init.runs.differences`,
     which reads class paths by the class they import, and the fine-tuning epochs)."""
+    if not then:  # a row that records no settings: nothing to tell it from the command by
+        return []
     found = differences(then, {k: now[k] for k in ("model", "data")})
     for key, default in _FIT_SETTINGS.items():
         if then.get(key, default) != now[key]:

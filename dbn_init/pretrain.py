@@ -369,9 +369,9 @@ class RBMStage(LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._recon_sum.update(self.train_recon)
-        self._cd_loss_sum.update(self.train_cd_loss)
         self.log(f"{self.name}/train_recon", self.train_recon, prog_bar=True)
-        if self.rbm.tractable:
+        if self.rbm.tractable:  # NReLU units have no closed-form free energy, so no CD loss value
+            self._cd_loss_sum.update(self.train_cd_loss)
             self.log(f"{self.name}/cd_loss", self.train_cd_loss)
         if self.cd.tempered:  # Desjardins et al. (2010): swap rates between neighbouring temperatures
             rates = self.trainer.strategy.reduce(self._swaps, reduce_op="sum")
@@ -728,6 +728,7 @@ def pretrain_stack(
     hidden: Sequence[int],
     *,
     visible_units: str = "bernoulli",
+    hidden_units: str = "sigmoid",
     epochs: int | Sequence[int] = 10,
     batch_size: int = 100,
     lr: float = 0.1,
@@ -759,6 +760,7 @@ def pretrain_stack(
             num_classes=2,
             hidden=list(hidden),
             visible_units=visible_units,
+            hidden_units=hidden_units,
             pretrain_epochs=epochs if isinstance(epochs, int) else list(epochs),
             pretrain_lr=lr,
             gaussian_lr=gaussian_lr,

@@ -42,7 +42,23 @@ SPEED_OPTIONS = frozenset({"steps_per_batch"})
 # Data options that change where the files are read from or how fast they load, not what a model learns.
 LOADING_OPTIONS = frozenset({"root", "download", "num_workers", "on_device", "max_file_bytes"})
 # Model options that only fine-tuning reads: a pretrained stack does not depend on them.
-FINE_TUNING_OPTIONS = frozenset({"lr", "optimizer", "weight_decay", "momentum"})
+FINE_TUNING_OPTIONS = frozenset(
+    {"lr", "optimizer", "weight_decay", "momentum", "dropout", "body_lr_scale", "warmup_epochs"}
+)
+# Model options at the value that computes what a file recording no such option computed: a
+# setting missing from a file and at this value here is the same setting.
+_NEUTRAL = {
+    "hidden_units": "sigmoid",
+    "pcd_chains": None,
+    "pt_temperatures": 1,
+    "pt_min_beta": 0.9,
+    "centring": False,
+    "centring_rate": 0.01,
+    "pretrain_lr_schedule": "constant",
+    "dropout": 0.0,
+    "body_lr_scale": 1.0,
+    "warmup_epochs": 0,
+}
 # Model sizes a model built with None takes from the data: they follow from the data settings.
 _DERIVED = frozenset({"input_size", "num_classes"})
 # What a run leaves in its folder besides its checkpoints; another run writing there would overwrite them.
@@ -112,6 +128,8 @@ def differences(saved: dict, ours: dict) -> list[str]:
             if key.startswith("_") and key not in theirs:  # _class_path: recorded only by a CLI run
                 continue
             if key in _DERIVED and settings.get(key) is None:  # to be taken from the data, whose settings count
+                continue
+            if part == "model" and key not in theirs and key in _NEUTRAL and settings.get(key) == _NEUTRAL[key]:
                 continue
             a, b = theirs.get(key, "(not set)"), settings.get(key, "(not set)")
             same = _class_name(a) == _class_name(b) if key == "_class_path" else a == b  # dbn_init.DBN: models.DBN

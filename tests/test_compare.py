@@ -414,7 +414,7 @@ def test_unknown_models_and_option_typos_are_refused_at_parse_time(args, match, 
         (["--devices", "0"], r'Parser key "devices":\s+Not of type PositiveInt: 0'),
         (["--labels", "[null, 0]"], r'Parser key "labels".*PositiveInt.*Given value: 0'),
         (["--hidden", "[[32, 0]]"], r'Parser key "hidden".*PositiveInt: 0'),
-        (["--extra", "[{name: tiny, model: dbn, hidden: [0]}]"], r'Parser key "hidden":\s+Not of type PositiveInt: 0'),
+        (["--extra", "[{name: dbn_tiny, model: dbn, hidden: [0]}]"], r'Parser key "hidden":\s+Not of type PositiveInt: 0'),
     ],
 )
 def test_out_of_range_numbers_are_refused_at_parse_time(args, match, tmp_path, capsys):
@@ -483,8 +483,8 @@ def test_a_wrong_number_of_pretrain_epochs_is_a_one_line_error(monkeypatch, tmp_
     "args, match",
     [
         (
-            ["--extra", "[{name: tiny, model: dbn, hidden: [8], options: {cd_kk: 2}}]"],
-            r"--extra row 'tiny' \(a DBN\): Option 'cd_kk' is not accepted",
+            ["--extra", "[{name: dbn_tiny, model: dbn, hidden: [8], options: {cd_kk: 2}}]"],
+            r"--extra row 'dbn_tiny' \(a DBN\): Option 'cd_kk' is not accepted",
         ),
         (
             ["--extra", "[{name: wide, model: he_uniform, hidden: [8], options: {pretrain_epochs: 3}}]"],
@@ -495,12 +495,12 @@ def test_a_wrong_number_of_pretrain_epochs_is_a_one_line_error(monkeypatch, tmp_
             r"--extra row 'wide' \(a Baseline\): Option 'init' is not accepted",
         ),
         (
-            ["--extra", "[{name: tiny, model: dbn, hidden: [8], options: {hidden: [4]}}]"],
-            r"--extra row 'tiny' \(a DBN\): Option 'hidden' is not accepted",
+            ["--extra", "[{name: dbn_tiny, model: dbn, hidden: [8], options: {hidden: [4]}}]"],
+            r"--extra row 'dbn_tiny' \(a DBN\): Option 'hidden' is not accepted",
         ),
         (
-            ["--extra", "[{name: tiny, model: dbn, hidden: [8], options: {cd_k: 0}}]"],
-            r"cannot build tiny with hidden=\[8\] from --dbn and the row's options: .*cd_k: .*got 0",
+            ["--extra", "[{name: dbn_tiny, model: dbn, hidden: [8], options: {cd_k: 0}}]"],
+            r"cannot build dbn_tiny with hidden=\[8\] from --dbn and the row's options: .*cd_k: .*got 0",
         ),
     ],
 )
@@ -582,6 +582,13 @@ def test_foreign_outputs_without_results_json_are_refused(name, monkeypatch, tmp
         (
             ["--extra", "[{name: big, model: dbn, hidden: [8]}, {name: big, model: normal, hidden: [9]}]"],
             r"extra row name.*'big'",
+        ),
+        (
+            [
+                "--extra",
+                "[{name: dbn_x, model: dbn, hidden: [8]}, {name: dbn_x, model: dbn, hidden: [9], options: {cd_k: 2}}]",
+            ],
+            r"extra row name.*'dbn_x'.*with another model or options",
         ),
         (
             ["--extra", "[{name: large, model: dbn, hidden: [8]}, {name: dbn_he, model: he_uniform, hidden: [9]}]"],
@@ -777,3 +784,43 @@ def test_a_search_without_test_reports_validation_only(tmp_path):
     assert "Test accuracy" not in table and table.startswith("Validation accuracy (%) at the tested epoch")
     with pytest.raises(UsageError, match="fine-tuning select: 'last' in the file, 'best' here"):
         run(_cfg(tmp_path, "--models", "[he_uniform]", "--seeds", "[0]", "--test", "false", "--select", "best"))
+
+
+def test_options_a_results_file_does_not_record_count_as_their_neutral_value_only():
+    from dbn_init.runs import differences
+
+    saved = {"model": {"hidden": [16], "cd_k": 1}}
+    assert differences(saved, {"model": {"hidden": [16], "cd_k": 1, "hidden_units": "sigmoid", "dropout": 0.0}}) == []
+    assert differences(saved, {"model": {"hidden": [16], "cd_k": 1, "hidden_units": "relu"}}) == [
+        "model.hidden_units: '(not set)' in the file, 'relu' here"
+    ]
+
+
+def test_rows_that_differ_in_fine_tuning_only_share_one_pretrained_stack(tmp_path):
+    runs = run(
+        _cfg(
+            tmp_path,
+            "--models",
+            "[]",
+            "--seeds",
+            "[0]",
+            "--extra",
+            "[{name: dbn_a, model: dbn, hidden: [32, 16]}, "
+            "{name: dbn_b, model: dbn, hidden: [32, 16], options: {dropout: 0.3, body_lr_scale: 0.5}}]",
+        )
+    )
+    assert [r["pretrained_from_cache"] for r in runs] == [False, True]
+    assert len(list((tmp_path / "pretrained").glob("*.safetensors"))) == 1
+
+
+def test_one_extra_row_name_may_list_several_shapes(tmp_path):
+    cfg = _cfg(
+        tmp_path,
+        "--models",
+        "[]",
+        "--extra",
+        "[{name: dbn_textbook, model: dbn, hidden: [8], options: {cd_k: 2}}, "
+        "{name: dbn_textbook, model: dbn, hidden: [9, 4], options: {cd_k: 2}}]",
+    )
+    compare._check_row_names(cfg.extra)
+    assert {(c.name, c.hidden) for c in compare.cells(cfg)} == {("dbn_textbook", (8,)), ("dbn_textbook", (9, 4))}
