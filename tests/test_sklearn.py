@@ -175,6 +175,7 @@ def test_get_params_set_params_clone_round_trip(digits):
     transformer = DBNTransformer(
         hidden=(32, 16),
         visible_units="gaussian",
+        hidden_units="relu",
         epochs=3,
         batch_size=50,
         lr=0.05,
@@ -187,6 +188,7 @@ def test_get_params_set_params_clone_round_trip(digits):
     assert params == dict(
         hidden=(32, 16),
         visible_units="gaussian",
+        hidden_units="relu",
         epochs=3,
         batch_size=50,
         lr=0.05,
