@@ -414,7 +414,10 @@ def test_unknown_models_and_option_typos_are_refused_at_parse_time(args, match, 
         (["--devices", "0"], r'Parser key "devices":\s+Not of type PositiveInt: 0'),
         (["--labels", "[null, 0]"], r'Parser key "labels".*PositiveInt.*Given value: 0'),
         (["--hidden", "[[32, 0]]"], r'Parser key "hidden".*PositiveInt: 0'),
-        (["--extra", "[{name: dbn_tiny, model: dbn, hidden: [0]}]"], r'Parser key "hidden":\s+Not of type PositiveInt: 0'),
+        (
+            ["--extra", "[{name: dbn_tiny, model: dbn, hidden: [0]}]"],
+            r'Parser key "hidden":\s+Not of type PositiveInt: 0',
+        ),
     ],
 )
 def test_out_of_range_numbers_are_refused_at_parse_time(args, match, tmp_path, capsys):
@@ -508,18 +511,16 @@ def test_an_extra_rows_bad_option_is_refused_before_any_cell_naming_the_row(args
     _refused(monkeypatch, tmp_path / "out", *args, match=match)
 
 
+def _run_extra(tmp_path, rows):
+    """Run only the ``--extra`` rows ``rows`` (YAML), one seed."""
+    return run(_cfg(tmp_path, "--models", "[]", "--seeds", "[0]", "--extra", rows))
+
+
 def test_an_extra_row_with_options_of_its_own_runs_with_them(tmp_path):
-    runs = run(
-        _cfg(
-            tmp_path,
-            "--models",
-            "[]",
-            "--seeds",
-            "[0]",
-            "--extra",
-            "[{name: dbn_cd2, model: dbn, hidden: [32, 16], options: {cd_k: 2}}, "
-            "{name: he_fast, model: he_uniform, hidden: [16], options: {lr: 0.01}}]",
-        )
+    runs = _run_extra(
+        tmp_path,
+        "[{name: dbn_cd2, model: dbn, hidden: [32, 16], options: {cd_k: 2}}, "
+        "{name: he_fast, model: he_uniform, hidden: [16], options: {lr: 0.01}}]",
     )
     assert [(r["model"], r["hidden"]) for r in runs] == [("dbn_cd2", [32, 16]), ("he_fast", [16])]
     dbn, he = (r["settings"]["model"] for r in runs)
@@ -797,17 +798,10 @@ def test_options_a_results_file_does_not_record_count_as_their_neutral_value_onl
 
 
 def test_rows_that_differ_in_fine_tuning_only_share_one_pretrained_stack(tmp_path):
-    runs = run(
-        _cfg(
-            tmp_path,
-            "--models",
-            "[]",
-            "--seeds",
-            "[0]",
-            "--extra",
-            "[{name: dbn_a, model: dbn, hidden: [32, 16]}, "
-            "{name: dbn_b, model: dbn, hidden: [32, 16], options: {dropout: 0.3, body_lr_scale: 0.5}}]",
-        )
+    runs = _run_extra(
+        tmp_path,
+        "[{name: dbn_a, model: dbn, hidden: [32, 16]}, "
+        "{name: dbn_b, model: dbn, hidden: [32, 16], options: {dropout: 0.3, body_lr_scale: 0.5}}]",
     )
     assert [r["pretrained_from_cache"] for r in runs] == [False, True]
     assert len(list((tmp_path / "pretrained").glob("*.safetensors"))) == 1
