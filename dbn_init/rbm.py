@@ -166,8 +166,9 @@ class RBM(nn.Module):
         """The hidden mean from the pre-activation, in place."""
         return logits.sigmoid_() if self.hidden_units == "sigmoid" else logits.relu_()
 
-    def _sample_hidden_from(self, logits: Tensor, mean: Tensor, generator: torch.Generator | None) -> Tensor:
-        """h ~ p(h | v) given the pre-activation ``logits`` and the mean (both (batch, n_hidden))."""
+    def _sample_hidden_from(self, logits: Tensor, mean: Tensor | None, generator: torch.Generator | None) -> Tensor:
+        """h ~ p(h | v) given the pre-activation ``logits`` and, for sigmoid units, the mean
+        (both (batch, n_hidden)); NReLU samples need the pre-activation only."""
         if self.hidden_units == "sigmoid":
             return bernoulli(mean, generator)
         noise = torch.randn(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
@@ -230,9 +231,8 @@ class RBM(nn.Module):
         """
         if hidden_logits is None:
             hidden_logits = self.hidden_logits(v)
-        beta = beta.unsqueeze(-1)
-        linear = (v @ self.visible_bias).unsqueeze(-1) * beta
-        return (self._visible_quadratic(v) - linear.squeeze(-1)) - F.softplus(hidden_logits * beta).sum(-1)
+        hidden_term = F.softplus(hidden_logits * beta.unsqueeze(-1)).sum(-1)
+        return self._visible_quadratic(v) - beta * (v @ self.visible_bias) - hidden_term
 
     # --- sampling -----------------------------------------------------------------------------
     def gibbs_step(self, v: Tensor, generator: torch.Generator | None = None, sample_visible: bool = True) -> Tensor:
