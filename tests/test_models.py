@@ -589,20 +589,18 @@ def test_a_datamodule_from_datasets_gives_the_stages_its_validation_set(digits):
 
 
 # --- the modern RBM recipe: NReLU units, chains, tempering, centring, schedules -------------
-def _stage_fit(model, data, epochs=1, **trainer):
-    """Fit RBM 1's stage of ``model`` alone and return it (pretrain() keeps its stages to itself)."""
-    stage = model.stage(0)
-    _trainer(epochs, **trainer).fit(stage, datamodule=PretrainData(data, model.cd.steps_per_batch, prepared=True))
-    return stage
+def _stage_fit(model, data, epochs=1, **options):
+    """Fit RBM 1's stage of ``model`` alone; the stage and its Trainer (pretrain() keeps both to itself)."""
+    stage, trainer = model.stage(0), _trainer(epochs, **options)
+    trainer.fit(stage, datamodule=PretrainData(data, model.cd.steps_per_batch, prepared=True))
+    return stage, trainer
 
 
 def test_pcd_keeps_the_chosen_number_of_chains_and_resumes_them_from_checkpoints(digits, tmp_path):
     seed_everything(0)
     model = DBN(input_size=64, hidden=[16], pretrain_epochs=1, persistent=True, pcd_chains=37)
-    stage = _stage_fit(model, digits, limit_val_batches=0)
+    stage, trainer = _stage_fit(model, digits, limit_val_batches=0)
     assert stage.chain.shape == (37, 64) and set(stage.chain.unique().tolist()) <= {0.0, 1.0}
-    trainer = _trainer(1, limit_val_batches=0)
-    trainer.fit(stage, datamodule=PretrainData(digits, 1, prepared=True))
     trainer.save_checkpoint(tmp_path / "stage.ckpt")
     saved = torch.load(tmp_path / "stage.ckpt", weights_only=True)["dbn_init"]["chain"]
     assert torch.equal(saved, stage.chain)
@@ -614,9 +612,7 @@ def test_pcd_keeps_the_chosen_number_of_chains_and_resumes_them_from_checkpoints
 def test_parallel_tempering_runs_its_ladder_and_logs_the_swap_rates(digits):
     seed_everything(0)
     model = DBN(input_size=64, hidden=[16], pretrain_epochs=1, pt_temperatures=4, pt_min_beta=0.7, pcd_chains=20)
-    trainer = _trainer(1, limit_val_batches=0)
-    stage = model.stage(0)
-    trainer.fit(stage, datamodule=PretrainData(digits, model.cd.steps_per_batch, prepared=True))
+    stage, trainer = _stage_fit(model, digits, limit_val_batches=0)
     assert stage.chain.shape == (4, 20, 64)
     torch.testing.assert_close(stage.betas, torch.tensor([0.7, 0.8, 0.9, 1.0]))
     rate, low = (float(trainer.callback_metrics[f"rbm1/pt_swap_rate{s}"]) for s in ("", "_min"))
@@ -627,7 +623,7 @@ def test_parallel_tempering_runs_its_ladder_and_logs_the_swap_rates(digits):
 def test_centring_offsets_track_the_data_and_the_centred_stack_transfers_as_an_ordinary_one(digits):
     seed_everything(0)
     model = DBN(input_size=64, hidden=[16], pretrain_epochs=3, centring=True, centring_rate=0.05)
-    stage = _stage_fit(model, digits, epochs=3, limit_val_batches=0)
+    stage, _ = _stage_fit(model, digits, epochs=3, limit_val_batches=0)
     visible, hidden = stage.offsets
     torch.testing.assert_close(visible, digits.pretrain_x.mean(0), atol=0.04, rtol=0)  # sliding mean of the batches
     probs = model.rbms[0].hidden_probs(digits.pretrain_x).mean(0)
