@@ -32,7 +32,9 @@ class MLP(nn.Module):
 
     ``features`` is an ``nn.Sequential`` of (Linear, activation) pairs, each followed by
     ``nn.Dropout(dropout)`` when ``dropout > 0``; ``head`` a Linear producing logits. Linear
-    weights are (out_features, in_features), the RBM orientation too.
+    weights are (out_features, in_features), the RBM orientation too. ``input_dropout`` drops
+    input features before the first layer (Hinton et al. 2012 used 0.2 with 0.5 in the hidden
+    layers); it is a module of its own, outside ``features``, so parameter names do not depend on it.
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class MLP(nn.Module):
         num_classes: int,
         activation: Activation = "relu",
         dropout: float = 0.0,
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
@@ -52,6 +55,7 @@ class MLP(nn.Module):
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
             layers += [nn.Linear(fan_in, fan_out), _ACTIVATIONS[activation]()]
             layers += [nn.Dropout(dropout)] if dropout else []
+        self.input_dropout = nn.Dropout(input_dropout) if input_dropout else nn.Identity()
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(sizes[-1], num_classes)
 
@@ -62,7 +66,7 @@ class MLP(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(batch, input_size) -> (batch, hidden[-1])."""
-        return self.features(x)
+        return self.features(self.input_dropout(x))
 
     def forward_head(self, features: Tensor) -> Tensor:
         """(batch, hidden[-1]) -> logits (batch, num_classes)."""

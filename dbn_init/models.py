@@ -44,6 +44,7 @@ _FINE_TUNING_CONSTRAINTS = {
     "weight_decay": [_DECAY],
     "momentum": [_MOMENTUM],
     "dropout": [Interval(float, 0, 1, "left")],
+    "input_dropout": [Interval(float, 0, 1, "left")],
     "body_lr_scale": [Interval(float, 0, None)],
     "warmup_epochs": [_COUNT],
 }
@@ -67,6 +68,8 @@ class Classifier(LightningModule):
         Dropout after each hidden layer's activation during fine-tuning (Hinton et al. 2012,
         "Improving neural networks by preventing co-adaptation of feature detectors", fine-tuned
         a DBN with 0.5); 0 for none.
+    input_dropout : float
+        Dropout on the input features, before the first layer (0.2 in Hinton et al. 2012); 0 for none.
     body_lr_scale : float
         The hidden layers' learning rate as a multiple of the head's ``lr`` (for a DBN, the
         pretrained layers'): below 1 moves a good start less than the new head.
@@ -89,6 +92,7 @@ class Classifier(LightningModule):
         weight_decay: float = 0.0,
         momentum: float = 0.9,
         dropout: float = 0.0,
+        input_dropout: float = 0.0,
         body_lr_scale: float = 1.0,
         warmup_epochs: int = 0,
     ) -> None:
@@ -96,7 +100,8 @@ class Classifier(LightningModule):
         self.activation, self.hidden = activation, list(hidden)
         self.lr, self.optimizer_name = lr, optimizer
         self.weight_decay, self.momentum = weight_decay, momentum
-        self.dropout, self.body_lr_scale, self.warmup_epochs = dropout, body_lr_scale, warmup_epochs
+        self.dropout, self.input_dropout = dropout, input_dropout
+        self.body_lr_scale, self.warmup_epochs = body_lr_scale, warmup_epochs
         self.mlp: MLP | None = None
         # Logged once per epoch: a self.log per step costs about as much as the step's matmuls on
         # CPU. Training feeds its metrics once per epoch, from EpochMeans.
@@ -112,7 +117,7 @@ class Classifier(LightningModule):
     def build(self, input_size: int, num_classes: int) -> None:
         """Make the layers for ``input_size`` features and ``num_classes`` classes, and record both."""
         self.hparams.update(input_size=input_size, num_classes=num_classes)
-        self.mlp = MLP(input_size, self.hidden, num_classes, self.activation, self.dropout)
+        self.mlp = MLP(input_size, self.hidden, num_classes, self.activation, self.dropout, self.input_dropout)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
@@ -305,6 +310,7 @@ class Baseline(Classifier):
         weight_decay: float = 0.0,
         momentum: float = 0.9,
         dropout: float = 0.0,
+        input_dropout: float = 0.0,
         body_lr_scale: float = 1.0,
         warmup_epochs: int = 0,
     ) -> None:
@@ -312,7 +318,18 @@ class Baseline(Classifier):
         if init == "constant":
             check_constant(init_value)  # zero makes every gradient the same
         super().__init__(
-            None, None, hidden, activation, lr, optimizer, weight_decay, momentum, dropout, body_lr_scale, warmup_epochs
+            None,
+            None,
+            hidden,
+            activation,
+            lr,
+            optimizer,
+            weight_decay,
+            momentum,
+            dropout,
+            input_dropout,
+            body_lr_scale,
+            warmup_epochs,
         )
         self.save_hyperparameters()
         if input_size is not None and num_classes is not None:
@@ -491,6 +508,7 @@ class DBN(Classifier):
         weight_decay: float = 0.0,
         momentum: float = 0.9,
         dropout: float = 0.0,
+        input_dropout: float = 0.0,
         body_lr_scale: float = 1.0,
         warmup_epochs: int = 0,
         pretrain_seed: int = 0,
@@ -508,7 +526,18 @@ class DBN(Classifier):
             )
         activation = hidden_units  # the MLP layer that computes each RBM's mean hidden activation
         super().__init__(
-            None, None, hidden, activation, lr, optimizer, weight_decay, momentum, dropout, body_lr_scale, warmup_epochs
+            None,
+            None,
+            hidden,
+            activation,
+            lr,
+            optimizer,
+            weight_decay,
+            momentum,
+            dropout,
+            input_dropout,
+            body_lr_scale,
+            warmup_epochs,
         )
         self.save_hyperparameters()
         self.cd = CDSettings(

@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -703,6 +704,23 @@ def test_dropout_acts_in_training_only_and_leaves_the_transfer_exact(digits):
         model.train()
         dropped = model.mlp.forward_features(x)
         assert 0.4 < float((dropped == 0).float().mean()) < 0.6  # sigmoid units are never 0 but where dropped
+
+
+def test_input_dropout_drops_input_features_in_training_only(digits):
+    seed_everything(0)
+    model = Baseline(input_size=64, num_classes=10, hidden=[32], input_dropout=0.5)
+    x = digits.val_x
+    with torch.no_grad():
+        model.train()
+        torch.manual_seed(1)
+        dropped = model.mlp.forward_features(x)
+        torch.manual_seed(1)
+        mask = F.dropout(torch.ones_like(x), 0.5)  # the same draw: kept inputs scaled by 1 / (1 - p)
+        assert torch.equal(dropped, model.mlp.features(x * mask))
+        assert not torch.equal(dropped, model.mlp.features(x))
+        model.eval()
+        assert torch.equal(model.mlp.forward_features(x), model.mlp.features(x))
+    assert [name for name, _ in model.mlp.named_parameters()][0] == "features.0.weight"  # names as without it
 
 
 def test_cross_option_rules_are_refused_with_the_fix():
