@@ -35,6 +35,11 @@ __all__ = ["Classifier", "Baseline", "DBN"]
 
 _RATE, _DECAY, _MOMENTUM = Interval(float, 0, None, "neither"), Interval(float, 0, None), Interval(float, 0, 1)
 _COUNT, _SIZE = Interval(int, 0, None), Interval(int, 1, None)
+# What a Baseline and a DBN hand to the Classifier they share; ``activation`` is a DBN's hidden units.
+_SHARED_ARGS = (
+    "hidden", "activation", "lr", "optimizer", "weight_decay", "momentum",
+    "dropout", "input_dropout", "body_lr_scale", "warmup_epochs",
+)  # fmt: skip
 _FINE_TUNING_CONSTRAINTS = {
     "input_size": [None, _SIZE],
     "num_classes": [None, Interval(int, 2, None)],
@@ -48,6 +53,11 @@ _FINE_TUNING_CONSTRAINTS = {
     "body_lr_scale": [Interval(float, 0, None)],
     "warmup_epochs": [_COUNT],
 }
+
+
+def _shared_args(args: dict[str, Any]) -> dict[str, Any]:
+    """The Classifier's arguments out of a subclass's ``locals()``: one list, not one call per subclass."""
+    return {name: args[name] for name in _SHARED_ARGS}
 
 
 class Classifier(LightningModule):
@@ -317,20 +327,7 @@ class Baseline(Classifier):
         validate_params("Baseline", locals(), self._parameter_constraints, "--model.")
         if init == "constant":
             check_constant(init_value)  # zero makes every gradient the same
-        super().__init__(
-            None,
-            None,
-            hidden,
-            activation,
-            lr,
-            optimizer,
-            weight_decay,
-            momentum,
-            dropout,
-            input_dropout,
-            body_lr_scale,
-            warmup_epochs,
-        )
+        super().__init__(None, None, **_shared_args(locals()))  # sizes: built in setup, or below
         self.save_hyperparameters()
         if input_size is not None and num_classes is not None:
             self.build(input_size, num_classes)
@@ -525,20 +522,7 @@ class DBN(Classifier):
                 f"hidden={hidden}), got {pretrain_epochs}"
             )
         activation = hidden_units  # the MLP layer that computes each RBM's mean hidden activation
-        super().__init__(
-            None,
-            None,
-            hidden,
-            activation,
-            lr,
-            optimizer,
-            weight_decay,
-            momentum,
-            dropout,
-            input_dropout,
-            body_lr_scale,
-            warmup_epochs,
-        )
+        super().__init__(None, None, **_shared_args(locals()))  # sizes: built in setup, or below
         self.save_hyperparameters()
         self.cd = CDSettings(
             epochs=tuple(epochs),
