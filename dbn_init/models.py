@@ -11,6 +11,7 @@ become a Linear layer with the RBM's hidden activation, sigmoid or ReLU) -> fine
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
 from typing import Any, Literal
@@ -35,11 +36,6 @@ __all__ = ["Classifier", "Baseline", "DBN"]
 
 _RATE, _DECAY, _MOMENTUM = Interval(float, 0, None, "neither"), Interval(float, 0, None), Interval(float, 0, 1)
 _COUNT, _SIZE = Interval(int, 0, None), Interval(int, 1, None)
-# What a Baseline and a DBN hand to the Classifier they share; ``activation`` is a DBN's hidden units.
-_SHARED_ARGS = (
-    "hidden", "activation", "lr", "optimizer", "weight_decay", "momentum",
-    "dropout", "input_dropout", "body_lr_scale", "warmup_epochs",
-)  # fmt: skip
 _FINE_TUNING_CONSTRAINTS = {
     "input_size": [None, _SIZE],
     "num_classes": [None, Interval(int, 2, None)],
@@ -56,8 +52,11 @@ _FINE_TUNING_CONSTRAINTS = {
 
 
 def _shared_args(args: dict[str, Any]) -> dict[str, Any]:
-    """The Classifier's arguments out of a subclass's ``locals()``: one list, not one call per subclass."""
-    return {name: args[name] for name in _SHARED_ARGS}
+    """The Classifier's own options out of a subclass's ``locals()``, read off its signature so that
+    an option added there reaches every model (a DBN's ``activation`` is its hidden units). The
+    sizes are left out: a subclass builds once its own options are recorded."""
+    names = inspect.signature(Classifier.__init__).parameters.keys() - {"self", "input_size", "num_classes"}
+    return {name: args[name] for name in names}
 
 
 class Classifier(LightningModule):
