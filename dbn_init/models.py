@@ -48,6 +48,7 @@ _FINE_TUNING_CONSTRAINTS = {
     "input_dropout": [Interval(float, 0, 1, "left")],
     "body_lr_scale": [Interval(float, 0, None)],
     "warmup_epochs": [_COUNT],
+    "start_decay": [_DECAY],
 }
 
 
@@ -86,6 +87,11 @@ class Classifier(LightningModule):
         Train the head alone for this many epochs first: the hidden layers' parameter group has
         rate 0 meanwhile (no ``requires_grad`` switched mid-fit, which DDP's gradient sync would
         not follow), then ``lr * body_lr_scale``.
+    start_decay : float
+        L2 pull of the hidden layers toward the weights the fine-tuning started from (L2-SP: Li,
+        Grandvalet & Davoine 2018): ``start_decay / 2 * ||theta - theta_start||^2`` is added to the
+        training loss; for a DBN that start is the pretrained stack, for a baseline its scheme's
+        draw. The start is kept in checkpoints, so a resumed fit pulls toward the same one. 0 for none.
 
     The subclasses check their arguments against their ``_parameter_constraints`` once, first.
     """
@@ -104,6 +110,7 @@ class Classifier(LightningModule):
         input_dropout: float = 0.0,
         body_lr_scale: float = 1.0,
         warmup_epochs: int = 0,
+        start_decay: float = 0.0,
     ) -> None:
         super().__init__()
         self.activation, self.hidden = activation, list(hidden)
@@ -111,7 +118,9 @@ class Classifier(LightningModule):
         self.weight_decay, self.momentum = weight_decay, momentum
         self.dropout, self.input_dropout = dropout, input_dropout
         self.body_lr_scale, self.warmup_epochs = body_lr_scale, warmup_epochs
+        self.start_decay = start_decay
         self.mlp: MLP | None = None
+        self._start: list[Tensor] | None = None  # the hidden layers' weights when fine-tuning began
         # Logged once per epoch: a self.log per step costs about as much as the step's matmuls on
         # CPU. Training feeds its metrics once per epoch, from EpochMeans.
         self.train_acc, self.train_loss = MeanMetric(), MeanMetric()
@@ -176,9 +185,18 @@ class Classifier(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None:  # how the inputs were scaled, for an export of the checkpoint's stack
             checkpoint["dbn_init_data"] = data_record(datamodule)
+        if self._start is not None:
+            checkpoint["dbn_init_start"] = [t.cpu() for t in self._start]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._start = checkpoint.get("dbn_init_start")
 
     def on_fit_start(self) -> None:
         _spare_adam_the_nvml_reload()
+        if self.start_decay:  # a subclass's on_fit_start has set the start (the DBN transfers first)
+            body = list(self.mlp.features.parameters())
+            kept = self._start  # restored from a resumed fit's checkpoint
+            self._start = [t.to(p) for t, p in zip(kept, body)] if kept else [p.detach().clone() for p in body]
 
     def on_train_start(self) -> None:
         # Also here: a fit resumed from a checkpoint saved after an epoch's last batch but before its
@@ -193,6 +211,9 @@ class Classifier(LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         self._epoch_means.add(loss * len(y), (logits.argmax(-1) == y).sum(), count=len(y))
+        if self.start_decay:
+            drift = sum((p - p0).pow(2).sum() for p, p0 in zip(self.mlp.features.parameters(), self._start))
+            loss = loss + self.start_decay / 2 * drift
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -322,6 +343,7 @@ class Baseline(Classifier):
         input_dropout: float = 0.0,
         body_lr_scale: float = 1.0,
         warmup_epochs: int = 0,
+        start_decay: float = 0.0,
     ) -> None:
         validate_params("Baseline", locals(), self._parameter_constraints, "--model.")
         if init == "constant":
@@ -507,6 +529,7 @@ class DBN(Classifier):
         input_dropout: float = 0.0,
         body_lr_scale: float = 1.0,
         warmup_epochs: int = 0,
+        start_decay: float = 0.0,
         pretrain_seed: int = 0,
         pretrained: str | None = None,
         ais_chains: int = 0,

@@ -43,7 +43,10 @@ SPEED_OPTIONS = frozenset({"steps_per_batch"})
 LOADING_OPTIONS = frozenset({"root", "download", "num_workers", "on_device", "max_file_bytes"})
 # Model options that only fine-tuning reads: a pretrained stack does not depend on them.
 FINE_TUNING_OPTIONS = frozenset(
-    {"lr", "optimizer", "weight_decay", "momentum", "dropout", "input_dropout", "body_lr_scale", "warmup_epochs"}
+    {
+        *("lr", "optimizer", "weight_decay", "momentum"),
+        *("dropout", "input_dropout", "body_lr_scale", "warmup_epochs", "start_decay"),
+    }
 )
 # Model options at the value that computes what a file recording no such option computed: a
 # setting missing from a file and at this value here is the same setting.
@@ -59,6 +62,7 @@ _NEUTRAL = {
     "input_dropout": 0.0,
     "body_lr_scale": 1.0,
     "warmup_epochs": 0,
+    "start_decay": 0.0,
 }
 # Model sizes a model built with None takes from the data: they follow from the data settings.
 _DERIVED = frozenset({"input_size", "num_classes"})

@@ -693,6 +693,33 @@ def test_a_head_only_warm_up_leaves_the_body_unchanged_then_trains_it_at_its_own
     assert all(p.requires_grad for p in model.parameters())  # nothing switched off, so DDP syncs every gradient
 
 
+def test_start_decay_pulls_the_body_toward_its_start_and_a_resumed_fit_keeps_that_start(digits, tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def fit(start_decay, epochs=2, **kw):
+        seed_everything(0)
+        model = Baseline(input_size=64, num_classes=10, hidden=[32], lr=0.01, start_decay=start_decay)
+        start = [p.detach().clone() for p in model.mlp.features.parameters()]
+        _trainer(epochs, limit_val_batches=0, **kw).fit(model, datamodule=digits)
+        drift = sum(float((p - p0).pow(2).sum()) for p, p0 in zip(model.mlp.features.parameters(), start))
+        return model, start, drift
+
+    free, _, free_drift = fit(0.0)
+    pulled, start, drift = fit(0.5, enable_checkpointing=True, callbacks=[ModelCheckpoint(dirpath=tmp_path)])
+    assert free._start is None and drift < 0.5 * free_drift
+    assert all(torch.equal(a, b) for a, b in zip(pulled._start, start))
+    x, y = digits.val_x[:64], digits.val_y[:64]  # the loss is cross-entropy + start_decay / 2 * squared drift
+    pulled.on_train_epoch_start()
+    with torch.no_grad():
+        penalty = pulled.training_step((x, y), 0) - F.cross_entropy(pulled(x), y)
+    assert float(penalty) == pytest.approx(0.25 * drift, rel=1e-4)
+
+    resumed = Baseline(input_size=64, num_classes=10, hidden=[32], lr=0.01, start_decay=0.5)
+    (ckpt,) = tmp_path.glob("*.ckpt")
+    _trainer(3, limit_val_batches=0).fit(resumed, datamodule=digits, ckpt_path=ckpt)
+    assert all(torch.equal(a, b) for a, b in zip(resumed._start, start))  # not the checkpoint's weights
+
+
 def test_dropout_acts_in_training_only_and_leaves_the_transfer_exact(digits):
     seed_everything(0)
     model = DBN(input_size=64, hidden=[32], pretrain_epochs=1, dropout=0.5)
