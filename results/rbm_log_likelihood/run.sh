@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Log-likelihood of 784-500 RBMs on binarised Fashion-MNIST, bracketed by AIS and RAISE: CD-1, CD-3
 # and CD-25 (configs/rbm500_ais.yaml: Salakhutdinov & Murray 2008's setting, whose MNIST figures are
-# -125.5, -105.5 and -86.3 nats), then PCD, parallel tempering and centring at the compute of CD-25.
+# -125.5, -105.5 and -86.3 nats), then PCD, parallel tempering and centring at the compute of CD-25,
+# each under a constant rate and under a decayed one (the _decay rows).
 # Writes results.jsonl (one evaluate summary per sampler) and the run folders. From the repository root:
 #   bash results/rbm_log_likelihood/run.sh [DATA_ROOT] [EPOCHS_CD25]
 # SUMMARY_ONLY=1 skips training and evaluation and rewrites results.md from the run folders of an
