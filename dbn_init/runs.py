@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -21,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from .constraints import FileTakenError, MissingFileError, UsageError
 from .io import read_checkpoint
+from .models import Classifier
 
 __all__ = [
     "SPEED_OPTIONS",
@@ -41,12 +43,11 @@ __all__ = [
 SPEED_OPTIONS = frozenset({"steps_per_batch"})
 # Data options that change where the files are read from or how fast they load, not what a model learns.
 LOADING_OPTIONS = frozenset({"root", "download", "num_workers", "on_device", "max_file_bytes"})
-# Model options that only fine-tuning reads: a pretrained stack does not depend on them.
+# Model options that only fine-tuning reads: a pretrained stack does not depend on them. They are the
+# Classifier's own options, read off its signature, less the sizes and the shape of the MLP.
 FINE_TUNING_OPTIONS = frozenset(
-    {
-        *("lr", "optimizer", "weight_decay", "momentum"),
-        *("dropout", "input_dropout", "body_lr_scale", "warmup_epochs", "start_decay"),
-    }
+    inspect.signature(Classifier.__init__).parameters.keys()
+    - {"self", "input_size", "num_classes", "hidden", "activation"}
 )
 # Model options at the value that computes what a file recording no such option computed: a
 # setting missing from a file and at this value here is the same setting.
