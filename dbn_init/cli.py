@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -12,17 +13,16 @@ from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
-from . import runs
 from .callbacks import PredictionWriter, RBMPictures, ResumeCheckpoint, prepare_trainer
 from .configs import shipped
 from .constraints import FileTakenError, UsageError, usage_cause
 from .entry import command, one_line
 from .io import data_record, save_stack
 from .models import DBN, Classifier
-from .pretrain import FIT_ONLY, make_trainer, pretrain, stage_progress, trainer_options
+from .pretrain import FIT_ONLY, stage_trainer, trainer_options
 from .runs import RecordRunSettings, check_run_folder, checked_checkpoint, claimed_version, find_last, run_settings
 
-__all__ = ["DBNCLI", "main", "entry_point"]
+__all__ = ["DBNCLI", "StageTrainers", "main", "entry_point"]
 
 
 class DBNCLI(LightningCLI):
@@ -69,27 +69,12 @@ class DBNCLI(LightningCLI):
         root = Path(getattr(self.trainer.logger, "root_dir", None) or self.trainer.default_root_dir)
         return find_last(root, ours, self.subcommand, fine_tuned, required)
 
-    def stage_trainer(self, stage: int, epochs: int) -> Trainer:
-        """A stage's Trainer: the fit's hardware, precision and loggers, a checkpoint
-        ``rbm{k}-last.ckpt`` every epoch (for resuming) and the stage's pictures."""
+    def stage_trainers(self) -> StageTrainers:
+        """The stages' Trainers: this run's trainer options, a checkpoint ``rbm{k}-last.ckpt`` every
+        epoch (for resuming) and the stage's pictures."""
         config = self.config[self.subcommand]["trainer"].clone().as_dict()
-        options = {k: v for k, v in trainer_options(config).items() if k not in FIT_ONLY}
-        callbacks = [
-            ResumeCheckpoint(self.checkpoint_dir(), f"rbm{stage + 1}-last"),
-            RecordRunSettings(run_settings(self.model, self.datamodule)),
-            *stage_progress(options),
-        ]
-        if getattr(self.datamodule, "image_shape", None):
-            callbacks.append(RBMPictures(self.datamodule.image_shape))
-        return make_trainer(
-            epochs,
-            options,
-            logger=self.trainer.loggers or False,
-            callbacks=callbacks,  # False: none
-            enable_checkpointing=True,
-            default_root_dir=self.trainer.default_root_dir,
-            log_every_n_steps=1,
-        )  # stages log per epoch
+        settings = run_settings(self.model, self.datamodule)
+        return StageTrainers(config, self.checkpoint_dir(), settings, getattr(self.datamodule, "image_shape", None))
 
     # --- the subcommands -----------------------------------------------------------------------
     def before_fit(self) -> None:
@@ -114,11 +99,8 @@ class DBNCLI(LightningCLI):
                 self.model.load_state_dict(checkpoint["state_dict"])
         self._resumed = checkpoint is not None
         self.config_init[self.subcommand]["ckpt_path"] = str(resume) if resume else None
-        if isinstance(self.model, DBN) and self.trainer.world_size > 1:  # stage fits cannot nest inside DDP: now
-            runs.save_config(self._config_savers(), self.run_dir())  # the record of the run, before its stages
-            pretrain(self.model, self.datamodule, self.stage_trainer, stage_resume)
-        elif isinstance(self.model, DBN):  # the fit pretrains in on_fit_start, with this run's stage Trainers
-            self.model.stage_trainers, self.model.stage_resume = self.stage_trainer, stage_resume
+        if isinstance(self.model, DBN):  # the fit pretrains in on_fit_start, with this run's stage Trainers
+            self.model.stage_trainers, self.model.stage_resume = self.stage_trainers(), stage_resume
 
     def _checkpoint_to_evaluate(self) -> None:
         """validate / test / predict: ``--ckpt_path`` read as fit reads it; a stage's is refused."""
@@ -173,6 +155,27 @@ class DBNCLI(LightningCLI):
         # only a run resumed in its own folder finds one there (check_run_folder refused any other): its own
         save_stack(self.model.rbms, path, **data_record(self.datamodule), overwrite=self._resumed)
         rank_zero_info(f"pretrained RBM stack exported to {path} (reuse it with --model.pretrained {path})")
+
+
+@dataclass(frozen=True)
+class StageTrainers:
+    """train.py's ``(fit, stage, epochs) -> Trainer`` for a DBN's stages (:attr:`DBN.stage_trainers`):
+    :func:`~dbn_init.pretrain.stage_trainer` with the run's trainer options (less those that belong
+    to fine-tuning), its resume checkpoints and its pictures. Plain data, so that it travels with
+    the model into ``ddp_spawn``'s workers; the options given as classes (a strategy, a profiler)
+    are made there, fresh for each stage."""
+
+    config: dict
+    checkpoint_dir: Path
+    settings: dict
+    image_shape: tuple[int, ...] | None
+
+    def __call__(self, fit: Trainer, stage: int, epochs: int) -> Trainer:
+        options = {k: v for k, v in trainer_options(self.config).items() if k not in FIT_ONLY}
+        callbacks = [ResumeCheckpoint(self.checkpoint_dir, f"rbm{stage + 1}-last"), RecordRunSettings(self.settings)]
+        if self.image_shape:
+            callbacks.append(RBMPictures(self.image_shape))
+        return stage_trainer(fit, stage, epochs, options, callbacks)
 
 
 def _declared(name: str, datamodule: LightningDataModule) -> int | None:

@@ -14,11 +14,11 @@ from __future__ import annotations
 import inspect
 import itertools
 import os
-from typing import Any, Literal
+from typing import Any, Callable, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -29,7 +29,7 @@ from .init import INIT_SCHEMES, InitName, check_constant, init_weight
 from .io import data_record
 from .mlp import MLP, Activation
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
-from .pretrain import CDSettings, RBMStage, StageTrainers, _features, following, pretrain, up_pass
+from .pretrain import CDSettings, RBMStage, _features, pretrain, stage_trainer, up_pass
 from .rbm import HIDDEN_UNITS, RBM, make_rbm, stack_units
 
 __all__ = ["Classifier", "Baseline", "DBN"]
@@ -161,8 +161,7 @@ class Classifier(LightningModule):
         ckpt_path = getattr(self.trainer, "ckpt_path", None)
         if not self.built and ckpt_path and os.path.isfile(ckpt_path):  # sizes as the checkpoint's run had them
             self.build_like(torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True))
-        if not self.built:
-            self.build(*_sizes_of(datamodule, self.hparams, getattr(stage, "value", stage)))
+        self.build_for(datamodule, getattr(stage, "value", stage))
         # From Python a size mismatch would end in a bare matmul or cross-entropy error at the first batch.
         built = {"input_size": self.mlp.linears[0].in_features, "num_classes": self.mlp.head.out_features}
         for name, ours in built.items():
@@ -173,6 +172,19 @@ class Classifier(LightningModule):
                     f"with {name}={ours}; build it with {name}=None (taken from the data) or "
                     f"{name}=datamodule.{name} (train.py links it)"
                 )
+
+    def build_for(self, datamodule, stage: str = "fit") -> None:
+        """Build a model made with sizes None for ``datamodule`` (set up): its declared sizes, else its data's."""
+        if not self.built:
+            self.build(*_sizes_of(datamodule, self.hparams, stage))
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """As :meth:`torch.nn.Module.load_state_dict`; a model made with sizes None is built first with
+        the sizes of the weights (as ``ddp_spawn`` hands a fitted model back to the main process)."""
+        if not self.built and "mlp.head.weight" in state_dict:
+            first = next(v for k, v in state_dict.items() if k.startswith("mlp.features.") and v.ndim == 2)
+            self.build(first.shape[1], state_dict["mlp.head.weight"].shape[0])
+        return super().load_state_dict(state_dict, strict, assign)
 
     def build_like(self, checkpoint: dict[str, Any]) -> None:
         """Build a model made with sizes None as the run that wrote ``checkpoint`` was built: its
@@ -367,9 +379,10 @@ class DBN(Classifier):
     Gaussian for standardised data); every RBM above models the hidden probabilities of the one
     below. The stack then becomes an MLP (sigmoid, or ReLU for NReLU units) with a new classifier head.
 
-    ``Trainer(...).fit(dbn, datamodule=dm)`` does the whole job on one device: ``on_fit_start``
-    pretrains the stages not yet done (after Lightning restored a resumed fit's ``stages_done``),
-    on Trainers that follow the fit's device and precision (``stage_trainers``, if set, makes them
+    ``Trainer(...).fit(dbn, datamodule=dm)`` does the whole job, on one device or on many (DDP,
+    multi-node): ``on_fit_start`` pretrains the stages not yet done (after Lightning restored a
+    resumed fit's ``stages_done``), each on a Trainer that follows the fit's processes, device and
+    precision (:func:`~dbn_init.pretrain.stage_trainer`; ``stage_trainers``, if set, makes them
     instead: train.py's adds checkpoints and pictures), then transfers and fine-tunes.
 
     Parameters
@@ -573,8 +586,9 @@ class DBN(Classifier):
         # How many stages are finished; saved in checkpoints so a resumed run skips them.
         self.register_buffer("stages_done", torch.tensor(0))
         self.rbms = nn.ModuleList()
-        # Set by train.py: the Trainers of the stages and the checkpoint a stage resumes from.
-        self.stage_trainers: StageTrainers | None = None
+        # Set by train.py: (the fit's Trainer, stage, epochs) -> the stage's Trainer, and the checkpoint a
+        # stage resumes from. Both are plain picklable objects: under ddp_spawn they travel with the model.
+        self.stage_trainers: Callable[[Trainer, int, int], Trainer] | None = None
         self.stage_resume: dict[int, str] = {}
         if input_size is not None and num_classes is not None:
             self.build(input_size, num_classes)
@@ -670,11 +684,9 @@ class DBN(Classifier):
     def on_fit_start(self) -> None:
         if not self.pretrained:  # a resumed fine-tuning fit has restored stages_done by now
             trainer = self.trainer
-            if self.stage_trainers is None and _stages_left(self):
-                _refuse_nested_ddp(trainer)
-            pretrain(
-                self, trainer.datamodule, self.stage_trainers or following(trainer), self.stage_resume, prepared=True
-            )
+            make = self.stage_trainers or stage_trainer
+            trainers = lambda stage, epochs: make(trainer, stage, epochs)  # noqa: E731
+            pretrain(self, trainer.datamodule, trainers, self.stage_resume, prepared=True)
             self.rbms.to(self.device)  # each stage fit's teardown moved the shared RBMs to the CPU
         super().on_fit_start()
 
@@ -704,19 +716,3 @@ def _kind(rbm: RBM) -> str:
     """An RBM's unit types, as messages name them: "bernoulli", or "bernoulli (relu hidden units)"."""
     hidden = "" if rbm.hidden_units == "sigmoid" else f" ({rbm.hidden_units} hidden units)"
     return rbm.visible_units + hidden
-
-
-def _stages_left(model: DBN) -> bool:
-    return any(e and i >= int(model.stages_done) for i, e in enumerate(model.cd.epochs))
-
-
-def _refuse_nested_ddp(trainer) -> None:
-    """Stage fits nested in a running multi-process fit would start DDP inside DDP."""
-    if trainer.world_size > 1:
-        raise RuntimeError(
-            f"this DBN is not pretrained, and its stages cannot run inside a {trainer.world_size}-process "
-            f"{type(trainer.strategy).__name__} fit; pretrain first, then fit: "
-            "dbn_init.pretrain(dbn, datamodule, lambda stage, epochs: dbn_init.make_trainer(epochs, "
-            "dict(accelerator=..., devices=..., strategy='ddp'))) then trainer.fit(dbn, datamodule), or run "
-            "train.py fit, which does this"
-        )

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
@@ -54,6 +55,7 @@ __all__ = [
     "import_stack",
     "StageTrainers",
     "make_trainer",
+    "stage_trainer",
     "pretrain",
     "pretrain_stack",
     "up_pass",
@@ -251,8 +253,9 @@ class RBMStage(LightningModule):
         if cd.tempered:  # swaps tried and accepted per pair of neighbouring temperatures
             self._swaps = torch.zeros(2, cd.pt_temperatures - 1, device=self.device)
         self._step_in_epoch = 0  # CD updates so far this epoch (several per loader batch)
-        self.log(f"{self.name}/momentum", momentum, on_step=False, on_epoch=True)
-        self.log(f"{self.name}/lr", lr, on_step=False, on_epoch=True)
+        # sync_dist on values every rank holds alike: a no-op average that spares Lightning's DDP warning
+        self.log(f"{self.name}/momentum", momentum, on_step=False, on_epoch=True, sync_dist=True)
+        self.log(f"{self.name}/lr", lr, on_step=False, on_epoch=True, sync_dist=True)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         v = self.encode(self._checked(_features(batch), "training"))
@@ -376,8 +379,8 @@ class RBMStage(LightningModule):
         if self.cd.tempered:  # Desjardins et al. (2010): swap rates between neighbouring temperatures
             rates = self.trainer.strategy.reduce(self._swaps, reduce_op="sum")
             rates = rates[1] / rates[0].clamp_min(1)
-            self.log(f"{self.name}/pt_swap_rate", rates.mean())
-            self.log(f"{self.name}/pt_swap_rate_min", rates.min())
+            self.log(f"{self.name}/pt_swap_rate", rates.mean(), sync_dist=True)
+            self.log(f"{self.name}/pt_swap_rate_min", rates.min(), sync_dist=True)
 
     # --- monitoring: the signals the RBM literature trusts, reduced across ranks ---------------
     def on_validation_epoch_start(self) -> None:
@@ -410,10 +413,10 @@ class RBMStage(LightningModule):
         mean = strategy.reduce(self._hidden_sum, reduce_op="sum") / strategy.reduce(
             self._count, reduce_op="sum"
         ).clamp_min(1)
-        self.log(f"{self.name}/hidden_mean", mean.mean().float())
-        self.log(f"{self.name}/hidden_dead", (mean < 0.01).float().mean())  # never on
+        self.log(f"{self.name}/hidden_mean", mean.mean().float(), sync_dist=True)
+        self.log(f"{self.name}/hidden_dead", (mean < 0.01).float().mean(), sync_dist=True)  # never on
         if self.rbm.tractable:
-            self.log(f"{self.name}/hidden_saturated", (mean > 0.99).float().mean())  # always on
+            self.log(f"{self.name}/hidden_saturated", (mean > 0.99).float().mean(), sync_dist=True)  # always on
         if self.monitor_x is not None and self.rbm.tractable:
             # Hinton (2010, section 6): val free energy rising above the training data's
             # (a fixed subset) signals overfitting.
@@ -421,7 +424,7 @@ class RBMStage(LightningModule):
                 train_f = self.rbm.free_energy(self.encode(self.monitor_x)).mean()
             val_f = self.trainer.callback_metrics.get(f"{self.name}/val_free_energy")
             if val_f is not None:
-                self.log(f"{self.name}/free_energy_gap", val_f.to(self.device) - train_f)
+                self.log(f"{self.name}/free_energy_gap", val_f.to(self.device) - train_f, sync_dist=True)
         if self.cd.ais_chains and self.current_epoch == self.trainer.max_epochs - 1:
             self._log_ais()
 
@@ -448,10 +451,10 @@ class RBMStage(LightningModule):
             generator=generator,
             base_visible_bias=base,
         )
-        self.log(f"{self.name}/ais_log_z", ais.log_z)
+        self.log(f"{self.name}/ais_log_z", ais.log_z, sync_dist=True)
         # log Z underestimated -> log-probability overestimated (Salakhutdinov & Murray 2008).
-        self.log(f"{self.name}/val_log_prob", -float(val_f) - ais.log_z)
-        self.log(f"{self.name}/val_log_prob_low", -float(val_f) - ais.log_z_high)
+        self.log(f"{self.name}/val_log_prob", -float(val_f) - ais.log_z, sync_dist=True)
+        self.log(f"{self.name}/val_log_prob_low", -float(val_f) - ais.log_z_high, sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # Weight decay on W only (Hinton 2010, section 10): biases are not penalised.
@@ -523,6 +526,8 @@ class PretrainData(LightningDataModule):
     def __init__(self, datamodule: LightningDataModule, steps_per_batch: int = 1, prepared: bool = False) -> None:
         super().__init__()
         self.datamodule, self.prepared = datamodule, prepared
+        if getattr(datamodule, "_log_hyperparams", False):  # and the data's, as the DBN's fit logs them
+            self.save_hyperparameters(dict(datamodule.hparams_initial))
         takes = "steps_per_batch" in _parameters(getattr(datamodule, "pretrain_dataloader", None))
         self.steps_per_batch = steps_per_batch if takes else 1
         if not _overrides(datamodule, "val_dataloader"):  # then the stages validate on nothing
@@ -618,22 +623,33 @@ def trainer_options(config: dict) -> dict:
     return dict(vars(instantiate(parser.parse_object({"trainer": config})).trainer))
 
 
-def following(trainer: Trainer) -> StageTrainers:
-    """Stage Trainers for a DBN fitted by ``trainer``: its device, precision, limits and loggers."""
-    device = trainer.strategy.root_device
-    options = dict(
+def stage_trainer(
+    fit: Trainer, stage: int, epochs: int, options: Mapping[str, Any] | None = None, callbacks: Sequence = ()
+) -> Trainer:
+    """The Trainer of RBM ``stage`` (from 0) of a DBN fitted by ``fit``: its device, precision,
+    limits, loggers and root folder, then ``options`` (train.py's, from its trainer config), then
+    ``callbacks``. In a multi-process fit the stage joins the running processes: a ``ddp`` Trainer
+    of the same size, whose launcher finds the processes started (``LOCAL_RANK`` is set in each) and
+    whose process group is the fit's, so every rank runs the stage in step, with its own shard."""
+    device = fit.strategy.root_device
+    following = dict(
         accelerator=device.type,
         devices=[device.index] if device.index is not None else 1,
-        precision=trainer.precision,
-        fast_dev_run=trainer.fast_dev_run,
-        limit_train_batches=trainer.limit_train_batches,
-        limit_val_batches=trainer.limit_val_batches,
-        num_sanity_val_steps=trainer.num_sanity_val_steps,
-        logger=trainer.loggers or False,
-        default_root_dir=trainer.default_root_dir,
-        enable_progress_bar=trainer.progress_bar_callback is not None,
+        precision=fit.precision,
+        fast_dev_run=fit.fast_dev_run,
+        limit_train_batches=fit.limit_train_batches,
+        limit_val_batches=fit.limit_val_batches,
+        num_sanity_val_steps=fit.num_sanity_val_steps,
+        logger=fit.loggers or False,
+        default_root_dir=fit.default_root_dir,
+        enable_progress_bar=fit.progress_bar_callback is not None,
+        log_every_n_steps=1,  # the stages log per epoch
     )
-    return lambda stage, epochs: make_trainer(epochs, options, callbacks=stage_progress(options))
+    joined = dict(strategy="ddp", devices=fit.num_devices, num_nodes=fit.num_nodes) if fit.world_size > 1 else {}
+    options = {**following, **(options or {}), **joined}
+    callbacks = [*callbacks, *stage_progress(options)]
+    checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+    return make_trainer(epochs, options, callbacks=callbacks, enable_checkpointing=checkpoints)
 
 
 def stage_progress(options: Mapping[str, Any]) -> list:
@@ -689,6 +705,12 @@ def pretrain(
     momentum, persistent chains, sampling noise). ``trainers`` defaults to quiet one-device
     Trainers (:func:`make_trainer`); ``prepared`` as for :class:`PretrainData`.
     """
+    if not model.built:  # sizes from the data (input_size None): set the data up once, for the stages too
+        if not prepared:
+            datamodule.prepare_data()
+            datamodule.setup("fit")
+            prepared = True
+        model.build_for(datamodule)
     if model.hparams.pretrained and int(model.stages_done) == 0:
         import_stack(model, datamodule)
     data = PretrainData(datamodule, model.cd.steps_per_batch, prepared)
@@ -699,7 +721,11 @@ def pretrain(
         rank_zero_info(f"pretraining RBM {index + 1}/{len(model.rbms)} for {epochs} epochs")
         trainer = trainers(index, epochs)
         _check_updates(trainer, index)
-        trainer.fit(RBMStage(model.rbms, index, model.cd), datamodule=data, ckpt_path=(resume or {}).get(index))
+        stage = RBMStage(model.rbms, index, model.cd)
+        # The stages fit before the DBN's own fit logs its hyperparameters, and the first fit to write a
+        # logger's hparams.yaml fixes it: so each stage carries the DBN's, as resolved (sizes from the data).
+        stage.save_hyperparameters(dict(model.hparams))
+        trainer.fit(stage, datamodule=data, ckpt_path=(resume or {}).get(index))
         model.stages_done.fill_(index + 1)
     model.finish_pretraining()
 

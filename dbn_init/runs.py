@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 
 from .constraints import FileTakenError, MissingFileError, UsageError
 from .io import read_checkpoint
@@ -353,21 +353,6 @@ def claimed_version(logger, claim: bool = True) -> Iterator[None]:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
-
-
-def save_config(savers: list, run: Path) -> None:
-    """Write each ``SaveConfigCallback``'s config.yaml into ``run`` now, on rank 0, as the callback
-    does when the fit starts. Under DDP the stages run before the fit: so a run stopped in
-    pretraining keeps the record of its settings there too."""
-    for saver in savers:
-        if saver.save_to_log_dir and rank_zero_only.rank == 0:  # known from the launcher's environment
-            run.mkdir(parents=True, exist_ok=True)
-            path, options = (
-                str(run / saver.config_filename),
-                {"overwrite": saver.overwrite, "multifile": saver.multifile},
-            )
-            saver.parser.save(saver.config, path, skip_none=False, **options)
-        saver.already_saved = True
 
 
 class RecordRunSettings(Callback):

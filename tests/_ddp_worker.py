@@ -1,7 +1,7 @@
 """Runs DBN pretraining and fine-tuning under real DDP (2 CPU processes, gloo) and saves what
 each rank holds, for tests/test_ddp.py to compare. Not a test module itself.
 
-usage: python tests/_ddp_worker.py OUT_DIR {pipeline,cd_step,resume,nested} STRATEGY [STEPS_PER_BATCH]
+usage: python tests/_ddp_worker.py OUT_DIR {pipeline,cd_step,resume,fit} STRATEGY [STEPS_PER_BATCH]
 """
 
 import os
@@ -96,11 +96,24 @@ def main(mode: str, strategy: str, steps_per_batch: int) -> None:
         )
     elif mode == "resume":
         resume(strategy)
-    elif mode == "nested":  # an unpretrained DBN handed to a DDP fit: refused, naming the call that works
-        try:
-            trainer("nested", 1, strategy, limit_val_batches=0).fit(DBN(input_size=64, hidden=[8]), FixedDigits(64, 32))
-        except Exception as err:  # RuntimeError; under ddp_spawn, torch's ProcessRaisedException carrying it
-            (OUT / f"refused-{os.environ.get('LOCAL_RANK', 'spawn')}.txt").write_text(str(err))
+    elif mode == "fit":  # one plain-Python fit does it all: sizes from the data, stages, fine-tuning, test
+        fit(strategy)
+
+
+def fit(strategy: str) -> None:
+    """configs/quickstart.yaml's run, with tests/test_ddp.py's train.py command's overrides, from Python."""
+    from dbn_init import DigitsDataModule
+
+    seed_everything(0)
+    model = DBN(hidden=[16, 8], pretrain_epochs=1)  # input_size and num_classes None: from the data
+    data = DigitsDataModule(batch_size=32)
+    fit = Trainer(accelerator="cpu", devices=2, strategy=strategy, max_epochs=1, deterministic=True, logger=False,
+                  enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    fit.fit(model, datamodule=data)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    fit.test(model, datamodule=data)
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # the launcher (ddp), or the parent of the workers
+        torch.save({"state": state, "test_acc": float(fit.callback_metrics["test_acc"])}, OUT / "fit-main.pt")
 
 
 def resume(strategy: str) -> None:

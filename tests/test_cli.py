@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 import yaml
 from lightning.pytorch import LightningDataModule, Trainer, seed_everything
 
+import dbn_init.cli
 from dbn_init import DBN, Baseline, DigitsDataModule
 from dbn_init.cli import DBNCLI, main
 from dbn_init.models import Classifier
@@ -84,10 +86,9 @@ def test_trainer_options_given_as_classes_reach_each_stage_as_its_own_objects(tm
     # A strategy with arguments, a profiler or a plugin is a class_path in the parsed config; each
     # stage needs its own instance (one Trainer each), as the fine-tuning fit gets one.
     stage_trainers = []
-    original = DBNCLI.stage_trainer
-    monkeypatch.setattr(
-        DBNCLI, "stage_trainer", lambda cli, *a: stage_trainers.append(original(cli, *a)) or stage_trainers[-1]
-    )
+    original = dbn_init.cli.stage_trainer
+    record = lambda *a: stage_trainers.append(original(*a)) or stage_trainers[-1]  # noqa: E731
+    monkeypatch.setattr(dbn_init.cli, "stage_trainer", record)
     cli = main(
         [
             "fit",
@@ -764,7 +765,12 @@ def test_the_console_script_from_a_built_wheel_runs_a_shipped_config_from_anothe
     subprocess.run([*wheel_command, str(tmp_path / "dist")], check=True, capture_output=True, timeout=300)
     (wheel,) = (tmp_path / "dist").glob("dbn_init-*.whl")
     env_dir = tmp_path / "env"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env_dir)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=120)
+    # This interpreter's packages (torch, lightning...) for the new one: a path file, since
+    # --system-site-packages made from inside a virtual environment would see the base interpreter's.
+    ours = {sysconfig.get_paths()[kind] for kind in ("purelib", "platlib")}
+    (theirs,) = (env_dir / "lib").glob("python*/site-packages")
+    (theirs / "outer.pth").write_text("\n".join(sorted(ours)) + "\n")
     subprocess.run(
         [str(env_dir / "bin" / "pip"), "install", "--no-deps", "-q", str(wheel)],
         check=True,

@@ -309,14 +309,26 @@ def test_one_trainer_fit_pretrains_transfers_and_fine_tunes_as_pretraining_first
         assert torch.equal(value, whole.state_dict()[key]), key
 
 
-def test_a_fit_under_ddp_that_would_nest_stages_is_refused_with_the_call_that_works():
-    from types import SimpleNamespace
+def test_pretrain_builds_a_dbn_whose_sizes_come_from_the_data():
+    """pretrain() on a DBN made with sizes None (the default) takes them from the data, as a fit does:
+    it sets the DataModule up once, for the stages too."""
+    seed_everything(0)
+    model = DBN(hidden=[16], pretrain_epochs=1)
+    pretrain(model, DigitsDataModule(batch_size=64))
+    assert model.pretrained and (model.hparams.input_size, model.hparams.num_classes) == (64, 10)
+    assert torch.equal(model.mlp.linears[0].weight, model.rbms[0].weight)  # the trained stack, transferred
 
-    from dbn_init.models import _refuse_nested_ddp
 
-    with pytest.raises(RuntimeError, match=r"cannot run inside a 2-process .*dbn_init.pretrain\(dbn, datamodule"):
-        _refuse_nested_ddp(SimpleNamespace(world_size=2, strategy=SimpleNamespace()))
-    _refuse_nested_ddp(SimpleNamespace(world_size=1, strategy=SimpleNamespace()))  # one process: nested fits work
+def test_a_model_made_with_sizes_none_loads_a_fitted_state_dict():
+    """How ddp_spawn hands a fitted model back to its main process: the state dict of a model
+    built in the worker, loaded into one never built (sizes from the weights)."""
+    seed_everything(0)
+    fitted = DBN(input_size=64, num_classes=10, hidden=[16, 8])
+    fresh = DBN(hidden=[16, 8])
+    fresh.load_state_dict(fitted.state_dict())
+    assert (fresh.hparams.input_size, fresh.hparams.num_classes) == (64, 10)
+    x = torch.rand(5, 64)
+    assert torch.equal(fresh(x), fitted(x)) and torch.equal(fresh.transform(x), fitted.transform(x))
 
 
 def test_baseline_learns_digits(digits):
