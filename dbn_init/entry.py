@@ -5,7 +5,7 @@ A :class:`~dbn_init.constraints.UsageError` (a value the user gave, found wrong)
 bug and keeps its traceback.
 
 SIGTERM (what SLURM, Kubernetes and ``timeout`` send) and SIGINT (Ctrl-C): the entry points
-(``train.py``/``dbn-init``, ``python -m dbn_init.compare``) install :func:`handlers` before any
+(``train.py``/``dbn-init``, ``python -m dbn_init.experiments.compare``) install :func:`handlers` before any
 work. A signal raises :class:`Stopped` wherever the run is: in a stage, between stages, in
 fine-tuning or in compare's loop. Lightning tears each running fit down and passes it on (it turns
 only ``KeyboardInterrupt`` into ``sys.exit(1)``, and keeps a SIGTERM handler it finds), and the

@@ -448,7 +448,7 @@ class DBN(Classifier):
         Seeds the Gibbs sampling noise (combined with stage and rank), 0 to 2**32 - 1.
     ais_chains, ais_betas : int
         With ``ais_chains > 0``, each Bernoulli stage ends with an AIS estimate of its log Z
-        (:mod:`dbn_init.evaluate`; 100 chains as in Salakhutdinov & Murray 2008, and 10,000 betas in
+        (:mod:`dbn_init.ais`; 100 chains as in Salakhutdinov & Murray 2008, and 10,000 betas in
         the paper's 500 : 4,000 : 10,000 proportions, where the paper used all 14,500)
         and logs ``rbm{k}/ais_log_z`` and ``rbm{k}/val_log_prob`` (mean -F(v) - log Z on the
         validation split, in nats; ``val_log_prob_low`` uses the upper end of log Z's 3-sigma

@@ -435,7 +435,7 @@ class RBMStage(LightningModule):
         collective. Above RBM 1 the inputs are hidden probabilities, not binary vectors, and the
         figure is ``-F(v) - log Z`` of those, not a normalised log-probability.
         """
-        from .evaluate import ais_log_partition, base_rate_bias
+        from .ais import ais_log_partition, base_rate_bias
 
         if self.rbm.visible_units != "bernoulli" or not self.rbm.tractable:
             return  # AIS here anneals from a Bernoulli base-rate model, with sigmoid hidden units

@@ -485,7 +485,7 @@ class RBM(nn.Module):
         Stochastic: one random unit per sample, so repeated calls differ; average over many rows
         (or calls) before comparing models. It is a proxy for the likelihood, cheap because it
         needs no partition function, but it scores only single-unit conditionals; for the
-        likelihood itself use AIS (:mod:`dbn_init.evaluate`). Meaningful for binary (Bernoulli)
+        likelihood itself use AIS (:mod:`dbn_init.ais`). Meaningful for binary (Bernoulli)
         data only; :class:`GaussianRBM` raises ``NotImplementedError``. ``v`` is not validated here
         (this runs on every validation batch): check data once where they enter (:func:`check_visible`).
         """

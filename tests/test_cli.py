@@ -612,7 +612,7 @@ def test_every_shipped_train_config_instantiates(path, tmp_path):
         pytest.skip("not a train.py config")
     extra = []
     if "image_folder" in path.name:  # the patches its comment says to write first
-        from dbn_init.make_image_folder import write_image_folder
+        from dbn_init.experiments.make_image_folder import write_image_folder
 
         write_image_folder(tmp_path / "patches")
         extra = ["--data.init_args.dataset.init_args.root", str(tmp_path / "patches")]

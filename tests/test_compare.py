@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-import dbn_init.compare as compare
-from dbn_init.compare import Cell, build_parser, main, run
+import dbn_init.experiments.compare as compare
 from dbn_init.constraints import FileTakenError, UsageError
-from dbn_init.results import ResultsFile
+from dbn_init.experiments.compare import Cell, build_parser, main, run
+from dbn_init.experiments.results import ResultsFile
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -541,7 +541,7 @@ def test_shipped_comparison_configs_parse_and_pass_the_plan_checks(path, tmp_pat
             pytest.skip(f"Fashion-MNIST files not found under {FASHION}")
         offline = ["--data.root", str(FASHION), "--data.download", "false"]
     if "image_folder" in path.name:  # the patches its comment says to write first
-        from dbn_init.make_image_folder import write_image_folder
+        from dbn_init.experiments.make_image_folder import write_image_folder
 
         write_image_folder(tmp_path / "patches")
         offline = ["--data.init_args.dataset.init_args.root", str(tmp_path / "patches")]
@@ -623,7 +623,8 @@ def test_an_empty_table_names_what_is_empty(args, why, monkeypatch, tmp_path, ca
     _no_cell(monkeypatch)
     assert main(_args(tmp_path / "out", *args)) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"python -m dbn_init.compare: error: no cells to run: {why}") and err.count("\n") == 1, err
+    assert err.startswith(f"python -m dbn_init.experiments.compare: error: no cells to run: {why}"), err
+    assert err.count("\n") == 1, err
     assert "expected at least one seed, one label budget (null = all) and one row" in err
     assert not (tmp_path / "out").exists()
 
@@ -750,7 +751,8 @@ def test_under_two_devices_only_rank_zero_writes_and_prints(tmp_path):
     out = tmp_path / "out"
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [sys.executable, "-m", "dbn_init.compare", "--data", "dbn_init.DigitsDataModule", "--data.batch_size", "64",
+        [sys.executable, "-m", "dbn_init.experiments.compare", "--data", "dbn_init.DigitsDataModule",
+         "--data.batch_size", "64",
          "--models", "[dbn, he_uniform]", "--hidden", "[[16]]", "--seeds", "[0]", "--labels", "[null, 50]",
          "--max_epochs", "1", "--dbn.pretrain_epochs", "1", "--accelerator", "cpu", "--devices", "2",
          "--out", str(out)],

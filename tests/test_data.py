@@ -32,7 +32,7 @@ from dbn_init.data import (
     load_idx_dataset,
     read_idx,
 )
-from dbn_init.make_image_folder import write_image_folder
+from dbn_init.experiments.make_image_folder import write_image_folder
 from dbn_init.plots import image_grid
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")

@@ -1,6 +1,6 @@
 """AIS of log Z against exact enumeration and the reference package rbms; RAISE against the exact
 annealing model and the exact log-likelihood; pseudo-likelihood against hand values and
-scikit-learn; the Gibbs sampler; the ``python -m dbn_init.evaluate`` command on saved stacks."""
+scikit-learn; the Gibbs sampler; the ``python -m dbn_init.experiments.evaluate`` command on saved stacks."""
 
 import copy
 import json
@@ -18,8 +18,9 @@ from sklearn.datasets import load_digits
 from sklearn.neural_network import BernoulliRBM
 
 from dbn_init import DBN
+from dbn_init.ais import ais_log_partition, base_rate_bias, beta_schedule, mean_log_prob, raise_log_prob
 from dbn_init.data import DigitsDataModule
-from dbn_init.evaluate import ais_log_partition, base_rate_bias, beta_schedule, main, mean_log_prob, raise_log_prob
+from dbn_init.experiments.evaluate import main
 from dbn_init.io import from_sklearn, save_stack
 from dbn_init.pretrain import pretrain, up_pass
 from dbn_init.rbm import RBM, GaussianRBM, bernoulli
@@ -543,6 +544,6 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
         captured = capsys.readouterr()
         assert captured.out == ""
         err = captured.err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("python -m dbn_init.evaluate: error:"), captured.err
+        assert len(err) == 1 and err[0].startswith("python -m dbn_init.experiments.evaluate: error:"), captured.err
         assert message in err[0], (argv, err[0])
         assert "--data." not in err[0].replace("train.py's --data.download", ""), err[0]  # train.py's options

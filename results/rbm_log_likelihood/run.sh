@@ -38,7 +38,7 @@ for entry in "${SAMPLERS[@]}"; do
     --data.root "$ROOT" --data.download false $options --model.pretrain_epochs "$epochs" \
     --trainer.default_root_dir "$OUT/$name"
   run=$(ls -td "$OUT/$name"/lightning_logs/version_* | head -1)
-  python -m dbn_init.evaluate "$run/pretrained.safetensors" --dataset fashion_mnist --root "$ROOT" --binarize \
+  python -m dbn_init.experiments.evaluate "$run/pretrained.safetensors" --dataset fashion_mnist --root "$ROOT" --binarize \
     --raise-images 1000 | tee "$OUT/$name.txt" | tail -1 | python -c "
 import json, sys
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

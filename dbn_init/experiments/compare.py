@@ -1,6 +1,6 @@
 """The comparison runner: every (initialisation x architecture x seed x label budget) cell.
 
-    python -m dbn_init.compare --config configs/compare_digits.yaml [--data.root DIR] [--out DIR]
+    python -m dbn_init.experiments.compare --config configs/compare_digits.yaml [--data.root DIR] [--out DIR]
 
 Each cell runs the same pipeline as ``train.py``: a DataModule, a :class:`~dbn_init.models.DBN`
 (pretraining stages, transfer) or a :class:`~dbn_init.models.Baseline`, one fine-tuning fit of
@@ -10,7 +10,7 @@ epoch's with ``--select best``; ``--test false`` reports validation only, for a 
 ``--dbn`` and ``--baseline`` are those classes' own arguments (checked by their signatures, so a
 typo is an error); each ``--extra`` row may add options of its own. Writes to ``--out``:
 
-- ``results.json`` (:mod:`dbn_init.results`): every finished cell with its settings, saved after
+- ``results.json`` (:mod:`dbn_init.experiments.results`): every finished cell with its settings, saved after
   every cell, so a rerun with the same ``--out`` resumes, and refuses a cell finished with other
   settings (:mod:`dbn_init.runs` says what counts);
 - ``results.md``: mean ± std test accuracy over seeds per cell, best per column in bold, times;
@@ -39,18 +39,18 @@ from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_every
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities import rank_zero_only
 
-from . import entry
-from .callbacks import BestEpoch
-from .configs import shipped
-from .constraints import FileTakenError, UsageError
-from .init import INIT_SCHEMES
-from .io import data_record, load_stack, replacing, save_stack
-from .models import DBN, Baseline, Classifier
-from .plots import image_grid, save_image_grid
-from .pretrain import import_stack, make_trainer, pretrain
+from .. import entry
+from ..callbacks import BestEpoch
+from ..configs import shipped
+from ..constraints import FileTakenError, UsageError
+from ..init import INIT_SCHEMES
+from ..io import data_record, load_stack, replacing, save_stack
+from ..models import DBN, Baseline, Classifier
+from ..plots import image_grid, save_image_grid
+from ..pretrain import import_stack, make_trainer, pretrain
+from ..runs import differences, pretraining_settings, run_settings
 from .report import plot_curves, summarize
 from .results import ResultsFile
-from .runs import differences, pretraining_settings, run_settings
 
 __all__ = ["Cell", "Row", "main", "build_parser", "run", "cells"]
 
@@ -88,8 +88,8 @@ class Cell:
 
 def build_parser() -> ArgumentParser:
     # no abbreviations: --dbn.cd must be refused, not taken for --dbn.cd_k
-    parser = ArgumentParser(prog="python -m dbn_init.compare", description=__doc__.split("\n\n")[0], default_env=False,
-                            allow_abbrev=False)  # fmt: skip
+    parser = ArgumentParser(prog="python -m dbn_init.experiments.compare", description=__doc__.split("\n\n")[0],
+                            default_env=False, allow_abbrev=False)  # fmt: skip
     parser.add_argument("--config", action=ActionConfigFile, help="a configs/compare_*.yaml file")
     parser.add_subclass_arguments(LightningDataModule, "data", required=True, help="the DataModule, as in train.py")
     parser.add_argument("--models", type=list[ModelName], default=list(MODELS), help="rows of the table")

@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .plots import save_curves
+from ..plots import save_curves
 
 __all__ = ["summarize", "plot_curves"]
 

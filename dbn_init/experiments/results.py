@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 from filelock import FileLock
 
-from .constraints import UsageError
-from .io import replacing
+from ..constraints import UsageError
+from ..io import replacing
 
 __all__ = ["ROW_TYPES", "ResultsFile", "row_key"]
 

@@ -1,6 +1,6 @@
 """Write an ImageFolder of real RGB images that needs no download: patches of scikit-learn's two sample photos.
 
-    python -m dbn_init.make_image_folder data/patches [--size 32]
+    python -m dbn_init.experiments.make_image_folder data/patches [--size 32]
 
 ``DIR/china/*.png`` and ``DIR/flower/*.png``: every non-overlapping ``size`` x ``size`` patch of
 ``sklearn.datasets.load_sample_images()`` (two 427 x 640 photos), in row-major order, so the same
@@ -12,15 +12,15 @@ photo each patch comes from, a task easy enough for a few epochs on a CPU; it is
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
+from jsonargparse import ArgumentParser
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from .constraints import FileTakenError, UsageError
+from ..constraints import FileTakenError, UsageError
 
 __all__ = ["write_image_folder", "main"]
 
@@ -59,7 +59,8 @@ def write_image_folder(root: str | Path, size: int = 32) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dbn_init.make_image_folder", description=__doc__.split("\n\n")[0])
+    prog, description = "python -m dbn_init.experiments.make_image_folder", __doc__.split("\n\n")[0]
+    parser = ArgumentParser(prog=prog, description=description)
     parser.add_argument("dir", help="the folder to create (must not exist, or be empty)")
     parser.add_argument("--size", type=int, default=32, help="patch side in pixels (default 32)")
     args = parser.parse_args(argv)
