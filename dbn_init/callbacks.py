@@ -7,7 +7,7 @@ import csv as _csv
 import io
 import math
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.distributed as dist
@@ -20,7 +20,9 @@ from torch import Tensor
 from .entry import no_lightning_requeue
 from .io import replacing
 from .plots import image_grid, save_curves, save_image_grid
-from .pretrain import RBMStage
+
+if TYPE_CHECKING:
+    from .pretrain import RBMStage
 
 __all__ = [
     "AtomicCheckpointIO",

@@ -28,7 +28,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -36,14 +36,18 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from . import entry
-from .constraints import UsageError
+from .ais import ais_log_partition, base_rate_bias
+from .callbacks import StageProgressBar, prepare_trainer
+from .constraints import Interval, ListOf, Options, UsageError, validate_params
+from .data import EpochShuffle, TensorBatches, _keep_batch
 from .io import data_record, load_stack
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
-from .rbm import RBM, check_visible
+from .rbm import HIDDEN_UNITS, RBM, check_visible, make_rbm, stack_units
 
 if TYPE_CHECKING:
     from .models import DBN
@@ -435,8 +439,6 @@ class RBMStage(LightningModule):
         collective. Above RBM 1 the inputs are hidden probabilities, not binary vectors, and the
         figure is ``-F(v) - log Z`` of those, not a normalised log-probability.
         """
-        from .ais import ais_log_partition, base_rate_bias
-
         if self.rbm.visible_units != "bernoulli" or not self.rbm.tractable:
             return  # AIS here anneals from a Bernoulli base-rate model, with sigmoid hidden units
         val_f = self.trainer.callback_metrics.get(f"{self.name}/val_free_energy")
@@ -582,8 +584,6 @@ def make_trainer(epochs: int, options: Mapping[str, Any] | None = None, **overri
     """The one place a dbn_init Trainer is built: quiet defaults (no logger, checkpoints, progress
     bar or model summary), then ``options`` (what the run shares: accelerator, devices, precision,
     strategy...), then ``overrides`` (what this fit sets itself: callbacks, root folder)."""
-    from .callbacks import prepare_trainer
-
     quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     return prepare_trainer(Trainer(**{**quiet, **(options or {}), **overrides, "max_epochs": epochs}))
 
@@ -654,10 +654,6 @@ def stage_trainer(
 
 def stage_progress(options: Mapping[str, Any]) -> list:
     """A :class:`~dbn_init.callbacks.StageProgressBar` for a stage Trainer with these options, if it shows one."""
-    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
-
-    from .callbacks import StageProgressBar
-
     shown = options.get("enable_progress_bar") is not False and _RICH_AVAILABLE
     return [StageProgressBar()] if shown else []
 
@@ -714,20 +710,38 @@ def pretrain(
     if model.hparams.pretrained and int(model.stages_done) == 0:
         import_stack(model, datamodule)
     data = PretrainData(datamodule, model.cd.steps_per_batch, prepared)
+    stages = greedy(model.rbms, model.cd, data, trainers, int(model.stages_done), resume, dict(model.hparams))
+    for done in stages:
+        model.stages_done.fill_(done)
+    model.finish_pretraining()
+
+
+def greedy(
+    rbms: nn.ModuleList,
+    settings: CDSettings,
+    data: PretrainData,
+    trainers: StageTrainers | None = None,
+    start: int = 0,
+    resume: Mapping[int, str] | None = None,
+    hparams: Mapping[str, Any] | None = None,
+) -> Iterator[int]:
+    """The greedy loop: fit RBM ``start``, ``start + 1``, ... of ``rbms`` in turn, each on the frozen
+    ones below, one ``trainers(stage, epochs).fit`` of an :class:`RBMStage` each (a stage with 0
+    epochs is skipped); yields the number of stages done after each. ``hparams`` are the stages'
+    hyperparameters: the stages fit before a DBN's own fit logs its hyperparameters, and the first
+    fit to write a logger's ``hparams.yaml`` fixes it, so each stage carries the DBN's."""
     trainers = trainers or (lambda stage, epochs: make_trainer(epochs))
-    for index, epochs in enumerate(model.cd.epochs):
-        if index < int(model.stages_done) or epochs == 0:
+    for index, epochs in enumerate(settings.epochs):
+        if index < start or epochs == 0:
             continue
-        rank_zero_info(f"pretraining RBM {index + 1}/{len(model.rbms)} for {epochs} epochs")
+        rank_zero_info(f"pretraining RBM {index + 1}/{len(rbms)} for {epochs} epochs")
         trainer = trainers(index, epochs)
         _check_updates(trainer, index)
-        stage = RBMStage(model.rbms, index, model.cd)
-        # The stages fit before the DBN's own fit logs its hyperparameters, and the first fit to write a
-        # logger's hparams.yaml fixes it: so each stage carries the DBN's, as resolved (sizes from the data).
-        stage.save_hyperparameters(dict(model.hparams))
+        stage = RBMStage(rbms, index, settings)
+        if hparams:
+            stage.save_hyperparameters(dict(hparams))
         trainer.fit(stage, datamodule=data, ckpt_path=(resume or {}).get(index))
-        model.stages_done.fill_(index + 1)
-    model.finish_pretraining()
+        yield index + 1
 
 
 class _Rows(LightningDataModule):
@@ -738,8 +752,6 @@ class _Rows(LightningDataModule):
         self.pretrain_x, self.batch_size, self.seed = x, batch_size, seed
 
     def pretrain_dataloader(self, steps_per_batch: int = 1):
-        from .data import EpochShuffle, TensorBatches, _keep_batch
-
         dataset = TensorBatches(self.pretrain_x, torch.zeros(len(self.pretrain_x), dtype=torch.long))
         return torch.utils.data.DataLoader(
             dataset,
@@ -747,6 +759,20 @@ class _Rows(LightningDataModule):
             sampler=EpochShuffle(dataset, self.seed),
             collate_fn=_keep_batch,
         )
+
+
+_SIZE, _RATE = Interval(int, 1, None), Interval(float, 0, None, "neither")
+_STACK_CONSTRAINTS = {  # the DBN's, under pretrain_stack's names
+    "hidden": [ListOf(_SIZE)],
+    "visible_units": [Options(("bernoulli", "gaussian"))],
+    "hidden_units": [Options(HIDDEN_UNITS)],
+    "epochs": [Interval(int, 0, None), ListOf(Interval(int, 0, None))],
+    "batch_size": [_SIZE],
+    "lr": [_RATE],
+    "gaussian_lr": [_RATE],
+    "cd_k": [_SIZE],
+    "seed": [Interval(int, 0, 2**32 - 1, "both")],
+}
 
 
 def pretrain_stack(
@@ -773,26 +799,24 @@ def pretrain_stack(
     :class:`~dbn_init.models.DBN`; ``lr`` is ``pretrain_lr``, ``seed`` is ``pretrain_seed`` and
     also seeds the starting weights and the mini-batch order: the same seed, the same RBMs).
     """
-    from .models import DBN
-
+    validate_params("pretrain_stack", locals(), _STACK_CONSTRAINTS)
     x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, Tensor) else x, dtype=torch.float32)
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"expected x of shape (n_samples, n_features) with n_samples >= 1, got {tuple(x.shape)}")
     check_visible(x, visible_units, where="x")
+    sizes = [x.shape[1], *hidden]
+    epochs = [epochs] * len(hidden) if isinstance(epochs, int) else list(epochs)
+    if len(epochs) != len(hidden):
+        raise UsageError(f"epochs: expected one number or one per RBM ({len(hidden)}), got {epochs}")
+    settings = CDSettings(tuple(epochs), lr=lr, gaussian_lr=gaussian_lr, cd_k=cd_k, persistent=persistent, seed=seed)
     with torch.random.fork_rng(devices=[]):  # the starting weights come from seed, and the caller's RNG is left alone
         torch.manual_seed(seed)
-        model = DBN(
-            input_size=x.shape[1],
-            num_classes=2,
-            hidden=list(hidden),
-            visible_units=visible_units,
-            hidden_units=hidden_units,
-            pretrain_epochs=epochs if isinstance(epochs, int) else list(epochs),
-            pretrain_lr=lr,
-            gaussian_lr=gaussian_lr,
-            cd_k=cd_k,
-            persistent=persistent,
-            pretrain_seed=seed,
-        )
-        pretrain(model, _Rows(x, batch_size, seed), lambda stage, n: make_trainer(n, dict(accelerator=accelerator)))
-    return [rbm.cpu() for rbm in model.rbms]
+        units = stack_units(visible_units, hidden_units, len(hidden))
+        rbms = nn.ModuleList(
+            make_rbm(n_vis, n_hid, unit, hidden_units=hidden_units)
+            for unit, n_vis, n_hid in zip(units, sizes[:-1], sizes[1:])
+        ).requires_grad_(False)
+        data = PretrainData(_Rows(x, batch_size, seed), settings.steps_per_batch)
+        for _ in greedy(rbms, settings, data, lambda stage, n: make_trainer(n, dict(accelerator=accelerator))):
+            pass
+    return [rbm.cpu() for rbm in rbms]

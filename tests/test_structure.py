@@ -1,0 +1,55 @@
+"""The package's shape, kept true by tests: no import cycle, and a reference that names every public name."""
+
+import ast
+from pathlib import Path
+
+import dbn_init
+
+PACKAGE = Path(dbn_init.__file__).parent
+
+
+def _imports() -> dict[str, set[str]]:
+    """Each dbn_init module -> the dbn_init modules it imports, at the top or inside a function
+    (``if TYPE_CHECKING:`` imports left out: they never run)."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        tree = ast.parse(path.read_text())
+        type_only = {
+            id(node)
+            for branch in ast.walk(tree)
+            if isinstance(branch, ast.If) and "TYPE_CHECKING" in ast.unparse(branch.test)
+            for node in ast.walk(branch)
+        }
+        targets = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level and id(node) not in type_only:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+                targets |= {module} if node.module else {f"{module}.{alias.name}" for alias in node.names}
+        # a package's own submodules import through it; that is no cycle
+        graph[name] = {t for t in targets if t in modules and t != name and not name.startswith(t + ".")}
+    return graph
+
+
+def test_no_module_of_the_package_imports_itself_back_through_others():
+    graph = _imports()
+    assert graph["dbn_init.pretrain"] and graph["dbn_init.models"]  # the walk sees imports
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            for target in graph[todo.pop()]:
+                if target == goal:
+                    return True
+                if target not in seen:
+                    seen.add(target)
+                    todo.append(target)
+        return False
+
+    cycles = sorted(name for name in graph if reaches(name, name))
+    assert not cycles, f"modules on an import cycle: {cycles}"
