@@ -20,7 +20,7 @@ if not torch.cuda.is_available():
     sys.exit("no CUDA device: this script checks the GPU path only")
 print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__)
 PY
-python -m pytest -q tests/test_data.py tests/test_pretrain.py -k "gpu or cuda"
+python -m pytest -q tests/test_data.py tests/test_models.py -k "gpu or cuda"
 bench=(python benchmarks/rbm_throughput.py --device cuda --data-root "$root" --rounds 2)
 cd_only=--skip=naive_torch,dbn_init_loss,finetune
 for batch in 128 2000; do

@@ -18,9 +18,9 @@ from .init import INIT_SCHEMES, init_weight
 from .io import load_stack, save_stack
 from .mlp import MLP
 from .models import DBN, Baseline, Classifier
-from .pretrain import CDSettings, make_trainer, pretrain, pretrain_stack
+from .pretrain import CDSettings, make_trainer, pretrain
 from .rbm import RBM, GaussianRBM, make_rbm
-from .transfer import load_pretrained_
+from .transfer import load_pretrained_, pretrain_stack
 
 __all__ = [
     "DBN",

@@ -276,7 +276,7 @@ class RBMPictures(Callback):
             recon = down_pass(below, stage.rbm.visible_mean(stage.rbm.hidden_mean(v)))
             pairs = torch.stack([x, recon], 1).reshape(-1, x.shape[1])  # input, reconstruction, ...
             pictures["reconstructions"] = image_grid(pairs, self.image_shape, ncols=16, normalize_each=gaussian)
-        generator = torch.Generator(device=stage.device).manual_seed(stage.cd.seed)
+        generator = torch.Generator(device=stage.device).manual_seed(stage.cd.pretrain_seed)
         samples = down_pass(below, stage.rbm.sample(self.n_samples, self.gibbs_steps, generator=generator))
         pictures["samples"] = image_grid(samples, self.image_shape, normalize_each=gaussian)
         for kind, grid in pictures.items():

@@ -3,16 +3,21 @@ its stages first, :func:`dbn_init.pretrain.pretrain`) -> test. Run identity and 
 
 from __future__ import annotations
 
+import functools
+import inspect
+import re
 import sys
 import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Mapping
 
-from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
+from . import data, models
 from .callbacks import PredictionWriter, RBMPictures, ResumeCheckpoint, prepare_trainer
 from .configs import shipped
 from .constraints import FileTakenError, UsageError, usage_cause
@@ -22,7 +27,7 @@ from .models import DBN, Classifier
 from .pretrain import FIT_ONLY, stage_trainer, trainer_options
 from .runs import RecordRunSettings, check_run_folder, checked_checkpoint, claimed_version, find_last, run_settings
 
-__all__ = ["DBNCLI", "StageTrainers", "main", "entry_point"]
+__all__ = ["DBNCLI", "CLIStageTrainers", "as_flags", "main", "entry_point"]
 
 
 class DBNCLI(LightningCLI):
@@ -41,7 +46,7 @@ class DBNCLI(LightningCLI):
         except (ValueError, TypeError) as err:  # jsonargparse wraps the class's refusal (or a missing file): find it
             if (cause := usage_cause(err)) is None:
                 raise
-            self.parser.error(str(cause))
+            self.parser.error(as_flags(str(cause)))
 
     def _parse_ckpt_path(self) -> None:  # empty: Lightning would load --ckpt_path unchecked; _resolve checks it
         pass
@@ -69,12 +74,12 @@ class DBNCLI(LightningCLI):
         root = Path(getattr(self.trainer.logger, "root_dir", None) or self.trainer.default_root_dir)
         return find_last(root, ours, self.subcommand, fine_tuned, required)
 
-    def stage_trainers(self) -> StageTrainers:
+    def stage_trainers(self) -> CLIStageTrainers:
         """The stages' Trainers: this run's trainer options, a checkpoint ``rbm{k}-last.ckpt`` every
         epoch (for resuming) and the stage's pictures."""
         config = self.config[self.subcommand]["trainer"].clone().as_dict()
         settings = run_settings(self.model, self.datamodule)
-        return StageTrainers(config, self.checkpoint_dir(), settings, getattr(self.datamodule, "image_shape", None))
+        return CLIStageTrainers(config, self.checkpoint_dir(), settings, getattr(self.datamodule, "image_shape", None))
 
     # --- the subcommands -----------------------------------------------------------------------
     def before_fit(self) -> None:
@@ -158,7 +163,7 @@ class DBNCLI(LightningCLI):
 
 
 @dataclass(frozen=True)
-class StageTrainers:
+class CLIStageTrainers:
     """train.py's ``(fit, stage, epochs) -> Trainer`` for a DBN's stages (:attr:`DBN.stage_trainers`):
     :func:`~dbn_init.pretrain.stage_trainer` with the run's trainer options (less those that belong
     to fine-tuning), its resume checkpoints and its pictures. Plain data, so that it travels with
@@ -182,9 +187,37 @@ def _declared(name: str, datamodule: LightningDataModule) -> int | None:
     return getattr(datamodule, name, None)
 
 
+@functools.cache
+def _options() -> dict[str, frozenset[str]]:
+    """The options of each section of train.py's config, read off the signatures of its classes."""
+
+    def names(classes) -> frozenset[str]:
+        return frozenset(p for c in classes for p in inspect.signature(c.__init__).parameters if p != "self")
+
+    members = [*vars(models).values(), *vars(data).values()]
+    return {
+        "model": names(c for c in members if isinstance(c, type) and issubclass(c, LightningModule)),
+        "data": names(c for c in members if isinstance(c, type) and issubclass(c, LightningDataModule)),
+        "trainer": names([Trainer]),
+    }
+
+
+def as_flags(message: str, flags: Mapping[str, str] | None = None) -> str:
+    """A library message in the command's words: the library names an option by its place in the
+    config (``model.lr``, ``data.scaling``, ``trainer.gradient_clip_val``), the command line by its
+    flag (``--model.lr``). ``flags`` maps a section to its flags' prefix where a command spells it
+    otherwise (the comparison runner's ``{"model": "--dbn."}``); a section it leaves out keeps its
+    words. Only the options of those sections are rewritten, so a file named ``data.csv`` stays
+    as it is."""
+    options = _options()
+    flags = {"model": "--model.", "data": "--data.", "trainer": "--trainer."} if flags is None else flags
+    flag = lambda m: f"{flags[m[1]]}{m[2]}" if m[1] in flags and m[2] in options[m[1]] else m[0]  # noqa: E731
+    return re.sub(r"(?<![\w./-])(model|data|trainer)\.(\w+)", flag, message)
+
+
 class _Parser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None):  # one line: what the class or option said
-        return super().error(one_line(message), ex)
+        return super().error(as_flags(one_line(message)), ex)
 
 
 def main(args: list[str] | None = None) -> DBNCLI:
@@ -193,8 +226,11 @@ def main(args: list[str] | None = None) -> DBNCLI:
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # Lightning's own use of torch
     if args is None:  # LightningCLI reads sys.argv itself, and warns when given both
         sys.argv[1:] = shipped(sys.argv[1:])
-    return DBNCLI(Classifier, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                  parser_class=_Parser, args=None if args is None else shipped(args))  # fmt: skip
+    try:
+        return DBNCLI(Classifier, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                      parser_class=_Parser, args=None if args is None else shipped(args))  # fmt: skip
+    except (UsageError, FloatingPointError) as err:  # the library's refusal or advice, in the command's words
+        raise type(err)(as_flags(str(err))) from err
 
 
 def entry_point() -> None:

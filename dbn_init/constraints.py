@@ -138,8 +138,8 @@ def validate_params(
 ) -> None:
     """Raise one :class:`UsageError` naming every parameter of ``params`` that meets none of its
     constraints, and every ``rules`` entry that does not hold (checked once each parameter is
-    valid); parameters without constraints are not checked. ``prefix`` is how the user spells
-    the option (``"--model."``), for the message."""
+    valid); parameters without constraints are not checked. ``prefix`` is the option's place in a
+    config (``"model."``, ``"data."``), for the message; the CLI spells it as its flag."""
     problems = []
     for name, allowed in constraints.items():
         if name in params and not any(_accepts(c, params[name]) for c in allowed):

@@ -34,11 +34,11 @@ def check_constant(value: float) -> None:
     """Refuse a zero constant start: every unit of a layer would compute the same function and
     receive the same (through ReLU/tanh, zero) gradient, so the network could never learn."""
     if not math.isfinite(value):
-        raise ValueError(f"constant init needs a finite --model.init_value, got {value}; e.g. 0.01")
+        raise ValueError(f"constant init needs a finite model.init_value, got {value}; e.g. 0.01")
     if value == 0.0:
         raise ValueError(
             "constant init with value 0 makes every weight gradient identical (and zero through "
-            "ReLU/tanh), so the network cannot learn; pick a non-zero --model.init_value "
+            "ReLU/tanh), so the network cannot learn; pick a non-zero model.init_value "
             "(e.g. 0.01) or another scheme such as xavier_uniform"
         )
 
@@ -51,8 +51,7 @@ def _constant(weight: Tensor, activation: str, std: float, value: float) -> None
 def _normal(weight: Tensor, activation: str, std: float, value: float) -> None:
     if not (math.isfinite(std) and std > 0):  # std 0 is the all-zero start again, with the same flaw
         raise ValueError(
-            f"normal init needs a finite --model.init_std > 0, got {std}; e.g. 1.0 (the naive "
-            "N(0, 1) reference) or 0.01"
+            f"normal init needs a finite model.init_std > 0, got {std}; e.g. 1.0 (the naive N(0, 1) reference) or 0.01"
         )
     nn.init.normal_(weight, 0.0, std)
 

@@ -389,7 +389,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if _sniff(path, head) is not _read_checkpoint:
         raise UsageError(
             f"{path} holds RBM weights but no training state, so there is nothing to resume; to start "
-            "from those weights, pass it to --model.pretrained"
+            "from those weights, pass it to model.pretrained"
         )
     ckpt = _torch_load(path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):

@@ -20,7 +20,7 @@ def check_hidden(hidden: Sequence[int]) -> list[int]:
     """Validate the list of hidden-layer sizes (the ``hidden`` config key) once, at the boundary."""
     hidden = list(hidden)
     if not hidden:
-        raise ValueError("hidden must list at least one hidden-layer size, e.g. --model.hidden '[256, 256]'; got []")
+        raise ValueError("hidden must list at least one hidden-layer size, e.g. model.hidden '[256, 256]'; got []")
     bad = [h for h in hidden if not isinstance(h, int) or isinstance(h, bool) or h < 1]
     if bad:
         raise ValueError(f"hidden sizes must be positive integers, got {hidden} (bad: {bad})")

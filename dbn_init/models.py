@@ -30,7 +30,7 @@ from .io import data_record
 from .mlp import MLP, Activation
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
 from .pretrain import CDSettings, RBMStage, _features, pretrain, stage_trainer, up_pass
-from .rbm import HIDDEN_UNITS, RBM, make_rbm, stack_units
+from .rbm import HIDDEN_UNITS, RBM, make_stack
 
 __all__ = ["Classifier", "Baseline", "DBN"]
 
@@ -234,9 +234,9 @@ class Classifier(LightningModule):
         if (batch_idx % MONITOR_EVERY == 0 or self.trainer.is_last_batch) and weights_diverged(self.mlp):
             raise FloatingPointError(
                 f"fine-tuning diverged (non-finite MLP weights) in epoch {self.current_epoch}, by batch "
-                f"{batch_idx}, at learning rate {self.lr} ({self.optimizer_name}). Lower --model.lr (Adam: 1e-3 "
-                "or below), or clip gradients with --trainer.gradient_clip_val 1.0; check that the inputs are "
-                f"scaled (--data.scaling); another cause: {NON_FINITE_INPUTS}. Last checkpoint: "
+                f"{batch_idx}, at learning rate {self.lr} ({self.optimizer_name}). Lower model.lr (Adam: 1e-3 "
+                "or below), or clip gradients with trainer.gradient_clip_val 1.0; check that the inputs are "
+                f"scaled (data.scaling); another cause: {NON_FINITE_INPUTS}. Last checkpoint: "
                 f"{newest_checkpoint(self.trainer)}."
             )
 
@@ -357,7 +357,7 @@ class Baseline(Classifier):
         warmup_epochs: int = 0,
         start_decay: float = 0.0,
     ) -> None:
-        validate_params("Baseline", locals(), self._parameter_constraints, "--model.")
+        validate_params("Baseline", locals(), self._parameter_constraints, "model.")
         if init == "constant":
             check_constant(init_value)  # zero makes every gradient the same
         super().__init__(None, None, **_shared_args(locals()))  # sizes: built in setup, or below
@@ -503,6 +503,10 @@ class DBN(Classifier):
             "for a relu stack",
         ),
         Rule(
+            lambda p: isinstance(p["pretrain_epochs"], int) or len(p["pretrain_epochs"]) == len(p["hidden"]),
+            "{prefix}pretrain_epochs: expected one number, or one per RBM of {prefix}hidden",
+        ),
+        Rule(
             lambda p: p["pcd_chains"] is None or p["persistent"] or p["pt_temperatures"] > 1,
             "{prefix}pcd_chains is set but no chains persist; add {prefix}persistent true (PCD) or "
             "{prefix}pt_temperatures > 1 (parallel tempering)",
@@ -549,40 +553,12 @@ class DBN(Classifier):
         ais_betas: int = 10000,
         steps_per_batch: int = 8,
     ) -> None:
-        validate_params("DBN", locals(), self._parameter_constraints, "--model.", self._parameter_rules)
-        epochs = [pretrain_epochs] * len(hidden) if isinstance(pretrain_epochs, int) else list(pretrain_epochs)
-        if len(epochs) != len(hidden):
-            raise UsageError(
-                f"--model.pretrain_epochs: expected one number or one per RBM ({len(hidden)} for "
-                f"hidden={hidden}), got {pretrain_epochs}"
-            )
+        validate_params("DBN", locals(), self._parameter_constraints, "model.", self._parameter_rules)
         activation = hidden_units  # the MLP layer that computes each RBM's mean hidden activation
         super().__init__(None, None, **_shared_args(locals()))  # sizes: built in setup, or below
         self.save_hyperparameters()
-        self.cd = CDSettings(
-            epochs=tuple(epochs),
-            lr=pretrain_lr,
-            gaussian_lr=gaussian_lr,
-            initial_momentum=initial_momentum,
-            final_momentum=final_momentum,
-            momentum_switch_epoch=momentum_switch_epoch,
-            weight_decay=rbm_weight_decay,
-            cd_k=cd_k,
-            persistent=persistent,
-            pcd_chains=pcd_chains,
-            pt_temperatures=pt_temperatures,
-            pt_min_beta=pt_min_beta,
-            centring=centring,
-            centring_rate=centring_rate,
-            lr_schedule=pretrain_lr_schedule,
-            sample_visible=sample_visible,
-            sparsity_target=sparsity_target,
-            sparsity_cost=sparsity_cost,
-            seed=pretrain_seed,
-            ais_chains=ais_chains,
-            ais_betas=ais_betas,
-            steps_per_batch=steps_per_batch,
-        )
+        fine_tuning = inspect.signature(Classifier.__init__).parameters.keys() - {"hidden"}
+        self.cd = CDSettings({k: v for k, v in self.hparams.items() if k not in fine_tuning}, len(hidden))
         # How many stages are finished; saved in checkpoints so a resumed run skips them.
         self.register_buffer("stages_done", torch.tensor(0))
         self.rbms = nn.ModuleList()
@@ -595,12 +571,7 @@ class DBN(Classifier):
 
     def build(self, input_size: int, num_classes: int) -> None:
         super().build(input_size, num_classes)
-        sizes, hidden_units = [input_size, *self.hidden], self.hparams.hidden_units
-        units = stack_units(self.hparams.visible_units, hidden_units, len(self.hidden))
-        self.rbms = nn.ModuleList(
-            make_rbm(n_vis, n_hid, unit, hidden_units=hidden_units)
-            for unit, n_vis, n_hid in zip(units, sizes[:-1], sizes[1:])
-        )
+        self.rbms = make_stack([input_size, *self.hidden], self.hparams.visible_units, self.hparams.hidden_units)
         self.rbms.requires_grad_(False)  # trained only inside their own stage's fit
         init_weight(self.mlp.head.weight, "xavier_uniform", self.activation)
         nn.init.zeros_(self.mlp.head.bias)
@@ -622,7 +593,7 @@ class DBN(Classifier):
         if len(rbms) > len(self.rbms):
             raise ValueError(
                 f"the imported stack has {len(rbms)} RBMs but this DBN has {len(self.rbms)} "
-                f"(hidden={self.hparams.hidden}); pass --model.hidden with one size per imported RBM "
+                f"(hidden={self.hparams.hidden}); pass model.hidden with one size per imported RBM "
                 "(or more, to pretrain RBMs on top of it)"
             )
         for i, (source, target) in enumerate(zip(rbms, self.rbms)):
@@ -631,7 +602,7 @@ class DBN(Classifier):
                 raise ValueError(
                     f"imported RBM {i + 1} is {kind} {tuple(source.weight.shape)} but this DBN "
                     f"expects {expected} {tuple(target.weight.shape)} (n_hidden, n_visible); "
-                    "match --model.hidden, --model.visible_units and --model.hidden_units to the imported stack"
+                    "match model.hidden, model.visible_units and model.hidden_units to the imported stack"
                 )
         for source, target in zip(rbms, self.rbms):
             target.load_state_dict(source.state_dict())

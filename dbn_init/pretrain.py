@@ -27,10 +27,8 @@ import inspect
 import logging
 import math
 import warnings
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -43,11 +41,10 @@ from torchmetrics import MeanMetric
 from . import entry
 from .ais import ais_log_partition, base_rate_bias
 from .callbacks import StageProgressBar, prepare_trainer
-from .constraints import Interval, ListOf, Options, UsageError, validate_params
-from .data import EpochShuffle, TensorBatches, _keep_batch
+from .constraints import UsageError
 from .io import data_record, load_stack
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
-from .rbm import HIDDEN_UNITS, RBM, check_visible, make_rbm, stack_units
+from .rbm import RBM, check_visible
 
 if TYPE_CHECKING:
     from .models import DBN
@@ -61,7 +58,7 @@ __all__ = [
     "make_trainer",
     "stage_trainer",
     "pretrain",
-    "pretrain_stack",
+    "greedy",
     "up_pass",
 ]
 
@@ -81,41 +78,30 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
 warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no `val_dataloader`")
 
 
-@dataclass(frozen=True)
 class CDSettings:
     """How every RBM of a stack is trained: the DBN holds one (``dbn.cd``), each stage reads it.
 
-    The fields are :class:`~dbn_init.models.DBN`'s pretraining arguments, where they are
-    documented (``pretrain_lr`` is ``lr``, ``rbm_weight_decay`` is ``weight_decay``,
-    ``pretrain_seed`` is ``seed``, ``pretrain_epochs`` is ``epochs``, one per RBM).
+    A read-only view of the DBN's pretraining options by the names of its arguments
+    (``cd.pretrain_lr``, ``cd.cd_k``, ...): each option is declared, documented and checked once,
+    in :class:`~dbn_init.models.DBN`'s signature, docstring and constraints table, and nothing here
+    repeats it. ``options`` are the DBN's arguments less the fine-tuning ones; ``epochs`` is
+    ``pretrain_epochs`` as one number per RBM of a ``depth``-RBM stack.
     """
 
-    epochs: tuple[int, ...]
-    lr: float = 0.1
-    gaussian_lr: float = 1e-2
-    initial_momentum: float = 0.5
-    final_momentum: float = 0.9
-    momentum_switch_epoch: int = 5
-    weight_decay: float = 2e-4
-    cd_k: int = 1
-    persistent: bool = False
-    pcd_chains: int | None = None
-    pt_temperatures: int = 1
-    pt_min_beta: float = 0.9
-    centring: bool = False
-    centring_rate: float = 0.01
-    lr_schedule: str = "constant"
-    sample_visible: bool = False
-    sparsity_target: float | None = None
-    sparsity_cost: float = 0.0
-    seed: int = 0
-    ais_chains: int = 0
-    ais_betas: int = 10000
-    steps_per_batch: int = 8
+    def __init__(self, options: Mapping[str, Any], depth: int) -> None:
+        self._options = dict(options)
+        epochs = self._options["pretrain_epochs"]
+        self.epochs: tuple[int, ...] = tuple([epochs] * depth if isinstance(epochs, int) else epochs)
+
+    def __getattr__(self, name: str) -> Any:
+        options = self.__dict__.get("_options", {})  # absent while pickle rebuilds the object
+        if name not in options:
+            raise AttributeError(f"{type(self).__name__} has no option {name!r}")
+        return options[name]
 
     def lr_for(self, rbm: RBM) -> float:
         """The CD learning rate of ``rbm``: Gaussian visible units diverge at Bernoulli rates."""
-        return self.gaussian_lr if rbm.visible_units == "gaussian" else self.lr
+        return self.gaussian_lr if rbm.visible_units == "gaussian" else self.pretrain_lr
 
     @property
     def tempered(self) -> bool:
@@ -134,9 +120,9 @@ class CDSettings:
         """The stage's learning rate at ``epoch`` (from 0) of ``epochs``, as a fraction of its base rate:
         1 throughout ("constant"), or decayed per epoch to 1/epochs in the last ("linear") or along a
         half cosine ("cosine", 0.5 (1 + cos(pi epoch / epochs)))."""
-        if self.lr_schedule == "linear":
+        if self.pretrain_lr_schedule == "linear":
             return 1.0 - epoch / epochs
-        if self.lr_schedule == "cosine":
+        if self.pretrain_lr_schedule == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
         return 1.0
 
@@ -217,13 +203,13 @@ class RBMStage(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if isinstance(datamodule, PretrainData):
             monitor_x = datamodule.monitor_subset()
-            # once, in the RBM's device and dtype (float64 under --trainer.precision 64-true)
+            # once, in the RBM's device and dtype (float64 under trainer.precision 64-true)
             self.monitor_x = None if monitor_x is None else monitor_x.to(self.device, self.rbm.weight.dtype)
             self.mini_batch, self.scaling = datamodule.batch_size, datamodule.scaling
         # Gibbs noise must differ across ranks (else DDP averages identical chains) and be
         # reproducible: one generator per rank, seeded from the run seed, the stage and the rank.
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(_stage_seed(self.cd.seed, self.index, self.global_rank))
+        self.generator.manual_seed(_stage_seed(self.cd.pretrain_seed, self.index, self.global_rank))
         state = self._generator_state
         if state is not None:  # resumed: continue the same noise stream, if it is this device kind's
             if state.numel() == self.generator.get_state().numel():
@@ -358,13 +344,13 @@ class RBMStage(LightningModule):
         if weights_diverged(self.rbm):
             if self.rbm.visible_units == "gaussian":
                 cause = (
-                    f"a learning rate too high for Gaussian visible units (try --model.gaussian_lr {self.lr / 10:g}) "
-                    "or inputs that are not standardised (--data.scaling standardize)"
+                    f"a learning rate too high for Gaussian visible units (try model.gaussian_lr {self.lr / 10:g}) "
+                    "or inputs that are not standardised (data.scaling standardize)"
                 )
             else:
                 cause = (
-                    f"a learning rate too high (try --model.pretrain_lr {self.lr / 10:g}) or inputs outside "
-                    "[0, 1] (--data.scaling unit)"
+                    f"a learning rate too high (try model.pretrain_lr {self.lr / 10:g}) or inputs outside "
+                    "[0, 1] (data.scaling unit)"
                 )
             raise FloatingPointError(
                 f"RBM {self.index + 1} diverged (non-finite weights) in epoch {self.current_epoch}, by CD step "
@@ -389,7 +375,9 @@ class RBMStage(LightningModule):
     # --- monitoring: the signals the RBM literature trusts, reduced across ranks ---------------
     def on_validation_epoch_start(self) -> None:
         # Validation noise must not consume the training generator (resume would then diverge).
-        self._val_generator = torch.Generator(device=self.device).manual_seed(self.cd.seed + self.current_epoch)
+        self._val_generator = torch.Generator(device=self.device).manual_seed(
+            self.cd.pretrain_seed + self.current_epoch
+        )
         self._hidden_sum = torch.zeros(self.rbm.n_hidden, device=self.device, dtype=torch.float64)
         self._count = torch.zeros((), device=self.device, dtype=torch.float64)
 
@@ -445,7 +433,7 @@ class RBMStage(LightningModule):
         if val_f is None:
             return
         base = None if self.monitor_x is None else base_rate_bias(self.encode(self.monitor_x))
-        generator = torch.Generator(device=self.device).manual_seed(self.cd.seed + 7919 * (self.index + 1))
+        generator = torch.Generator(device=self.device).manual_seed(self.cd.pretrain_seed + 7919 * (self.index + 1))
         ais = ais_log_partition(
             self.rbm,
             n_chains=self.cd.ais_chains,
@@ -462,7 +450,7 @@ class RBMStage(LightningModule):
         # Weight decay on W only (Hinton 2010, section 10): biases are not penalised.
         return torch.optim.SGD(
             [
-                {"params": [self.rbm.weight], "weight_decay": self.cd.weight_decay},
+                {"params": [self.rbm.weight], "weight_decay": self.cd.rbm_weight_decay},
                 {"params": [self.rbm.visible_bias, self.rbm.hidden_bias], "weight_decay": 0.0},
             ],
             lr=self.lr,
@@ -665,12 +653,12 @@ def import_stack(model: DBN, datamodule: LightningDataModule) -> None:
     try:
         stack = load_stack(path, input_size=model.hparams.input_size, hidden=model.hparams.hidden)
     except UsageError as err:  # the user's file: say which option named it
-        raise type(err)(f"--model.pretrained: {err}") from err
+        raise type(err)(f"model.pretrained: {err}") from err
     scaling, data_scaling = stack.metadata.get("scaling"), getattr(datamodule, "scaling", None)
     if scaling and data_scaling and scaling != data_scaling:
         raise UsageError(
             f"the imported stack {path} was pretrained on inputs scaled {scaling!r} but this data is scaled "
-            f"{data_scaling!r}: RBM 1 would see inputs unlike its training data; pass --data.scaling {scaling} "
+            f"{data_scaling!r}: RBM 1 would see inputs unlike its training data; pass data.scaling {scaling} "
             "(or pretrain a new stack for this scaling)"
         )
     model.load_rbms(stack.rbms)
@@ -681,8 +669,8 @@ def _check_updates(trainer: Trainer, index: int) -> None:
     if trainer.limit_train_batches == 0 or trainer.max_steps == 0:
         raise UsageError(
             f"RBM {index + 1}'s stage would make no CD update (limit_train_batches={trainer.limit_train_batches}, "
-            f"max_steps={trainer.max_steps}); let the stages train (--trainer.limit_train_batches > 0), or skip "
-            "pretraining with --model.pretrain_epochs 0"
+            f"max_steps={trainer.max_steps}); let the stages train (trainer.limit_train_batches > 0), or skip "
+            "pretraining with model.pretrain_epochs 0"
         )
 
 
@@ -742,81 +730,3 @@ def greedy(
             stage.save_hyperparameters(dict(hparams))
         trainer.fit(stage, datamodule=data, ckpt_path=(resume or {}).get(index))
         yield index + 1
-
-
-class _Rows(LightningDataModule):
-    """Rows of a tensor in shuffled mini-batches, for :func:`pretrain_stack`."""
-
-    def __init__(self, x: Tensor, batch_size: int, seed: int) -> None:
-        super().__init__()
-        self.pretrain_x, self.batch_size, self.seed = x, batch_size, seed
-
-    def pretrain_dataloader(self, steps_per_batch: int = 1):
-        dataset = TensorBatches(self.pretrain_x, torch.zeros(len(self.pretrain_x), dtype=torch.long))
-        return torch.utils.data.DataLoader(
-            dataset,
-            batch_size=self.batch_size * steps_per_batch,
-            sampler=EpochShuffle(dataset, self.seed),
-            collate_fn=_keep_batch,
-        )
-
-
-_SIZE, _RATE = Interval(int, 1, None), Interval(float, 0, None, "neither")
-_STACK_CONSTRAINTS = {  # the DBN's, under pretrain_stack's names
-    "hidden": [ListOf(_SIZE)],
-    "visible_units": [Options(("bernoulli", "gaussian"))],
-    "hidden_units": [Options(HIDDEN_UNITS)],
-    "epochs": [Interval(int, 0, None), ListOf(Interval(int, 0, None))],
-    "batch_size": [_SIZE],
-    "lr": [_RATE],
-    "gaussian_lr": [_RATE],
-    "cd_k": [_SIZE],
-    "seed": [Interval(int, 0, 2**32 - 1, "both")],
-}
-
-
-def pretrain_stack(
-    x: Tensor | np.ndarray,
-    hidden: Sequence[int],
-    *,
-    visible_units: str = "bernoulli",
-    hidden_units: str = "sigmoid",
-    epochs: int | Sequence[int] = 10,
-    batch_size: int = 100,
-    lr: float = 0.1,
-    gaussian_lr: float = 1e-2,
-    cd_k: int = 1,
-    persistent: bool = False,
-    seed: int = 0,
-    accelerator: str = "cpu",
-) -> list[RBM]:
-    """Greedily pretrain an RBM stack on rows ``x`` (n_samples, n_features); returns the fitted
-    RBMs, bottom to top, float32 on the CPU.
-
-    For use outside Lightning: the same stage code as ``train.py`` (:func:`pretrain`), on quiet
-    Trainers. ``x`` is used as given: values in [0, 1] for Bernoulli visible units, standardised
-    features for ``visible_units="gaussian"``. The other arguments are the DBN's (see
-    :class:`~dbn_init.models.DBN`; ``lr`` is ``pretrain_lr``, ``seed`` is ``pretrain_seed`` and
-    also seeds the starting weights and the mini-batch order: the same seed, the same RBMs).
-    """
-    validate_params("pretrain_stack", locals(), _STACK_CONSTRAINTS)
-    x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, Tensor) else x, dtype=torch.float32)
-    if x.ndim != 2 or len(x) == 0:
-        raise ValueError(f"expected x of shape (n_samples, n_features) with n_samples >= 1, got {tuple(x.shape)}")
-    check_visible(x, visible_units, where="x")
-    sizes = [x.shape[1], *hidden]
-    epochs = [epochs] * len(hidden) if isinstance(epochs, int) else list(epochs)
-    if len(epochs) != len(hidden):
-        raise UsageError(f"epochs: expected one number or one per RBM ({len(hidden)}), got {epochs}")
-    settings = CDSettings(tuple(epochs), lr=lr, gaussian_lr=gaussian_lr, cd_k=cd_k, persistent=persistent, seed=seed)
-    with torch.random.fork_rng(devices=[]):  # the starting weights come from seed, and the caller's RNG is left alone
-        torch.manual_seed(seed)
-        units = stack_units(visible_units, hidden_units, len(hidden))
-        rbms = nn.ModuleList(
-            make_rbm(n_vis, n_hid, unit, hidden_units=hidden_units)
-            for unit, n_vis, n_hid in zip(units, sizes[:-1], sizes[1:])
-        ).requires_grad_(False)
-        data = PretrainData(_Rows(x, batch_size, seed), settings.steps_per_batch)
-        for _ in greedy(rbms, settings, data, lambda stage, n: make_trainer(n, dict(accelerator=accelerator))):
-            pass
-    return [rbm.cpu() for rbm in rbms]

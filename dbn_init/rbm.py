@@ -28,12 +28,23 @@ import contextlib
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["RBM", "GaussianRBM", "CDResult", "HIDDEN_UNITS", "bernoulli", "make_rbm", "stack_units", "check_visible"]
+__all__ = [
+    "RBM",
+    "GaussianRBM",
+    "CDResult",
+    "HIDDEN_UNITS",
+    "bernoulli",
+    "make_rbm",
+    "make_stack",
+    "stack_units",
+    "check_visible",
+]
 
 HIDDEN_UNITS = ("sigmoid", "relu")  # Bernoulli units, or noisy rectified linear units (NReLU)
 
@@ -144,7 +155,7 @@ class RBM(nn.Module):
         if not self.tractable:
             raise ValueError(
                 f"{what} needs the free energy, which NReLU (hidden_units='relu') RBMs do not have in closed "
-                "form; use sigmoid hidden units (--model.hidden_units sigmoid), or judge an NReLU stack by its "
+                "form; use sigmoid hidden units (model.hidden_units sigmoid), or judge an NReLU stack by its "
                 "reconstruction error and by fine-tuning"
             )
 
@@ -690,6 +701,17 @@ def stack_units(visible_units: str, hidden_units: str, depth: int) -> list[str]:
     return [visible_units] + [above] * (depth - 1)
 
 
+def make_stack(sizes: Sequence[int], visible_units: str, hidden_units: str) -> nn.ModuleList:
+    """A stack of fresh RBMs for layer ``sizes`` ``[n_visible, n_hidden_1, ..., n_hidden_k]``, bottom
+    to top: RBM 1 with ``visible_units``, the ones above as :func:`stack_units` says, every one
+    with ``hidden_units``."""
+    units = stack_units(visible_units, hidden_units, len(sizes) - 1)
+    return nn.ModuleList(
+        make_rbm(n_vis, n_hid, unit, hidden_units=hidden_units)
+        for unit, n_vis, n_hid in zip(units, sizes[:-1], sizes[1:])
+    )
+
+
 def check_visible(x: Tensor, units: RBM | str, where: str = "data") -> None:
     """Validate data for an RBM's visible layer once, where they enter (``units``: the RBM, whose
     size is checked too, or its visible unit type name).
@@ -716,7 +738,7 @@ def check_visible(x: Tensor, units: RBM | str, where: str = "data") -> None:
         if lo < 0.0 or hi > 1.0:
             raise ValueError(
                 f"{where} has values in [{lo:.4g}, {hi:.4g}], but Bernoulli visible units expect "
-                "probabilities in [0, 1]. Scale the inputs to [0, 1] (--data.scaling unit), or use "
-                "Gaussian visible units on standardised data (--model.visible_units gaussian "
-                "--data.scaling standardize)."
+                "probabilities in [0, 1]. Scale the inputs to [0, 1] (data.scaling unit), or use "
+                "Gaussian visible units on standardised data (model.visible_units gaussian "
+                "data.scaling standardize)."
             )

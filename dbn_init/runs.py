@@ -171,7 +171,7 @@ def checked_checkpoint(path: Path, ours: dict, command: str, fine_tuned: bool = 
         raise UsageError(
             f"--ckpt_path {path} records no settings of a dbn_init run (written by another program?), "
             "so it cannot be checked against this command; to start from its RBM weights, pass it to "
-            "--model.pretrained"
+            "model.pretrained"
         )
     found = differences(saved, ours)
     if found:
@@ -277,7 +277,7 @@ def check_run_folder(root: Path, run: Path, checkpoints: Path, resume: Path | No
     existing = next(p for p in (root, *root.parents) if p.exists())
     if not existing.is_dir():
         raise UsageError(
-            f"--trainer.default_root_dir {root}: expected a folder, but {existing} is a file; pass a "
+            f"trainer.default_root_dir {root}: expected a folder, but {existing} is a file; pass a "
             "folder (it is created if missing)"
         )
     if resume is not None and resume.resolve().parent == checkpoints.resolve():
@@ -286,7 +286,7 @@ def check_run_folder(root: Path, run: Path, checkpoints: Path, resume: Path | No
             raise FileTakenError(
                 f"--ckpt_path {resume} is a pretraining stage of a run that went on to fine-tune ({later}); resuming "
                 "from the stage would retrain and overwrite that; resume with --ckpt_path last, or start a new run "
-                "from the stage in another --trainer.default_root_dir"
+                "from the stage in another trainer.default_root_dir"
             )
         return
     held = [
@@ -298,7 +298,7 @@ def check_run_folder(root: Path, run: Path, checkpoints: Path, resume: Path | No
         names = ", ".join(str(p.relative_to(run) if p.is_relative_to(run) else p) for p in held)
         raise FileTakenError(
             f"the run folder {run} already holds an earlier run's outputs ({names}), which this run would overwrite; "
-            "pass another --trainer.default_root_dir, or enable a logger (it gives each run a new version folder), "
+            "pass another trainer.default_root_dir, or enable a logger (it gives each run a new version folder), "
             "or resume that run with --ckpt_path"
         )
     if claim:  # one process (under DDP every rank checks the same folder)
@@ -314,7 +314,7 @@ def _claim(checkpoints: Path, run: Path) -> None:
     except FileExistsError:
         raise FileTakenError(
             f"another run started in the run folder {run} at the same moment and took it; pass another "
-            "--trainer.default_root_dir, or enable a logger (it gives each run a new version folder)"
+            "trainer.default_root_dir, or enable a logger (it gives each run a new version folder)"
         ) from None
 
 

@@ -27,7 +27,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .pretrain import pretrain_stack, up_pass
+from .pretrain import up_pass
+from .transfer import pretrain_stack
 
 __all__ = ["DBNTransformer"]
 

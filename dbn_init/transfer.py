@@ -1,5 +1,6 @@
 """Start a network of one's own from a pretrained RBM stack, in the style of :mod:`torch.nn.init`.
 
+:func:`pretrain_stack` pretrains a stack on rows of an array, outside any Lightning script.
 :func:`load_pretrained_` fills the Linear layers of any ``nn.Module`` in place from a stack: our
 ``.safetensors`` file, a DBN ``.ckpt``, a ``.npz`` (anything :func:`dbn_init.io.load_stack`
 reads), a loaded :class:`~dbn_init.io.StackFile`, a list of RBMs, a :class:`~dbn_init.models.DBN`
@@ -13,22 +14,103 @@ visible bias has no place in a feed-forward layer and is dropped (Hinton & Salak
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from typing import Any, Sequence
 
+import numpy as np
 import torch
-from torch import nn
+from lightning.pytorch import LightningDataModule
+from torch import Tensor, nn
 
+from .constraints import Interval, validate_params
+from .data import EpochShuffle, TensorBatches
+from .data.base import _keep_batch
 from .io import StackFile, load_stack
 from .models import DBN
-from .rbm import RBM
+from .pretrain import CDSettings, PretrainData, greedy, make_trainer
+from .rbm import RBM, check_visible, make_stack
 
-__all__ = ["load_pretrained_"]
+__all__ = ["pretrain_stack", "load_pretrained_"]
 
 # The module that computes p(h = 1 | v) for each hidden unit type a stack records.
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}
 _TRANSPARENT = (nn.Dropout, nn.Identity)  # identity at inference: the activation may follow them
+
+
+# pretrain_stack's short names for three of the DBN's options; the others keep the DBN's names
+_SHORT = {"epochs": "pretrain_epochs", "lr": "pretrain_lr", "seed": "pretrain_seed"}
+
+
+def pretrain_stack(
+    x: Tensor | np.ndarray,
+    hidden: Sequence[int],
+    *,
+    visible_units: str | None = None,
+    hidden_units: str | None = None,
+    epochs: int | Sequence[int] | None = None,
+    batch_size: int = 100,
+    lr: float | None = None,
+    gaussian_lr: float | None = None,
+    cd_k: int | None = None,
+    persistent: bool | None = None,
+    seed: int = 0,
+    accelerator: str = "cpu",
+) -> list[RBM]:
+    """Greedily pretrain an RBM stack on rows ``x`` (n_samples, n_features); returns the fitted
+    RBMs, bottom to top, float32 on the CPU.
+
+    For use outside Lightning: the same stage code as ``train.py`` (:func:`dbn_init.pretrain.greedy`),
+    on quiet Trainers. ``x`` is used as given: values in [0, 1] for Bernoulli visible units,
+    standardised features for ``visible_units="gaussian"``. The options are the DBN's
+    (:class:`~dbn_init.models.DBN`, where each is documented and checked), with ``epochs`` for
+    ``pretrain_epochs``, ``lr`` for ``pretrain_lr`` and ``seed`` for ``pretrain_seed``; one left
+    None takes the DBN's default, and so do the DBN's options not named here. ``seed`` also seeds
+    the starting weights and the mini-batch order: the same seed, the same RBMs.
+    """
+    given = dict(hidden=list(hidden), visible_units=visible_units, hidden_units=hidden_units, epochs=epochs,
+                 lr=lr, gaussian_lr=gaussian_lr, cd_k=cd_k, persistent=persistent, seed=seed)  # fmt: skip
+    given = {k: v for k, v in given.items() if v is not None}
+    table = DBN._parameter_constraints  # the DBN's checks, under pretrain_stack's names
+    constraints = {k: table[_SHORT.get(k, k)] for k in given if _SHORT.get(k, k) in table}
+    validate_params("pretrain_stack", {**given, "batch_size": batch_size}, {**constraints, "batch_size": [_SIZE]})
+    defaults = {k: p.default for k, p in inspect.signature(DBN.__init__).parameters.items() if k != "self"}
+    options = {**defaults, **{_SHORT.get(k, k): v for k, v in given.items()}}
+    validate_params("pretrain_stack", options, {}, rules=DBN._parameter_rules)
+    x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, Tensor) else x, dtype=torch.float32)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"expected x of shape (n_samples, n_features) with n_samples >= 1, got {tuple(x.shape)}")
+    check_visible(x, options["visible_units"], where="x")
+    settings = CDSettings(options, len(options["hidden"]))
+    with torch.random.fork_rng(devices=[]):  # the starting weights come from seed, and the caller's RNG is left alone
+        torch.manual_seed(seed)
+        rbms = make_stack([x.shape[1], *options["hidden"]], options["visible_units"], options["hidden_units"])
+        rbms.requires_grad_(False)
+        data = PretrainData(_Rows(x, batch_size, seed), settings.steps_per_batch)
+        for _ in greedy(rbms, settings, data, lambda stage, n: make_trainer(n, dict(accelerator=accelerator))):
+            pass
+    return [rbm.cpu() for rbm in rbms]
+
+
+_SIZE = Interval(int, 1, None)
+
+
+class _Rows(LightningDataModule):
+    """Rows of a tensor in shuffled mini-batches, for :func:`pretrain_stack`."""
+
+    def __init__(self, x: Tensor, batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.pretrain_x, self.batch_size, self.seed = x, batch_size, seed
+
+    def pretrain_dataloader(self, steps_per_batch: int = 1):
+        dataset = TensorBatches(self.pretrain_x, torch.zeros(len(self.pretrain_x), dtype=torch.long))
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=self.batch_size * steps_per_batch,
+            sampler=EpochShuffle(dataset, self.seed),
+            collate_fn=_keep_batch,
+        )
 
 
 def load_pretrained_(module: nn.Module, stack: Any, layers: Sequence[nn.Linear] | None = None) -> list[nn.Linear]:

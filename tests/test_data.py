@@ -28,10 +28,10 @@ from dbn_init.data import (
     ImageDataModule,
     MNISTDataModule,
     TensorBatches,
-    _keep_batch,
     load_idx_dataset,
     read_idx,
 )
+from dbn_init.data.base import _keep_batch
 from dbn_init.experiments.make_image_folder import write_image_folder
 from dbn_init.plots import image_grid
 
@@ -64,13 +64,6 @@ def write_fake_mnist(folder: Path, n_train: int = 30, n_test: int = 10, gz: bool
     for name, array in zip(NAMES, arrays):
         write_idx(folder / (name + ".gz" if gz else name), array, gz=gz)
     return arrays
-
-
-@pytest.fixture(scope="module")
-def digits():
-    dm = DigitsDataModule()
-    dm.setup("fit")
-    return dm
 
 
 # ---------------------------------------------------------------- digits: splits, seeds, scaling
@@ -206,7 +199,7 @@ def test_batches_are_fancy_indexed_and_cover_the_data_once():
 def test_datamodule_loaders(digits):
     loader = digits.train_dataloader()
     batches = list(loader)
-    assert [len(b[0]) for b in batches] == [100] * 12 + [93]
+    assert [len(b[0]) for b in batches] == [64] * 20 + [13]
     assert all(
         bx.shape == (len(by), 64) and bx.dtype == torch.float32 and by.dtype == torch.int64 for bx, by in batches
     )
@@ -296,9 +289,9 @@ def test_missing_root_names_paths_and_fixes(tmp_path):
         with pytest.raises(FileNotFoundError) as err:
             load_idx_dataset(root, "MNIST")
         message = str(err.value)
-        assert "--data.download true" in message and "--data.root" in message
+        assert "data.download true" in message and "data.root" in message
         assert "dataset-fashion-mnist" not in message  # Debian's package is Fashion-MNIST, not MNIST
-        assert "of MNIST (copied from a machine where train.py's --data.download true fetched them" in message
+        assert "of MNIST (copied from a machine where a download, data.download true, put them" in message
         assert str(root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz") in message
         assert str(root / "train-images-idx3-ubyte") in message
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
@@ -628,10 +621,10 @@ def test_file_errors_name_the_value_and_the_fix_when_the_module_is_built(tmp_pat
     with pytest.raises(
         UsageError,
         match=r"target 'Cultivar' is not a column of .*wine.csv; expected one of "
-        r"\['alcohol', .*'cultivar'.*\]: pass --data.target with one of them",
+        r"\['alcohol', .*'cultivar'.*\]: pass data.target with one of them",
     ):
         ArrayDataModule(path=str(path), target="Cultivar")
-    with pytest.raises(MissingFileError, match=r"path .*nowhere.csv does not exist; .*fix --data.path"):
+    with pytest.raises(MissingFileError, match=r"path .*nowhere.csv does not exist; .*fix data.path"):
         ArrayDataModule(path=str(tmp_path / "nowhere.csv"))
     lines = path.read_text().splitlines()
     (tmp_path / "nan.csv").write_text(
@@ -657,7 +650,7 @@ def test_file_errors_name_the_value_and_the_fix_when_the_module_is_built(tmp_pat
         ArrayDataModule()
     with pytest.raises(ValueError, match="expected at most one of test_path, x_test"):
         ArrayDataModule(np.zeros((4, 2)), test_path="t.csv", x_test=np.zeros((2, 2)))
-    with pytest.raises(ValueError, match=r"--data.test_fraction: expected a finite number in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"data.test_fraction: expected a finite number in \(0, 1\)"):
         ArrayDataModule(np.zeros((4, 2)), test_fraction=0)
     with pytest.raises(ValueError, match=r"expected 13 features per row, like the training rows, got 12"):
         ArrayDataModule(*wine_arrays(), x_test=np.zeros((3, 12)), y_test=[0, 1, 2])
@@ -811,7 +804,7 @@ def test_a_gzipped_idx_file_declaring_more_than_the_cap_is_refused_before_decomp
     with pytest.raises(
         UsageError,
         match=r"declares 17,179,869,184 bytes of data .*float64.*more than the "
-        r"[\d,]+-byte limit, so it was not decompressed.*--data.max_file_bytes",
+        r"[\d,]+-byte limit, so it was not decompressed.*data.max_file_bytes",
     ):
         read_idx(bomb)
     assert time.perf_counter() - start < 1

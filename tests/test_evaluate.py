@@ -148,10 +148,10 @@ def test_stages_can_end_with_an_ais_log_likelihood_that_matches_enumeration():
         expected = mean_log_prob(copy.deepcopy(rbm).double(), val.double(), exact)
         assert metrics[f"rbm{k}/val_log_prob"].item() == pytest.approx(expected, abs=0.05), k
         assert metrics[f"rbm{k}/val_log_prob_low"] <= metrics[f"rbm{k}/val_log_prob"]
-    with pytest.raises(ValueError, match=r"--model.ais_chains: expected one of \[0\] or an integer in \[2"):
+    with pytest.raises(ValueError, match=r"model.ais_chains: expected one of \[0\] or an integer in \[2"):
         DBN(input_size=64, hidden=[10], ais_chains=1)
     with pytest.raises(
-        ValueError, match=r"--model.ais_betas: expected an integer in \[4, inf\), got 3"
+        ValueError, match=r"model.ais_betas: expected an integer in \[4, inf\), got 3"
     ):  # refused at once, not after pretraining
         DBN(input_size=64, hidden=[10], ais_chains=100, ais_betas=3)
 

@@ -1,6 +1,7 @@
 """The DBN pipeline with real Trainers on real digits: stages, freezing, transfer, fine-tuning."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -24,13 +25,6 @@ def _trainer(epochs, **kw):
         enable_model_summary=False,
     )
     return Trainer(max_epochs=epochs, **{**quiet, **kw})
-
-
-@pytest.fixture(scope="module")
-def digits():
-    dm = DigitsDataModule(batch_size=64)
-    dm.setup("fit")
-    return dm
 
 
 def test_each_stage_trains_only_its_rbm_and_later_stages_leave_earlier_ones_unchanged(digits):
@@ -272,7 +266,7 @@ def test_an_imported_stack_that_does_not_fit_leaves_the_dbn_unchanged():
 def test_a_stage_that_makes_no_cd_update_is_refused_rather_than_passed_off_as_pretrained(digits):
     model = DBN(input_size=64, hidden=[16])
     for limits in (dict(limit_train_batches=0), dict(max_steps=0)):
-        with pytest.raises(ValueError, match=r"RBM 1's stage would make no CD update .*--model.pretrain_epochs 0"):
+        with pytest.raises(ValueError, match=r"RBM 1's stage would make no CD update .*model.pretrain_epochs 0"):
             pretrain(model, digits, lambda stage, epochs: _trainer(epochs, **limits))
         assert not model.pretrained
 
@@ -317,6 +311,27 @@ def test_pretrain_builds_a_dbn_whose_sizes_come_from_the_data():
     pretrain(model, DigitsDataModule(batch_size=64))
     assert model.pretrained and (model.hparams.input_size, model.hparams.num_classes) == (64, 10)
     assert torch.equal(model.mlp.linears[0].weight, model.rbms[0].weight)  # the trained stack, transferred
+
+
+def test_the_fit_s_epochs_callbacks_clipping_and_accumulation_belong_to_fine_tuning(digits, tmp_path):
+    """max_epochs, EarlyStopping and ModelCheckpoint(monitor="val_acc"), gradient clipping and
+    accumulation are the fine-tuning fit's: no val_acc is logged while the stages run (each for
+    its pretrain_epochs, on Trainers of its own), and nothing of the fit waits for it."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    seed_everything(0)
+    model = DBN(hidden=[16], pretrain_epochs=3)
+    seen = []  # the fit's own epochs, as its callbacks see them
+    watch = type("Watch", (Callback,), {"on_train_epoch_end": lambda self, t, m: seen.append(t.current_epoch)})()
+    stop = EarlyStopping(monitor="val_acc", mode="max", patience=5, strict=True)  # strict: raises if val_acc is missing
+    best = ModelCheckpoint(dirpath=tmp_path, monitor="val_acc", mode="max")
+    trainer = _trainer(2, callbacks=[stop, best, watch], enable_checkpointing=True, gradient_clip_val=1.0,
+                       accumulate_grad_batches=2)  # fmt: skip
+    trainer.fit(model, datamodule=digits)
+    assert model.pretrained and seen == [0, 1]  # two fine-tuning epochs, none of them a stage's
+    batches = len(digits.train_dataloader())
+    assert trainer.global_step == 2 * math.ceil(batches / 2)  # fine-tuning's optimizer steps, accumulated by 2
+    assert best.best_model_path and "epoch=" in best.best_model_path and not stop.stopped_epoch
 
 
 def test_a_model_made_with_sizes_none_loads_a_fitted_state_dict():
@@ -373,38 +388,38 @@ def test_fine_tuning_drops_lightnings_nvml_flag_only_where_there_is_no_gpu(digit
 def test_bad_model_arguments_get_clear_errors():
     """The constraints tables refuse each value before any work, naming the option and what it takes."""
     cases = [
-        (DBN, dict(hidden=[]), r"--model.hidden: expected a list of at least 1 item\(s\), each an integer in \[1"),
-        (Baseline, dict(hidden=[32, 0]), r"--model.hidden: .*got \[32, 0\]"),
-        (DBN, dict(hidden=[32], steps_per_batch=0), r"--model.steps_per_batch: expected an integer in \[1, inf\)"),
+        (DBN, dict(hidden=[]), r"model.hidden: expected a list of at least 1 item\(s\), each an integer in \[1"),
+        (Baseline, dict(hidden=[32, 0]), r"model.hidden: .*got \[32, 0\]"),
+        (DBN, dict(hidden=[32], steps_per_batch=0), r"model.steps_per_batch: expected an integer in \[1, inf\)"),
         (
             DBN,
             dict(hidden=[32], momentum_switch_epoch=-1),
-            r"--model.momentum_switch_epoch: expected an integer in \[0",
+            r"model.momentum_switch_epoch: expected an integer in \[0",
         ),
-        (DBN, dict(hidden=[32], lr=-1), r"--model.lr: expected a finite number in \(0, inf\), got -1"),
-        (DBN, dict(hidden=[32], pretrain_lr=0), r"--model.pretrain_lr: expected a finite number in \(0, inf\), got 0"),
-        (DBN, dict(hidden=[32], pretrain_lr=float("inf")), r"--model.pretrain_lr: .*got inf"),
-        (DBN, dict(hidden=[32], gaussian_lr=float("nan")), r"--model.gaussian_lr: .*got nan"),
-        (DBN, dict(hidden=[32], final_momentum=1.5), r"--model.final_momentum: expected a finite number in \[0, 1\)"),
-        (DBN, dict(hidden=[32], rbm_weight_decay=-1e-4), r"--model.rbm_weight_decay: expected a finite number in \[0"),
-        (DBN, dict(hidden=[32], sparsity_cost=-0.1), r"--model.sparsity_cost"),
+        (DBN, dict(hidden=[32], lr=-1), r"model.lr: expected a finite number in \(0, inf\), got -1"),
+        (DBN, dict(hidden=[32], pretrain_lr=0), r"model.pretrain_lr: expected a finite number in \(0, inf\), got 0"),
+        (DBN, dict(hidden=[32], pretrain_lr=float("inf")), r"model.pretrain_lr: .*got inf"),
+        (DBN, dict(hidden=[32], gaussian_lr=float("nan")), r"model.gaussian_lr: .*got nan"),
+        (DBN, dict(hidden=[32], final_momentum=1.5), r"model.final_momentum: expected a finite number in \[0, 1\)"),
+        (DBN, dict(hidden=[32], rbm_weight_decay=-1e-4), r"model.rbm_weight_decay: expected a finite number in \[0"),
+        (DBN, dict(hidden=[32], sparsity_cost=-0.1), r"model.sparsity_cost"),
         (
             DBN,
             dict(hidden=[32], pretrain_seed=2**40),
-            r"--model.pretrain_seed: expected an integer in \[0, 4.29497e\+09\]",
+            r"model.pretrain_seed: expected an integer in \[0, 4.29497e\+09\]",
         ),
-        (DBN, dict(hidden=[32], ais_chains=1), r"--model.ais_chains: expected one of \[0\] or an integer in \[2"),
+        (DBN, dict(hidden=[32], ais_chains=1), r"model.ais_chains: expected one of \[0\] or an integer in \[2"),
         (
             Baseline,
             dict(hidden=[32], optimizer="sgd", momentum=1.0),
-            r"--model.momentum: expected a finite number in \[0, 1\)",
+            r"model.momentum: expected a finite number in \[0, 1\)",
         ),
-        (Baseline, dict(hidden=[32], init_std=0.0), r"--model.init_std"),
+        (Baseline, dict(hidden=[32], init_std=0.0), r"model.init_std"),
     ]
     for cls, kwargs, message in cases:
         with pytest.raises(UsageError, match=message):
             cls(input_size=64, **kwargs)
-    with pytest.raises(UsageError, match=r"--model.lr: .*; --model.cd_k: .*got 0"):  # every problem at once
+    with pytest.raises(UsageError, match=r"model.lr: .*; model.cd_k: .*got 0"):  # every problem at once
         DBN(input_size=64, hidden=[32], lr=0, cd_k=0)
     with pytest.raises(ValueError, match="one per RBM"):
         DBN(input_size=64, hidden=[32, 16], pretrain_epochs=[1, 2, 3])
@@ -483,7 +498,7 @@ def test_divergence_stops_the_stage_with_the_cause_named():
     model = DBN(input_size=64, hidden=[32], visible_units="gaussian", gaussian_lr=5.0, pretrain_epochs=3)
     with pytest.raises(
         FloatingPointError,
-        match=r"RBM 1 diverged .* epoch 0.*Gaussian.*--model.gaussian_lr 0.5\b.*NaN/Inf inputs.*Last good checkpoint",
+        match=r"RBM 1 diverged .* epoch 0.*Gaussian.*model.gaussian_lr 0.5\b.*NaN/Inf inputs.*Last good checkpoint",
     ):
         pretrain(model, data, lambda stage, epochs: _trainer(epochs))
 
@@ -492,7 +507,7 @@ def test_fine_tuning_divergence_stops_the_run_with_the_fix_named(digits):
     seed_everything(0)
     model = Baseline(input_size=64, hidden=[32], init="normal", init_std=100.0, optimizer="sgd", lr=1e12)
     with pytest.raises(
-        FloatingPointError, match=r"fine-tuning diverged .* epoch 0.*--model.lr.*gradient_clip_val.*NaN/Inf"
+        FloatingPointError, match=r"fine-tuning diverged .* epoch 0.*model.lr.*gradient_clip_val.*NaN/Inf"
     ):
         _trainer(2).fit(model, datamodule=digits)
 
@@ -527,7 +542,7 @@ def test_an_imported_stack_is_refused_on_data_scaled_otherwise_than_it_was_pretr
     path = save_stack([make_rbm(64, 16, "gaussian")], tmp_path / "g.safetensors", scaling="standardize")
     model = DBN(input_size=64, hidden=[16], visible_units="gaussian", pretrained=str(path))
     with pytest.raises(
-        ValueError, match=r"scaled 'standardize' but this data is scaled 'unit'.*--data.scaling standardize"
+        ValueError, match=r"scaled 'standardize' but this data is scaled 'unit'.*data.scaling standardize"
     ):
         pretrain(model, digits, lambda stage, epochs: _trainer(epochs))
     assert int(model.stages_done) == 0  # nothing imported
@@ -767,7 +782,7 @@ def test_cross_option_rules_are_refused_with_the_fix():
         DBN(hidden_units="relu", pt_temperatures=3)
     with pytest.raises(UsageError, match=r"ais_chains: AIS needs the free energy"):
         DBN(hidden_units="relu", ais_chains=10)
-    with pytest.raises(UsageError, match=r"pcd_chains is set but no chains persist; add --model.persistent true"):
+    with pytest.raises(UsageError, match=r"pcd_chains is set but no chains persist; add model.persistent true"):
         DBN(pcd_chains=100)
     with pytest.raises(UsageError, match=r"dropout: expected a finite number in \[0, 1\), got 1.0"):
         Baseline(dropout=1.0)

@@ -259,7 +259,7 @@ def test_make_rbm_and_check_visible_refuse_bad_input():
         make_rbm(4, 2, "poisson")
     with pytest.raises(ValueError, match="positive"):
         RBM(0, 3)
-    with pytest.raises(ValueError, match=r"\[0, 1\].*--data.scaling"):
+    with pytest.raises(ValueError, match=r"\[0, 1\].*data.scaling"):
         check_visible(torch.tensor([[0.0, 255.0]]), "bernoulli")
     with pytest.raises(ValueError, match="NaN"):
         check_visible(torch.tensor([[0.0, float("nan")]]), "gaussian")

@@ -1,4 +1,4 @@
-"""DBNTransformer: a greedy RBM stack as a scikit-learn transformer, on sklearn digits."""
+"""DBNTransformer: a greedy RBM stack as a scikit-learn transformer, on sklearn digits_split."""
 
 import logging
 import warnings
@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler
 from sklearn.utils._param_validation import InvalidParameterError
@@ -55,13 +53,6 @@ PIPELINE_CANNOT_APPLY = {
     name: "Pipeline.fit replaces its steps parameter with fitted clones, a Pipeline trait"
     for name in ["check_dont_overwrite_parameters", "check_estimators_overwrite_params"]
 }
-
-
-@pytest.fixture(scope="module")
-def digits():
-    """sklearn digits, raw pixels 0..16, split 70/30 with a fixed seed, stratified."""
-    x, y = load_digits(return_X_y=True)
-    return train_test_split(x, y, test_size=0.3, random_state=0, stratify=y)
 
 
 def tiny(**options) -> DBNTransformer:
@@ -118,8 +109,8 @@ def random_sigmoid_features(widths=(64, 32), seed: int = 0) -> FunctionTransform
     return FunctionTransformer(features)
 
 
-def test_pipeline_fits_and_scores_on_digits(digits):
-    x_train, x_test, y_train, y_test = digits
+def test_pipeline_fits_and_scores_on_digits(digits_split):
+    x_train, x_test, y_train, y_test = digits_split
 
     def score(features) -> float:
         steps = [("scale", MinMaxScaler(clip=True)), ("features", features), ("clf", LogisticRegression(max_iter=1000))]
@@ -134,8 +125,8 @@ def test_pipeline_fits_and_scores_on_digits(digits):
     assert dbn >= untrained + 0.1, (dbn, untrained)
 
 
-def test_transform_shape_dtype_and_feature_names(digits):
-    x_train, x_test, _, _ = digits
+def test_transform_shape_dtype_and_feature_names(digits_split):
+    x_train, x_test, _, _ = digits_split
     transformer = DBNTransformer(hidden=(16, 8), epochs=2).fit(x_train / 16)
     out = transformer.transform(x_test / 16)
     assert out.shape == (len(x_test), 8) and out.dtype == np.float64
@@ -147,8 +138,8 @@ def test_transform_shape_dtype_and_feature_names(digits):
     assert np.array_equal(transformer.transform(x_test[:7] / 16), out[:7])
 
 
-def test_rbms_start_a_torch_network_that_computes_the_same_features(digits):
-    x_train, x_test, _, _ = digits
+def test_rbms_start_a_torch_network_that_computes_the_same_features(digits_split):
+    x_train, x_test, _, _ = digits_split
     transformer = DBNTransformer(hidden=(16, 8), epochs=2).fit(x_train / 16)
     net = nn.Sequential(nn.Linear(64, 16), nn.Sigmoid(), nn.Linear(16, 8), nn.Sigmoid(), nn.Linear(8, 10))
     load_pretrained_(net, transformer.rbms_)
@@ -157,8 +148,8 @@ def test_rbms_start_a_torch_network_that_computes_the_same_features(digits):
     np.testing.assert_allclose(out.double().numpy(), transformer.transform(x_test / 16), atol=1e-6, rtol=0)
 
 
-def test_same_random_state_same_stack_and_torch_rng_untouched(digits):
-    x = digits[0] / 16
+def test_same_random_state_same_stack_and_torch_rng_untouched(digits_split):
+    x = digits_split[0] / 16
     state = torch.random.get_rng_state()
     a = DBNTransformer(hidden=(8,), epochs=2, random_state=3).fit_transform(x)
     assert torch.equal(torch.random.get_rng_state(), state)
@@ -171,7 +162,7 @@ def test_same_random_state_same_stack_and_torch_rng_untouched(digits):
     assert d.shape == a.shape
 
 
-def test_get_params_set_params_clone_round_trip(digits):
+def test_get_params_set_params_clone_round_trip(digits_split):
     transformer = DBNTransformer(
         hidden=(32, 16),
         visible_units="gaussian",
@@ -204,13 +195,13 @@ def test_get_params_set_params_clone_round_trip(digits):
     pipeline = Pipeline([("dbn", DBNTransformer()), ("clf", LogisticRegression())])
     pipeline.set_params(dbn__hidden=(12,), dbn__epochs=1)
     assert pipeline.get_params()["dbn__hidden"] == (12,)
-    fitted = clone(pipeline).fit(digits[0] / 16, digits[2])
+    fitted = clone(pipeline).fit(digits_split[0] / 16, digits_split[2])
     assert fitted.named_steps["dbn"].rbms_[0].n_hidden == 12
     assert not hasattr(pipeline.named_steps["dbn"], "rbms_")  # clone fitted a copy
 
 
-def test_bernoulli_refuses_x_outside_unit_interval_naming_min_max_scaler(digits):
-    x_train, x_test, _, _ = digits
+def test_bernoulli_refuses_x_outside_unit_interval_naming_min_max_scaler(digits_split):
+    x_train, x_test, _, _ = digits_split
     with pytest.raises(
         ValueError,
         match=r"needs X in \[0, 1\] .* got values in \[0, 16\]; put "
@@ -223,8 +214,8 @@ def test_bernoulli_refuses_x_outside_unit_interval_naming_min_max_scaler(digits)
     assert tiny(visible_units="gaussian").fit(x_train).transform(x_test).shape == (len(x_test), 4)
 
 
-def test_parameters_validated_at_fit(digits):
-    x = digits[0][:50] / 16
+def test_parameters_validated_at_fit(digits_split):
+    x = digits_split[0][:50] / 16
     with pytest.raises(InvalidParameterError, match="'visible_units' parameter of DBNTransformer must be"):
         tiny(visible_units="binary").fit(x)
     with pytest.raises(InvalidParameterError, match="'cd_k' parameter"):
@@ -243,7 +234,7 @@ class Collect(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def test_fit_is_quiet_and_restores_lightning_loggers(digits):
+def test_fit_is_quiet_and_restores_lightning_loggers(digits_split):
     # Lightning's loggers print through their own stderr handlers and do not propagate: listen there.
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
     original = [logger.level for logger in loggers]
@@ -255,7 +246,7 @@ def test_fit_is_quiet_and_restores_lightning_loggers(digits):
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            tiny().fit(digits[0][:100] / 16)
+            tiny().fit(digits_split[0][:100] / 16)
             logging.getLogger("lightning.pytorch").info("after the fit")
             after = [logger.level for logger in loggers]
     finally:

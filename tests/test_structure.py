@@ -1,6 +1,9 @@
 """The package's shape, kept true by tests: no import cycle, and a reference that names every public name."""
 
 import ast
+import importlib
+import pkgutil
+import re
 from pathlib import Path
 
 import dbn_init
@@ -53,3 +56,13 @@ def test_no_module_of_the_package_imports_itself_back_through_others():
 
     cycles = sorted(name for name in graph if reaches(name, name))
     assert not cycles, f"modules on an import cycle: {cycles}"
+
+
+def test_the_python_api_page_names_every_name_of_every_modules_all():
+    page = (PACKAGE.parent / "docs" / "python-api.md").read_text()
+    missing = []
+    for module in pkgutil.walk_packages(dbn_init.__path__, "dbn_init."):
+        for name in getattr(importlib.import_module(module.name), "__all__", ()):
+            if not re.search(rf"(?<![\w.]){re.escape(name)}\b", page):
+                missing.append(f"{module.name}.{name}")
+    assert not missing, f"docs/python-api.md does not name {missing}"

@@ -1,4 +1,4 @@
-"""load_pretrained_: a user's own network started from a stack pretrained on sklearn digits."""
+"""load_pretrained_: a user's own network started from a stack pretrained on sklearn digit_pixels."""
 
 import copy
 import json
@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch import LightningDataModule
-from sklearn.datasets import load_digits
 from sklearn.neural_network import BernoulliRBM
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -21,7 +20,7 @@ from dbn_init.transfer import load_pretrained_
 
 
 class Digits(LightningDataModule):
-    """sklearn digits as pixels / 16 in [0, 1], (1797, 64), in a seeded shuffle."""
+    """sklearn digit_pixels as pixels / 16 in [0, 1], (1797, 64), in a seeded shuffle."""
 
     def __init__(self, x: torch.Tensor) -> None:
         super().__init__()
@@ -34,15 +33,10 @@ class Digits(LightningDataModule):
 
 
 @pytest.fixture(scope="module")
-def digits() -> torch.Tensor:
-    return torch.tensor(load_digits().data / 16.0, dtype=torch.float32)
-
-
-@pytest.fixture(scope="module")
-def dbn(digits) -> DBN:
-    """A DBN 64 -> 32 -> 16 pretrained on digits (3 CD epochs per RBM)."""
+def dbn(digit_pixels) -> DBN:
+    """A DBN 64 -> 32 -> 16 pretrained on digit_pixels (3 CD epochs per RBM)."""
     model = DBN(input_size=64, num_classes=10, hidden=[32, 16], pretrain_epochs=3)
-    pretrain(model, Digits(digits))
+    pretrain(model, Digits(digit_pixels))
     assert model.pretrained
     return model
 
@@ -57,22 +51,22 @@ def features(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         return net[:4](x)
 
 
-def test_from_a_dbn_reproduces_its_up_pass_exactly(dbn, digits):
+def test_from_a_dbn_reproduces_its_up_pass_exactly(dbn, digit_pixels):
     net = user_net()
     head = copy.deepcopy(net[4].state_dict())
-    before = features(net, digits)
+    before = features(net, digit_pixels)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a matching sigmoid network: no warning
         set_layers = load_pretrained_(net, dbn)
     assert set_layers == [net[0], net[2]]
-    out = features(net, digits)
-    assert torch.equal(out, dbn.up_pass(digits))
+    out = features(net, digit_pixels)
+    assert torch.equal(out, dbn.up_pass(digit_pixels))
     assert not torch.allclose(out, before, atol=1e-2)  # it did change the network
     assert all(torch.equal(head[k], v) for k, v in net[4].state_dict().items())  # the head keeps its init
 
 
-def test_from_exported_safetensors_npz_and_rbm_list(dbn, digits, tmp_path):
-    reference = dbn.up_pass(digits)
+def test_from_exported_safetensors_npz_and_rbm_list(dbn, digit_pixels, tmp_path):
+    reference = dbn.up_pass(digit_pixels)
     path = save_stack(list(dbn.rbms), tmp_path / "dbn.safetensors")
     npz = tmp_path / "dbn.npz"
     np.savez(
@@ -86,30 +80,32 @@ def test_from_exported_safetensors_npz_and_rbm_list(dbn, digits, tmp_path):
     for stack in (path, str(path), load_stack(path), npz, list(dbn.rbms), dbn.rbms):
         net = user_net()
         load_pretrained_(net, stack)
-        assert torch.equal(features(net, digits), reference), type(stack)
+        assert torch.equal(features(net, digit_pixels), reference), type(stack)
 
 
-def test_from_fitted_sklearn_bernoulli_rbms(digits):
-    x = digits.double().numpy()
+def test_from_fitted_sklearn_bernoulli_rbms(digit_pixels):
+    x = digit_pixels.double().numpy()
     first = BernoulliRBM(n_components=32, n_iter=3, random_state=0).fit(x)
     second = BernoulliRBM(n_components=16, n_iter=3, random_state=0).fit(first.transform(x))
     net = user_net()
     load_pretrained_(net, [first, second])
-    out = features(net, digits)
-    assert torch.equal(out, up_pass(load_stack([first, second]).rbms, digits))
+    out = features(net, digit_pixels)
+    assert torch.equal(out, up_pass(load_stack([first, second]).rbms, digit_pixels))
     # scikit-learn's own float64 up-pass, up to the float32 of the network
     torch.testing.assert_close(out.double(), torch.from_numpy(second.transform(first.transform(x))), atol=1e-6, rtol=0)
 
 
-def test_float64_module_on_another_dtype_keeps_its_dtype(dbn, digits):
+def test_float64_module_on_another_dtype_keeps_its_dtype(dbn, digit_pixels):
     net = user_net().double()
     load_pretrained_(net, dbn)
     assert net[0].weight.dtype == torch.float64
     assert torch.equal(net[0].weight, dbn.rbms[0].weight.double())
-    torch.testing.assert_close(features(net, digits.double()).float(), dbn.up_pass(digits), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        features(net, digit_pixels.double()).float(), dbn.up_pass(digit_pixels), atol=1e-6, rtol=0
+    )
 
 
-def test_explicit_layers(dbn, digits):
+def test_explicit_layers(dbn, digit_pixels):
     class TwoTower(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -125,8 +121,8 @@ def test_explicit_layers(dbn, digits):
         load_pretrained_(net, dbn)
     assert load_pretrained_(net, dbn, layers=[net.bottom, net.top]) == [net.bottom, net.top]
     with torch.no_grad():
-        out = torch.sigmoid(net.top(torch.sigmoid(net.bottom(digits))))
-    assert torch.equal(out, dbn.up_pass(digits))
+        out = torch.sigmoid(net.top(torch.sigmoid(net.bottom(digit_pixels))))
+    assert torch.equal(out, dbn.up_pass(digit_pixels))
 
 
 def test_explicit_layers_checked(dbn):
@@ -198,7 +194,7 @@ def test_too_few_linear_layers_refused(dbn):
     assert load_pretrained_(net, list(dbn.rbms)[:1]) == [net[0]]
 
 
-def test_relu_after_sigmoid_stack_warns_naming_the_layer(dbn, digits):
+def test_relu_after_sigmoid_stack_warns_naming_the_layer(dbn, digit_pixels):
     net = nn.Sequential(
         nn.Linear(64, 32),
         nn.ReLU(),

@@ -30,7 +30,7 @@ The IDX format: http://yann.lecun.com/exdb/mnist/ (section "FILE FORMATS FOR THE
 """
 
 from .arrays import ArrayDataModule
-from .base import EpochShuffle, InMemoryDataModule, TensorBatches, _keep_batch
+from .base import EpochShuffle, InMemoryDataModule, TensorBatches
 from .datasets import DatasetDataModule
 from .images import DigitsDataModule, FashionMNISTDataModule, ImageDataModule, MNISTDataModule, offline_hint
 from .readers import load_idx_dataset, read_array_file, read_idx
@@ -51,5 +51,4 @@ __all__ = [
     "offline_hint",
     "TensorBatches",
     "EpochShuffle",
-    "_keep_batch",
 ]

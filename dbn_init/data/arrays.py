@@ -177,7 +177,7 @@ class ArrayDataModule(InMemoryDataModule):
         )
         self._check_sources({k: v is not None for k, v in sources.items()})
         validate_params(
-            type(self).__name__, dict(test_fraction=test_fraction), self._parameter_constraints, prefix="--data."
+            type(self).__name__, dict(test_fraction=test_fraction), self._parameter_constraints, prefix="data."
         )
         super().__init__(
             batch_size=batch_size,
@@ -295,7 +295,7 @@ class ArrayDataModule(InMemoryDataModule):
         if image_shape is not None and math.prod(image_shape) != n_features:
             raise UsageError(
                 f"expected image_shape whose product is the {n_features} features per row, got "
-                f"{image_shape} ({math.prod(image_shape)}); fix --data.image_shape or leave it out"
+                f"{image_shape} ({math.prod(image_shape)}); fix data.image_shape or leave it out"
             )
         return image_shape
 

@@ -189,7 +189,7 @@ class InMemoryDataModule(LightningDataModule):
                 on_device=on_device,
             ),
             self._parameter_constraints,
-            prefix="--data.",
+            prefix="data.",
         )
         if binarize and scaling != "unit":
             raise UsageError(

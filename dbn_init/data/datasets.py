@@ -166,7 +166,7 @@ class DatasetDataModule(InMemoryDataModule):
         on_device: bool = True,
     ) -> None:
         validate_params(
-            type(self).__name__, dict(test_fraction=test_fraction), self._parameter_constraints, prefix="--data."
+            type(self).__name__, dict(test_fraction=test_fraction), self._parameter_constraints, prefix="data."
         )
         super().__init__(
             batch_size=batch_size,

@@ -170,7 +170,7 @@ class _IDXDataModule(ImageDataModule):
             return
         if root.exists() and not root.is_dir():
             raise NotADirectoryError(
-                f"--data.root {root} is a file; expected the folder to download "
+                f"data.root {root} is a file; expected the folder to download "
                 f"{self.torchvision_name} into (it is created if missing)"
             )
         root.mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,7 @@ class _IDXDataModule(ImageDataModule):
         except Exception as err:  # URLError, RuntimeError("Error downloading ..."), ...
             raise RuntimeError(
                 f"downloading {self.torchvision_name} into {self.root} failed ({err}). Offline, pass "
-                "`--data.download false --data.root DIR` with a folder holding the four IDX files"
+                "`data.download false data.root DIR` with a folder holding the four IDX files"
                 f"{offline_hint(self.torchvision_name)}"
             ) from err
 

@@ -26,7 +26,7 @@ _IDX_DTYPES = {
 }
 _CHUNK = 1 << 24  # read in chunks so a lying header cannot make us allocate more than the file holds
 _FILE_FIX = (
-    "re-download it (`--data.download true`) or restore it from where it came (Debian's Fashion-MNIST: "
+    "re-download it (`data.download true`) or restore it from where it came (Debian's Fashion-MNIST: "
     "`apt-get install --reinstall dataset-fashion-mnist`)"
 )
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -90,7 +90,7 @@ def read_idx(path: str | Path, max_bytes: int | None = None) -> np.ndarray:
                 raise UsageError(
                     f"{path}: its header declares {expected:,} bytes of data (dims {dims}, {dtype.name}), more than "
                     f"the {cap:,}-byte limit, so it was not decompressed; if the file is genuine, raise the limit "
-                    "with --data.max_file_bytes"
+                    "with data.max_file_bytes"
                 )
             payload = _read_at_most(stream, expected + 1)  # one extra byte detects trailing data
         except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
@@ -134,12 +134,12 @@ def _find_idx_files(folder: Path) -> list[Path] | None:
     return None if None in found else found
 
 
-def offline_hint(name: str, root_option: str = "--data.root") -> str:
+def offline_hint(name: str, root_option: str = "data.root") -> str:
     """Where this dataset's files can come from without torchvision's download, for error messages
     (``root_option``: the command's option for the data folder)."""
     if name == "FashionMNIST":
         return f", e.g. `apt-get install dataset-fashion-mnist` then `{root_option} /usr/share/datasets/fashion-mnist`"
-    return f" of {name} (copied from a machine where train.py's --data.download true fetched them into DIR/{name}/raw)"
+    return f" of {name} (copied from a machine where a download, data.download true, put them in DIR/{name}/raw)"
 
 
 def load_idx_dataset(
@@ -173,7 +173,7 @@ def load_idx_dataset(
         raise MissingFileError(
             f"{problem}; expected the {name} IDX files {', '.join(_IDX_FILES)} (each optionally .gz) in one "
             f"folder, flat in {root} or in torchvision's {root / name / 'raw'}. Looked at:\n  {looked}\n"
-            "Fix: pass `--data.download true` (needs internet; uses torchvision), or `--data.root DIR` "
+            "Fix: pass `data.download true` (needs internet; uses torchvision), or `data.root DIR` "
             f"pointing at a folder holding the four IDX files{offline_hint(name)}."
         )
     arrays = [read_idx(f, max_bytes) for f in files]
@@ -228,7 +228,7 @@ def read_array_file(
     if not path.is_file():
         state = "is a folder" if path.is_dir() else "does not exist"
         raise MissingFileError(
-            f"{option} {path} {state}; expected a {'/'.join(_ARRAY_SUFFIXES)} file: fix --data.{option}"
+            f"{option} {path} {state}; expected a {'/'.join(_ARRAY_SUFFIXES)} file: fix data.{option}"
         )
     suffix = path.suffix.lower()
     if suffix not in _ARRAY_SUFFIXES:
@@ -288,7 +288,7 @@ def _read_table(
     if target is not None and target not in header:
         raise UsageError(
             f"target {target!r} is not a column of {path}; expected one of {header}: pass "
-            "--data.target with one of them, or leave it out for unlabelled data"
+            "data.target with one of them, or leave it out for unlabelled data"
         )
     for line, row in enumerate(body, start=2):
         if len(row) != len(header):

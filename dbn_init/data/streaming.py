@@ -235,7 +235,7 @@ class StreamingDataModule(LightningDataModule):
         settings = dict(test_fraction=test_fraction, val_fraction=val_fraction, batch_size=batch_size,
                         num_labels=num_labels, scaling=scaling, binarize=binarize, shuffle_buffer=shuffle_buffer,
                         seed=seed, num_workers=num_workers)  # fmt: skip
-        validate_params(type(self).__name__, settings, self._parameter_constraints, prefix="--data.")
+        validate_params(type(self).__name__, settings, self._parameter_constraints, prefix="data.")
         carved = (test_fraction if test_dataset is None else 0) + (val_fraction if val_dataset is None else 0)
         if carved >= 1:
             raise UsageError(

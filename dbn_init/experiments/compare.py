@@ -41,6 +41,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from .. import entry
 from ..callbacks import BestEpoch
+from ..cli import as_flags
 from ..configs import shipped
 from ..constraints import FileTakenError, UsageError
 from ..init import INIT_SCHEMES
@@ -172,6 +173,11 @@ def _row_options(row: Row, cfg: Namespace) -> None:
         parser.parse_object({**vars(getattr(cfg, group)), **row.options})
     except ArgumentError as err:
         raise UsageError(f"--extra row {row.name!r} (a {cls.__name__}): {' '.join(str(err).split())}") from err
+
+
+def _flags(err: BaseException, group: str) -> str:
+    """A library refusal in this command's words: ``model.X`` is ``--dbn.X`` or ``--baseline.X`` here."""
+    return as_flags(str(err), {"model": f"--{group}.", "data": "--data."})
 
 
 def _model(cell: Cell, cfg: Namespace, data: LightningDataModule) -> Classifier:
@@ -362,9 +368,10 @@ def _plan(cfg: Namespace, results: ResultsFile, out: Path) -> tuple[list[Cell], 
         try:
             model = _model(cell, cfg, data)
         except UsageError as err:
+            group = "dbn" if cell.model == "dbn" else "baseline"
             raise UsageError(
-                f"cannot build {cell.name} with hidden={list(cell.hidden)} from --"
-                f"{'dbn' if cell.model == 'dbn' else 'baseline'} and the row's options: {err}"
+                f"cannot build {cell.name} with hidden={list(cell.hidden)} from --{group} and the row's "
+                f"options: {_flags(err, group)}"
             ) from err
         if cell.model == "dbn" and model.hparams.pretrained and not _stack_cache(out, cell, model, data).exists():
             try:  # --dbn.pretrained: missing, corrupt or wrong-shape files fail now, not at the first DBN cell
@@ -372,7 +379,7 @@ def _plan(cfg: Namespace, results: ResultsFile, out: Path) -> tuple[list[Cell], 
             except (ValueError, OSError) as err:
                 raise UsageError(
                     f"--dbn.pretrained, the stack {cell.name} with hidden={list(cell.hidden)} starts "
-                    f"from: {err}. Nothing was run"
+                    f"from: {_flags(err, 'dbn')}. Nothing was run"
                 ) from err
         row = done.get(cell.key())
         if row is None:
