@@ -44,6 +44,7 @@ from safetensors.torch import save_file
 
 from .constraints import FileTakenError, MissingFileError, OutputError, UsageError
 from .rbm import HIDDEN_UNITS, RBM, make_rbm, stack_units
+from .scaling import SCALINGS, STATS, Scaling
 
 __all__ = ["save_stack", "load_stack", "read_checkpoint", "data_record", "StackFile", "from_sklearn", "FORMAT_VERSION"]
 
@@ -52,9 +53,6 @@ FORMAT_VERSION = "2"
 _READABLE_VERSIONS = ("1", "2")  # 1 lacks hidden_units, the scaling statistics and image_shape: safe defaults
 _KINDS = ("weight", "visible_bias", "hidden_bias")
 _UNITS = ("bernoulli", "gaussian")
-_SCALINGS = ("unit", "standardize", "none")
-# The fitted input transform, each (n_visible_0,): model input = ((raw - raw_low) / (raw_high - raw_low) - mean) / std.
-_STATS = ("raw_low", "raw_high", "feature_mean", "feature_std")
 _ORIENTATION = "weight is (n_hidden, n_visible), like nn.Linear"
 _MAX_HEADER = 100_000_000  # the safetensors library's own header limit
 _ACCEPTED = (
@@ -115,15 +113,8 @@ class StackFile:
                 f"this stack records scaling {self.scaling!r} but not the transform's statistics (a "
                 "checkpoint's or a foreign file's stack); scale the rows as its training data were"
             )
-        x = torch.as_tensor(raw, dtype=torch.float32)
-        if "raw_low" in self.stats:
-            x = (x - self.stats["raw_low"]) / (self.stats["raw_high"] - self.stats["raw_low"])
-        if self.scaling == "unit":
-            x = x.clamp(0.0, 1.0)
-            x = (x > 0.5).float() if self.metadata.get("binarize") == "true" else x
-        if "feature_mean" in self.stats:
-            x = (x - self.stats["feature_mean"]) / self.stats["feature_std"]
-        return x
+        fitted = Scaling.fit("none", self.rbms[0].n_visible).stats() | self.stats  # the identity where unrecorded
+        return Scaling(self.scaling, **fitted, binarize=self.metadata.get("binarize") == "true")(raw)
 
     @property
     def image_shape(self) -> tuple[int, ...] | None:
@@ -159,7 +150,7 @@ class _Raw(NamedTuple):
 def data_record(datamodule) -> dict[str, Any]:
     """What a stack file records of the data it was trained on, read from a DataModule's
     attributes where it has them: :func:`save_stack`'s ``scaling``, ``binarize``, ``stats`` and ``image_shape``."""
-    stats = {name: getattr(datamodule, name) for name in _STATS if getattr(datamodule, name, None) is not None}
+    stats = {name: getattr(datamodule, name) for name in STATS if getattr(datamodule, name, None) is not None}
     return {
         "scaling": getattr(datamodule, "scaling", None)
         or dict(getattr(datamodule, "hparams", {})).get("scaling")
@@ -184,7 +175,7 @@ def save_stack(
     """Write an RBM stack (bottom to top) as one safetensors file, atomically; returns the path.
 
     ``scaling`` records how RBM 0's inputs were scaled ("unit": in [0, 1]; "standardize": zero
-    mean, unit variance; "none": as given) and ``stats`` the fitted transform (:data:`_STATS`, each
+    mean, unit variance; "none": as given) and ``stats`` the fitted transform (:data:`STATS`, each
     (n_visible_0,)), so that later inference applies the same one; ``image_shape`` the
     shape of one input image. ``save_stack(rbms, path, **data_record(datamodule))`` takes all of
     it from the DataModule. The stack is validated like a loaded one, so a diverged (NaN) or
@@ -194,7 +185,7 @@ def save_stack(
     if isinstance(rbms, RBM) or not all(isinstance(r, RBM) for r in rbms):
         got = type(rbms).__name__ if isinstance(rbms, RBM) else [type(r).__name__ for r in rbms]
         raise UsageError(f"cannot save to {path}: expected a sequence of dbn_init RBMs (wrap one as [rbm]), got {got}")
-    problems = [] if scaling in _SCALINGS else [f"scaling must be one of {list(_SCALINGS)}, got {scaling!r}"]
+    problems = [] if scaling in SCALINGS else [f"scaling must be one of {list(SCALINGS)}, got {scaling!r}"]
     reserved = {
         "format",
         "format_version",
@@ -299,8 +290,8 @@ def load_stack(
         raise UsageError(f"{path} is empty (0 bytes); expected {_ACCEPTED}")
     problems: list[str] = []  # the readers add what they find; _build adds the rest and raises once
     raw = _sniff(path, head)(path, size, problems)
-    if raw.metadata.get("scaling") not in (None, *_SCALINGS):
-        problems.append(f"metadata scaling must be one of {list(_SCALINGS)}, got {raw.metadata['scaling']!r}")
+    if raw.metadata.get("scaling") not in (None, *SCALINGS):
+        problems.append(f"metadata scaling must be one of {list(SCALINGS)}, got {raw.metadata['scaling']!r}")
     hidden_units = _json_list(raw.metadata, "hidden_units", problems) if raw.metadata.get("hidden_units") else None
     rbms = _build(str(path), raw.found, raw.label, raw.units, problems, input_size, hidden, raw.sizes, hidden_units)
     stats = raw.stats or {}
@@ -367,7 +358,7 @@ def _read_safetensors(path: Path, size: int, problems: list[str]) -> _Raw:
             f"format_version is {meta.get('format_version')!r}, and this dbn_init reads versions "
             f"{', '.join(_READABLE_VERSIONS)}; read it with the dbn_init that wrote it, or upgrade dbn_init"
         )
-    stats = {name: tensors.pop(f"scaling.{name}").float() for name in _STATS if f"scaling.{name}" in tensors}
+    stats = {name: tensors.pop(f"scaling.{name}").float() for name in STATS if f"scaling.{name}" in tensors}
     found = _match(
         tensors,
         r"rbm\.(?P<i>0|[1-9]\d*)\.(?P<kind>\w+)",
@@ -452,7 +443,7 @@ def _read_checkpoint(path: Path, size: int, problems: list[str]) -> _Raw:
             binarize=json.dumps(bool(data.get("binarize"))),
             image_shape=json.dumps(data.get("image_shape") and list(data["image_shape"])),
         )
-    stats = {k: v for k, v in (data.get("stats") or {}).items() if k in _STATS and isinstance(v, torch.Tensor)}
+    stats = {k: v for k, v in (data.get("stats") or {}).items() if k in STATS and isinstance(v, torch.Tensor)}
     return _Raw(found, lambda i, k: f"state_dict['rbms.{i}.{k}']", units, meta, stats=stats or None)
 
 

@@ -16,7 +16,7 @@ from ..constraints import Interval, UsageError, validate_params
 from .base import (
     InMemoryDataModule,
     RawData,
-    Scaling,
+    ScalingName,
     _as_tensor,
     _check_finite,
     carve,
@@ -156,7 +156,7 @@ class ArrayDataModule(InMemoryDataModule):
         batch_size: int = 100,
         val_fraction: float = 0.1,
         num_labels: int | None = None,
-        scaling: Scaling = "standardize",
+        scaling: ScalingName = "standardize",
         binarize: bool = False,
         split_seed: int = 0,
         num_workers: int = 0,

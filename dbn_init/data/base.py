@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -14,8 +14,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from ..constraints import Interval, Options, UsageError, validate_params
+from ..scaling import SCALINGS, Scaling
 
-Scaling = Literal["unit", "standardize", "none"]
+ScalingName = Literal["unit", "standardize", "none"]  # for the signatures LightningCLI reads
 
 
 def _check_finite(x: Tensor, where: str, fix: str) -> None:
@@ -116,7 +117,24 @@ def _as_tensor(x: np.ndarray | Tensor | None, dtype: torch.dtype) -> Tensor | No
     return None if x is None else torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x, dtype=dtype)
 
 
-class InMemoryDataModule(LightningDataModule):
+class Scaled:
+    """The input transform a DataModule fits in ``setup`` (:class:`~dbn_init.scaling.Scaling`), with
+    its statistics as attributes (None before ``setup``): what the in-memory and the streaming
+    DataModules share of it."""
+
+    transform: Scaling | None = None
+    raw_low = property(lambda self: getattr(self.transform, "raw_low", None))
+    raw_high = property(lambda self: getattr(self.transform, "raw_high", None))
+    feature_mean = property(lambda self: getattr(self.transform, "feature_mean", None))
+    feature_std = property(lambda self: getattr(self.transform, "feature_std", None))
+
+    def scale(self, raw: Tensor | np.ndarray) -> Tensor:
+        """Rows as stored ``(N, D)`` -> model inputs ``(N, D)`` float32, by the scaling fitted in ``setup``
+        (e.g. to apply a trained model to new rows of the same source)."""
+        return self.transform(raw)
+
+
+class InMemoryDataModule(Scaled, LightningDataModule):
     """Base DataModule: splits, scaling and loaders of data held in memory; subclasses implement ``_read``.
 
     Args:
@@ -156,7 +174,7 @@ class InMemoryDataModule(LightningDataModule):
         "batch_size": [Interval(int, 1, None)],
         "val_fraction": [Interval(float, 0, 1, "left")],
         "num_labels": [None, Interval(int, 1, None)],
-        "scaling": [Options(("unit", "standardize", "none"))],
+        "scaling": [Options(SCALINGS)],
         "binarize": [Options((False, True))],
         "split_seed": [Interval(int, None, None)],
         "num_workers": [Interval(int, 0, None)],
@@ -169,7 +187,7 @@ class InMemoryDataModule(LightningDataModule):
         batch_size: int = 100,
         val_fraction: float = 0.1,
         num_labels: int | None = None,
-        scaling: Scaling = "unit",
+        scaling: ScalingName = "unit",
         binarize: bool = False,
         split_seed: int = 0,
         num_workers: int = 0,
@@ -278,59 +296,14 @@ class InMemoryDataModule(LightningDataModule):
         return torch.cat(picked).sort().values
 
     def fit_scaling(self, raw: Tensor, value_range: tuple[float, float] | None = None) -> None:
-        """Fit ``raw_low``/``raw_high`` and ``feature_mean``/``feature_std`` ``(D,)`` to the rows
-        ``raw`` ``(N, D)``, for ``self.scaling`` (see the class docstring)."""
+        """Fit :attr:`transform` to the rows ``raw`` ``(N, D)``, for ``self.scaling`` (see the class docstring)."""
 
-        def unit_moments() -> tuple[Tensor, Tensor]:
-            unit = self._unit(raw)
-            return unit.mean(0), unit.std(0, unbiased=False)
+        def unit_moments(unit: Scaling) -> tuple[Tensor, Tensor]:
+            x = unit.unit(raw)
+            return x.mean(0), x.std(0, unbiased=False)
 
         extremes = (lambda: (raw.min(0).values, raw.max(0).values)) if len(raw) else None
-        self.fit_scaling_from(raw.shape[1], value_range, extremes, unit_moments)
-
-    def fit_scaling_from(
-        self,
-        d: int,
-        value_range: tuple[float, float] | None,
-        extremes: Callable[[], tuple[Tensor, Tensor]] | None,
-        unit_moments: Callable[[], tuple[Tensor, Tensor]],
-    ) -> None:
-        """:meth:`fit_scaling`'s rules from summaries of the rows: ``extremes()``, each feature's
-        raw minimum and maximum (None: no rows), and ``unit_moments()``, the mean and std of the
-        unit-scaled values once ``raw_low``/``raw_high`` are set. Each is asked for only where the
-        scaling needs it; :class:`~dbn_init.data.StreamingDataModule` gives them from one pass."""
-        self.raw_low, self.raw_high = torch.zeros(d), torch.ones(d)
-        if self.scaling != "none" and value_range is not None:
-            low, high = value_range
-            self.raw_low, self.raw_high = torch.full((d,), float(low)), torch.full((d,), float(high))
-        elif self.scaling == "unit" and extremes is not None:  # no range of the format: the training rows' own
-            low, high = extremes()
-            self.raw_low, self.raw_high = low, torch.where(high > low, high, low + 1)  # a constant feature maps to 0
-        self.feature_mean, self.feature_std = torch.zeros(d), torch.ones(d)
-        if self.scaling == "standardize":
-            mean, std = unit_moments()
-            if value_range is not None:  # pixels in [0, 1]: constant border pixels have std ~0
-                std = std.clamp_min(0.05)
-            else:  # any range: only a constant feature (std at float32 noise) is left unscaled
-                std = torch.where(std > 1e-6 * mean.abs().clamp_min(1.0), std, torch.ones_like(std))
-            self.feature_mean, self.feature_std = mean, std
-
-    def _unit(self, raw: Tensor) -> Tensor:
-        x = raw if not self.raw_low.any() else raw - self.raw_low
-        span = self.raw_high - self.raw_low
-        return x if bool((span == 1).all()) else x / span
-
-    def scale(self, raw: Tensor | np.ndarray) -> Tensor:
-        """Rows as stored ``(N, D)`` -> model inputs ``(N, D)`` float32, by the scaling fitted in ``setup``
-        (e.g. to apply a trained model to new rows of the same source)."""
-        x = self._unit(torch.as_tensor(raw, dtype=torch.float32))
-        if self.scaling == "unit":
-            x = x.clamp(0.0, 1.0)  # rows outside the training rows' range (a no-op for pixels)
-            if self.binarize:
-                x = (x > 0.5).float()
-        elif self.scaling == "standardize":
-            x = (x - self.feature_mean) / self.feature_std
-        return x
+        self.transform = Scaling.fit(self.scaling, raw.shape[1], value_range, extremes, unit_moments, self.binarize)
 
     # ---------------------------------------------------------------- loaders
 

@@ -15,7 +15,7 @@ from ..constraints import Interval, UsageError, validate_params
 from .base import (
     InMemoryDataModule,
     RawData,
-    Scaling,
+    ScalingName,
     _check_finite,
     carve,
 )
@@ -159,7 +159,7 @@ class DatasetDataModule(InMemoryDataModule):
         batch_size: int = 100,
         val_fraction: float = 0.1,
         num_labels: int | None = None,
-        scaling: Scaling = "unit",
+        scaling: ScalingName = "unit",
         binarize: bool = False,
         split_seed: int = 0,
         num_workers: int = 0,

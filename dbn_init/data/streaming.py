@@ -22,7 +22,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from ..constraints import Interval, UsageError, validate_params
-from .base import InMemoryDataModule, Scaling, _check_label_budget, class_budget
+from ..scaling import Scaling
+from .base import InMemoryDataModule, Scaled, ScalingName, _check_label_budget, class_budget
 from .datasets import _class_label, _input_array, _value_range
 
 # Lightning warns of any IterableDataset with __len__ that workers may count twice; a _Stream's
@@ -181,7 +182,7 @@ class _StreamLoader(DataLoader):
         self._sampler = value
 
 
-class StreamingDataModule(LightningDataModule):
+class StreamingDataModule(Scaled, LightningDataModule):
     """A dataset streamed from its source every epoch, for data that do not fit in memory.
 
     Any torch ``Dataset`` of ``(input, label)`` items or of inputs alone, typically an
@@ -211,9 +212,6 @@ class StreamingDataModule(LightningDataModule):
         "seed": [Interval(int, 0, 2**63 - 1)],
     }
     _not_hyperparameters = ("dataset", "test_dataset", "val_dataset")
-    scale = InMemoryDataModule.scale  # the same transform and fitting rules as every in-memory DataModule
-    _unit = InMemoryDataModule._unit
-    fit_scaling_from = InMemoryDataModule.fit_scaling_from
 
     def __init__(
         self,
@@ -225,7 +223,7 @@ class StreamingDataModule(LightningDataModule):
         val_fraction: float = 0.1,
         batch_size: int = 100,
         num_labels: int | None = None,
-        scaling: Scaling = "unit",
+        scaling: ScalingName = "unit",
         binarize: bool = False,
         shuffle_buffer: int = 10_000,
         seed: int = 0,
@@ -319,13 +317,13 @@ class StreamingDataModule(LightningDataModule):
         """:meth:`InMemoryDataModule.fit_scaling`'s rules, from the pass's moments instead of the rows."""
         m = self.survey.moments
 
-        def unit_moments() -> tuple[Tensor, Tensor]:  # of (raw - raw_low) / span, from the raw moments
-            low, span = self.raw_low.double().numpy(), (self.raw_high - self.raw_low).double().numpy()
+        def unit_moments(unit: Scaling) -> tuple[Tensor, Tensor]:  # of (raw - raw_low) / span, from the raw moments
+            low, span = unit.raw_low.double().numpy(), (unit.raw_high - unit.raw_low).double().numpy()
             return torch.from_numpy((m.mean - low) / span).float(), torch.from_numpy(m.std / span).float()
 
         value_range = _value_range(self.survey.dtype, lambda: (m.low.min(), m.high.max()))
         extremes = lambda: (torch.from_numpy(m.low).float(), torch.from_numpy(m.high).float())
-        self.fit_scaling_from(self.input_size, value_range, extremes, unit_moments)
+        self.transform = Scaling.fit(self.scaling, self.input_size, value_range, extremes, unit_moments, self.binarize)
 
     def _label_budget(self) -> dict[int, int] | None:
         """Items kept per class for fine-tuning under ``num_labels``; None: every label."""
