@@ -633,7 +633,11 @@ def stage_trainer(
         enable_progress_bar=fit.progress_bar_callback is not None,
         log_every_n_steps=1,  # the stages log per epoch
     )
-    joined = dict(strategy="ddp", devices=fit.num_devices, num_nodes=fit.num_nodes) if fit.world_size > 1 else {}
+    joined = {}
+    if fit.world_size > 1:  # the same devices as the fit's, by index where they have one (GPUs [2, 3] stay [2, 3])
+        parallel = fit.strategy.parallel_devices
+        devices = [d.index for d in parallel] if parallel[0].index is not None else len(parallel)
+        joined = dict(strategy="ddp", devices=devices, num_nodes=fit.num_nodes)
     options = {**following, **(options or {}), **joined}
     callbacks = [*callbacks, *stage_progress(options)]
     checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
