@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import os
+import warnings
 from typing import Any, Callable, Literal, Mapping
 
 import torch
@@ -639,17 +640,30 @@ class DBN(Classifier):
     def transform(self, x: Tensor) -> Tensor:
         """Features of ``x`` (batch, input_size): the pretrained stack's top hidden probabilities
         (batch, hidden[-1]). The fine-tuned network's features are ``self.mlp.forward_features(x)``."""
-        return self.up_pass(x.to(self.rbms[0].weight))
+        return up_pass(self._stack("transform"), x.to(self.rbms[0].weight))
 
     @torch.no_grad()
     def sample(self, n: int, steps: int = 1000, generator: torch.Generator | None = None) -> Tensor:
         """``n`` samples of the DBN's generative model, (n, input_size): ``steps`` Gibbs sweeps of
         the top RBM from noise, then down through the lower RBMs' visible means (Hinton et al.
         2006): pixel probabilities for Bernoulli inputs, standardised values for Gaussian ones."""
-        v = self.rbms[-1].sample(n, steps, generator=generator)
+        v = self._stack("sample")[-1].sample(n, steps, generator=generator)
         for rbm in reversed(list(self.rbms)[:-1]):
             v = rbm.visible_mean(v)
         return v
+
+    def _stack(self, what: str) -> nn.ModuleList:
+        """The RBM stack, for ``what`` the generative model does: refused while the DBN has no layers
+        (sizes None are taken from the data when it is fitted), and a warning while it is untrained."""
+        if not self.built:
+            raise RuntimeError(
+                f"DBN.{what}: this DBN has no layers yet: made with input_size=None, it takes its sizes from "
+                "the data when it is fitted; fit it first, or make it with input_size and num_classes"
+            )
+        if not self.pretrained and any(self.cd.epochs):
+            message = f"DBN.{what}: the RBM stack is not pretrained yet, so this is its random start; fit first"
+            warnings.warn(message, stacklevel=3)  # at the caller of transform or sample
+        return self.rbms
 
     # --- Lightning hooks ----------------------------------------------------------------------
     def on_fit_start(self) -> None:

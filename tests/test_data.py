@@ -626,6 +626,9 @@ def test_file_errors_name_the_value_and_the_fix_when_the_module_is_built(tmp_pat
         ArrayDataModule(path=str(path), target="Cultivar")
     with pytest.raises(MissingFileError, match=r"path .*nowhere.csv does not exist; .*fix data.path"):
         ArrayDataModule(path=str(tmp_path / "nowhere.csv"))
+    (tmp_path / "header.csv").write_text("alcohol,ash,cultivar\n")  # the header alone: no row to read
+    with pytest.raises(UsageError, match=r"header.csv: expected rows of numbers under its header, got the header"):
+        ArrayDataModule(path=str(tmp_path / "header.csv"), target="cultivar")
     lines = path.read_text().splitlines()
     (tmp_path / "nan.csv").write_text(
         "\n".join([*lines[:5], lines[5].replace(lines[5].split(",")[2], "nan", 1), *lines[6:]])

@@ -2,6 +2,7 @@
 
 import copy
 import math
+import warnings
 
 import pytest
 import torch
@@ -332,6 +333,20 @@ def test_the_fit_s_epochs_callbacks_clipping_and_accumulation_belong_to_fine_tun
     batches = len(digits.train_dataloader())
     assert trainer.global_step == 2 * math.ceil(batches / 2)  # fine-tuning's optimizer steps, accumulated by 2
     assert best.best_model_path and "epoch=" in best.best_model_path and not stop.stopped_epoch
+
+
+def test_transform_and_sample_before_the_dbn_has_layers_are_refused_and_before_training_warned():
+    unbuilt = DBN(hidden=[16], num_classes=10)  # input_size None: its sizes come with the data
+    for call in (lambda: unbuilt.transform(torch.rand(3, 64)), lambda: unbuilt.sample(3)):
+        with pytest.raises(RuntimeError, match=r"no layers yet: made with input_size=None.*fit it first"):
+            call()
+    untrained = DBN(input_size=64, num_classes=10, hidden=[16])
+    with pytest.warns(UserWarning, match="not pretrained yet, so this is its random start"):
+        assert untrained.transform(torch.rand(3, 64)).shape == (3, 16)
+    untrained.stages_done.fill_(1)  # as a fit, an import or a checkpoint leaves it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert untrained.sample(2, steps=1).shape == (2, 64)
 
 
 def test_a_model_made_with_sizes_none_loads_a_fitted_state_dict():

@@ -283,6 +283,10 @@ def _read_table(
             f"got {'an empty file' if not rows else 'a first row of numbers'}: add a header row"
         )
     header, body = [name.strip() for name in rows[0]], rows[1:]
+    if not body:
+        raise UsageError(
+            f"{option} {path}: expected rows of numbers under its header, got the header alone: add the rows"
+        )
     if target_optional and target not in header:
         target = None
     if target is not None and target not in header:
@@ -299,7 +303,9 @@ def _read_table(
     label_col = header.index(target) if target is not None else None
     features = [i for i in range(len(header)) if i != label_col]
     try:
-        x = np.array([[float(row[i]) for i in features] for row in body], dtype=np.float64).reshape(len(body), -1)
+        x = np.array([[float(row[i]) for i in features] for row in body], dtype=np.float64).reshape(
+            len(body), len(features)
+        )
     except ValueError:
         line, col = next(
             (line, i) for line, row in enumerate(body, start=2) for i in features if not _is_number(row[i])
