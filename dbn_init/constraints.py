@@ -119,7 +119,8 @@ Constraint = Interval | Options | ListOf | None
 @dataclass(frozen=True)
 class Rule:
     """A constraint between parameters, declared beside the per-parameter ones: ``holds(params)``
-    must be true, else ``message`` (the problem and the fix) is reported."""
+    must be true, else ``message`` (the problem and the fix) is reported, formatted with the
+    parameters and ``prefix`` (``"{prefix}hidden is {hidden}"``)."""
 
     holds: Callable[[dict[str, Any]], bool]
     message: str
@@ -146,6 +147,6 @@ def validate_params(
             expected = " or ".join("null" if c is None else str(c) for c in allowed)
             problems.append(f"{prefix}{name}: expected {expected}, got {params[name]!r}")
     if not problems:
-        problems = [rule.message.format(prefix=prefix) for rule in rules if not rule.holds(params)]
+        problems = [rule.message.format(**params, prefix=prefix) for rule in rules if not rule.holds(params)]
     if problems:
         raise UsageError(f"{owner}: " + "; ".join(problems))

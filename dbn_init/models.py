@@ -505,7 +505,8 @@ class DBN(Classifier):
         ),
         Rule(
             lambda p: isinstance(p["pretrain_epochs"], int) or len(p["pretrain_epochs"]) == len(p["hidden"]),
-            "{prefix}pretrain_epochs: expected one number, or one per RBM of {prefix}hidden",
+            "{prefix}pretrain_epochs: expected one number or one per RBM ({prefix}hidden is {hidden}), "
+            "got {pretrain_epochs}",
         ),
         Rule(
             lambda p: p["pcd_chains"] is None or p["persistent"] or p["pt_temperatures"] > 1,
