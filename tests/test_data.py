@@ -532,6 +532,34 @@ def write_wine_csv(path: Path, delimiter: str = ",") -> Path:
     return path
 
 
+def test_files_beside_a_table_are_read_by_column_name_and_refused_when_their_columns_differ(tmp_path):
+    """A test, unlabelled or predict file with the training file's columns in another order is
+    reordered to them (the same rows, the same scaled features); one with a column missing or
+    extra is refused in one line naming them; a .npy beside it is matched by width, as before."""
+    path = write_wine_csv(tmp_path / "wine.csv")
+    rows = [line.split(",") for line in path.read_text().splitlines()]
+    order = list(reversed(range(len(rows[0]))))  # the label first, the features reversed
+    (tmp_path / "reversed.csv").write_text("\n".join(",".join(row[i] for i in order) for row in rows) + "\n")
+    kept = ArrayDataModule(path=str(path), target="cultivar", test_path=str(path)).arrays  # as read, unscaled
+    turned = ArrayDataModule(path=str(path), target="cultivar", test_path=str(tmp_path / "reversed.csv"),
+                             predict_path=str(tmp_path / "reversed.csv"),
+                             unlabeled_path=str(tmp_path / "reversed.csv")).arrays  # fmt: skip
+    for rows_read in (turned.test_x, turned.predict_x, turned.unlabeled_x):
+        assert torch.equal(rows_read, kept.test_x)
+    assert torch.equal(turned.test_y, kept.test_y)
+    dropped = [",".join(row[:3] + row[4:]) for row in rows]  # a feature column missing
+    (tmp_path / "dropped.csv").write_text("\n".join(dropped) + "\n")
+    renamed = "\n".join([",".join(["odd", *rows[0][1:]]), *(",".join(row) for row in rows[1:])]) + "\n"
+    (tmp_path / "renamed.csv").write_text(renamed)  # one column missing, one extra
+    with pytest.raises(UsageError, match=rf"test_path .*dropped.csv: expected the training file's feature columns "
+                       rf".*got missing \['{rows[0][3]}'\]: give it the same columns"):  # fmt: skip
+        ArrayDataModule(path=str(path), target="cultivar", test_path=str(tmp_path / "dropped.csv"))
+    with pytest.raises(UsageError, match=rf"missing \['{rows[0][0]}'\]; extra \['odd'\]"):
+        ArrayDataModule(path=str(path), target="cultivar", predict_path=str(tmp_path / "renamed.csv"))
+    np.save(tmp_path / "rows.npy", kept.test_x.numpy())  # no names: matched by width
+    ArrayDataModule(path=str(path), target="cultivar", predict_path=str(tmp_path / "rows.npy"))
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".tsv"])
 def test_a_csv_with_a_string_target_column_gives_the_arrays_rows_and_sorted_classes(tmp_path, suffix):
     x, y = wine_arrays()

@@ -25,6 +25,7 @@ from .readers import (
     _label_array,
     encode_labels,
     read_array_file,
+    table_columns,
 )
 
 
@@ -230,13 +231,17 @@ class ArrayDataModule(InMemoryDataModule):
         self, option: str, array_option: str | None = None, labels_option: str | None = None
     ) -> tuple[Any, Any, str] | None:
         """``(x, y, where)`` of one source, as given or as read from its file; None if not given.
-        Only ``path`` must hold the ``target`` column; in the other files it may be absent."""
+        Only ``path`` must hold the ``target`` column; in the other files it may be absent. A table
+        beside a table ``path`` is read by ``path``'s column names, in its order."""
         src = self._sources
         if array_option is not None and src[array_option] is not None:
             return src[array_option], None if labels_option is None else src[labels_option], array_option
         if src[option] is None:
             return None
-        x, y = read_array_file(src[option], src["target"], option, target_optional=option != "path")
+        names = None if option == "path" or src["path"] is None else table_columns(src["path"], src["target"])
+        if names is not None and table_columns(src[option]) is None:
+            names = None  # a file without names (.npz, .npy) is matched by width
+        x, y = read_array_file(src[option], src["target"], option, target_optional=option != "path", columns=names)
         return x, y, f"{option} {src[option]}"
 
     def _read_arrays(self) -> _Arrays:

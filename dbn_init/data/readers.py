@@ -203,7 +203,11 @@ _ARRAY_SUFFIXES = (".npz", ".npy", ".csv", ".tsv")
 
 
 def read_array_file(
-    path: str | Path, target: str | None = None, option: str = "path", target_optional: bool = False
+    path: str | Path,
+    target: str | None = None,
+    option: str = "path",
+    target_optional: bool = False,
+    columns: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Features and labels from one file, as stored (no scaling).
 
@@ -215,7 +219,10 @@ def read_array_file(
 
     ``option`` is how the user named the file (``"path"``, ``"test_path"``...), for messages.
     ``target_optional``: a file without the ``target`` column or key has no labels (y None)
-    instead of being refused (files of extra unlabelled rows).
+    instead of being refused (files of extra unlabelled rows). ``columns``: the feature columns a
+    table must hold, by name (another file's, :func:`table_columns`); its features come back in
+    that order, and a column missing or extra is refused. Files without names (``.npz``,
+    ``.npy``) are matched by width where they are used.
 
     Returns:
         ``(x, y)``: x ``(N, D)`` or as stored, y ``(N,)`` or None.
@@ -245,7 +252,18 @@ def read_array_file(
                 "save features and labels together with np.savez(path, x=features, y=labels)"
             )
         return np.load(path, allow_pickle=False), None
-    return _read_table(path, target, option, "\t" if suffix == ".tsv" else ",", target_optional)
+    return _read_table(path, target, option, "\t" if suffix == ".tsv" else ",", target_optional, columns)
+
+
+def table_columns(path: str | Path, target: str | None = None) -> list[str] | None:
+    """The feature columns of a ``.csv``/``.tsv`` file, by name, in order (its header less the
+    ``target`` column); None for a file without names (``.npz``, ``.npy``) or one that is not there."""
+    path = Path(path)
+    if path.suffix.lower() not in (".csv", ".tsv") or not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        header = next(csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
+    return [name.strip() for name in header if name.strip() != target]
 
 
 def _read_npz(
@@ -272,7 +290,7 @@ def _is_number(cell: str) -> bool:
 
 
 def _read_table(
-    path: Path, target: str | None, option: str, delimiter: str, target_optional: bool
+    path: Path, target: str | None, option: str, delimiter: str, target_optional: bool, columns: list[str] | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A CSV/TSV with a header row; the ``target`` column's cells are returned as strings."""
     with open(path, newline="") as f:
@@ -302,6 +320,16 @@ def _read_table(
             )
     label_col = header.index(target) if target is not None else None
     features = [i for i in range(len(header)) if i != label_col]
+    if columns is not None:  # another file's columns, by name: reordered to them
+        names = [header[i] for i in features]
+        missing, extra = [c for c in columns if c not in names], [c for c in names if c not in columns]
+        if missing or extra:
+            raise UsageError(
+                f"{option} {path}: expected the training file's feature columns {columns}, got "
+                + "; ".join(f"{what} {cols}" for what, cols in (("missing", missing), ("extra", extra)) if cols)
+                + ": give it the same columns (their order may differ)"
+            )
+        features = [features[names.index(c)] for c in columns]
     try:
         x = np.array([[float(row[i]) for i in features] for row in body], dtype=np.float64).reshape(
             len(body), len(features)
