@@ -166,15 +166,19 @@ class PredictionWriter(BasePredictionWriter):
     """Saves what ``predict`` returns in the run folder: ``predictions.pt``, a dict of
     ``probabilities`` (N, num_classes), ``labels`` (N,) (the most probable class) and ``indices``
     (N,), the rows of the predict split they belong to, and the same as ``predictions.csv``
-    (index, label, p_0, p_1, ...). Under DDP each rank saves its own rows,
-    ``predictions-rank{r}.*``."""
+    (index, label, p_0, p_1, ...); on a ``predict_path`` file, ``predictions-<its name>.*``. Under
+    DDP each rank saves its own rows, ``predictions[-<its name>]-rank{r}.*``."""
 
     def __init__(self) -> None:
         super().__init__(write_interval="epoch")
 
     @staticmethod
     def paths(trainer: Trainer) -> tuple[Path, Path]:
-        stem = "predictions" if trainer.world_size == 1 else f"predictions-rank{trainer.global_rank}"
+        """``predictions[-<input>][-rank<r>].pt`` and ``.csv``: named after the predict file where the
+        data have one (``predict_path``), so predictions on several inputs live side by side."""
+        source = dict(getattr(getattr(trainer, "datamodule", None), "hparams", None) or {}).get("predict_path")
+        stem = "predictions" if not source else f"predictions-{Path(source).stem}"
+        stem = stem if trainer.world_size == 1 else f"{stem}-rank{trainer.global_rank}"
         folder = Path(trainer.log_dir or trainer.default_root_dir)
         return folder / f"{stem}.pt", folder / f"{stem}.csv"
 

@@ -120,9 +120,9 @@ class DBNCLI(LightningCLI):
                 f"({type(self.model).__name__} would be scored at its untrained start); pass the run's "
                 "fine-tuning checkpoint (--ckpt_path PATH/last.ckpt, or --ckpt_path last), or fit first"
             )
-        if self.subcommand != "predict" and (self.run_dir() / "config.yaml").is_file():
-            # Without a logger every command shares one folder: validate and test write nothing there,
-            # so the fit's config.yaml stays as it is rather than being refused as another run's.
+        if (self.run_dir() / "config.yaml").is_file():
+            # Without a logger every command shares one folder: validate, test and predict keep the fit's
+            # config.yaml as it is rather than refusing it as another run's (predict's files are named by input).
             for callback in self._config_savers():
                 callback.already_saved = True
 
@@ -133,12 +133,12 @@ class DBNCLI(LightningCLI):
         self._checkpoint_to_evaluate()
         if self.trainer.fast_dev_run:  # one batch, no run folder: nothing worth keeping
             return
-        held = [p.name for p in (self.run_dir() / "config.yaml", *PredictionWriter.paths(self.trainer)) if p.exists()]
+        held = [p.name for p in PredictionWriter.paths(self.trainer) if p.exists()]
         if held:  # without a logger every run writes to the same folder
             raise FileTakenError(
-                f"{self.run_dir()} already holds an earlier run's {' and '.join(held)}, which this "
-                "prediction would overwrite; pass another --trainer.default_root_dir, or enable a "
-                "logger (a new version folder per run)"
+                f"{self.run_dir()} already holds {' and '.join(held)}, the predictions of an earlier run on "
+                "the same input, which this one would overwrite; pass another --trainer.default_root_dir, "
+                "or enable a logger (a new version folder per run)"
             )
         self.trainer.callbacks.append(PredictionWriter())
 

@@ -41,8 +41,9 @@ __all__ = [
 
 # Model options that change how fast a run goes, not what it computes (tested bit for bit).
 SPEED_OPTIONS = frozenset({"steps_per_batch"})
-# Data options that change where the files are read from or how fast they load, not what a model learns.
-LOADING_OPTIONS = frozenset({"root", "download", "num_workers", "on_device", "max_file_bytes"})
+# Data options that change where the files are read from or how fast they load, not what a model learns,
+# and the rows predict serves: a fitted model predicts on any file of the same columns.
+LOADING_OPTIONS = frozenset({"root", "download", "num_workers", "on_device", "max_file_bytes", "predict_path"})
 # Model options that only fine-tuning reads: a pretrained stack does not depend on them. They are the
 # Classifier's own options, read off its signature, less the sizes and the shape of the MLP.
 FINE_TUNING_OPTIONS = frozenset(

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from lightning.pytorch import LightningDataModule, Trainer, seed_everything
+from sklearn.datasets import load_wine
 
 import dbn_init.cli
 from dbn_init import DBN, Baseline, DigitsDataModule
@@ -400,6 +401,35 @@ def test_a_run_is_recognised_across_class_path_spellings_and_the_older_stage_rec
         )
 
 
+def test_predict_runs_on_new_files_with_the_fit_s_checkpoint_each_into_its_own_file(tmp_path):
+    """After a fit on a CSV, predict with the fit's arguments, a new --data.predict_path and
+    --ckpt_path last takes the fit's checkpoint (the file predicted on is no part of the run's
+    identity); two inputs predicted in the fit's own folder (no logger) each get their own files,
+    and the fit's config.yaml stays as it was."""
+    x, y = load_wine(return_X_y=True)
+    names = [f"f{i}" for i in range(x.shape[1])]
+    table = lambda rows, cols: "\n".join([",".join(cols), *(",".join(map(repr, r)) for r in rows)]) + "\n"  # noqa: E731
+    (tmp_path / "wine.csv").write_text(table([[*r, t] for r, t in zip(x.tolist(), y.tolist())], [*names, "label"]))
+    (tmp_path / "new1.csv").write_text(table(x[:5].tolist(), names))
+    (tmp_path / "new2.csv").write_text(table(x[5:12, ::-1].tolist(), names[::-1]))  # other column order
+    (tmp_path / "new3.csv").write_text(table(x[5:12].tolist(), names))  # the same rows in the training order
+    args = ["--model", "dbn_init.Baseline", "--model.hidden", "[8]", "--data", "dbn_init.ArrayDataModule",
+            "--data.path", str(tmp_path / "wine.csv"), "--data.target", "label", "--data.scaling", "standardize",
+            "--trainer.max_epochs", "2", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(tmp_path / "run")]  # fmt: skip
+    main(["fit", *args])
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    for new, n in (("new1", 5), ("new2", 7), ("new3", 7)):
+        main(["predict", *args, "--data.predict_path", str(tmp_path / f"{new}.csv"), "--ckpt_path", "last"])
+        rows = (tmp_path / "run" / f"predictions-{new}.csv").read_text().splitlines()
+        assert rows[0] == "index,label,p_0,p_1,p_2" and len(rows) == n + 1
+    assert (tmp_path / "run" / "config.yaml").read_text() == config
+    reordered, ordered = (
+        torch.load(tmp_path / "run" / f"predictions-{new}.pt", weights_only=True) for new in ("new2", "new3")
+    )
+    assert torch.equal(reordered["probabilities"], ordered["probabilities"])  # columns matched by name
+
+
 def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untrained_weights(finished_run, tmp_path):
     root = str(finished_run.parent.parent.parent)  # the default_root_dir of the finished run
     args = [*TINY, "--model.hidden", "[16]", "--trainer.limit_test_batches", "1.0"]
@@ -459,8 +489,7 @@ def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untraine
     before = _snapshot(tmp_path / "alone")
     with pytest.raises(
         FileExistsError,
-        match=r"already holds an earlier run's config.yaml and predictions.pt and "
-        r"predictions.csv",
+        match=r"already holds predictions.pt and predictions.csv, the predictions of an earlier run on the same input",
     ):
         main(["predict", *alone])  # without a logger the same folder: refused, not overwritten
     assert _snapshot(tmp_path / "alone") == before
