@@ -42,8 +42,15 @@ def _final_state(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
-def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tmp_path):
-    subprocess.run(_command(tmp_path / "a"), check=True, env=_env(), capture_output=True, timeout=300)
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    """The final weights of the run every interrupted one is compared with, run once for the module."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    subprocess.run(_command(root), check=True, env=_env(), capture_output=True, timeout=300)
+    return _final_state(root / "lightning_logs" / "version_0")
+
+
+def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(uninterrupted, tmp_path):
 
     root = tmp_path / "b"
     stage_checkpoint = root / "lightning_logs" / "version_0" / "checkpoints" / "rbm2-last.ckpt"
@@ -67,7 +74,7 @@ def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tmp_path):
     # the stage fit really restored it (a restarted stage 2 would end the same in deterministic mode)
     assert f"Restored all states from the checkpoint at {stage_checkpoint}" in output
     assert stage_checkpoint.exists()  # the interrupted run's files are kept; the resumed run has its own folder
-    expected = _final_state(tmp_path / "a" / "lightning_logs" / "version_0")
+    expected = uninterrupted
     got = _final_state(root / "lightning_logs" / "version_1")
     assert expected.keys() == got.keys()
     for key in expected:
@@ -75,10 +82,11 @@ def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_mid_stage_stops_with_its_status_and_the_resume_ends_as_an_uninterrupted_run(signum, tmp_path):
+def test_a_signal_mid_stage_stops_with_its_status_and_the_resume_ends_as_an_uninterrupted_run(
+    signum, uninterrupted, tmp_path
+):
     """SIGTERM (a scheduler) or SIGINT (Ctrl-C) during stage 2: the run stops within seconds with
     status 128 + signum and one line naming the resume, and the resume ends bit-identical."""
-    subprocess.run(_command(tmp_path / "a"), check=True, env=_env(), capture_output=True, timeout=300)
     root = tmp_path / "b"
     stage_checkpoint = root / "lightning_logs" / "version_0" / "checkpoints" / "rbm2-last.ckpt"
     proc = subprocess.Popen(_command(root), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -98,7 +106,7 @@ def test_a_signal_mid_stage_stops_with_its_status_and_the_resume_ends_as_an_unin
         _command(root, "--ckpt_path", "last"), env=_env(), capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    expected = _final_state(tmp_path / "a" / "lightning_logs" / "version_0")
+    expected = uninterrupted
     got = _final_state(root / "lightning_logs" / "version_1")
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
@@ -131,12 +139,11 @@ def test_a_full_disk_ends_the_run_with_one_line_naming_the_file_and_leaves_no_pa
     assert left == [".run", "config.yaml"]  # the run's claim on its folder; no truncated checkpoint, no temporary file
 
 
-def test_slurm_preemption_requeues_through_scontrol_and_the_requeued_job_resumes_bit_identical(tmp_path):
+def test_slurm_preemption_requeues_through_scontrol_and_the_requeued_job_resumes_bit_identical(uninterrupted, tmp_path):
     """SLURM's variables faked and a stand-in scontrol on PATH: SIGUSR1 mid-stage (what
     `sbatch --signal=USR1@90` sends) stops the run, requeues job 4242 and leaves no Lightning
     hpc_ckpt (which every later fit would load, a stage's into the next stage); the same command
     with --ckpt_path last, run again as the requeued job, ends where an uninterrupted run ends."""
-    subprocess.run(_command(tmp_path / "a"), check=True, env=_env(), capture_output=True, timeout=300)
     bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol-calls.txt"
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
@@ -163,7 +170,7 @@ def test_slurm_preemption_requeues_through_scontrol_and_the_requeued_job_resumes
     resumed = subprocess.run(job, env={**_env(), **slurm}, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming from {stage_checkpoint}" in resumed.stderr + resumed.stdout  # the requeued job, same folder
-    expected = _final_state(tmp_path / "a" / "lightning_logs" / "version_0")
+    expected = uninterrupted
     got = _final_state(run_dir)
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
