@@ -560,6 +560,31 @@ def test_files_beside_a_table_are_read_by_column_name_and_refused_when_their_col
     ArrayDataModule(path=str(path), target="cultivar", predict_path=str(tmp_path / "rows.npy"))
 
 
+@pytest.mark.parametrize("delimiter", [";", "|", "\t"])
+def test_a_csv_with_another_delimiter_or_a_byte_order_mark_reads_as_the_plain_one(tmp_path, delimiter):
+    plain = ArrayDataModule(path=str(write_wine_csv(tmp_path / "wine.csv")), target="cultivar").arrays
+    path = write_wine_csv(tmp_path / "other.csv", delimiter)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # a UTF-8 byte-order mark, as spreadsheets write
+    other = ArrayDataModule(path=str(path), target="cultivar").arrays
+    assert torch.equal(other.x, plain.x) and torch.equal(other.y, plain.y) and other.classes == plain.classes
+
+
+def test_labels_that_cannot_make_a_classifier_are_refused_in_one_line_naming_the_fix(tmp_path):
+    x, y = wine_arrays()
+    with pytest.raises(UsageError, match=r"expected labels of at least two classes, got one \(0\).*target column"):
+        ArrayDataModule(x, np.zeros(len(x), dtype=int))
+    with pytest.raises(
+        UsageError, match=r"expected one class label per row, shape \(N,\), got shape \(178, 3\).*argmax"
+    ):
+        ArrayDataModule(x, np.eye(3)[y])  # one-hot
+    lines = write_wine_csv(tmp_path / "wine.csv").read_text().splitlines()
+    (tmp_path / "twice.csv").write_text("\n".join([lines[0].replace("ash,", "cultivar,", 1), *lines[1:]]) + "\n")
+    with pytest.raises(
+        UsageError, match=r"twice.csv: expected each column named once, got \['cultivar'\] more than once"
+    ):
+        ArrayDataModule(path=str(tmp_path / "twice.csv"), target="cultivar")
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".tsv"])
 def test_a_csv_with_a_string_target_column_gives_the_arrays_rows_and_sorted_classes(tmp_path, suffix):
     x, y = wine_arrays()

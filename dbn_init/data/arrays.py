@@ -261,6 +261,11 @@ class ArrayDataModule(InMemoryDataModule):
         unlabeled_x, _ = self._side_rows(self._source("unlabeled_path", "x_unlabeled"), x.shape[1], labelled=False)
         predict_x, _ = self._side_rows(self._source("predict_path"), x.shape[1], labelled=False)
         (y, test_y), classes = encode_labels(y, test_y)
+        if y is not None and len(classes) < 2:
+            raise UsageError(
+                f"{where}: expected labels of at least two classes, got one ({classes[0]!r}); a classifier "
+                "needs two: check the target column, or leave target out for unlabelled rows"
+            )
         if names is not None and classes == list(range(len(names))):
             classes = names
         return _Arrays(

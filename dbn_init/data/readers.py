@@ -252,7 +252,7 @@ def read_array_file(
                 "save features and labels together with np.savez(path, x=features, y=labels)"
             )
         return np.load(path, allow_pickle=False), None
-    return _read_table(path, target, option, "\t" if suffix == ".tsv" else ",", target_optional, columns)
+    return _read_table(path, target, option, target_optional, columns)
 
 
 def table_columns(path: str | Path, target: str | None = None) -> list[str] | None:
@@ -261,9 +261,26 @@ def table_columns(path: str | Path, target: str | None = None) -> list[str] | No
     path = Path(path)
     if path.suffix.lower() not in (".csv", ".tsv") or not path.is_file():
         return None
-    with open(path, newline="") as f:
-        header = next(csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        header = next(csv.reader(f, delimiter=_delimiter(path)), [])
     return [name.strip() for name in header if name.strip() != target]
+
+
+_DELIMITERS = (",", "\t", ";", "|")
+
+
+def _delimiter(path: Path, lines: int = 20) -> str:
+    """The delimiter of a table: the first of the suffix's own (tab for ``.tsv``, else comma) and
+    ``;``, tab, ``|`` that splits the first ``lines`` rows into one same number of cells, more than
+    one (``csv.Sniffer`` guesses wrong on numeric tables); the suffix's own where none does."""
+    own = "\t" if path.suffix.lower() == ".tsv" else ","
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        head = [line for line in (f.readline() for _ in range(lines)) if line.strip()]
+    for delimiter in dict.fromkeys((own, *_DELIMITERS)):
+        widths = {len(row) for row in csv.reader(head, delimiter=delimiter)}
+        if len(widths) == 1 and widths.pop() > 1:
+            return delimiter
+    return own
 
 
 def _read_npz(
@@ -290,21 +307,13 @@ def _is_number(cell: str) -> bool:
 
 
 def _read_table(
-    path: Path, target: str | None, option: str, delimiter: str, target_optional: bool, columns: list[str] | None
+    path: Path, target: str | None, option: str, target_optional: bool, columns: list[str] | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """A CSV/TSV with a header row; the ``target`` column's cells are returned as strings."""
-    with open(path, newline="") as f:
-        rows = [row for row in csv.reader(f, delimiter=delimiter) if row]
-    if not rows or all(map(_is_number, rows[0])):
-        raise UsageError(
-            f"{option} {path}: expected a header row naming the columns, then rows of numbers; "
-            f"got {'an empty file' if not rows else 'a first row of numbers'}: add a header row"
-        )
-    header, body = [name.strip() for name in rows[0]], rows[1:]
-    if not body:
-        raise UsageError(
-            f"{option} {path}: expected rows of numbers under its header, got the header alone: add the rows"
-        )
+    """A CSV/TSV with a header row (UTF-8, a byte-order mark allowed; the delimiter found by
+    :func:`_delimiter`); the ``target`` column's cells are returned as strings."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = [row for row in csv.reader(f, delimiter=_delimiter(path)) if row]
+    header, body = _checked_rows(rows, f"{option} {path}")
     if target_optional and target not in header:
         target = None
     if target is not None and target not in header:
@@ -312,28 +321,13 @@ def _read_table(
             f"target {target!r} is not a column of {path}; expected one of {header}: pass "
             "data.target with one of them, or leave it out for unlabelled data"
         )
-    for line, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise UsageError(
-                f"{option} {path} line {line}: expected {len(header)} cells like the header, got "
-                f"{len(row)}; fix that row (a stray delimiter or a missing cell)"
-            )
     label_col = header.index(target) if target is not None else None
     features = [i for i in range(len(header)) if i != label_col]
     if columns is not None:  # another file's columns, by name: reordered to them
-        names = [header[i] for i in features]
-        missing, extra = [c for c in columns if c not in names], [c for c in names if c not in columns]
-        if missing or extra:
-            raise UsageError(
-                f"{option} {path}: expected the training file's feature columns {columns}, got "
-                + "; ".join(f"{what} {cols}" for what, cols in (("missing", missing), ("extra", extra)) if cols)
-                + ": give it the same columns (their order may differ)"
-            )
-        features = [features[names.index(c)] for c in columns]
+        features = _by_name(header, features, columns, f"{option} {path}")
     try:
-        x = np.array([[float(row[i]) for i in features] for row in body], dtype=np.float64).reshape(
-            len(body), len(features)
-        )
+        x = np.array([[float(row[i]) for i in features] for row in body], dtype=np.float64)
+        x = x.reshape(len(body), len(features))
     except ValueError:
         line, col = next(
             (line, i) for line, row in enumerate(body, start=2) for i in features if not _is_number(row[i])
@@ -347,9 +341,49 @@ def _read_table(
     return x, labels
 
 
+def _checked_rows(rows: list[list[str]], where: str) -> tuple[list[str], list[list[str]]]:
+    """A table's header (each name once) and its rows (at least one, each as wide as the header)."""
+    if not rows or all(map(_is_number, rows[0])):
+        raise UsageError(
+            f"{where}: expected a header row naming the columns, then rows of numbers; "
+            f"got {'an empty file' if not rows else 'a first row of numbers'}: add a header row"
+        )
+    header, body = [name.strip() for name in rows[0]], rows[1:]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise UsageError(f"{where}: expected each column named once, got {repeated} more than once; rename them")
+    if not body:
+        raise UsageError(f"{where}: expected rows of numbers under its header, got the header alone: add the rows")
+    for line, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise UsageError(
+                f"{where} line {line}: expected {len(header)} cells like the header, got "
+                f"{len(row)}; fix that row (a stray delimiter or a missing cell)"
+            )
+    return header, body
+
+
+def _by_name(header: list[str], features: list[int], columns: list[str], where: str) -> list[int]:
+    """The indices of ``columns`` (another file's feature columns) among this table's ``features``."""
+    names = [header[i] for i in features]
+    missing, extra = [c for c in columns if c not in names], [c for c in names if c not in columns]
+    if missing or extra:
+        raise UsageError(
+            f"{where}: expected the training file's feature columns {columns}, got "
+            + "; ".join(f"{what} {cols}" for what, cols in (("missing", missing), ("extra", extra)) if cols)
+            + ": give it the same columns (their order may differ)"
+        )
+    return [features[names.index(c)] for c in columns]
+
+
 def _label_array(values: Any, where: str) -> np.ndarray:
     """Class labels as int64 (numbers, integral floats) or str; refuses fractional numbers."""
     y = np.asarray(values)
+    if y.ndim != 1:
+        raise UsageError(
+            f"{where}: expected one class label per row, shape (N,), got shape {y.shape}; for one-hot "
+            "labels pass y.argmax(1)"
+        )
     if y.dtype.kind in "USO":
         y = y.astype(str)
         if (y == "").any():
