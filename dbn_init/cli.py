@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Mapping
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
@@ -43,6 +44,11 @@ class DBNCLI(LightningCLI):
     def instantiate_classes(self) -> None:  # a class's refusal of a value ends the command as one usage line
         try:
             super().instantiate_classes()
+        except MisconfigurationException as err:  # the Trainer's refusal of its options (a device this machine lacks)
+            self.parser.error(
+                f"the Trainer cannot run as configured: {err} Check --trainer.accelerator, --trainer.devices and "
+                "--trainer.strategy (accelerator auto takes what this machine has)"
+            )
         except (ValueError, TypeError) as err:  # jsonargparse wraps the class's refusal (or a missing file): find it
             if (cause := usage_cause(err)) is None:
                 raise

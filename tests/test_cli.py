@@ -599,6 +599,18 @@ def test_config_mistakes_are_errors(tmp_path, capsys, extra, message):
     assert message in str(info.value) + capsys.readouterr().err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_device_this_machine_lacks_ends_the_command_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.accelerator", "gpu",
+              "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("error: the Trainer cannot run as configured: ") and "--trainer.accelerator" in err[-1]
+    assert not (tmp_path / "lightning_logs").exists()
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
