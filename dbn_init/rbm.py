@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -727,6 +728,14 @@ def check_visible(x: Tensor, units: RBM | str, where: str = "data") -> None:
             "input_size=None to take it from the data)"
         )
     finite = torch.isfinite(x)
+    if visible_units == "gaussian" and bool(finite.all()) and x.numel() > 1:
+        mean, std = float(x.mean()), float(x.std())
+        if abs(mean) > 2 or not 0.2 < std < 5:  # far from the unit-variance units' standardised scale
+            warnings.warn(
+                f"{where} has mean {mean:.3g} and std {std:.3g}, but Gaussian visible units model "
+                "standardised inputs (mean 0 and std 1 per feature); standardise them (data.scaling standardize)",
+                stacklevel=2,
+            )
     if not bool(finite.all()):
         bad = int((~finite).sum())
         raise ValueError(

@@ -10,6 +10,7 @@ import os
 import pickle
 import struct
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -567,6 +568,19 @@ def test_a_csv_with_another_delimiter_or_a_byte_order_mark_reads_as_the_plain_on
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # a UTF-8 byte-order mark, as spreadsheets write
     other = ArrayDataModule(path=str(path), target="cultivar").arrays
     assert torch.equal(other.x, plain.x) and torch.equal(other.y, plain.y) and other.classes == plain.classes
+
+
+def test_a_class_with_no_training_row_is_warned_and_the_splits_stay_as_they_are():
+    x, y = wine_arrays()
+    y_test = y[-20:].copy()
+    y_test[-1] = 3  # a fourth class whose only row is a test row: the model never trains on it
+    with pytest.warns(UserWarning, match=r"class\(es\) \[3\] have no labelled row in the training split"):
+        dm = ArrayDataModule(x[:-20], y[:-20], x_test=x[-20:], y_test=y_test)
+        dm.setup("fit")
+    assert 3 not in dm.train_y.tolist() and dm.num_classes == 4 and len(dm.test_y) == 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ArrayDataModule(*wine_arrays(), split_seed=0).setup("fit")  # every class trains: no warning
 
 
 def test_labels_that_cannot_make_a_classifier_are_refused_in_one_line_naming_the_fix(tmp_path):

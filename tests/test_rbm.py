@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import warnings
 
 import pytest
 import torch
@@ -395,3 +396,16 @@ def test_a_centred_rbm_folds_its_offsets_into_ordinary_biases_exactly():
         linear.bias.copy_(rbm.hidden_bias)
     v = data[-1]
     torch.testing.assert_close(torch.sigmoid(linear(v)), torch.sigmoid((v - mu) @ W.t() + c))
+
+
+def test_gaussian_visible_units_on_unstandardised_inputs_are_warned_where_the_data_enter():
+    pixels = torch.tensor(load_digits().data[:200], dtype=torch.float32)  # 0..16, as stored
+    with pytest.warns(
+        UserWarning, match=r"x has mean 4.\d+ and std 6.\d+, but Gaussian visible units model standardised"
+    ):
+        check_visible(pixels, "gaussian", where="x")
+    standardised = (pixels - pixels.mean(0)) / pixels.std(0).clamp_min(1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_visible(standardised, "gaussian", where="x")
+        check_visible(pixels / 16, "bernoulli", where="x")

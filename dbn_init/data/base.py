@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -265,7 +266,22 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         self.pretrain_x, self.val_x, self.test_x = (self.scale(t) for t in (pretrain_raw, val_raw, raw.test_x))
         self.test_y = self._labels(raw.test_y, len(raw.test_x))
         self._label_subset(n_labelled, gen)
+        self._warn_untrained_classes()
         self._ready = True
+
+    def _warn_untrained_classes(self) -> None:
+        """A class with no labelled training row (its only rows went to validation or test) is one the
+        model never trains on; the splits stay as they are, so say so."""
+        if not self.labelled or not self.num_classes:
+            return
+        missing = sorted(set(range(self.num_classes)) - set(self.train_y[self.train_y >= 0].tolist()))
+        if missing:
+            warnings.warn(
+                f"{type(self).__name__}: class(es) {missing} have no labelled row in the training split "
+                "(theirs went to validation or test), so the model never trains on them; add rows of "
+                "those classes, or lower val_fraction",
+                stacklevel=2,
+            )
 
     @staticmethod
     def _labels(y: Tensor | None, n: int) -> Tensor:
