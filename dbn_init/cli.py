@@ -1,5 +1,7 @@
 """The Lightning CLI (``train.py``, ``dbn-init``): YAML -> DataModule + model -> fit (a DBN pretrains
-its stages first, :func:`dbn_init.pretrain.pretrain`) -> test. Run identity and resume: :mod:`dbn_init.runs`."""
+its stages in it, with this run's stage Trainers: :class:`CLIStageTrainers`) -> test. Run identity
+and resume: :mod:`dbn_init.runs`. The library's messages reach the user in the command's words
+(:func:`as_flags`)."""
 
 from __future__ import annotations
 

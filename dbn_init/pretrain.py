@@ -1,10 +1,11 @@
 """Greedy layer-wise pretraining: one Lightning fit per RBM of the stack, outside any model.
 
 Data flow: :func:`pretrain` takes a :class:`~dbn_init.models.DBN` (its RBM stack and its
-:class:`CDSettings`), the data and a Trainer factory; for each stage not yet done it fits an
-:class:`RBMStage` on a :class:`PretrainData` view of the data, then transfers the stack into the
-DBN's MLP. ``Trainer.fit(dbn, datamodule)`` calls it from ``DBN.on_fit_start``; ``train.py`` under
-DDP calls it before the fit.
+:class:`CDSettings`), the data and a Trainer factory; :func:`greedy` fits an :class:`RBMStage`
+for each stage not yet done, on a :class:`PretrainData` view of the data, then the stack goes
+into the DBN's MLP. ``Trainer.fit(dbn, datamodule)`` calls it from ``DBN.on_fit_start``, on any
+number of devices: each stage's Trainer (:func:`stage_trainer`) follows the fit's, and in a
+multi-process fit joins its processes.
 
 Stage k trains RBM k on the hidden probabilities of RBMs 1..k-1, which are frozen *by
 construction*: their ``requires_grad`` is switched off before the stage's Trainer wraps the
