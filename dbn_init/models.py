@@ -57,8 +57,7 @@ def _shared_args(args: dict[str, Any]) -> dict[str, Any]:
     """The Classifier's own options out of a subclass's ``locals()``, read off its signature so that
     an option added there reaches every model (a DBN's ``activation`` is its hidden units). The
     sizes are left out: a subclass builds once its own options are recorded."""
-    names = inspect.signature(Classifier.__init__).parameters.keys() - {"self", "input_size", "num_classes"}
-    return {name: args[name] for name in names}
+    return {name: args[name] for name in CLASSIFIER_OPTIONS - {"input_size", "num_classes"}}
 
 
 class Classifier(LightningModule):
@@ -321,6 +320,10 @@ def _spare_adam_the_nvml_reload() -> None:
         del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
 
 
+# The Classifier's options, read off its signature: what every model shares, the fine-tuning step's.
+CLASSIFIER_OPTIONS = frozenset(inspect.signature(Classifier.__init__).parameters) - {"self"}
+
+
 class Baseline(Classifier):
     """The MLP started from an initialisation scheme of :mod:`dbn_init.init`.
 
@@ -559,7 +562,7 @@ class DBN(Classifier):
         activation = hidden_units  # the MLP layer that computes each RBM's mean hidden activation
         super().__init__(None, None, **_shared_args(locals()))  # sizes: built in setup, or below
         self.save_hyperparameters()
-        fine_tuning = inspect.signature(Classifier.__init__).parameters.keys() - {"hidden"}
+        fine_tuning = CLASSIFIER_OPTIONS - {"hidden"}
         self.cd = CDSettings({k: v for k, v in self.hparams.items() if k not in fine_tuning}, len(hidden))
         # How many stages are finished; saved in checkpoints so a resumed run skips them.
         self.register_buffer("stages_done", torch.tensor(0))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import inspect
 import json
 import shutil
 from pathlib import Path
@@ -22,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from .constraints import FileTakenError, MissingFileError, UsageError
 from .io import read_checkpoint
-from .models import Classifier
+from .models import CLASSIFIER_OPTIONS
 
 __all__ = [
     "SPEED_OPTIONS",
@@ -46,10 +45,7 @@ SPEED_OPTIONS = frozenset({"steps_per_batch"})
 LOADING_OPTIONS = frozenset({"root", "download", "num_workers", "on_device", "max_file_bytes", "predict_path"})
 # Model options that only fine-tuning reads: a pretrained stack does not depend on them. They are the
 # Classifier's own options, read off its signature, less the sizes and the shape of the MLP.
-FINE_TUNING_OPTIONS = frozenset(
-    inspect.signature(Classifier.__init__).parameters.keys()
-    - {"self", "input_size", "num_classes", "hidden", "activation"}
-)
+FINE_TUNING_OPTIONS = CLASSIFIER_OPTIONS - {"input_size", "num_classes", "hidden", "activation"}
 # Model options at the value that computes what a file recording no such option computed: a
 # setting missing from a file and at this value here is the same setting.
 _NEUTRAL = {

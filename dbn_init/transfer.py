@@ -41,6 +41,7 @@ _TRANSPARENT = (nn.Dropout, nn.Identity)  # identity at inference: the activatio
 
 # pretrain_stack's short names for three of the DBN's options; the others keep the DBN's names
 _SHORT = {"epochs": "pretrain_epochs", "lr": "pretrain_lr", "seed": "pretrain_seed"}
+_SIZE = Interval(int, 1, None)
 
 
 def pretrain_stack(
@@ -91,9 +92,6 @@ def pretrain_stack(
         for _ in greedy(rbms, settings, data, lambda stage, n: make_trainer(n, dict(accelerator=accelerator))):
             pass
     return [rbm.cpu() for rbm in rbms]
-
-
-_SIZE = Interval(int, 1, None)
 
 
 class _Rows(LightningDataModule):
