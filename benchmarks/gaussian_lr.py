@@ -38,6 +38,7 @@ def val_recon(data, hidden: int, lr: float, epochs: int, seed: int) -> tuple[flo
         num_classes=data.num_classes,
         hidden=[hidden],
         visible_units="gaussian",
+        hidden_units="sigmoid",  # as the committed figures were measured
         gaussian_lr=lr,
         pretrain_epochs=epochs,
         pretrain_seed=seed,

@@ -75,6 +75,8 @@ RUN_ORDER = [
     "finetune_plain",
 ]
 assert sorted(RUN_ORDER) == sorted(CONTENDERS)
+# The RBM every contender trains: Bernoulli visible and hidden units at CD rate 0.1 (the textbook recipe).
+TEXTBOOK_RBM = dict(recipe="textbook", num_classes=10, visible_units="bernoulli")
 OPTIONAL = {"learnergy", "rbms", "sklearn_f32", "sklearn_f64"}  # peers: a failure is reported, not fatal
 CPU_ONLY = {"sklearn_f32", "sklearn_f64", "dbn_init_1t"}  # scikit-learn has no GPU path; threads are a CPU knob
 CUDA_ONLY = {"matmul_graph"}  # the kernel-launch bound: the floor loop replayed as one CUDA graph per step
@@ -292,7 +294,7 @@ def cd_grad_sgd(dm, args) -> float:
     dev = device_of(args)
     g = torch.Generator(device=dev).manual_seed(0)
     batches = pre_batched(dm, args, torch.Generator().manual_seed(0))
-    stage = DBN(input_size=dm.input_size, hidden=[args.hidden], pretrain_epochs=1).stage(0).to(dev)
+    stage = DBN(**TEXTBOOK_RBM, input_size=dm.input_size, hidden=[args.hidden], pretrain_epochs=1).stage(0).to(dev)
     rbm, optimizer = stage.rbm, stage.configure_optimizers()
 
     def epoch():
@@ -337,7 +339,7 @@ def compiled_cd(dm, args) -> float:
     dev = device_of(args)
     g = torch.Generator(device=dev).manual_seed(0)
     batches = [v for v in pre_batched(dm, args, torch.Generator().manual_seed(0)) if len(v) == args.batch_size]
-    stage = DBN(input_size=dm.input_size, hidden=[args.hidden], pretrain_epochs=1).stage(0).to(dev)
+    stage = DBN(**TEXTBOOK_RBM, input_size=dm.input_size, hidden=[args.hidden], pretrain_epochs=1).stage(0).to(dev)
     rbm, optimizer = stage.rbm, stage.configure_optimizers()
     chain = torch.compile(cd1_chain, mode=compile_mode(args), dynamic=False, fullgraph=True)
     params = (rbm.weight, rbm.visible_bias, rbm.hidden_bias)
@@ -410,7 +412,7 @@ def dbn_init(dm, args) -> float:
     from dbn_init.models import DBN
     from dbn_init.pretrain import PretrainData
 
-    dbn = DBN(input_size=dm.input_size, hidden=[args.hidden], pretrain_epochs=1)
+    dbn = DBN(**TEXTBOOK_RBM, input_size=dm.input_size, hidden=[args.hidden], pretrain_epochs=1)
     stage, data, trainer = dbn.stage(0), PretrainData(dm, dbn.hparams.steps_per_batch), quiet_trainer(args)
     return seconds(lambda: trainer.fit(stage, datamodule=data), args)
 
@@ -426,7 +428,7 @@ def dbn_init_loss(dm, args) -> float:
             super().on_fit_start()
             self.backprop_cd = True
 
-    dbn = DBN(input_size=dm.input_size, hidden=[args.hidden], pretrain_epochs=1)
+    dbn = DBN(**TEXTBOOK_RBM, input_size=dm.input_size, hidden=[args.hidden], pretrain_epochs=1)
     stage = LossPath(dbn.rbms, 0, dbn.cd)
     data, trainer = PretrainData(dm, dbn.hparams.steps_per_batch), quiet_trainer(args)
     return seconds(lambda: trainer.fit(stage, datamodule=data), args)

@@ -420,7 +420,8 @@ def _read_checkpoint(path: Path, size: int, problems: list[str]) -> _Raw:
     meta = {"source": "lightning_checkpoint"}
     if isinstance(hparams, dict) and "visible_units" in hparams and n:
         hidden_units = hparams.get("hidden_units", "sigmoid")
-        units = stack_units(hparams["visible_units"], hidden_units, n)  # upper RBMs model the activations below
+        visible = hparams["visible_units"] or "bernoulli"  # None: saved before it saw data, RBM 1 built Bernoulli
+        units = stack_units(visible, hidden_units, n)  # upper RBMs model the activations below
         meta["hidden_units"] = json.dumps([hidden_units] * n)
     record = ckpt.get("dbn_init") if isinstance(ckpt.get("dbn_init"), dict) else {}  # a stage checkpoint's
     stage = record.get("stage")

@@ -31,7 +31,7 @@ from .io import data_record
 from .mlp import MLP, Activation
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
 from .pretrain import CDSettings, RBMStage, _features, pretrain, stage_trainer, up_pass
-from .rbm import HIDDEN_UNITS, RBM, make_stack
+from .rbm import HIDDEN_UNITS, RBM, make_rbm, make_stack, visible_units_of
 
 __all__ = ["Classifier", "Baseline", "DBN"]
 
@@ -99,7 +99,7 @@ class Classifier(LightningModule):
     def __init__(
         self,
         input_size: int | None = None,
-        num_classes: int | None = 10,
+        num_classes: int | None = None,
         hidden: list[int] = [256, 256],  # noqa: B006  (LightningCLI reads defaults from the signature)
         activation: Activation = "relu",
         lr: float = 1e-3,
@@ -191,6 +191,7 @@ class Classifier(LightningModule):
         sizes are recorded (Lightning's hyper_parameters, or a stage checkpoint's run record)."""
         if not self.built:
             saved = (checkpoint.get("dbn_init_run") or {}).get("model") or checkpoint.get("hyper_parameters") or {}
+            self.hparams.update({k: saved.get(k) for k in FROM_DATA if k in self.hparams and self.hparams[k] is None})
             self.build(saved["input_size"], saved["num_classes"])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -217,6 +218,11 @@ class Classifier(LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_means = EpochMeans(2, self.device)  # loss, accuracy
+        if self.dropout or self.input_dropout:
+            # Dropout draws its masks from torch's global generator, which every DataLoader iterator
+            # also draws from: seeded per epoch and rank from the run's seed, an epoch's masks are the
+            # same whatever this process ran before it (a run resumed mid-pretraining, or mid-fit).
+            torch.manual_seed(_epoch_seed(self.current_epoch, self.global_rank))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -306,6 +312,26 @@ def _sizes_of(datamodule, hparams, stage: str) -> tuple[int, int]:
     return int(input_size), int(num_classes)
 
 
+def visible_units_for(datamodule, stage: str = "fit") -> str:
+    """RBM 1's visible units for the data: Gaussian for standardised data (``scaling="standardize"``),
+    Bernoulli for data in [0, 1]; a DataModule that declares no scaling is judged by its first batch
+    (every value in [0, 1]: Bernoulli, else Gaussian)."""
+    scaling = getattr(datamodule, "scaling", None)
+    if scaling in ("standardize", "unit"):
+        return "gaussian" if scaling == "standardize" else "bernoulli"
+    if datamodule is None:
+        return "bernoulli"
+    name = {"fit": "train", "validate": "val"}.get(stage, stage)
+    loader = getattr(datamodule, "pretrain_dataloader", None) or getattr(datamodule, f"{name}_dataloader")
+    return visible_units_of(_features(next(iter(loader()))))
+
+
+def _epoch_seed(epoch: int, rank: int) -> int:
+    """A seed for fine-tuning ``epoch`` on ``rank``, from the run's seed (``seed_everything``'s)."""
+    base = int(os.environ.get("PL_GLOBAL_SEED", 0))
+    return (base + 1_000_003 * (epoch + 1) + 7_919 * rank) % 2**63
+
+
 def _spare_adam_the_nvml_reload() -> None:
     """Let ``torch.cuda.is_available()`` be the cheap runtime check on machines with no GPU.
 
@@ -320,6 +346,8 @@ def _spare_adam_the_nvml_reload() -> None:
         del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
 
 
+# Options a model made with None for them takes from the data when it is built (and records).
+FROM_DATA = frozenset({"input_size", "num_classes", "visible_units"})
 # The Classifier's options, read off its signature: what every model shares, the fine-tuning step's.
 CLASSIFIER_OPTIONS = frozenset(inspect.signature(Classifier.__init__).parameters) - {"self"}
 
@@ -345,7 +373,7 @@ class Baseline(Classifier):
     def __init__(
         self,
         input_size: int | None = None,
-        num_classes: int | None = 10,
+        num_classes: int | None = None,
         hidden: list[int] = [256, 256],  # noqa: B006
         init: InitName = "xavier_uniform",
         activation: Activation = "relu",
@@ -375,6 +403,25 @@ class Baseline(Classifier):
         self.mlp.init_weights(hp.init, std=hp.init_std, value=hp.init_value)
 
 
+RecipeName = Literal["relu", "textbook"]
+# The named recipes: a DBN's value for each of these options it is given as None (the default).
+# "relu", the default, was chosen on validation over the development suite
+# (benchmarks/defaults_suite.py, results/defaults_suite/): noisy-ReLU RBMs (Nair & Hinton 2010)
+# transferred into a ReLU MLP fine-tuned with dropout. "textbook" is Hinton & Salakhutdinov's
+# (2006): sigmoid RBMs at CD rate 0.1, fine-tuned without dropout.
+RECIPES: dict[str, dict[str, Any]] = {
+    "relu": {"hidden_units": "relu", "pretrain_lr": 0.01, "gaussian_lr": 1e-3, "dropout": 0.2},
+    "textbook": {"hidden_units": "sigmoid", "pretrain_lr": 0.1, "gaussian_lr": 1e-2, "dropout": 0.0},
+}
+
+
+def resolve_recipe(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of ``args["recipe"]`` (a DBN's arguments) with the recipe's values where they are None
+    (an unknown recipe is refused by the constraints table, which runs on these values)."""
+    recipe = RECIPES.get(args["recipe"], RECIPES["relu"])
+    return {name: value if args[name] is None else args[name] for name, value in recipe.items()}
+
+
 class DBN(Classifier):
     """A Deep Belief Network: greedy RBM pretraining, then the same fine-tuning as the baselines.
 
@@ -393,29 +440,43 @@ class DBN(Classifier):
     ----------
     hidden : list of int
         Hidden sizes of RBM 1..k, which are also the MLP's hidden layers.
-    visible_units : "bernoulli" or "gaussian"
-        Unit type of RBM 1's visible layer.
+    recipe : "relu" or "textbook"
+        Where the options left None (``hidden_units``, ``pretrain_lr``, ``gaussian_lr``,
+        ``dropout``) take their values (:data:`RECIPES`; an option given explicitly wins):
+        ``"relu"`` (the default, chosen on validation: NReLU RBMs at CD rate 0.01, 1e-3 for
+        Gaussian visible units, fine-tuned with dropout 0.2) or ``"textbook"`` (Hinton &
+        Salakhutdinov 2006: sigmoid RBMs at 0.1, 1e-2 for Gaussian visible units, no dropout).
+        The hyperparameters (``hparams.yaml``, checkpoints) record the values used.
+    visible_units : "bernoulli", "gaussian" or None
+        Unit type of RBM 1's visible layer. None (the default) follows the data when the DBN is
+        built: Gaussian for standardised data, Bernoulli for data in [0, 1]
+        (:func:`visible_units_for`).
     hidden_units : "sigmoid" or "relu"
         Hidden units of every RBM: Bernoulli, transferred into a sigmoid MLP; or noisy rectified
         linear units (Nair & Hinton 2010), transferred into a ReLU MLP like the baselines'. Above
         RBM 1, the RBMs of a ReLU stack model the rectified activities below with unit-variance
         Gaussian visible units (``gaussian_lr``). ReLU stacks have no tractable free energy:
-        parallel tempering, centring and AIS need sigmoid units.
-    pretrain_epochs : int or list of int
+        parallel tempering, centring and AIS need ``hidden_units="sigmoid"``.
+    pretrain_epochs : int, list of int or None
         Epochs per stage (one number for all, or one per RBM). 0 skips pretraining: the MLP
-        starts from RBMs at their N(0, 0.01) initialisation.
+        starts from RBMs at their N(0, 0.01) initialisation. None (the default): 10, or on small
+        data a multiple of 10 that makes at least ``pretrain_updates`` CD updates per RBM (128
+        rows in batches of 16 make 8 updates an epoch: 250 epochs). Validation, the momentum
+        switch and the rate schedule keep their place in the stretched stage (``momentum_switch_epoch``
+        5 switches halfway). Fashion-MNIST's 54,000 rows in batches of 100 make 5,400 updates in
+        10 epochs: 10.
+    pretrain_updates : int
+        The fewest CD updates per RBM when ``pretrain_epochs`` is None; 0: always 10 epochs.
     pretrain_lr : float
-        CD learning rate of Bernoulli RBMs (0.1, as in Hinton & Salakhutdinov's code).
+        CD learning rate of RBMs with Bernoulli visible units.
     gaussian_lr : float
-        CD learning rate of a Gaussian first RBM on standardised inputs. 1e-2, by measurement
-        (``benchmarks/gaussian_lr.py``, ``results/gaussian_lr/results.txt``): on standardised
-        digits and wine, 1e-3 barely moves the validation reconstruction error in 3 epochs
-        (51.4 -> 51.3 on digits) and 1e-2 learns several times more (-> 37.6; -> 25.3 after 10
-        epochs); 0.1 learned more still there and did not diverge, but unit-variance Gaussian
-        units are known to diverge at Bernoulli rates on larger data (Hinton 2010, section
-        13.2), so the default keeps a factor of 10 below the Bernoulli rate.
+        CD learning rate of RBMs with Gaussian visible units: a first RBM on standardised inputs,
+        and the upper RBMs of a ReLU stack. Unit-variance Gaussian units diverge at Bernoulli
+        rates on larger data (Hinton 2010, section 13.2); ``benchmarks/gaussian_lr.py`` measures
+        the rates on standardised digits and wine.
     initial_momentum, final_momentum, momentum_switch_epoch :
-        Momentum schedule of each stage (0.5 for the first 5 epochs, then 0.9; Hinton 2010).
+        Momentum schedule of each stage (0.5 for the first 5 epochs, then 0.9; Hinton 2010), on
+        the clock of ``pretrain_epochs`` (see ``pretrain_updates``).
     rbm_weight_decay : float
         L2 cost on RBM weights (2e-4, Hinton 2010 section 10); biases are not decayed.
     cd_k : int
@@ -472,14 +533,16 @@ class DBN(Classifier):
 
     _parameter_constraints = {
         **_FINE_TUNING_CONSTRAINTS,
-        "visible_units": [Options(("bernoulli", "gaussian"))],
+        "recipe": [Options(tuple(RECIPES))],
+        "visible_units": [None, Options(("bernoulli", "gaussian"))],
         "hidden_units": [Options(HIDDEN_UNITS)],
         "pcd_chains": [None, _SIZE],
         "pt_temperatures": [_SIZE],
         "pt_min_beta": [Interval(float, 0, 1, "left")],
         "centring_rate": [Interval(float, 0, 1, "right")],
         "pretrain_lr_schedule": [Options(("constant", "linear", "cosine"))],
-        "pretrain_epochs": [_COUNT, ListOf(_COUNT)],
+        "pretrain_epochs": [None, _COUNT, ListOf(_COUNT)],
+        "pretrain_updates": [_COUNT],
         "pretrain_lr": [_RATE],
         "gaussian_lr": [_RATE],
         "initial_momentum": [_MOMENTUM],
@@ -497,17 +560,17 @@ class DBN(Classifier):
     _parameter_rules = (
         Rule(
             lambda p: p["hidden_units"] == "sigmoid" or (p["pt_temperatures"] == 1 and not p["centring"]),
-            "{prefix}hidden_units relu: parallel tempering and centring need the free energy and the mean of "
-            "Bernoulli hidden units, which NReLU units lack; use {prefix}pt_temperatures 1 and {prefix}centring "
-            "false with relu, or sigmoid hidden units",
+            "{prefix}hidden_units is relu (the default recipe's): parallel tempering and centring need the free "
+            "energy and the mean of Bernoulli hidden units, which NReLU units lack; set {prefix}hidden_units "
+            "sigmoid (or {prefix}recipe textbook)",
         ),
         Rule(
             lambda p: p["hidden_units"] == "sigmoid" or p["ais_chains"] == 0,
-            "{prefix}ais_chains: AIS needs the free energy of sigmoid hidden units; set {prefix}ais_chains 0 "
-            "for a relu stack",
+            "{prefix}ais_chains: AIS needs the free energy of sigmoid hidden units, and {prefix}hidden_units is "
+            "relu (the default recipe's); set {prefix}hidden_units sigmoid, or {prefix}ais_chains 0",
         ),
         Rule(
-            lambda p: isinstance(p["pretrain_epochs"], int) or len(p["pretrain_epochs"]) == len(p["hidden"]),
+            lambda p: not isinstance(p["pretrain_epochs"], list) or len(p["pretrain_epochs"]) == len(p["hidden"]),
             "{prefix}pretrain_epochs: expected one number or one per RBM ({prefix}hidden is {hidden}), "
             "got {pretrain_epochs}",
         ),
@@ -521,13 +584,15 @@ class DBN(Classifier):
     def __init__(
         self,
         input_size: int | None = None,
-        num_classes: int | None = 10,
+        num_classes: int | None = None,
         hidden: list[int] = [256, 256],  # noqa: B006
-        visible_units: Literal["bernoulli", "gaussian"] = "bernoulli",
-        hidden_units: Literal["sigmoid", "relu"] = "sigmoid",
-        pretrain_epochs: int | list[int] = 10,
-        pretrain_lr: float = 0.1,
-        gaussian_lr: float = 1e-2,
+        recipe: RecipeName = "relu",
+        visible_units: Literal["bernoulli", "gaussian"] | None = None,
+        hidden_units: Literal["sigmoid", "relu"] | None = None,
+        pretrain_epochs: int | list[int] | None = None,
+        pretrain_updates: int = 2000,
+        pretrain_lr: float | None = None,
+        gaussian_lr: float | None = None,
         initial_momentum: float = 0.5,
         final_momentum: float = 0.9,
         momentum_switch_epoch: int = 5,
@@ -547,7 +612,7 @@ class DBN(Classifier):
         optimizer: Literal["adam", "sgd"] = "adam",
         weight_decay: float = 0.0,
         momentum: float = 0.9,
-        dropout: float = 0.0,
+        dropout: float | None = None,
         input_dropout: float = 0.0,
         body_lr_scale: float = 1.0,
         warmup_epochs: int = 0,
@@ -558,10 +623,12 @@ class DBN(Classifier):
         ais_betas: int = 10000,
         steps_per_batch: int = 8,
     ) -> None:
-        validate_params("DBN", locals(), self._parameter_constraints, "model.", self._parameter_rules)
-        activation = hidden_units  # the MLP layer that computes each RBM's mean hidden activation
-        super().__init__(None, None, **_shared_args(locals()))  # sizes: built in setup, or below
+        args = {**locals(), **resolve_recipe(locals())}  # the recipe's value for each of its options left None
+        validate_params("DBN", args, self._parameter_constraints, "model.", self._parameter_rules)
+        args["activation"] = args["hidden_units"]  # the MLP layer that computes each RBM's mean hidden activation
+        super().__init__(None, None, **_shared_args(args))  # sizes: built in setup, or below
         self.save_hyperparameters()
+        self.hparams.update({name: args[name] for name in RECIPES[recipe]})  # checkpoints record the values
         fine_tuning = CLASSIFIER_OPTIONS - {"hidden"}
         self.cd = CDSettings({k: v for k, v in self.hparams.items() if k not in fine_tuning}, len(hidden))
         # How many stages are finished; saved in checkpoints so a resumed run skips them.
@@ -574,9 +641,25 @@ class DBN(Classifier):
         if input_size is not None and num_classes is not None:
             self.build(input_size, num_classes)
 
+    def build_for(self, datamodule, stage: str = "fit") -> None:
+        """As :meth:`Classifier.build_for`; visible units None follow the data (:func:`visible_units_for`).
+        A DBN built with its sizes before it saw the data has a Bernoulli RBM 1 until then: it takes
+        the data's units here, its initial weights kept."""
+        if self.hparams.visible_units is None:
+            self.hparams.visible_units = units = visible_units_for(datamodule, stage)
+            if self.built and self.rbms[0].visible_units != units:
+                first = self.rbms[0]
+                self.rbms[0] = make_rbm(first.n_visible, first.n_hidden, units, hidden_units=first.hidden_units)
+                self.rbms[0].load_state_dict(first.state_dict())
+                self.rbms[0].requires_grad_(False)
+        super().build_for(datamodule, stage)
+
     def build(self, input_size: int, num_classes: int) -> None:
         super().build(input_size, num_classes)
-        self.rbms = make_stack([input_size, *self.hidden], self.hparams.visible_units, self.hparams.hidden_units)
+        # Visible units None: Bernoulli until the data are seen (build_for); the up-pass, and so the
+        # MLP, is the same for both kinds (a model built from weights alone, as ddp_spawn returns it).
+        visible_units = self.hparams.visible_units or "bernoulli"
+        self.rbms = make_stack([input_size, *self.hidden], visible_units, self.hparams.hidden_units)
         self.rbms.requires_grad_(False)  # trained only inside their own stage's fit
         init_weight(self.mlp.head.weight, "xavier_uniform", self.activation)
         nn.init.zeros_(self.mlp.head.bias)
@@ -675,7 +758,9 @@ class DBN(Classifier):
             trainer = self.trainer
             make = self.stage_trainers or stage_trainer
             trainers = lambda stage, epochs: make(trainer, stage, epochs)  # noqa: E731
-            pretrain(self, trainer.datamodule, trainers, self.stage_resume, prepared=True)
+            pretrain(
+                self, trainer.datamodule, trainers, self.stage_resume, prepared=True, world_size=trainer.world_size
+            )
             self.rbms.to(self.device)  # each stage fit's teardown moved the shared RBMs to the CPU
         super().on_fit_start()
 

@@ -79,6 +79,9 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
 warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no `val_dataloader`")
 
 
+DEFAULT_PRETRAIN_EPOCHS = 10  # per RBM, where pretrain_epochs is None (Hinton & Salakhutdinov 2006)
+
+
 class CDSettings:
     """How every RBM of a stack is trained: the DBN holds one (``dbn.cd``), each stage reads it.
 
@@ -92,6 +95,8 @@ class CDSettings:
     def __init__(self, options: Mapping[str, Any], depth: int) -> None:
         self._options = dict(options)
         epochs = self._options["pretrain_epochs"]
+        self.stretches = epochs is None  # the default: 10 epochs, more on small data (see stretch)
+        epochs = DEFAULT_PRETRAIN_EPOCHS if epochs is None else epochs
         self.epochs: tuple[int, ...] = tuple([epochs] * depth if isinstance(epochs, int) else epochs)
 
     def __getattr__(self, name: str) -> Any:
@@ -99,6 +104,16 @@ class CDSettings:
         if name not in options:
             raise AttributeError(f"{type(self).__name__} has no option {name!r}")
         return options[name]
+
+    def stretch(self, index: int, updates_per_epoch: int | None) -> int:
+        """How many times RBM ``index``'s epochs its stage runs: with ``pretrain_epochs`` None, the
+        least whole number that makes ``pretrain_updates`` CD updates at ``updates_per_epoch`` (None:
+        unknown); else 1. The stage runs ``stretch * epochs`` epochs; validation, the momentum switch
+        and the rate schedule keep their place in it."""
+        epochs, wanted = self.epochs[index], self.pretrain_updates
+        if not (self.stretches and epochs and wanted and updates_per_epoch):
+            return 1
+        return max(1, math.ceil(wanted / (epochs * updates_per_epoch)))
 
     def lr_for(self, rbm: RBM) -> float:
         """The CD learning rate of ``rbm``: Gaussian visible units diverge at Bernoulli rates."""
@@ -159,11 +174,12 @@ class RBMStage(LightningModule):
     ``PretrainData`` groups them, see ``steps_per_batch``); on any other data, one per batch.
     """
 
-    def __init__(self, rbms: nn.ModuleList, index: int, settings: CDSettings) -> None:
+    def __init__(self, rbms: nn.ModuleList, index: int, settings: CDSettings, stretch: int = 1) -> None:
         super().__init__()
         self.rbms = rbms
         self.index = index
         self.cd = settings
+        self.stretch = stretch  # the stage runs stretch times its epochs (small data: CDSettings.stretch)
         self.lr = settings.lr_for(rbms[index])
         self.mini_batch: int | None = None  # rows per CD update (PretrainData's batch_size)
         self.chain: Tensor | None = None  # PCD fantasy particles, one set per rank; (T, n, V) under tempering
@@ -235,7 +251,8 @@ class RBMStage(LightningModule):
     def on_train_epoch_start(self) -> None:
         # Hinton (2010, section 9): momentum 0.5 while the weights settle, then 0.9.
         cd = self.cd
-        momentum = cd.initial_momentum if self.current_epoch < cd.momentum_switch_epoch else cd.final_momentum
+        switch = cd.momentum_switch_epoch * self.stretch
+        momentum = cd.initial_momentum if self.current_epoch < switch else cd.final_momentum
         lr = self.lr * cd.lr_factor(self.current_epoch, self.trainer.max_epochs)  # of the epoch: resumes alike
         for group in self.optimizers().optimizer.param_groups:
             group["momentum"], group["lr"] = momentum, lr
@@ -551,6 +568,19 @@ class PretrainData(LightningDataModule):
     def val_dataloader(self):
         return self.datamodule.val_dataloader()
 
+    def updates_per_epoch(self, world_size: int = 1) -> int | None:
+        """CD updates per epoch on each of ``world_size`` processes; None for a loader of no length."""
+        if not self.prepared:  # once, for every stage
+            self.prepare_data()
+            self.setup("fit")
+            self.prepared = True
+        loader = self.train_dataloader()
+        try:
+            rows = math.ceil(len(loader.dataset) / world_size)
+        except TypeError:  # an iterable dataset
+            return None
+        return math.ceil(rows / (self.batch_size or loader.batch_size or 1))
+
     def monitor_subset(self, n: int = 1000) -> Tensor | None:
         """The first ``n`` pretraining rows: a fixed training subset, (n, n_visible)."""
         data = getattr(self.datamodule, "pretrain_x", None)
@@ -685,6 +715,7 @@ def pretrain(
     trainers: StageTrainers | None = None,
     resume: Mapping[int, str] | None = None,
     prepared: bool = False,
+    world_size: int = 1,
 ) -> None:
     """Train the DBN's RBMs 1..k greedily, one ``trainers(stage, epochs).fit`` each, then transfer.
 
@@ -692,9 +723,10 @@ def pretrain(
     already recorded in ``model.stages_done`` (imported, or a resumed run) are skipped; ``resume``
     maps a stage index (from 0) to the checkpoint its fit resumes from (epoch, optimizer,
     momentum, persistent chains, sampling noise). ``trainers`` defaults to quiet one-device
-    Trainers (:func:`make_trainer`); ``prepared`` as for :class:`PretrainData`.
+    Trainers (:func:`make_trainer`); ``prepared`` as for :class:`PretrainData`; ``world_size``: the
+    processes the stages run on, which share each epoch's rows.
     """
-    if not model.built:  # sizes from the data (input_size None): set the data up once, for the stages too
+    if not model.built or model.hparams.visible_units is None:  # from the data: set it up once, for the stages too
         if not prepared:
             datamodule.prepare_data()
             datamodule.setup("fit")
@@ -703,7 +735,9 @@ def pretrain(
     if model.hparams.pretrained and int(model.stages_done) == 0:
         import_stack(model, datamodule)
     data = PretrainData(datamodule, model.cd.steps_per_batch, prepared)
-    stages = greedy(model.rbms, model.cd, data, trainers, int(model.stages_done), resume, dict(model.hparams))
+    stages = greedy(
+        model.rbms, model.cd, data, trainers, int(model.stages_done), resume, dict(model.hparams), world_size
+    )
     for done in stages:
         model.stages_done.fill_(done)
     model.finish_pretraining()
@@ -717,20 +751,25 @@ def greedy(
     start: int = 0,
     resume: Mapping[int, str] | None = None,
     hparams: Mapping[str, Any] | None = None,
+    world_size: int = 1,
 ) -> Iterator[int]:
     """The greedy loop: fit RBM ``start``, ``start + 1``, ... of ``rbms`` in turn, each on the frozen
     ones below, one ``trainers(stage, epochs).fit`` of an :class:`RBMStage` each (a stage with 0
     epochs is skipped); yields the number of stages done after each. ``hparams`` are the stages'
     hyperparameters: the stages fit before a DBN's own fit logs its hyperparameters, and the first
-    fit to write a logger's ``hparams.yaml`` fixes it, so each stage carries the DBN's."""
+    fit to write a logger's ``hparams.yaml`` fixes it, so each stage carries the DBN's. On small data
+    a stage runs a multiple of its epochs (:meth:`CDSettings.stretch`) and validates as often as
+    its nominal epochs would."""
     trainers = trainers or (lambda stage, epochs: make_trainer(epochs))
     for index, epochs in enumerate(settings.epochs):
         if index < start or epochs == 0:
             continue
-        rank_zero_info(f"pretraining RBM {index + 1}/{len(rbms)} for {epochs} epochs")
-        trainer = trainers(index, epochs)
+        stretch = settings.stretch(index, data.updates_per_epoch(world_size) if settings.stretches else None)
+        rank_zero_info(f"pretraining RBM {index + 1}/{len(rbms)} for {epochs * stretch} epochs")
+        trainer = trainers(index, epochs * stretch)
+        trainer.check_val_every_n_epoch = stretch * trainer.check_val_every_n_epoch
         _check_updates(trainer, index)
-        stage = RBMStage(rbms, index, settings)
+        stage = RBMStage(rbms, index, settings, stretch)
         if hparams:
             stage.save_hyperparameters(dict(hparams))
         trainer.fit(stage, datamodule=data, ckpt_path=(resume or {}).get(index))

@@ -713,6 +713,12 @@ def make_stack(sizes: Sequence[int], visible_units: str, hidden_units: str) -> n
     )
 
 
+def visible_units_of(x: Tensor) -> str:
+    """The visible units that suit data ``x``: "bernoulli" for values all in [0, 1], else "gaussian"
+    (for standardised values)."""
+    return "bernoulli" if bool(((x >= 0) & (x <= 1)).all()) else "gaussian"
+
+
 def check_visible(x: Tensor, units: RBM | str, where: str = "data") -> None:
     """Validate data for an RBM's visible layer once, where they enter (``units``: the RBM, whose
     size is checked too, or its visible unit type name).

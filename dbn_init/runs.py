@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from .constraints import FileTakenError, MissingFileError, UsageError
 from .io import read_checkpoint
-from .models import CLASSIFIER_OPTIONS
+from .models import CLASSIFIER_OPTIONS, FROM_DATA
 
 __all__ = [
     "SPEED_OPTIONS",
@@ -40,6 +40,8 @@ __all__ = [
 
 # Model options that change how fast a run goes, not what it computes (tested bit for bit).
 SPEED_OPTIONS = frozenset({"steps_per_batch"})
+# Model options that only name where other options took their values: the values are recorded and compared.
+NAME_ONLY_OPTIONS = frozenset({"recipe"})
 # Data options that change where the files are read from or how fast they load, not what a model learns,
 # and the rows predict serves: a fitted model predicts on any file of the same columns.
 LOADING_OPTIONS = frozenset({"root", "download", "num_workers", "on_device", "max_file_bytes", "predict_path"})
@@ -50,6 +52,7 @@ FINE_TUNING_OPTIONS = CLASSIFIER_OPTIONS - {"input_size", "num_classes", "hidden
 # setting missing from a file and at this value here is the same setting.
 _NEUTRAL = {
     "hidden_units": "sigmoid",
+    "pretrain_updates": 2000,  # read only with pretrain_epochs None, which no file without it records
     "pcd_chains": None,
     "pt_temperatures": 1,
     "pt_min_beta": 0.9,
@@ -62,8 +65,7 @@ _NEUTRAL = {
     "warmup_epochs": 0,
     "start_decay": 0.0,
 }
-# Model sizes a model built with None takes from the data: they follow from the data settings.
-_DERIVED = frozenset({"input_size", "num_classes"})
+# What a model built with None takes from the data (FROM_DATA) follows from the data settings.
 # What a run leaves in its folder besides its checkpoints; another run writing there would overwrite them.
 RUN_OUTPUTS = ("config.yaml", "pictures", "pretrained.safetensors")
 
@@ -73,7 +75,7 @@ def _as_json(hparams: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _settings(model_hparams: Mapping | None, data_hparams: Mapping | None) -> dict[str, dict | None]:
-    model = {k: v for k, v in _as_json(model_hparams).items() if k not in SPEED_OPTIONS}
+    model = {k: v for k, v in _as_json(model_hparams).items() if k not in SPEED_OPTIONS | NAME_ONLY_OPTIONS}
     data = (
         None if data_hparams is None else {k: v for k, v in _as_json(data_hparams).items() if k not in LOADING_OPTIONS}
     )
@@ -130,7 +132,7 @@ def differences(saved: dict, ours: dict) -> list[str]:
         for key in sorted(set(settings) | set(theirs)):
             if key.startswith("_") and key not in theirs:  # _class_path: recorded only by a CLI run
                 continue
-            if key in _DERIVED and settings.get(key) is None:  # to be taken from the data, whose settings count
+            if key in FROM_DATA and settings.get(key) is None:  # to be taken from the data, whose settings count
                 continue
             if part == "model" and key not in theirs and key in _NEUTRAL and settings.get(key) == _NEUTRAL[key]:
                 continue

@@ -27,7 +27,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .models import RECIPES
 from .pretrain import up_pass
+from .rbm import visible_units_of
 from .transfer import pretrain_stack
 
 __all__ = ["DBNTransformer"]
@@ -53,25 +55,31 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     ----------
     hidden : int or array-like of int, default=(256,)
         Hidden units of RBM 1, 2, ...: one int per layer (an int alone is one layer).
-    visible_units : {"bernoulli", "gaussian"}, default="bernoulli"
+    recipe : {"relu", "textbook"}, default="relu"
+        Where the options left None take their values (:data:`dbn_init.models.RECIPES`, as for
+        :class:`dbn_init.DBN`): "relu", the package's default, pretrains noisy rectified linear
+        units (Nair & Hinton 2010) at CD rate 0.01 (1e-3 for Gaussian visible units); "textbook"
+        sigmoid units at 0.1 (1e-2), as Hinton & Salakhutdinov (2006).
+    visible_units : {"bernoulli", "gaussian"} or None, default=None
         RBM 1's visible units: "bernoulli" for X in [0, 1] (put ``MinMaxScaler(clip=True)``
         first), "gaussian" (unit variance) for standardised X (put ``StandardScaler`` first).
-    hidden_units : {"sigmoid", "relu"}, default="sigmoid"
+        None: "bernoulli" if the training X lie in [0, 1], else "gaussian" (``visible_units_``).
+    hidden_units : {"sigmoid", "relu"} or None, default=None
         Every RBM's hidden units: Bernoulli, whose features are probabilities, or noisy
-        rectified linear units (Nair & Hinton 2010), whose features are max(0, W x + c) and
-        which learn at about a tenth of the sigmoid rate (e.g. ``lr=0.01``).
-    epochs : int, default=10
-        Passes over X per RBM. CD makes one update per batch, so small data need more epochs:
-        on digits (1,257 training rows, 13 updates an epoch) a (64, 32) stack trained 5 epochs
-        gives LogisticRegression 16% test accuracy on its features (RBM 2 has barely moved),
-        10 epochs 83%, 20 epochs 93% (``tests/test_sklearn.py``).
-    batch_size : int, default=100
-        Rows per CD update.
-    lr : float, default=0.1
-        CD learning rate of Bernoulli RBMs.
-    gaussian_lr : float, default=1e-2
-        CD learning rate of a Gaussian RBM 1 (unit-variance Gaussian units diverge at
-        Bernoulli rates; Hinton 2010, section 13.2).
+        rectified linear units, whose features are max(0, W x + c). None: the recipe's.
+    epochs : int or None, default=None
+        Passes over X per RBM. CD makes one update per batch, so small data need more epochs.
+        None: 10, or on small data the multiple of 10 that makes at least 2,000 CD updates per
+        RBM (the DBN's ``pretrain_updates``). With the textbook recipe on digits (1,257 training
+        rows, batches of 100), a (64, 32) stack trained 5 epochs gives LogisticRegression 16% test
+        accuracy on its features (RBM 2 has barely moved), 20 epochs 93% (``tests/test_sklearn.py``).
+    batch_size : int or None, default=None
+        Rows per CD update; None: about 50 batches an epoch, of 16 to 100 rows.
+    lr : float or None, default=None
+        CD learning rate of RBMs with Bernoulli visible units; None: the recipe's.
+    gaussian_lr : float or None, default=None
+        CD learning rate of RBMs with Gaussian visible units (unit-variance Gaussian units diverge
+        at Bernoulli rates; Hinton 2010, section 13.2); None: the recipe's.
     cd_k : int, default=1
         Gibbs sweeps per CD update.
     persistent : bool, default=False
@@ -82,6 +90,8 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     Attributes
     ----------
+    visible_units_ : str
+        RBM 1's visible units, as given or as chosen for the training X.
     rbms_ : list of dbn_init.rbm.RBM
         The fitted RBMs, bottom to top, float32; ``rbms_[k].weight`` has shape
         (hidden[k], n_visible_k), like ``nn.Linear``.
@@ -113,12 +123,13 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     _parameter_constraints: dict = {
         "hidden": ["array-like", Interval(Integral, 1, None, closed="left")],
-        "visible_units": [StrOptions({"bernoulli", "gaussian"})],
-        "hidden_units": [StrOptions({"sigmoid", "relu"})],
-        "epochs": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "gaussian_lr": [Interval(Real, 0, None, closed="neither")],
+        "recipe": [StrOptions(set(RECIPES))],
+        "visible_units": [StrOptions({"bernoulli", "gaussian"}), None],
+        "hidden_units": [StrOptions({"sigmoid", "relu"}), None],
+        "epochs": [Interval(Integral, 1, None, closed="left"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "lr": [Interval(Real, 0, None, closed="neither"), None],
+        "gaussian_lr": [Interval(Real, 0, None, closed="neither"), None],
         "cd_k": [Interval(Integral, 1, None, closed="left")],
         "persistent": ["boolean"],
         "random_state": ["random_state"],
@@ -127,17 +138,19 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     def __init__(
         self,
         hidden=(256,),
-        visible_units="bernoulli",
-        hidden_units="sigmoid",
-        epochs=10,
-        batch_size=100,
-        lr=0.1,
-        gaussian_lr=1e-2,
+        recipe="relu",
+        visible_units=None,
+        hidden_units=None,
+        epochs=None,
+        batch_size=None,
+        lr=None,
+        gaussian_lr=None,
         cd_k=1,
         persistent=False,
         random_state=0,
     ):
         self.hidden = hidden
+        self.recipe = recipe
         self.visible_units = visible_units
         self.hidden_units = hidden_units
         self.epochs = epochs
@@ -165,6 +178,7 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         """
         X = validate_data(self, X, dtype=(np.float64, np.float32))
         hidden = self._hidden_sizes()
+        self.visible_units_ = self.visible_units or visible_units_of(torch.as_tensor(X))
         self._check_range(X)
         seed = self._seed()
         # The RBMs' N(0, 0.01) start is drawn from torch's global generator: seed it from
@@ -175,7 +189,8 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             self.rbms_ = pretrain_stack(
                 np.array(X, dtype=np.float32),
                 hidden,
-                visible_units=self.visible_units,
+                recipe=self.recipe,
+                visible_units=self.visible_units_,
                 hidden_units=self.hidden_units,
                 epochs=self.epochs,
                 batch_size=self.batch_size,
@@ -225,7 +240,7 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     def _check_range(self, X: np.ndarray) -> None:
         """Bernoulli visible units model probabilities: X must lie in [0, 1]."""
-        if self.visible_units != "bernoulli" or X.size == 0:
+        if self.visible_units_ != "bernoulli" or X.size == 0:
             return
         low, high = float(X.min()), float(X.max())
         if low < 0.0 or high > 1.0:

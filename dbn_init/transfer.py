@@ -26,11 +26,11 @@ from torch import Tensor, nn
 
 from .constraints import Interval, validate_params
 from .data import EpochShuffle, TensorBatches
-from .data.base import _keep_batch
+from .data.base import _keep_batch, batch_size_for
 from .io import StackFile, load_stack
-from .models import DBN
+from .models import DBN, resolve_recipe
 from .pretrain import CDSettings, PretrainData, greedy, make_trainer
-from .rbm import RBM, check_visible, make_stack
+from .rbm import RBM, check_visible, make_stack, visible_units_of
 
 __all__ = ["pretrain_stack", "load_pretrained_"]
 
@@ -48,10 +48,11 @@ def pretrain_stack(
     x: Tensor | np.ndarray,
     hidden: Sequence[int],
     *,
+    recipe: str | None = None,
     visible_units: str | None = None,
     hidden_units: str | None = None,
     epochs: int | Sequence[int] | None = None,
-    batch_size: int = 100,
+    batch_size: int | None = None,
     lr: float | None = None,
     gaussian_lr: float | None = None,
     cd_k: int | None = None,
@@ -64,24 +65,32 @@ def pretrain_stack(
 
     For use outside Lightning: the same stage code as ``train.py`` (:func:`dbn_init.pretrain.greedy`),
     on quiet Trainers. ``x`` is used as given: values in [0, 1] for Bernoulli visible units,
-    standardised features for ``visible_units="gaussian"``. The options are the DBN's
-    (:class:`~dbn_init.models.DBN`, where each is documented and checked), with ``epochs`` for
-    ``pretrain_epochs``, ``lr`` for ``pretrain_lr`` and ``seed`` for ``pretrain_seed``; one left
-    None takes the DBN's default, and so do the DBN's options not named here. ``seed`` also seeds
+    standardised features for Gaussian ones (``visible_units`` None: the units that suit ``x``).
+    The options are the DBN's (:class:`~dbn_init.models.DBN`, where each is documented and
+    checked), with ``epochs`` for ``pretrain_epochs``, ``lr`` for ``pretrain_lr`` and ``seed`` for
+    ``pretrain_seed``; one left None takes the DBN's default (its ``recipe``'s), and so do the DBN's
+    options not named here: ``epochs`` None makes at least ``pretrain_updates`` CD updates per RBM,
+    and ``batch_size`` None suits the rows (:func:`~dbn_init.data.base.batch_size_for`). ``seed`` also seeds
     the starting weights and the mini-batch order: the same seed, the same RBMs.
     """
-    given = dict(hidden=list(hidden), visible_units=visible_units, hidden_units=hidden_units, epochs=epochs,
-                 lr=lr, gaussian_lr=gaussian_lr, cd_k=cd_k, persistent=persistent, seed=seed)  # fmt: skip
+    given = dict(hidden=list(hidden), recipe=recipe, visible_units=visible_units, hidden_units=hidden_units,
+                 epochs=epochs, lr=lr, gaussian_lr=gaussian_lr, cd_k=cd_k, persistent=persistent,
+                 seed=seed)  # fmt: skip
     given = {k: v for k, v in given.items() if v is not None}
     table = DBN._parameter_constraints  # the DBN's checks, under pretrain_stack's names
     constraints = {k: table[_SHORT.get(k, k)] for k in given if _SHORT.get(k, k) in table}
-    validate_params("pretrain_stack", {**given, "batch_size": batch_size}, {**constraints, "batch_size": [_SIZE]})
+    validate_params(
+        "pretrain_stack", {**given, "batch_size": batch_size}, {**constraints, "batch_size": [None, _SIZE]}
+    )
     defaults = {k: p.default for k, p in inspect.signature(DBN.__init__).parameters.items() if k != "self"}
     options = {**defaults, **{_SHORT.get(k, k): v for k, v in given.items()}}
+    options.update(resolve_recipe(options))
     validate_params("pretrain_stack", options, {}, rules=DBN._parameter_rules)
     x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, Tensor) else x, dtype=torch.float32)
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"expected x of shape (n_samples, n_features) with n_samples >= 1, got {tuple(x.shape)}")
+    options["visible_units"] = options["visible_units"] or visible_units_of(x)
+    batch_size = batch_size or batch_size_for(len(x))
     check_visible(x, options["visible_units"], where="x")
     settings = CDSettings(options, len(options["hidden"]))
     with torch.random.fork_rng(devices=[]):  # the starting weights come from seed, and the caller's RNG is left alone

@@ -77,7 +77,15 @@ def main(mode: str, strategy: str, steps_per_batch: int) -> None:
     if mode == "pipeline":
         seed_everything(0)
         data = FixedDigits(n=256, batch_size=32)  # 128 images a rank: 4 CD updates a rank and epoch
-        model = DBN(input_size=64, hidden=[16, 8], pretrain_epochs=2, persistent=True, steps_per_batch=steps_per_batch)
+        model = DBN(
+            recipe="textbook",
+            num_classes=10,
+            input_size=64,
+            hidden=[16, 8],
+            pretrain_epochs=2,
+            persistent=True,
+            steps_per_batch=steps_per_batch,
+        )
         pretrain(model, data, lambda stage, epochs: trainer(f"stage{stage + 1}", epochs, strategy, limit_val_batches=0))
         trainer("finetune", 2, strategy, limit_val_batches=0).fit(model, datamodule=data)
         if strategy == "ddp_spawn" or int(os.environ.get("LOCAL_RANK", 0)) == 0:
@@ -88,7 +96,7 @@ def main(mode: str, strategy: str, steps_per_batch: int) -> None:
         dbn_init.rbm.bernoulli = lambda probs, generator=None: (probs > 0.5).to(probs.dtype)
         seed_everything(0)
         data = FixedDigits(n=64, batch_size=32)  # 2 ranks x 32 = the reference's one batch of 64
-        model = DBN(input_size=64, hidden=[8], pretrain_epochs=1)
+        model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[8], pretrain_epochs=1)
         pretrain(
             model,
             data,
@@ -105,8 +113,8 @@ def fit(strategy: str) -> None:
     from dbn_init import DigitsDataModule
 
     seed_everything(0)
-    model = DBN(hidden=[16, 8], pretrain_epochs=1)  # input_size and num_classes None: from the data
-    data = DigitsDataModule(batch_size=32)
+    model = DBN(hidden=[16, 8], pretrain_epochs=1)  # the defaults: sizes and units from the data
+    data = DigitsDataModule()
     fit = Trainer(accelerator="cpu", devices=2, strategy=strategy, max_epochs=1, deterministic=True, logger=False,
                   enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     fit.fit(model, datamodule=data)
@@ -124,7 +132,7 @@ def resume(strategy: str) -> None:
 
     def dbn() -> DBN:
         seed_everything(0)
-        return DBN(input_size=64, hidden=[16], pretrain_epochs=2, persistent=True)
+        return DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=2, persistent=True)
 
     pretrain(dbn(), data, lambda stage, epochs: trainer("straight", 2, strategy, limit_val_batches=0))
     checkpoint = ModelCheckpoint(dirpath=OUT, filename="stage1-epoch1")

@@ -17,7 +17,9 @@ from dbn_init.pretrain import pretrain
 def test_each_stage_writes_its_pictures_and_a_curve_of_every_epochs_errors(tmp_path, visible_units, scaling):
     seed_everything(0)
     data = DigitsDataModule(batch_size=64, scaling=scaling)
-    model = DBN(input_size=64, hidden=[16, 8], visible_units=visible_units, pretrain_epochs=3)
+    model = DBN(
+        recipe="textbook", num_classes=10, input_size=64, hidden=[16, 8], visible_units=visible_units, pretrain_epochs=3
+    )
     pictures = RBMPictures((8, 8), n_filters=16, n_samples=8, gibbs_steps=5)
     logger = CSVLogger(tmp_path, name="", version="")
 

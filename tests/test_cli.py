@@ -573,7 +573,10 @@ def test_baseline_selected_from_yaml(tmp_path):
     "extra, message",
     [
         (["--model.hiden", "[8]"], "hiden"),  # a typo in a key is refused, not ignored
-        (["--model.init_args.pretrain_epochs", "-1"], "--model.pretrain_epochs: expected an integer in [0, inf)"),
+        (
+            ["--model.init_args.pretrain_epochs", "-1"],
+            "--model.pretrain_epochs: expected null or an integer in [0, inf)",
+        ),
         (["--model.hidden", "[]"], "--model.hidden: expected a list of at least 1 item(s)"),
         (["--model.pretrain_lr", ".inf"], "--model.pretrain_lr: expected a finite number in (0, inf), got inf"),
         (["--model.pretrain_seed", str(2**40)], "--model.pretrain_seed: expected an integer in [0, 4.29497e+09]"),

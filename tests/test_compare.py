@@ -360,7 +360,9 @@ def test_a_good_pretrained_stack_passes_the_check(monkeypatch, tmp_path):
     monkeypatch.setattr(compare, "run_cell", lambda cell, *a: ran.append(cell.name) or _stub(cell, *a))
     # a stack shorter than hidden is the bottom of the DBN: accepted, the RBM above it is pretrained on top
     stack = _stack(tmp_path / "bottom.safetensors", (64, 32))
-    runs = run(_cfg(tmp_path / "out", "--models", "[he_uniform, dbn]", "--dbn.pretrained", stack))
+    runs = run(
+        _cfg(tmp_path / "out", "--models", "[he_uniform, dbn]", "--dbn.pretrained", stack, "--dbn.recipe", "textbook")
+    )
     assert ran == ["he_uniform", "he_uniform", "dbn", "dbn"]
     assert runs[2]["settings"]["model"]["pretrained"] == stack
 
@@ -372,7 +374,11 @@ def test_dbn_options_parse_as_a_mapping_or_one_by_one(tmp_path):
     one_by_one = _cfg(tmp_path, "--dbn.pretrain_epochs", "2", "--dbn.cd_k", "3")
     mapping = _cfg(tmp_path, "--dbn", "{pretrain_epochs: 2, cd_k: 3}")
     assert one_by_one.dbn == mapping.dbn
-    assert (mapping.dbn.pretrain_epochs, mapping.dbn.cd_k, mapping.dbn.pretrain_lr) == (2, 3, 0.1)
+    assert (mapping.dbn.pretrain_epochs, mapping.dbn.cd_k, mapping.dbn.pretrain_lr) == (
+        2,
+        3,
+        None,
+    )  # None: the recipe's
     assert "pretrain_seed" not in mapping.dbn and "init" not in mapping.baseline  # the cell sets them
 
 

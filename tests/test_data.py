@@ -661,7 +661,8 @@ def test_unlabelled_data_pretrains_and_refuses_fine_tuning_with_the_fix():
     dm.setup("fit")
     assert dm.num_classes is None and len(dm.test_x) == 36
     batch_x, batch_y = next(iter(dm.pretrain_dataloader(steps_per_batch=2)))
-    assert batch_x.shape == (128, 13) and set(batch_y.tolist()) == {-1}
+    assert dm.batch_size == 16  # chosen for 115 pretraining rows: the smallest default batch
+    assert batch_x.shape == (32, 13) and set(batch_y.tolist()) == {-1}
     with pytest.raises(ValueError, match="has no labels, so it serves pretraining only.*give it labels"):
         dm.train_dataloader()
     with pytest.raises(ValueError, match="expected labelled data for num_labels=30"):

@@ -111,7 +111,7 @@ def test_two_process_cd_update_equals_one_process_with_the_combined_batch(tmp_pa
 
     monkeypatch.setattr(dbn_init.rbm, "bernoulli", lambda probs, generator=None: (probs > 0.5).to(probs.dtype))
     seed_everything(0)
-    model = DBN(input_size=64, hidden=[8], pretrain_epochs=1)
+    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[8], pretrain_epochs=1)
     initial = model.rbms[0].weight.detach().clone()
     x = torch.tensor(load_digits().data[:64], dtype=torch.float32) / 16.0
     stage = model.stage(0)

@@ -123,7 +123,15 @@ def test_ais_with_base_rate_model_on_a_trained_rbm_and_mean_log_prob_by_brute_fo
 def test_stages_can_end_with_an_ais_log_likelihood_that_matches_enumeration():
     seed_everything(0)
     data = DigitsDataModule(batch_size=64, binarize=True)
-    model = DBN(input_size=64, hidden=[10, 6], pretrain_epochs=2, ais_chains=100, ais_betas=3000)
+    model = DBN(
+        recipe="textbook",
+        num_classes=10,
+        input_size=64,
+        hidden=[10, 6],
+        pretrain_epochs=2,
+        ais_chains=100,
+        ais_betas=3000,
+    )
     trainers = []
 
     def factory(stage, epochs):
@@ -149,11 +157,11 @@ def test_stages_can_end_with_an_ais_log_likelihood_that_matches_enumeration():
         assert metrics[f"rbm{k}/val_log_prob"].item() == pytest.approx(expected, abs=0.05), k
         assert metrics[f"rbm{k}/val_log_prob_low"] <= metrics[f"rbm{k}/val_log_prob"]
     with pytest.raises(ValueError, match=r"model.ais_chains: expected one of \[0\] or an integer in \[2"):
-        DBN(input_size=64, hidden=[10], ais_chains=1)
+        DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[10], ais_chains=1)
     with pytest.raises(
         ValueError, match=r"model.ais_betas: expected an integer in \[4, inf\), got 3"
     ):  # refused at once, not after pretraining
-        DBN(input_size=64, hidden=[10], ais_chains=100, ais_betas=3)
+        DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[10], ais_chains=100, ais_betas=3)
 
 
 def test_ais_and_mean_log_prob_refuse_bad_input():

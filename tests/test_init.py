@@ -59,7 +59,7 @@ def test_zero_constant_and_unknown_schemes_are_refused():
     with pytest.raises(ValueError, match="value 0.*non-zero"):
         _filled("constant", value=0.0)
     with pytest.raises(ValueError, match="non-zero"):
-        Baseline(input_size=8, hidden=[4], init="constant", init_value=0.0)
+        Baseline(num_classes=10, input_size=8, hidden=[4], init="constant", init_value=0.0)
     for std in (0.0, -1.0, float("nan")):  # std 0 is the all-zero start in disguise
         with pytest.raises(ValueError, match="normal init needs a finite model.init_std > 0"):
             _filled("normal", std=std)

@@ -156,7 +156,9 @@ def test_a_stage_checkpoint_imports_only_the_rbms_trained_so_far(tmp_path):
     from dbn_init.data import DigitsDataModule
 
     torch.manual_seed(0)
-    model = DBN(input_size=64, hidden=[16, 8], visible_units="gaussian", pretrain_epochs=1)
+    model = DBN(
+        recipe="textbook", num_classes=10, input_size=64, hidden=[16, 8], visible_units="gaussian", pretrain_epochs=1
+    )
     after_stage_1 = []
 
     def factory(stage, epochs):
@@ -183,6 +185,8 @@ def test_a_stage_checkpoint_imports_only_the_rbms_trained_so_far(tmp_path):
     # a DBN importing stage 1's checkpoint pretrains RBM 2 itself
     stages = []
     dbn = DBN(
+        recipe="textbook",
+        num_classes=10,
         input_size=64,
         hidden=[16, 8],
         visible_units="gaussian",
@@ -212,7 +216,9 @@ def test_a_stage_checkpoint_imports_only_the_rbms_trained_so_far(tmp_path):
 
 def test_export_of_a_real_lightning_checkpoint(tmp_path, capsys):
     torch.manual_seed(0)
-    model = DBN(input_size=64, hidden=[16, 8], visible_units="gaussian", pretrain_epochs=0)
+    model = DBN(
+        recipe="textbook", num_classes=10, input_size=64, hidden=[16, 8], visible_units="gaussian", pretrain_epochs=0
+    )
     trainer = Trainer(
         max_epochs=1,
         limit_train_batches=1,
@@ -260,7 +266,7 @@ def test_export_of_a_real_lightning_checkpoint(tmp_path, capsys):
     assert ckpt.read_bytes() == before and not (tmp_path / "rbms.npz").exists()
 
     # a Baseline's checkpoint has an MLP but no RBMs: said so, with what to pass instead
-    baseline = Baseline(input_size=64, hidden=[16])
+    baseline = Baseline(num_classes=10, input_size=64, hidden=[16])
     torch.save(
         {"state_dict": baseline.state_dict(), "hyper_parameters": dict(baseline.hparams)}, tmp_path / "base.ckpt"
     )
@@ -282,7 +288,7 @@ def test_an_export_stopped_by_a_signal_mid_write_leaves_no_file_and_exits_128_pl
     """The signal arrives while the stack is half written: the export stops with 143 or 130 and one
     line, and neither the output nor its temporary file is left for a user to take for whole."""
     ckpt = tmp_path / "dbn.ckpt"
-    model = DBN(input_size=64, hidden=[16], pretrain_epochs=0)
+    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=0)
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, ckpt)
     real_save = dio.save_file
 
@@ -514,7 +520,9 @@ def test_torch_files_holding_pickled_objects_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"holds pickled Python objects \(it holds posix\.system\)"):
         load_stack(tmp_path / "evil.ckpt")
     assert not marker.exists()
-    torch.save(DBN(input_size=64, hidden=[16, 8], pretrain_epochs=0), tmp_path / "whole.pt")
+    torch.save(
+        DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16, 8], pretrain_epochs=0), tmp_path / "whole.pt"
+    )
     with pytest.raises(
         ValueError,
         match=r"whole\.pt holds pickled Python objects \(it holds dbn_init\.models\.DBN\)"
@@ -667,7 +675,9 @@ def test_an_exported_checkpoint_keeps_the_data_transform_and_scale_applies_it_as
 
     x, y = load_wine_xy()
     wine = ArrayDataModule(x, y, scaling="standardize", batch_size=16)
-    model = DBN(input_size=None, num_classes=None, hidden=[8], visible_units="gaussian", pretrain_epochs=1)
+    model = DBN(
+        recipe="textbook", input_size=None, num_classes=None, hidden=[8], visible_units="gaussian", pretrain_epochs=1
+    )
     trainer = Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
                       enable_checkpointing=False, default_root_dir=tmp_path)  # fmt: skip
     trainer.fit(model, datamodule=wine)

@@ -30,7 +30,7 @@ def _trainer(epochs, **kw):
 
 def test_each_stage_trains_only_its_rbm_and_later_stages_leave_earlier_ones_unchanged(digits):
     seed_everything(0)
-    model = DBN(input_size=64, hidden=[32, 16, 8], pretrain_epochs=2)
+    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32, 16, 8], pretrain_epochs=2)
     snapshots = []  # state of every RBM after each stage
 
     def factory(stage, epochs):
@@ -60,7 +60,15 @@ def test_several_cd_steps_per_lightning_step_make_exactly_the_same_updates(digit
     runs = {}
     for steps in (1, 5):
         seed_everything(0)
-        model = DBN(input_size=64, hidden=[32, 16], pretrain_epochs=2, persistent=True, steps_per_batch=steps)
+        model = DBN(
+            recipe="textbook",
+            num_classes=10,
+            input_size=64,
+            hidden=[32, 16],
+            pretrain_epochs=2,
+            persistent=True,
+            steps_per_batch=steps,
+        )
         initial = model.rbms[1].weight.detach().clone()
         pretrain(model, digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0))
         runs[steps] = model.rbms.state_dict()
@@ -85,6 +93,8 @@ def test_one_process_direct_gradient_path_makes_exactly_the_updates_of_the_loss_
     for callbacks in ([], [_StepThroughBackward()]):
         seed_everything(0)
         model = DBN(
+            recipe="textbook",
+            num_classes=10,
             input_size=64,
             hidden=[32, 16],
             pretrain_epochs=2,
@@ -106,7 +116,7 @@ def test_stages_train_under_other_precisions_as_well_as_in_fp32(digits, precisio
     recon = {}
     for p in ("32-true", precision):
         seed_everything(0)
-        model = DBN(input_size=64, hidden=[32, 16], pretrain_epochs=2)
+        model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32, 16], pretrain_epochs=2)
         trainers = []
         pretrain(model, digits, lambda stage, epochs: trainers.append(_trainer(epochs, precision=p)) or trainers[-1])
         assert model.rbms[0].weight.dtype == (torch.float64 if p == "64-true" else torch.float32)
@@ -125,7 +135,7 @@ def test_train_and_val_reconstruction_errors_agree_on_the_same_images(digits):
     seed_everything(0)
     trainers = []
     pretrain(
-        DBN(input_size=64, hidden=[32], pretrain_epochs=8),
+        DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32], pretrain_epochs=8),
         same,
         lambda stage, epochs: trainers.append(_trainer(epochs)) or trainers[-1],
     )
@@ -134,7 +144,7 @@ def test_train_and_val_reconstruction_errors_agree_on_the_same_images(digits):
 
 
 def test_stage_freezes_lower_rbms_by_construction(digits):
-    model = DBN(input_size=64, hidden=[32, 16, 8])
+    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32, 16, 8])
     stage = model.stage(1)
     trainable = {n for n, p in stage.named_parameters() if p.requires_grad}
     assert trainable == {"rbms.1.weight", "rbms.1.visible_bias", "rbms.1.hidden_bias"}
@@ -159,7 +169,15 @@ def test_stage_switches_momentum_on_schedule_and_decays_the_weights_only(digits)
                 )
 
     record = Record()
-    model = DBN(input_size=64, hidden=[16], pretrain_epochs=3, momentum_switch_epoch=2, rbm_weight_decay=1e-3)
+    model = DBN(
+        recipe="textbook",
+        num_classes=10,
+        input_size=64,
+        hidden=[16],
+        pretrain_epochs=3,
+        momentum_switch_epoch=2,
+        rbm_weight_decay=1e-3,
+    )
     pretrain(model, digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0, callbacks=[record]))
     rbm = model.rbms[0]
     assert [m for m, _, _ in record.seen] == [[0.5, 0.5], [0.5, 0.5], [0.9, 0.9]]  # Hinton (2010): 0.5, then 0.9
@@ -171,7 +189,15 @@ def test_sparsity_target_pulls_the_mean_hidden_activation_towards_it(digits):
     means = {}
     for cost in (0.0, 1.0):
         seed_everything(0)
-        model = DBN(input_size=64, hidden=[32], pretrain_epochs=3, sparsity_target=0.05, sparsity_cost=cost)
+        model = DBN(
+            recipe="textbook",
+            num_classes=10,
+            input_size=64,
+            hidden=[32],
+            pretrain_epochs=3,
+            sparsity_target=0.05,
+            sparsity_cost=cost,
+        )
         pretrain(model, digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0))
         means[cost] = model.rbms[0].hidden_probs(digits.pretrain_x).mean().item()
     assert abs(means[1.0] - 0.05) < abs(means[0.0] - 0.05) / 2, means  # here about {0.0: 0.60, 1.0: 0.19}
@@ -183,7 +209,7 @@ def test_a_stage_resumed_with_another_devices_noise_state_warns_and_goes_on(digi
 
     seed_everything(0)
     pretrain(
-        DBN(input_size=64, hidden=[16], pretrain_epochs=1),
+        DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=1),
         digits,
         lambda stage, epochs: _trainer(
             epochs,
@@ -195,7 +221,7 @@ def test_a_stage_resumed_with_another_devices_noise_state_warns_and_goes_on(digi
     checkpoint = torch.load(tmp_path / "s.ckpt", weights_only=True)
     checkpoint["dbn_init"]["generator"] = torch.zeros(16, dtype=torch.uint8)  # as a CUDA generator's state
     torch.save(checkpoint, tmp_path / "from_gpu.ckpt")
-    model = DBN(input_size=64, hidden=[16], pretrain_epochs=2)
+    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=2)
     with pytest.warns(UserWarning, match="noise came from another kind of device"):
         pretrain(
             model,
@@ -208,7 +234,7 @@ def test_a_stage_resumed_with_another_devices_noise_state_warns_and_goes_on(digi
 
 def test_transferred_mlp_reproduces_the_dbn_up_pass_exactly(digits):
     seed_everything(0)
-    model = DBN(input_size=64, hidden=[48, 24], pretrain_epochs=1)
+    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[48, 24], pretrain_epochs=1)
     pretrain(model, digits, lambda stage, epochs: _trainer(epochs))
     x = digits.val_x
     with torch.no_grad():
@@ -224,7 +250,7 @@ def test_pretraining_teaches_rbm1_to_reconstruct_and_the_dbn_fine_tunes_to_high_
     # Whether pretraining helps the classifier is the comparison's question (on digits it does not).
     seed_everything(0)
     digits = DigitsDataModule(batch_size=32)
-    model = DBN(input_size=64, hidden=[128, 128], pretrain_epochs=10)
+    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[128, 128], pretrain_epochs=10)
     first = model.rbms[0]
 
     def recon() -> float:
@@ -253,7 +279,7 @@ def test_a_model_built_for_other_data_is_refused_before_its_first_step(digits, s
 
 
 def test_an_imported_stack_that_does_not_fit_leaves_the_dbn_unchanged():
-    model = DBN(input_size=64, hidden=[16, 8])
+    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16, 8])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     for stack, message in (
         ([RBM(64, 16), RBM(16, 9)], r"imported RBM 2 is bernoulli \(9, 16\) but this DBN expects"),
@@ -265,7 +291,7 @@ def test_an_imported_stack_that_does_not_fit_leaves_the_dbn_unchanged():
 
 
 def test_a_stage_that_makes_no_cd_update_is_refused_rather_than_passed_off_as_pretrained(digits):
-    model = DBN(input_size=64, hidden=[16])
+    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16])
     for limits in (dict(limit_train_batches=0), dict(max_steps=0)):
         with pytest.raises(ValueError, match=r"RBM 1's stage would make no CD update .*model.pretrain_epochs 0"):
             pretrain(model, digits, lambda stage, epochs: _trainer(epochs, **limits))
@@ -273,7 +299,7 @@ def test_a_stage_that_makes_no_cd_update_is_refused_rather_than_passed_off_as_pr
 
 
 def test_an_untrained_dbn_is_not_evaluated(digits):
-    model = DBN(input_size=64, hidden=[16])
+    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16])
     for run, what in (
         (_trainer(1).validate, "validation"),
         (_trainer(1).test, "the test"),
@@ -281,7 +307,9 @@ def test_an_untrained_dbn_is_not_evaluated(digits):
     ):
         with pytest.raises(RuntimeError, match=f"neither pretrained nor loaded from a checkpoint, so {what}"):
             run(model, datamodule=digits)
-    model = DBN(input_size=64, hidden=[16], pretrain_epochs=0)  # asked to start from random RBMs: allowed
+    model = DBN(
+        recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=0
+    )  # asked to start from random RBMs: allowed
     logits = torch.cat(_trainer(1).predict(model, datamodule=digits))
     assert logits.shape == (len(digits.test_x), 10)
 
@@ -290,11 +318,11 @@ def test_one_trainer_fit_pretrains_transfers_and_fine_tunes_as_pretraining_first
     """Trainer.fit(dbn, dm) runs the stages in on_fit_start, on Trainers that follow the fit's:
     the same weights, bit for bit, as the greedy loop run first and the fit after it."""
     seed_everything(0)
-    whole = DBN(input_size=None, num_classes=None, hidden=[16, 8], pretrain_epochs=2)
+    whole = DBN(recipe="textbook", input_size=None, num_classes=None, hidden=[16, 8], pretrain_epochs=2)
     _trainer(2, limit_val_batches=0).fit(whole, datamodule=digits)
     assert whole.pretrained and whole.hparams.input_size == 64 and whole.hparams.num_classes == 10
     seed_everything(0)
-    split = DBN(input_size=64, hidden=[16, 8], pretrain_epochs=2)
+    split = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16, 8], pretrain_epochs=2)
     pretrain(split, digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0))
     after_pretraining = split.rbms[1].weight.clone()
     _trainer(2, limit_val_batches=0).fit(split, datamodule=digits)
@@ -308,7 +336,7 @@ def test_pretrain_builds_a_dbn_whose_sizes_come_from_the_data():
     """pretrain() on a DBN made with sizes None (the default) takes them from the data, as a fit does:
     it sets the DataModule up once, for the stages too."""
     seed_everything(0)
-    model = DBN(hidden=[16], pretrain_epochs=1)
+    model = DBN(recipe="textbook", hidden=[16], pretrain_epochs=1)
     pretrain(model, DigitsDataModule(batch_size=64))
     assert model.pretrained and (model.hparams.input_size, model.hparams.num_classes) == (64, 10)
     assert torch.equal(model.mlp.linears[0].weight, model.rbms[0].weight)  # the trained stack, transferred
@@ -321,7 +349,7 @@ def test_the_fit_s_epochs_callbacks_clipping_and_accumulation_belong_to_fine_tun
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     seed_everything(0)
-    model = DBN(hidden=[16], pretrain_epochs=3)
+    model = DBN(recipe="textbook", hidden=[16], pretrain_epochs=3)
     seen = []  # the fit's own epochs, as its callbacks see them
     watch = type("Watch", (Callback,), {"on_train_epoch_end": lambda self, t, m: seen.append(t.current_epoch)})()
     stop = EarlyStopping(monitor="val_acc", mode="max", patience=5, strict=True)  # strict: raises if val_acc is missing
@@ -336,11 +364,11 @@ def test_the_fit_s_epochs_callbacks_clipping_and_accumulation_belong_to_fine_tun
 
 
 def test_transform_and_sample_before_the_dbn_has_layers_are_refused_and_before_training_warned():
-    unbuilt = DBN(hidden=[16], num_classes=10)  # input_size None: its sizes come with the data
+    unbuilt = DBN(recipe="textbook", hidden=[16], num_classes=10)  # input_size None: its sizes come with the data
     for call in (lambda: unbuilt.transform(torch.rand(3, 64)), lambda: unbuilt.sample(3)):
         with pytest.raises(RuntimeError, match=r"no layers yet: made with input_size=None.*fit it first"):
             call()
-    untrained = DBN(input_size=64, num_classes=10, hidden=[16])
+    untrained = DBN(recipe="textbook", input_size=64, num_classes=10, hidden=[16])
     with pytest.warns(UserWarning, match="not pretrained yet, so this is its random start"):
         assert untrained.transform(torch.rand(3, 64)).shape == (3, 16)
     untrained.stages_done.fill_(1)  # as a fit, an import or a checkpoint leaves it
@@ -353,8 +381,8 @@ def test_a_model_made_with_sizes_none_loads_a_fitted_state_dict():
     """How ddp_spawn hands a fitted model back to its main process: the state dict of a model
     built in the worker, loaded into one never built (sizes from the weights)."""
     seed_everything(0)
-    fitted = DBN(input_size=64, num_classes=10, hidden=[16, 8])
-    fresh = DBN(hidden=[16, 8])
+    fitted = DBN(recipe="textbook", input_size=64, num_classes=10, hidden=[16, 8])
+    fresh = DBN(recipe="textbook", hidden=[16, 8])
     fresh.load_state_dict(fitted.state_dict())
     assert (fresh.hparams.input_size, fresh.hparams.num_classes) == (64, 10)
     x = torch.rand(5, 64)
@@ -363,7 +391,7 @@ def test_a_model_made_with_sizes_none_loads_a_fitted_state_dict():
 
 def test_baseline_learns_digits(digits):
     seed_everything(0)
-    model = Baseline(input_size=64, hidden=[64, 64], init="he_uniform")
+    model = Baseline(num_classes=10, input_size=64, hidden=[64, 64], init="he_uniform")
     trainer = _trainer(10)
     trainer.fit(model, datamodule=digits)
     assert trainer.test(model, datamodule=digits, verbose=False)[0]["test_acc"] > 0.93
@@ -384,7 +412,7 @@ def test_a_cd_step_on_the_gpu_never_waits_for_the_host(digits):
             finally:
                 torch.cuda.set_sync_debug_mode("default")
 
-    dbn = DBN(input_size=64, hidden=[32], pretrain_epochs=1, steps_per_batch=8)
+    dbn = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32], pretrain_epochs=1, steps_per_batch=8)
     trainer = _trainer(1, accelerator="gpu", devices=1, limit_val_batches=0)
     trainer.fit(Strict(dbn.rbms, 0, dbn.cd), datamodule=PretrainData(digits, 8))
     assert trainer.global_step > 0 and torch.isfinite(dbn.rbms[0].weight).all()
@@ -396,7 +424,9 @@ def test_fine_tuning_drops_lightnings_nvml_flag_only_where_there_is_no_gpu(digit
 
     monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     gpu = torch.cuda.is_available()
-    _trainer(1, limit_train_batches=2, limit_val_batches=0).fit(Baseline(input_size=64, hidden=[8]), datamodule=digits)
+    _trainer(1, limit_train_batches=2, limit_val_batches=0).fit(
+        Baseline(num_classes=10, input_size=64, hidden=[8]), datamodule=digits
+    )
     assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == ("1" if gpu else None)
 
 
@@ -435,9 +465,9 @@ def test_bad_model_arguments_get_clear_errors():
         with pytest.raises(UsageError, match=message):
             cls(input_size=64, **kwargs)
     with pytest.raises(UsageError, match=r"model.lr: .*; model.cd_k: .*got 0"):  # every problem at once
-        DBN(input_size=64, hidden=[32], lr=0, cd_k=0)
+        DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32], lr=0, cd_k=0)
     with pytest.raises(ValueError, match="one per RBM"):
-        DBN(input_size=64, hidden=[32, 16], pretrain_epochs=[1, 2, 3])
+        DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32, 16], pretrain_epochs=[1, 2, 3])
 
 
 @pytest.mark.parametrize(
@@ -456,7 +486,9 @@ def test_a_users_own_loader_serving_bad_pixels_is_refused_at_its_first_batch(dig
                 TensorDataset(corrupt(digits.pretrain_x), digits.pretrain_y), batch_size=64 * steps_per_batch
             )
 
-    model = DBN(input_size=64, hidden=[16], pretrain_epochs=1)
+    model = DBN(
+        recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=1, visible_units="bernoulli"
+    )
     before = model.rbms[0].weight.clone()
     with pytest.raises(ValueError, match=rf"stage 1's first training batch {message}"):
         pretrain(model, OwnLoader(), lambda s, e: _trainer(e, limit_val_batches=0))
@@ -474,10 +506,12 @@ def test_a_plain_datamodule_pretrains_one_cd_update_per_batch_of_its_own(digits)
             return digits.pretrain_dataloader()
 
     seed_everything(0)
-    theirs = DBN(input_size=64, hidden=[16], pretrain_epochs=2)  # steps_per_batch 8, which it cannot group
+    theirs = DBN(
+        recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=2
+    )  # steps_per_batch 8, which it cannot group
     pretrain(theirs, OneBatchAtATime(), lambda s, e: _trainer(e))
     seed_everything(0)
-    ours = DBN(input_size=64, hidden=[16], pretrain_epochs=2, steps_per_batch=1)
+    ours = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=2, steps_per_batch=1)
     pretrain(ours, digits, lambda s, e: _trainer(e, limit_val_batches=0))
     assert theirs.pretrained and torch.equal(theirs.rbms[0].weight, ours.rbms[0].weight)
 
@@ -489,7 +523,7 @@ def test_a_batch_of_images_alone_pretrains_flattened(digits):
         def train_dataloader(self):
             return DataLoader(digits.pretrain_x.reshape(-1, 1, 8, 8), batch_size=64)
 
-    model = DBN(input_size=64, hidden=[16], pretrain_epochs=1)
+    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=1)
     start = model.rbms[0].weight.clone()
     pretrain(model, Images(), lambda s, e: _trainer(e))
     assert model.pretrained and not torch.equal(start, model.rbms[0].weight)
@@ -502,15 +536,25 @@ def test_bernoulli_dbn_refuses_unscaled_pixels(digits):
             self.pretrain_x = self.pretrain_x * 16  # raw 0..16 pixel values
 
     with pytest.raises(ValueError, match=r"Bernoulli visible units expect probabilities in \[0, 1\]"):
-        pretrain(DBN(input_size=64, hidden=[16]), Unscaled(), lambda s, e: _trainer(e))
+        pretrain(
+            DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16]), Unscaled(), lambda s, e: _trainer(e)
+        )
     with pytest.raises(ValueError, match=r"has shape \(64, 64\) but RBM 1 expects \(batch, 784\)"):
-        pretrain(DBN(input_size=784, hidden=[16]), digits, lambda s, e: _trainer(e))
+        pretrain(DBN(recipe="textbook", num_classes=10, input_size=784, hidden=[16]), digits, lambda s, e: _trainer(e))
 
 
 def test_divergence_stops_the_stage_with_the_cause_named():
     seed_everything(0)
     data = DigitsDataModule(batch_size=32, scaling="standardize")
-    model = DBN(input_size=64, hidden=[32], visible_units="gaussian", gaussian_lr=5.0, pretrain_epochs=3)
+    model = DBN(
+        recipe="textbook",
+        num_classes=10,
+        input_size=64,
+        hidden=[32],
+        visible_units="gaussian",
+        gaussian_lr=5.0,
+        pretrain_epochs=3,
+    )
     with pytest.raises(
         FloatingPointError,
         match=r"RBM 1 diverged .* epoch 0.*Gaussian.*model.gaussian_lr 0.5\b.*NaN/Inf inputs.*Last good checkpoint",
@@ -520,7 +564,9 @@ def test_divergence_stops_the_stage_with_the_cause_named():
 
 def test_fine_tuning_divergence_stops_the_run_with_the_fix_named(digits):
     seed_everything(0)
-    model = Baseline(input_size=64, hidden=[32], init="normal", init_std=100.0, optimizer="sgd", lr=1e12)
+    model = Baseline(
+        num_classes=10, input_size=64, hidden=[32], init="normal", init_std=100.0, optimizer="sgd", lr=1e12
+    )
     with pytest.raises(
         FloatingPointError, match=r"fine-tuning diverged .* epoch 0.*model.lr.*gradient_clip_val.*NaN/Inf"
     ):
@@ -530,7 +576,9 @@ def test_fine_tuning_divergence_stops_the_run_with_the_fix_named(digits):
 def test_gaussian_dbn_trains_at_its_default_rate_on_standardised_digits():
     seed_everything(0)
     data = DigitsDataModule(batch_size=32, scaling="standardize")
-    model = DBN(input_size=64, hidden=[64, 32], visible_units="gaussian", pretrain_epochs=3)
+    model = DBN(
+        recipe="textbook", num_classes=10, input_size=64, hidden=[64, 32], visible_units="gaussian", pretrain_epochs=3
+    )
     pretrain(model, data, lambda stage, epochs: _trainer(epochs))
     assert all(torch.isfinite(p).all() for p in model.rbms.parameters())
 
@@ -539,11 +587,13 @@ def test_an_imported_stack_is_extended_by_pretraining_new_layers_on_top(digits, 
     from dbn_init.io import save_stack
 
     seed_everything(0)
-    bottom = DBN(input_size=64, hidden=[32], pretrain_epochs=1)
+    bottom = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32], pretrain_epochs=1)
     pretrain(bottom, digits, lambda stage, epochs: _trainer(epochs))
     path = save_stack(list(bottom.rbms), tmp_path / "bottom.safetensors")
     stages = []
-    deeper = DBN(input_size=64, hidden=[32, 16], pretrain_epochs=1, pretrained=str(path))
+    deeper = DBN(
+        recipe="textbook", num_classes=10, input_size=64, hidden=[32, 16], pretrain_epochs=1, pretrained=str(path)
+    )
     pretrain(deeper, digits, lambda stage, epochs: stages.append(stage) or _trainer(epochs))
     assert stages == [1]  # only the new top RBM was trained
     assert torch.equal(deeper.rbms[0].weight, bottom.rbms[0].weight)
@@ -555,7 +605,9 @@ def test_an_imported_stack_is_refused_on_data_scaled_otherwise_than_it_was_pretr
     from dbn_init.rbm import make_rbm
 
     path = save_stack([make_rbm(64, 16, "gaussian")], tmp_path / "g.safetensors", scaling="standardize")
-    model = DBN(input_size=64, hidden=[16], visible_units="gaussian", pretrained=str(path))
+    model = DBN(
+        recipe="textbook", num_classes=10, input_size=64, hidden=[16], visible_units="gaussian", pretrained=str(path)
+    )
     with pytest.raises(
         ValueError, match=r"scaled 'standardize' but this data is scaled 'unit'.*data.scaling standardize"
     ):
@@ -576,7 +628,9 @@ def test_real_valued_features_spanning_1e3_pretrain_a_gaussian_dbn_under_standar
     x = (x - x.min(0)) / (x.max(0) - x.min(0)) * 2e3 - 1e3  # every feature spans [-1e3, 1e3]
     data = ArrayDataModule(x, y, scaling="standardize", batch_size=16)
     seed_everything(0)
-    model = DBN(input_size=None, num_classes=None, hidden=[32], visible_units="gaussian", pretrain_epochs=10)
+    model = DBN(
+        recipe="textbook", input_size=None, num_classes=None, hidden=[32], visible_units="gaussian", pretrain_epochs=10
+    )
     trainer = _trainer(30, limit_val_batches=0)
     trainer.fit(model, datamodule=data)
     assert model.pretrained and torch.isfinite(model.rbms[0].weight).all()
@@ -585,7 +639,7 @@ def test_real_valued_features_spanning_1e3_pretrain_a_gaussian_dbn_under_standar
 
 def test_transform_is_the_stacks_top_hidden_probabilities_and_sample_runs_down_to_the_input(digits):
     seed_everything(0)
-    model = DBN(input_size=64, hidden=[32, 16], pretrain_epochs=2)
+    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32, 16], pretrain_epochs=2)
     pretrain(model, digits, lambda s, e: _trainer(e, limit_val_batches=0))
     x = digits.test_x[:10]
     features = model.transform(x)
@@ -626,7 +680,7 @@ def test_a_datamodule_from_datasets_gives_the_stages_its_validation_set(digits):
 
     data = LightningDataModule.from_datasets(train_dataset=TensorDataset(digits.pretrain_x),
                                              val_dataset=TensorDataset(digits.val_x), batch_size=64)  # fmt: skip
-    pretrain(DBN(input_size=64, hidden=[8], pretrain_epochs=1), data,
+    pretrain(DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[8], pretrain_epochs=1), data,
              lambda s, e: _trainer(e, callbacks=[Validated()], num_sanity_val_steps=0))  # fmt: skip
     assert Validated.ran == 1
 
@@ -641,20 +695,33 @@ def _stage_fit(model, data, epochs=1, **options):
 
 def test_pcd_keeps_the_chosen_number_of_chains_and_resumes_them_from_checkpoints(digits, tmp_path):
     seed_everything(0)
-    model = DBN(input_size=64, hidden=[16], pretrain_epochs=1, persistent=True, pcd_chains=37)
+    model = DBN(
+        recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=1, persistent=True, pcd_chains=37
+    )
     stage, trainer = _stage_fit(model, digits, limit_val_batches=0)
     assert stage.chain.shape == (37, 64) and set(stage.chain.unique().tolist()) <= {0.0, 1.0}
     trainer.save_checkpoint(tmp_path / "stage.ckpt")
     saved = torch.load(tmp_path / "stage.ckpt", weights_only=True)["dbn_init"]["chain"]
     assert torch.equal(saved, stage.chain)
-    resumed = DBN(input_size=64, hidden=[16], pretrain_epochs=2, persistent=True, pcd_chains=37).stage(0)
+    resumed = DBN(
+        recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=2, persistent=True, pcd_chains=37
+    ).stage(0)
     resumed.on_load_checkpoint(torch.load(tmp_path / "stage.ckpt", weights_only=True))
     assert torch.equal(resumed.chain, stage.chain)
 
 
 def test_parallel_tempering_runs_its_ladder_and_logs_the_swap_rates(digits):
     seed_everything(0)
-    model = DBN(input_size=64, hidden=[16], pretrain_epochs=1, pt_temperatures=4, pt_min_beta=0.7, pcd_chains=20)
+    model = DBN(
+        recipe="textbook",
+        num_classes=10,
+        input_size=64,
+        hidden=[16],
+        pretrain_epochs=1,
+        pt_temperatures=4,
+        pt_min_beta=0.7,
+        pcd_chains=20,
+    )
     stage, trainer = _stage_fit(model, digits, limit_val_batches=0)
     assert stage.chain.shape == (4, 20, 64)
     torch.testing.assert_close(stage.betas, torch.tensor([0.7, 0.8, 0.9, 1.0]))
@@ -665,7 +732,15 @@ def test_parallel_tempering_runs_its_ladder_and_logs_the_swap_rates(digits):
 
 def test_centring_offsets_track_the_data_and_the_centred_stack_transfers_as_an_ordinary_one(digits):
     seed_everything(0)
-    model = DBN(input_size=64, hidden=[16], pretrain_epochs=3, centring=True, centring_rate=0.05)
+    model = DBN(
+        recipe="textbook",
+        num_classes=10,
+        input_size=64,
+        hidden=[16],
+        pretrain_epochs=3,
+        centring=True,
+        centring_rate=0.05,
+    )
     stage, _ = _stage_fit(model, digits, epochs=3, limit_val_batches=0)
     visible, hidden = stage.offsets
     torch.testing.assert_close(visible, digits.pretrain_x.mean(0), atol=0.04, rtol=0)  # sliding mean of the batches
@@ -683,8 +758,17 @@ def test_a_relu_stack_pretrains_and_transfers_into_a_relu_mlp_exactly(digits, tm
     from dbn_init.rbm import GaussianRBM
 
     seed_everything(0)
-    model = DBN(input_size=64, hidden=[32, 16], pretrain_epochs=2, hidden_units="relu", pretrain_lr=0.01)
+    model = DBN(
+        num_classes=10,
+        input_size=64,
+        hidden=[32, 16],
+        pretrain_epochs=2,
+        hidden_units="relu",
+        pretrain_lr=0.01,
+        gaussian_lr=0.01,
+    )
     pretrain(model, digits, lambda stage, epochs: _trainer(epochs))
+    model.eval()  # the recipe's dropout acts in training only
     assert model.mlp.activation == "relu" and isinstance(model.rbms[1], GaussianRBM)  # RBM 2 models rectified values
     x = digits.val_x
     with torch.no_grad():
@@ -698,7 +782,7 @@ def test_a_relu_stack_pretrains_and_transfers_into_a_relu_mlp_exactly(digits, tm
         load_pretrained_(net, stack)
         assert torch.equal(net(x), h)
     with pytest.raises(ValueError, match=r"\['relu'\] hidden units transfers into an MLP of that activation"):
-        DBN(input_size=64, hidden=[32, 16]).mlp.load_rbms(list(model.rbms))
+        DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32, 16]).mlp.load_rbms(list(model.rbms))
 
 
 @pytest.mark.parametrize(
@@ -715,7 +799,15 @@ def test_each_stage_follows_its_learning_rate_schedule_over_its_own_epochs(digit
                 self.lrs.append([g["lr"] for g in stage.optimizers().optimizer.param_groups])
 
     record = Record()
-    model = DBN(input_size=64, hidden=[16, 8], pretrain_epochs=[4, 2], pretrain_lr_schedule=schedule, pretrain_lr=0.2)
+    model = DBN(
+        recipe="textbook",
+        num_classes=10,
+        input_size=64,
+        hidden=[16, 8],
+        pretrain_epochs=[4, 2],
+        pretrain_lr_schedule=schedule,
+        pretrain_lr=0.2,
+    )
     pretrain(model, digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0, callbacks=[record]))
     stage2 = {"constant": [1, 1], "linear": [1, 0.5], "cosine": [1, 0.5]}[schedule]
     expected = [0.2 * f for f in [*factors, *stage2] for _ in range(2)]  # both parameter groups alike
@@ -764,7 +856,7 @@ def test_start_decay_pulls_the_body_toward_its_start_and_a_resumed_fit_keeps_tha
 
 def test_dropout_acts_in_training_only_and_leaves_the_transfer_exact(digits):
     seed_everything(0)
-    model = DBN(input_size=64, hidden=[32], pretrain_epochs=1, dropout=0.5)
+    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32], pretrain_epochs=1, dropout=0.5)
     pretrain(model, digits, lambda stage, epochs: _trainer(epochs))
     x = digits.val_x
     with torch.no_grad():
@@ -793,11 +885,13 @@ def test_input_dropout_drops_input_features_in_training_only(digits):
 
 
 def test_cross_option_rules_are_refused_with_the_fix():
-    with pytest.raises(UsageError, match=r"hidden_units relu: parallel tempering and centring need"):
+    with pytest.raises(
+        UsageError, match=r"hidden_units is relu \(the default recipe.s\): parallel tempering and centring need"
+    ):
         DBN(hidden_units="relu", pt_temperatures=3)
     with pytest.raises(UsageError, match=r"ais_chains: AIS needs the free energy"):
         DBN(hidden_units="relu", ais_chains=10)
     with pytest.raises(UsageError, match=r"pcd_chains is set but no chains persist; add model.persistent true"):
-        DBN(pcd_chains=100)
+        DBN(recipe="textbook", pcd_chains=100)
     with pytest.raises(UsageError, match=r"dropout: expected a finite number in \[0, 1\), got 1.0"):
         Baseline(dropout=1.0)

@@ -77,8 +77,15 @@ def test_check_estimator_gaussian_visible_units():
     assert not [r for r in results if r["status"] == "xfail"]
 
 
+def test_check_estimator_defaults_take_any_x_and_pass_every_check():
+    """With its defaults the transformer chooses RBM 1's units for the data it is given (Gaussian
+    for X outside [0, 1]): every check applies, every check passes."""
+    results = run_checks(tiny())
+    assert not [r for r in results if r["status"] == "xfail"]
+
+
 def test_check_estimator_bernoulli_alone():
-    results = run_checks(tiny(), BERNOULLI_CANNOT_APPLY, because="needs X in [0, 1]")
+    results = run_checks(tiny(visible_units="bernoulli"), BERNOULLI_CANNOT_APPLY, because="needs X in [0, 1]")
     assert {r["check_name"] for r in results if r["status"] == "xfail"} == set(BERNOULLI_CANNOT_APPLY)
     # among those that apply: the positive_only tag's check, which feeds negative values
     assert {"check_positive_only_tag_during_fit", "check_estimators_nan_inf"} <= {
@@ -116,10 +123,11 @@ def test_pipeline_fits_and_scores_on_digits(digits_split):
         steps = [("scale", MinMaxScaler(clip=True)), ("features", features), ("clf", LogisticRegression(max_iter=1000))]
         return Pipeline(steps).fit(x_train, y_train).score(x_test, y_test)
 
+    # The textbook recipe (sigmoid units, rate 0.1), batches of 100.
     # Measured on this split: 0.935, 0.941, 0.930 for random_state 0, 1, 2 (20 epochs of 13 CD
     # updates each; 5 epochs leave RBM 2 nearly untrained, at 0.16). The same 64-64-32 sigmoid
     # stack untrained from Xavier weights: 0.787, 0.730, 0.783 for seeds 0, 1, 2.
-    dbn = score(DBNTransformer(hidden=(64, 32), epochs=20))
+    dbn = score(DBNTransformer(hidden=(64, 32), recipe="textbook", epochs=20, batch_size=100))
     untrained = score(random_sigmoid_features())
     assert dbn > 0.9, dbn
     assert dbn >= untrained + 0.1, (dbn, untrained)
@@ -127,7 +135,8 @@ def test_pipeline_fits_and_scores_on_digits(digits_split):
 
 def test_transform_shape_dtype_and_feature_names(digits_split):
     x_train, x_test, _, _ = digits_split
-    transformer = DBNTransformer(hidden=(16, 8), epochs=2).fit(x_train / 16)
+    transformer = DBNTransformer(hidden=(16, 8), epochs=2, hidden_units="sigmoid").fit(x_train / 16)
+    assert transformer.visible_units_ == "bernoulli"  # chosen for X in [0, 1]
     out = transformer.transform(x_test / 16)
     assert out.shape == (len(x_test), 8) and out.dtype == np.float64
     assert ((out > 0) & (out < 1)).all()
@@ -140,7 +149,7 @@ def test_transform_shape_dtype_and_feature_names(digits_split):
 
 def test_rbms_start_a_torch_network_that_computes_the_same_features(digits_split):
     x_train, x_test, _, _ = digits_split
-    transformer = DBNTransformer(hidden=(16, 8), epochs=2).fit(x_train / 16)
+    transformer = DBNTransformer(hidden=(16, 8), epochs=2, hidden_units="sigmoid").fit(x_train / 16)
     net = nn.Sequential(nn.Linear(64, 16), nn.Sigmoid(), nn.Linear(16, 8), nn.Sigmoid(), nn.Linear(8, 10))
     load_pretrained_(net, transformer.rbms_)
     with torch.no_grad():
@@ -165,6 +174,7 @@ def test_same_random_state_same_stack_and_torch_rng_untouched(digits_split):
 def test_get_params_set_params_clone_round_trip(digits_split):
     transformer = DBNTransformer(
         hidden=(32, 16),
+        recipe="textbook",
         visible_units="gaussian",
         hidden_units="relu",
         epochs=3,
@@ -178,6 +188,7 @@ def test_get_params_set_params_clone_round_trip(digits_split):
     params = transformer.get_params()
     assert params == dict(
         hidden=(32, 16),
+        recipe="textbook",
         visible_units="gaussian",
         hidden_units="relu",
         epochs=3,
@@ -207,8 +218,8 @@ def test_bernoulli_refuses_x_outside_unit_interval_naming_min_max_scaler(digits_
         match=r"needs X in \[0, 1\] .* got values in \[0, 16\]; put "
         r"MinMaxScaler\(clip=True\) before it",
     ):
-        tiny().fit(x_train)
-    transformer = tiny().fit(x_train / 16)
+        tiny(visible_units="bernoulli").fit(x_train)
+    transformer = tiny().fit(x_train / 16)  # Bernoulli, chosen for X in [0, 1]
     with pytest.raises(ValueError, match=r"got values in \[0, 16\]"):
         transformer.transform(x_test)  # not scaled as the training rows were
     assert tiny(visible_units="gaussian").fit(x_train).transform(x_test).shape == (len(x_test), 4)

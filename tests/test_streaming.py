@@ -110,7 +110,7 @@ def test_a_dbn_pretrains_and_fine_tunes_on_a_stream_that_is_read_again_every_epo
     seed_everything(0)
     dm = StreamingDataModule(digit_shards, batch_size=32)
     passes = digit_shards.passes
-    dbn = DBN(input_size=None, num_classes=None, hidden=[64], pretrain_epochs=2, lr=3e-3)
+    dbn = DBN(recipe="textbook", input_size=None, num_classes=None, hidden=[64], pretrain_epochs=2, lr=3e-3)
     trainer = Trainer(max_epochs=4, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                       enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)  # fmt: skip
     trainer.fit(dbn, datamodule=dm)

@@ -35,7 +35,7 @@ class Digits(LightningDataModule):
 @pytest.fixture(scope="module")
 def dbn(digit_pixels) -> DBN:
     """A DBN 64 -> 32 -> 16 pretrained on digit_pixels (3 CD epochs per RBM)."""
-    model = DBN(input_size=64, num_classes=10, hidden=[32, 16], pretrain_epochs=3)
+    model = DBN(recipe="textbook", input_size=64, num_classes=10, hidden=[32, 16], pretrain_epochs=3)
     pretrain(model, Digits(digit_pixels))
     assert model.pretrained
     return model
@@ -264,11 +264,11 @@ def test_standardised_stack_warns_with_the_transform(tmp_path):
 
 
 def test_untrained_dbn_warns_and_unknown_stack_refused():
-    model = DBN(input_size=64, num_classes=10, hidden=[32, 16], pretrain_epochs=3)
+    model = DBN(recipe="textbook", input_size=64, num_classes=10, hidden=[32, 16], pretrain_epochs=3)
     with pytest.warns(UserWarning, match="the DBN has 0 of 2 stages pretrained"):
         load_pretrained_(user_net(), model)
     with pytest.raises(ValueError, match="the DBN has no RBMs yet"):
-        load_pretrained_(user_net(), DBN(hidden=[32, 16]))
+        load_pretrained_(user_net(), DBN(recipe="textbook", hidden=[32, 16]))
     with pytest.raises(ValueError, match=r"expected a stack file path, .* got \['int', 'str'\]"):
         load_pretrained_(user_net(), [1, "a"])
     with pytest.raises(ValueError, match="RBM 1 has n_hidden=32 but RBM 2 has n_visible=20"):

@@ -154,7 +154,7 @@ class ArrayDataModule(InMemoryDataModule):
         x_unlabeled: Any = None,
         image_shape: tuple[int, ...] | None = None,
         test_fraction: float = 0.2,
-        batch_size: int = 100,
+        batch_size: int | None = None,
         val_fraction: float = 0.1,
         num_labels: int | None = None,
         scaling: ScalingName = "standardize",

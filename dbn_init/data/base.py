@@ -135,11 +135,19 @@ class Scaled:
         return self.transform(raw)
 
 
+def batch_size_for(rows: int) -> int:
+    """A batch size for ``rows`` rows: about 50 batches an epoch, of 16 to 100 rows (100 from 5,000 rows on)."""
+    return min(100, max(16, math.ceil(rows / 50)))
+
+
 class InMemoryDataModule(Scaled, LightningDataModule):
     """Base DataModule: splits, scaling and loaders of data held in memory; subclasses implement ``_read``.
 
     Args:
-        batch_size: rows per batch.
+        batch_size: rows per batch. None (the default) suits the number of rows: about 50 batches an
+            epoch, of 16 to 100 rows (:func:`batch_size_for`), chosen in ``setup`` for the pretraining
+            rows (``batch_size``) and for the labelled ones (``train_batch_size``) apart, so that
+            fine-tuning on few labels still takes several steps an epoch.
         val_fraction: share of the training rows held out for validation, in [0, 1).
         num_labels: keep only this many labelled training rows, class-balanced
             (``num_labels // num_classes`` per class, the remainder to the first classes);
@@ -172,7 +180,7 @@ class InMemoryDataModule(Scaled, LightningDataModule):
     num_classes: int | None = None
     image_shape: tuple[int, ...] | None = None  # (H, W) grey or (C, H, W) colour; None: not images
     _parameter_constraints: dict = {
-        "batch_size": [Interval(int, 1, None)],
+        "batch_size": [None, Interval(int, 1, None)],
         "val_fraction": [Interval(float, 0, 1, "left")],
         "num_labels": [None, Interval(int, 1, None)],
         "scaling": [Options(SCALINGS)],
@@ -185,7 +193,7 @@ class InMemoryDataModule(Scaled, LightningDataModule):
 
     def __init__(
         self,
-        batch_size: int = 100,
+        batch_size: int | None = None,
         val_fraction: float = 0.1,
         num_labels: int | None = None,
         scaling: ScalingName = "unit",
@@ -266,6 +274,9 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         self.pretrain_x, self.val_x, self.test_x = (self.scale(t) for t in (pretrain_raw, val_raw, raw.test_x))
         self.test_y = self._labels(raw.test_y, len(raw.test_x))
         self._label_subset(n_labelled, gen)
+        chosen = self.batch_size  # the argument, or a value set on the module before setup
+        self.batch_size = chosen or batch_size_for(len(self.pretrain_x))
+        self.train_batch_size = chosen or batch_size_for(len(self.train_x))
         self._warn_untrained_classes()
         self._ready = True
 
@@ -363,7 +374,7 @@ class InMemoryDataModule(Scaled, LightningDataModule):
                 "(pretrain_dataloader); to fine-tune, give it labels (a `target` column, `y`, or a "
                 "dataset of (input, label) pairs)"
             )
-        return self._loader(self.train_x, self.train_y, shuffle=True)
+        return self._loader(self.train_x, self.train_y, shuffle=True, batch_size=self.train_batch_size)
 
     def pretrain_dataloader(self, steps_per_batch: int = 1) -> DataLoader:
         """Every pretraining row (labels, -1 where none, included but unused by RBMs), shuffled; each

@@ -156,7 +156,7 @@ class DatasetDataModule(InMemoryDataModule):
         test_dataset: Dataset | None = None,
         val_dataset: Dataset | None = None,
         test_fraction: float = 0.2,
-        batch_size: int = 100,
+        batch_size: int | None = None,
         val_fraction: float = 0.1,
         num_labels: int | None = None,
         scaling: ScalingName = "unit",

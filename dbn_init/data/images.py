@@ -40,7 +40,7 @@ class ImageDataModule(InMemoryDataModule):
 
     def __init__(
         self,
-        batch_size: int = 100,
+        batch_size: int | None = None,
         val_fraction: float = 0.1,
         num_labels: int | None = None,
         scaling: ScalingName = "unit",
@@ -135,7 +135,7 @@ class _IDXDataModule(ImageDataModule):
         self,
         root: str = "data",
         download: bool = False,
-        batch_size: int = 100,
+        batch_size: int | None = None,
         val_fraction: float = 0.1,
         num_labels: int | None = None,
         scaling: ScalingName = "unit",

@@ -190,7 +190,7 @@ def _model(cell: Cell, cfg: Namespace, data: LightningDataModule) -> Classifier:
 
 def _epochs(cfg: Namespace, data: LightningDataModule) -> int:
     """Fine-tuning epochs: ``max_epochs``, or more where ``min_steps`` needs them (small label budgets)."""
-    batches = math.ceil(len(data.train_dataloader().dataset) / data.batch_size)
+    batches = len(data.train_dataloader())
     return max(cfg.max_epochs, math.ceil(cfg.min_steps / batches))
 
 

