@@ -115,9 +115,17 @@ class CDSettings:
             return 1
         return max(1, math.ceil(wanted / (epochs * updates_per_epoch)))
 
-    def lr_for(self, rbm: RBM) -> float:
-        """The CD learning rate of ``rbm``: Gaussian visible units diverge at Bernoulli rates."""
-        return self.gaussian_lr if rbm.visible_units == "gaussian" else self.pretrain_lr
+    def rate_option(self, rbm: RBM, index: int) -> str:
+        """The option that sets RBM ``index``'s CD learning rate, for what its visible units model:
+        ``pretrain_lr`` for Bernoulli units, ``gaussian_lr`` for RBM 1 on standardised data,
+        ``rectified_lr`` for the RBMs above it in a ReLU stack (rectified activities, not standardised)."""
+        if rbm.visible_units != "gaussian":
+            return "pretrain_lr"
+        return "gaussian_lr" if index == 0 else "rectified_lr"
+
+    def lr_for(self, rbm: RBM, index: int = 0) -> float:
+        """The CD learning rate of RBM ``index`` (:meth:`rate_option`)."""
+        return getattr(self, self.rate_option(rbm, index))
 
     @property
     def tempered(self) -> bool:
@@ -180,7 +188,7 @@ class RBMStage(LightningModule):
         self.index = index
         self.cd = settings
         self.stretch = stretch  # the stage runs stretch times its epochs (small data: CDSettings.stretch)
-        self.lr = settings.lr_for(rbms[index])
+        self.lr = settings.lr_for(rbms[index], index)
         self.mini_batch: int | None = None  # rows per CD update (PretrainData's batch_size)
         self.chain: Tensor | None = None  # PCD fantasy particles, one set per rank; (T, n, V) under tempering
         self.offsets: list[Tensor] | None = None  # centring: [visible offset (V,), hidden offset (H,)], per rank
@@ -362,8 +370,9 @@ class RBMStage(LightningModule):
         if weights_diverged(self.rbm):
             if self.rbm.visible_units == "gaussian":
                 cause = (
-                    f"a learning rate too high for Gaussian visible units (try model.gaussian_lr {self.lr / 10:g}) "
-                    "or inputs that are not standardised (data.scaling standardize)"
+                    f"a learning rate too high for Gaussian visible units (try model."
+                    f"{self.cd.rate_option(self.rbm, self.index)} {self.lr / 10:g}) or inputs that are not "
+                    "standardised (data.scaling standardize)"
                 )
             else:
                 cause = (

@@ -58,7 +58,7 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     recipe : {"relu", "textbook"}, default="relu"
         Where the options left None take their values (:data:`dbn_init.models.RECIPES`, as for
         :class:`dbn_init.DBN`): "relu", the package's default, pretrains noisy rectified linear
-        units (Nair & Hinton 2010) at CD rate 0.01 (1e-3 for Gaussian visible units); "textbook"
+        units (Nair & Hinton 2010) at CD rate 0.01 (1e-2 for Gaussian visible units); "textbook"
         sigmoid units at 0.1 (1e-2), as Hinton & Salakhutdinov (2006).
     visible_units : {"bernoulli", "gaussian"} or None, default=None
         RBM 1's visible units: "bernoulli" for X in [0, 1] (put ``MinMaxScaler(clip=True)``

@@ -79,9 +79,7 @@ def pretrain_stack(
     given = {k: v for k, v in given.items() if v is not None}
     table = DBN._parameter_constraints  # the DBN's checks, under pretrain_stack's names
     constraints = {k: table[_SHORT.get(k, k)] for k in given if _SHORT.get(k, k) in table}
-    validate_params(
-        "pretrain_stack", {**given, "batch_size": batch_size}, {**constraints, "batch_size": [None, _SIZE]}
-    )
+    validate_params("pretrain_stack", {**given, "batch_size": batch_size}, {**constraints, "batch_size": [None, _SIZE]})
     defaults = {k: p.default for k, p in inspect.signature(DBN.__init__).parameters.items() if k != "self"}
     options = {**defaults, **{_SHORT.get(k, k): v for k, v in given.items()}}
     options.update(resolve_recipe(options))

@@ -1,0 +1,216 @@
+"""The defaults: a named recipe, unit types and sizes that follow the data, budgets that scale with
+it, and README.md's CSV command reaching the Xavier baseline's accuracy."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
+from sklearn.datasets import load_breast_cancer, load_wine
+from torch.utils.data import DataLoader, TensorDataset
+
+from dbn_init import DBN, ArrayDataModule, pretrain_stack
+from dbn_init.constraints import UsageError
+from dbn_init.data.base import batch_size_for
+from dbn_init.models import RECIPES, visible_units_for
+from dbn_init.pretrain import CDSettings, make_trainer, pretrain
+from dbn_init.rbm import RBM, GaussianRBM
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _quiet(epochs: int, **options) -> Trainer:
+    return Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, **options)  # fmt: skip
+
+
+def test_the_recipe_fills_the_options_left_none_and_an_explicit_value_wins():
+    assert {k: DBN().hparams[k] for k in RECIPES["relu"]} == RECIPES["relu"]
+    textbook = DBN(recipe="textbook", dropout=0.1)
+    assert (textbook.hparams.hidden_units, textbook.hparams.pretrain_lr, textbook.hparams.dropout) == (
+        "sigmoid",
+        0.1,
+        0.1,
+    )
+    assert textbook.mlp is None and textbook.dropout == 0.1 and textbook.activation == "sigmoid"
+    with pytest.raises(UsageError, match=r"model.recipe: expected one of .*'relu'.*got 'modern'"):
+        DBN(recipe="modern")
+    with pytest.raises(
+        UsageError, match=r"hidden_units is relu \(the default recipe's\).*set model.hidden_units sigmoid"
+    ):
+        DBN(centring=True)
+    assert DBN(centring=True, hidden_units="sigmoid").hparams.centring  # the fix the message names
+
+
+def test_a_fitted_checkpoint_records_the_resolved_values_and_rebuilds_the_same_network(tmp_path):
+    x, y = load_wine(return_X_y=True)
+    seed_everything(0)
+    dm = ArrayDataModule(x, y)  # standardised by default
+    model = DBN(hidden=[8], pretrain_epochs=1)
+    trainer = Trainer(max_epochs=1, default_root_dir=tmp_path, enable_progress_bar=False, logger=False)
+    trainer.fit(model, datamodule=dm)
+    saved = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=True)["hyper_parameters"]
+    assert saved["visible_units"] == "gaussian" and saved["hidden_units"] == "relu" and saved["dropout"] == 0.2
+    assert (saved["input_size"], saved["num_classes"]) == (13, 3)
+    loaded = DBN.load_from_checkpoint(trainer.checkpoint_callback.best_model_path).eval()
+    assert isinstance(loaded.rbms[0], GaussianRBM)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(dm.test_x), model(dm.test_x))
+
+
+class _Rows(LightningDataModule):
+    """A user's own DataModule that declares no scaling: batches of ``x`` (and labels)."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        super().__init__()
+        self.x = x
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(self.x, torch.arange(len(self.x)) % 2), batch_size=16)
+
+
+def test_visible_units_follow_the_data_s_scaling_or_its_first_batch():
+    x, y = load_wine(return_X_y=True)
+    for scaling, units in (("standardize", "gaussian"), ("unit", "bernoulli")):
+        dm = ArrayDataModule(x, y, scaling=scaling)
+        dm.setup("fit")
+        assert visible_units_for(dm) == units
+    pixels = torch.rand(64, 5)
+    assert visible_units_for(_Rows(pixels)) == "bernoulli"
+    assert visible_units_for(_Rows(pixels * 4 - 2)) == "gaussian"
+
+
+def test_a_dbn_built_with_sizes_takes_the_data_s_units_and_keeps_its_start():
+    x, y = load_wine(return_X_y=True)
+    dm = ArrayDataModule(x, y)
+    dm.setup("fit")
+    seed_everything(0)
+    model = DBN(input_size=13, num_classes=3, hidden=[8], pretrain_epochs=1)
+    assert type(model.rbms[0]) is RBM  # Bernoulli until it sees data
+    start = model.rbms[0].weight.clone()
+    model.build_for(dm)
+    assert isinstance(model.rbms[0], GaussianRBM) and model.hparams.visible_units == "gaussian"
+    assert torch.equal(model.rbms[0].weight, start) and not model.rbms[0].weight.requires_grad
+
+
+def test_bernoulli_units_set_explicitly_on_standardised_data_are_refused_in_one_line():
+    x, y = load_wine(return_X_y=True)
+    model = DBN(hidden=[8], pretrain_epochs=1, visible_units="bernoulli")
+    with pytest.raises(ValueError, match=r"Bernoulli visible units expect probabilities in \[0, 1\]"):
+        pretrain(model, ArrayDataModule(x, y), lambda stage, epochs: make_trainer(epochs))
+
+
+def test_two_classes_need_no_num_classes():
+    x, y = load_breast_cancer(return_X_y=True)
+    seed_everything(0)
+    model = DBN(hidden=[16], pretrain_epochs=1)
+    _quiet(1).fit(model, datamodule=ArrayDataModule(x, y))
+    assert model.mlp.head.out_features == 2 and model.hparams.num_classes == 2
+
+
+def test_batch_sizes_suit_the_rows_for_pretraining_and_for_the_labelled_rows_apart():
+    assert [batch_size_for(n) for n in (10, 115, 1293, 5000, 54000)] == [16, 16, 26, 100, 100]
+    x, y = load_wine(return_X_y=True)
+    dm = ArrayDataModule(x, y)
+    dm.setup("fit")
+    assert (len(dm.pretrain_x), dm.batch_size, dm.train_batch_size) == (128, 16, 16)
+    assert len(dm.train_dataloader()) == 8
+    few = ArrayDataModule(np.tile(x, (10, 1)), np.tile(y, 10), num_labels=30)
+    few.setup("fit")
+    assert (few.batch_size, few.train_batch_size) == (26, 16)  # 1,282 pretraining rows, 30 labelled
+    chosen = ArrayDataModule(x, y, batch_size=50)
+    chosen.setup("fit")
+    assert (chosen.batch_size, chosen.train_batch_size) == (50, 50)
+
+
+class _Momenta(Callback):
+    """Per stage epoch: the momentum and rate the stage trains with, and whether it validated."""
+
+    def __init__(self) -> None:
+        self.momenta, self.validated = [], []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.momenta.append(module.optimizers().optimizer.param_groups[0]["momentum"])
+
+    def on_validation_epoch_end(self, trainer, module) -> None:
+        if not trainer.sanity_checking:
+            self.validated.append(trainer.current_epoch)
+
+
+def test_small_data_stretch_the_default_epochs_to_the_cd_updates_and_the_schedule_with_them():
+    """128 wine rows in batches of 16 make 8 updates an epoch: 200 updates need 3 x 10 epochs, the
+    momentum switches after 3 x 5 of them, and the stage validates after every third epoch."""
+    x, y = load_wine(return_X_y=True)
+    model = DBN(hidden=[8], pretrain_updates=200)
+    seen = []
+
+    def trainers(stage, epochs):
+        seen.append(epochs)
+        seen.append(callback := _Momenta())
+        return make_trainer(epochs, callbacks=[callback])
+
+    pretrain(model, ArrayDataModule(x, y), trainers)
+    epochs, callback = seen
+    assert epochs == 30
+    assert callback.momenta == [0.5] * 15 + [0.9] * 15
+    assert callback.validated == list(range(2, 30, 3))
+
+
+def test_large_data_and_explicit_epochs_keep_their_epochs():
+    options = dict(DBN().hparams)
+    assert CDSettings(options, 2).stretch(0, 540) == 1  # Fashion-MNIST: 10 epochs of 540 updates
+    assert CDSettings(options, 2).stretch(0, 8) == 25  # wine: 2,000 updates
+    assert CDSettings({**options, "pretrain_epochs": 3}, 2).stretch(0, 8) == 1  # as asked
+    assert CDSettings({**options, "pretrain_updates": 0}, 2).stretch(0, 8) == 1
+
+
+def test_pretrain_stack_takes_the_recipe_and_the_units_that_suit_x():
+    x = torch.tensor(load_wine().data, dtype=torch.float32)
+    standardised = (x - x.mean(0)) / x.std(0)
+    rbms = pretrain_stack(standardised, [8, 4], epochs=1)
+    assert isinstance(rbms[0], GaussianRBM) and rbms[0].hidden_units == "relu"
+    rbms = pretrain_stack((x - x.min(0).values) / (x.max(0).values - x.min(0).values), [8], epochs=1, recipe="textbook")
+    assert type(rbms[0]) is RBM and rbms[0].hidden_units == "sigmoid"
+
+
+def _readme_csv_command() -> list[str]:
+    """The README's CSV lines: the command that writes wine.csv, and the train.py command."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(python -c .*?wine\.csv.*?)```", text, re.S).group(1)
+    return [line.replace("\\\n", " ") for line in block.replace("\\\n", " ").strip().splitlines()]
+
+
+def _test_acc(output: str) -> float:
+    return float(re.search(r"test_acc\s*[│|]\s*([0-9.]+)", output).group(1))
+
+
+@pytest.mark.slow
+def test_the_readme_csv_command_reaches_the_xavier_baseline_on_wine(tmp_path):
+    write, fit = _readme_csv_command()
+    subprocess.run(write, shell=True, cwd=tmp_path, check=True)
+    fit = fit.replace("python train.py", f"{sys.executable} {ROOT / 'train.py'}")
+    scores = {}
+    for name, model in (("dbn", "dbn_init.DBN"), ("xavier", "dbn_init.Baseline --model.init xavier_uniform")):
+        command = fit.replace("--model dbn_init.DBN", f"--model {model}")
+        done = subprocess.run(command + f" --trainer.default_root_dir {name} --seed_everything 0", shell=True,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        scores[name] = _test_acc(done.stdout)
+    assert scores["dbn"] >= scores["xavier"] and scores["dbn"] > 0.9, scores
+
+
+def test_every_rbm_learns_at_the_rate_for_what_its_visible_units_model():
+    """Bernoulli units at pretrain_lr; a Gaussian RBM 1 (standardised data) at gaussian_lr; the upper
+    RBMs of a ReLU stack (rectified activities, not standardised) at rectified_lr."""
+    relu = DBN(input_size=13, num_classes=3, hidden=[8, 4], visible_units="gaussian", gaussian_lr=0.02)
+    assert [relu.stage(i).lr for i in range(2)] == [0.02, 1e-3]
+    sigmoid = DBN(input_size=13, num_classes=3, hidden=[8, 4], visible_units="gaussian", recipe="textbook")
+    assert [sigmoid.stage(i).lr for i in range(2)] == [1e-2, 0.1]
+    pixels = DBN(input_size=64, num_classes=10, hidden=[8, 4], visible_units="bernoulli", rectified_lr=5e-4)
+    assert [pixels.stage(i).lr for i in range(2)] == [0.01, 5e-4]
