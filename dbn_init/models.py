@@ -206,6 +206,8 @@ class Classifier(LightningModule):
 
     def on_fit_start(self) -> None:
         _spare_adam_the_nvml_reload()
+        # The run's seed (seed_everything's), else this process's: the base of the dropout masks' seeds.
+        self._seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
         if self.start_decay:  # a subclass's on_fit_start has set the start (the DBN transfers first)
             body = list(self.mlp.features.parameters())
             kept = self._start  # restored from a resumed fit's checkpoint
@@ -222,7 +224,7 @@ class Classifier(LightningModule):
             # Dropout draws its masks from torch's global generator, which every DataLoader iterator
             # also draws from: seeded per epoch and rank from the run's seed, an epoch's masks are the
             # same whatever this process ran before it (a run resumed mid-pretraining, or mid-fit).
-            torch.manual_seed(_epoch_seed(self.current_epoch, self.global_rank))
+            torch.manual_seed(_epoch_seed(self._seed, self.current_epoch, self.global_rank))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -326,9 +328,8 @@ def visible_units_for(datamodule, stage: str = "fit") -> str:
     return visible_units_of(_features(next(iter(loader()))))
 
 
-def _epoch_seed(epoch: int, rank: int) -> int:
-    """A seed for fine-tuning ``epoch`` on ``rank``, from the run's seed (``seed_everything``'s)."""
-    base = int(os.environ.get("PL_GLOBAL_SEED", 0))
+def _epoch_seed(base: int, epoch: int, rank: int) -> int:
+    """A seed for fine-tuning ``epoch`` on ``rank`` of a run seeded ``base``."""
     return (base + 1_000_003 * (epoch + 1) + 7_919 * rank) % 2**63
 
 
