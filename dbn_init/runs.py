@@ -52,8 +52,8 @@ FINE_TUNING_OPTIONS = CLASSIFIER_OPTIONS - {"input_size", "num_classes", "hidden
 # setting missing from a file and at this value here is the same setting.
 _NEUTRAL = {
     "hidden_units": "sigmoid",
-    "pretrain_updates": 2000,
-    "rectified_lr": 1e-3,  # the upper RBMs of a ReLU stack learned at gaussian_lr, 1e-3 in every such file  # read only with pretrain_epochs None, which no file without it records
+    "pretrain_updates": 2000,  # read only with pretrain_epochs None, which no file without it records
+    "rectified_lr": 1e-3,  # the upper RBMs of a ReLU stack learned at gaussian_lr, 1e-3 in every such file
     "pcd_chains": None,
     "pt_temperatures": 1,
     "pt_min_beta": 0.9,
