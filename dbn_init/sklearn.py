@@ -2,7 +2,7 @@
 
 scikit-learn's ``BernoulliRBM`` is one RBM; :class:`DBNTransformer` stacks several, each trained
 by :func:`dbn_init.pretrain_stack` (the stage code ``train.py`` runs) on the hidden
-probabilities of the one below, and transforms data to the top RBM's hidden probabilities::
+activities of the one below, and transforms data to the top RBM's hidden activities::
 
     Pipeline([("scale", MinMaxScaler(clip=True)), ("dbn", DBNTransformer(hidden=(64, 32))),
               ("clf", LogisticRegression(max_iter=1000))])
@@ -45,10 +45,11 @@ _LIGHTNING_NOISE = (
 class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Deep belief network features: a stack of RBMs pretrained greedily, layer by layer.
 
-    RBM 1 models the data; RBM k + 1 models the hidden probabilities of RBM k (Hinton, Osindero
+    RBM 1 models the data; RBM k + 1 models the hidden activities of RBM k (Hinton, Osindero
     & Teh 2006), each trained by contrastive divergence (CD-k, or persistent CD) with momentum
     0.5 then 0.9 and weight decay 2e-4 (Hinton 2010). ``transform`` returns the top RBM's hidden
-    probabilities p(h_top = 1 | x), the features to fit a classifier on, or to start a network
+    activities (max(0, W x + c) for the default NReLU units, p(h_top = 1 | x) for sigmoid
+    ones), the features to fit a classifier on, or to start a network
     from and fine-tune (Hinton & Salakhutdinov 2006; :func:`dbn_init.load_pretrained_`).
 
     Parameters
@@ -78,8 +79,9 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     lr : float or None, default=None
         CD learning rate of RBMs with Bernoulli visible units; None: the recipe's.
     gaussian_lr : float or None, default=None
-        CD learning rate of RBMs with Gaussian visible units (unit-variance Gaussian units diverge
-        at Bernoulli rates; Hinton 2010, section 13.2); None: the recipe's.
+        CD learning rate of a Gaussian RBM 1 (unit-variance Gaussian units diverge at Bernoulli
+        rates; Hinton 2010, section 13.2); None: the recipe's. The RBMs above it in a ReLU stack
+        learn at the DBN's ``rectified_lr`` (1e-3).
     cd_k : int, default=1
         Gibbs sweeps per CD update.
     persistent : bool, default=False
@@ -205,7 +207,7 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         return self
 
     def transform(self, X):
-        """The top RBM's hidden probabilities p(h_top = 1 | X).
+        """The top RBM's hidden activities: max(0, W x + c) (NReLU units) or p(h_top = 1 | X) (sigmoid).
 
         Parameters
         ----------

@@ -765,7 +765,7 @@ def test_a_relu_stack_pretrains_and_transfers_into_a_relu_mlp_exactly(digits, tm
         pretrain_epochs=2,
         hidden_units="relu",
         pretrain_lr=0.01,
-        gaussian_lr=0.01,
+        rectified_lr=0.01,
     )
     pretrain(model, digits, lambda stage, epochs: _trainer(epochs))
     model.eval()  # the recipe's dropout acts in training only
