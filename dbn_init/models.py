@@ -297,9 +297,7 @@ def _sizes_of(datamodule, hparams, stage: str) -> tuple[int, int]:
     input_size = hparams.get("input_size") or getattr(datamodule, "input_size", None)
     num_classes = hparams.get("num_classes") or getattr(datamodule, "num_classes", None)
     if datamodule is not None and (input_size is None or num_classes is None):
-        name = {"fit": "train", "validate": "val"}.get(stage, stage)
-        loader = getattr(datamodule, f"{name}_dataloader")()
-        batches = iter(loader)
+        batches = iter(_stage_loader(datamodule, stage)())
         first = next(batches)
         input_size = input_size or _features(first).shape[1]
         if num_classes is None and not isinstance(first, Tensor):
@@ -323,9 +321,14 @@ def visible_units_for(datamodule, stage: str = "fit") -> str:
         return "gaussian" if scaling == "standardize" else "bernoulli"
     if datamodule is None:
         return "bernoulli"
-    name = {"fit": "train", "validate": "val"}.get(stage, stage)
-    loader = getattr(datamodule, "pretrain_dataloader", None) or getattr(datamodule, f"{name}_dataloader")
+    loader = getattr(datamodule, "pretrain_dataloader", None) or _stage_loader(datamodule, stage)
     return visible_units_of(_features(next(iter(loader()))))
+
+
+def _stage_loader(datamodule, stage: str) -> Callable:
+    """The DataModule's loader method for a Lightning stage ("fit" reads the training loader)."""
+    name = {"fit": "train", "validate": "val"}.get(stage, stage)
+    return getattr(datamodule, f"{name}_dataloader")
 
 
 def _epoch_seed(base: int, epoch: int, rank: int) -> int:

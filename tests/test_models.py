@@ -16,6 +16,12 @@ from dbn_init.pretrain import PretrainData, pretrain
 from dbn_init.rbm import RBM
 
 
+def textbook_dbn(**options) -> DBN:
+    """A DBN for the 64-pixel digits, 10 classes, on the textbook recipe (sigmoid RBMs at CD rate 0.1):
+    the recipe the mechanics below are checked on; the ReLU ones ask for it explicitly."""
+    return DBN(recipe="textbook", num_classes=10, input_size=64, **options)
+
+
 def _trainer(epochs, **kw):
     quiet = dict(
         accelerator="cpu",
@@ -30,7 +36,7 @@ def _trainer(epochs, **kw):
 
 def test_each_stage_trains_only_its_rbm_and_later_stages_leave_earlier_ones_unchanged(digits):
     seed_everything(0)
-    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32, 16, 8], pretrain_epochs=2)
+    model = textbook_dbn(hidden=[32, 16, 8], pretrain_epochs=2)
     snapshots = []  # state of every RBM after each stage
 
     def factory(stage, epochs):
@@ -60,10 +66,7 @@ def test_several_cd_steps_per_lightning_step_make_exactly_the_same_updates(digit
     runs = {}
     for steps in (1, 5):
         seed_everything(0)
-        model = DBN(
-            recipe="textbook",
-            num_classes=10,
-            input_size=64,
+        model = textbook_dbn(
             hidden=[32, 16],
             pretrain_epochs=2,
             persistent=True,
@@ -92,10 +95,7 @@ def test_one_process_direct_gradient_path_makes_exactly_the_updates_of_the_loss_
     runs = []
     for callbacks in ([], [_StepThroughBackward()]):
         seed_everything(0)
-        model = DBN(
-            recipe="textbook",
-            num_classes=10,
-            input_size=64,
+        model = textbook_dbn(
             hidden=[32, 16],
             pretrain_epochs=2,
             persistent=True,
@@ -116,7 +116,7 @@ def test_stages_train_under_other_precisions_as_well_as_in_fp32(digits, precisio
     recon = {}
     for p in ("32-true", precision):
         seed_everything(0)
-        model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32, 16], pretrain_epochs=2)
+        model = textbook_dbn(hidden=[32, 16], pretrain_epochs=2)
         trainers = []
         pretrain(model, digits, lambda stage, epochs: trainers.append(_trainer(epochs, precision=p)) or trainers[-1])
         assert model.rbms[0].weight.dtype == (torch.float64 if p == "64-true" else torch.float32)
@@ -135,7 +135,7 @@ def test_train_and_val_reconstruction_errors_agree_on_the_same_images(digits):
     seed_everything(0)
     trainers = []
     pretrain(
-        DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32], pretrain_epochs=8),
+        textbook_dbn(hidden=[32], pretrain_epochs=8),
         same,
         lambda stage, epochs: trainers.append(_trainer(epochs)) or trainers[-1],
     )
@@ -144,7 +144,7 @@ def test_train_and_val_reconstruction_errors_agree_on_the_same_images(digits):
 
 
 def test_stage_freezes_lower_rbms_by_construction(digits):
-    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32, 16, 8])
+    model = textbook_dbn(hidden=[32, 16, 8])
     stage = model.stage(1)
     trainable = {n for n, p in stage.named_parameters() if p.requires_grad}
     assert trainable == {"rbms.1.weight", "rbms.1.visible_bias", "rbms.1.hidden_bias"}
@@ -169,10 +169,7 @@ def test_stage_switches_momentum_on_schedule_and_decays_the_weights_only(digits)
                 )
 
     record = Record()
-    model = DBN(
-        recipe="textbook",
-        num_classes=10,
-        input_size=64,
+    model = textbook_dbn(
         hidden=[16],
         pretrain_epochs=3,
         momentum_switch_epoch=2,
@@ -189,10 +186,7 @@ def test_sparsity_target_pulls_the_mean_hidden_activation_towards_it(digits):
     means = {}
     for cost in (0.0, 1.0):
         seed_everything(0)
-        model = DBN(
-            recipe="textbook",
-            num_classes=10,
-            input_size=64,
+        model = textbook_dbn(
             hidden=[32],
             pretrain_epochs=3,
             sparsity_target=0.05,
@@ -209,7 +203,7 @@ def test_a_stage_resumed_with_another_devices_noise_state_warns_and_goes_on(digi
 
     seed_everything(0)
     pretrain(
-        DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=1),
+        textbook_dbn(hidden=[16], pretrain_epochs=1),
         digits,
         lambda stage, epochs: _trainer(
             epochs,
@@ -221,7 +215,7 @@ def test_a_stage_resumed_with_another_devices_noise_state_warns_and_goes_on(digi
     checkpoint = torch.load(tmp_path / "s.ckpt", weights_only=True)
     checkpoint["dbn_init"]["generator"] = torch.zeros(16, dtype=torch.uint8)  # as a CUDA generator's state
     torch.save(checkpoint, tmp_path / "from_gpu.ckpt")
-    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=2)
+    model = textbook_dbn(hidden=[16], pretrain_epochs=2)
     with pytest.warns(UserWarning, match="noise came from another kind of device"):
         pretrain(
             model,
@@ -234,7 +228,7 @@ def test_a_stage_resumed_with_another_devices_noise_state_warns_and_goes_on(digi
 
 def test_transferred_mlp_reproduces_the_dbn_up_pass_exactly(digits):
     seed_everything(0)
-    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[48, 24], pretrain_epochs=1)
+    model = textbook_dbn(hidden=[48, 24], pretrain_epochs=1)
     pretrain(model, digits, lambda stage, epochs: _trainer(epochs))
     x = digits.val_x
     with torch.no_grad():
@@ -250,7 +244,7 @@ def test_pretraining_teaches_rbm1_to_reconstruct_and_the_dbn_fine_tunes_to_high_
     # Whether pretraining helps the classifier is the comparison's question (on digits it does not).
     seed_everything(0)
     digits = DigitsDataModule(batch_size=32)
-    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[128, 128], pretrain_epochs=10)
+    model = textbook_dbn(hidden=[128, 128], pretrain_epochs=10)
     first = model.rbms[0]
 
     def recon() -> float:
@@ -279,7 +273,7 @@ def test_a_model_built_for_other_data_is_refused_before_its_first_step(digits, s
 
 
 def test_an_imported_stack_that_does_not_fit_leaves_the_dbn_unchanged():
-    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16, 8])
+    model = textbook_dbn(hidden=[16, 8])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     for stack, message in (
         ([RBM(64, 16), RBM(16, 9)], r"imported RBM 2 is bernoulli \(9, 16\) but this DBN expects"),
@@ -291,7 +285,7 @@ def test_an_imported_stack_that_does_not_fit_leaves_the_dbn_unchanged():
 
 
 def test_a_stage_that_makes_no_cd_update_is_refused_rather_than_passed_off_as_pretrained(digits):
-    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16])
+    model = textbook_dbn(hidden=[16])
     for limits in (dict(limit_train_batches=0), dict(max_steps=0)):
         with pytest.raises(ValueError, match=r"RBM 1's stage would make no CD update .*model.pretrain_epochs 0"):
             pretrain(model, digits, lambda stage, epochs: _trainer(epochs, **limits))
@@ -299,7 +293,7 @@ def test_a_stage_that_makes_no_cd_update_is_refused_rather_than_passed_off_as_pr
 
 
 def test_an_untrained_dbn_is_not_evaluated(digits):
-    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16])
+    model = textbook_dbn(hidden=[16])
     for run, what in (
         (_trainer(1).validate, "validation"),
         (_trainer(1).test, "the test"),
@@ -307,9 +301,7 @@ def test_an_untrained_dbn_is_not_evaluated(digits):
     ):
         with pytest.raises(RuntimeError, match=f"neither pretrained nor loaded from a checkpoint, so {what}"):
             run(model, datamodule=digits)
-    model = DBN(
-        recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=0
-    )  # asked to start from random RBMs: allowed
+    model = textbook_dbn(hidden=[16], pretrain_epochs=0)  # asked to start from random RBMs: allowed
     logits = torch.cat(_trainer(1).predict(model, datamodule=digits))
     assert logits.shape == (len(digits.test_x), 10)
 
@@ -322,7 +314,7 @@ def test_one_trainer_fit_pretrains_transfers_and_fine_tunes_as_pretraining_first
     _trainer(2, limit_val_batches=0).fit(whole, datamodule=digits)
     assert whole.pretrained and whole.hparams.input_size == 64 and whole.hparams.num_classes == 10
     seed_everything(0)
-    split = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16, 8], pretrain_epochs=2)
+    split = textbook_dbn(hidden=[16, 8], pretrain_epochs=2)
     pretrain(split, digits, lambda stage, epochs: _trainer(epochs, limit_val_batches=0))
     after_pretraining = split.rbms[1].weight.clone()
     _trainer(2, limit_val_batches=0).fit(split, datamodule=digits)
@@ -412,7 +404,7 @@ def test_a_cd_step_on_the_gpu_never_waits_for_the_host(digits):
             finally:
                 torch.cuda.set_sync_debug_mode("default")
 
-    dbn = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32], pretrain_epochs=1, steps_per_batch=8)
+    dbn = textbook_dbn(hidden=[32], pretrain_epochs=1, steps_per_batch=8)
     trainer = _trainer(1, accelerator="gpu", devices=1, limit_val_batches=0)
     trainer.fit(Strict(dbn.rbms, 0, dbn.cd), datamodule=PretrainData(digits, 8))
     assert trainer.global_step > 0 and torch.isfinite(dbn.rbms[0].weight).all()
@@ -465,9 +457,9 @@ def test_bad_model_arguments_get_clear_errors():
         with pytest.raises(UsageError, match=message):
             cls(input_size=64, **kwargs)
     with pytest.raises(UsageError, match=r"model.lr: .*; model.cd_k: .*got 0"):  # every problem at once
-        DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32], lr=0, cd_k=0)
+        textbook_dbn(hidden=[32], lr=0, cd_k=0)
     with pytest.raises(ValueError, match="one per RBM"):
-        DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32, 16], pretrain_epochs=[1, 2, 3])
+        textbook_dbn(hidden=[32, 16], pretrain_epochs=[1, 2, 3])
 
 
 @pytest.mark.parametrize(
@@ -486,9 +478,7 @@ def test_a_users_own_loader_serving_bad_pixels_is_refused_at_its_first_batch(dig
                 TensorDataset(corrupt(digits.pretrain_x), digits.pretrain_y), batch_size=64 * steps_per_batch
             )
 
-    model = DBN(
-        recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=1, visible_units="bernoulli"
-    )
+    model = textbook_dbn(hidden=[16], pretrain_epochs=1, visible_units="bernoulli")
     before = model.rbms[0].weight.clone()
     with pytest.raises(ValueError, match=rf"stage 1's first training batch {message}"):
         pretrain(model, OwnLoader(), lambda s, e: _trainer(e, limit_val_batches=0))
@@ -506,12 +496,10 @@ def test_a_plain_datamodule_pretrains_one_cd_update_per_batch_of_its_own(digits)
             return digits.pretrain_dataloader()
 
     seed_everything(0)
-    theirs = DBN(
-        recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=2
-    )  # steps_per_batch 8, which it cannot group
+    theirs = textbook_dbn(hidden=[16], pretrain_epochs=2)  # steps_per_batch 8, which it cannot group
     pretrain(theirs, OneBatchAtATime(), lambda s, e: _trainer(e))
     seed_everything(0)
-    ours = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=2, steps_per_batch=1)
+    ours = textbook_dbn(hidden=[16], pretrain_epochs=2, steps_per_batch=1)
     pretrain(ours, digits, lambda s, e: _trainer(e, limit_val_batches=0))
     assert theirs.pretrained and torch.equal(theirs.rbms[0].weight, ours.rbms[0].weight)
 
@@ -523,7 +511,7 @@ def test_a_batch_of_images_alone_pretrains_flattened(digits):
         def train_dataloader(self):
             return DataLoader(digits.pretrain_x.reshape(-1, 1, 8, 8), batch_size=64)
 
-    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=1)
+    model = textbook_dbn(hidden=[16], pretrain_epochs=1)
     start = model.rbms[0].weight.clone()
     pretrain(model, Images(), lambda s, e: _trainer(e))
     assert model.pretrained and not torch.equal(start, model.rbms[0].weight)
@@ -536,9 +524,7 @@ def test_bernoulli_dbn_refuses_unscaled_pixels(digits):
             self.pretrain_x = self.pretrain_x * 16  # raw 0..16 pixel values
 
     with pytest.raises(ValueError, match=r"Bernoulli visible units expect probabilities in \[0, 1\]"):
-        pretrain(
-            DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[16]), Unscaled(), lambda s, e: _trainer(e)
-        )
+        pretrain(textbook_dbn(hidden=[16]), Unscaled(), lambda s, e: _trainer(e))
     with pytest.raises(ValueError, match=r"has shape \(64, 64\) but RBM 1 expects \(batch, 784\)"):
         pretrain(DBN(recipe="textbook", num_classes=10, input_size=784, hidden=[16]), digits, lambda s, e: _trainer(e))
 
@@ -546,10 +532,7 @@ def test_bernoulli_dbn_refuses_unscaled_pixels(digits):
 def test_divergence_stops_the_stage_with_the_cause_named():
     seed_everything(0)
     data = DigitsDataModule(batch_size=32, scaling="standardize")
-    model = DBN(
-        recipe="textbook",
-        num_classes=10,
-        input_size=64,
+    model = textbook_dbn(
         hidden=[32],
         visible_units="gaussian",
         gaussian_lr=5.0,
@@ -576,9 +559,7 @@ def test_fine_tuning_divergence_stops_the_run_with_the_fix_named(digits):
 def test_gaussian_dbn_trains_at_its_default_rate_on_standardised_digits():
     seed_everything(0)
     data = DigitsDataModule(batch_size=32, scaling="standardize")
-    model = DBN(
-        recipe="textbook", num_classes=10, input_size=64, hidden=[64, 32], visible_units="gaussian", pretrain_epochs=3
-    )
+    model = textbook_dbn(hidden=[64, 32], visible_units="gaussian", pretrain_epochs=3)
     pretrain(model, data, lambda stage, epochs: _trainer(epochs))
     assert all(torch.isfinite(p).all() for p in model.rbms.parameters())
 
@@ -587,13 +568,11 @@ def test_an_imported_stack_is_extended_by_pretraining_new_layers_on_top(digits, 
     from dbn_init.io import save_stack
 
     seed_everything(0)
-    bottom = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32], pretrain_epochs=1)
+    bottom = textbook_dbn(hidden=[32], pretrain_epochs=1)
     pretrain(bottom, digits, lambda stage, epochs: _trainer(epochs))
     path = save_stack(list(bottom.rbms), tmp_path / "bottom.safetensors")
     stages = []
-    deeper = DBN(
-        recipe="textbook", num_classes=10, input_size=64, hidden=[32, 16], pretrain_epochs=1, pretrained=str(path)
-    )
+    deeper = textbook_dbn(hidden=[32, 16], pretrain_epochs=1, pretrained=str(path))
     pretrain(deeper, digits, lambda stage, epochs: stages.append(stage) or _trainer(epochs))
     assert stages == [1]  # only the new top RBM was trained
     assert torch.equal(deeper.rbms[0].weight, bottom.rbms[0].weight)
@@ -605,9 +584,7 @@ def test_an_imported_stack_is_refused_on_data_scaled_otherwise_than_it_was_pretr
     from dbn_init.rbm import make_rbm
 
     path = save_stack([make_rbm(64, 16, "gaussian")], tmp_path / "g.safetensors", scaling="standardize")
-    model = DBN(
-        recipe="textbook", num_classes=10, input_size=64, hidden=[16], visible_units="gaussian", pretrained=str(path)
-    )
+    model = textbook_dbn(hidden=[16], visible_units="gaussian", pretrained=str(path))
     with pytest.raises(
         ValueError, match=r"scaled 'standardize' but this data is scaled 'unit'.*data.scaling standardize"
     ):
@@ -639,7 +616,7 @@ def test_real_valued_features_spanning_1e3_pretrain_a_gaussian_dbn_under_standar
 
 def test_transform_is_the_stacks_top_hidden_probabilities_and_sample_runs_down_to_the_input(digits):
     seed_everything(0)
-    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32, 16], pretrain_epochs=2)
+    model = textbook_dbn(hidden=[32, 16], pretrain_epochs=2)
     pretrain(model, digits, lambda s, e: _trainer(e, limit_val_batches=0))
     x = digits.test_x[:10]
     features = model.transform(x)
@@ -680,7 +657,7 @@ def test_a_datamodule_from_datasets_gives_the_stages_its_validation_set(digits):
 
     data = LightningDataModule.from_datasets(train_dataset=TensorDataset(digits.pretrain_x),
                                              val_dataset=TensorDataset(digits.val_x), batch_size=64)  # fmt: skip
-    pretrain(DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[8], pretrain_epochs=1), data,
+    pretrain(textbook_dbn(hidden=[8], pretrain_epochs=1), data,
              lambda s, e: _trainer(e, callbacks=[Validated()], num_sanity_val_steps=0))  # fmt: skip
     assert Validated.ran == 1
 
@@ -695,27 +672,20 @@ def _stage_fit(model, data, epochs=1, **options):
 
 def test_pcd_keeps_the_chosen_number_of_chains_and_resumes_them_from_checkpoints(digits, tmp_path):
     seed_everything(0)
-    model = DBN(
-        recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=1, persistent=True, pcd_chains=37
-    )
+    model = textbook_dbn(hidden=[16], pretrain_epochs=1, persistent=True, pcd_chains=37)
     stage, trainer = _stage_fit(model, digits, limit_val_batches=0)
     assert stage.chain.shape == (37, 64) and set(stage.chain.unique().tolist()) <= {0.0, 1.0}
     trainer.save_checkpoint(tmp_path / "stage.ckpt")
     saved = torch.load(tmp_path / "stage.ckpt", weights_only=True)["dbn_init"]["chain"]
     assert torch.equal(saved, stage.chain)
-    resumed = DBN(
-        recipe="textbook", num_classes=10, input_size=64, hidden=[16], pretrain_epochs=2, persistent=True, pcd_chains=37
-    ).stage(0)
+    resumed = textbook_dbn(hidden=[16], pretrain_epochs=2, persistent=True, pcd_chains=37).stage(0)
     resumed.on_load_checkpoint(torch.load(tmp_path / "stage.ckpt", weights_only=True))
     assert torch.equal(resumed.chain, stage.chain)
 
 
 def test_parallel_tempering_runs_its_ladder_and_logs_the_swap_rates(digits):
     seed_everything(0)
-    model = DBN(
-        recipe="textbook",
-        num_classes=10,
-        input_size=64,
+    model = textbook_dbn(
         hidden=[16],
         pretrain_epochs=1,
         pt_temperatures=4,
@@ -732,10 +702,7 @@ def test_parallel_tempering_runs_its_ladder_and_logs_the_swap_rates(digits):
 
 def test_centring_offsets_track_the_data_and_the_centred_stack_transfers_as_an_ordinary_one(digits):
     seed_everything(0)
-    model = DBN(
-        recipe="textbook",
-        num_classes=10,
-        input_size=64,
+    model = textbook_dbn(
         hidden=[16],
         pretrain_epochs=3,
         centring=True,
@@ -782,7 +749,7 @@ def test_a_relu_stack_pretrains_and_transfers_into_a_relu_mlp_exactly(digits, tm
         load_pretrained_(net, stack)
         assert torch.equal(net(x), h)
     with pytest.raises(ValueError, match=r"\['relu'\] hidden units transfers into an MLP of that activation"):
-        DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32, 16]).mlp.load_rbms(list(model.rbms))
+        textbook_dbn(hidden=[32, 16]).mlp.load_rbms(list(model.rbms))
 
 
 @pytest.mark.parametrize(
@@ -799,10 +766,7 @@ def test_each_stage_follows_its_learning_rate_schedule_over_its_own_epochs(digit
                 self.lrs.append([g["lr"] for g in stage.optimizers().optimizer.param_groups])
 
     record = Record()
-    model = DBN(
-        recipe="textbook",
-        num_classes=10,
-        input_size=64,
+    model = textbook_dbn(
         hidden=[16, 8],
         pretrain_epochs=[4, 2],
         pretrain_lr_schedule=schedule,
@@ -856,7 +820,7 @@ def test_start_decay_pulls_the_body_toward_its_start_and_a_resumed_fit_keeps_tha
 
 def test_dropout_acts_in_training_only_and_leaves_the_transfer_exact(digits):
     seed_everything(0)
-    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[32], pretrain_epochs=1, dropout=0.5)
+    model = textbook_dbn(hidden=[32], pretrain_epochs=1, dropout=0.5)
     pretrain(model, digits, lambda stage, epochs: _trainer(epochs))
     x = digits.val_x
     with torch.no_grad():
