@@ -20,6 +20,7 @@ from torch import Tensor
 from .entry import no_lightning_requeue
 from .io import replacing
 from .plots import image_grid, save_curves, save_image_grid
+from .rbm import down_pass
 
 if TYPE_CHECKING:
     from .pretrain import RBMStage
@@ -31,7 +32,6 @@ __all__ = [
     "BestEpoch",
     "PredictionWriter",
     "RBMPictures",
-    "down_pass",
     "pixel_filters",
 ]
 
@@ -203,22 +203,15 @@ class PredictionWriter(BasePredictionWriter):
         csv.write_text(table.getvalue())
 
 
-def down_pass(rbms, h: Tensor) -> Tensor:
-    """Map a state of the top RBM's visible layer to pixels through the visible means below it."""
-    for rbm in reversed(list(rbms)):
-        h = rbm.visible_mean(h)
-    return h
-
-
 def pixel_filters(rbms, index: int) -> Tensor:
     """RBM ``index``'s filters in pixel space: W_index @ ... @ W_1, shape (n_hidden, n_pixels).
 
     For index 0 these are the weights themselves; higher layers' filters are the linear
     combinations of the lower filters that their weights select (Lee et al. 2009 visualise them so).
     """
-    filters = rbms[index].weight
+    filters = rbms[index].linear_weight
     for rbm in reversed(list(rbms)[:index]):
-        filters = filters @ rbm.weight
+        filters = filters @ rbm.linear_weight
     return filters
 
 
@@ -271,17 +264,17 @@ class RBMPictures(Callback):
             return
         folder = Path(log_dir or trainer.default_root_dir) / "pictures"
         folder.mkdir(parents=True, exist_ok=True)
-        rbms, below = stage.rbms, list(stage.rbms[: stage.index])
+        rbms, up_to = stage.rbms, list(stage.rbms[: stage.index + 1])
         gaussian = rbms[0].visible_units == "gaussian"  # standardised pixels, not in [0, 1]: scale each tile
         pictures = {"filters": image_grid(pixel_filters(rbms, stage.index)[: self.n_filters], self.image_shape)}
         if stage.monitor_x is not None:
             x = stage.monitor_x[:32].to(stage.device)
             v = stage.encode(x)
-            recon = down_pass(below, stage.rbm.visible_mean(stage.rbm.hidden_mean(v)))
+            recon = down_pass(up_to, stage.rbm.visible_mean(stage.rbm.hidden_mean(v)))
             pairs = torch.stack([x, recon], 1).reshape(-1, x.shape[1])  # input, reconstruction, ...
             pictures["reconstructions"] = image_grid(pairs, self.image_shape, ncols=16, normalize_each=gaussian)
         generator = torch.Generator(device=stage.device).manual_seed(stage.cd.pretrain_seed)
-        samples = down_pass(below, stage.rbm.sample(self.n_samples, self.gibbs_steps, generator=generator))
+        samples = down_pass(up_to, stage.rbm.sample(self.n_samples, self.gibbs_steps, generator=generator))
         pictures["samples"] = image_grid(samples, self.image_shape, normalize_each=gaussian)
         for kind, grid in pictures.items():
             save_image_grid(grid, folder / f"{stage.name}_{kind}.png", f"{stage.name} {kind}")

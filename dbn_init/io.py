@@ -5,7 +5,9 @@ returned; every problem found is reported in one ``ValueError`` that names the f
 
 * **safetensors** (:func:`save_stack` writes these, format version 2; docs/weights-format.md):
   tensors ``rbm.{i}.weight`` of shape ``(n_hidden, n_visible)``, like ``nn.Linear``,
-  ``rbm.{i}.visible_bias`` ``(n_visible,)`` and ``rbm.{i}.hidden_bias`` ``(n_hidden,)``, and the
+  ``rbm.{i}.visible_bias`` ``(n_visible,)`` and ``rbm.{i}.hidden_bias`` ``(n_hidden,)``, where it
+  is not 1 the scalar ``rbm.{i}.input_scale`` (``RBM.input_scale``: the layer's weight is
+  ``weight * input_scale``), and the
   fitted input transform where the DataModule had one, ``scaling.raw_low``, ``scaling.raw_high``,
   ``scaling.feature_mean``, ``scaling.feature_std`` ``(n_visible_0,)`` (model input =
   ``((raw - raw_low) / (raw_high - raw_low) - feature_mean) / feature_std``); string
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import pickle
 import re
@@ -52,6 +55,7 @@ FORMAT = "dbn_init.rbm_stack"
 FORMAT_VERSION = "2"
 _READABLE_VERSIONS = ("1", "2")  # 1 lacks hidden_units, the scaling statistics and image_shape: safe defaults
 _KINDS = ("weight", "visible_bias", "hidden_bias")
+_SCALE = "input_scale"  # optional, a positive scalar per RBM (1 where absent): RBM.input_scale
 _UNITS = ("bernoulli", "gaussian")
 _ORIENTATION = "weight is (n_hidden, n_visible), like nn.Linear"
 _MAX_HEADER = 100_000_000  # the safetensors library's own header limit
@@ -200,7 +204,7 @@ def save_stack(
     if bad:
         problems.append(f"extra_metadata must map str to str without the reserved keys {sorted(reserved)}; bad: {bad}")
     units = [r.visible_units for r in rbms]
-    found = {(i, k): getattr(r, k).detach() for i, r in enumerate(rbms) for k in _KINDS}
+    found = {(i, k): getattr(r, k).detach() for i, r in enumerate(rbms) for k in (*_KINDS, _SCALE)}
     hidden_units = [getattr(r, "hidden_units", "sigmoid") for r in rbms]
     stack = _build(
         f"cannot save to {path}", found, lambda i, k: f"rbms[{i}].{k}", units, problems, hidden_units=hidden_units
@@ -213,6 +217,7 @@ def save_stack(
     if not folder.is_dir():
         raise MissingFileError(f"cannot save to {path}: folder {folder} does not exist; create it first")
     tensors = {f"rbm.{i}.{k}": getattr(r, k).detach().cpu().contiguous() for i, r in enumerate(stack) for k in _KINDS}
+    tensors |= {f"rbm.{i}.{_SCALE}": r.input_scale.cpu() for i, r in enumerate(stack) if r.input_scale != 1}
     for name, value in (stats or {}).items():
         tensors[f"scaling.{name}"] = torch.as_tensor(value, dtype=torch.float32).cpu().contiguous()
     sizes = [stack[0].n_visible] + [r.n_hidden for r in stack]
@@ -494,7 +499,7 @@ def _match(tensors: dict[str, Any], pattern: str, problems: list[str], scheme: s
     found, unknown = {}, []
     for name, value in tensors.items():
         m = re.fullmatch(pattern, name)
-        if m and m["kind"] in _KINDS:
+        if m and m["kind"] in (*_KINDS, _SCALE):
             found[int(m["i"]), m["kind"]] = value
         else:
             unknown.append(name)
@@ -523,6 +528,7 @@ def _build(
         gaps = [j for j in range(len(layers) + 1) if j not in set(layers)]
         problems.append(f"layer indices must run 0..n-1 without gaps, found {_short(layers)} (missing {gaps[:10]})")
     values = _float_values(found, layers, label, problems)
+    scales = _scales(found, layers, label, problems)
     shapes = {i: shape for i in layers if (shape := _layer_shape(found, i, label, problems)) is not None}
     got = _check_chain(shapes, layers, input_size, problems)
     if got is not None:
@@ -537,6 +543,7 @@ def _build(
             rbm = make_rbm(shapes[i][1], shapes[i][0], units[i], hidden_units=hidden_units[i])
             for kind in _KINDS:
                 getattr(rbm, kind).copy_(values[i, kind])
+            rbm.input_scale.fill_(scales.get(i, 1.0))
             rbms.append(rbm)
     return rbms
 
@@ -572,6 +579,21 @@ def _float_values(found: dict, layers: list[int], label: Label, problems: list[s
                         "a diverged RBM cannot be imported: retrain it, e.g. with a lower learning rate"
                     )
     return values
+
+
+def _scales(found: dict, layers: list[int], label: Label, problems: list[str]) -> dict[int, float]:
+    """Each layer's optional input scale, with a problem for one that is not a positive finite scalar."""
+    scales = {}
+    for i in layers:
+        x = found.get((i, _SCALE))
+        if x is None:
+            continue
+        t = torch.as_tensor(np.asarray(x, np.float64) if isinstance(x, np.ndarray) else x).double()
+        if t.numel() != 1 or not (math.isfinite(t.item()) and t.item() > 0):
+            problems.append(f"{label(i, _SCALE)} must be one positive finite number, got shape {tuple(t.shape)}")
+        else:
+            scales[i] = t.item()
+    return scales
 
 
 def _layer_shape(found: dict, i: int, label: Label, problems: list[str]) -> tuple[int, int] | None:

@@ -104,5 +104,5 @@ class MLP(nn.Module):
                     f"RBM {i + 1} weight has shape {tuple(rbm.weight.shape)}, expected "
                     f"{tuple(linear.weight.shape)} (n_hidden, n_visible) for layer {i + 1}"
                 )
-            linear.weight.copy_(rbm.weight)
+            linear.weight.copy_(rbm.linear_weight)
             linear.bias.copy_(rbm.hidden_bias)

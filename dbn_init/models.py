@@ -30,7 +30,7 @@ from .init import INIT_SCHEMES, InitName, check_constant, init_weight
 from .io import data_record
 from .mlp import MLP, Activation
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
-from .pretrain import CDSettings, RBMStage, _features, pretrain, stage_trainer, up_pass
+from .pretrain import CDSettings, RBMStage, _features, down_pass, pretrain, stage_trainer, up_pass
 from .rbm import HIDDEN_UNITS, RBM, make_rbm, make_stack, visible_units_of
 
 __all__ = ["Classifier", "Baseline", "DBN"]
@@ -744,10 +744,8 @@ class DBN(Classifier):
         """``n`` samples of the DBN's generative model, (n, input_size): ``steps`` Gibbs sweeps of
         the top RBM from noise, then down through the lower RBMs' visible means (Hinton et al.
         2006): pixel probabilities for Bernoulli inputs, standardised values for Gaussian ones."""
-        v = self._stack("sample")[-1].sample(n, steps, generator=generator)
-        for rbm in reversed(list(self.rbms)[:-1]):
-            v = rbm.visible_mean(v)
-        return v
+        stack = self._stack("sample")
+        return down_pass(stack, stack[-1].sample(n, steps, generator=generator))
 
     def _stack(self, what: str) -> nn.ModuleList:
         """The RBM stack, for ``what`` the generative model does: refused while the DBN has no layers

@@ -45,7 +45,7 @@ from .callbacks import StageProgressBar, prepare_trainer
 from .constraints import UsageError
 from .io import data_record, load_stack
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
-from .rbm import RBM, check_visible
+from .rbm import RBM, check_visible, down_pass, up_pass
 
 if TYPE_CHECKING:
     from .models import DBN
@@ -80,6 +80,10 @@ warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but 
 
 
 DEFAULT_PRETRAIN_EPOCHS = 10  # per RBM, where pretrain_epochs is None (Hinton & Salakhutdinov 2006)
+# An NReLU stage's rate is at most this over the mean squared norm of its input rows: the
+# normalised LMS step (Nagumo & Noda 1967), stable below 2, so that one update moves a unit's
+# input by about its own size, however wide the input.
+NORMALISED_STEP = 1.0
 
 
 class CDSettings:
@@ -151,14 +155,6 @@ class CDSettings:
         return 1.0
 
 
-def up_pass(rbms: nn.ModuleList | Sequence[RBM], x: Tensor) -> Tensor:
-    """Mean hidden activations of the top RBM given data (probabilities for sigmoid units):
-    (batch, n_visible_0) -> (batch, n_hidden_top)."""
-    for rbm in rbms:
-        x = rbm.hidden_mean(x)
-    return x
-
-
 def _features(batch: Tensor | Sequence[Any]) -> Tensor:
     """The inputs of a batch, ``x`` or ``(x, y, ...)``, flattened to (batch, features)."""
     x = batch if isinstance(batch, Tensor) else batch[0]
@@ -218,9 +214,10 @@ class RBMStage(LightningModule):
         return f"rbm{self.index + 1}"
 
     def encode(self, x: Tensor) -> Tensor:
-        """The data as RBM ``index`` sees it: hidden probabilities of the frozen RBMs below."""
+        """The data as RBM ``index`` sees it: hidden activities of the frozen RBMs below, times
+        its ``input_scale``."""
         with torch.no_grad():
-            return up_pass(self.rbms[: self.index], x)
+            return up_pass(self.rbms[: self.index], x) * self.rbm.input_scale
 
     # --- Lightning hooks ----------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -231,6 +228,8 @@ class RBMStage(LightningModule):
             # once, in the RBM's device and dtype (float64 under trainer.precision 64-true)
             self.monitor_x = None if monitor_x is None else monitor_x.to(self.device, self.rbm.weight.dtype)
             self.mini_batch, self.scaling = datamodule.batch_size, datamodule.scaling
+            if monitor_x is not None and self.rbm.hidden_units == "relu":
+                self._fit_to_input()
         # Gibbs noise must differ across ranks (else DDP averages identical chains) and be
         # reproducible: one generator per rank, seeded from the run seed, the stage and the rank.
         self.generator = torch.Generator(device=self.device)
@@ -255,6 +254,19 @@ class RBMStage(LightningModule):
         # those take the loss path (RBM.cd_loss + manual_backward); the gradient is the same.
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         self.backprop_cd = self.trainer.world_size > 1 or scaler is not None
+
+    def _fit_to_input(self) -> None:
+        """Suit an NReLU stage to the size of its input, measured on the fixed monitor subset (the
+        same rows on every rank): above NReLU units, scale the input to at most unit mean square,
+        the unit-variance visible units' scale (Hinton 2010, section 13.2), which a stage that
+        resumes measures alike; then cap the rate at ``NORMALISED_STEP`` over the input's mean
+        squared norm, as unbounded units need however wide the input."""
+        if self.index > 0 and self.rbm.visible_units == "gaussian":
+            self.rbm.input_scale.fill_(1.0)
+            mean_square = self.encode(self.monitor_x).pow(2).mean().item()
+            self.rbm.input_scale.fill_(min(1.0, 1.0 / math.sqrt(max(mean_square, 1e-12))))
+        energy = self.encode(self.monitor_x).pow(2).sum(1).mean().item()
+        self.lr = min(self.cd.lr_for(self.rbm, self.index), NORMALISED_STEP / max(energy, 1e-12))
 
     def on_train_epoch_start(self) -> None:
         # Hinton (2010, section 9): momentum 0.5 while the weights settle, then 0.9.

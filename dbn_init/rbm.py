@@ -45,6 +45,8 @@ __all__ = [
     "make_stack",
     "stack_units",
     "check_visible",
+    "up_pass",
+    "down_pass",
 ]
 
 HIDDEN_UNITS = ("sigmoid", "relu")  # Bernoulli units, or noisy rectified linear units (NReLU)
@@ -116,6 +118,11 @@ class RBM(nn.Module):
     weight : Parameter of shape (n_hidden, n_visible)
     visible_bias : Parameter of shape (n_visible,)
     hidden_bias : Parameter of shape (n_hidden,)
+    input_scale : buffer, a scalar (1 unless set)
+        What a stack multiplies this RBM's input by (:func:`~dbn_init.pretrain.up_pass`): the
+        unit-variance visible units of an RBM above NReLU units see those activities scaled to
+        at most unit mean square. A layer started from the RBM takes ``weight * input_scale``
+        (:attr:`linear_weight`); a stack's down pass divides by it.
     """
 
     visible_units = "bernoulli"
@@ -130,6 +137,17 @@ class RBM(nn.Module):
         self.weight = nn.Parameter(torch.randn(n_hidden, n_visible) * init_std)
         self.visible_bias = nn.Parameter(torch.zeros(n_visible))
         self.hidden_bias = nn.Parameter(torch.zeros(n_hidden))
+        self.register_buffer("input_scale", torch.ones(()))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        state_dict.setdefault(prefix + "input_scale", torch.ones(()))  # a stack saved without scales
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def linear_weight(self) -> Tensor:
+        """The weight of the ``nn.Linear`` that maps this RBM's unscaled input to its hidden
+        pre-activation: ``weight * input_scale``, (n_hidden, n_visible)."""
+        return self.weight * self.input_scale
 
     @property
     def n_visible(self) -> int:
@@ -757,3 +775,20 @@ def check_visible(x: Tensor, units: RBM | str, where: str = "data") -> None:
                 "Gaussian visible units on standardised data (model.visible_units gaussian "
                 "data.scaling standardize)."
             )
+
+
+def up_pass(rbms: Sequence[RBM], x: Tensor) -> Tensor:
+    """Mean hidden activations of the top RBM given data (probabilities for sigmoid units):
+    (batch, n_visible_0) -> (batch, n_hidden_top). Each RBM sees its input times its ``input_scale``."""
+    for rbm in rbms:
+        x = rbm.hidden_mean(x * rbm.input_scale)
+    return x
+
+
+def down_pass(rbms: Sequence[RBM], v: Tensor) -> Tensor:
+    """The inverse of :func:`up_pass` through visible means: a state of the top RBM's visible
+    layer, as that RBM sees it, to the data space of the bottom RBM."""
+    v = v / rbms[-1].input_scale if len(rbms) else v
+    for rbm in reversed(list(rbms)[:-1]):
+        v = rbm.visible_mean(v) / rbm.input_scale
+    return v

@@ -169,7 +169,7 @@ def load_pretrained_(module: nn.Module, stack: Any, layers: Sequence[nn.Linear] 
         _warn_scaling(loaded, stack)
     with torch.no_grad():
         for rbm, layer in zip(rbms, targets, strict=True):
-            layer.weight.copy_(rbm.weight)  # copy_ converts to the layer's dtype and device
+            layer.weight.copy_(rbm.linear_weight)  # copy_ converts to the layer's dtype and device
             layer.bias.copy_(rbm.hidden_bias)
     return targets
 

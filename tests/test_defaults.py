@@ -10,15 +10,17 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
-from sklearn.datasets import load_breast_cancer, load_wine
+from sklearn.datasets import load_breast_cancer, load_digits, load_wine
 from torch.utils.data import DataLoader, TensorDataset
 
 from dbn_init import DBN, ArrayDataModule, pretrain_stack
 from dbn_init.constraints import UsageError
 from dbn_init.data.base import batch_size_for
 from dbn_init.models import RECIPES, visible_units_for
-from dbn_init.pretrain import CDSettings, make_trainer, pretrain
-from dbn_init.rbm import RBM, GaussianRBM
+from dbn_init.io import load_stack, save_stack
+from dbn_init.mlp import MLP
+from dbn_init.pretrain import NORMALISED_STEP, CDSettings, PretrainData, RBMStage, make_trainer, pretrain
+from dbn_init.rbm import RBM, GaussianRBM, down_pass, up_pass
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -214,3 +216,63 @@ def test_every_rbm_learns_at_the_rate_for_what_its_visible_units_model():
     assert [sigmoid.stage(i).lr for i in range(2)] == [1e-2, 0.1]
     pixels = DBN(input_size=64, num_classes=10, hidden=[8, 4], visible_units="bernoulli", rectified_lr=5e-4)
     assert [pixels.stage(i).lr for i in range(2)] == [0.01, 5e-4]
+
+
+class _Rate(Callback):
+    def on_train_batch_start(self, trainer, stage, batch, batch_idx) -> None:  # the rate CD steps with
+        self.lr = trainer.optimizers[0].param_groups[0]["lr"]
+
+
+def _digit_stage(index: int, wide: bool, **options) -> tuple[RBMStage, PretrainData, float]:
+    """RBM ``index`` of a ReLU stack on the digits' pixels, fitted for one epoch; with ``wide``, RBM 1
+    starts with weights 100 times its usual size, so that its NReLU activities are large."""
+    x, y = load_digits(return_X_y=True)
+    model = DBN(input_size=64, num_classes=10, hidden=[32, 16], visible_units="bernoulli", **options)
+    if wide:
+        with torch.no_grad():
+            model.rbms[0].weight.mul_(100)
+    data = PretrainData(ArrayDataModule(x, y, scaling="unit"))
+    stage, callback = model.stage(index), _Rate()
+    _quiet(1, callbacks=[callback]).fit(stage, datamodule=data)
+    return stage, data, callback.lr
+
+
+def test_an_nrelu_stage_s_rate_is_at_most_one_over_its_input_s_mean_squared_norm():
+    stage, data, lr = _digit_stage(0, wide=False, pretrain_lr=1.0)
+    energy = data.monitor_subset().pow(2).sum(1).mean().item()  # about 15 for 64 pixels in [0, 1]
+    assert lr == pytest.approx(NORMALISED_STEP / energy) and lr < 0.1
+    assert _digit_stage(0, wide=False)[2] == 0.01  # the default rate is below the cap on small inputs
+    assert _digit_stage(0, wide=False, recipe="textbook", pretrain_lr=1.0)[2] == 1.0  # sigmoid units: no cap
+
+
+def test_a_gaussian_rbm_above_large_nrelu_activities_sees_them_at_unit_mean_square():
+    stage, data, lr = _digit_stage(1, wide=True)
+    below = up_pass(stage.rbms[:1], data.monitor_subset())
+    assert below.pow(2).mean() > 4  # the activities RBM 2 is given
+    scale = stage.rbm.input_scale.item()
+    assert scale == pytest.approx(below.pow(2).mean().item() ** -0.5, rel=1e-5)
+    seen = stage.encode(data.monitor_subset())
+    assert seen.pow(2).mean().item() == pytest.approx(1.0, rel=1e-4)
+    assert lr == pytest.approx(min(1e-3, NORMALISED_STEP / seen.pow(2).sum(1).mean().item()), rel=1e-5)
+    assert _digit_stage(1, wide=False)[0].rbm.input_scale.item() == 1.0  # small activities stay as they are
+
+
+def test_a_scaled_stack_transfers_saves_and_samples_in_the_data_s_units(tmp_path):
+    stage, data, _ = _digit_stage(1, wide=True)
+    rbms = list(stage.rbms)
+    x = data.monitor_subset()[:50]
+    mlp = MLP(64, [32, 16], 10, activation="relu")
+    mlp.load_rbms(rbms)
+    torch.testing.assert_close(mlp.forward_features(x), up_pass(rbms, x))  # the scale is in the first weight
+    saved = save_stack(rbms, tmp_path / "stack.safetensors")
+    loaded = load_stack(saved).rbms
+    assert [r.input_scale.item() for r in loaded] == [r.input_scale.item() for r in rbms]
+    torch.testing.assert_close(up_pass(loaded, x), up_pass(rbms, x))
+    # what RBM 2 sees of RBM 1's activities maps back down to RBM 1's visible means of them
+    h = up_pass(rbms[:1], x)
+    torch.testing.assert_close(down_pass(rbms, h * rbms[1].input_scale), rbms[0].visible_mean(h))
+    state = {k: v for k, v in rbms[1].state_dict().items() if k != "input_scale"}  # saved before scales existed
+    fresh = GaussianRBM(32, 16, hidden_units="relu")
+    fresh.input_scale.fill_(0.5)
+    fresh.load_state_dict(state)
+    assert fresh.input_scale.item() == 1.0
