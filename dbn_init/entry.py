@@ -1,8 +1,9 @@
 """How the commands end: a usage error as one line (status 2), and a stop on a signal.
 
 A :class:`~dbn_init.constraints.UsageError` (a value the user gave, found wrong) escaping
-:func:`command` is printed as one line and ends the process with status 2; any other error is a
-bug and keeps its traceback.
+:func:`command` is printed as one line and ends the process with status 2, and so is an error of
+the OS or of PIL about one of the user's paths (:func:`path_problem`); any other error is a bug
+and keeps its traceback.
 
 SIGTERM (what SLURM, Kubernetes and ``timeout`` send) and SIGINT (Ctrl-C): the entry points
 (``train.py``/``dbn-init``, ``python -m dbn_init.experiments.compare``) install :func:`handlers` before any
@@ -17,7 +18,9 @@ finished epoch wrote, as after SIGKILL.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,7 +28,7 @@ from typing import Any, Callable, Iterator
 
 from .constraints import UsageError
 
-__all__ = ["Stopped", "handlers", "check", "command", "one_line", "no_lightning_requeue"]
+__all__ = ["Stopped", "handlers", "check", "command", "path_problem", "one_line", "no_lightning_requeue"]
 
 _received: list[int] = []  # the signals received inside handlers(), newest last
 
@@ -99,13 +102,53 @@ def no_lightning_requeue(trainer) -> None:
 
 
 def command(run: Callable[[], Any], resume_hint: str, prog: str = "error") -> Any:
-    """Run an entry point's work under :func:`handlers`; a UsageError ends it as one line, status 2."""
+    """Run an entry point's work under :func:`handlers`. A UsageError, or an error of the OS or of
+    PIL about a path of the user's (:func:`path_problem`), ends it as one line, status 2."""
     try:
         with handlers(resume_hint):
             return run()
     except UsageError as err:
         print(f"{prog}: {' '.join(str(err).split())}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Exception as err:
+        line = path_problem(err, resume_hint)
+        if line is None:  # a bug: it keeps its traceback
+            raise
+        print(f"{prog}: {line}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# errno -> what to do about it
+_PATH_FIXES = {
+    errno.ENOENT: "it does not exist (or was removed during the run): fix the path or create its folder",
+    errno.EACCES: "this user may not use it: pass a path this user can read and write",
+    errno.EPERM: "this user may not use it: pass a path this user can read and write",
+    errno.EROFS: "it is on a read-only file system: pass a folder on a writable one",
+    errno.ENOSPC: "the disk is full: free space or pass a folder on another disk, then {resume}",
+    errno.EDQUOT: "the disk quota is used up: free space or pass a folder on another disk, then {resume}",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: fix the path",
+    errno.EISDIR: "it is a folder, not a file: pass a file",
+}
+
+
+def path_problem(err: BaseException, resume_hint: str = "") -> str | None:
+    """One line for an error about a path the user gave: an ``OSError`` that names its file, or
+    PIL's refusal of an image file, found in ``err``'s chain (jsonargparse wraps what a class's
+    ``__init__`` raises); None for any other error."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if type(seen).__name__ == "UnidentifiedImageError":  # PIL's, an OSError without a filename
+            name = re.search(r"name='([^']*)'|'([^']*)'", str(seen))
+            path = next((g for g in name.groups() if g), None) if name else None
+            return (
+                f"cannot read the image {path or str(seen)}: it is corrupt or not an image file; "
+                "remove or replace it"
+            )
+        if isinstance(seen, OSError) and seen.filename is not None:
+            fix = _PATH_FIXES.get(seen.errno, "fix the path").format(resume=resume_hint or "rerun")
+            return f"{seen.strerror or type(seen).__name__}: {seen.filename}; {fix}"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 # What jsonargparse says around a class's own message about its options: the union of the class

@@ -7,6 +7,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -16,6 +17,7 @@ from sklearn.datasets import load_wine
 import dbn_init.cli
 from dbn_init import DBN, Baseline, DigitsDataModule
 from dbn_init.cli import DBNCLI, main
+from dbn_init.entry import command
 from dbn_init.models import Classifier
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -600,6 +602,35 @@ def test_config_mistakes_are_errors(tmp_path, capsys, extra, message):
             ]
         )
     assert message in str(info.value) + capsys.readouterr().err
+
+
+def test_errors_of_the_os_and_of_pil_about_the_user_s_paths_end_the_command_in_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "images" / label / f"{i}.png")
+    bad = tmp_path / "images" / "b" / "2.png"
+    bad.write_bytes(b"not a png")  # a truncated download, say
+    runs = tmp_path / "runs"
+    cases = [
+        (["--config", str(CONFIGS / "image_folder_dbn.yaml"), "--data.init_args.dataset.init_args.root",
+          str(tmp_path / "images"), "--trainer.default_root_dir", str(runs)],
+         f"error: cannot read the image {bad}: it is corrupt or not an image file; remove or replace it"),
+        (["--config", str(CONFIGS / "quickstart.yaml"), "--trainer.default_root_dir", "/proc/dbn_init_runs"],
+         "error: No such file or directory: /proc/dbn_init_runs; it does not exist"),  # /proc takes no folders
+    ]  # fmt: skip
+    for args, message in cases:
+        with pytest.raises(SystemExit) as info:
+            command(lambda: main(["fit", *args]), "resume it")  # noqa: B023
+        assert info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith(message) and "Traceback" not in "\n".join(err), err[-3:]
+    assert not runs.exists()
+    with pytest.raises(ZeroDivisionError):  # any other error is a bug, and keeps its traceback
+        command(lambda: 1 / 0, "resume it")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")

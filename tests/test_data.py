@@ -714,6 +714,12 @@ def test_file_errors_name_the_value_and_the_fix_when_the_module_is_built(tmp_pat
         r".*fill the empty",
     ):
         ArrayDataModule(path=str(tmp_path / "empty.csv"), target="cultivar")
+    objects = np.full((3, 2), 1.5, dtype=object)  # what np.savez makes of a DataFrame's mixed columns
+    np.savez(tmp_path / "objects.npz", x=objects, y=np.arange(3))
+    np.save(tmp_path / "objects.npy", objects)
+    for name, where in (("objects.npz", "objects.npz: 'x'"), ("objects.npy", "objects.npy")):
+        with pytest.raises(UsageError, match=rf"{where} holds an array of Python objects .* save numeric arrays"):
+            ArrayDataModule(path=str(tmp_path / name))
     np.savez(tmp_path / "keys.npz", data=np.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"expected arrays named 'x' .* found \['data'\]; save them as np.savez"):
         ArrayDataModule(path=str(tmp_path / "keys.npz"))

@@ -9,7 +9,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -251,8 +251,22 @@ def read_array_file(
                 f"{option} {path}: a .npy file holds one array, so it has no column {target!r}; "
                 "save features and labels together with np.savez(path, x=features, y=labels)"
             )
-        return np.load(path, allow_pickle=False), None
+        return _numeric(lambda: np.load(path, allow_pickle=False), f"{option} {path}"), None
     return _read_table(path, target, option, target_optional, columns)
+
+
+def _numeric(read: Callable[[], np.ndarray], where: str) -> np.ndarray:
+    """``read()``, with numpy's refusal of an object array (it would unpickle) as one line."""
+    try:
+        return read()
+    except ValueError as err:
+        if "allow_pickle" not in str(err):
+            raise
+        raise UsageError(
+            f"{where} holds an array of Python objects (dtype object), which is not read because "
+            "loading it would run code from the file; save numeric arrays, e.g. "
+            "np.savez(path, x=x.astype(np.float32), y=y)"
+        ) from None
 
 
 def table_columns(path: str | Path, target: str | None = None) -> list[str] | None:
@@ -295,7 +309,9 @@ def _read_npz(
                 f"{option} {path}: expected arrays named 'x' (features) and {label_key or 'y'!r} "
                 f"(labels, optional), found {keys}; save them as np.savez(path, x=features, y=labels)"
             )
-        return arrays["x"], None if label_key is None else arrays[label_key]
+        where = f"{option} {path}"
+        x = _numeric(lambda: arrays["x"], f"{where}: 'x'")
+        return x, None if label_key is None else _numeric(lambda: arrays[label_key], f"{where}: {label_key!r}")
 
 
 def _is_number(cell: str) -> bool:
