@@ -3,6 +3,7 @@ README.md's Python example runs them.
 
     python benchmarks/defaults_suite.py --out results/defaults_suite                 # the suite, resumable
     python benchmarks/defaults_suite.py --out results/defaults_search --search       # the candidates, on validation
+    python benchmarks/defaults_suite.py --heldout       # 4 datasets held out of the choice, into results/defaults_heldout
 
 Each run: ``ArrayDataModule(x, y, scaling="standardize")`` for tables (the numeric columns as
 features), the dataset's own DataModule for images; the model with its defaults (``DBN()``,
@@ -89,6 +90,15 @@ DATASETS = {
     "fashion_mnist": lambda: lambda **kw: FashionMNISTDataModule(root=FASHION_MNIST, download=False, **kw),
 }
 
+# Held out from every choice: datasets of the same kind, run once the defaults were chosen (--heldout).
+HELDOUT = {
+    "kyphosis": lambda: _arrays(*_r("rpart", "kyphosis", "Kyphosis")),
+    "mroz": lambda: _arrays(*_r("carData", "Mroz", "lfp")),
+    "oj": lambda: _arrays(*_r("ISLR", "OJ", "Purchase")),
+    "cells": lambda: _arrays(*_r("modeldata", "cells", "class")),
+}
+EVERY_DATASET = {**DATASETS, **HELDOUT}
+
 # name -> (class, options): the suite's models are the defaults; the others are --search candidates.
 MODELS = {
     "dbn": (DBN, {}),
@@ -117,7 +127,7 @@ CANDIDATES = {
 
 
 def datamodule(name: str, num_labels: int | None = None):
-    source = DATASETS[name]()
+    source = EVERY_DATASET[name]()
     if isinstance(source, dict):
         y = source["y"]
         _, codes = np.unique(np.concatenate([y, source.get("y_test", y[:0])]), return_inverse=True)
@@ -175,7 +185,7 @@ def report(rows: list[dict], split: str, models: list[str]) -> str:
     lines += [f"| dataset | labels | {head} |", "|---|---|" + "---|" * len(models)]
     verdicts, gaps = [], {"all": [], "10%": []}
     means = {(m, b): [] for m in models for b in ("all", "10%")}  # each model's cell means, per budget
-    for dataset in DATASETS:
+    for dataset in [d for d in EVERY_DATASET if any(r["dataset"] == d for r in rows)]:
         for budget in ("all", "10%"):
             cell = {m: [r for r in rows if r["dataset"] == dataset and r["model"] == m and _budget(r) == budget]
                     for m in models}  # fmt: skip
@@ -236,8 +246,9 @@ def _budget(row: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="results/defaults_suite", help="folder of runs.jsonl and report.md")
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--out", help="folder of runs.jsonl and report.md (default: results/defaults_suite)")
+    parser.add_argument("--datasets", nargs="+", choices=list(EVERY_DATASET), help="default: the suite's 12")
+    parser.add_argument("--heldout", action="store_true", help="the held-out datasets (out: results/defaults_heldout)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--search", action="store_true", help="run the candidate recipes; report validation only")
     parser.add_argument("--models", nargs="+", help="a subset of the models (or of the candidates with --search)")
@@ -245,7 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     catalogue = CANDIDATES if args.search else MODELS
     models = args.models or list(catalogue)
-    out = Path(args.out)
+    out = Path(args.out or ("results/defaults_heldout" if args.heldout else "results/defaults_suite"))
+    datasets = args.datasets or list(HELDOUT if args.heldout else DATASETS)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "runs.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -253,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     split = "val" if args.search else "test"
-    for dataset in [] if args.report else args.datasets:
+    for dataset in [] if args.report else datasets:
         tenth = tenth_of_labels(dataset)
         for labels in (None, tenth):
             for seed in range(args.seeds):

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 
 from .constraints import UsageError
 
-__all__ = ["Stopped", "handlers", "check", "command", "path_problem", "one_line", "no_lightning_requeue"]
+__all__ = ["Stopped", "handlers", "check", "command", "path_problem", "peer_problem", "one_line", "no_lightning_requeue"]
 
 _received: list[int] = []  # the signals received inside handlers(), newest last
 
@@ -105,17 +105,52 @@ def command(run: Callable[[], Any], resume_hint: str, prog: str = "error") -> An
     """Run an entry point's work under :func:`handlers`. A UsageError, or an error of the OS or of
     PIL about a path of the user's (:func:`path_problem`), ends it as one line, status 2."""
     try:
-        with handlers(resume_hint):
+        with handlers(resume_hint), _dead_rank_line(f"{prog}: ", resume_hint):
             return run()
     except UsageError as err:
         print(f"{prog}: {' '.join(str(err).split())}", file=sys.stderr)
         raise SystemExit(2) from None
     except Exception as err:
-        line = path_problem(err, resume_hint)
+        line = path_problem(err, resume_hint) or peer_problem(err, resume_hint)
         if line is None:  # a bug: it keeps its traceback
             raise
         print(f"{prog}: {line}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+@contextlib.contextmanager
+def _dead_rank_line(prefix: str, resume_hint: str) -> Iterator[None]:
+    """Within the block, when a process Lightning launched for a multi-process fit dies, the one
+    line that says how to resume is printed before Lightning's observer SIGKILLs the others."""
+    from lightning.fabric.strategies.launchers import subprocess_script as launcher
+
+    observer = launcher._ChildProcessObserver
+
+    class Observer(observer):
+        def _terminate_all(self) -> None:
+            codes = [proc.returncode for proc in self._child_processes]
+            rank = next(i for i, code in enumerate(codes, start=1) if code)
+            line = f"process {rank} of this distributed run ended (exit code {codes[rank - 1]}), so every process stops"
+            print(f"{prefix}{line}; {resume_hint}", file=sys.stderr, flush=True)
+            super()._terminate_all()
+
+    launcher._ChildProcessObserver = Observer
+    try:
+        yield
+    finally:
+        launcher._ChildProcessObserver = observer
+
+
+def peer_problem(err: BaseException, resume_hint: str = "") -> str | None:
+    """One line for a collective that failed because another process of the run died (gloo's
+    "Connection reset by peer", an NCCL timeout), found in ``err``'s chain; None for any other."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if re.search(r"Connection (reset|closed) by peer|NCCL communicator was aborted|collective operation timeout",
+                     str(seen)):  # fmt: skip
+            return f"another process of this distributed run ended, so this one stops; {resume_hint or 'rerun'}"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 # errno -> what to do about it

@@ -737,9 +737,10 @@ def visible_units_of(x: Tensor) -> str:
     return "bernoulli" if bool(((x >= 0) & (x <= 1)).all()) else "gaussian"
 
 
-def check_visible(x: Tensor, units: RBM | str, where: str = "data") -> None:
+def check_visible(x: Tensor, units: RBM | str, where: str = "data", fix: str | None = None) -> None:
     """Validate data for an RBM's visible layer once, where they enter (``units``: the RBM, whose
-    size is checked too, or its visible unit type name).
+    size is checked too, or its visible unit type name). ``fix``: what to do about values outside
+    the units' range, in the caller's words (default: the DataModule's and the model's options).
 
     Raises ValueError for a wrong width, non-finite values and, for Bernoulli units, values
     outside [0, 1].
@@ -771,9 +772,12 @@ def check_visible(x: Tensor, units: RBM | str, where: str = "data") -> None:
         if lo < 0.0 or hi > 1.0:
             raise ValueError(
                 f"{where} has values in [{lo:.4g}, {hi:.4g}], but Bernoulli visible units expect "
-                "probabilities in [0, 1]. Scale the inputs to [0, 1] (data.scaling unit), or use "
-                "Gaussian visible units on standardised data (model.visible_units gaussian "
-                "data.scaling standardize)."
+                "probabilities in [0, 1]. "
+                + (
+                    fix
+                    or "Scale the inputs to [0, 1] (data.scaling unit), or use Gaussian visible units on "
+                    "standardised data (model.visible_units gaussian data.scaling standardize)."
+                )
             )
 
 

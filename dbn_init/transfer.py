@@ -89,7 +89,8 @@ def pretrain_stack(
         raise ValueError(f"expected x of shape (n_samples, n_features) with n_samples >= 1, got {tuple(x.shape)}")
     options["visible_units"] = options["visible_units"] or visible_units_of(x)
     batch_size = batch_size or batch_size_for(len(x))
-    check_visible(x, options["visible_units"], where="x")
+    fix = "Scale x to [0, 1] (x / x.max() for pixels), or standardise it and pass visible_units='gaussian'."
+    check_visible(x, options["visible_units"], where="x", fix=fix)
     settings = CDSettings(options, len(options["hidden"]))
     with torch.random.fork_rng(devices=[]):  # the starting weights come from seed, and the caller's RNG is left alone
         torch.manual_seed(seed)

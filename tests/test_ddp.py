@@ -1,8 +1,10 @@
 """DBN training under real DDP: two CPU processes (gloo) launched the way users launch them."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -165,3 +167,41 @@ def test_one_plain_python_fit_on_two_processes_ends_with_train_py_s_weights(stra
     for key, value in expected.items():
         assert torch.equal(got["state"][key], value), key
     assert int(got["state"]["stages_done"]) == 2 and 0 <= got["test_acc"] <= 1  # and the test ran
+
+
+def _rank_one_of(parent: int) -> int | None:
+    """The pid of the process Lightning launched as rank 1 of ``parent``'s run, once it runs."""
+    for entry in Path("/proc").iterdir():
+        try:
+            status, environ = (entry / "status").read_text(), (entry / "environ").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if f"\nPPid:\t{parent}\n" in status and b"LOCAL_RANK=1\x00" in environ:
+            return int(entry.name)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
+def test_a_rank_that_dies_ends_the_run_with_the_line_that_resumes_it(tmp_path):
+    root = Path(__file__).parents[1]
+    proc = subprocess.Popen([sys.executable, str(root / "train.py"), "fit", "--config", "quickstart.yaml",
+                             "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+                             "--trainer.default_root_dir", str(tmp_path)],
+                            cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        stage = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "rbm1-last.ckpt"
+        deadline = time.monotonic() + 240
+        while not stage.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        rank_one = _rank_one_of(proc.pid)
+        assert rank_one is not None, "rank 1 is not running"
+        os.kill(rank_one, signal.SIGKILL)  # mid-stage 1: an out-of-memory kill, say
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    # Lightning's observer of rank 1 stops rank 0, or rank 0's next collective fails first: one line either way
+    lines = {"error: process 1 of this distributed run ended (exit code -9), so every process stops",
+             "error: another process of this distributed run ended, so this one stops"}  # fmt: skip
+    resume = "; resume it: run the same command with --ckpt_path last"
+    assert any(f"{line}{resume}" in err.splitlines() for line in lines), err[-2000:]
+    assert "Traceback" not in err, err[-2000:]

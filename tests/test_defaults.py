@@ -179,6 +179,9 @@ def test_pretrain_stack_takes_the_recipe_and_the_units_that_suit_x():
     assert isinstance(rbms[0], GaussianRBM) and rbms[0].hidden_units == "relu"
     rbms = pretrain_stack((x - x.min(0).values) / (x.max(0).values - x.min(0).values), [8], epochs=1, recipe="textbook")
     assert type(rbms[0]) is RBM and rbms[0].hidden_units == "sigmoid"
+    with pytest.raises(ValueError, match=r"values in \[0, 16\].* Scale x to \[0, 1\] \(x / x.max\(\) for pixels\), or "
+                       r"standardise it and pass visible_units='gaussian'\.$"):  # fmt: skip
+        pretrain_stack(load_digits().data, [8], visible_units="bernoulli")  # in Python's words, not the CLI's
 
 
 def _readme_csv_command() -> list[str]:
