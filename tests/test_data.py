@@ -891,3 +891,19 @@ def test_a_gzipped_idx_file_declaring_more_than_the_cap_is_refused_before_decomp
     assert read_idx(good, max_bytes=5).tolist() == [0, 1, 2, 3, 4]
     with pytest.raises(UsageError, match="declares 5 bytes of data"):
         read_idx(good, max_bytes=4)
+
+
+def test_after_setup_the_module_holds_one_float32_copy_whose_views_are_the_splits(tmp_path):
+    x, y = wine_arrays()
+    np.savez(tmp_path / "wine.npz", x=x, y=y)  # float64, as users save them
+    dm = ArrayDataModule(path=str(tmp_path / "wine.npz"))
+    dm.setup("fit")
+    storage = dm.pretrain_x.untyped_storage().data_ptr()
+    assert all(t.untyped_storage().data_ptr() == storage for t in (dm.train_x, dm.val_x, dm.test_x))
+    assert dm.pretrain_x.untyped_storage().nbytes() == x.size * 4 and dm.arrays.x is None
+    rows = torch.as_tensor(x, dtype=torch.float32)
+    training = rows[dm.source_indices]  # the rows left after the test split, which the splits index
+    assert torch.equal(dm.pretrain_x, dm.scale(training[dm.pretrain_indices]))
+    assert torch.equal(dm.val_x, dm.scale(training[dm.val_indices]))
+    assert torch.equal(dm.test_x, dm.scale(rows[dm.test_indices]))
+    assert dm.pretrain_x.mean(0).abs().max() < 1e-5  # standardised with the pretraining rows' statistics

@@ -20,6 +20,7 @@ from .base import (
     _as_tensor,
     _check_finite,
     carve,
+    return_freed_memory,
 )
 from .readers import (
     _label_array,
@@ -31,9 +32,10 @@ from .readers import (
 
 @dataclass
 class _Arrays:
-    """An :class:`ArrayDataModule`'s rows as read: features ``(N, D)`` float32, label codes int64."""
+    """An :class:`ArrayDataModule`'s rows as read: features ``(N, D)`` float32, label codes int64.
+    ``setup`` moves the rows into the splits: the features are None after it."""
 
-    x: Tensor
+    x: Tensor | None
     y: Tensor | None
     test_x: Tensor | None
     test_y: Tensor | None
@@ -41,6 +43,7 @@ class _Arrays:
     predict_x: Tensor | None
     classes: list | None
     image_shape: tuple[int, ...] | None
+    n_features: int = 0
 
 
 def _features(values: Any, where: str, n_features: int | None = None) -> tuple[Tensor, tuple[int, ...]]:
@@ -211,7 +214,7 @@ class ArrayDataModule(InMemoryDataModule):
 
     @property
     def input_size(self) -> int:
-        return self.arrays.x.shape[1]
+        return self.arrays.n_features
 
     @property
     def num_classes(self) -> int | None:
@@ -277,6 +280,7 @@ class ArrayDataModule(InMemoryDataModule):
             predict_x,
             classes if y is not None else None,
             self._check_image_shape(shape, x.shape[1]),
+            x.shape[1],
         )
 
     @staticmethod
@@ -311,18 +315,22 @@ class ArrayDataModule(InMemoryDataModule):
 
     def _read(self) -> RawData:
         a = self.arrays
-        x, y, test_x, test_y = a.x, a.y, a.test_x, a.test_y
-        if test_x is None:
-            keep, held = (torch.as_tensor(i) for i in carve(len(x), self.test_fraction, y))
-            # Source rows of test_x, and of the training rows that val_indices and pretrain_indices index.
-            self.test_indices, self.source_indices = held, keep
-            test_x, test_y = x[held], None if y is None else y[held]
-            x, y = x[keep], None if y is None else y[keep]
-        return RawData(x, y, test_x, test_y, unlabeled_x=a.unlabeled_x)
+        if a.test_x is not None:
+            return RawData(a.x, a.y, a.test_x, a.test_y, unlabeled_x=a.unlabeled_x)
+        keep, held = (torch.as_tensor(i) for i in carve(len(a.x), self.test_fraction, a.y))
+        # Source rows of test_x, and of the training rows that val_indices and pretrain_indices index.
+        self.test_indices, self.source_indices = held, keep
+        y, test_y = (None, None) if a.y is None else (a.y[keep], a.y[held])
+        return RawData(a.x, y, a.x, test_y, unlabeled_x=a.unlabeled_x, train_rows=keep, test_rows=held)
 
     def setup(self, stage: str | None = None) -> None:
+        if self._ready:
+            return
         super().setup(stage)
         self.predict_x = None if self.arrays.predict_x is None else self.scale(self.arrays.predict_x)
+        # The splits hold the rows now, scaled: the rows as read go, so one copy of the data stays.
+        self.arrays.x = self.arrays.test_x = self.arrays.unlabeled_x = self.arrays.predict_x = None
+        return_freed_memory()
 
     def predict_dataloader(self) -> DataLoader:
         """The ``predict_path`` rows (labels -1), else the test split."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
@@ -22,12 +23,18 @@ ScalingName = Literal["unit", "standardize", "none"]  # for the signatures Light
 
 def _check_finite(x: Tensor, where: str, fix: str) -> None:
     """One line naming how many values of ``x`` (N, D) are NaN/Inf and the first one's place."""
-    bad = ~torch.isfinite(x)
-    if bad.any():
-        row, col = (int(i) for i in bad.nonzero()[0])
+    count, first = 0, None
+    for rows in chunks(len(x), x.shape[1] if x.ndim > 1 else 1):  # a few MB at a time, not a copy of x
+        bad = ~torch.isfinite(x[rows])
+        if bad.any():
+            count += int(bad.sum())
+            if first is None:
+                row, col = (int(i) for i in bad.nonzero()[0])
+                first = (row + rows.start, col)
+    if count:
         raise UsageError(
-            f"expected finite values in {where}, got {int(bad.sum())} NaN/Inf (the first at row {row}, "
-            f"feature {col}, counting from 0); {fix}"
+            f"expected finite values in {where}, got {count} NaN/Inf (the first at row {first[0]}, "
+            f"feature {first[1]}, counting from 0); {fix}"
         )
 
 
@@ -102,6 +109,9 @@ class RawData:
     and ``val_*`` likewise (``val_x`` None: carved from the training rows with ``split_seed``);
     ``unlabeled_x`` ``(M, D)``: extra rows for pretraining only. ``value_range``: the raw values
     the format maps to 0 and 1 (``(0, 255)`` for 8-bit pixels), None where the format has none.
+    ``train_rows``, ``test_rows``: the positions in ``train_x``/``test_x`` of the split's rows
+    (None: all of them), so that a split of one array needs no copy of it; ``train_y`` and
+    ``test_y`` are the split's labels, one per position.
     """
 
     train_x: Tensor
@@ -112,6 +122,27 @@ class RawData:
     val_y: Tensor | None = None
     unlabeled_x: Tensor | None = None
     value_range: tuple[float, float] | None = None
+    train_rows: Tensor | None = None
+    test_rows: Tensor | None = None
+
+
+_CHUNK_VALUES = 1 << 22  # values per chunk (16 MB of float32) where rows are copied, scaled or checked
+
+
+def return_freed_memory() -> None:
+    """Give the heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing):
+    glibc keeps them, so the resident size of a process that read and scaled its rows would count
+    those rows long after they were freed."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def chunks(n: int, d: int) -> Iterator[slice]:
+    """Slices of ``n`` rows of ``d`` values, about :data:`_CHUNK_VALUES` values each."""
+    step = max(1, _CHUNK_VALUES // max(d, 1))
+    return (slice(i, i + step) for i in range(0, n, step))
 
 
 def _as_tensor(x: np.ndarray | Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -250,35 +281,58 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         if self.num_labels is not None:
             _check_label_budget(self.num_labels, self.num_classes, self.labelled)
         gen = torch.Generator().manual_seed(self.split_seed)
-        x, y = raw.train_x, self._labels(raw.train_y, len(raw.train_x))
+        rows = torch.arange(len(raw.train_x)) if raw.train_rows is None else raw.train_rows
+        y = self._labels(raw.train_y, len(rows))
         if raw.val_x is None:
-            perm = torch.randperm(len(x), generator=gen)
-            n_val = round(self.val_fraction * len(x))
-            if n_val >= len(x):
+            perm = torch.randperm(len(rows), generator=gen)
+            n_val = round(self.val_fraction * len(rows))
+            if n_val >= len(rows):
                 raise UsageError(
                     f"expected a non-empty training split, got val_fraction={self.val_fraction} of "
-                    f"{len(x)} rows; lower val_fraction"
+                    f"{len(rows)} rows; lower val_fraction"
                 )
             # Indices into the training rows read, kept so callers can check the splits are disjoint.
             self.val_indices, self.pretrain_indices = perm[:n_val].sort().values, perm[n_val:].sort().values
-            val_raw, self.val_y = x[self.val_indices], y[self.val_indices]
-            x, y = x[self.pretrain_indices], y[self.pretrain_indices]
+            val, self.val_y = (raw.train_x, rows[self.val_indices]), y[self.val_indices]
+            pretrain, y = [(raw.train_x, rows[self.pretrain_indices])], y[self.pretrain_indices]
         else:
-            self.val_indices, self.pretrain_indices = torch.arange(0), torch.arange(len(x))
-            val_raw, self.val_y = raw.val_x, self._labels(raw.val_y, len(raw.val_x))
-        n_labelled, pretrain_raw, self.pretrain_y = len(x), x, y
+            self.val_indices, self.pretrain_indices = torch.arange(0), torch.arange(len(rows))
+            val, self.val_y = (raw.val_x, None), self._labels(raw.val_y, len(raw.val_x))
+            pretrain = [(raw.train_x, raw.train_rows)]
+        n_labelled, self.pretrain_y = len(y), y
         if raw.unlabeled_x is not None:  # after the labelled rows: train_x stays a view of pretrain_x
-            pretrain_raw = torch.cat([x, raw.unlabeled_x])
+            pretrain.append((raw.unlabeled_x, None))
             self.pretrain_y = torch.cat([y, self._labels(None, len(raw.unlabeled_x))])
-        self.fit_scaling(pretrain_raw, raw.value_range)
-        self.pretrain_x, self.val_x, self.test_x = (self.scale(t) for t in (pretrain_raw, val_raw, raw.test_x))
-        self.test_y = self._labels(raw.test_y, len(raw.test_x))
+        test = (raw.test_x, raw.test_rows)
+        self.pretrain_x, self.val_x, self.test_x = self._scaled_splits([pretrain, [val], [test]], raw.value_range)
+        self.test_y = self._labels(raw.test_y, len(self.test_x))
         self._label_subset(n_labelled, gen)
         chosen = self.batch_size  # the argument, or a value set on the module before setup
         self.batch_size = chosen or batch_size_for(len(self.pretrain_x))
         self.train_batch_size = chosen or batch_size_for(len(self.train_x))
         self._warn_untrained_classes()
         self._ready = True
+
+    def _scaled_splits(
+        self, splits: list[list[tuple[Tensor, Tensor | None]]], value_range: tuple[float, float] | None
+    ) -> list[Tensor]:
+        """Each split, a list of (rows, positions or None for all), as views of one float32 tensor:
+        the rows are copied into it a chunk at a time, the scaling is fitted on the first split
+        (the pretraining rows) and applied in place, so the module holds one copy of its data."""
+        d = splits[0][0][0].shape[1]
+        sizes = [sum(len(rows if at is None else at) for rows, at in split) for split in splits]
+        data, start = torch.empty(sum(sizes), d), 0
+        for split in splits:
+            for rows, at in split:
+                n = len(rows if at is None else at)
+                for part in chunks(n, d):
+                    data[start + part.start : start + min(part.stop, n)] = rows[part] if at is None else rows[at[part]]
+                start += n
+        views = list(data.split(sizes))
+        self.fit_scaling(views[0], value_range)
+        for part in chunks(len(data), d):
+            data[part] = self.scale(data[part])
+        return views
 
     def _warn_untrained_classes(self) -> None:
         """A class with no labelled training row (its only rows went to validation or test) is one the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import itertools
 import math
 import os
 import struct
@@ -326,57 +327,68 @@ def _read_table(
     path: Path, target: str | None, option: str, target_optional: bool, columns: list[str] | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A CSV/TSV with a header row (UTF-8, a byte-order mark allowed; the delimiter found by
-    :func:`_delimiter`); the ``target`` column's cells are returned as strings."""
+    :func:`_delimiter`): the features as float32, read a block of rows at a time (never every cell
+    as a string at once), and the ``target`` column's cells as strings."""
+    where = f"{option} {path}"
     with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [row for row in csv.reader(f, delimiter=_delimiter(path)) if row]
-    header, body = _checked_rows(rows, f"{option} {path}")
-    if target_optional and target not in header:
-        target = None
-    if target is not None and target not in header:
-        raise UsageError(
-            f"target {target!r} is not a column of {path}; expected one of {header}: pass "
-            "data.target with one of them, or leave it out for unlabelled data"
-        )
-    label_col = header.index(target) if target is not None else None
-    features = [i for i in range(len(header)) if i != label_col]
-    if columns is not None:  # another file's columns, by name: reordered to them
-        features = _by_name(header, features, columns, f"{option} {path}")
-    try:
-        x = np.array([[float(row[i]) for i in features] for row in body], dtype=np.float64)
-        x = x.reshape(len(body), len(features))
-    except ValueError:
-        line, col = next(
-            (line, i) for line, row in enumerate(body, start=2) for i in features if not _is_number(row[i])
-        )
-        raise UsageError(
-            f"{option} {path} line {line}, column {header[col]!r}: expected a number, got "
-            f"{body[line - 2][col]!r}; encode the column as numbers, fill the empty cell or drop "
-            "the column"
-        ) from None
-    labels = None if label_col is None else np.array([row[label_col].strip() for row in body])
-    return x, labels
+        rows = (row for row in csv.reader(f, delimiter=_delimiter(path)) if row)
+        header = _checked_header(next(rows, None), where)
+        if target_optional and target not in header:
+            target = None
+        if target is not None and target not in header:
+            raise UsageError(
+                f"target {target!r} is not a column of {path}; expected one of {header}: pass "
+                "data.target with one of them, or leave it out for unlabelled data"
+            )
+        label_col = header.index(target) if target is not None else None
+        features = [i for i in range(len(header)) if i != label_col]
+        if columns is not None:  # another file's columns, by name: reordered to them
+            features = _by_name(header, features, columns, where)
+        blocks, labels, line = [], [], 2  # line: of the block's first row, counting the header as 1
+        while block := list(itertools.islice(rows, max(1, (1 << 18) // len(header)))):  # ~20 MB of cells
+            blocks.append(_numbers(block, header, features, where, line))
+            if label_col is not None:
+                labels += [row[label_col].strip() for row in block]
+            line += len(block)
+    if not blocks:
+        raise UsageError(f"{where}: expected rows of numbers under its header, got the header alone: add the rows")
+    x = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+    return x, None if label_col is None else np.array(labels)
 
 
-def _checked_rows(rows: list[list[str]], where: str) -> tuple[list[str], list[list[str]]]:
-    """A table's header (each name once) and its rows (at least one, each as wide as the header)."""
-    if not rows or all(map(_is_number, rows[0])):
+def _checked_header(first: list[str] | None, where: str) -> list[str]:
+    """A table's header, each name once."""
+    if first is None or all(map(_is_number, first)):
         raise UsageError(
             f"{where}: expected a header row naming the columns, then rows of numbers; "
-            f"got {'an empty file' if not rows else 'a first row of numbers'}: add a header row"
+            f"got {'an empty file' if first is None else 'a first row of numbers'}: add a header row"
         )
-    header, body = [name.strip() for name in rows[0]], rows[1:]
+    header = [name.strip() for name in first]
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise UsageError(f"{where}: expected each column named once, got {repeated} more than once; rename them")
-    if not body:
-        raise UsageError(f"{where}: expected rows of numbers under its header, got the header alone: add the rows")
-    for line, row in enumerate(body, start=2):
+    return header
+
+
+def _numbers(block: list[list[str]], header: list[str], features: list[int], where: str, line: int) -> np.ndarray:
+    """The ``features`` cells of the rows ``block`` (the first on ``line``) as float32 (rows, features)."""
+    for at, row in enumerate(block, start=line):
         if len(row) != len(header):
             raise UsageError(
-                f"{where} line {line}: expected {len(header)} cells like the header, got "
+                f"{where} line {at}: expected {len(header)} cells like the header, got "
                 f"{len(row)}; fix that row (a stray delimiter or a missing cell)"
             )
-    return header, body
+    try:
+        cells = [[float(row[i]) for i in features] for row in block]
+    except ValueError:
+        at, col = next(
+            (at, i) for at, row in enumerate(block, start=line) for i in features if not _is_number(row[i])
+        )
+        raise UsageError(
+            f"{where} line {at}, column {header[col]!r}: expected a number, got {block[at - line][col]!r}; "
+            "encode the column as numbers, fill the empty cell or drop the column"
+        ) from None
+    return np.array(cells, dtype=np.float32).reshape(len(block), len(features))
 
 
 def _by_name(header: list[str], features: list[int], columns: list[str], where: str) -> list[int]:
