@@ -37,7 +37,8 @@ base = rss("VmRSS:")
 dm = dbn_init.ArrayDataModule(path=sys.argv[1], target=sys.argv[2] if len(sys.argv) > 2 else None)
 dm.setup("fit")
 gc.collect()
-print(json.dumps({"base": base, "peak": rss("VmHWM:"), "steady": rss("VmRSS:"), "rows": len(dm.pretrain_x) + len(dm.val_x) + len(dm.test_x)}))
+rows = len(dm.pretrain_x) + len(dm.val_x) + len(dm.test_x)
+print(json.dumps({"base": base, "peak": rss("VmHWM:"), "steady": rss("VmRSS:"), "rows": rows}))
 """
 
 
@@ -89,8 +90,9 @@ def main() -> None:
             steady = [(r["steady"] - r["base"]) / size for r in runs]
             figures[kind] = {"float32 MB": round(size / 2**20), "peak x": round(float(np.median(peak)), 2),
                              "steady x": round(float(np.median(steady)), 2)}  # fmt: skip
-            print(f"{kind}: {figures[kind]['float32 MB']} MB of float32 features; peak {figures[kind]['peak x']}x, "
-                  f"steady {figures[kind]['steady x']}x the float32 size (median of {args.rounds})", flush=True)  # fmt: skip
+            got = figures[kind]
+            print(f"{kind}: {got['float32 MB']} MB of float32 features; peak {got['peak x']}x, "
+                  f"steady {got['steady x']}x the float32 size (median of {args.rounds})", flush=True)  # fmt: skip
     print(json.dumps(figures))
 
 

@@ -3,7 +3,7 @@ README.md's Python example runs them.
 
     python benchmarks/defaults_suite.py --out results/defaults_suite                 # the suite, resumable
     python benchmarks/defaults_suite.py --out results/defaults_search --search       # the candidates, on validation
-    python benchmarks/defaults_suite.py --heldout       # 4 datasets held out of the choice, into results/defaults_heldout
+    python benchmarks/defaults_suite.py --heldout            # 4 datasets kept out of the choice
 
 Each run: ``ArrayDataModule(x, y, scaling="standardize")`` for tables (the numeric columns as
 features), the dataset's own DataModule for images; the model with its defaults (``DBN()``,

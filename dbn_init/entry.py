@@ -28,7 +28,16 @@ from typing import Any, Callable, Iterator
 
 from .constraints import UsageError
 
-__all__ = ["Stopped", "handlers", "check", "command", "path_problem", "peer_problem", "one_line", "no_lightning_requeue"]
+__all__ = [
+    "Stopped",
+    "handlers",
+    "check",
+    "command",
+    "path_problem",
+    "peer_problem",
+    "one_line",
+    "no_lightning_requeue",
+]
 
 _received: list[int] = []  # the signals received inside handlers(), newest last
 
@@ -176,8 +185,7 @@ def path_problem(err: BaseException, resume_hint: str = "") -> str | None:
             name = re.search(r"name='([^']*)'|'([^']*)'", str(seen))
             path = next((g for g in name.groups() if g), None) if name else None
             return (
-                f"cannot read the image {path or str(seen)}: it is corrupt or not an image file; "
-                "remove or replace it"
+                f"cannot read the image {path or str(seen)}: it is corrupt or not an image file; remove or replace it"
             )
         if isinstance(seen, OSError) and seen.filename is not None:
             fix = _PATH_FIXES.get(seen.errno, "fix the path").format(resume=resume_hint or "rerun")

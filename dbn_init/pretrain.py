@@ -45,7 +45,7 @@ from .callbacks import StageProgressBar, prepare_trainer
 from .constraints import UsageError
 from .io import data_record, load_stack
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
-from .rbm import RBM, check_visible, down_pass, up_pass
+from .rbm import RBM, check_visible, up_pass
 
 if TYPE_CHECKING:
     from .models import DBN

@@ -611,7 +611,9 @@ def test_errors_of_the_os_and_of_pil_about_the_user_s_paths_end_the_command_in_o
     for label in ("a", "b"):
         (tmp_path / "images" / label).mkdir(parents=True)
         for i in range(4):
-            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "images" / label / f"{i}.png")
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+                tmp_path / "images" / label / f"{i}.png"
+            )
     bad = tmp_path / "images" / "b" / "2.png"
     bad.write_bytes(b"not a png")  # a truncated download, say
     runs = tmp_path / "runs"

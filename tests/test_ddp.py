@@ -187,7 +187,8 @@ def test_a_rank_that_dies_ends_the_run_with_the_line_that_resumes_it(tmp_path):
     proc = subprocess.Popen([sys.executable, str(root / "train.py"), "fit", "--config", "quickstart.yaml",
                              "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
                              "--trainer.default_root_dir", str(tmp_path)],
-                            cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
     try:
         stage = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "rbm1-last.ckpt"
         deadline = time.monotonic() + 240

@@ -16,9 +16,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from dbn_init import DBN, ArrayDataModule, pretrain_stack
 from dbn_init.constraints import UsageError
 from dbn_init.data.base import batch_size_for
-from dbn_init.models import RECIPES, visible_units_for
 from dbn_init.io import load_stack, save_stack
 from dbn_init.mlp import MLP
+from dbn_init.models import RECIPES, visible_units_for
 from dbn_init.pretrain import NORMALISED_STEP, CDSettings, PretrainData, RBMStage, make_trainer, pretrain
 from dbn_init.rbm import RBM, GaussianRBM, down_pass, up_pass
 

@@ -381,9 +381,7 @@ def _numbers(block: list[list[str]], header: list[str], features: list[int], whe
     try:
         cells = [[float(row[i]) for i in features] for row in block]
     except ValueError:
-        at, col = next(
-            (at, i) for at, row in enumerate(block, start=line) for i in features if not _is_number(row[i])
-        )
+        at, col = next((at, i) for at, row in enumerate(block, start=line) for i in features if not _is_number(row[i]))
         raise UsageError(
             f"{where} line {at}, column {header[col]!r}: expected a number, got {block[at - line][col]!r}; "
             "encode the column as numbers, fill the empty cell or drop the column"
