@@ -30,8 +30,8 @@ from .init import INIT_SCHEMES, InitName, check_constant, init_weight
 from .io import data_record
 from .mlp import MLP, Activation
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
-from .pretrain import CDSettings, RBMStage, _features, down_pass, pretrain, stage_trainer, up_pass
-from .rbm import HIDDEN_UNITS, RBM, make_rbm, make_stack, visible_units_of
+from .pretrain import CDSettings, RBMStage, _features, pretrain, stage_trainer, up_pass
+from .rbm import HIDDEN_UNITS, RBM, down_pass, make_rbm, make_stack, visible_units_of
 
 __all__ = ["Classifier", "Baseline", "DBN"]
 
