@@ -119,7 +119,7 @@ class RBM(nn.Module):
     visible_bias : Parameter of shape (n_visible,)
     hidden_bias : Parameter of shape (n_hidden,)
     input_scale : buffer, a scalar (1 unless set)
-        What a stack multiplies this RBM's input by (:func:`~dbn_init.pretrain.up_pass`): the
+        What a stack multiplies this RBM's input by (:func:`up_pass`): the
         unit-variance visible units of an RBM above NReLU units see those activities scaled to
         at most unit mean square. A layer started from the RBM takes ``weight * input_scale``
         (:attr:`linear_weight`); a stack's down pass divides by it.

@@ -7,9 +7,10 @@ reads), a loaded :class:`~dbn_init.io.StackFile`, a list of RBMs, a :class:`~dbn
 or fitted scikit-learn ``BernoulliRBM`` estimators.
 
 Orientation: an RBM's ``weight`` is ``(n_hidden, n_visible)``, an ``nn.Linear``'s is
-``(out_features, in_features)``, so RBM k's weight is copied unchanged into a
-``Linear(n_visible, n_hidden)`` and its ``hidden_bias`` ``(n_hidden,)`` into the bias; the
-visible bias has no place in a feed-forward layer and is dropped (Hinton & Salakhutdinov 2006).
+``(out_features, in_features)``, so RBM k's weight (times its ``input_scale``, 1 except above
+large NReLU activities) is copied into a ``Linear(n_visible, n_hidden)`` and its ``hidden_bias``
+``(n_hidden,)`` into the bias; the visible bias has no place in a feed-forward layer and is
+dropped (Hinton & Salakhutdinov 2006).
 """
 
 from __future__ import annotations
@@ -126,7 +127,10 @@ def load_pretrained_(module: nn.Module, stack: Any, layers: Sequence[nn.Linear] 
     (n_hidden_k,)) and the k-th layer (weight (out_features, in_features), bias (out_features,)):
 
     .. math::
-        \text{weight} \leftarrow W_k, \qquad \text{bias} \leftarrow c_k
+        \text{weight} \leftarrow s_k W_k, \qquad \text{bias} \leftarrow c_k
+
+    (``s_k``: the RBM's ``input_scale``, what the stack multiplies its input by; 1 except for an
+    RBM above NReLU activities larger than its unit-variance visible units)
 
     so that layer k followed by the stack's hidden activation (``nn.Sigmoid`` for sigmoid units)
     computes p(h_k = 1 | h_{k-1}) = sigmoid(W_k h_{k-1} + c_k), and the first 2k modules of
