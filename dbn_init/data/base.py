@@ -321,7 +321,7 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         (the pretraining rows) and applied in place, so the module holds one copy of its data."""
         d = splits[0][0][0].shape[1]
         sizes = [sum(len(rows if at is None else at) for rows, at in split) for split in splits]
-        data, start = torch.empty(sum(sizes), d), 0
+        data, start = torch.empty(sum(sizes), d, dtype=torch.float32), 0
         for split in splits:
             for rows, at in split:
                 n = len(rows if at is None else at)
