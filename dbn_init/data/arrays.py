@@ -51,7 +51,8 @@ def _features(values: Any, where: str, n_features: int | None = None) -> tuple[T
     (returned shape: one row's shape, ``(D,)`` for a table)."""
     try:
         x = torch.as_tensor(
-            values.detach().cpu() if isinstance(values, Tensor) else np.asarray(values), dtype=torch.float32
+            values.detach().cpu() if isinstance(values, Tensor) else np.asarray(values, dtype=np.float32),
+            dtype=torch.float32,
         )
     except (TypeError, ValueError, RuntimeError) as err:
         raise UsageError(
