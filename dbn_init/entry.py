@@ -153,13 +153,20 @@ def _dead_rank_line(prefix: str, resume_hint: str) -> Iterator[None]:
 def peer_problem(err: BaseException, resume_hint: str = "") -> str | None:
     """One line for a collective that failed because another process of the run died (gloo's
     "Connection reset by peer", an NCCL timeout), found in ``err``'s chain; None for any other."""
-    seen: BaseException | None = err
-    while seen is not None:
+    for seen in _chain(err):
         if re.search(r"Connection (reset|closed) by peer|NCCL communicator was aborted|collective operation timeout",
                      str(seen)):  # fmt: skip
             return f"another process of this distributed run ended, so this one stops; {resume_hint or 'rerun'}"
-        seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and the errors it was raised from or while handling, newest first (jsonargparse
+    wraps what a class's ``__init__`` raises)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
 
 
 # errno -> what to do about it
@@ -177,10 +184,8 @@ _PATH_FIXES = {
 
 def path_problem(err: BaseException, resume_hint: str = "") -> str | None:
     """One line for an error about a path the user gave: an ``OSError`` that names its file, or
-    PIL's refusal of an image file, found in ``err``'s chain (jsonargparse wraps what a class's
-    ``__init__`` raises); None for any other error."""
-    seen: BaseException | None = err
-    while seen is not None:
+    PIL's refusal of an image file, found in ``err``'s chain (:func:`_chain`); None for any other error."""
+    for seen in _chain(err):
         if type(seen).__name__ == "UnidentifiedImageError":  # PIL's, an OSError without a filename
             name = re.search(r"name='([^']*)'|'([^']*)'", str(seen))
             path = next((g for g in name.groups() if g), None) if name else None
@@ -190,7 +195,6 @@ def path_problem(err: BaseException, resume_hint: str = "") -> str | None:
         if isinstance(seen, OSError) and seen.filename is not None:
             fix = _PATH_FIXES.get(seen.errno, "fix the path").format(resume=resume_hint or "rerun")
             return f"{seen.strerror or type(seen).__name__}: {seen.filename}; {fix}"
-        seen = seen.__cause__ or seen.__context__
     return None
 
 

@@ -56,6 +56,7 @@ FORMAT_VERSION = "2"
 _READABLE_VERSIONS = ("1", "2")  # 1 lacks hidden_units, the scaling statistics and image_shape: safe defaults
 _KINDS = ("weight", "visible_bias", "hidden_bias")
 _SCALE = "input_scale"  # optional, a positive scalar per RBM (1 where absent): RBM.input_scale
+_NAMES = (*_KINDS, _SCALE)  # every tensor of an RBM a stack may hold
 _UNITS = ("bernoulli", "gaussian")
 _ORIENTATION = "weight is (n_hidden, n_visible), like nn.Linear"
 _MAX_HEADER = 100_000_000  # the safetensors library's own header limit
@@ -204,7 +205,7 @@ def save_stack(
     if bad:
         problems.append(f"extra_metadata must map str to str without the reserved keys {sorted(reserved)}; bad: {bad}")
     units = [r.visible_units for r in rbms]
-    found = {(i, k): getattr(r, k).detach() for i, r in enumerate(rbms) for k in (*_KINDS, _SCALE)}
+    found = {(i, k): getattr(r, k).detach() for i, r in enumerate(rbms) for k in _NAMES}
     hidden_units = [getattr(r, "hidden_units", "sigmoid") for r in rbms]
     stack = _build(
         f"cannot save to {path}", found, lambda i, k: f"rbms[{i}].{k}", units, problems, hidden_units=hidden_units
@@ -499,7 +500,7 @@ def _match(tensors: dict[str, Any], pattern: str, problems: list[str], scheme: s
     found, unknown = {}, []
     for name, value in tensors.items():
         m = re.fullmatch(pattern, name)
-        if m and m["kind"] in (*_KINDS, _SCALE):
+        if m and m["kind"] in _NAMES:
             found[int(m["i"]), m["kind"]] = value
         else:
             unknown.append(name)

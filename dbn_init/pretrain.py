@@ -261,11 +261,11 @@ class RBMStage(LightningModule):
         the unit-variance visible units' scale (Hinton 2010, section 13.2), which a stage that
         resumes measures alike; then cap the rate at ``NORMALISED_STEP`` over the input's mean
         squared norm, as unbounded units need however wide the input."""
+        below = up_pass(self.rbms[: self.index], self.monitor_x)
         if self.index > 0 and self.rbm.visible_units == "gaussian":
-            self.rbm.input_scale.fill_(1.0)
-            mean_square = self.encode(self.monitor_x).pow(2).mean().item()
+            mean_square = below.pow(2).mean().item()
             self.rbm.input_scale.fill_(min(1.0, 1.0 / math.sqrt(max(mean_square, 1e-12))))
-        energy = self.encode(self.monitor_x).pow(2).sum(1).mean().item()
+        energy = (below * self.rbm.input_scale).pow(2).sum(1).mean().item()  # what encode gives
         self.lr = min(self.cd.lr_for(self.rbm, self.index), NORMALISED_STEP / max(energy, 1e-12))
 
     def on_train_epoch_start(self) -> None:

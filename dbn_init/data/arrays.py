@@ -43,7 +43,7 @@ class _Arrays:
     predict_x: Tensor | None
     classes: list | None
     image_shape: tuple[int, ...] | None
-    n_features: int = 0
+    n_features: int
 
 
 def _features(values: Any, where: str, n_features: int | None = None) -> tuple[Tensor, tuple[int, ...]]:
