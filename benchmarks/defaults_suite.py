@@ -123,6 +123,13 @@ CANDIDATES = {
     "he_uniform_no_dropout": (Baseline, {"init": "he_uniform", "dropout": 0.0}),
     "he_uniform_dropout_0.2": (Baseline, {"init": "he_uniform", "dropout": 0.2}),
     "he_uniform_dropout_0.5": (Baseline, {"init": "he_uniform", "dropout": 0.5}),
+    # The fine-tuning rate, for every start alike (the defaults above are at 1e-3).
+    **{f"dbn_lr_{lr}": (DBN, {"lr": lr}) for lr in (3e-3, 1e-2)},
+    **{
+        f"{init}_lr_{lr}": (Baseline, {"init": init, "lr": lr})
+        for init in ("xavier_uniform", "he_uniform")
+        for lr in (3e-3, 1e-2)
+    },  # fmt: skip
 }
 
 

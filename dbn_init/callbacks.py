@@ -166,7 +166,8 @@ class PredictionWriter(BasePredictionWriter):
     """Saves what ``predict`` returns in the run folder: ``predictions.pt``, a dict of
     ``probabilities`` (N, num_classes), ``labels`` (N,) (the most probable class) and ``indices``
     (N,), the rows of the predict split they belong to, and the same as ``predictions.csv``
-    (index, label, p_0, p_1, ...); on a ``predict_path`` file, ``predictions-<its name>.*``. Under
+    (index, label, p_0, p_1, ...); a regression model's ``predictions`` (N,) and ``indices``
+    (index, prediction); on a ``predict_path`` file, ``predictions-<its name>.*``. Under
     DDP each rank saves its own rows, ``predictions[-<its name>]-rank{r}.*``."""
 
     def __init__(self) -> None:
@@ -189,6 +190,11 @@ class PredictionWriter(BasePredictionWriter):
         (indices,) = batch_indices
         probabilities = torch.cat(predictions).float().cpu()
         rows = torch.tensor(sum(indices, []), dtype=torch.long)
+        if probabilities.ndim == 1:  # a regression model's predicted targets
+            torch.save({"predictions": probabilities, "indices": rows}, pt)
+            lines = ["index,prediction", *(f"{i},{p:.8g}" for i, p in zip(rows.tolist(), probabilities.tolist()))]
+            csv.write_text("\n".join(lines) + "\n")
+            return
         labels = probabilities.argmax(-1)
         torch.save({"probabilities": probabilities, "labels": labels, "indices": rows}, pt)
         # the data's own class names (a CSV's string labels) where they are not just 0..C-1

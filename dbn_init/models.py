@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection, R2Score
 from torchmetrics.classification import MulticlassAccuracy
 
 from . import entry
@@ -37,7 +37,9 @@ __all__ = ["Classifier", "Baseline", "DBN"]
 
 _RATE, _DECAY, _MOMENTUM = Interval(float, 0, None, "neither"), Interval(float, 0, None), Interval(float, 0, 1)
 _COUNT, _SIZE = Interval(int, 0, None), Interval(int, 1, None)
+TaskName = Literal["classification", "regression"]
 _FINE_TUNING_CONSTRAINTS = {
+    "task": [None, Options(("classification", "regression"))],
     "input_size": [None, _SIZE],
     "num_classes": [None, Interval(int, 2, None)],
     "hidden": [ListOf(_SIZE)],
@@ -61,10 +63,18 @@ def _shared_args(args: dict[str, Any]) -> dict[str, Any]:
 
 
 class Classifier(LightningModule):
-    """An MLP classifier trained with cross-entropy: the fine-tuning step every model shares.
+    """An MLP fine-tuned by backprop: the fine-tuning step every model shares.
 
     Parameters
     ----------
+    task : "classification", "regression" or None
+        The loss and the metrics. Classification: cross-entropy on ``num_classes`` logits;
+        ``val_acc``/``test_acc``. Regression: one output, trained with the mean squared error of
+        the target standardised by the training targets' mean and std (buffers ``target_mean``,
+        ``target_std``, kept in checkpoints); the model's output and its metrics
+        (``val_rmse``, ``val_mae``, ``val_r2``, likewise ``test_*``) are in the target's own units.
+        None (the default): the DataModule's ``task`` attribute, else regression if its targets
+        are floating point.
     input_size, num_classes : int or None
         Set from the DataModule by the CLI (``data.input_size``, ``data.num_classes``). None:
         taken in ``setup`` from the DataModule's attributes, else from its first training batch
@@ -101,6 +111,7 @@ class Classifier(LightningModule):
         input_size: int | None = None,
         num_classes: int | None = None,
         hidden: list[int] = [256, 256],  # noqa: B006  (LightningCLI reads defaults from the signature)
+        task: TaskName | None = None,
         activation: Activation = "relu",
         lr: float = 1e-3,
         optimizer: Literal["adam", "sgd"] = "adam",
@@ -113,7 +124,7 @@ class Classifier(LightningModule):
         start_decay: float = 0.0,
     ) -> None:
         super().__init__()
-        self.activation, self.hidden = activation, list(hidden)
+        self.task, self.activation, self.hidden = task, activation, list(hidden)
         self.lr, self.optimizer_name = lr, optimizer
         self.weight_decay, self.momentum = weight_decay, momentum
         self.dropout, self.input_dropout = dropout, input_dropout
@@ -125,45 +136,85 @@ class Classifier(LightningModule):
         # CPU. Training feeds its metrics once per epoch, from EpochMeans.
         self.train_acc, self.train_loss = MeanMetric(), MeanMetric()
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        if input_size is not None and num_classes is not None:
-            self.build(input_size, num_classes)
+        self._build_if_sized(input_size, num_classes)
 
     @property
     def built(self) -> bool:
         return self.mlp is not None
 
-    def build(self, input_size: int, num_classes: int) -> None:
-        """Make the layers for ``input_size`` features and ``num_classes`` classes, and record both."""
-        self.hparams.update(input_size=input_size, num_classes=num_classes)
-        self.mlp = MLP(input_size, self.hidden, num_classes, self.activation, self.dropout, self.input_dropout)
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
+
+    def _build_if_sized(self, input_size: int | None, num_classes: int | None) -> None:
+        if input_size is not None and (num_classes is not None or self.regression):
+            self.build(input_size, num_classes)
+
+    def build(self, input_size: int, num_classes: int | None) -> None:
+        """Make the layers for ``input_size`` features and ``num_classes`` classes (one output for
+        regression), and record the sizes and the task."""
+        self.task = self.task or "classification"
+        self.hparams.update(input_size=input_size, num_classes=num_classes, task=self.task)
+        outputs = 1 if self.regression else num_classes
+        self.mlp = MLP(input_size, self.hidden, outputs, self.activation, self.dropout, self.input_dropout)
+        if self.regression:
+            metrics = {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError(), "r2": R2Score()}
+            self.register_buffer("target_mean", torch.zeros(()))
+            self.register_buffer("target_std", torch.zeros(()))  # 0 until fitted to the training targets
+        else:
+            metrics = {"acc": MulticlassAccuracy(num_classes, average="micro")}
+        self.val_metrics = MetricCollection(metrics, prefix="val_")
+        self.test_metrics = self.val_metrics.clone(prefix="test_")
 
     def forward(self, x: Tensor) -> Tensor:
-        """(batch, input_size) -> logits (batch, num_classes)."""
-        return self.mlp(x)
+        """(batch, input_size) -> logits (batch, num_classes), or predicted targets (batch,) for regression."""
+        out = self.mlp(x)
+        return out.squeeze(-1) * self.target_std + self.target_mean if self.regression else out
+
+    def _loss(self, out: Tensor, y: Tensor) -> Tensor:
+        """The training loss of the MLP's output ``out``: cross-entropy, or the standardised target's MSE."""
+        if self.regression:
+            return F.mse_loss(out.squeeze(-1), (y - self.target_mean) / self.target_std)
+        return F.cross_entropy(out, y)
 
     def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
         x, y = batch
-        logits = self(x)
-        loss = F.cross_entropy(logits, y)
-        getattr(self, f"{split}_acc").update(logits.detach(), y)
+        out = self.mlp(x)
+        loss = self._loss(out, y)
+        predicted = out.squeeze(-1) * self.target_std + self.target_mean if self.regression else out
+        getattr(self, f"{split}_metrics").update(predicted.detach(), y)
         getattr(self, f"{split}_loss").update(loss.detach(), weight=len(y))
         return loss
 
     def _log_epoch(self, split: str) -> None:
         # Metric objects reduce across processes themselves (torchmetrics' dist_reduce_fx).
         self.log(f"{split}_loss", getattr(self, f"{split}_loss"))
-        self.log(f"{split}_acc", getattr(self, f"{split}_acc"), prog_bar=split != "test")
+        if split != "train":
+            self.log_dict(getattr(self, f"{split}_metrics"), prog_bar=split == "val")
+        elif not self.regression:
+            self.log("train_acc", self.train_acc, prog_bar=True)
+
+    def fit_targets(self, datamodule) -> None:
+        """Set ``target_mean`` and ``target_std`` from the training targets (one pass over the
+        DataModule's training loader, the same rows on every process)."""
+        y = torch.cat([batch[1].double().cpu() for batch in datamodule.train_dataloader()])
+        std = float(y.std(unbiased=False))
+        self.target_mean.fill_(float(y.mean()))
+        self.target_std.fill_(std if std > 0 else 1.0)
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         ckpt_path = getattr(self.trainer, "ckpt_path", None)
         if not self.built and ckpt_path and os.path.isfile(ckpt_path):  # sizes as the checkpoint's run had them
             self.build_like(torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True))
-        self.build_for(datamodule, getattr(stage, "value", stage))
+        stage = getattr(stage, "value", stage)
+        self.build_for(datamodule, stage)
+        if self.regression and stage == "fit" and not self.target_std:  # not restored from a checkpoint
+            self.fit_targets(datamodule)
         # From Python a size mismatch would end in a bare matmul or cross-entropy error at the first batch.
-        built = {"input_size": self.mlp.linears[0].in_features, "num_classes": self.mlp.head.out_features}
+        built = {"input_size": self.mlp.linears[0].in_features}
+        if not self.regression:
+            built["num_classes"] = self.mlp.head.out_features
         for name, ours in built.items():
             theirs = getattr(datamodule, name, None)
             if isinstance(theirs, int) and theirs != ours:
@@ -176,14 +227,16 @@ class Classifier(LightningModule):
     def build_for(self, datamodule, stage: str = "fit") -> None:
         """Build a model made with sizes None for ``datamodule`` (set up): its declared sizes, else its data's."""
         if not self.built:
-            self.build(*_sizes_of(datamodule, self.hparams, stage))
+            input_size, num_classes, self.task = _sizes_of(datamodule, self.hparams, stage)
+            self.build(input_size, num_classes)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """As :meth:`torch.nn.Module.load_state_dict`; a model made with sizes None is built first with
         the sizes of the weights (as ``ddp_spawn`` hands a fitted model back to the main process)."""
         if not self.built and "mlp.head.weight" in state_dict:
             first = next(v for k, v in state_dict.items() if k.startswith("mlp.features.") and v.ndim == 2)
-            self.build(first.shape[1], state_dict["mlp.head.weight"].shape[0])
+            self.task = "regression" if "target_mean" in state_dict else "classification"
+            self.build(first.shape[1], None if self.regression else state_dict["mlp.head.weight"].shape[0])
         return super().load_state_dict(state_dict, strict, assign)
 
     def build_like(self, checkpoint: dict[str, Any]) -> None:
@@ -192,6 +245,7 @@ class Classifier(LightningModule):
         if not self.built:
             saved = (checkpoint.get("dbn_init_run") or {}).get("model") or checkpoint.get("hyper_parameters") or {}
             self.hparams.update({k: saved.get(k) for k in FROM_DATA if k in self.hparams and self.hparams[k] is None})
+            self.task = saved.get("task") or "classification"
             self.build(saved["input_size"], saved["num_classes"])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -228,9 +282,10 @@ class Classifier(LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        logits = self(x)
-        loss = F.cross_entropy(logits, y)
-        self._epoch_means.add(loss * len(y), (logits.argmax(-1) == y).sum(), count=len(y))
+        out = self.mlp(x)
+        loss = self._loss(out, y)
+        hits = loss.new_zeros(()) if self.regression else (out.argmax(-1) == y).sum()
+        self._epoch_means.add(loss * len(y), hits, count=len(y))
         if self.start_decay:
             drift = sum((p - p0).pow(2).sum() for p, p0 in zip(self.mlp.features.parameters(), self._start))
             loss = loss + self.start_decay / 2 * drift
@@ -255,8 +310,10 @@ class Classifier(LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        """Class probabilities (batch, num_classes) of a batch ``x`` or ``(x, ...)``; labels are not used."""
-        return torch.softmax(self(_features(batch)), dim=-1)
+        """Class probabilities (batch, num_classes), or predicted targets (batch,) for regression, of a
+        batch ``x`` or ``(x, ...)``; labels are not used."""
+        out = self(_features(batch))
+        return out if self.regression else torch.softmax(out, dim=-1)
 
     def on_train_epoch_end(self) -> None:
         if self._epoch_means.count:  # none after such a resume: nothing of the epoch to report
@@ -290,26 +347,30 @@ class Classifier(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
 
-def _sizes_of(datamodule, hparams, stage: str) -> tuple[int, int]:
-    """input_size and num_classes for a model built with None: the DataModule's attributes, else
-    the data: the first batch's width, and one more than the largest label of the training loader
-    (one pass over it)."""
+def _sizes_of(datamodule, hparams, stage: str) -> tuple[int, int | None, str]:
+    """input_size, num_classes and task for a model built with None: the DataModule's attributes,
+    else the data: the first batch's width, its targets' type (floating point: regression), and
+    one more than the largest label of the training loader (one pass over it)."""
     input_size = hparams.get("input_size") or getattr(datamodule, "input_size", None)
     num_classes = hparams.get("num_classes") or getattr(datamodule, "num_classes", None)
-    if datamodule is not None and (input_size is None or num_classes is None):
+    task = hparams.get("task") or getattr(datamodule, "task", None)
+    if datamodule is not None and (input_size is None or (num_classes is None and task != "regression")):
         batches = iter(_stage_loader(datamodule, stage)())
         first = next(batches)
         input_size = input_size or _features(first).shape[1]
-        if num_classes is None and not isinstance(first, Tensor):
+        labelled = not isinstance(first, Tensor)
+        task = task or ("regression" if labelled and first[1].is_floating_point() else "classification")
+        if num_classes is None and labelled and task == "classification":
             num_classes = 1 + max(int(batch[1].max()) for batch in itertools.chain([first], batches))
-    if input_size is None or num_classes is None:
+    task = task or "classification"
+    if input_size is None or (num_classes is None and task == "classification"):
         raise UsageError(
             f"the model was built with input_size={hparams.get('input_size')}, num_classes="
             f"{hparams.get('num_classes')}, and the data ({type(datamodule).__name__}) declare neither "
             "nor serve labels; pass them to the model, or give the DataModule input_size and "
             "num_classes attributes"
         )
-    return int(input_size), int(num_classes)
+    return int(input_size), None if num_classes is None else int(num_classes), task
 
 
 def visible_units_for(datamodule, stage: str = "fit") -> str:
@@ -351,7 +412,7 @@ def _spare_adam_the_nvml_reload() -> None:
 
 
 # Options a model made with None for them takes from the data when it is built (and records).
-FROM_DATA = frozenset({"input_size", "num_classes", "visible_units"})
+FROM_DATA = frozenset({"input_size", "num_classes", "visible_units", "task"})
 # The Classifier's options, read off its signature: what every model shares, the fine-tuning step's.
 CLASSIFIER_OPTIONS = frozenset(inspect.signature(Classifier.__init__).parameters) - {"self"}
 
@@ -379,6 +440,7 @@ class Baseline(Classifier):
         input_size: int | None = None,
         num_classes: int | None = None,
         hidden: list[int] = [256, 256],  # noqa: B006
+        task: TaskName | None = None,
         init: InitName = "xavier_uniform",
         activation: Activation = "relu",
         init_std: float = 1.0,
@@ -398,10 +460,9 @@ class Baseline(Classifier):
             check_constant(init_value)  # zero makes every gradient the same
         super().__init__(None, None, **_shared_args(locals()))  # sizes: built in setup, or below
         self.save_hyperparameters()
-        if input_size is not None and num_classes is not None:
-            self.build(input_size, num_classes)
+        self._build_if_sized(input_size, num_classes)
 
-    def build(self, input_size: int, num_classes: int) -> None:
+    def build(self, input_size: int, num_classes: int | None) -> None:
         super().build(input_size, num_classes)
         hp = self.hparams
         self.mlp.init_weights(hp.init, std=hp.init_std, value=hp.init_value)
@@ -595,6 +656,7 @@ class DBN(Classifier):
         input_size: int | None = None,
         num_classes: int | None = None,
         hidden: list[int] = [256, 256],  # noqa: B006
+        task: TaskName | None = None,
         recipe: RecipeName = "relu",
         visible_units: Literal["bernoulli", "gaussian"] | None = None,
         hidden_units: Literal["sigmoid", "relu"] | None = None,
@@ -648,8 +710,7 @@ class DBN(Classifier):
         # stage resumes from. Both are plain picklable objects: under ddp_spawn they travel with the model.
         self.stage_trainers: Callable[[Trainer, int, int], Trainer] | None = None
         self.stage_resume: dict[int, str] = {}
-        if input_size is not None and num_classes is not None:
-            self.build(input_size, num_classes)
+        self._build_if_sized(input_size, num_classes)
 
     def build_for(self, datamodule, stage: str = "fit") -> None:
         """As :meth:`Classifier.build_for`; visible units None follow the data (:func:`visible_units_for`).
@@ -664,7 +725,7 @@ class DBN(Classifier):
                 self.rbms[0].requires_grad_(False)
         super().build_for(datamodule, stage)
 
-    def build(self, input_size: int, num_classes: int) -> None:
+    def build(self, input_size: int, num_classes: int | None) -> None:
         super().build(input_size, num_classes)
         # Visible units None: Bernoulli until the data are seen (build_for); the up-pass, and so the
         # MLP, is the same for both kinds (a model built from weights alone, as ddp_spawn returns it).

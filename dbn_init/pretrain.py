@@ -84,6 +84,7 @@ DEFAULT_PRETRAIN_EPOCHS = 10  # per RBM, where pretrain_epochs is None (Hinton &
 # normalised LMS step (Nagumo & Noda 1967), stable below 2, so that one update moves a unit's
 # input by about its own size, however wide the input.
 NORMALISED_STEP = 1.0
+GAUSSIAN_NORM_QUANTILE = 0.99  # above Gaussian visible units: over this quantile of the squared norms
 
 
 class CDSettings:
@@ -265,7 +266,11 @@ class RBMStage(LightningModule):
         if self.index > 0 and self.rbm.visible_units == "gaussian":
             mean_square = below.pow(2).mean().item()
             self.rbm.input_scale.fill_(min(1.0, 1.0 / math.sqrt(max(mean_square, 1e-12))))
-        energy = (below * self.rbm.input_scale).pow(2).sum(1).mean().item()  # what encode gives
+        norms = (below * self.rbm.input_scale).pow(2).sum(1)  # what encode gives
+        # Bernoulli inputs are bounded; Gaussian ones are not, and rare rows of large norm (a sparse
+        # feature, standardised) overshoot at the mean's rate: their cap is set by the 99th percentile.
+        gaussian = self.rbm.visible_units == "gaussian"
+        energy = (norms.quantile(GAUSSIAN_NORM_QUANTILE) if gaussian else norms.mean()).item()
         self.lr = min(self.cd.lr_for(self.rbm, self.index), NORMALISED_STEP / max(energy, 1e-12))
 
     def on_train_epoch_start(self) -> None:

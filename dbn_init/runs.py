@@ -48,9 +48,10 @@ LOADING_OPTIONS = frozenset({"root", "download", "num_workers", "on_device", "ma
 # Model options that only fine-tuning reads: a pretrained stack does not depend on them. They are the
 # Classifier's own options, read off its signature, less the sizes and the shape of the MLP.
 FINE_TUNING_OPTIONS = CLASSIFIER_OPTIONS - {"input_size", "num_classes", "hidden", "activation"}
-# Model options at the value that computes what a file recording no such option computed: a
+# Options at the value that computes what a file recording no such option computed: a
 # setting missing from a file and at this value here is the same setting.
 _NEUTRAL = {
+    "task": "classification",  # model and data
     "hidden_units": "sigmoid",
     "pretrain_updates": 2000,  # read only with pretrain_epochs None, which no file without it records
     "rectified_lr": 1e-3,  # the upper RBMs of a ReLU stack learned at gaussian_lr, 1e-3 in every such file
@@ -135,7 +136,7 @@ def differences(saved: dict, ours: dict) -> list[str]:
                 continue
             if key in FROM_DATA and settings.get(key) is None:  # to be taken from the data, whose settings count
                 continue
-            if part == "model" and key not in theirs and key in _NEUTRAL and settings.get(key) == _NEUTRAL[key]:
+            if key not in theirs and key in _NEUTRAL and settings.get(key) == _NEUTRAL[key]:
                 continue
             a, b = theirs.get(key, "(not set)"), settings.get(key, "(not set)")
             same = _class_name(a) == _class_name(b) if key == "_class_path" else a == b  # dbn_init.DBN: models.DBN

@@ -1,4 +1,5 @@
-"""A scikit-learn transformer that pretrains a greedy RBM stack: a deep belief network's features.
+"""scikit-learn estimators: a DBN's features (:class:`DBNTransformer`), and the whole job, pretraining
+then fine-tuning, as a classifier or a regressor (:class:`DBNClassifier`, :class:`DBNRegressor`).
 
 scikit-learn's ``BernoulliRBM`` is one RBM; :class:`DBNTransformer` stacks several, each trained
 by :func:`dbn_init.pretrain_stack` (the stage code ``train.py`` runs) on the hidden
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import logging
 import warnings
 from numbers import Integral, Real
@@ -22,17 +24,28 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
+from lightning.pytorch import Trainer
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    RegressorMixin,
+    TransformerMixin,
+    _fit_context,
+)
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .models import RECIPES
+from .data import ArrayDataModule
+from .init import INIT_SCHEMES
+from .models import DBN, RECIPES, Baseline
 from .pretrain import up_pass
 from .rbm import visible_units_of
 from .transfer import pretrain_stack
 
-__all__ = ["DBNTransformer"]
+__all__ = ["DBNTransformer", "DBNClassifier", "DBNRegressor"]
 
 _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 # What every quiet Trainer fit here says that a scikit-learn user can do nothing about.
@@ -278,3 +291,160 @@ def _quiet_lightning() -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
+
+
+# The DBN's own options: what its pretraining reads, which a Baseline has no use for.
+_PRETRAINING = frozenset(inspect.signature(DBN.__init__).parameters) - set(
+    inspect.signature(Baseline.__init__).parameters
+)
+
+
+class _FineTuned(BaseEstimator):
+    """What :class:`DBNClassifier` and :class:`DBNRegressor` share: one fit of a :class:`~dbn_init.DBN`
+    (``init="dbn"``) or a :class:`~dbn_init.Baseline` (any scheme) on the standardised rows, the
+    same fit as ``Trainer(max_epochs=...).fit(model, ArrayDataModule(X, y))``, quiet."""
+
+    _task = "classification"
+    _parameter_constraints: dict = {
+        "hidden": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "init": [StrOptions({"dbn", *INIT_SCHEMES})],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "options": [dict, None],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, hidden=(256, 256), init="dbn", max_epochs=30, batch_size=None, lr=1e-3, options=None,
+                 random_state=0):  # fmt: skip
+        self.hidden = hidden
+        self.init = init
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.options = options
+        self.random_state = random_state
+
+    def _fit(self, X, y):
+        hidden = DBNTransformer(hidden=self.hidden)._hidden_sizes()
+        seed = DBNTransformer(random_state=self.random_state)._seed()
+        x = np.asarray(X, dtype=np.float32)
+        data = ArrayDataModule(x, y, x_test=x[:1], y_test=y[:1], task=self._task, val_fraction=0.0,
+                               batch_size=self.batch_size)  # fmt: skip
+        options = dict(hidden=hidden, lr=self.lr, **(self.options or {}))
+        with _quiet_lightning(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if self.init == "dbn":
+                model = DBN(**{"pretrain_seed": seed, **options})
+            else:  # the pretraining options stay with init="dbn", so one grid can search both
+                model = Baseline(init=self.init, **{k: v for k, v in options.items() if k not in _PRETRAINING})
+            trainer = Trainer(max_epochs=self.max_epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                              enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                              num_sanity_val_steps=0, default_root_dir=None)  # fmt: skip
+            trainer.fit(model, datamodule=data)
+        self.scaling_ = data.transform
+        self.network_ = copy.deepcopy(model.mlp).double().eval().requires_grad_(False)
+        if self._task == "regression":
+            self.target_mean_, self.target_std_ = float(model.target_mean), float(model.target_std)
+        return self
+
+    def _forward(self, X) -> np.ndarray:
+        """The fine-tuned network's output for X, in float64 (a row's output does not depend on
+        which other rows it is computed with)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        with torch.no_grad():
+            return self.network_(self.scaling_(np.asarray(X, dtype=np.float32)).double()).numpy()
+
+
+class DBNClassifier(ClassifierMixin, _FineTuned):
+    """A deep belief network classifier: RBMs pretrained greedily, then the MLP fine-tuned with backprop.
+
+    The scikit-learn face of ``Trainer(max_epochs=max_epochs).fit(DBN(hidden), ArrayDataModule(X, y))``:
+    X is standardised inside (with the training rows' mean and std), the first RBM has Gaussian
+    visible units, and every row of X trains (no validation split). ``init`` picks the start, so
+    one grid search compares the DBN with the schemes::
+
+        GridSearchCV(DBNClassifier(), {"init": ["dbn", "xavier_uniform", "he_uniform"]})
+
+    Parameters
+    ----------
+    hidden : int or array-like of int, default=(256, 256)
+        Hidden-layer sizes, bottom to top (RBM 1, 2, ... for ``init="dbn"``).
+    init : {"dbn", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "normal", "constant"}, default="dbn"
+        The start: a pretrained RBM stack (:class:`dbn_init.DBN`) or an initialisation scheme
+        (:class:`dbn_init.Baseline`).
+    max_epochs : int, default=30
+        Fine-tuning epochs (a DBN's pretraining budget is its own: at least 2,000 CD updates per RBM).
+    batch_size : int or None, default=None
+        Rows per batch; None: about 50 batches an epoch, of 16 to 100 rows.
+    lr : float, default=1e-3
+        Adam's fine-tuning rate.
+    options : dict or None, default=None
+        Any other option of :class:`dbn_init.DBN` or :class:`dbn_init.Baseline`, e.g.
+        ``{"dropout": 0.5}`` or ``{"pretrain_updates": 500}``; a DBN's pretraining options are
+        left out when ``init`` is a scheme.
+    random_state : int, RandomState instance or None, default=0
+        Seeds the weights, the sampling noise and the mini-batch order: equal ints, equal models.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels, sorted.
+    network_ : dbn_init.mlp.MLP
+        The fine-tuned network, float64, in eval mode; it takes standardised rows (``scaling_``).
+    n_features_in_, feature_names_in_ :
+        As scikit-learn estimators record them.
+    """
+
+    def fit(self, X, y):
+        """Pretrain (for ``init="dbn"``) and fine-tune on X (n_samples, n_features) and labels y (n_samples,)."""
+        self._validate_params()
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), ensure_min_samples=2)
+        check_classification_targets(y)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"DBNClassifier needs samples of at least 2 classes in y, got 1 class: {self.classes_[0]!r}"
+            )
+        return self._fit(X, codes)
+
+    def predict_proba(self, X):
+        """Class probabilities, ndarray of shape (n_samples, n_classes), columns in ``classes_`` order."""
+        logits = self._forward(X)
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """The most probable class of each row, ndarray of shape (n_samples,)."""
+        scores = self._forward(X)  # first: refused before fit
+        return self.classes_[scores.argmax(axis=1)]
+
+
+class DBNRegressor(RegressorMixin, _FineTuned):
+    """A deep belief network regressor: RBMs pretrained greedily, then the MLP fine-tuned on the
+    mean squared error of the standardised target.
+
+    As :class:`DBNClassifier` (every parameter is the same), with one output: y is standardised
+    inside, with the training targets' mean and std, and ``predict`` gives it back in its own units.
+
+    Attributes
+    ----------
+    target_mean_, target_std_ : float
+        The training targets' mean and std (the network predicts ``(y - target_mean_) / target_std_``).
+    network_ : dbn_init.mlp.MLP
+        The fine-tuned network, float64, in eval mode.
+    """
+
+    _task = "regression"
+
+    def fit(self, X, y):
+        """Pretrain (for ``init="dbn"``) and fine-tune on X (n_samples, n_features) and targets y (n_samples,)."""
+        self._validate_params()
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), y_numeric=True, ensure_min_samples=2)
+        return self._fit(X, y.astype(np.float32))
+
+    def predict(self, X):
+        """The predicted target of each row, ndarray of shape (n_samples,)."""
+        return self._forward(X)[:, 0] * self.target_std_ + self.target_mean_

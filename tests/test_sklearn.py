@@ -8,6 +8,7 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler
 from sklearn.utils._param_validation import InvalidParameterError
@@ -15,7 +16,7 @@ from sklearn.utils.estimator_checks import check_estimator
 from torch import nn
 
 from dbn_init.rbm import RBM
-from dbn_init.sklearn import DBNTransformer
+from dbn_init.sklearn import DBNClassifier, DBNRegressor, DBNTransformer
 from dbn_init.transfer import load_pretrained_
 
 # Every check that feeds data outside [0, 1] (scikit-learn's generated X spans about [0, 9]),
@@ -269,3 +270,32 @@ def test_fit_is_quiet_and_restores_lightning_loggers(digits_split):
     assert collect.messages == ["after the fit"]  # nothing from the fit; the level is back to INFO
     assert after == levels
     assert [str(w.message) for w in caught] == []
+
+
+# Small enough for the checks to run in seconds: the checks test the estimator's contract, not the recipe
+# (the defaults score 0.94 on the 300 standardised blobs that check_classifiers_train fits, in 6 s).
+SMALL = dict(hidden=(32,), options={"pretrain_updates": 200})
+
+
+@pytest.mark.parametrize(
+    "estimator", [DBNClassifier(**SMALL), DBNRegressor(**SMALL), DBNRegressor(hidden=(32,), init="he_uniform")]
+)
+def test_check_estimator_passes_for_the_fine_tuned_estimators(estimator):
+    results = check_estimator(estimator, on_fail=None, on_skip=None)
+    failed = {r["check_name"]: repr(r["exception"])[:300] for r in results if r["status"] == "failed"}
+    skipped = {r["check_name"] for r in results if r["status"] == "skipped"}
+    assert not failed, failed
+    assert skipped <= {"check_array_api_input"}, skipped  # needs SCIPY_ARRAY_API set
+    assert sum(r["status"] == "passed" for r in results) >= 50
+
+
+def test_classifier_keeps_any_labels_and_a_grid_search_compares_starts(digits_split):
+    x_train, x_test, y_train, y_test = digits_split
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    search = GridSearchCV(DBNClassifier(**SMALL), {"init": ["dbn", "xavier_uniform"]}, cv=2)
+    search.fit(x_train, names[y_train])
+    assert list(search.best_estimator_.classes_) == sorted(names)
+    assert search.score(x_test, names[y_test]) > 0.9
+    p = search.predict_proba(x_test[:5])
+    np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-12)
+    assert (search.classes_[p.argmax(1)] == search.predict(x_test[:5])).all()

@@ -5,14 +5,14 @@ from __future__ import annotations
 import importlib
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..constraints import Interval, UsageError, validate_params
+from ..constraints import Interval, Options, UsageError, validate_params
 from .base import (
     InMemoryDataModule,
     RawData,
@@ -24,6 +24,7 @@ from .base import (
 )
 from .readers import (
     _label_array,
+    _target_values,
     encode_labels,
     read_array_file,
     table_columns,
@@ -116,6 +117,9 @@ class ArrayDataModule(InMemoryDataModule):
         predict_path: rows for ``predict_dataloader`` (else it serves the test split).
         image_shape: ``(H, W)`` or ``(C, H, W)`` of one row when the features are flattened
             images, so pictures show them as such.
+        task: ``"classification"`` (class labels) or ``"regression"``: ``y`` (the ``target``
+            column) holds one number per row, kept as float32 (no class codes, no stratified
+            test split, ``num_labels`` keeps any rows); a model with ``task=None`` follows it.
         scaling: ``"standardize"`` by default: features of arbitrary ranges and units have no
             natural [0, 1], min-max scaling lets one outlier squash a feature, and a
             Gaussian-Bernoulli first RBM (``visible_units: gaussian``) models unit-variance
@@ -133,6 +137,7 @@ class ArrayDataModule(InMemoryDataModule):
     _parameter_constraints = {
         **InMemoryDataModule._parameter_constraints,
         "test_fraction": [Interval(float, 0, 1, "neither")],
+        "task": [Options(("classification", "regression"))],
     }
     # (options of which at most one may be given, is one required); then which option another needs.
     _EXCLUSIVE = (
@@ -157,6 +162,7 @@ class ArrayDataModule(InMemoryDataModule):
         y_test: Any = None,
         x_unlabeled: Any = None,
         image_shape: tuple[int, ...] | None = None,
+        task: Literal["classification", "regression"] = "classification",
         test_fraction: float = 0.2,
         batch_size: int | None = None,
         val_fraction: float = 0.1,
@@ -182,7 +188,7 @@ class ArrayDataModule(InMemoryDataModule):
         )
         self._check_sources({k: v is not None for k, v in sources.items()})
         validate_params(
-            type(self).__name__, dict(test_fraction=test_fraction), self._parameter_constraints, prefix="data."
+            type(self).__name__, dict(test_fraction=test_fraction, task=task), self._parameter_constraints, "data."
         )
         super().__init__(
             batch_size=batch_size,
@@ -194,7 +200,7 @@ class ArrayDataModule(InMemoryDataModule):
             num_workers=num_workers,
             on_device=on_device,
         )
-        self._sources, self.test_fraction = sources, test_fraction
+        self._sources, self.test_fraction, self.task = sources, test_fraction, task
         self._image_shape = None if image_shape is None else tuple(image_shape)
         self.arrays = self._read_arrays()  # the rows as read
 
@@ -257,13 +263,17 @@ class ArrayDataModule(InMemoryDataModule):
         else:
             x, y, where = self._source("path", "x", "y")
         x, shape = _features(x, where)
-        y = None if y is None else _label_array(y, f"the labels of {where}")
+        y = None if y is None else self._targets(y, f"the labels of {where}")
         if y is not None and len(y) != len(x):
             raise UsageError(f"{where}: expected one label per row, got {len(y)} labels for {len(x)} rows")
         test = self._source("test_path", "x_test", "y_test")
         test_x, test_y = self._side_rows(test, x.shape[1], labelled=y is not None)
         unlabeled_x, _ = self._side_rows(self._source("unlabeled_path", "x_unlabeled"), x.shape[1], labelled=False)
         predict_x, _ = self._side_rows(self._source("predict_path"), x.shape[1], labelled=False)
+        if self.task == "regression":
+            image_shape = self._check_image_shape(shape, x.shape[1])
+            y, test_y = _as_tensor(y, torch.float32), _as_tensor(test_y, torch.float32)
+            return _Arrays(x, y, test_x, test_y, unlabeled_x, predict_x, None, image_shape, x.shape[1])
         (y, test_y), classes = encode_labels(y, test_y)
         if y is not None and len(classes) < 2:
             raise UsageError(
@@ -284,8 +294,13 @@ class ArrayDataModule(InMemoryDataModule):
             x.shape[1],
         )
 
-    @staticmethod
-    def _side_rows(source: tuple | None, n_features: int, labelled: bool) -> tuple[Tensor | None, np.ndarray | None]:
+    def _targets(self, y: Any, where: str) -> np.ndarray:
+        """Class labels (int64 or str) or, for regression, float32 targets, ``(N,)``, checked."""
+        return (_target_values if self.task == "regression" else _label_array)(y, where)
+
+    def _side_rows(
+        self, source: tuple | None, n_features: int, labelled: bool
+    ) -> tuple[Tensor | None, np.ndarray | None]:
         """Test, unlabelled or predict rows: features like the training rows', labels if ``labelled``."""
         if source is None:
             return None, None
@@ -298,7 +313,7 @@ class ArrayDataModule(InMemoryDataModule):
                 f"{where}: expected labels for the test rows, as the training rows have; add the "
                 "target column (or pass y_test)"
             )
-        y = _label_array(y, f"the labels of {where}")
+        y = self._targets(y, f"the labels of {where}")
         if len(y) != len(x):
             raise UsageError(f"{where}: expected one label per row, got {len(y)} labels for {len(x)} rows")
         return x, y
@@ -318,7 +333,8 @@ class ArrayDataModule(InMemoryDataModule):
         a = self.arrays
         if a.test_x is not None:
             return RawData(a.x, a.y, a.test_x, a.test_y, unlabeled_x=a.unlabeled_x)
-        keep, held = (torch.as_tensor(i) for i in carve(len(a.x), self.test_fraction, a.y))
+        strata = a.y if self.task == "classification" else None
+        keep, held = (torch.as_tensor(i) for i in carve(len(a.x), self.test_fraction, strata))
         # Source rows of test_x, and of the training rows that val_indices and pretrain_indices index.
         self.test_indices, self.source_indices = held, keep
         y, test_y = (None, None) if a.y is None else (a.y[keep], a.y[held])

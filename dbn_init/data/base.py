@@ -209,6 +209,7 @@ class InMemoryDataModule(Scaled, LightningDataModule):
     """
 
     num_classes: int | None = None
+    task: str = "classification"  # or "regression": float targets, NaN where a row has none
     image_shape: tuple[int, ...] | None = None  # (H, W) grey or (C, H, W) colour; None: not images
     _parameter_constraints: dict = {
         "batch_size": [None, Interval(int, 1, None)],
@@ -348,9 +349,11 @@ class InMemoryDataModule(Scaled, LightningDataModule):
                 stacklevel=2,
             )
 
-    @staticmethod
-    def _labels(y: Tensor | None, n: int) -> Tensor:
-        return torch.full((n,), -1, dtype=torch.int64) if y is None else y
+    def _labels(self, y: Tensor | None, n: int) -> Tensor:
+        """``y``, or ``n`` "no label" marks: -1 for classes, NaN for regression targets."""
+        if y is not None:
+            return y
+        return torch.full((n,), -1, dtype=torch.int64) if self.task == "classification" else torch.full((n,), math.nan)
 
     def _label_subset(self, n_labelled: int, gen: torch.Generator) -> None:
         """``train_*``: the first ``n_labelled`` pretraining rows, or a balanced ``num_labels`` of them."""
@@ -364,7 +367,10 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         self.train_x, self.train_y = self.pretrain_x[subset], self.pretrain_y[subset]
 
     def _balanced_subset(self, labels: Tensor, gen: torch.Generator) -> Tensor:
-        """Positions into ``labels`` ``(N,)`` of a class-balanced sample of ``num_labels``, sorted."""
+        """Positions into ``labels`` ``(N,)`` of a class-balanced sample of ``num_labels`` (of any
+        ``num_labels`` rows, for regression targets), sorted."""
+        if self.task == "regression":
+            return torch.randperm(len(labels), generator=gen)[: self.num_labels].sort().values
         picked = []
         for c, want in enumerate(class_budget(self.num_labels, self.num_classes)):
             pool = (labels == c).nonzero().squeeze(1)

@@ -431,6 +431,24 @@ def _label_array(values: Any, where: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def _target_values(values: Any, where: str) -> np.ndarray:
+    """Regression targets as float32 ``(N,)``: numbers (or numbers written as text), every one finite."""
+    y = np.asarray(values)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    try:
+        y = y.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"{where}: expected a number as the target of every row, got {err}") from err
+    if y.ndim != 1 or not np.isfinite(y).all():
+        problem = f"shape {y.shape}" if y.ndim != 1 else f"{int((~np.isfinite(y)).sum())} NaN/Inf"
+        raise UsageError(
+            f"{where}: expected one finite target per row, shape (N,), got {problem}; drop or fill "
+            "those rows (one target per model: fit one model per column)"
+        )
+    return y.astype(np.float32)
+
+
 def encode_labels(*label_arrays: np.ndarray | None) -> tuple[list[np.ndarray | None], list]:
     """Map labels (several arrays, e.g. train and test, of one kind) to 0..C-1 by sorted class.
 
