@@ -76,8 +76,8 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         sigmoid units at 0.1 (1e-2), as Hinton & Salakhutdinov (2006).
     visible_units : {"bernoulli", "gaussian"} or None, default=None
         RBM 1's visible units: "bernoulli" for X in [0, 1] (put ``MinMaxScaler(clip=True)``
-        first), "gaussian" (unit variance) for standardised X (put ``StandardScaler`` first).
-        None: "bernoulli" if the training X lie in [0, 1], else "gaussian" (``visible_units_``).
+        first), "gaussian" (unit variance) for standardised X (``scaling``). None: "bernoulli" if
+        the training X lie in [0, 1], else "gaussian" (``visible_units_``).
     hidden_units : {"sigmoid", "relu"} or None, default=None
         Every RBM's hidden units: Bernoulli, whose features are probabilities, or noisy
         rectified linear units, whose features are max(0, W x + c). None: the recipe's.
@@ -102,11 +102,18 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     random_state : int, RandomState instance or None, default=0
         Seeds the RBMs' initial weights, the Gibbs sampling noise and the mini-batch order; an
         int is used as the seed itself, so equal ints give equal stacks.
+    scaling : {"auto", "standardize", "none"}, default="auto"
+        How X is scaled before RBM 1, with the training rows' statistics (``mean_``, ``scale_``):
+        "auto" standardises X unless it lies in [0, 1] (kept for Bernoulli visible units) or
+        ``visible_units="bernoulli"``; "standardize" always; "none" uses X as given.
 
     Attributes
     ----------
     visible_units_ : str
         RBM 1's visible units, as given or as chosen for the training X.
+    mean_, scale_ : ndarray of shape (n_features_in_,) or None
+        The standardisation applied to X (each feature's mean and std, 1 where the std is 0);
+        None where X is used as given.
     rbms_ : list of dbn_init.rbm.RBM
         The fitted RBMs, bottom to top, float32; ``rbms_[k].weight`` has shape
         (hidden[k], n_visible_k), like ``nn.Linear``.
@@ -148,6 +155,7 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         "cd_k": [Interval(Integral, 1, None, closed="left")],
         "persistent": ["boolean"],
         "random_state": ["random_state"],
+        "scaling": [StrOptions({"auto", "standardize", "none"})],
     }
 
     def __init__(
@@ -163,6 +171,7 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         cd_k=1,
         persistent=False,
         random_state=0,
+        scaling="auto",
     ):
         self.hidden = hidden
         self.recipe = recipe
@@ -175,6 +184,7 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.cd_k = cd_k
         self.persistent = persistent
         self.random_state = random_state
+        self.scaling = scaling
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -183,7 +193,7 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training rows: in [0, 1] for Bernoulli visible units, standardised for Gaussian ones.
+            Training rows, of any range (``scaling="auto"`` standardises them unless they lie in [0, 1]).
         y : None
             Ignored; pretraining is unsupervised.
 
@@ -193,6 +203,12 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         """
         X = validate_data(self, X, dtype=(np.float64, np.float32))
         hidden = self._hidden_sizes()
+        unit = X.size > 0 and X.min() >= 0 and X.max() <= 1
+        standardize = self.scaling == "standardize" or (
+            self.scaling == "auto" and not unit and self.visible_units != "bernoulli"
+        )
+        self.mean_, self.scale_ = (X.mean(0), _nonzero(X.std(0))) if standardize else (None, None)
+        X = self._scaled(X)
         self.visible_units_ = self.visible_units or visible_units_of(torch.as_tensor(X))
         self._check_range(X)
         seed = self._seed()
@@ -225,7 +241,7 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Rows scaled as the training rows were.
+            Rows like the training rows (scaled as they were, by ``mean_`` and ``scale_``).
 
         Returns
         -------
@@ -234,7 +250,7 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             which other rows are transformed with it.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = self._scaled(validate_data(self, X, dtype=(np.float64, np.float32), reset=False))
         self._check_range(X)
         rbms = [copy.deepcopy(rbm).double() for rbm in self.rbms_]
         with torch.no_grad():
@@ -244,6 +260,9 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         tags = super().__sklearn_tags__()
         tags.input_tags.positive_only = self.visible_units == "bernoulli"  # in fact [0, 1]: no tag says so
         return tags
+
+    def _scaled(self, X: np.ndarray) -> np.ndarray:
+        return X if self.mean_ is None else (X - self.mean_) / self.scale_
 
     # --- validation at the boundary -----------------------------------------------------------
     def _hidden_sizes(self) -> list[int]:
@@ -272,6 +291,11 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         if isinstance(self.random_state, Integral):
             return int(self.random_state)
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+
+def _nonzero(std: np.ndarray) -> np.ndarray:
+    """Per-feature stds with 1 for a constant feature (scikit-learn's StandardScaler does the same)."""
+    return np.where(std > 0, std, 1.0)
 
 
 @contextlib.contextmanager

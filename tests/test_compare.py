@@ -826,3 +826,19 @@ def test_one_extra_row_name_may_list_several_shapes(tmp_path):
     )
     compare._check_row_names(cfg.extra)
     assert {(c.name, c.hidden) for c in compare.cells(cfg)} == {("dbn_textbook", (8,)), ("dbn_textbook", (9, 4))}
+
+
+def test_a_regression_comparison_stops_selects_and_reports_by_r2(tmp_path):
+    """On regression data the runner monitors val_r2 (EarlyStopping, BestEpoch) and its rows and
+    tables hold test R² and RMSE instead of accuracy."""
+    args = ["--data", "dbn_init.ArrayDataModule", "--data.loader", "sklearn.datasets.load_diabetes",
+            "--data.task", "regression", "--models", "[dbn, xavier_uniform]", "--hidden", "[[16]]",
+            "--seeds", "[0]", "--max_epochs", "4", "--patience", "2", "--select", "best",
+            "--dbn.pretrain_epochs", "1", "--out", str(tmp_path)]  # fmt: skip
+    rows = run(build_parser().parse_args(args))
+    for row in rows:
+        assert "test_acc" not in row and row["test_r2"] < 1 and row["test_rmse"] > 0  # R² < 0: worse than the mean
+        assert len(row["val_curve"]) == row["epochs_run"] and row["val_r2"] == max(row["val_curve"])
+    table = (tmp_path / "results.md").read_text()
+    assert "Test R²" in table and "accuracy" not in table
+    assert ResultsFile(tmp_path / "results.json").runs == rows  # and it reads back

@@ -5,8 +5,9 @@
 Each cell runs the same pipeline as ``train.py``: a DataModule, a :class:`~dbn_init.models.DBN`
 (pretraining stages, transfer) or a :class:`~dbn_init.models.Baseline`, one fine-tuning fit of
 ``max_epochs`` epochs (or fewer: ``--patience`` stops a cell after that many validation checks
-without a better ``val_acc``), then a test of the final weights, or of the best validation
-epoch's with ``--select best``; ``--test false`` reports validation only, for a recipe search.
+without a better ``val_acc``, or ``val_r2`` for regression data), then a test of the final
+weights, or of the best validation epoch's with ``--select best``; ``--test false`` reports
+validation only, for a recipe search.
 ``--dbn`` and ``--baseline`` are those classes' own arguments (checked by their signatures, so a
 typo is an error); each ``--extra`` row may add options of its own. Writes to ``--out``:
 
@@ -120,7 +121,8 @@ def build_parser() -> ArgumentParser:
         "--patience",
         type=Optional[PositiveInt],
         default=None,
-        help="stop a cell's fine-tuning after this many validation checks without a better val_acc (null: never)",
+        help="stop a cell's fine-tuning after this many validation checks without a better val_acc "
+        "(val_r2 for regression data; null: never)",
     )
     parser.add_argument(
         "--select",
@@ -214,17 +216,22 @@ def _stack_cache(out: Path, cell: Cell, model: Classifier, data: LightningDataMo
     return out / "pretrained" / f"dbn-{'-'.join(map(str, cell.hidden))}-seed{cell.seed}-{digest}.safetensors"
 
 
-class _ValCurve(Callback):
-    """Collects validation accuracy after every fine-tuning epoch (not the sanity check)."""
+def _metric(data: LightningDataModule) -> str:
+    """What a cell is stopped, selected and scored by: accuracy, or R² for regression data."""
+    return "r2" if getattr(data, "task", None) == "regression" else "acc"
 
-    def __init__(self) -> None:
-        self.values: list[float] = []
+
+class _ValCurve(Callback):
+    """Collects the validation metric ``key`` after every fine-tuning epoch (not the sanity check)."""
+
+    def __init__(self, key: str) -> None:
+        self.key, self.values = key, []
 
     def on_validation_end(self, trainer: Trainer, pl_module) -> None:
-        # on_validation_end, not _epoch_end: the module logs val_acc in its own epoch-end hook,
+        # on_validation_end, not _epoch_end: the module logs its metrics in its own epoch-end hook,
         # which Lightning calls after the callbacks' one.
-        if not trainer.sanity_checking and "val_acc" in trainer.callback_metrics:
-            self.values.append(round(float(trainer.callback_metrics["val_acc"]), 6))
+        if not trainer.sanity_checking and self.key in trainer.callback_metrics:
+            self.values.append(round(float(trainer.callback_metrics[self.key]), 6))
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -260,8 +267,9 @@ def run_cell(cell: Cell, cfg: Namespace, data: LightningDataModule, out: Path) -
     epochs = _epochs(cfg, data)
     settings = cell_settings(model, data, epochs, cfg)
     pretrain_seconds, cached = _pretrain_cell(cell, cfg, model, data, out) if cell.model == "dbn" else (0.0, False)
-    curve, best = _ValCurve(), BestEpoch("val_acc")
-    stop = [EarlyStopping("val_acc", mode="max", patience=cfg.patience)] if cfg.patience else []
+    metric = _metric(data)
+    curve, best = _ValCurve(f"val_{metric}"), BestEpoch(f"val_{metric}")
+    stop = [EarlyStopping(f"val_{metric}", mode="max", patience=cfg.patience)] if cfg.patience else []
     every = max(1, epochs // cfg.max_epochs)
     trainer = make_trainer(
         epochs,
@@ -276,15 +284,16 @@ def run_cell(cell: Cell, cfg: Namespace, data: LightningDataModule, out: Path) -
     test = trainer.test(model, datamodule=data, verbose=False)[0] if cfg.test else {}
     # The scored weights: the best validation check's, or the last's (its epoch counts from 1).
     selected = len(curve.values) * every if best.best_epoch is None else best.best_epoch
-    val_acc = round(best.best_score, 6) if best.best_score is not None else (curve.values or [None])[-1]
+    val_score = round(best.best_score, 6) if best.best_score is not None else (curve.values or [None])[-1]
+    scores = ("test_r2", "test_rmse") if metric == "r2" else ("test_acc",)
     return {
         "model": cell.name,
         "hidden": list(cell.hidden),
         "seed": cell.seed,
         "labels": cell.labels,
-        "test_acc": round(float(test["test_acc"]), 6) if test else None,
+        **{key: round(float(test[key]), 6) if test else None for key in scores},
         "test_loss": round(float(test["test_loss"]), 6) if test else None,
-        "val_acc": val_acc,
+        f"val_{metric}": val_score,
         "val_curve": curve.values,
         "epochs": epochs,
         "epochs_run": trainer.current_epoch,

@@ -12,16 +12,16 @@ from ..plots import save_curves
 __all__ = ["summarize", "plot_curves"]
 
 
-def _fmt(values: list[float]) -> str:
+def _fmt(values: list[float], scale: float) -> str:
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+    return f"{scale * mean:.{2 if scale == 100 else 3}f} ± {scale * std:.{2 if scale == 100 else 3}f}"
 
 
 def summarize(runs: list[dict[str, Any]]) -> str:
-    """The Markdown tables: rows = models, columns = (architecture, label budget). Test accuracy
-    (when the runs were tested), validation accuracy at the selected epoch, the epochs each run
-    used, and the seconds."""
+    """The Markdown tables: rows = models, columns = (architecture, label budget). Test accuracy or
+    R² (when the runs were tested), the same on validation at the selected epoch, the epochs each
+    run used, and the seconds."""
     columns = sorted(
         {(tuple(r["hidden"]), r["labels"]) for r in runs}, key=lambda c: (c[1] is None, c[1] or 0, len(c[0]), c[0])
     )
@@ -31,14 +31,9 @@ def summarize(runs: list[dict[str, Any]]) -> str:
         groups.setdefault((r["model"], tuple(r["hidden"]), r["labels"]), []).append(r)
     table = _Table(rows, columns, groups)
     lines: list[str] = []
-    if any(r.get("test_acc") is not None for r in runs):
-        lines += table.accuracy(
-            "test_acc", "Test accuracy (%), mean ± std over seeds (n = seeds); best per column in bold."
-        )
-    if any(r.get("val_acc") is not None for r in runs):
-        lines += table.accuracy(
-            "val_acc", "Validation accuracy (%) at the tested epoch, mean ± std over seeds; best per column in bold."
-        )
+    for key, title, scale in _SCORED:
+        if any(r.get(key) is not None for r in runs):
+            lines += table.accuracy(key, f"{title}, mean ± std over seeds (n = seeds); best per column in bold.", scale)
     if any("epochs_run" in r for r in runs):
         lines += table.cells(
             "Fine-tuning epochs, mean over seeds: run (of the budget), and the epoch whose weights were scored.",
@@ -53,6 +48,15 @@ def summarize(runs: list[dict[str, Any]]) -> str:
         lambda group: f"{_mean(group, 'pretrain_seconds'):.0f} + {_mean(group, 'fit_seconds'):.0f}",
     )
     return "\n".join(lines[:-1]) + "\n"
+
+
+# The scores a row may hold: (key, the table's title, the factor it is shown at); the best is the highest.
+_SCORED = (
+    ("test_acc", "Test accuracy (%)", 100),
+    ("test_r2", "Test R²", 1),
+    ("val_acc", "Validation accuracy (%) at the tested epoch", 100),
+    ("val_r2", "Validation R² at the tested epoch", 1),
+)
 
 
 def _mean(group: list[dict], key: str) -> float:
@@ -81,8 +85,8 @@ class _Table:
             lines.append(f"| {m} | " + " | ".join(row) + " |")
         return [*lines, ""]
 
-    def accuracy(self, key: str, title: str) -> list[str]:
-        """Mean ± std of ``key`` over seeds, the best mean per column in bold."""
+    def accuracy(self, key: str, title: str, scale: float = 100) -> list[str]:
+        """Mean ± std of ``key`` over seeds (times ``scale``), the best mean per column in bold."""
         best = {}
         for col in self.columns:
             means = [_mean(g, key) for m in self.rows if (g := self.groups.get((m, *col)))]
@@ -92,7 +96,7 @@ class _Table:
             values = [x[key] for x in group if x.get(key) is not None]
             if not values:
                 return ""
-            cell = f"{_fmt(values)} (n={len(values)})"
+            cell = f"{_fmt(values, scale)} (n={len(values)})"
             col = (tuple(group[0]["hidden"]), group[0]["labels"])
             return f"**{cell}**" if math.isclose(statistics.fmean(values), best[col]) else cell
 

@@ -29,7 +29,7 @@ def _is_number(value: Any) -> bool:
 
 
 # What each field of a row must hold for the code that reads it back (the report, the resume key
-# and the settings check); the first eight must be present.
+# and the settings check); the first seven must be present, and a test score (_SCORES).
 ROW_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "model": ("a string", lambda v: isinstance(v, str)),
     "hidden": (
@@ -38,15 +38,19 @@ ROW_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     ),
     "seed": ("an integer", _is_int),
     "labels": ("an integer, or null for all labels", lambda v: v is None or _is_int(v)),
-    "test_acc": ("a number, or null for a run not tested (--test false)", lambda v: v is None or _is_number(v)),
     "val_curve": ("a list of numbers", lambda v: isinstance(v, list) and all(map(_is_number, v))),
     "fit_seconds": ("a number", _is_number),
     "pretrain_seconds": ("a number", _is_number),
     "epochs": ("a positive integer or null", lambda v: v is None or _is_int(v) and v > 0),
     "epochs_run": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
     "settings": ("an object", lambda v: isinstance(v, dict)),
+    **{
+        key: ("a number, or null for a run not tested (--test false)", lambda v: v is None or _is_number(v))
+        for key in ("test_acc", "test_r2", "test_rmse")
+    },
 }
-_REQUIRED = tuple(ROW_TYPES)[:8]
+_REQUIRED = tuple(ROW_TYPES)[:7]
+_SCORES = ("test_acc", "test_r2")  # a classification's, a regression's
 _JSON_TYPES = {
     str: "a string",
     bool: "a boolean",
@@ -99,8 +103,10 @@ def _read(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         if not isinstance(runs, list) or not isinstance(configs, list):
             raise TypeError("expected lists under 'runs' and 'configs'")
         for r in runs:
-            if not isinstance(r, dict) or not set(_REQUIRED) <= set(r):
-                raise ValueError(f"expected every run to hold {list(_REQUIRED)}, got {str(r)[:80]}")
+            if not isinstance(r, dict) or not set(_REQUIRED) <= set(r) or not set(_SCORES) & set(r):
+                raise ValueError(
+                    f"expected every run to hold {list(_REQUIRED)} and one of {list(_SCORES)}, got {str(r)[:80]}"
+                )
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UsageError(
             f"{path} is not a results file of this runner ({err}); move it away or pick another --out, "
