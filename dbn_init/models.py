@@ -168,7 +168,10 @@ class Classifier(LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """(batch, input_size) -> logits (batch, num_classes), or predicted targets (batch,) for regression."""
-        out = self.mlp(x)
+        return self._predicted(self.mlp(x))
+
+    def _predicted(self, out: Tensor) -> Tensor:
+        """The MLP's output in the task's terms: logits, or targets in their own units (batch,)."""
         return out.squeeze(-1) * self.target_std + self.target_mean if self.regression else out
 
     def _loss(self, out: Tensor, y: Tensor) -> Tensor:
@@ -181,8 +184,7 @@ class Classifier(LightningModule):
         x, y = batch
         out = self.mlp(x)
         loss = self._loss(out, y)
-        predicted = out.squeeze(-1) * self.target_std + self.target_mean if self.regression else out
-        getattr(self, f"{split}_metrics").update(predicted.detach(), y)
+        getattr(self, f"{split}_metrics").update(self._predicted(out).detach(), y)
         getattr(self, f"{split}_loss").update(loss.detach(), weight=len(y))
         return loss
 

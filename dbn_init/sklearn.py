@@ -24,7 +24,6 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from lightning.pytorch import Trainer
 from sklearn.base import (
     BaseEstimator,
     ClassifierMixin,
@@ -41,7 +40,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .data import ArrayDataModule
 from .init import INIT_SCHEMES
 from .models import DBN, RECIPES, Baseline
-from .pretrain import up_pass
+from .pretrain import make_trainer, up_pass
 from .rbm import visible_units_of
 from .transfer import pretrain_stack
 
@@ -202,7 +201,7 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self : DBNTransformer
         """
         X = validate_data(self, X, dtype=(np.float64, np.float32))
-        hidden = self._hidden_sizes()
+        hidden = _hidden_sizes(self.hidden)
         unit = X.size > 0 and X.min() >= 0 and X.max() <= 1
         standardize = self.scaling == "standardize" or (
             self.scaling == "auto" and not unit and self.visible_units != "bernoulli"
@@ -211,7 +210,7 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         X = self._scaled(X)
         self.visible_units_ = self.visible_units or visible_units_of(torch.as_tensor(X))
         self._check_range(X)
-        seed = self._seed()
+        seed = _seed(self.random_state)
         # The RBMs' N(0, 0.01) start is drawn from torch's global generator: seed it from
         # random_state in a forked state, so equal seeds give equal stacks and the caller's
         # torch random state is left as it was.
@@ -265,13 +264,6 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         return X if self.mean_ is None else (X - self.mean_) / self.scale_
 
     # --- validation at the boundary -----------------------------------------------------------
-    def _hidden_sizes(self) -> list[int]:
-        hidden = [self.hidden] if isinstance(self.hidden, Integral) else list(np.asarray(self.hidden).ravel())
-        bad = [h for h in hidden if not isinstance(h, Integral) or isinstance(h, (bool, np.bool_)) or h < 1]
-        if not hidden or bad:
-            raise ValueError(f"hidden must list one positive int per RBM, e.g. hidden=(256, 64); got {self.hidden!r}")
-        return [int(h) for h in hidden]
-
     def _check_range(self, X: np.ndarray) -> None:
         """Bernoulli visible units model probabilities: X must lie in [0, 1]."""
         if self.visible_units_ != "bernoulli" or X.size == 0:
@@ -286,11 +278,21 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 "standardised X (StandardScaler)"
             )
 
-    def _seed(self) -> int:
-        """``random_state`` as one seed: an int as itself, else drawn from the RandomState."""
-        if isinstance(self.random_state, Integral):
-            return int(self.random_state)
-        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+def _hidden_sizes(given) -> list[int]:
+    """``hidden`` as one positive int per layer (an int alone is one layer)."""
+    hidden = [given] if isinstance(given, Integral) else list(np.asarray(given).ravel())
+    bad = [h for h in hidden if not isinstance(h, Integral) or isinstance(h, (bool, np.bool_)) or h < 1]
+    if not hidden or bad:
+        raise ValueError(f"hidden must list one positive int per layer, e.g. hidden=(256, 64); got {given!r}")
+    return [int(h) for h in hidden]
+
+
+def _seed(random_state) -> int:
+    """``random_state`` as one seed: an int as itself, else drawn from the RandomState."""
+    if isinstance(random_state, Integral):
+        return int(random_state)
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
 
 def _nonzero(std: np.ndarray) -> np.ndarray:
@@ -350,22 +352,18 @@ class _FineTuned(BaseEstimator):
         self.random_state = random_state
 
     def _fit(self, X, y):
-        hidden = DBNTransformer(hidden=self.hidden)._hidden_sizes()
-        seed = DBNTransformer(random_state=self.random_state)._seed()
-        x = np.asarray(X, dtype=np.float32)
+        seed, x = _seed(self.random_state), np.asarray(X, dtype=np.float32)
+        # Every row trains: no validation split, and one test row spares the module carving a test split.
         data = ArrayDataModule(x, y, x_test=x[:1], y_test=y[:1], task=self._task, val_fraction=0.0,
                                batch_size=self.batch_size)  # fmt: skip
-        options = dict(hidden=hidden, lr=self.lr, **(self.options or {}))
+        options = dict(hidden=_hidden_sizes(self.hidden), lr=self.lr, **(self.options or {}))
         with _quiet_lightning(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if self.init == "dbn":
                 model = DBN(**{"pretrain_seed": seed, **options})
             else:  # the pretraining options stay with init="dbn", so one grid can search both
                 model = Baseline(init=self.init, **{k: v for k, v in options.items() if k not in _PRETRAINING})
-            trainer = Trainer(max_epochs=self.max_epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                              enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                              num_sanity_val_steps=0, default_root_dir=None)  # fmt: skip
-            trainer.fit(model, datamodule=data)
+            make_trainer(self.max_epochs, dict(accelerator="cpu"), limit_val_batches=0).fit(model, datamodule=data)
         self.scaling_ = data.transform
         self.network_ = copy.deepcopy(model.mlp).double().eval().requires_grad_(False)
         if self._task == "regression":

@@ -64,6 +64,7 @@ def test_all_ranks_hold_bit_identical_parameters_after_every_stage_and_fine_tuni
         assert torch.equal(final[key], value), key
 
 
+@pytest.mark.parametrize("pipeline", ["ddp"], indirect=True)  # the grouping is the same under every launcher
 def test_several_cd_steps_per_lightning_step_average_every_update_across_ranks(pipeline, tmp_path):
     """The pipeline runs 4 CD updates per Lightning step (steps_per_batch=8, 4 mini-batches a rank);
     Lightning re-arms DDP before each manual_backward, so it equals one update per step exactly."""

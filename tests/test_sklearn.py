@@ -247,7 +247,7 @@ def test_parameters_validated_at_fit(digits_split):
         tiny(visible_units="binary").fit(x)
     with pytest.raises(InvalidParameterError, match="'cd_k' parameter"):
         tiny(cd_k=0).fit(x)
-    with pytest.raises(ValueError, match=r"hidden must list one positive int per RBM, e.g. hidden=\(256, 64\); got"):
+    with pytest.raises(ValueError, match=r"hidden must list one positive int per layer, e.g. hidden=\(256, 64\); got"):
         DBNTransformer(hidden=(8, 0), epochs=1).fit(x)
     assert DBNTransformer(hidden=5, epochs=1).fit(x).transform(x).shape == (50, 5)
 
@@ -287,7 +287,7 @@ def test_fit_is_quiet_and_restores_lightning_loggers(digits_split):
 
 # Small enough for the checks to run in seconds: the checks test the estimator's contract, not the recipe
 # (the defaults score 0.94 on the 300 standardised blobs that check_classifiers_train fits, in 6 s).
-SMALL = dict(hidden=(16,), max_epochs=10, options={"pretrain_updates": 100})
+SMALL = dict(hidden=(16,), max_epochs=10, lr=1e-2, options={"pretrain_updates": 100})
 
 
 @pytest.mark.parametrize("estimator", [DBNClassifier(**SMALL), DBNRegressor(**SMALL)])
