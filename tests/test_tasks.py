@@ -70,6 +70,8 @@ def test_regression_data_keep_their_targets_and_split_without_classes(diabetes):
     dm.setup("fit")
     assert dm.num_classes is None and dm.train_y.dtype == torch.float32 and len(dm.train_y) == 50
     assert set(dm.train_y.tolist()) <= set(y.astype(np.float32).tolist())
+    with pytest.raises(UsageError, match="expected at least 1000 training rows for num_labels=1000, got 318"):
+        ArrayDataModule(x, y, task="regression", num_labels=1000).setup("fit")
     with pytest.raises(UsageError, match="expected a number as the target of every row"):
         ArrayDataModule(x, np.array(["a"] * len(x)), task="regression")
     with pytest.raises(UsageError, match="fractional"):  # the same targets, read as class labels

@@ -369,15 +369,14 @@ class InMemoryDataModule(Scaled, LightningDataModule):
     def _balanced_subset(self, labels: Tensor, gen: torch.Generator) -> Tensor:
         """Positions into ``labels`` ``(N,)`` of a class-balanced sample of ``num_labels`` (of any
         ``num_labels`` rows, for regression targets), sorted."""
-        if self.task == "regression":
-            return torch.randperm(len(labels), generator=gen)[: self.num_labels].sort().values
+        regression = self.task == "regression"  # one pool: every row
         picked = []
-        for c, want in enumerate(class_budget(self.num_labels, self.num_classes)):
-            pool = (labels == c).nonzero().squeeze(1)
+        for c, want in enumerate([self.num_labels] if regression else class_budget(self.num_labels, self.num_classes)):
+            pool = torch.arange(len(labels)) if regression else (labels == c).nonzero().squeeze(1)
             if len(pool) < want:
                 raise UsageError(
-                    f"expected at least {want} training rows of class {c} for num_labels="
-                    f"{self.num_labels}, got {len(pool)}; lower num_labels or val_fraction"
+                    f"expected at least {want} training rows{'' if regression else f' of class {c}'} for "
+                    f"num_labels={self.num_labels}, got {len(pool)}; lower num_labels or val_fraction"
                 )
             picked.append(pool[torch.randperm(len(pool), generator=gen)[:want]])
         return torch.cat(picked).sort().values
