@@ -80,11 +80,11 @@ warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but 
 
 
 DEFAULT_PRETRAIN_EPOCHS = 10  # per RBM, where pretrain_epochs is None (Hinton & Salakhutdinov 2006)
-# An NReLU stage's rate is at most this over the mean squared norm of its input rows: the
+# An NReLU stage's rate is at most this over the mean squared norm of its input rows (over the
+# largest squared norm for Gaussian visible units, whose inputs are unbounded): the
 # normalised LMS step (Nagumo & Noda 1967), stable below 2, so that one update moves a unit's
 # input by about its own size, however wide the input.
 NORMALISED_STEP = 1.0
-GAUSSIAN_NORM_QUANTILE = 0.99  # above Gaussian visible units: over this quantile of the squared norms
 
 
 class CDSettings:
@@ -268,9 +268,8 @@ class RBMStage(LightningModule):
             self.rbm.input_scale.fill_(min(1.0, 1.0 / math.sqrt(max(mean_square, 1e-12))))
         norms = (below * self.rbm.input_scale).pow(2).sum(1)  # what encode gives
         # Bernoulli inputs are bounded; Gaussian ones are not, and rare rows of large norm (a sparse
-        # feature, standardised) overshoot at the mean's rate: their cap is set by the 99th percentile.
-        gaussian = self.rbm.visible_units == "gaussian"
-        energy = (norms.quantile(GAUSSIAN_NORM_QUANTILE) if gaussian else norms.mean()).item()
+        # feature, standardised) overshoot at the mean's rate: their cap is set by the largest row.
+        energy = (norms.max() if self.rbm.visible_units == "gaussian" else norms.mean()).item()
         self.lr = min(self.cd.lr_for(self.rbm, self.index), NORMALISED_STEP / max(energy, 1e-12))
 
     def on_train_epoch_start(self) -> None:

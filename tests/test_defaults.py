@@ -251,8 +251,8 @@ def test_an_nrelu_stage_s_rate_is_at_most_one_over_its_input_s_mean_squared_norm
 def test_a_gaussian_rbm_1_on_sparse_standardised_features_is_capped_by_its_rare_large_rows():
     """Raw digit pixels standardised as a table: border pixels that are almost always 0 become
     values up to 35, and rows of 20 times the mean squared norm. Under the mean's cap (1/59, above
-    gaussian_lr 0.01) a 256-unit RBM 1 diverged within 10 epochs; the 99th percentile's cap (about
-    1/311) trains it."""
+    gaussian_lr 0.01) a 256-unit RBM 1 diverged within 10 epochs, and under the 99th percentile's
+    (about 1/311) on two thirds of the rows; the largest row's cap trains it."""
     x, y = load_digits(return_X_y=True)
     data = ArrayDataModule(x, y)  # scaling="standardize"
     model = DBN(hidden=[256])
@@ -261,7 +261,7 @@ def test_a_gaussian_rbm_1_on_sparse_standardised_features_is_capped_by_its_rare_
     _quiet(40, callbacks=[callback]).fit(model.stage(0), datamodule=pretrain_data)
     norms = pretrain_data.monitor_subset().pow(2).sum(1)
     assert norms.max() > 15 * norms.mean()
-    assert callback.lr == pytest.approx(NORMALISED_STEP / norms.quantile(0.99).item(), rel=1e-5)
+    assert callback.lr == pytest.approx(NORMALISED_STEP / norms.max().item(), rel=1e-5)
     assert torch.isfinite(model.rbms[0].weight).all()
 
 
@@ -273,7 +273,7 @@ def test_a_gaussian_rbm_above_large_nrelu_activities_sees_them_at_unit_mean_squa
     assert scale == pytest.approx(below.pow(2).mean().item() ** -0.5, rel=1e-5)
     seen = stage.encode(data.monitor_subset())
     assert seen.pow(2).mean().item() == pytest.approx(1.0, rel=1e-4)
-    assert lr == pytest.approx(min(1e-3, NORMALISED_STEP / seen.pow(2).sum(1).quantile(0.99).item()), rel=1e-5)
+    assert lr == pytest.approx(min(1e-3, NORMALISED_STEP / seen.pow(2).sum(1).max().item()), rel=1e-5)
     assert _digit_stage(1, wide=False)[0].rbm.input_scale.item() == 1.0  # small activities stay as they are
 
 
