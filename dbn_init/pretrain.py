@@ -261,7 +261,8 @@ class RBMStage(LightningModule):
         same rows on every rank): above NReLU units, scale the input to at most unit mean square,
         the unit-variance visible units' scale (Hinton 2010, section 13.2), which a stage that
         resumes measures alike; then cap the rate at ``NORMALISED_STEP`` over the input's mean
-        squared norm, as unbounded units need however wide the input."""
+        squared norm (its largest, for Gaussian visible units), as unbounded units need however
+        wide the input."""
         below = up_pass(self.rbms[: self.index], self.monitor_x)
         if self.index > 0 and self.rbm.visible_units == "gaussian":
             mean_square = below.pow(2).mean().item()
