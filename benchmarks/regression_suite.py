@@ -4,7 +4,7 @@
     python benchmarks/regression_suite.py --report        # only rewrite report.md from runs.jsonl
 
 Each run as README.md's Python example, with a numeric target:
-``ArrayDataModule(x, y, task="regression")`` (the numeric columns as features, standardised), the
+``ArrayDataModule(x, y, targets="values")`` (the numeric columns as features, standardised), the
 model with its defaults (``DBN()``, ``Baseline(init=...)``), ``Trainer(max_epochs=30)``, the last
 epoch tested: RMSE in the target's units and R². One JSON line per run goes to
 ``OUT/runs.jsonl`` as it ends, so a stopped suite resumes where it was.
@@ -42,7 +42,7 @@ def run(dataset: str, model_name: str, seed: int) -> dict:
     cls, options = MODELS[model_name]
     model = cls(**options, **({"pretrain_seed": seed} if cls is DBN else {}))
     x, y = DATASETS[dataset]()
-    dm = ArrayDataModule(x, y.astype(float), task="regression")
+    dm = ArrayDataModule(x, y.astype(float), targets="values")
     trainer = Trainer(
         max_epochs=30, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
     )

@@ -40,7 +40,7 @@ class DBNCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The data decide the sizes where they declare them, else the model takes them from the first
         # batch (None). No lambdas: under ddp_spawn the parser is pickled with the config callback.
-        for size in ("input_size", "num_classes", "task"):
+        for size in ("input_size", "num_classes"):
             parser.link_arguments("data", f"model.init_args.{size}", partial(_declared, size), apply_on="instantiate")
 
     def instantiate_classes(self) -> None:  # a class's refusal of a value ends the command as one usage line

@@ -1,4 +1,5 @@
-"""The one MLP used by every model: Linear + activation blocks, then a classifier head."""
+"""The one MLP used by every model: Linear + activation blocks, then a head: a classifier's or
+regressor's Linear, or an autoencoder's decoder (the hidden layers unrolled back to the input)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from .rbm import RBM
 
 __all__ = ["MLP", "Activation", "check_hidden"]
 
-Activation = Literal["relu", "sigmoid", "tanh"]
-_ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+Activation = Literal["relu", "sigmoid", "tanh", "linear"]
+_ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "linear": nn.Identity}
 
 
 def check_hidden(hidden: Sequence[int]) -> list[int]:
@@ -28,48 +29,70 @@ def check_hidden(hidden: Sequence[int]) -> list[int]:
 
 
 class MLP(nn.Module):
-    """``input_size -> hidden[0] -> ... -> hidden[-1] -> num_classes`` with one activation.
+    """``input_size -> hidden[0] -> ... -> hidden[-1] -> head``.
 
     ``features`` is an ``nn.Sequential`` of (Linear, activation) pairs, each followed by
-    ``nn.Dropout(dropout)`` when ``dropout > 0``; ``head`` a Linear producing logits. Linear
-    weights are (out_features, in_features), the RBM orientation too. ``input_dropout`` drops
-    input features before the first layer (Hinton et al. 2012 used 0.2 with 0.5 in the hidden
-    layers); it is a module of its own, outside ``features``, so parameter names do not depend on it.
+    ``nn.Dropout(dropout)`` when ``dropout > 0``; ``activation`` is one name for every hidden layer
+    or one per layer (``"linear"``: none). ``head`` is a Linear producing ``num_classes`` logits;
+    or, with ``num_classes=None``, the decoder of a deep autoencoder (Hinton & Salakhutdinov 2006):
+    the hidden layers unrolled, ``hidden[-1] -> ... -> hidden[0] -> input_size``, each layer
+    reconstructing the one below with a sigmoid where that layer is sigmoid, else linearly; its
+    output is left as pre-activations (the model applies the sigmoid of inputs in [0, 1], or none).
+    Linear weights are (out_features, in_features), the RBM orientation too. ``input_dropout``
+    drops input features before the first layer (Hinton et al. 2012 used 0.2 with 0.5 in the
+    hidden layers); it is a module of its own, outside ``features``, so parameter names do not
+    depend on it.
     """
 
     def __init__(
         self,
         input_size: int,
         hidden: Sequence[int],
-        num_classes: int,
-        activation: Activation = "relu",
+        num_classes: int | None,
+        activation: Activation | Sequence[Activation] = "relu",
         dropout: float = 0.0,
         input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-        self.activation = activation
         sizes = [input_size, *check_hidden(hidden)]
+        self.activations = [activation] * len(hidden) if isinstance(activation, str) else list(activation)
+        if len(self.activations) != len(hidden) or not set(self.activations) <= set(_ACTIVATIONS):
+            raise ValueError(
+                f"activation must be one of {sorted(_ACTIVATIONS)}, or one per hidden layer, got {activation!r}"
+            )
         layers: list[nn.Module] = []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(fan_in, fan_out), _ACTIVATIONS[activation]()]
+        for fan_in, fan_out, name in zip(sizes[:-1], sizes[1:], self.activations):
+            layers += [nn.Linear(fan_in, fan_out), _ACTIVATIONS[name]()]
             layers += [nn.Dropout(dropout)] if dropout else []
         self.input_dropout = nn.Dropout(input_dropout) if input_dropout else nn.Identity()
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(sizes[-1], num_classes)
+        self.decoder_activations: list[str] = []  # what each decoder layer feeds, top to bottom
+        if num_classes is not None:
+            self.head = nn.Linear(sizes[-1], num_classes)
+        else:  # the decoder: layer k reconstructs layer k - 1 as RBM k's visible units would
+            below = ["sigmoid" if name == "sigmoid" else "linear" for name in self.activations[:-1]]
+            self.decoder_activations = [*below[::-1], "linear"]  # the output: pre-activations
+            decoder: list[nn.Module] = []
+            for fan_in, fan_out, name in zip(sizes[:0:-1], sizes[-2::-1], self.decoder_activations):
+                decoder += [nn.Linear(fan_in, fan_out), _ACTIVATIONS[name]()]
+            self.head = nn.Sequential(*decoder[:-1])
 
     @property
     def linears(self) -> list[nn.Linear]:
         """The hidden Linear layers, bottom to top (the head excluded)."""
         return [m for m in self.features if isinstance(m, nn.Linear)]
 
+    @property
+    def decoder(self) -> list[nn.Linear]:
+        """An autoencoder's decoder Linear layers, top to bottom; [] for a classifier's head."""
+        return [m for m in self.head if isinstance(m, nn.Linear)] if isinstance(self.head, nn.Sequential) else []
+
     def forward_features(self, x: Tensor) -> Tensor:
         """(batch, input_size) -> (batch, hidden[-1])."""
         return self.features(self.input_dropout(x))
 
     def forward_head(self, features: Tensor) -> Tensor:
-        """(batch, hidden[-1]) -> logits (batch, num_classes)."""
+        """(batch, hidden[-1]) -> logits (batch, num_classes), or a decoder's (batch, input_size)."""
         return self.head(features)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -77,24 +100,28 @@ class MLP(nn.Module):
 
     @torch.no_grad()
     def init_weights(self, scheme: str, std: float = 1.0, value: float = 0.01) -> None:
-        """Initialise every Linear (head included) by scheme name; biases start at zero."""
-        for layer in [*self.linears, self.head]:
-            init_weight(layer.weight, scheme, self.activation, std=std, value=value)
+        """Initialise every Linear (head included) by scheme name, each with the gain of the
+        activation it feeds; biases start at zero."""
+        layers = [*self.linears, *self.decoder] if self.decoder else [*self.linears, self.head]
+        for layer, activation in zip(layers, [*self.activations, *self.decoder_activations, "linear"]):
+            init_weight(layer.weight, scheme, activation, std=std, value=value)
             nn.init.zeros_(layer.bias)
 
     @torch.no_grad()
     def load_rbms(self, rbms: Sequence[RBM]) -> None:
-        """Copy each RBM's weight (n_hidden, n_visible) and hidden bias into the matching Linear.
+        """Copy each RBM's weight (n_hidden, n_visible) and hidden bias into the matching Linear,
+        and into an autoencoder's decoder the transposed weight and the visible bias.
 
-        Requires the RBMs' hidden activation, so that layer k computes exactly the mean hidden
-        activation of RBM k given layer k - 1: p(h_k = 1 | h_{k-1}) for sigmoid units,
-        max(0, W h_{k-1} + c) for NReLU units.
+        Requires each layer to have its RBM's hidden activation, so that layer k computes exactly
+        the mean hidden activation of RBM k given layer k - 1: p(h_k = 1 | h_{k-1}) for sigmoid
+        units, max(0, W h_{k-1} + c) for NReLU units, W h_{k-1} + c for linear ones; and decoder
+        layer k then computes RBM k's visible mean given h_k, over its ``input_scale`` (the down-pass).
         """
-        units = {getattr(rbm, "hidden_units", "sigmoid") for rbm in rbms}
-        if units != {self.activation}:
+        units = [getattr(rbm, "hidden_units", "sigmoid") for rbm in rbms]
+        if units != self.activations[: len(units)]:
             raise ValueError(
-                f"an RBM stack with {sorted(units)} hidden units transfers into an MLP of that activation, "
-                f"got activation={self.activation!r}"
+                f"an RBM stack with {units} hidden units transfers into an MLP of those activations, "
+                f"got activation={self.activations}"
             )
         if len(rbms) != len(self.linears):
             raise ValueError(f"expected {len(self.linears)} RBMs for this MLP, got {len(rbms)}")
@@ -106,3 +133,6 @@ class MLP(nn.Module):
                 )
             linear.weight.copy_(rbm.linear_weight)
             linear.bias.copy_(rbm.hidden_bias)
+        for rbm, linear in zip(reversed(rbms), self.decoder):
+            linear.weight.copy_(rbm.weight.t() / rbm.input_scale)
+            linear.bias.copy_(rbm.visible_bias / rbm.input_scale)

@@ -15,7 +15,7 @@ import inspect
 import itertools
 import os
 import warnings
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, get_args
 
 import torch
 import torch.nn.functional as F
@@ -31,15 +31,17 @@ from .io import data_record
 from .mlp import MLP, Activation
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
 from .pretrain import CDSettings, RBMStage, _features, pretrain, stage_trainer, up_pass
-from .rbm import HIDDEN_UNITS, RBM, down_pass, make_rbm, make_stack, visible_units_of
+from .rbm import HIDDEN_UNITS, RBM, down_pass, make_rbm, make_stack, per_rbm, visible_units_of
 
 __all__ = ["Classifier", "Baseline", "DBN"]
 
 _RATE, _DECAY, _MOMENTUM = Interval(float, 0, None, "neither"), Interval(float, 0, None), Interval(float, 0, 1)
 _COUNT, _SIZE = Interval(int, 0, None), Interval(int, 1, None)
-TaskName = Literal["classification", "regression"]
+TaskName = Literal["classification", "regression", "reconstruction"]
+_UNITS = [None, Options(("bernoulli", "gaussian"))]
 _FINE_TUNING_CONSTRAINTS = {
-    "task": [None, Options(("classification", "regression"))],
+    "task": [None, Options(("classification", "regression", "reconstruction"))],
+    "visible_units": _UNITS,
     "input_size": [None, _SIZE],
     "num_classes": [None, Interval(int, 2, None)],
     "hidden": [ListOf(_SIZE)],
@@ -53,6 +55,14 @@ _FINE_TUNING_CONSTRAINTS = {
     "warmup_epochs": [_COUNT],
     "start_decay": [_DECAY],
 }
+
+
+class SquaredError(MeanMetric):
+    """The squared error of a row, summed over its features, averaged over rows: Hinton &
+    Salakhutdinov's (2006) reconstruction error per image."""
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        super().update((preds - target).pow(2).sum(-1))
 
 
 def _shared_args(args: dict[str, Any]) -> dict[str, Any]:
@@ -73,15 +83,23 @@ class Classifier(LightningModule):
         the target standardised by the training targets' mean and std (buffers ``target_mean``,
         ``target_std``, kept in checkpoints); the model's output and its metrics
         (``val_rmse``, ``val_mae``, ``val_r2``, likewise ``test_*``) are in the target's own units.
-        None (the default): the DataModule's ``task`` attribute, else regression if its targets
-        are floating point.
+        Reconstruction: the deep autoencoder of Hinton & Salakhutdinov (2006), the hidden layers
+        unrolled into a decoder back to the input (:class:`~dbn_init.mlp.MLP`), trained on the
+        cross-entropy of inputs in [0, 1] through a sigmoid output (or the squared error of
+        standardised ones, linear); ``model(x)`` is the reconstruction, ``encode(x)`` the code
+        (the top hidden layer), and ``val_sse``/``test_sse`` the squared error per row, summed
+        over its features (the paper's error per image). None (the default): the DataModule's
+        ``task`` attribute, else regression if its targets are floating point.
     input_size, num_classes : int or None
         Set from the DataModule by the CLI (``data.input_size``, ``data.num_classes``). None:
         taken in ``setup`` from the DataModule's attributes, else from its first training batch
         (input_size) and recorded in the hyperparameters before any checkpoint is written.
     hidden : list of int
         Hidden-layer sizes, bottom to top, e.g. ``[256, 256]`` for 784-256-256-10.
-    activation : "relu", "sigmoid" or "tanh"
+    visible_units : "bernoulli", "gaussian" or None
+        The inputs' kind, which an autoencoder reconstructs: in [0, 1] (a sigmoid output) or
+        standardised (a linear one). None: from the data when built (:func:`visible_units_for`).
+    activation : "relu", "sigmoid", "tanh", "linear", or one of these per hidden layer
     lr, optimizer, weight_decay, momentum :
         The fine-tuning optimizer: Adam (lr 1e-3, the seed experiment) or SGD with momentum.
     dropout : float
@@ -112,7 +130,8 @@ class Classifier(LightningModule):
         num_classes: int | None = None,
         hidden: list[int] = [256, 256],  # noqa: B006  (LightningCLI reads defaults from the signature)
         task: TaskName | None = None,
-        activation: Activation = "relu",
+        visible_units: Literal["bernoulli", "gaussian"] | None = None,
+        activation: Activation | list[Activation] = "relu",
         lr: float = 1e-3,
         optimizer: Literal["adam", "sgd"] = "adam",
         weight_decay: float = 0.0,
@@ -125,6 +144,7 @@ class Classifier(LightningModule):
     ) -> None:
         super().__init__()
         self.task, self.activation, self.hidden = task, activation, list(hidden)
+        self.visible_units = visible_units
         self.lr, self.optimizer_name = lr, optimizer
         self.weight_decay, self.momentum = weight_decay, momentum
         self.dropout, self.input_dropout = dropout, input_dropout
@@ -146,42 +166,71 @@ class Classifier(LightningModule):
     def regression(self) -> bool:
         return self.task == "regression"
 
+    @property
+    def reconstruction(self) -> bool:
+        return self.task == "reconstruction"
+
     def _build_if_sized(self, input_size: int | None, num_classes: int | None) -> None:
-        if input_size is not None and (num_classes is not None or self.regression):
+        if input_size is not None and (num_classes is not None or self.task in ("regression", "reconstruction")):
             self.build(input_size, num_classes)
 
     def build(self, input_size: int, num_classes: int | None) -> None:
         """Make the layers for ``input_size`` features and ``num_classes`` classes (one output for
-        regression), and record the sizes and the task."""
+        regression, a decoder for reconstruction), and record the sizes and the task."""
         self.task = self.task or "classification"
         self.hparams.update(input_size=input_size, num_classes=num_classes, task=self.task)
-        outputs = 1 if self.regression else num_classes
+        outputs = {"regression": 1, "reconstruction": None}.get(self.task, num_classes)
         self.mlp = MLP(input_size, self.hidden, outputs, self.activation, self.dropout, self.input_dropout)
         if self.regression:
             metrics = {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError(), "r2": R2Score()}
             self.register_buffer("target_mean", torch.zeros(()))
             self.register_buffer("target_std", torch.zeros(()))  # 0 until fitted to the training targets
+        elif self.reconstruction:
+            metrics = {"sse": SquaredError()}
         else:
             metrics = {"acc": MulticlassAccuracy(num_classes, average="micro")}
         self.val_metrics = MetricCollection(metrics, prefix="val_")
         self.test_metrics = self.val_metrics.clone(prefix="test_")
 
     def forward(self, x: Tensor) -> Tensor:
-        """(batch, input_size) -> logits (batch, num_classes), or predicted targets (batch,) for regression."""
+        """(batch, input_size) -> logits (batch, num_classes), predicted targets (batch,) for
+        regression, or the reconstruction (batch, input_size)."""
         return self._predicted(self.mlp(x))
 
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        """The fine-tuned network's top hidden layer for ``x`` (batch, input_size), dropout off:
+        an autoencoder's code, (batch, hidden[-1])."""
+        training = self.training
+        try:
+            return self.eval().mlp.forward_features(x.to(self.device))
+        finally:
+            self.train(training)
+
     def _predicted(self, out: Tensor) -> Tensor:
-        """The MLP's output in the task's terms: logits, or targets in their own units (batch,)."""
-        return out.squeeze(-1) * self.target_std + self.target_mean if self.regression else out
+        """The MLP's output in the task's terms: logits, targets in their own units (batch,), or
+        the reconstruction."""
+        if self.regression:
+            return out.squeeze(-1) * self.target_std + self.target_mean
+        return out.sigmoid() if self.reconstruction and self.visible_units != "gaussian" else out
 
     def _loss(self, out: Tensor, y: Tensor) -> Tensor:
-        """The training loss of the MLP's output ``out``: cross-entropy, or the standardised target's MSE."""
+        """The training loss of the MLP's output ``out``: cross-entropy, the standardised target's
+        MSE, or the reconstruction's cross-entropy (inputs in [0, 1]) or MSE of ``y``, the input."""
         if self.regression:
             return F.mse_loss(out.squeeze(-1), (y - self.target_mean) / self.target_std)
+        if self.reconstruction:
+            gaussian = self.visible_units == "gaussian"
+            return F.mse_loss(out, y) if gaussian else F.binary_cross_entropy_with_logits(out, y)
         return F.cross_entropy(out, y)
 
+    def _target(self, batch: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        """A batch's inputs and what the model learns to output: the labels, or the inputs themselves."""
+        x = _features(batch)
+        return x, x if self.reconstruction else batch[1]
+
     def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
-        x, y = batch
+        x, y = self._target(batch)
         out = self.mlp(x)
         loss = self._loss(out, y)
         getattr(self, f"{split}_metrics").update(self._predicted(out).detach(), y)
@@ -193,7 +242,7 @@ class Classifier(LightningModule):
         self.log(f"{split}_loss", getattr(self, f"{split}_loss"))
         if split != "train":
             self.log_dict(getattr(self, f"{split}_metrics"), prog_bar=split == "val")
-        elif not self.regression:
+        elif self.task == "classification":
             self.log("train_acc", self.train_acc, prog_bar=True)
 
     def fit_targets(self, datamodule) -> None:
@@ -215,7 +264,7 @@ class Classifier(LightningModule):
             self.fit_targets(datamodule)
         # From Python a size mismatch would end in a bare matmul or cross-entropy error at the first batch.
         built = {"input_size": self.mlp.linears[0].in_features}
-        if not self.regression:
+        if self.task == "classification":
             built["num_classes"] = self.mlp.head.out_features
         for name, ours in built.items():
             theirs = getattr(datamodule, name, None)
@@ -230,15 +279,18 @@ class Classifier(LightningModule):
         """Build a model made with sizes None for ``datamodule`` (set up): its declared sizes, else its data's."""
         if not self.built:
             input_size, num_classes, self.task = _sizes_of(datamodule, self.hparams, stage)
+            if self.reconstruction and self.visible_units is None:
+                self.hparams.visible_units = self.visible_units = visible_units_for(datamodule, stage)
             self.build(input_size, num_classes)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """As :meth:`torch.nn.Module.load_state_dict`; a model made with sizes None is built first with
         the sizes of the weights (as ``ddp_spawn`` hands a fitted model back to the main process)."""
-        if not self.built and "mlp.head.weight" in state_dict:
+        if not self.built and any(k.startswith("mlp.head.") for k in state_dict):
             first = next(v for k, v in state_dict.items() if k.startswith("mlp.features.") and v.ndim == 2)
-            self.task = "regression" if "target_mean" in state_dict else "classification"
-            self.build(first.shape[1], None if self.regression else state_dict["mlp.head.weight"].shape[0])
+            head = state_dict.get("mlp.head.weight")
+            self.task = "regression" if "target_mean" in state_dict else "reconstruction" if head is None else None
+            self.build(first.shape[1], None if head is None else head.shape[0])
         return super().load_state_dict(state_dict, strict, assign)
 
     def build_like(self, checkpoint: dict[str, Any]) -> None:
@@ -248,6 +300,7 @@ class Classifier(LightningModule):
             saved = (checkpoint.get("dbn_init_run") or {}).get("model") or checkpoint.get("hyper_parameters") or {}
             self.hparams.update({k: saved.get(k) for k in FROM_DATA if k in self.hparams and self.hparams[k] is None})
             self.task = saved.get("task") or "classification"
+            self.visible_units = self.visible_units or saved.get("visible_units")
             self.build(saved["input_size"], saved["num_classes"])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -283,10 +336,10 @@ class Classifier(LightningModule):
             torch.manual_seed(_epoch_seed(self._seed, self.current_epoch, self.global_rank))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
+        x, y = self._target(batch)
         out = self.mlp(x)
         loss = self._loss(out, y)
-        hits = loss.new_zeros(()) if self.regression else (out.argmax(-1) == y).sum()
+        hits = (out.argmax(-1) == y).sum() if self.task == "classification" else loss.new_zeros(())
         self._epoch_means.add(loss * len(y), hits, count=len(y))
         if self.start_decay:
             drift = sum((p - p0).pow(2).sum() for p, p0 in zip(self.mlp.features.parameters(), self._start))
@@ -312,10 +365,10 @@ class Classifier(LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        """Class probabilities (batch, num_classes), or predicted targets (batch,) for regression, of a
-        batch ``x`` or ``(x, ...)``; labels are not used."""
+        """Class probabilities (batch, num_classes), predicted targets (batch,) for regression, or
+        reconstructions (batch, input_size), of a batch ``x`` or ``(x, ...)``; labels are not used."""
         out = self(_features(batch))
-        return out if self.regression else torch.softmax(out, dim=-1)
+        return out if self.task != "classification" else torch.softmax(out, dim=-1)
 
     def on_train_epoch_end(self) -> None:
         if self._epoch_means.count:  # none after such a resume: nothing of the epoch to report
@@ -356,7 +409,7 @@ def _sizes_of(datamodule, hparams, stage: str) -> tuple[int, int | None, str]:
     input_size = hparams.get("input_size") or getattr(datamodule, "input_size", None)
     num_classes = hparams.get("num_classes") or getattr(datamodule, "num_classes", None)
     task = hparams.get("task") or getattr(datamodule, "task", None)
-    if datamodule is not None and (input_size is None or (num_classes is None and task != "regression")):
+    if datamodule is not None and (input_size is None or (num_classes is None and task in (None, "classification"))):
         batches = iter(_stage_loader(datamodule, stage)())
         first = next(batches)
         input_size = input_size or _features(first).shape[1]
@@ -433,9 +486,18 @@ class Baseline(Classifier):
     _parameter_constraints = {
         **_FINE_TUNING_CONSTRAINTS,
         "init": [Options(tuple(INIT_SCHEMES))],
+        "activation": [Options(get_args(Activation)), ListOf(Options(get_args(Activation)))],
         "init_std": [Interval(float, 0, None, "neither")],
         "init_value": [Interval(float, None, None)],
     }
+
+    _parameter_rules = (
+        Rule(
+            lambda p: isinstance(p["activation"], str) or len(p["activation"]) == len(p["hidden"]),
+            "{prefix}activation: expected one name or one per hidden layer ({prefix}hidden is {hidden}), "
+            "got {activation}",
+        ),
+    )
 
     def __init__(
         self,
@@ -444,7 +506,8 @@ class Baseline(Classifier):
         hidden: list[int] = [256, 256],  # noqa: B006
         task: TaskName | None = None,
         init: InitName = "xavier_uniform",
-        activation: Activation = "relu",
+        visible_units: Literal["bernoulli", "gaussian"] | None = None,
+        activation: Activation | list[Activation] = "relu",
         init_std: float = 1.0,
         init_value: float = 0.01,
         lr: float = 1e-3,
@@ -457,7 +520,7 @@ class Baseline(Classifier):
         warmup_epochs: int = 0,
         start_decay: float = 0.0,
     ) -> None:
-        validate_params("Baseline", locals(), self._parameter_constraints, "model.")
+        validate_params("Baseline", locals(), self._parameter_constraints, "model.", self._parameter_rules)
         if init == "constant":
             check_constant(init_value)  # zero makes every gradient the same
         super().__init__(None, None, **_shared_args(locals()))  # sizes: built in setup, or below
@@ -485,9 +548,13 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 def resolve_recipe(args: Mapping[str, Any]) -> dict[str, Any]:
     """The options of ``args["recipe"]`` (a DBN's arguments) with the recipe's values where they are None
-    (an unknown recipe is refused by the constraints table, which runs on these values)."""
+    (an unknown recipe is refused by the constraints table, which runs on these values); an
+    autoencoder's top RBM has linear hidden units, its code layer (Hinton & Salakhutdinov 2006)."""
     recipe = RECIPES.get(args["recipe"], RECIPES["relu"])
-    return {name: value if args[name] is None else args[name] for name, value in recipe.items()}
+    resolved = {name: value if args[name] is None else args[name] for name, value in recipe.items()}
+    if args.get("task") == "reconstruction" and args["hidden_units"] is None:  # an autoencoder's code is linear
+        resolved["hidden_units"] = [resolved["hidden_units"]] * (len(args["hidden"]) - 1) + ["linear"]
+    return resolved
 
 
 class DBN(Classifier):
@@ -518,12 +585,13 @@ class DBN(Classifier):
         Unit type of RBM 1's visible layer. None (the default) follows the data when the DBN is
         built: Gaussian for standardised data, Bernoulli for data in [0, 1]
         (:func:`visible_units_for`).
-    hidden_units : "sigmoid" or "relu"
-        Hidden units of every RBM: Bernoulli, transferred into a sigmoid MLP; or noisy rectified
-        linear units (Nair & Hinton 2010), transferred into a ReLU MLP like the baselines'. Above
-        RBM 1, the RBMs of a ReLU stack model the rectified activities below with unit-variance
-        Gaussian visible units (``rectified_lr``). ReLU stacks have no tractable free energy:
-        parallel tempering, centring and AIS need ``hidden_units="sigmoid"``.
+    hidden_units : "sigmoid", "relu", "linear", or one of these per RBM
+        Hidden units of the RBMs: Bernoulli, transferred into a sigmoid layer; noisy rectified
+        linear units (Nair & Hinton 2010), transferred into a ReLU layer like the baselines'; or
+        linear units with unit-variance Gaussian noise (the code layer of a deep autoencoder,
+        ``["sigmoid", "sigmoid", "linear"]``). An RBM above ReLU or linear units models them with
+        unit-variance Gaussian visible units (``rectified_lr``). Only sigmoid stacks have a
+        tractable free energy: parallel tempering, centring and AIS need ``hidden_units="sigmoid"``.
     pretrain_epochs : int, list of int or None
         Epochs per stage (one number for all, or one per RBM). 0 skips pretraining: the MLP
         starts from RBMs at their N(0, 0.01) initialisation. None (the default): 10, or on small
@@ -544,7 +612,8 @@ class DBN(Classifier):
     rectified_lr : float
         CD learning rate of the RBMs above RBM 1 in a ReLU stack: Gaussian visible units on the
         rectified activities below, which are neither standardised nor bounded (1e-3, as chosen
-        on Fashion-MNIST validation; at 1e-2 a Fashion-MNIST DBN fine-tunes to chance accuracy).
+        on Fashion-MNIST validation; at 1e-2 a Fashion-MNIST DBN fine-tunes to chance accuracy);
+        and of RBMs with linear hidden units (Hinton & Salakhutdinov's 2006 code layer, at 1e-3).
     initial_momentum, final_momentum, momentum_switch_epoch :
         Momentum schedule of each stage (0.5 for the first 5 epochs, then 0.9; Hinton 2010), on
         the clock of ``pretrain_epochs`` (see ``pretrain_updates``).
@@ -605,8 +674,7 @@ class DBN(Classifier):
     _parameter_constraints = {
         **_FINE_TUNING_CONSTRAINTS,
         "recipe": [Options(tuple(RECIPES))],
-        "visible_units": [None, Options(("bernoulli", "gaussian"))],
-        "hidden_units": [Options(HIDDEN_UNITS)],
+        "hidden_units": [Options(HIDDEN_UNITS), ListOf(Options(HIDDEN_UNITS))],
         "pcd_chains": [None, _SIZE],
         "pt_temperatures": [_SIZE],
         "pt_min_beta": [Interval(float, 0, 1, "left")],
@@ -631,15 +699,19 @@ class DBN(Classifier):
     }
     _parameter_rules = (
         Rule(
-            lambda p: p["hidden_units"] == "sigmoid" or (p["pt_temperatures"] == 1 and not p["centring"]),
-            "{prefix}hidden_units is relu (the default recipe's): parallel tempering and centring need the free "
-            "energy and the mean of Bernoulli hidden units, which NReLU units lack; set {prefix}hidden_units "
-            "sigmoid (or {prefix}recipe textbook)",
+            lambda p: _all_sigmoid(p) or (p["pt_temperatures"] == 1 and not p["centring"]),
+            "{prefix}hidden_units is {hidden_units} (the default recipe's is relu): parallel tempering and centring "
+            "need the free energy and the mean of Bernoulli hidden units, which NReLU and linear units lack; set "
+            "{prefix}hidden_units sigmoid (or {prefix}recipe textbook)",
         ),
         Rule(
-            lambda p: p["hidden_units"] == "sigmoid" or p["ais_chains"] == 0,
+            lambda p: _all_sigmoid(p) or p["ais_chains"] == 0,
             "{prefix}ais_chains: AIS needs the free energy of sigmoid hidden units, and {prefix}hidden_units is "
-            "relu (the default recipe's); set {prefix}hidden_units sigmoid, or {prefix}ais_chains 0",
+            "{hidden_units} (the default recipe's is relu); set {prefix}hidden_units sigmoid, or {prefix}ais_chains 0",
+        ),
+        Rule(
+            lambda p: isinstance(p["hidden_units"], str) or len(p["hidden_units"]) == len(p["hidden"]),
+            "{prefix}hidden_units: expected one name or one per RBM ({prefix}hidden is {hidden}), got {hidden_units}",
         ),
         Rule(
             lambda p: not isinstance(p["pretrain_epochs"], list) or len(p["pretrain_epochs"]) == len(p["hidden"]),
@@ -661,7 +733,7 @@ class DBN(Classifier):
         task: TaskName | None = None,
         recipe: RecipeName = "relu",
         visible_units: Literal["bernoulli", "gaussian"] | None = None,
-        hidden_units: Literal["sigmoid", "relu"] | None = None,
+        hidden_units: Literal["sigmoid", "relu", "linear"] | list[Literal["sigmoid", "relu", "linear"]] | None = None,
         pretrain_epochs: int | list[int] | None = None,
         pretrain_updates: int = 2000,
         pretrain_lr: float | None = None,
@@ -719,7 +791,7 @@ class DBN(Classifier):
         A DBN built with its sizes before it saw the data has a Bernoulli RBM 1 until then: it takes
         the data's units here, its initial weights kept."""
         if self.hparams.visible_units is None:
-            self.hparams.visible_units = units = visible_units_for(datamodule, stage)
+            self.hparams.visible_units = self.visible_units = units = visible_units_for(datamodule, stage)
             if self.built and self.rbms[0].visible_units != units:
                 first = self.rbms[0]
                 self.rbms[0] = make_rbm(first.n_visible, first.n_hidden, units, hidden_units=first.hidden_units)
@@ -734,8 +806,9 @@ class DBN(Classifier):
         visible_units = self.hparams.visible_units or "bernoulli"
         self.rbms = make_stack([input_size, *self.hidden], visible_units, self.hparams.hidden_units)
         self.rbms.requires_grad_(False)  # trained only inside their own stage's fit
-        init_weight(self.mlp.head.weight, "xavier_uniform", self.activation)
-        nn.init.zeros_(self.mlp.head.bias)
+        if not self.mlp.decoder:  # a head of its own; a decoder is the stack's, transposed
+            init_weight(self.mlp.head.weight, "xavier_uniform", self.mlp.activations[-1])
+            nn.init.zeros_(self.mlp.head.bias)
         self.transfer()  # until pretraining runs, the MLP mirrors the RBMs' N(0, 0.01) start
 
     # --- pretraining --------------------------------------------------------------------------
@@ -799,7 +872,8 @@ class DBN(Classifier):
 
     def transform(self, x: Tensor) -> Tensor:
         """Features of ``x`` (batch, input_size): the pretrained stack's top hidden probabilities
-        (batch, hidden[-1]). The fine-tuned network's features are ``self.mlp.forward_features(x)``."""
+        (batch, hidden[-1]), as pretraining left them. The fine-tuned network's (an autoencoder's
+        code) are :meth:`encode`'s."""
         return up_pass(self._stack("transform"), x.to(self.rbms[0].weight))
 
     @torch.no_grad()
@@ -855,6 +929,10 @@ class DBN(Classifier):
 
     def on_predict_start(self) -> None:
         self.refuse_evaluating_untrained("predict")
+
+
+def _all_sigmoid(params: Mapping[str, Any]) -> bool:
+    return set(per_rbm(params["hidden_units"], len(params["hidden"]))) == {"sigmoid"}
 
 
 def _kind(rbm: RBM) -> str:

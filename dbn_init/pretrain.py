@@ -123,10 +123,11 @@ class CDSettings:
     def rate_option(self, rbm: RBM, index: int) -> str:
         """The option that sets RBM ``index``'s CD learning rate, for what its visible units model:
         ``pretrain_lr`` for Bernoulli units, ``gaussian_lr`` for RBM 1 on standardised data,
-        ``rectified_lr`` for the RBMs above it in a ReLU stack (rectified activities, not standardised)."""
-        if rbm.visible_units != "gaussian":
-            return "pretrain_lr"
-        return "gaussian_lr" if index == 0 else "rectified_lr"
+        ``rectified_lr`` for the RBMs above it in a ReLU stack (rectified activities, not standardised)
+        and for RBMs with linear hidden units (unbounded too)."""
+        if rbm.hidden_units == "linear" or (rbm.visible_units == "gaussian" and index > 0):
+            return "rectified_lr"
+        return "gaussian_lr" if rbm.visible_units == "gaussian" else "pretrain_lr"
 
     def lr_for(self, rbm: RBM, index: int = 0) -> float:
         """The CD learning rate of RBM ``index`` (:meth:`rate_option`)."""
@@ -229,7 +230,7 @@ class RBMStage(LightningModule):
             # once, in the RBM's device and dtype (float64 under trainer.precision 64-true)
             self.monitor_x = None if monitor_x is None else monitor_x.to(self.device, self.rbm.weight.dtype)
             self.mini_batch, self.scaling = datamodule.batch_size, datamodule.scaling
-            if monitor_x is not None and self.rbm.hidden_units == "relu":
+            if monitor_x is not None and self.rbm.hidden_units != "sigmoid":
                 self._fit_to_input()
         # Gibbs noise must differ across ranks (else DDP averages identical chains) and be
         # reproducible: one generator per rank, seeded from the run seed, the stage and the rank.
@@ -257,7 +258,7 @@ class RBMStage(LightningModule):
         self.backprop_cd = self.trainer.world_size > 1 or scaler is not None
 
     def _fit_to_input(self) -> None:
-        """Suit an NReLU stage to the size of its input, measured on the fixed monitor subset (the
+        """Suit an NReLU (or linear) stage to the size of its input, measured on the fixed monitor subset (the
         same rows on every rank): above NReLU units, scale the input to at most unit mean square,
         the unit-variance visible units' scale (Hinton 2010, section 13.2), which a stage that
         resumes measures alike; then cap the rate at ``NORMALISED_STEP`` over the input's mean

@@ -44,12 +44,14 @@ __all__ = [
     "make_rbm",
     "make_stack",
     "stack_units",
+    "per_rbm",
     "check_visible",
     "up_pass",
     "down_pass",
 ]
 
-HIDDEN_UNITS = ("sigmoid", "relu")  # Bernoulli units, or noisy rectified linear units (NReLU)
+# Bernoulli units, noisy rectified linear units (NReLU), or linear units with unit-variance Gaussian noise
+HIDDEN_UNITS = ("sigmoid", "relu", "linear")
 
 
 def bernoulli(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -106,12 +108,13 @@ class RBM(nn.Module):
     init_std : float
         Weights start as N(0, init_std^2): small and random, never constant, so hidden units
         break symmetry (Hinton 2010, section 8 recommends 0.01).
-    hidden_units : "sigmoid" or "relu"
-        Bernoulli hidden units, p(h_j = 1 | v) = sigmoid(x_j) with ``x = W v + c``; or noisy
+    hidden_units : "sigmoid", "relu" or "linear"
+        Bernoulli hidden units, p(h_j = 1 | v) = sigmoid(x_j) with ``x = W v + c``; noisy
         rectified linear units (Nair & Hinton 2010): h_j = max(0, x_j + e), e ~ N(0, sigmoid(x_j)),
-        whose mean is taken as max(0, x_j), so the stack transfers into a ReLU network. NReLU
-        units have no tractable free energy: the free energy, log Z, pseudo-likelihood, AIS and
-        parallel tempering are defined for sigmoid units only and refuse NReLU ones.
+        whose mean is taken as max(0, x_j), so the stack transfers into a ReLU network; or linear
+        units h_j = x_j + e, e ~ N(0, 1), the code layer of Hinton & Salakhutdinov's (2006) deep
+        autoencoder. The free energy, log Z, pseudo-likelihood, AIS and parallel tempering are
+        defined here for sigmoid units only and refuse the others.
 
     Attributes
     ----------
@@ -173,9 +176,9 @@ class RBM(nn.Module):
         """Raise ValueError naming ``what`` if this RBM's hidden units have no tractable free energy."""
         if not self.tractable:
             raise ValueError(
-                f"{what} needs the free energy, which NReLU (hidden_units='relu') RBMs do not have in closed "
-                "form; use sigmoid hidden units (model.hidden_units sigmoid), or judge an NReLU stack by its "
-                "reconstruction error and by fine-tuning"
+                f"{what} needs the free energy of sigmoid hidden units, and this RBM's are {self.hidden_units}; "
+                "use sigmoid hidden units (model.hidden_units sigmoid), or judge this RBM by its reconstruction "
+                "error and by fine-tuning"
             )
 
     # --- conditionals -------------------------------------------------------------------------
@@ -194,14 +197,16 @@ class RBM(nn.Module):
 
     def _activate_(self, logits: Tensor) -> Tensor:
         """The hidden mean from the pre-activation, in place."""
-        return logits.sigmoid_() if self.hidden_units == "sigmoid" else logits.relu_()
+        return {"sigmoid": logits.sigmoid_, "relu": logits.relu_}.get(self.hidden_units, lambda: logits)()
 
     def _sample_hidden_from(self, logits: Tensor, mean: Tensor | None, generator: torch.Generator | None) -> Tensor:
         """h ~ p(h | v) given the pre-activation ``logits`` and, for sigmoid units, the mean
-        (both (batch, n_hidden)); NReLU samples need the pre-activation only."""
+        (both (batch, n_hidden)); NReLU and linear samples need the pre-activation only."""
         if self.hidden_units == "sigmoid":
             return bernoulli(mean, generator)
         noise = torch.randn(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+        if self.hidden_units == "linear":
+            return noise.add_(logits)  # x + N(0, 1)
         return noise.mul_(torch.sigmoid(logits).sqrt_()).add_(logits).relu_()  # max(0, x + N(0, sigmoid(x)))
 
     def visible_mean(self, h: Tensor) -> Tensor:
@@ -213,7 +218,7 @@ class RBM(nn.Module):
         return logits.sigmoid_()
 
     def sample_hidden(self, v: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Sample of h ~ p(h | v), shape (batch, n_hidden): binary, or rectified for NReLU units."""
+        """h ~ p(h | v), (batch, n_hidden): binary, rectified for NReLU units, or real for linear ones."""
         logits = self.hidden_logits(v)
         if self.hidden_units == "sigmoid":
             return bernoulli(logits.sigmoid_(), generator)
@@ -401,7 +406,7 @@ class RBM(nn.Module):
         data_logits = self.hidden_logits(v_data)  # (B, H)
         # The logits are kept for the free-energy gap, and for NReLU sampling; else the activation overwrites them.
         if value or not self.tractable:
-            hidden_mean = torch.sigmoid(data_logits) if self.tractable else torch.relu(data_logits)
+            hidden_mean = self._activate_(data_logits.clone())
         else:
             hidden_mean = data_logits.sigmoid_()
         reconstruction = self.visible_mean(self._sample_hidden_from(data_logits, hidden_mean, generator))
@@ -711,23 +716,29 @@ def make_rbm(
     return classes[visible_units](n_visible, n_hidden, init_std, hidden_units)
 
 
-def stack_units(visible_units: str, hidden_units: str, depth: int) -> list[str]:
+def per_rbm(hidden_units: str | Sequence[str], depth: int) -> list[str]:
+    """The hidden units of each RBM of a ``depth``-RBM stack: one name for all, or one per RBM."""
+    return [hidden_units] * depth if isinstance(hidden_units, str) else list(hidden_units)
+
+
+def stack_units(visible_units: str, hidden_units: str | Sequence[str], depth: int) -> list[str]:
     """The visible unit type of each RBM of a ``depth``-RBM stack: RBM 1's is ``visible_units``;
-    each RBM above models the mean activations of the one below, with Bernoulli visible units for
-    sigmoid units (probabilities in [0, 1]) and unit-variance Gaussian ones for NReLU units
-    (non-negative, unbounded: Nair & Hinton 2010)."""
-    above = "bernoulli" if hidden_units == "sigmoid" else "gaussian"
-    return [visible_units] + [above] * (depth - 1)
+    each RBM above models the mean activations of the one below, with Bernoulli visible units above
+    sigmoid units (probabilities in [0, 1]) and unit-variance Gaussian ones above NReLU units
+    (non-negative, unbounded: Nair & Hinton 2010) or linear ones."""
+    below = per_rbm(hidden_units, depth)[:-1]
+    return [visible_units] + ["bernoulli" if units == "sigmoid" else "gaussian" for units in below]
 
 
-def make_stack(sizes: Sequence[int], visible_units: str, hidden_units: str) -> nn.ModuleList:
+def make_stack(sizes: Sequence[int], visible_units: str, hidden_units: str | Sequence[str]) -> nn.ModuleList:
     """A stack of fresh RBMs for layer ``sizes`` ``[n_visible, n_hidden_1, ..., n_hidden_k]``, bottom
-    to top: RBM 1 with ``visible_units``, the ones above as :func:`stack_units` says, every one
-    with ``hidden_units``."""
-    units = stack_units(visible_units, hidden_units, len(sizes) - 1)
+    to top: RBM 1 with ``visible_units``, the ones above as :func:`stack_units` says, with
+    ``hidden_units`` (one name for all, or one per RBM)."""
+    depth = len(sizes) - 1
+    units = zip(stack_units(visible_units, hidden_units, depth), per_rbm(hidden_units, depth))
     return nn.ModuleList(
-        make_rbm(n_vis, n_hid, unit, hidden_units=hidden_units)
-        for unit, n_vis, n_hid in zip(units, sizes[:-1], sizes[1:])
+        make_rbm(n_vis, n_hid, visible, hidden_units=hidden)
+        for (visible, hidden), n_vis, n_hid in zip(units, sizes[:-1], sizes[1:])
     )
 
 

@@ -330,7 +330,7 @@ class _FineTuned(BaseEstimator):
     (``init="dbn"``) or a :class:`~dbn_init.Baseline` (any scheme) on the standardised rows, the
     same fit as ``Trainer(max_epochs=...).fit(model, ArrayDataModule(X, y))``, quiet."""
 
-    _task = "classification"
+    _targets = "classes"
     _parameter_constraints: dict = {
         "hidden": ["array-like", Interval(Integral, 1, None, closed="left")],
         "init": [StrOptions({"dbn", *INIT_SCHEMES})],
@@ -354,7 +354,7 @@ class _FineTuned(BaseEstimator):
     def _fit(self, X, y):
         seed, x = _seed(self.random_state), np.asarray(X, dtype=np.float32)
         # Every row trains: no validation split, and one test row spares the module carving a test split.
-        data = ArrayDataModule(x, y, x_test=x[:1], y_test=y[:1], task=self._task, val_fraction=0.0,
+        data = ArrayDataModule(x, y, x_test=x[:1], y_test=y[:1], targets=self._targets, val_fraction=0.0,
                                batch_size=self.batch_size)  # fmt: skip
         options = dict(hidden=_hidden_sizes(self.hidden), lr=self.lr, **(self.options or {}))
         with _quiet_lightning(), torch.random.fork_rng(devices=[]):
@@ -366,7 +366,7 @@ class _FineTuned(BaseEstimator):
             make_trainer(self.max_epochs, dict(accelerator="cpu"), limit_val_batches=0).fit(model, datamodule=data)
         self.scaling_ = data.transform
         self.network_ = copy.deepcopy(model.mlp).double().eval().requires_grad_(False)
-        if self._task == "regression":
+        if self._targets == "values":
             self.target_mean_, self.target_std_ = float(model.target_mean), float(model.target_std)
         return self
 
@@ -459,7 +459,7 @@ class DBNRegressor(RegressorMixin, _FineTuned):
         The fine-tuned network, float64, in eval mode.
     """
 
-    _task = "regression"
+    _targets = "values"
 
     def fit(self, X, y):
         """Pretrain (for ``init="dbn"``) and fine-tune on X (n_samples, n_features) and targets y (n_samples,)."""

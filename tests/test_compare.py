@@ -832,7 +832,7 @@ def test_a_regression_comparison_stops_selects_and_reports_by_r2(tmp_path):
     """On regression data the runner monitors val_r2 (EarlyStopping, BestEpoch) and its rows and
     tables hold test R² and RMSE instead of accuracy."""
     args = ["--data", "dbn_init.ArrayDataModule", "--data.loader", "sklearn.datasets.load_diabetes",
-            "--data.task", "regression", "--models", "[dbn, xavier_uniform]", "--hidden", "[[16]]",
+            "--data.targets", "values", "--models", "[dbn, xavier_uniform]", "--hidden", "[[16]]",
             "--seeds", "[0]", "--max_epochs", "4", "--patience", "2", "--select", "best",
             "--dbn.pretrain_epochs", "1", "--out", str(tmp_path)]  # fmt: skip
     rows = run(build_parser().parse_args(args))
@@ -842,3 +842,20 @@ def test_a_regression_comparison_stops_selects_and_reports_by_r2(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "Test R²" in table and "accuracy" not in table
     assert ResultsFile(tmp_path / "results.json").runs == rows  # and it reads back
+
+
+def test_a_reconstruction_comparison_stops_selects_and_reports_by_the_lowest_squared_error(tmp_path):
+    """With task reconstruction the runner monitors val_sse, lower being better (EarlyStopping,
+    BestEpoch, the bold cell), and its rows hold test_sse."""
+    args = ["--data", "dbn_init.DigitsDataModule", "--models", "[dbn, xavier_uniform]", "--hidden", "[[16, 4]]",
+            "--seeds", "[0]", "--max_epochs", "3", "--patience", "2", "--select", "best",
+            "--dbn.task", "reconstruction", "--dbn.hidden_units", "[sigmoid, linear]", "--dbn.pretrain_epochs", "1",
+            "--baseline.task", "reconstruction", "--baseline.activation", "[sigmoid, linear]",
+            "--out", str(tmp_path)]  # fmt: skip
+    rows = run(build_parser().parse_args(args))
+    for row in rows:
+        assert "test_acc" not in row and 0 < row["test_sse"] < 64
+        assert len(row["val_curve"]) == row["epochs_run"] and row["val_sse"] == min(row["val_curve"])
+    table = (tmp_path / "results.md").read_text()
+    best = min(rows, key=lambda r: r["test_sse"])
+    assert f"| {best['model']} | **{best['test_sse']:.3f}" in table and "accuracy" not in table

@@ -42,7 +42,7 @@ def test_the_recipe_fills_the_options_left_none_and_an_explicit_value_wins():
     with pytest.raises(UsageError, match=r"model.recipe: expected one of .*'relu'.*got 'modern'"):
         DBN(recipe="modern")
     with pytest.raises(
-        UsageError, match=r"hidden_units is relu \(the default recipe's\).*set model.hidden_units sigmoid"
+        UsageError, match=r"hidden_units is relu \(the default recipe's is relu\).*set model.hidden_units sigmoid"
     ):
         DBN(centring=True)
     assert DBN(centring=True, hidden_units="sigmoid").hparams.centring  # the fix the message names

@@ -736,7 +736,9 @@ def test_a_relu_stack_pretrains_and_transfers_into_a_relu_mlp_exactly(digits, tm
     )
     pretrain(model, digits, lambda stage, epochs: _trainer(epochs))
     model.eval()  # the recipe's dropout acts in training only
-    assert model.mlp.activation == "relu" and isinstance(model.rbms[1], GaussianRBM)  # RBM 2 models rectified values
+    assert model.mlp.activations == ["relu", "relu"] and isinstance(
+        model.rbms[1], GaussianRBM
+    )  # RBM 2 models rectified values
     x = digits.val_x
     with torch.no_grad():
         h = model.up_pass(x)
@@ -748,7 +750,7 @@ def test_a_relu_stack_pretrains_and_transfers_into_a_relu_mlp_exactly(digits, tm
         net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16), torch.nn.ReLU())
         load_pretrained_(net, stack)
         assert torch.equal(net(x), h)
-    with pytest.raises(ValueError, match=r"\['relu'\] hidden units transfers into an MLP of that activation"):
+    with pytest.raises(ValueError, match=r"\['relu', 'relu'\] hidden units transfers into an MLP of those activations"):
         textbook_dbn(hidden=[32, 16]).mlp.load_rbms(list(model.rbms))
 
 
@@ -850,7 +852,7 @@ def test_input_dropout_drops_input_features_in_training_only(digits):
 
 def test_cross_option_rules_are_refused_with_the_fix():
     with pytest.raises(
-        UsageError, match=r"hidden_units is relu \(the default recipe.s\): parallel tempering and centring need"
+        UsageError, match=r"hidden_units is relu \(the default recipe.s is relu\): parallel tempering and centring need"
     ):
         DBN(hidden_units="relu", pt_temperatures=3)
     with pytest.raises(UsageError, match=r"ais_chains: AIS needs the free energy"):

@@ -291,8 +291,24 @@ def test_nrelu_samples_have_the_moments_of_a_rectified_gaussian():
     torch.testing.assert_close(rbm.hidden_mean(v[:1]), mu.relu().unsqueeze(0))  # the mean the next layer sees
 
 
-def test_nrelu_rbms_refuse_what_needs_their_free_energy():
-    rbm = RBM(6, 3, hidden_units="relu")
+def test_linear_hidden_units_are_their_input_plus_unit_variance_gaussian_noise():
+    """The code layer of Hinton & Salakhutdinov's autoencoder: h = W v + c + N(0, 1), whose mean
+    (what the next layer and the transfer use) is W v + c."""
+    rbm = RBM(3, 4, hidden_units="linear").double()
+    with torch.no_grad():
+        rbm.hidden_bias.copy_(torch.tensor([-2.0, -0.5, 0.5, 3.0]))
+    v = bernoulli(torch.full((200_000, 3), 0.5, dtype=torch.double), torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        h = rbm.sample_hidden(v, torch.Generator().manual_seed(0))
+        mean = rbm.hidden_mean(v)
+    torch.testing.assert_close(mean, rbm.hidden_logits(v))
+    torch.testing.assert_close((h - mean).mean(0), torch.zeros(4, dtype=torch.double), atol=1e-2, rtol=0)
+    torch.testing.assert_close((h - mean).var(0), torch.ones(4, dtype=torch.double), atol=2e-2, rtol=0)
+
+
+@pytest.mark.parametrize("units", ["relu", "linear"])
+def test_nrelu_and_linear_rbms_refuse_what_needs_their_free_energy(units):
+    rbm = RBM(6, 3, hidden_units=units)
     v = bernoulli(torch.full((4, 6), 0.5))
     for call in (
         lambda: rbm.free_energy(v),
@@ -300,7 +316,9 @@ def test_nrelu_rbms_refuse_what_needs_their_free_energy():
         lambda: rbm.log_partition_exact(),
         lambda: rbm.parallel_tempering(v.expand(2, 4, 6), torch.tensor([0.5, 1.0])),
     ):
-        with pytest.raises(ValueError, match=r"NReLU \(hidden_units='relu'\) RBMs do not have .*use sigmoid hidden"):
+        with pytest.raises(
+            ValueError, match=rf"needs the free energy of sigmoid hidden units, and this RBM's are {units}; use sigmoid"
+        ):
             call()
     result = rbm.cd_loss(v)  # CD itself trains them: the value is NaN, the gradient is there
     assert math.isnan(float(result.loss.detach()))

@@ -24,12 +24,12 @@ def quiet_trainer(**options) -> Trainer:
 
 @pytest.mark.parametrize("make", [lambda: DBN(hidden=[32], pretrain_epochs=5), lambda: Baseline(hidden=[32])])
 def test_a_regression_fit_beats_predicting_the_mean_on_held_back_rows(diabetes, make):
-    """The task follows the data (ArrayDataModule(task="regression")); the targets are standardised
+    """The task follows the data (ArrayDataModule(targets="values")); the targets are standardised
     for the loss with the training rows' mean and std, and the output and the metrics are in the
     target's units."""
     seed_everything(0, verbose=False)
     x, y = diabetes
-    dm = ArrayDataModule(x, y, task="regression")
+    dm = ArrayDataModule(x, y, targets="values")
     model = make()
     trainer = quiet_trainer()
     trainer.fit(model, datamodule=dm)
@@ -54,7 +54,7 @@ def test_a_regression_fit_beats_predicting_the_mean_on_held_back_rows(diabetes, 
 
 def test_a_regression_checkpoint_loads_as_a_regression_model_with_its_target_scale(diabetes, tmp_path):
     x, y = diabetes
-    dm = ArrayDataModule(x, y, task="regression")
+    dm = ArrayDataModule(x, y, targets="values")
     model = Baseline(hidden=[8])
     trainer = quiet_trainer(max_epochs=2, default_root_dir=tmp_path, enable_checkpointing=True)
     trainer.fit(model, datamodule=dm)
@@ -66,14 +66,14 @@ def test_a_regression_checkpoint_loads_as_a_regression_model_with_its_target_sca
 
 def test_regression_data_keep_their_targets_and_split_without_classes(diabetes):
     x, y = diabetes
-    dm = ArrayDataModule(x, y, task="regression", num_labels=50)
+    dm = ArrayDataModule(x, y, targets="values", num_labels=50)
     dm.setup("fit")
     assert dm.num_classes is None and dm.train_y.dtype == torch.float32 and len(dm.train_y) == 50
     assert set(dm.train_y.tolist()) <= set(y.astype(np.float32).tolist())
     with pytest.raises(UsageError, match="expected at least 1000 training rows for num_labels=1000, got 318"):
-        ArrayDataModule(x, y, task="regression", num_labels=1000).setup("fit")
+        ArrayDataModule(x, y, targets="values", num_labels=1000).setup("fit")
     with pytest.raises(UsageError, match="expected a number as the target of every row"):
-        ArrayDataModule(x, np.array(["a"] * len(x)), task="regression")
+        ArrayDataModule(x, np.array(["a"] * len(x)), targets="values")
     with pytest.raises(UsageError, match="fractional"):  # the same targets, read as class labels
         ArrayDataModule(x, y + 0.5)
 
@@ -81,7 +81,7 @@ def test_regression_data_keep_their_targets_and_split_without_classes(diabetes):
 def test_float_targets_from_a_datamodule_that_declares_no_task_make_a_regression_model(diabetes):
     x, y = diabetes
     model = Classifier(hidden=[4])
-    dm = ArrayDataModule(x, y, task="regression")
+    dm = ArrayDataModule(x, y, targets="values")
     dm.setup("fit")
     dm.task = None  # as a LightningDataModule of one's own, serving float targets
     model.build_for(dm)
@@ -96,7 +96,7 @@ def test_the_cli_fits_a_regression_on_a_csv_and_predicts_new_rows_in_the_target_
     (tmp_path / "new.csv").write_text("\n".join([",".join(names), *(",".join(map(repr, r)) for r in x[:4].tolist())]))
     args = ["--model", "dbn_init.DBN", "--model.hidden", "[16]", "--model.pretrain_epochs", "2",
             "--data", "dbn_init.ArrayDataModule", "--data.path", str(tmp_path / "train.csv"), "--data.target", "y",
-            "--data.task", "regression", "--trainer.max_epochs", "3", "--trainer.logger", "false",
+            "--data.targets", "values", "--trainer.max_epochs", "3", "--trainer.logger", "false",
             "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path / "run")]  # fmt: skip
     main(["fit", *args])
     main(["predict", *args, "--data.predict_path", str(tmp_path / "new.csv"), "--ckpt_path", "last"])
@@ -104,3 +104,83 @@ def test_the_cli_fits_a_regression_on_a_csv_and_predicts_new_rows_in_the_target_
     assert lines[0] == "index,prediction" and len(lines) == 5
     predictions = np.array([float(line.split(",")[1]) for line in lines[1:]])
     assert (np.abs(predictions - y.mean()) < 3 * y.std()).all()  # in the target's units, not standardised
+
+
+# --- reconstruction: the deep autoencoder ----------------------------------------------------
+def _autoencoder(hidden_units, **options) -> DBN:
+    return DBN(hidden=[24, 12, 4], task="reconstruction", hidden_units=hidden_units, dropout=0.0, **options)
+
+
+@pytest.mark.parametrize(
+    "scaling, hidden_units",
+    [("unit", ["sigmoid", "sigmoid", "linear"]), ("standardize", ["relu", "relu", "linear"])],
+)
+def test_the_unrolled_autoencoder_reproduces_the_stacks_up_pass_and_down_pass(scaling, hidden_units):
+    """Before fine-tuning, the encoder is the stack's up-pass and the decoder its down-pass through
+    the visible means (Hinton & Salakhutdinov 2006), the input scales of RBMs above NReLU units included."""
+    from sklearn.datasets import load_digits
+
+    from dbn_init.rbm import down_pass, up_pass
+
+    x, y = load_digits(return_X_y=True)
+    dm = ArrayDataModule(x, y, scaling=scaling, batch_size=64)
+    model = _autoencoder(hidden_units, pretrain_epochs=2)
+    quiet_trainer(max_epochs=0).fit(model, datamodule=dm)  # pretraining only
+    assert model.pretrained and [r.hidden_units for r in model.rbms] == hidden_units
+    if scaling == "standardize":  # RBMs above NReLU units may see the activities scaled down: the transfer follows
+        model.rbms[1].input_scale.fill_(0.5)
+        model.rbms[2].input_scale.fill_(0.25)
+        model.transfer()
+    x = dm.test_x
+    code = up_pass(model.rbms, x)
+    reconstruction = down_pass(model.rbms, model.rbms[-1].visible_mean(code))
+    torch.testing.assert_close(model.encode(x), code, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.eval()(x), reconstruction, rtol=1e-5, atol=1e-5)
+    assert model.visible_units == ("bernoulli" if scaling == "unit" else "gaussian")
+
+
+def test_fine_tuning_the_autoencoder_lowers_the_reconstruction_error_on_held_back_rows():
+    """The DBN-started and the scheme-started autoencoders of one shape fine-tune on the
+    reconstruction's cross-entropy; test_sse is the squared error per row, summed over its features."""
+    from sklearn.datasets import load_digits
+
+    seed_everything(0, verbose=False)
+    x, y = load_digits(return_X_y=True)
+    dm = ArrayDataModule(x, y, scaling="unit", batch_size=64)
+    model = _autoencoder(["sigmoid", "sigmoid", "linear"], recipe="textbook", pretrain_epochs=5, lr=1e-2)
+    quiet_trainer(max_epochs=0).fit(model, datamodule=dm)
+    before = quiet_trainer().test(model, datamodule=dm, verbose=False)[0]["test_sse"]
+    trainer = quiet_trainer(max_epochs=15)
+    trainer.fit(model, datamodule=dm)
+    after = trainer.test(model, datamodule=dm, verbose=False)[0]["test_sse"]
+    with torch.no_grad():
+        by_hand = float((model.eval()(dm.test_x) - dm.test_x).pow(2).sum(1).mean())
+    assert after == pytest.approx(by_hand, rel=1e-4)
+    assert after < 0.9 * before, (before, after)  # measured: 4.85 -> 4.17
+    assert model.encode(dm.test_x).shape == (len(dm.test_x), 4)
+    baseline = Baseline(hidden=[24, 12, 4], task="reconstruction", activation=["sigmoid", "sigmoid", "linear"])
+    quiet_trainer(max_epochs=2).fit(baseline, datamodule=dm)
+    assert [type(m).__name__ for m in baseline.mlp.head] == ["Linear", "Sigmoid", "Linear", "Sigmoid", "Linear"]
+    # A model made with sizes None takes the autoencoder's shape from its weights (as ddp_spawn returns it).
+    twin = Baseline(hidden=[24, 12, 4], task="reconstruction", activation=["sigmoid", "sigmoid", "linear"])
+    twin.load_state_dict(baseline.state_dict())
+    torch.testing.assert_close(twin.eval()(dm.test_x), baseline.eval()(dm.test_x))
+
+
+def test_a_hidden_unit_list_of_the_wrong_length_is_one_line_naming_the_fix():
+    with pytest.raises(UsageError, match=r"hidden_units: expected one name or one per RBM"):
+        DBN(hidden=[8, 4], hidden_units=["sigmoid"])
+    with pytest.raises(UsageError, match=r"activation: expected one name or one per hidden layer"):
+        Baseline(hidden=[8, 4], activation=["sigmoid", "linear", "relu"])
+
+
+@pytest.mark.parametrize("task", [None, "reconstruction"])
+def test_a_logged_fit_merges_the_model_s_and_the_data_s_hyperparameters(diabetes, task, tmp_path):
+    """Lightning logs the model's and the data's hyperparameters as one dict and refuses a key
+    they hold with two values: the model's task (None: the data's) is not the data's option."""
+    x, y = diabetes
+    model = Baseline(hidden=[4], task=task)
+    Trainer(max_epochs=1, default_root_dir=tmp_path, enable_progress_bar=False).fit(
+        model, datamodule=ArrayDataModule(x, y, targets="values", scaling="unit")
+    )
+    assert model.hparams.task == (task or "regression")

@@ -117,9 +117,10 @@ class ArrayDataModule(InMemoryDataModule):
         predict_path: rows for ``predict_dataloader`` (else it serves the test split).
         image_shape: ``(H, W)`` or ``(C, H, W)`` of one row when the features are flattened
             images, so pictures show them as such.
-        task: ``"classification"`` (class labels) or ``"regression"``: ``y`` (the ``target``
-            column) holds one number per row, kept as float32 (no class codes, no stratified
-            test split, ``num_labels`` keeps any rows); a model with ``task=None`` follows it.
+        targets: ``"classes"`` (class labels) or ``"values"``: ``y`` (the ``target`` column)
+            holds one number per row, kept as float32 (no class codes, no stratified test split,
+            ``num_labels`` keeps any rows). The module's ``task`` is then ``"regression"``
+            (else ``"classification"``), which a model with ``task=None`` follows.
         scaling: ``"standardize"`` by default: features of arbitrary ranges and units have no
             natural [0, 1], min-max scaling lets one outlier squash a feature, and a
             Gaussian-Bernoulli first RBM (``visible_units: gaussian``) models unit-variance
@@ -137,7 +138,7 @@ class ArrayDataModule(InMemoryDataModule):
     _parameter_constraints = {
         **InMemoryDataModule._parameter_constraints,
         "test_fraction": [Interval(float, 0, 1, "neither")],
-        "task": [Options(("classification", "regression"))],
+        "targets": [Options(("classes", "values"))],
     }
     # (options of which at most one may be given, is one required); then which option another needs.
     _EXCLUSIVE = (
@@ -162,7 +163,7 @@ class ArrayDataModule(InMemoryDataModule):
         y_test: Any = None,
         x_unlabeled: Any = None,
         image_shape: tuple[int, ...] | None = None,
-        task: Literal["classification", "regression"] = "classification",
+        targets: Literal["classes", "values"] = "classes",
         test_fraction: float = 0.2,
         batch_size: int | None = None,
         val_fraction: float = 0.1,
@@ -188,7 +189,10 @@ class ArrayDataModule(InMemoryDataModule):
         )
         self._check_sources({k: v is not None for k, v in sources.items()})
         validate_params(
-            type(self).__name__, dict(test_fraction=test_fraction, task=task), self._parameter_constraints, "data."
+            type(self).__name__,
+            dict(test_fraction=test_fraction, targets=targets),
+            self._parameter_constraints,
+            "data.",
         )
         super().__init__(
             batch_size=batch_size,
@@ -200,7 +204,8 @@ class ArrayDataModule(InMemoryDataModule):
             num_workers=num_workers,
             on_device=on_device,
         )
-        self._sources, self.test_fraction, self.task = sources, test_fraction, task
+        self._sources, self.test_fraction = sources, test_fraction
+        self.task = "regression" if targets == "values" else "classification"
         self._image_shape = None if image_shape is None else tuple(image_shape)
         self.arrays = self._read_arrays()  # the rows as read
 

@@ -5,7 +5,7 @@
 Each cell runs the same pipeline as ``train.py``: a DataModule, a :class:`~dbn_init.models.DBN`
 (pretraining stages, transfer) or a :class:`~dbn_init.models.Baseline`, one fine-tuning fit of
 ``max_epochs`` epochs (or fewer: ``--patience`` stops a cell after that many validation checks
-without a better ``val_acc``, or ``val_r2`` for regression data), then a test of the final
+without a better ``val_acc``, ``val_r2`` for regression, ``val_sse`` for reconstruction), then a test of the final
 weights, or of the best validation epoch's with ``--select best``; ``--test false`` reports
 validation only, for a recipe search.
 ``--dbn`` and ``--baseline`` are those classes' own arguments (checked by their signatures, so a
@@ -122,7 +122,7 @@ def build_parser() -> ArgumentParser:
         type=Optional[PositiveInt],
         default=None,
         help="stop a cell's fine-tuning after this many validation checks without a better val_acc "
-        "(val_r2 for regression data; null: never)",
+        "(val_r2 for regression, val_sse for reconstruction; null: never)",
     )
     parser.add_argument(
         "--select",
@@ -216,9 +216,17 @@ def _stack_cache(out: Path, cell: Cell, model: Classifier, data: LightningDataMo
     return out / "pretrained" / f"dbn-{'-'.join(map(str, cell.hidden))}-seed{cell.seed}-{digest}.safetensors"
 
 
-def _metric(data: LightningDataModule) -> str:
-    """What a cell is stopped, selected and scored by: accuracy, or R² for regression data."""
-    return "r2" if getattr(data, "task", None) == "regression" else "acc"
+# What a cell of each task is stopped, selected and scored by, whether higher is better, and its test scores.
+_METRICS = {
+    "classification": ("acc", "max", ("test_acc",)),
+    "regression": ("r2", "max", ("test_r2", "test_rmse")),
+    "reconstruction": ("sse", "min", ("test_sse",)),
+}
+
+
+def _metric(model: Classifier, data: LightningDataModule) -> tuple[str, str, tuple[str, ...]]:
+    """The cell's task's metric (:data:`_METRICS`): the model's task, else the data's."""
+    return _METRICS[model.task or getattr(data, "task", None) or "classification"]
 
 
 class _ValCurve(Callback):
@@ -267,9 +275,9 @@ def run_cell(cell: Cell, cfg: Namespace, data: LightningDataModule, out: Path) -
     epochs = _epochs(cfg, data)
     settings = cell_settings(model, data, epochs, cfg)
     pretrain_seconds, cached = _pretrain_cell(cell, cfg, model, data, out) if cell.model == "dbn" else (0.0, False)
-    metric = _metric(data)
-    curve, best = _ValCurve(f"val_{metric}"), BestEpoch(f"val_{metric}")
-    stop = [EarlyStopping(f"val_{metric}", mode="max", patience=cfg.patience)] if cfg.patience else []
+    metric, mode, scores = _metric(model, data)
+    curve, best = _ValCurve(f"val_{metric}"), BestEpoch(f"val_{metric}", mode)
+    stop = [EarlyStopping(f"val_{metric}", mode=mode, patience=cfg.patience)] if cfg.patience else []
     every = max(1, epochs // cfg.max_epochs)
     trainer = make_trainer(
         epochs,
@@ -285,7 +293,6 @@ def run_cell(cell: Cell, cfg: Namespace, data: LightningDataModule, out: Path) -
     # The scored weights: the best validation check's, or the last's (its epoch counts from 1).
     selected = len(curve.values) * every if best.best_epoch is None else best.best_epoch
     val_score = round(best.best_score, 6) if best.best_score is not None else (curve.values or [None])[-1]
-    scores = ("test_r2", "test_rmse") if metric == "r2" else ("test_acc",)
     return {
         "model": cell.name,
         "hidden": list(cell.hidden),

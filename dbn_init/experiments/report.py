@@ -31,9 +31,10 @@ def summarize(runs: list[dict[str, Any]]) -> str:
         groups.setdefault((r["model"], tuple(r["hidden"]), r["labels"]), []).append(r)
     table = _Table(rows, columns, groups)
     lines: list[str] = []
-    for key, title, scale in _SCORED:
+    for key, title, scale, best in _SCORED:
         if any(r.get(key) is not None for r in runs):
-            lines += table.accuracy(key, f"{title}, mean ± std over seeds (n = seeds); best per column in bold.", scale)
+            title = f"{title}, mean ± std over seeds (n = seeds); best per column in bold."
+            lines += table.accuracy(key, title, scale, best)
     if any("epochs_run" in r for r in runs):
         lines += table.cells(
             "Fine-tuning epochs, mean over seeds: run (of the budget), and the epoch whose weights were scored.",
@@ -50,12 +51,14 @@ def summarize(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines[:-1]) + "\n"
 
 
-# The scores a row may hold: (key, the table's title, the factor it is shown at); the best is the highest.
+# The scores a row may hold: (key, the table's title, the factor it is shown at, which is best).
 _SCORED = (
-    ("test_acc", "Test accuracy (%)", 100),
-    ("test_r2", "Test R²", 1),
-    ("val_acc", "Validation accuracy (%) at the tested epoch", 100),
-    ("val_r2", "Validation R² at the tested epoch", 1),
+    ("test_acc", "Test accuracy (%)", 100, max),
+    ("test_r2", "Test R²", 1, max),
+    ("test_sse", "Test squared error per row (summed over its features)", 1, min),
+    ("val_acc", "Validation accuracy (%) at the tested epoch", 100, max),
+    ("val_r2", "Validation R² at the tested epoch", 1, max),
+    ("val_sse", "Validation squared error per row at the tested epoch", 1, min),
 )
 
 
@@ -85,12 +88,12 @@ class _Table:
             lines.append(f"| {m} | " + " | ".join(row) + " |")
         return [*lines, ""]
 
-    def accuracy(self, key: str, title: str, scale: float = 100) -> list[str]:
-        """Mean ± std of ``key`` over seeds (times ``scale``), the best mean per column in bold."""
+    def accuracy(self, key: str, title: str, scale: float = 100, which=max) -> list[str]:
+        """Mean ± std of ``key`` over seeds (times ``scale``), the best mean per column (``which``) in bold."""
         best = {}
         for col in self.columns:
             means = [_mean(g, key) for m in self.rows if (g := self.groups.get((m, *col)))]
-            best[col] = max((x for x in means if not math.isnan(x)), default=None)
+            best[col] = which((x for x in means if not math.isnan(x)), default=None)
 
         def text(group: list[dict]) -> str:
             values = [x[key] for x in group if x.get(key) is not None]

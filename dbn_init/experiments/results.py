@@ -50,7 +50,7 @@ ROW_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     },
 }
 _REQUIRED = tuple(ROW_TYPES)[:7]
-_SCORES = ("test_acc", "test_r2")  # a classification's, a regression's
+_SCORES = ("test_acc", "test_r2", "test_sse")  # a classification's, a regression's, a reconstruction's
 _JSON_TYPES = {
     str: "a string",
     bool: "a boolean",
