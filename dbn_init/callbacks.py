@@ -167,7 +167,8 @@ class PredictionWriter(BasePredictionWriter):
     ``probabilities`` (N, num_classes), ``labels`` (N,) (the most probable class) and ``indices``
     (N,), the rows of the predict split they belong to, and the same as ``predictions.csv``
     (index, label, p_0, p_1, ...); a regression model's ``predictions`` (N,) and ``indices``
-    (index, prediction); on a ``predict_path`` file, ``predictions-<its name>.*``. Under
+    (index, prediction); an autoencoder's ``reconstructions`` (N, input_size) and ``indices``
+    (index, x_0, x_1, ...); on a ``predict_path`` file, ``predictions-<its name>.*``. Under
     DDP each rank saves its own rows, ``predictions[-<its name>]-rank{r}.*``."""
 
     def __init__(self) -> None:
@@ -190,18 +191,24 @@ class PredictionWriter(BasePredictionWriter):
         (indices,) = batch_indices
         probabilities = torch.cat(predictions).float().cpu()
         rows = torch.tensor(sum(indices, []), dtype=torch.long)
-        if probabilities.ndim == 1:  # a regression model's predicted targets
-            torch.save({"predictions": probabilities, "indices": rows}, pt)
-            lines = ["index,prediction", *(f"{i},{p:.8g}" for i, p in zip(rows.tolist(), probabilities.tolist()))]
-            csv.write_text("\n".join(lines) + "\n")
+        table = io.StringIO()
+        writer = _csv.writer(table, lineterminator="\n")
+        task = getattr(pl_module, "task", "classification")
+        if task != "classification":  # a regression's predicted targets (N,), an autoencoder's reconstructions
+            key, values = (
+                ("predictions", probabilities[:, None]) if task == "regression" else ("reconstructions", probabilities)
+            )
+            torch.save({key: probabilities, "indices": rows}, pt)
+            columns = ["prediction"] if task == "regression" else [f"x_{j}" for j in range(values.shape[1])]
+            writer.writerow(["index", *columns])
+            writer.writerows([i, *(f"{v:.8g}" for v in vs)] for i, vs in zip(rows.tolist(), values.tolist()))
+            csv.write_text(table.getvalue())
             return
         labels = probabilities.argmax(-1)
         torch.save({"probabilities": probabilities, "labels": labels, "indices": rows}, pt)
         # the data's own class names (a CSV's string labels) where they are not just 0..C-1
         names = [str(c) for c in getattr(trainer.datamodule, "classes", None) or []]
         named = len(names) == probabilities.shape[1] and names != [str(c) for c in range(len(names))]
-        table = io.StringIO()
-        writer = _csv.writer(table, lineterminator="\n")
         classes = [f"p_{c}" for c in range(probabilities.shape[1])]
         writer.writerow(["index", "label", *(["class"] if named else []), *classes])
         for i, y, ps in zip(rows.tolist(), labels.tolist(), probabilities.tolist()):

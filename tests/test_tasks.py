@@ -167,6 +167,22 @@ def test_fine_tuning_the_autoencoder_lowers_the_reconstruction_error_on_held_bac
     torch.testing.assert_close(twin.eval()(dm.test_x), baseline.eval()(dm.test_x))
 
 
+def test_the_cli_fits_an_autoencoder_and_predict_writes_reconstructions(tmp_path):
+    """--model.task reconstruction on any data (labels unused): the stack's top RBM is linear by
+    default, and predict writes each row's reconstruction, in [0, 1] for inputs in [0, 1]."""
+    args = ["--model", "dbn_init.DBN", "--model.task", "reconstruction", "--model.hidden", "[16, 4]",
+            "--model.pretrain_epochs", "1", "--data", "dbn_init.DigitsDataModule", "--trainer.max_epochs", "1",
+            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    cli = main(["fit", *args])
+    assert cli.model.hparams.hidden_units == ["relu", "linear"] and cli.model.mlp.decoder
+    main(["predict", *args, "--ckpt_path", "last"])
+    lines = (tmp_path / "predictions.csv").read_text().splitlines()
+    assert lines[0] == "index," + ",".join(f"x_{j}" for j in range(64))
+    values = np.array([[float(v) for v in line.split(",")[1:]] for line in lines[1:]])
+    assert values.shape == (len(lines) - 1, 64) and 0 <= values.min() and values.max() <= 1
+
+
 def test_a_hidden_unit_list_of_the_wrong_length_is_one_line_naming_the_fix():
     with pytest.raises(UsageError, match=r"hidden_units: expected one name or one per RBM"):
         DBN(hidden=[8, 4], hidden_units=["sigmoid"])
