@@ -49,9 +49,10 @@ LOADING_OPTIONS = frozenset({"root", "download", "num_workers", "on_device", "ma
 # Classifier's own options, read off its signature, less the sizes and the shape of the MLP.
 FINE_TUNING_OPTIONS = CLASSIFIER_OPTIONS - {"input_size", "num_classes", "hidden", "activation"}
 # Options at the value that computes what a file recording no such option computed: a
-# setting missing from a file and at this value here is the same setting.
+# setting recorded on one side only (the file, or here) and at this value is the same setting.
 _NEUTRAL = {
-    "task": "classification",  # model and data
+    "task": "classification",
+    "targets": "classes",  # the data's
     "hidden_units": "sigmoid",
     "pretrain_updates": 2000,  # read only with pretrain_epochs None, which no file without it records
     "rectified_lr": 1e-3,  # the upper RBMs of a ReLU stack learned at gaussian_lr, 1e-3 in every such file
@@ -136,7 +137,8 @@ def differences(saved: dict, ours: dict) -> list[str]:
                 continue
             if key in FROM_DATA and settings.get(key) is None:  # to be taken from the data, whose settings count
                 continue
-            if key not in theirs and key in _NEUTRAL and settings.get(key) == _NEUTRAL[key]:
+            one = settings if key not in theirs else theirs if key not in settings else None
+            if one is not None and key in _NEUTRAL and one[key] == _NEUTRAL[key]:  # recorded on one side only
                 continue
             a, b = theirs.get(key, "(not set)"), settings.get(key, "(not set)")
             same = _class_name(a) == _class_name(b) if key == "_class_path" else a == b  # dbn_init.DBN: models.DBN

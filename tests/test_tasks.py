@@ -200,3 +200,13 @@ def test_a_logged_fit_merges_the_model_s_and_the_data_s_hyperparameters(diabetes
         model, datamodule=ArrayDataModule(x, y, targets="values", scaling="unit")
     )
     assert model.hparams.task == (task or "regression")
+
+
+def test_runs_recorded_before_or_after_the_data_s_targets_option_are_one_run_unless_the_targets_differ():
+    from dbn_init.runs import differences
+
+    before = {"model": {"hidden": [8]}, "data": {"task": "classification"}}  # a data task option, since renamed
+    assert differences(before, {"model": {"hidden": [8]}, "data": {"targets": "classes"}}) == []
+    assert differences(before, {"model": {"hidden": [8]}, "data": {"targets": "values"}}) == [
+        "data.targets: '(not set)' in the file, 'values' here"
+    ]
