@@ -36,7 +36,7 @@ from .rbm import RBM, check_visible, make_stack, visible_units_of
 __all__ = ["pretrain_stack", "load_pretrained_"]
 
 # The module that computes p(h = 1 | v) for each hidden unit type a stack records.
-_ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "linear": nn.Identity}
 _TRANSPARENT = (nn.Dropout, nn.Identity)  # identity at inference: the activation may follow them
 
 
@@ -360,9 +360,9 @@ def _warn_activation(module: nn.Module, layer: nn.Linear, name: str, unit: str) 
     """Warn when the activation after ``layer`` is not the one its RBM's hidden ``unit`` type computes."""
     expected = _ACTIVATIONS.get(unit)
     following, certain = _following(module, layer)
-    if expected is None or isinstance(following, expected):
-        return
     is_activation = type(following).__module__ == nn.Sigmoid.__module__  # torch.nn.modules.activation
+    if expected is None or isinstance(following, expected) or (unit == "linear" and not is_activation):
+        return
     if certain or is_activation:
         got = type(following).__name__ if following is not None else "nothing"
         warnings.warn(
