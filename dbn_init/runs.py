@@ -46,8 +46,9 @@ NAME_ONLY_OPTIONS = frozenset({"recipe"})
 # and the rows predict serves: a fitted model predicts on any file of the same columns.
 LOADING_OPTIONS = frozenset({"root", "download", "num_workers", "on_device", "max_file_bytes", "predict_path"})
 # Model options that only fine-tuning reads: a pretrained stack does not depend on them. They are the
-# Classifier's own options, read off its signature, less the sizes and the shape of the MLP.
-FINE_TUNING_OPTIONS = CLASSIFIER_OPTIONS - {"input_size", "num_classes", "hidden", "activation"}
+# Classifier's own options, read off its signature, less the sizes, the shape of the MLP and the
+# inputs' kind (which RBM 1 models).
+FINE_TUNING_OPTIONS = CLASSIFIER_OPTIONS - {"input_size", "num_classes", "hidden", "activation", "visible_units"}
 # Options at the value that computes what a file recording no such option computed: a
 # setting recorded on one side only (the file, or here) and at this value is the same setting.
 _NEUTRAL = {
