@@ -258,8 +258,8 @@ class RBMStage(LightningModule):
         self.backprop_cd = self.trainer.world_size > 1 or scaler is not None
 
     def _fit_to_input(self) -> None:
-        """Suit an NReLU (or linear) stage to the size of its input, measured on the fixed monitor subset (the
-        same rows on every rank): above NReLU units, scale the input to at most unit mean square,
+        """Suit an NReLU (or linear) stage to the size of its input, measured on the fixed monitor
+        subset (the same rows on every rank): above NReLU units, scale the input to at most unit mean square,
         the unit-variance visible units' scale (Hinton 2010, section 13.2), which a stage that
         resumes measures alike; then cap the rate at ``NORMALISED_STEP`` over the input's mean
         squared norm (its largest, for Gaussian visible units), as unbounded units need however

@@ -197,7 +197,9 @@ class RBM(nn.Module):
 
     def _activate_(self, logits: Tensor) -> Tensor:
         """The hidden mean from the pre-activation, in place."""
-        return {"sigmoid": logits.sigmoid_, "relu": logits.relu_}.get(self.hidden_units, lambda: logits)()
+        if self.hidden_units == "sigmoid":
+            return logits.sigmoid_()
+        return logits.relu_() if self.hidden_units == "relu" else logits  # linear units: the pre-activation
 
     def _sample_hidden_from(self, logits: Tensor, mean: Tensor | None, generator: torch.Generator | None) -> Tensor:
         """h ~ p(h | v) given the pre-activation ``logits`` and, for sigmoid units, the mean

@@ -5,9 +5,9 @@
 Each cell runs the same pipeline as ``train.py``: a DataModule, a :class:`~dbn_init.models.DBN`
 (pretraining stages, transfer) or a :class:`~dbn_init.models.Baseline`, one fine-tuning fit of
 ``max_epochs`` epochs (or fewer: ``--patience`` stops a cell after that many validation checks
-without a better ``val_acc``, ``val_r2`` for regression, ``val_sse`` for reconstruction), then a test of the final
-weights, or of the best validation epoch's with ``--select best``; ``--test false`` reports
-validation only, for a recipe search.
+without a better ``val_acc``, ``val_r2`` for regression, ``val_sse`` for reconstruction), then a
+test of the final weights, or of the best validation epoch's with ``--select best``; ``--test
+false`` reports validation only, for a recipe search.
 ``--dbn`` and ``--baseline`` are those classes' own arguments (checked by their signatures, so a
 typo is an error); each ``--extra`` row may add options of its own. Writes to ``--out``:
 
