@@ -101,9 +101,9 @@ class MLP(nn.Module):
     @torch.no_grad()
     def init_weights(self, scheme: str, std: float = 1.0, value: float = 0.01) -> None:
         """Initialise every Linear (head included) by scheme name, each with the gain of the
-        activation it feeds; biases start at zero."""
+        activation it feeds (a classifier's head: the top hidden layer's); biases start at zero."""
         layers = [*self.linears, *self.decoder] if self.decoder else [*self.linears, self.head]
-        for layer, activation in zip(layers, [*self.activations, *self.decoder_activations, "linear"]):
+        for layer, activation in zip(layers, [*self.activations, *(self.decoder_activations or self.activations[-1:])]):
             init_weight(layer.weight, scheme, activation, std=std, value=value)
             nn.init.zeros_(layer.bias)
 
