@@ -14,7 +14,8 @@ from .rbm import RBM
 __all__ = ["MLP", "Activation", "check_hidden"]
 
 Activation = Literal["relu", "sigmoid", "tanh", "linear"]
-_ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "linear": nn.Identity}
+# The module of each activation name; a hidden unit type's name is that of the activation computing its mean.
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "linear": nn.Identity}
 
 
 def check_hidden(hidden: Sequence[int]) -> list[int]:
@@ -56,13 +57,13 @@ class MLP(nn.Module):
         super().__init__()
         sizes = [input_size, *check_hidden(hidden)]
         self.activations = [activation] * len(hidden) if isinstance(activation, str) else list(activation)
-        if len(self.activations) != len(hidden) or not set(self.activations) <= set(_ACTIVATIONS):
+        if len(self.activations) != len(hidden) or not set(self.activations) <= set(ACTIVATIONS):
             raise ValueError(
-                f"activation must be one of {sorted(_ACTIVATIONS)}, or one per hidden layer, got {activation!r}"
+                f"activation must be one of {sorted(ACTIVATIONS)}, or one per hidden layer, got {activation!r}"
             )
         layers: list[nn.Module] = []
         for fan_in, fan_out, name in zip(sizes[:-1], sizes[1:], self.activations):
-            layers += [nn.Linear(fan_in, fan_out), _ACTIVATIONS[name]()]
+            layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[name]()]
             layers += [nn.Dropout(dropout)] if dropout else []
         self.input_dropout = nn.Dropout(input_dropout) if input_dropout else nn.Identity()
         self.features = nn.Sequential(*layers)
@@ -74,7 +75,7 @@ class MLP(nn.Module):
             self.decoder_activations = [*below[::-1], "linear"]  # the output: pre-activations
             decoder: list[nn.Module] = []
             for fan_in, fan_out, name in zip(sizes[:0:-1], sizes[-2::-1], self.decoder_activations):
-                decoder += [nn.Linear(fan_in, fan_out), _ACTIVATIONS[name]()]
+                decoder += [nn.Linear(fan_in, fan_out), ACTIVATIONS[name]()]
             self.head = nn.Sequential(*decoder[:-1])
 
     @property

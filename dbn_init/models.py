@@ -38,10 +38,9 @@ __all__ = ["Classifier", "Baseline", "DBN"]
 _RATE, _DECAY, _MOMENTUM = Interval(float, 0, None, "neither"), Interval(float, 0, None), Interval(float, 0, 1)
 _COUNT, _SIZE = Interval(int, 0, None), Interval(int, 1, None)
 TaskName = Literal["classification", "regression", "reconstruction"]
-_UNITS = [None, Options(("bernoulli", "gaussian"))]
 _FINE_TUNING_CONSTRAINTS = {
     "task": [None, Options(("classification", "regression", "reconstruction"))],
-    "visible_units": _UNITS,
+    "visible_units": [None, Options(("bernoulli", "gaussian"))],
     "input_size": [None, _SIZE],
     "num_classes": [None, Interval(int, 2, None)],
     "hidden": [ListOf(_SIZE)],

@@ -29,14 +29,13 @@ from .constraints import Interval, validate_params
 from .data import EpochShuffle, TensorBatches
 from .data.base import _keep_batch, batch_size_for
 from .io import StackFile, load_stack
+from .mlp import ACTIVATIONS
 from .models import DBN, resolve_recipe
 from .pretrain import CDSettings, PretrainData, greedy, make_trainer
 from .rbm import RBM, check_visible, make_stack, visible_units_of
 
 __all__ = ["pretrain_stack", "load_pretrained_"]
 
-# The module that computes p(h = 1 | v) for each hidden unit type a stack records.
-_ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "linear": nn.Identity}
 _TRANSPARENT = (nn.Dropout, nn.Identity)  # identity at inference: the activation may follow them
 
 
@@ -358,7 +357,7 @@ def _first_leaf(module: nn.Module) -> nn.Module:
 
 def _warn_activation(module: nn.Module, layer: nn.Linear, name: str, unit: str) -> None:
     """Warn when the activation after ``layer`` is not the one its RBM's hidden ``unit`` type computes."""
-    expected = _ACTIVATIONS.get(unit)
+    expected = ACTIVATIONS.get(unit)  # the module that computes the unit type's mean
     following, certain = _following(module, layer)
     is_activation = type(following).__module__ == nn.Sigmoid.__module__  # torch.nn.modules.activation
     if expected is None or isinstance(following, expected) or (unit == "linear" and not is_activation):
