@@ -275,36 +275,6 @@ def test_last_ckpt_is_where_fine_tuning_stopped_not_its_best_epoch(tmp_path, val
     assert resumed.trainer.callback_metrics["test_acc"] == first.trainer.callback_metrics["test_acc"]
 
 
-@pytest.mark.slow
-def test_fit_under_ddp_spawn_runs_to_its_final_test(tmp_path):
-    """Two spawned CPU processes per fit; the final test must not take the config the fit saved
-    (in a worker) for another run's."""
-    command = [
-        sys.executable,
-        str(CONFIGS.parent / "train.py"),
-        "fit",
-        *TINY,
-        "--model.hidden",
-        "[16]",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.devices",
-        "2",
-        "--trainer.strategy",
-        "ddp_spawn",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    for var in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "test_acc" in proc.stdout
-    run = tmp_path / "lightning_logs" / "version_0"
-    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
-
-
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     """The checkpoints folder of a finished [16] DBN run: rbm1-last.ckpt and last.ckpt."""

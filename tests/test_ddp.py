@@ -132,11 +132,12 @@ def test_two_process_cd_update_equals_one_process_with_the_combined_batch(tmp_pa
 
 @pytest.fixture(scope="module")
 def train_py_run(tmp_path_factory) -> Path:
-    """train.py fit under 2-process DDP, launched as users launch it; its run folder."""
+    """train.py fit on 2 processes, under ddp_spawn: the launcher that hands the fit's weights back to
+    the main process, whose final test must read this run's config, not one a worker saved; its run folder."""
     root, out = Path(__file__).parents[1], tmp_path_factory.mktemp("train_py")
     config = str(root / "configs" / "quickstart.yaml")
     proc = subprocess.run([sys.executable, str(root / "train.py"), "fit", "--config", config,
-                           "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+                           "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp_spawn",
                            "--trainer.max_epochs", "1", "--model.pretrain_epochs", "1", "--model.hidden", "[16, 8]",
                            "--trainer.default_root_dir", str(out)],
                           cwd=out, env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip

@@ -287,7 +287,7 @@ def test_fit_is_quiet_and_restores_lightning_loggers(digits_split):
 
 # Small enough for the checks to run in seconds: the checks test the estimator's contract, not the recipe
 # (the defaults score 0.94 on the 300 standardised blobs that check_classifiers_train fits, in 6 s).
-SMALL = dict(hidden=(16,), max_epochs=10, lr=1e-2, options={"pretrain_updates": 100})
+SMALL = dict(hidden=(16,), max_epochs=4, lr=1e-2, options={"pretrain_updates": 40})
 
 
 @pytest.mark.parametrize("estimator", [DBNClassifier(**SMALL), DBNRegressor(**SMALL)])
