@@ -24,6 +24,8 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from typing import Any, Callable, Iterator
 
 from .constraints import UsageError
@@ -127,12 +129,22 @@ def command(run: Callable[[], Any], resume_hint: str, prog: str = "error") -> An
         raise SystemExit(2) from None
 
 
+# Set by a command for the processes Lightning's launcher starts from it: the launching process's pid.
+_LAUNCHER = "DBN_INIT_LAUNCHER_PID"
+
+
 @contextlib.contextmanager
 def _dead_rank_line(prefix: str, resume_hint: str) -> Iterator[None]:
-    """Within the block, when a process Lightning launched for a multi-process fit dies, the one
-    line that says how to resume is printed before Lightning's observer SIGKILLs the others."""
+    """Within the block, when a process of a multi-process fit dies, the others stop with the one
+    line that says how to resume. A process Lightning launched that dies: that line is printed
+    before Lightning's observer SIGKILLs the others. The launching process (rank 0) that dies: the
+    processes it launched see it gone (:func:`_follow_launcher`), rather than wait for the process
+    group's timeout in a collective or in the rendezvous, 30 minutes by default."""
     from lightning.fabric.strategies.launchers import subprocess_script as launcher
 
+    _follow_launcher(f"{prefix}process 0 of this distributed run ended, so every process stops; {resume_hint}")
+    launching = os.environ.get(_LAUNCHER)
+    os.environ[_LAUNCHER] = str(os.getpid())  # what the processes launched from here inherit
     observer = launcher._ChildProcessObserver
 
     class Observer(observer):
@@ -148,6 +160,28 @@ def _dead_rank_line(prefix: str, resume_hint: str) -> Iterator[None]:
         yield
     finally:
         launcher._ChildProcessObserver = observer
+        if launching is None:
+            del os.environ[_LAUNCHER]
+        else:
+            os.environ[_LAUNCHER] = launching
+
+
+def _follow_launcher(line: str) -> None:
+    """In a process that a command's launcher started (it inherited ``_LAUNCHER``), a daemon thread
+    that prints ``line`` and ends this process once the launcher has died (this process is
+    re-parented), which may be before this process got here. Processes started any other way (a
+    shell, torchrun, srun) are left alone."""
+    launcher = os.environ.get(_LAUNCHER)
+    if launcher is None:
+        return
+
+    def follow() -> None:
+        while os.getppid() == int(launcher):
+            time.sleep(0.5)
+        print(line, file=sys.stderr, flush=True)
+        os._exit(1)  # no cleanup to wait for: rank 0 writes every file of the run
+
+    threading.Thread(target=follow, name="follow-launcher", daemon=True).start()
 
 
 def peer_problem(err: BaseException, resume_hint: str = "") -> str | None:

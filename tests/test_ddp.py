@@ -209,3 +209,29 @@ def test_a_rank_that_dies_ends_the_run_with_the_line_that_resumes_it(tmp_path):
     resume = "; resume it: run the same command with --ckpt_path last"
     assert any(f"{line}{resume}" in err.splitlines() for line in lines), err[-2000:]
     assert "Traceback" not in err, err[-2000:]
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
+def test_rank_zero_killed_before_the_processes_meet_ends_the_others_with_the_line_that_resumes_it(tmp_path):
+    """Rank 1 would otherwise wait in the rendezvous for the process group's timeout (30 minutes)."""
+    root = Path(__file__).parents[1]
+    proc = subprocess.Popen([sys.executable, str(root / "train.py"), "fit", "--config", "quickstart.yaml",
+                             "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+                             "--trainer.default_root_dir", str(tmp_path)],
+                            cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    rank_one = None
+    try:
+        deadline = time.monotonic() + 120
+        while rank_one is None and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            rank_one = _rank_one_of(proc.pid)
+        assert rank_one is not None, "rank 1 never started"
+        proc.kill()  # rank 0, the launching process, as soon as it has launched rank 1
+        proc.wait()
+        _, err = proc.communicate(timeout=60)  # rank 1 holds the same stderr until it ends
+    finally:
+        proc.kill()
+    assert not Path(f"/proc/{rank_one}").exists() or "zombie" in Path(f"/proc/{rank_one}/status").read_text()
+    line = "error: process 0 of this distributed run ended, so every process stops"
+    assert f"{line}; resume it: run the same command with --ckpt_path last" in err.splitlines(), err[-2000:]
