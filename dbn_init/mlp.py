@@ -11,22 +11,11 @@ from torch import Tensor, nn
 from .init import init_weight
 from .rbm import RBM
 
-__all__ = ["MLP", "Activation", "check_hidden"]
+__all__ = ["MLP", "Activation"]
 
 Activation = Literal["relu", "sigmoid", "tanh", "linear"]
 # The module of each activation name; a hidden unit type's name is that of the activation computing its mean.
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "linear": nn.Identity}
-
-
-def check_hidden(hidden: Sequence[int]) -> list[int]:
-    """Validate the list of hidden-layer sizes (the ``hidden`` config key) once, at the boundary."""
-    hidden = list(hidden)
-    if not hidden:
-        raise ValueError("hidden must list at least one hidden-layer size, e.g. model.hidden '[256, 256]'; got []")
-    bad = [h for h in hidden if not isinstance(h, int) or isinstance(h, bool) or h < 1]
-    if bad:
-        raise ValueError(f"hidden sizes must be positive integers, got {hidden} (bad: {bad})")
-    return hidden
 
 
 class MLP(nn.Module):
@@ -55,7 +44,7 @@ class MLP(nn.Module):
         input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        sizes = [input_size, *check_hidden(hidden)]
+        sizes = [input_size, *hidden]
         self.activations = [activation] * len(hidden) if isinstance(activation, str) else list(activation)
         if len(self.activations) != len(hidden) or not set(self.activations) <= set(ACTIVATIONS):
             raise ValueError(
