@@ -166,6 +166,10 @@ def data_record(datamodule) -> dict[str, Any]:
     }
 
 
+# The metadata keys a stack file sets itself; extra_metadata may not use them.
+_RESERVED = {"format", "format_version", "visible_units", "hidden_units", "sizes", "scaling", "binarize", "image_shape"}
+
+
 def save_stack(
     rbms: Sequence[RBM],
     path: str | os.PathLike,
@@ -191,19 +195,9 @@ def save_stack(
         got = type(rbms).__name__ if isinstance(rbms, RBM) else [type(r).__name__ for r in rbms]
         raise UsageError(f"cannot save to {path}: expected a sequence of dbn_init RBMs (wrap one as [rbm]), got {got}")
     problems = [] if scaling in SCALINGS else [f"scaling must be one of {list(SCALINGS)}, got {scaling!r}"]
-    reserved = {
-        "format",
-        "format_version",
-        "visible_units",
-        "hidden_units",
-        "sizes",
-        "scaling",
-        "binarize",
-        "image_shape",
-    }
-    bad = [k for k, v in extra.items() if not isinstance(k, str) or not isinstance(v, str) or k in reserved]
+    bad = [k for k, v in extra.items() if not isinstance(k, str) or not isinstance(v, str) or k in _RESERVED]
     if bad:
-        problems.append(f"extra_metadata must map str to str without the reserved keys {sorted(reserved)}; bad: {bad}")
+        problems.append(f"extra_metadata must map str to str without the reserved keys {sorted(_RESERVED)}; bad: {bad}")
     units = [r.visible_units for r in rbms]
     found = {(i, k): getattr(r, k).detach() for i, r in enumerate(rbms) for k in _NAMES}
     hidden_units = [getattr(r, "hidden_units", "sigmoid") for r in rbms]

@@ -222,9 +222,8 @@ class RBM(nn.Module):
     def sample_hidden(self, v: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """h ~ p(h | v), (batch, n_hidden): binary, rectified for NReLU units, or real for linear ones."""
         logits = self.hidden_logits(v)
-        if self.hidden_units == "sigmoid":
-            return bernoulli(logits.sigmoid_(), generator)
-        return self._sample_hidden_from(logits, None, generator)
+        mean = logits.sigmoid_() if self.hidden_units == "sigmoid" else None
+        return self._sample_hidden_from(logits, mean, generator)
 
     def sample_visible(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Sample of v ~ p(v | h), shape (batch, n_visible)."""

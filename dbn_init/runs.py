@@ -169,7 +169,10 @@ def checked_checkpoint(path: Path, ours: dict, command: str, fine_tuned: bool = 
     settings (and, with ``fine_tuned``, saved after pretraining)."""
     if not path.is_file():
         raise MissingFileError(f"--ckpt_path {path} does not exist; pass a .ckpt file or 'last'")
-    checkpoint = _read(path, "--ckpt_path")
+    try:
+        checkpoint = read_checkpoint(path)
+    except ValueError as err:  # io's refusal, prefixed with the option the path came from
+        raise UsageError(f"--ckpt_path: {err}") from err
     saved = saved_settings(checkpoint)
     if saved is None:
         raise UsageError(
@@ -196,14 +199,6 @@ def checked_checkpoint(path: Path, ours: dict, command: str, fine_tuned: bool = 
     return checkpoint
 
 
-def _read(path: Path, option: str) -> dict:
-    """io's checked reader, its refusal prefixed with the option the path came from."""
-    try:
-        return read_checkpoint(path)
-    except ValueError as err:
-        raise UsageError(f"{option}: {err}") from err
-
-
 def find_last(
     root: Path, ours: dict, command: str, fine_tuned: bool = False, required: bool = False
 ) -> tuple[Path, dict] | None:
@@ -220,9 +215,9 @@ def find_last(
     stopped, unreadable = None, []  # the newest same-settings run that stopped in pretraining; damaged files
     for path in found:
         try:
-            checkpoint = _read(path, "--ckpt_path last")
+            checkpoint = read_checkpoint(path)
         except ValueError as err:
-            unreadable.append(str(err).removeprefix("--ckpt_path last: "))
+            unreadable.append(str(err))
             continue
         saved = saved_settings(checkpoint)
         if saved is None or differences(saved, ours):

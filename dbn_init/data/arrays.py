@@ -194,16 +194,7 @@ class ArrayDataModule(InMemoryDataModule):
             self._parameter_constraints,
             "data.",
         )
-        super().__init__(
-            batch_size=batch_size,
-            val_fraction=val_fraction,
-            num_labels=num_labels,
-            scaling=scaling,
-            binarize=binarize,
-            split_seed=split_seed,
-            num_workers=num_workers,
-            on_device=on_device,
-        )
+        super().__init__(batch_size, val_fraction, num_labels, scaling, binarize, split_seed, num_workers, on_device)
         self._sources, self.test_fraction = sources, test_fraction
         self.task = "regression" if targets == "values" else "classification"
         self._image_shape = None if image_shape is None else tuple(image_shape)
@@ -268,40 +259,32 @@ class ArrayDataModule(InMemoryDataModule):
         else:
             x, y, where = self._source("path", "x", "y")
         x, shape = _features(x, where)
-        y = None if y is None else self._targets(y, f"the labels of {where}")
-        if y is not None and len(y) != len(x):
-            raise UsageError(f"{where}: expected one label per row, got {len(y)} labels for {len(x)} rows")
+        y = None if y is None else self._targets(y, where, len(x))
         test = self._source("test_path", "x_test", "y_test")
         test_x, test_y = self._side_rows(test, x.shape[1], labelled=y is not None)
         unlabeled_x, _ = self._side_rows(self._source("unlabeled_path", "x_unlabeled"), x.shape[1], labelled=False)
         predict_x, _ = self._side_rows(self._source("predict_path"), x.shape[1], labelled=False)
-        if self.task == "regression":
-            image_shape = self._check_image_shape(shape, x.shape[1])
-            y, test_y = _as_tensor(y, torch.float32), _as_tensor(test_y, torch.float32)
-            return _Arrays(x, y, test_x, test_y, unlabeled_x, predict_x, None, image_shape, x.shape[1])
-        (y, test_y), classes = encode_labels(y, test_y)
-        if y is not None and len(classes) < 2:
-            raise UsageError(
-                f"{where}: expected labels of at least two classes, got one ({classes[0]!r}); a classifier "
-                "needs two: check the target column, or leave target out for unlabelled rows"
-            )
-        if names is not None and classes == list(range(len(names))):
-            classes = names
-        return _Arrays(
-            x,
-            _as_tensor(y, torch.int64),
-            test_x,
-            _as_tensor(test_y, torch.int64),
-            unlabeled_x,
-            predict_x,
-            classes if y is not None else None,
-            self._check_image_shape(shape, x.shape[1]),
-            x.shape[1],
-        )
+        classes = None  # regression targets, or no labels
+        if self.task == "classification":
+            (y, test_y), codes = encode_labels(y, test_y)
+            if y is not None and len(codes) < 2:
+                raise UsageError(
+                    f"{where}: expected labels of at least two classes, got one ({codes[0]!r}); a classifier "
+                    "needs two: check the target column, or leave target out for unlabelled rows"
+                )
+            if y is not None:
+                classes = names if names is not None and codes == list(range(len(names))) else codes
+        dtype = torch.int64 if self.task == "classification" else torch.float32
+        y, test_y = _as_tensor(y, dtype), _as_tensor(test_y, dtype)
+        image_shape = self._check_image_shape(shape, x.shape[1])
+        return _Arrays(x, y, test_x, test_y, unlabeled_x, predict_x, classes, image_shape, x.shape[1])
 
-    def _targets(self, y: Any, where: str) -> np.ndarray:
-        """Class labels (int64 or str) or, for regression, float32 targets, ``(N,)``, checked."""
-        return (_target_values if self.task == "regression" else _label_array)(y, where)
+    def _targets(self, y: Any, where: str, rows: int) -> np.ndarray:
+        """Class labels (int64 or str) or, for regression, float32 targets, ``(rows,)``, checked."""
+        y = (_target_values if self.task == "regression" else _label_array)(y, f"the labels of {where}")
+        if len(y) != rows:
+            raise UsageError(f"{where}: expected one label per row, got {len(y)} labels for {rows} rows")
+        return y
 
     def _side_rows(
         self, source: tuple | None, n_features: int, labelled: bool
@@ -318,10 +301,7 @@ class ArrayDataModule(InMemoryDataModule):
                 f"{where}: expected labels for the test rows, as the training rows have; add the "
                 "target column (or pass y_test)"
             )
-        y = self._targets(y, f"the labels of {where}")
-        if len(y) != len(x):
-            raise UsageError(f"{where}: expected one label per row, got {len(y)} labels for {len(x)} rows")
-        return x, y
+        return x, self._targets(y, where, len(x))
 
     def _check_image_shape(self, shape: tuple[int, ...], n_features: int) -> tuple[int, ...] | None:
         image_shape = self._image_shape or (shape if len(shape) > 1 else None)

@@ -15,7 +15,7 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from ..constraints import Interval, Options, UsageError, validate_params
+from ..constraints import Interval, Options, Rule, UsageError, validate_params
 from ..scaling import SCALINGS, Scaling
 
 ScalingName = Literal["unit", "standardize", "none"]  # for the signatures LightningCLI reads
@@ -221,6 +221,13 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         "num_workers": [Interval(int, 0, None)],
         "on_device": [Options((False, True))],
     }
+    _parameter_rules = (
+        Rule(
+            lambda p: not p["binarize"] or p["scaling"] == "unit",
+            "expected binarize with scaling='unit', got binarize=true with scaling={scaling!r}: "
+            "only values in [0, 1] are binarized; drop one of the two",
+        ),
+    )
     _not_hyperparameters: tuple[str, ...] = ()  # init arguments that are data, not settings (arrays, datasets)
 
     def __init__(
@@ -235,26 +242,9 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         on_device: bool = True,
     ) -> None:
         super().__init__()
-        validate_params(
-            type(self).__name__,
-            dict(
-                batch_size=batch_size,
-                val_fraction=val_fraction,
-                num_labels=num_labels,
-                scaling=scaling,
-                binarize=binarize,
-                split_seed=split_seed,
-                num_workers=num_workers,
-                on_device=on_device,
-            ),
-            self._parameter_constraints,
-            prefix="data.",
-        )
-        if binarize and scaling != "unit":
-            raise UsageError(
-                f"expected binarize with scaling='unit', got binarize=true with scaling={scaling!r}: "
-                "only values in [0, 1] are binarized; drop one of the two"
-            )
+        validate_params(type(self).__name__, locals(), self._parameter_constraints, "data.", self._parameter_rules)
+        if num_labels is not None and isinstance(type(self).num_classes, int):  # known before the data are read
+            _check_label_budget(num_labels, self.num_classes)
         self.save_hyperparameters(ignore=list(self._not_hyperparameters))
         self.batch_size, self.val_fraction, self.num_labels = batch_size, val_fraction, num_labels
         self.scaling, self.binarize, self.split_seed, self.num_workers = scaling, binarize, split_seed, num_workers

@@ -168,16 +168,7 @@ class DatasetDataModule(InMemoryDataModule):
         validate_params(
             type(self).__name__, dict(test_fraction=test_fraction), self._parameter_constraints, prefix="data."
         )
-        super().__init__(
-            batch_size=batch_size,
-            val_fraction=val_fraction,
-            num_labels=num_labels,
-            scaling=scaling,
-            binarize=binarize,
-            split_seed=split_seed,
-            num_workers=num_workers,
-            on_device=on_device,
-        )
+        super().__init__(batch_size, val_fraction, num_labels, scaling, binarize, split_seed, num_workers, on_device)
         self.datasets = {"train": dataset, "test": test_dataset, "val": val_dataset}
         self.test_fraction = test_fraction
         self.items = self._read_items()  # the datasets in memory
@@ -208,16 +199,10 @@ class DatasetDataModule(InMemoryDataModule):
                     f"dataset's {x.shape[1:]}; expected one shape: give both the same transform"
                 )
         labelled = y is not None
-        classes = getattr(self.datasets["train"], "classes", None)
-        num_classes = (
-            (
-                len(classes)
-                if classes is not None
-                else 1 + max(int(a[1].max()) for a in arrays.values() if a[1] is not None)
-            )
-            if labelled
-            else None
-        )
+        num_classes = None
+        if labelled:
+            span = 1 + max(int(a[1].max()) for a in arrays.values() if a[1] is not None)
+            num_classes = _num_classes(self.datasets["train"], span)
         splits = {}
         for split, (inputs, labels) in arrays.items():
             rows = torch.from_numpy(inputs.reshape(len(inputs), -1).astype(np.float32))
@@ -246,3 +231,10 @@ class DatasetDataModule(InMemoryDataModule):
             x, y = x[keep], None if y is None else y[keep]
         val_x, val_y = splits.get("val", (None, None))
         return RawData(x, y, test_x, test_y, val_x=val_x, val_y=val_y, value_range=self.items.value_range)
+
+
+def _num_classes(dataset: Dataset, span: int) -> int:
+    """A labelled dataset's number of classes: ``len(dataset.classes)`` where it lists them (as
+    torchvision's do), else ``span``, the largest label seen + 1."""
+    classes = getattr(dataset, "classes", None)
+    return len(classes) if classes is not None else span

@@ -16,7 +16,6 @@ from .base import (
     RawData,
     ScalingName,
     _check_finite,
-    _check_label_budget,
     carve,
 )
 from .readers import (
@@ -37,30 +36,6 @@ class ImageDataModule(InMemoryDataModule):
     image_shape: tuple[int, ...] = (0, 0)
     num_classes: int = 10
     pixel_max: float = 1.0
-
-    def __init__(
-        self,
-        batch_size: int | None = None,
-        val_fraction: float = 0.1,
-        num_labels: int | None = None,
-        scaling: ScalingName = "unit",
-        binarize: bool = False,
-        split_seed: int = 0,
-        num_workers: int = 0,
-        on_device: bool = True,
-    ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            val_fraction=val_fraction,
-            num_labels=num_labels,
-            scaling=scaling,
-            binarize=binarize,
-            split_seed=split_seed,
-            num_workers=num_workers,
-            on_device=on_device,
-        )
-        if num_labels is not None:
-            _check_label_budget(num_labels, self.num_classes)
 
     def _load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Return train images ``(N, *image_shape)``, train labels ``(N,)``, test images, test labels."""
@@ -145,16 +120,7 @@ class _IDXDataModule(ImageDataModule):
         on_device: bool = True,
         max_file_bytes: int | None = None,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            val_fraction=val_fraction,
-            num_labels=num_labels,
-            scaling=scaling,
-            binarize=binarize,
-            split_seed=split_seed,
-            num_workers=num_workers,
-            on_device=on_device,
-        )
+        super().__init__(batch_size, val_fraction, num_labels, scaling, binarize, split_seed, num_workers, on_device)
         self.root, self.download, self.max_file_bytes = root, download, max_file_bytes
 
     def prepare_data(self) -> None:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from ..constraints import Interval, UsageError, validate_params
 from ..scaling import Scaling
 from .base import InMemoryDataModule, Scaled, ScalingName, _check_label_budget, class_budget
-from .datasets import _class_label, _input_array, _value_range
+from .datasets import _class_label, _input_array, _num_classes, _value_range
 
 # Lightning warns of any IterableDataset with __len__ that workers may count twice; a _Stream's
 # workers each read their own equal share, so its length is exact.
@@ -119,9 +119,7 @@ class _Stream(IterableDataset):
         """The split's items in source order (after the label budget), as (input, label)."""
         kept: dict[int, int] = {}
         for i, raw in enumerate(self.source):
-            if self.owner_split is not None and self.owner_split(i) != (
-                "train" if self.split == "pretrain" else self.split
-            ):
+            if self.owner_split is not None and self.owner_split(i) != self.wanted:
                 continue
             x, y = _item(raw)
             if self.label_budget is not None:
@@ -211,6 +209,7 @@ class StreamingDataModule(Scaled, LightningDataModule):
         "shuffle_buffer": [Interval(int, 1, None)],
         "seed": [Interval(int, 0, 2**63 - 1)],
     }
+    _parameter_rules = InMemoryDataModule._parameter_rules
     _not_hyperparameters = ("dataset", "test_dataset", "val_dataset")
 
     def __init__(
@@ -230,18 +229,13 @@ class StreamingDataModule(Scaled, LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        settings = dict(test_fraction=test_fraction, val_fraction=val_fraction, batch_size=batch_size,
-                        num_labels=num_labels, scaling=scaling, binarize=binarize, shuffle_buffer=shuffle_buffer,
-                        seed=seed, num_workers=num_workers)  # fmt: skip
-        validate_params(type(self).__name__, settings, self._parameter_constraints, prefix="data.")
+        validate_params(type(self).__name__, locals(), self._parameter_constraints, "data.", self._parameter_rules)
         carved = (test_fraction if test_dataset is None else 0) + (val_fraction if val_dataset is None else 0)
         if carved >= 1:
             raise UsageError(
                 f"expected test_fraction + val_fraction < 1 (items must be left to train on), got {carved:g}; "
                 "lower them, or give test_dataset / val_dataset"
             )
-        if binarize and scaling != "unit":
-            raise UsageError("expected binarize with scaling='unit'; drop one of the two")
         self.save_hyperparameters(ignore=list(self._not_hyperparameters))
         self.datasets = {"train": dataset, "test": test_dataset, "val": val_dataset}
         self.test_fraction, self.val_fraction, self.batch_size = test_fraction, val_fraction, batch_size
@@ -265,10 +259,7 @@ class StreamingDataModule(Scaled, LightningDataModule):
 
     @property
     def num_classes(self) -> int | None:
-        if not self.labelled:
-            return None
-        classes = getattr(self.datasets["train"], "classes", None)
-        return len(classes) if classes is not None else self.survey.label_span
+        return _num_classes(self.datasets["train"], self.survey.label_span) if self.labelled else None
 
     def _carved(self, split: str) -> bool:
         return split in ("test", "val") and self.datasets[split] is None
