@@ -165,6 +165,36 @@ class Scaled:
         (e.g. to apply a trained model to new rows of the same source)."""
         return self.transform(raw)
 
+    # The loaders: each module serves a split by name (_split_loader).
+    def _split_loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
+        """Batches of ``split`` ("train", "pretrain", "val" or "test"); ``batch_size`` None: the module's."""
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        """Labelled training batches (a ``num_labels`` budget of them, if set), shuffled."""
+        if not self.labelled:
+            raise UsageError(
+                f"this {type(self).__name__} has no labels, so it serves pretraining only "
+                "(pretrain_dataloader); to fine-tune, give it labels (a `target` column, `y`, or a "
+                "dataset of (input, label) pairs)"
+            )
+        return self._split_loader("train", shuffle=True)
+
+    def pretrain_dataloader(self, steps_per_batch: int = 1) -> DataLoader:
+        """Every pretraining row (labels, -1 where none, included but unused by RBMs), shuffled; each
+        batch holds ``steps_per_batch`` consecutive mini-batches of ``batch_size`` rows."""
+        return self._split_loader("pretrain", shuffle=True, batch_size=self.batch_size * steps_per_batch)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._split_loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._split_loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test split (``train.py predict`` returns its outputs per batch)."""
+        return self.test_dataloader()
+
 
 def batch_size_for(rows: int) -> int:
     """A batch size for ``rows`` rows: about 50 batches an epoch, of 16 to 100 rows (100 from 5,000 rows on)."""
@@ -415,32 +445,9 @@ class InMemoryDataModule(Scaled, LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        """Labelled training batches, shuffled."""
-        if not self.labelled:
-            raise UsageError(
-                f"this {type(self).__name__} has no labels, so it serves pretraining only "
-                "(pretrain_dataloader); to fine-tune, give it labels (a `target` column, `y`, or a "
-                "dataset of (input, label) pairs)"
-            )
-        return self._loader(self.train_x, self.train_y, shuffle=True, batch_size=self.train_batch_size)
-
-    def pretrain_dataloader(self, steps_per_batch: int = 1) -> DataLoader:
-        """Every pretraining row (labels, -1 where none, included but unused by RBMs), shuffled; each
-        batch holds ``steps_per_batch`` consecutive mini-batches of ``batch_size`` rows."""
-        return self._loader(
-            self.pretrain_x, self.pretrain_y, shuffle=True, batch_size=self.batch_size * steps_per_batch
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_x, self.val_y, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_x, self.test_y, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """The test split (``train.py predict`` returns its logits per batch)."""
-        return self.test_dataloader()
+    def _split_loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
+        x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
+        return self._loader(x, y, shuffle, batch_size or (self.train_batch_size if split == "train" else None))
 
 
 def class_budget(num_labels: int, num_classes: int) -> list[int]:

@@ -344,32 +344,9 @@ class StreamingDataModule(Scaled, LightningDataModule):
         return 0, 1
 
     # ------------------------------------------------------------ loaders
-    def _loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
+    def _split_loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
         source = (
             self.datasets[split] if split in ("val", "test") and not self._carved(split) else self.datasets["train"]
         )
         return _StreamLoader(_Stream(source, split, self, shuffle), batch_size=batch_size or self.batch_size,
                              num_workers=self.num_workers, collate_fn=partial(_scaled_batch, self))  # fmt: skip
-
-    def train_dataloader(self) -> DataLoader:
-        """Labelled training items (a ``num_labels`` budget of them, if set), shuffled in a buffer."""
-        if not self.labelled:
-            raise UsageError(
-                f"this {type(self).__name__} has no labels, so it serves pretraining only; to fine-tune, "
-                "give it a dataset of (input, label) pairs"
-            )
-        return self._loader("train", shuffle=True)
-
-    def pretrain_dataloader(self, steps_per_batch: int = 1) -> DataLoader:
-        """Every training item, labelled or not, shuffled in a buffer; ``steps_per_batch`` mini-batches per batch."""
-        return self._loader("pretrain", shuffle=True, batch_size=self.batch_size * steps_per_batch)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """The test split."""
-        return self.test_dataloader()
