@@ -82,13 +82,6 @@ class DBNCLI(LightningCLI):
         root = Path(getattr(self.trainer.logger, "root_dir", None) or self.trainer.default_root_dir)
         return find_last(root, ours, self.subcommand, fine_tuned, required)
 
-    def stage_trainers(self) -> CLIStageTrainers:
-        """The stages' Trainers: this run's trainer options, a checkpoint ``rbm{k}-last.ckpt`` every
-        epoch (for resuming) and the stage's pictures."""
-        config = self.config[self.subcommand]["trainer"].clone().as_dict()
-        settings = run_settings(self.model, self.datamodule)
-        return CLIStageTrainers(config, self.checkpoint_dir(), settings, getattr(self.datamodule, "image_shape", None))
-
     # --- the subcommands -----------------------------------------------------------------------
     def before_fit(self) -> None:
         prepare_trainer(self.trainer)
@@ -112,8 +105,13 @@ class DBNCLI(LightningCLI):
                 self.model.load_state_dict(checkpoint["state_dict"])
         self._resumed = checkpoint is not None
         self.config_init[self.subcommand]["ckpt_path"] = str(resume) if resume else None
-        if isinstance(self.model, DBN):  # the fit pretrains in on_fit_start, with this run's stage Trainers
-            self.model.stage_trainers, self.model.stage_resume = self.stage_trainers(), stage_resume
+        if isinstance(self.model, DBN):  # the fit pretrains in on_fit_start, with this run's stage Trainers:
+            # its trainer options, a checkpoint rbm{k}-last.ckpt every epoch (to resume) and the stage's pictures
+            config = self.config[self.subcommand]["trainer"].clone().as_dict()
+            image_shape = getattr(self.datamodule, "image_shape", None)
+            settings = run_settings(self.model, self.datamodule)
+            self.model.stage_trainers = CLIStageTrainers(config, self.checkpoint_dir(), settings, image_shape)
+            self.model.stage_resume = stage_resume
 
     def _checkpoint_to_evaluate(self) -> None:
         """validate / test / predict: ``--ckpt_path`` read as fit reads it; a stage's is refused."""

@@ -64,6 +64,14 @@ class SquaredError(MeanMetric):
         super().update((preds - target).pow(2).sum(-1))
 
 
+def _one_or_per_layer(name: str, one: str, each: str) -> Rule:
+    """The Rule that option ``name`` is one value, or a list of one per hidden layer (``each``)."""
+    return Rule(
+        lambda p: not isinstance(p[name], (list, tuple)) or len(p[name]) == len(p["hidden"]),
+        f"{{prefix}}{name}: expected one {one} or one per {each} ({{prefix}}hidden is {{hidden}}), got {{{name}}}",
+    )
+
+
 def _shared_args(args: dict[str, Any]) -> dict[str, Any]:
     """The Classifier's own options out of a subclass's ``locals()``, read off its signature so that
     an option added there reaches every model (a DBN's ``activation`` is its hidden units). The
@@ -332,7 +340,7 @@ class Classifier(LightningModule):
             # Dropout draws its masks from torch's global generator, which every DataLoader iterator
             # also draws from: seeded per epoch and rank from the run's seed, an epoch's masks are the
             # same whatever this process ran before it (a run resumed mid-pretraining, or mid-fit).
-            torch.manual_seed(_epoch_seed(self._seed, self.current_epoch, self.global_rank))
+            torch.manual_seed((self._seed + 1_000_003 * (self.current_epoch + 1) + 7_919 * self.global_rank) % 2**63)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = self._target(batch)
@@ -446,11 +454,6 @@ def _stage_loader(datamodule, stage: str) -> Callable:
     return getattr(datamodule, f"{name}_dataloader")
 
 
-def _epoch_seed(base: int, epoch: int, rank: int) -> int:
-    """A seed for fine-tuning ``epoch`` on ``rank`` of a run seeded ``base``."""
-    return (base + 1_000_003 * (epoch + 1) + 7_919 * rank) % 2**63
-
-
 def _spare_adam_the_nvml_reload() -> None:
     """Let ``torch.cuda.is_available()`` be the cheap runtime check on machines with no GPU.
 
@@ -490,13 +493,7 @@ class Baseline(Classifier):
         "init_value": [Interval(float, None, None)],
     }
 
-    _parameter_rules = (
-        Rule(
-            lambda p: isinstance(p["activation"], str) or len(p["activation"]) == len(p["hidden"]),
-            "{prefix}activation: expected one name or one per hidden layer ({prefix}hidden is {hidden}), "
-            "got {activation}",
-        ),
-    )
+    _parameter_rules = (_one_or_per_layer("activation", "name", "hidden layer"),)
 
     def __init__(
         self,
@@ -708,15 +705,8 @@ class DBN(Classifier):
             "{prefix}ais_chains: AIS needs the free energy of sigmoid hidden units, and {prefix}hidden_units is "
             "{hidden_units} (the default recipe's is relu); set {prefix}hidden_units sigmoid, or {prefix}ais_chains 0",
         ),
-        Rule(
-            lambda p: isinstance(p["hidden_units"], str) or len(p["hidden_units"]) == len(p["hidden"]),
-            "{prefix}hidden_units: expected one name or one per RBM ({prefix}hidden is {hidden}), got {hidden_units}",
-        ),
-        Rule(
-            lambda p: not isinstance(p["pretrain_epochs"], list) or len(p["pretrain_epochs"]) == len(p["hidden"]),
-            "{prefix}pretrain_epochs: expected one number or one per RBM ({prefix}hidden is {hidden}), "
-            "got {pretrain_epochs}",
-        ),
+        _one_or_per_layer("hidden_units", "name", "RBM"),
+        _one_or_per_layer("pretrain_epochs", "number", "RBM"),
         Rule(
             lambda p: p["pcd_chains"] is None or p["persistent"] or p["pt_temperatures"] > 1,
             "{prefix}pcd_chains is set but no chains persist; add {prefix}persistent true (PCD) or "

@@ -235,7 +235,9 @@ class RBMStage(LightningModule):
         # Gibbs noise must differ across ranks (else DDP averages identical chains) and be
         # reproducible: one generator per rank, seeded from the run seed, the stage and the rank.
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(_stage_seed(self.cd.pretrain_seed, self.index, self.global_rank))
+        self.generator.manual_seed(
+            (self.cd.pretrain_seed * 1_000_003 + self.index * 1_009 + self.global_rank) % (2**63 - 1)
+        )
         state = self._generator_state
         if state is not None:  # resumed: continue the same noise stream, if it is this device kind's
             if state.numel() == self.generator.get_state().numel():
@@ -540,10 +542,6 @@ class RBMStage(LightningModule):
             self.chain, self._generator_state, self.offsets = None, None, None
 
 
-def _stage_seed(seed: int, index: int, rank: int) -> int:
-    return (seed * 1_000_003 + index * 1_009 + rank) % (2**63 - 1)
-
-
 class PretrainData(LightningDataModule):
     """A view of a DataModule whose training set is every training row, labelled or not.
 
@@ -563,7 +561,8 @@ class PretrainData(LightningDataModule):
         self.datamodule, self.prepared = datamodule, prepared
         if getattr(datamodule, "_log_hyperparams", False):  # and the data's, as the DBN's fit logs them
             self.save_hyperparameters(dict(datamodule.hparams_initial))
-        takes = "steps_per_batch" in _parameters(getattr(datamodule, "pretrain_dataloader", None))
+        loader = getattr(datamodule, "pretrain_dataloader", None)
+        takes = callable(loader) and "steps_per_batch" in inspect.signature(loader).parameters
         self.steps_per_batch = steps_per_batch if takes else 1
         if not _overrides(datamodule, "val_dataloader"):  # then the stages validate on nothing
             self.val_dataloader = LightningDataModule.val_dataloader.__get__(self)
@@ -612,10 +611,6 @@ class PretrainData(LightningDataModule):
         """The first ``n`` pretraining rows: a fixed training subset, (n, n_visible)."""
         data = getattr(self.datamodule, "pretrain_x", None)
         return None if data is None else data[:n]
-
-
-def _parameters(method: Callable | None) -> set[str]:
-    return set(inspect.signature(method).parameters) if callable(method) else set()
 
 
 def _overrides(datamodule: LightningDataModule, name: str) -> bool:
@@ -697,15 +692,10 @@ def stage_trainer(
         devices = [d.index for d in parallel] if parallel[0].index is not None else len(parallel)
         joined = dict(strategy="ddp", devices=devices, num_nodes=fit.num_nodes)
     options = {**following, **(options or {}), **joined}
-    callbacks = [*callbacks, *stage_progress(options)]
+    if options.get("enable_progress_bar") is not False and _RICH_AVAILABLE:  # the stage's own bar, if it shows one
+        callbacks = [*callbacks, StageProgressBar()]
     checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     return make_trainer(epochs, options, callbacks=callbacks, enable_checkpointing=checkpoints)
-
-
-def stage_progress(options: Mapping[str, Any]) -> list:
-    """A :class:`~dbn_init.callbacks.StageProgressBar` for a stage Trainer with these options, if it shows one."""
-    shown = options.get("enable_progress_bar") is not False and _RICH_AVAILABLE
-    return [StageProgressBar()] if shown else []
 
 
 def import_stack(model: DBN, datamodule: LightningDataModule) -> None:

@@ -298,7 +298,8 @@ class RBM(nn.Module):
             raise ValueError(f"expected steps an integer >= 0 (Gibbs sweeps), got {steps!r}")
         like = self.weight
         if init is None:
-            v = self._noise((n, self.n_visible), generator)
+            # the visible units with no input (W'h + b = 0): Bernoulli(0.5), or N(0, 1), standardised data's scale
+            v = self.sample_from_mean(self._visible_mean_of(like.new_zeros(n, self.n_visible)), generator)
         else:
             if not isinstance(init, Tensor) or tuple(init.shape) != (n, self.n_visible):
                 got = tuple(init.shape) if isinstance(init, Tensor) else type(init).__name__
@@ -309,13 +310,8 @@ class RBM(nn.Module):
             check_visible(init, self.visible_units, "init")
             v = init.detach().to(device=like.device, dtype=like.dtype).clone()
         for step in range(steps):
-            h = self.sample_hidden(v, generator)
-            v = self.visible_mean(h) if step == steps - 1 else self.sample_visible(h, generator)
+            v = self.gibbs_step(v, generator, sample_visible=step < steps - 1)
         return v
-
-    def _noise(self, shape: tuple[int, int], generator: torch.Generator | None) -> Tensor:
-        """Starting noise for :meth:`sample` without ``init``: Bernoulli(0.5) visible units."""
-        return bernoulli(torch.full(shape, 0.5, device=self.weight.device, dtype=self.weight.dtype), generator)
 
     def cd_loss(
         self,
@@ -582,10 +578,6 @@ class GaussianRBM(RBM):
 
     def _visible_quadratic(self, v: Tensor) -> Tensor:
         return 0.5 * (v**2).sum(-1)
-
-    def _noise(self, shape: tuple[int, int], generator: torch.Generator | None) -> Tensor:
-        """Starting noise for :meth:`sample` without ``init``: N(0, 1), standardised data's scale."""
-        return torch.randn(shape, generator=generator, device=self.weight.device, dtype=self.weight.dtype)
 
     def pseudo_likelihood(
         self, v: Tensor, generator: torch.Generator | None = None, *, index: Tensor | None = None

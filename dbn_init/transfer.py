@@ -341,18 +341,14 @@ def _following(module: nn.Module, layer: nn.Module) -> tuple[nn.Module | None, b
         after = siblings[[id(c) for c in siblings].index(id(node)) + 1 :]
         following = next((c for c in after if not isinstance(c, _TRANSPARENT)), None)
         if following is not None:
-            return _first_leaf(following), True
+            leaves = [m for m in following.modules() if not list(m.children())]  # its first leaf module
+            return (leaves[0] if leaves else following), True
         node = parents[id(node)]
     if node is module:  # the end of the whole network: nothing follows
         return None, True
     leaves = [m for m in module.modules() if not list(m.children())]
     index = next((j for j, m in enumerate(leaves) if m is layer), len(leaves))
     return next((m for m in leaves[index + 1 :] if not isinstance(m, _TRANSPARENT)), None), False
-
-
-def _first_leaf(module: nn.Module) -> nn.Module:
-    leaves = [m for m in module.modules() if not list(m.children())]
-    return leaves[0] if leaves else module
 
 
 def _warn_activation(module: nn.Module, layer: nn.Linear, name: str, unit: str) -> None:
