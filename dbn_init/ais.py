@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .constraints import check_count
 from .rbm import RBM, bernoulli, check_visible
 
 __all__ = [
@@ -79,11 +80,7 @@ def beta_schedule(n_betas: int = 10000) -> Tensor:
     Three linear pieces, [0, 0.5), [0.5, 0.9) and [0.9, 1], holding the paper's proportions
     500 : 4,000 : 10,000 of the points (Salakhutdinov & Murray 2008, section 4.2).
     """
-    if isinstance(n_betas, bool) or not isinstance(n_betas, int) or n_betas < 4:
-        raise ValueError(
-            f"expected n_betas an integer >= 4 (the schedule has three pieces), got {n_betas!r}; "
-            "thousands are typical, e.g. 10000"
-        )
+    check_count(n_betas, "n_betas", 4, "the schedule has three pieces; thousands are typical, e.g. 10000")
     total = sum(n for _, n in _SCHEDULE)
     n1 = max(1, round(n_betas * _SCHEDULE[0][1] / total))
     n2 = max(1, round(n_betas * _SCHEDULE[1][1] / total))
@@ -136,11 +133,6 @@ def _check_bernoulli(rbm: RBM, what: str, hidden_units: str | None = None) -> No
             f"{what}: AIS here covers Bernoulli RBMs only, got {type(rbm).__name__} with {rbm.visible_units} "
             "visible units; for a Gaussian RBM with few hidden units use rbm.log_partition_exact()"
         )
-
-
-def _check_count(value: int, name: str, minimum: int, why: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"expected {name} an integer >= {minimum} ({why}), got {value!r}")
 
 
 def _check_betas(betas: Tensor | None, n_betas: int) -> list[float]:
@@ -260,7 +252,7 @@ def ais_log_partition(
     accumulated in float64, because they sum K small differences of large numbers.
     """
     _check_bernoulli(rbm, "ais_log_partition")
-    _check_count(n_chains, "n_chains", 2, "the error bar needs a spread")
+    check_count(n_chains, "n_chains", 2, "the error bar needs a spread")
     beta = _check_betas(betas, n_betas)
     path = _Path.of(rbm, base_visible_bias)
 
@@ -349,8 +341,8 @@ def raise_log_prob(
     """
     _check_bernoulli(rbm, "raise_log_prob")
     _check_binary(data, rbm.n_visible, "data")
-    _check_count(n_chains, "n_chains", 1, "reverse chains per test vector")
-    _check_count(batch_size, "batch_size", 1, "chains run at once")
+    check_count(n_chains, "n_chains", 1, "reverse chains per test vector")
+    check_count(batch_size, "batch_size", 1, "chains run at once")
     beta = _check_betas(betas, n_betas)
     path = _Path.of(rbm, base_visible_bias)
 

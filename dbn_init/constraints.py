@@ -30,6 +30,7 @@ __all__ = [
     "ListOf",
     "Rule",
     "validate_params",
+    "check_count",
 ]
 
 
@@ -124,6 +125,12 @@ class Rule:
 
     holds: Callable[[dict[str, Any]], bool]
     message: str
+
+
+def check_count(value: int, name: str, minimum: int, why: str) -> None:
+    """Raise ValueError unless ``value`` is an integer (not a bool) >= ``minimum``; ``why`` says what it counts."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"expected {name} an integer >= {minimum} ({why}), got {value!r}")
 
 
 def _accepts(constraint: Constraint, value: Any) -> bool:

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .constraints import check_count
+
 __all__ = [
     "RBM",
     "GaussianRBM",
@@ -292,10 +294,8 @@ class RBM(nn.Module):
         RBM's dtype), or the noise. ``steps=1`` from data is the one-step reconstruction
         E[v | h ~ p(h | init)].
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"expected n an integer >= 1 (number of samples), got {n!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"expected steps an integer >= 0 (Gibbs sweeps), got {steps!r}")
+        check_count(n, "n", 1, "number of samples")
+        check_count(steps, "steps", 0, "Gibbs sweeps")
         like = self.weight
         if init is None:
             # the visible units with no input (W'h + b = 0): Bernoulli(0.5), or N(0, 1), standardised data's scale
