@@ -73,7 +73,7 @@ def pretrain_stack(
     and ``batch_size`` None suits the rows (:func:`~dbn_init.data.base.batch_size_for`). ``seed`` also seeds
     the starting weights and the mini-batch order: the same seed, the same RBMs.
     """
-    given = dict(hidden=list(hidden), recipe=recipe, visible_units=visible_units, hidden_units=hidden_units,
+    given = dict(hidden=hidden, recipe=recipe, visible_units=visible_units, hidden_units=hidden_units,
                  epochs=epochs, lr=lr, gaussian_lr=gaussian_lr, cd_k=cd_k, persistent=persistent,
                  seed=seed)  # fmt: skip
     given = {k: v for k, v in given.items() if v is not None}

@@ -907,3 +907,54 @@ def test_after_setup_the_module_holds_one_float32_copy_whose_views_are_the_split
     assert torch.equal(dm.val_x, dm.scale(training[dm.val_indices]))
     assert torch.equal(dm.test_x, dm.scale(rows[dm.test_indices]))
     assert dm.pretrain_x.mean(0).abs().max() < 1e-5  # standardised with the pretraining rows' statistics
+
+
+def test_dataframes_beside_a_dataframe_x_are_matched_by_column_name():
+    import pandas as pd
+
+    wine = load_wine(as_frame=True)
+    x, y = wine.data, wine.target
+    plain = ArrayDataModule(x[:150], y[:150], x_test=x[150:], y_test=y[150:]).arrays
+    reordered = ArrayDataModule(x[:150], y[:150], x_test=x[150:][x.columns[::-1]], y_test=y[150:]).arrays
+    assert torch.equal(reordered.test_x, plain.test_x)  # the test rows' features, not a scramble of them
+    other = x[150:].drop(columns=["proline"]).assign(colour=1.0)
+    refused = r"x_test: expected the training frame's feature columns .*missing \['proline'\]; extra \['colour'\]"
+    with pytest.raises(UsageError, match=refused):
+        ArrayDataModule(x[:150], y[:150], x_test=other, y_test=y[150:])
+    unlabeled = ArrayDataModule(x[:150], y[:150], x_unlabeled=pd.DataFrame(x[150:][x.columns[::-1]])).arrays
+    assert torch.equal(unlabeled.unlabeled_x, plain.test_x)
+
+
+def test_labels_missing_among_names_are_refused_and_a_label_column_is_read_as_labels():
+    x, y = wine_arrays()
+    names = np.array(["barolo", "grignolino", "barbera"], dtype=object)[y]
+    for missing in (None, float("nan")):
+        names[7] = missing
+        with pytest.raises(UsageError, match=r"expected a label in every row, got none in row 7"):
+            ArrayDataModule(x, names)
+    assert torch.equal(ArrayDataModule(x, y.reshape(-1, 1)).arrays.y, ArrayDataModule(x, y).arrays.y)  # (N, 1)
+
+
+def test_target_messages_name_the_fix(tmp_path):
+    x, _ = wine_arrays()
+    with pytest.raises(UsageError, match=r"fractional .* a target of numbers to predict is data.targets 'values'"):
+        ArrayDataModule(x, x[:, 0])
+    values = x[:, 0].astype(str)
+    values[5] = "n/a"
+    with pytest.raises(UsageError, match=r"expected a number as the target of every row, got 'n/a' in row 5"):
+        ArrayDataModule(x, values, targets="values")
+    (tmp_path / "only.csv").write_text("label\n0\n1\n0\n1\n")
+    with pytest.raises(UsageError, match=r"only.csv: expected feature columns besides the target 'label', got none"):
+        ArrayDataModule(path=str(tmp_path / "only.csv"), target="label")
+
+
+def test_a_csv_not_in_utf8_is_one_line_and_a_home_path_is_expanded(tmp_path, monkeypatch):
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("a,b,café,label\n1,2,3,0\n4,5,6,1\n".encode("latin-1"))  # a spreadsheet's export
+    with pytest.raises(UsageError, match=r"latin1.csv: expected UTF-8 text, got byte b'\\xe9' .* save it as UTF-8"):
+        ArrayDataModule(path=str(latin1), target="label")
+    write_wine_csv(tmp_path / "wine.csv")
+    with pytest.raises(UsageError, match=r"test_path .*latin1.csv: expected UTF-8 text"):
+        ArrayDataModule(path=str(tmp_path / "wine.csv"), target="cultivar", test_path=str(latin1))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert ArrayDataModule(path="~/wine.csv", target="cultivar").input_size == 13

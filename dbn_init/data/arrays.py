@@ -23,6 +23,7 @@ from .base import (
     return_freed_memory,
 )
 from .readers import (
+    _by_name,
     _label_array,
     _target_values,
     encode_labels,
@@ -111,7 +112,8 @@ class ArrayDataModule(InMemoryDataModule):
     Args:
         test_path, x_test, y_test: the test rows (a file like ``path``, or arrays); without them
             ``test_fraction`` of the rows is held out, stratified, with the constant seed 0
-            (not ``split_seed``), so test scores compare across seeds.
+            (not ``split_seed``), so test scores compare across seeds. Tables (files with a
+            header, DataFrames beside a DataFrame ``x``) are matched to the training columns by name.
         unlabeled_path, x_unlabeled: extra rows for pretraining only (a ``target`` column in the
             file is ignored).
         predict_path: rows for ``predict_dataloader`` (else it serves the test split).
@@ -241,11 +243,15 @@ class ArrayDataModule(InMemoryDataModule):
         beside a table ``path`` is read by ``path``'s column names, in its order."""
         src = self._sources
         if array_option is not None and src[array_option] is not None:
-            return src[array_option], None if labels_option is None else src[labels_option], array_option
+            x, columns = src[array_option], getattr(src["x"], "columns", None)
+            if array_option != "x" and columns is not None and hasattr(x, "columns"):  # frames: matched by name
+                names, wanted = [str(c) for c in x.columns], [str(c) for c in columns]
+                x = x.iloc[:, _by_name(names, list(range(len(names))), wanted, array_option, "frame")]
+            return x, None if labels_option is None else src[labels_option], array_option
         if src[option] is None:
             return None
         names = None if option == "path" or src["path"] is None else table_columns(src["path"], src["target"])
-        if names is not None and table_columns(src[option]) is None:
+        if names is not None and table_columns(src[option], option=option) is None:
             names = None  # a file without names (.npz, .npy) is matched by width
         x, y = read_array_file(src[option], src["target"], option, target_optional=option != "path", columns=names)
         return x, y, f"{option} {src[option]}"

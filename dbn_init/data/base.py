@@ -362,10 +362,12 @@ class InMemoryDataModule(Scaled, LightningDataModule):
             return
         missing = sorted(set(range(self.num_classes)) - set(self.train_y[self.train_y >= 0].tolist()))
         if missing:
+            names = getattr(self, "classes", None)  # the labels as given, where the module keeps them
             warnings.warn(
-                f"{type(self).__name__}: class(es) {missing} have no labelled row in the training split "
-                "(theirs went to validation or test), so the model never trains on them; add rows of "
-                "those classes, or lower val_fraction",
+                f"{type(self).__name__}: class(es) {[names[c] for c in missing] if names else missing} have no "
+                "labelled row in the training split (theirs went to validation or test, or the test rows "
+                "alone have them), so the model never trains on them; add training rows of those classes, "
+                "or lower val_fraction",
                 stacklevel=2,
             )
 

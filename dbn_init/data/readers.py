@@ -73,7 +73,7 @@ def read_idx(path: str | Path, max_bytes: int | None = None) -> np.ndarray:
         ValueError: for any malformed content (bad magic, unknown type code, truncated or
             over-long payload, broken gzip stream, more than 2**31 elements), naming the path.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
 
     def bad(what: str) -> UsageError:
         return UsageError(f"{path}: {what}; the file is damaged or not an IDX file: {_FILE_FIX}")
@@ -232,7 +232,7 @@ def read_array_file(
         FileNotFoundError: the file is missing.
         ValueError: an unknown suffix, a missing key or column, a cell that is not a number.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         state = "is a folder" if path.is_dir() else "does not exist"
         raise MissingFileError(
@@ -253,7 +253,17 @@ def read_array_file(
                 "save features and labels together with np.savez(path, x=features, y=labels)"
             )
         return _numeric(lambda: np.load(path, allow_pickle=False), f"{option} {path}"), None
-    return _read_table(path, target, option, target_optional, columns)
+    try:
+        return _read_table(path, target, option, target_optional, columns)
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, option, err) from None
+
+
+def _not_utf8(path: Path, option: str, err: UnicodeDecodeError) -> UsageError:
+    return UsageError(
+        f"{option} {path}: expected UTF-8 text, got byte {err.object[err.start : err.start + 1]!r} at "
+        f"{err.start} (another encoding, or a compressed file?); save it as UTF-8 CSV"
+    )
 
 
 def _numeric(read: Callable[[], np.ndarray], where: str) -> np.ndarray:
@@ -270,14 +280,17 @@ def _numeric(read: Callable[[], np.ndarray], where: str) -> np.ndarray:
         ) from None
 
 
-def table_columns(path: str | Path, target: str | None = None) -> list[str] | None:
+def table_columns(path: str | Path, target: str | None = None, option: str = "path") -> list[str] | None:
     """The feature columns of a ``.csv``/``.tsv`` file, by name, in order (its header less the
     ``target`` column); None for a file without names (``.npz``, ``.npy``) or one that is not there."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.suffix.lower() not in (".csv", ".tsv") or not path.is_file():
         return None
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        header = next(csv.reader(f, delimiter=_delimiter(path)), [])
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f, delimiter=_delimiter(path)), [])
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, option, err) from None
     return [name.strip() for name in header if name.strip() != target]
 
 
@@ -342,6 +355,8 @@ def _read_table(
             )
         label_col = header.index(target) if target is not None else None
         features = [i for i in range(len(header)) if i != label_col]
+        if not features:
+            raise UsageError(f"{where}: expected feature columns besides the target {target!r}, got none: add them")
         if columns is not None:  # another file's columns, by name: reordered to them
             features = _by_name(header, features, columns, where)
         blocks, labels, line = [], [], 2  # line: of the block's first row, counting the header as 1
@@ -389,13 +404,13 @@ def _numbers(block: list[list[str]], header: list[str], features: list[int], whe
     return np.array(cells, dtype=np.float32).reshape(len(block), len(features))
 
 
-def _by_name(header: list[str], features: list[int], columns: list[str], where: str) -> list[int]:
-    """The indices of ``columns`` (another file's feature columns) among this table's ``features``."""
+def _by_name(header: list[str], features: list[int], columns: list[str], where: str, of: str = "file") -> list[int]:
+    """The indices of ``columns`` (the training ``of``'s feature columns) among this table's ``features``."""
     names = [header[i] for i in features]
     missing, extra = [c for c in columns if c not in names], [c for c in names if c not in columns]
     if missing or extra:
         raise UsageError(
-            f"{where}: expected the training file's feature columns {columns}, got "
+            f"{where}: expected the training {of}'s feature columns {columns}, got "
             + "; ".join(f"{what} {cols}" for what, cols in (("missing", missing), ("extra", extra)) if cols)
             + ": give it the same columns (their order may differ)"
         )
@@ -405,18 +420,20 @@ def _by_name(header: list[str], features: list[int], columns: list[str], where: 
 def _label_array(values: Any, where: str) -> np.ndarray:
     """Class labels as int64 (numbers, integral floats) or str; refuses fractional numbers."""
     y = np.asarray(values)
+    y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y  # a column (N, 1), as a one-column frame gives
     if y.ndim != 1:
         raise UsageError(
             f"{where}: expected one class label per row, shape (N,), got shape {y.shape}; for one-hot "
             "labels pass y.argmax(1)"
         )
     if y.dtype.kind in "USO":
-        y = y.astype(str)
-        if (y == "").any():
+        missing = np.array([v is None or v == "" or (isinstance(v, float) and v != v) for v in y.tolist()], bool)
+        if missing.any():  # an empty cell, None or NaN among named labels
             raise UsageError(
-                f"{where}: expected a label in every row, got an empty one in row "
-                f"{int(np.argmax(y == ''))} (from 0); fill it, or move unlabelled rows to unlabeled_path"
+                f"{where}: expected a label in every row, got none in row "
+                f"{int(np.argmax(missing))} (from 0); fill it, or move unlabelled rows to unlabeled_path"
             )
+        y = y.astype(str)
         numeric = y.size > 0 and all(map(_is_number, y.tolist()))
         if not numeric:
             return y
@@ -424,7 +441,8 @@ def _label_array(values: Any, where: str) -> np.ndarray:
     if y.dtype.kind == "f" and not (np.isfinite(y).all() and np.equal(np.mod(y, 1), 0).all()):
         raise UsageError(
             f"{where}: expected class labels (integers or names), got fractional or NaN values such "
-            f"as {y[np.mod(y, 1) != 0][:3].tolist()}; a classifier needs a class column as target"
+            f"as {y[np.mod(y, 1) != 0][:3].tolist()}; a classifier needs a class column as target, and "
+            "a target of numbers to predict is data.targets 'values' (regression)"
         )
     if y.dtype.kind not in "biuf":
         raise UsageError(f"{where}: expected class labels (integers or names), got dtype {y.dtype}")
@@ -439,7 +457,11 @@ def _target_values(values: Any, where: str) -> np.ndarray:
     try:
         y = y.astype(np.float64)
     except (TypeError, ValueError) as err:
-        raise UsageError(f"{where}: expected a number as the target of every row, got {err}") from err
+        row = next((i for i, v in enumerate(y.ravel().tolist()) if not _is_number(str(v))), 0)
+        raise UsageError(
+            f"{where}: expected a number as the target of every row, got '{y.ravel()[row]}' in row {row} "
+            "(from 0); fill or drop that row"
+        ) from err
     if y.ndim != 1 or not np.isfinite(y).all():
         problem = f"shape {y.shape}" if y.ndim != 1 else f"{int((~np.isfinite(y)).sum())} NaN/Inf"
         raise UsageError(
