@@ -144,7 +144,8 @@ def load_pretrained_(module: nn.Module, stack: Any, layers: Sequence[nn.Linear] 
             a list of :class:`~dbn_init.rbm.RBM` (bottom to top), a :class:`~dbn_init.models.DBN`,
             or a list of fitted ``sklearn.neural_network.BernoulliRBM``.
         layers: the Linear layers to fill, one per RBM, bottom to top; by default the first k
-            ``nn.Linear`` modules of ``module`` in registration order (``module.modules()``).
+            ``nn.Linear`` modules of ``module`` in registration order (``module.modules()``). An
+            ``nn.LazyLinear`` not yet built takes its input size from its RBM.
 
     Returns:
         The layers that were set, bottom to top.
@@ -263,6 +264,8 @@ def _targets(
         problems += _check_explicit(module, targets, len(rbms))
     names = _names(module, targets)
     for i, (rbm, layer, name) in enumerate(zip(rbms, targets, names, strict=False)):  # targets may be short
+        if isinstance(layer, nn.LazyLinear) and layer.has_uninitialized_params():  # its inputs are the RBM's
+            layer(torch.zeros(1, rbm.n_visible, device=layer.weight.device))
         if isinstance(layer, nn.Linear):
             problems += _check_shape(i, rbm, layer, name)
     _raise(problems, f"the {type(module).__name__}")

@@ -65,6 +65,13 @@ def test_from_a_dbn_reproduces_its_up_pass_exactly(dbn, digit_pixels):
     assert all(torch.equal(head[k], v) for k, v in net[4].state_dict().items())  # the head keeps its init
 
 
+def test_lazy_linear_layers_take_their_input_size_from_the_stack(dbn, digit_pixels):
+    net = nn.Sequential(nn.LazyLinear(32), nn.Sigmoid(), nn.LazyLinear(16), nn.Sigmoid(), nn.LazyLinear(10))
+    load_pretrained_(net, dbn)
+    assert torch.equal(features(net, digit_pixels), dbn.up_pass(digit_pixels))
+    assert net(digit_pixels).shape == (len(digit_pixels), 10)  # the head, still lazy, builds on its first batch
+
+
 def test_from_exported_safetensors_npz_and_rbm_list(dbn, digit_pixels, tmp_path):
     reference = dbn.up_pass(digit_pixels)
     path = save_stack(list(dbn.rbms), tmp_path / "dbn.safetensors")
