@@ -184,14 +184,19 @@ def _rank_one_of(parent: int) -> int | None:
     return None
 
 
+def _quickstart_on_two_processes(folder: Path) -> subprocess.Popen:
+    """train.py fit of the quickstart under 2-process DDP in ``folder``, started as users start it; stderr piped."""
+    root = Path(__file__).parents[1]
+    return subprocess.Popen([sys.executable, str(root / "train.py"), "fit", "--config", "quickstart.yaml",
+                             "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+                             "--trainer.default_root_dir", str(folder)],
+                            cwd=folder, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+
+
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
 def test_a_rank_that_dies_ends_the_run_with_the_line_that_resumes_it(tmp_path):
-    root = Path(__file__).parents[1]
-    proc = subprocess.Popen([sys.executable, str(root / "train.py"), "fit", "--config", "quickstart.yaml",
-                             "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-                             "--trainer.default_root_dir", str(tmp_path)],
-                            cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = _quickstart_on_two_processes(tmp_path)
     try:
         stage = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "rbm1-last.ckpt"
         deadline = time.monotonic() + 240
@@ -214,12 +219,7 @@ def test_a_rank_that_dies_ends_the_run_with_the_line_that_resumes_it(tmp_path):
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
 def test_rank_zero_killed_before_the_processes_meet_ends_the_others_with_the_line_that_resumes_it(tmp_path):
     """Rank 1 would otherwise wait in the rendezvous for the process group's timeout (30 minutes)."""
-    root = Path(__file__).parents[1]
-    proc = subprocess.Popen([sys.executable, str(root / "train.py"), "fit", "--config", "quickstart.yaml",
-                             "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-                             "--trainer.default_root_dir", str(tmp_path)],
-                            cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = _quickstart_on_two_processes(tmp_path)
     rank_one = None
     try:
         deadline = time.monotonic() + 120
