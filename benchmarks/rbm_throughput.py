@@ -531,16 +531,17 @@ def finetune_plain(dm, args) -> float:
 
 
 def matmul_peak(args: argparse.Namespace) -> float:
-    """The device's measured matmul rate (TFLOP/s): 4096^3 fp32 products (TF32 where the
+    """The device's measured matmul rate (TFLOP/s): --peak-size^3 fp32 products (TF32 where the
     --matmul-precision allows it), best of 3 timings of 10."""
     import torch
 
     dev = device_of(args)
-    a, b = torch.randn(4096, 4096, device=dev), torch.randn(4096, 4096, device=dev)
+    size = args.peak_size
+    a, b = torch.randn(size, size, device=dev), torch.randn(size, size, device=dev)
     reps = 10 if args.device == "cuda" else 2
     a @ b  # warm-up
     best = min(seconds(lambda: [a @ b for _ in range(reps)], args) for _ in range(3))
-    return 2 * 4096**3 * reps / best / 1e12
+    return 2 * size**3 * reps / best / 1e12
 
 
 RUNNERS = {
@@ -652,6 +653,8 @@ def run_worker(name: str, args: argparse.Namespace) -> dict:
         args.precision,
         "--matmul-precision",
         args.matmul_precision,
+        "--peak-size",
+        str(args.peak_size),
     ]
     cmd += [] if args.n is None else ["--n", str(args.n)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -714,7 +717,7 @@ def report(runs: dict[str, list[dict]], unavailable: dict, args: argparse.Namesp
         f"784->{args.hidden}, {args.threads} threads, matmul precision {args.matmul_precision}, stage precision "
         f"{args.precision}, {args.rounds} rounds; ratio (median of per-round ratios) to matmul_only (fine-tuning: to "
         f"finetune_plain); TFLOP/s of the CD work (and its share of {limit and f'{limit:.1f}'} TFLOP/s, "
-        f"{'the data sheet' if peak_tflops.get('spec') else 'a measured 4096^3 matmul'})"
+        f"{'the data sheet' if peak_tflops.get('spec') else f'a measured {args.peak_size}^3 matmul'})"
     )
     print(
         f"{'contender':<18} {'median s':>9} {'min s':>8} {'ratio':>7} {'samples/s':>11} {'TFLOP/s':>8} "
@@ -825,6 +828,7 @@ def main() -> int:
         help=f"comma list of contenders or prefixes (e.g. learnergy,sklearn) from {', '.join(CONTENDERS)}",
     )
     p.add_argument("--sklearn-f64", action="store_true", help="also time sklearn in float64")
+    p.add_argument("--peak-size", type=int, default=4096, help="side of the square matmul that measures the peak")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where every contender runs")
     p.add_argument(
         "--precision",

@@ -46,6 +46,8 @@ def test_rbm_throughput_times_the_stage_against_the_matmuls_and_reports_flops():
             "1",
             "--data-root",
             "/nonexistent",
+            "--peak-size",
+            "1024",
             "--skip",
             "naive_torch,cd_grad_sgd,dbn_init_loss,dbn_init_1t,sklearn,learnergy,rbms,compiled_cd,compiled_cd_x8,finetune",
         ],
