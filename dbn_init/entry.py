@@ -100,7 +100,9 @@ def handlers(resume_hint: str) -> Iterator[None]:
     finally:  # the request is answered: later work in this process (a notebook, a test) goes on
         _received.clear()
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            # SLURM's warning once the work is done (the process shutting down) has nothing left to
+            # stop, and its default action would end a finished job as killed: ignored from here on
+            signal.signal(s, signal.SIG_IGN if s == signal.SIGUSR1 and handler == signal.SIG_DFL else handler)
 
 
 def no_lightning_requeue(trainer) -> None:

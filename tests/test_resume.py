@@ -139,6 +139,16 @@ def test_a_full_disk_ends_the_run_with_one_line_naming_the_file_and_leaves_no_pa
     assert left == [".run", "config.yaml"]  # the run's claim on its folder; no truncated checkpoint, no temporary file
 
 
+def test_slurm_s_warning_after_the_work_is_done_leaves_the_finished_process_alone():
+    """sbatch --signal=USR1 may land while a finished run's interpreter shuts down; its default
+    action would end the job as killed (status -10)."""
+    script = "import os, signal\nfrom dbn_init.entry import handlers\nwith handlers('hint'):\n    pass\n" \
+             "os.kill(os.getpid(), signal.SIGUSR1)\nprint('finished')"  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], env={**_env(), "SLURM_JOB_ID": "4242"},
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert (done.returncode, done.stdout.strip()) == (0, "finished"), done.stderr[-2000:]
+
+
 def test_slurm_preemption_requeues_through_scontrol_and_the_requeued_job_resumes_bit_identical(uninterrupted, tmp_path):
     """SLURM's variables faked and a stand-in scontrol on PATH: SIGUSR1 mid-stage (what
     `sbatch --signal=USR1@90` sends) stops the run, requeues job 4242 and leaves no Lightning
