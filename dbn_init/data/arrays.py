@@ -286,7 +286,10 @@ class ArrayDataModule(InMemoryDataModule):
         return _Arrays(x, y, test_x, test_y, unlabeled_x, predict_x, classes, image_shape, x.shape[1])
 
     def _targets(self, y: Any, where: str, rows: int) -> np.ndarray:
-        """Class labels (int64 or str) or, for regression, float32 targets, ``(rows,)``, checked."""
+        """Class labels (int64 or str) or, for regression, float32 targets, ``(rows,)``, checked; a
+        column ``(rows, 1)`` (a one-column frame) is read as ``(rows,)``."""
+        y = np.asarray(y)
+        y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
         y = (_target_values if self.task == "regression" else _label_array)(y, f"the labels of {where}")
         if len(y) != rows:
             raise UsageError(f"{where}: expected one label per row, got {len(y)} labels for {rows} rows")

@@ -420,7 +420,6 @@ def _by_name(header: list[str], features: list[int], columns: list[str], where: 
 def _label_array(values: Any, where: str) -> np.ndarray:
     """Class labels as int64 (numbers, integral floats) or str; refuses fractional numbers."""
     y = np.asarray(values)
-    y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y  # a column (N, 1), as a one-column frame gives
     if y.ndim != 1:
         raise UsageError(
             f"{where}: expected one class label per row, shape (N,), got shape {y.shape}; for one-hot "
@@ -452,8 +451,6 @@ def _label_array(values: Any, where: str) -> np.ndarray:
 def _target_values(values: Any, where: str) -> np.ndarray:
     """Regression targets as float32 ``(N,)``: numbers (or numbers written as text), every one finite."""
     y = np.asarray(values)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
     try:
         y = y.astype(np.float64)
     except (TypeError, ValueError) as err:
