@@ -132,6 +132,12 @@ CANDIDATES = {
         for init in ("xavier_uniform", "he_uniform")
         for lr in (3e-3, 1e-2)
     },  # fmt: skip
+    # The rate decayed along a half cosine to 0 over fine-tuning, from 1e-3 or from 3e-3, for every start alike.
+    **{
+        f"{name}_cosine_lr_{lr}": (cls, {**options, "lr": lr, "lr_schedule": "cosine"})
+        for name, (cls, options) in MODELS.items()
+        for lr in (1e-3, 3e-3)
+    },
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import math
 import os
 import warnings
 from typing import Any, Callable, Literal, Mapping, get_args
@@ -45,6 +46,7 @@ _FINE_TUNING_CONSTRAINTS = {
     "num_classes": [None, Interval(int, 2, None)],
     "hidden": [ListOf(_SIZE)],
     "lr": [_RATE],
+    "lr_schedule": [Options(("constant", "cosine"))],
     "optimizer": [Options(("adam", "sgd"))],
     "weight_decay": [_DECAY],
     "momentum": [_MOMENTUM],
@@ -109,6 +111,10 @@ class Classifier(LightningModule):
     activation : "relu", "sigmoid", "tanh", "linear", or one of these per hidden layer
     lr, optimizer, weight_decay, momentum :
         The fine-tuning optimizer: Adam (lr 1e-3, the seed experiment) or SGD with momentum.
+    lr_schedule : "constant" or "cosine"
+        The rate over fine-tuning: ``lr`` throughout, or decayed along a half cosine from ``lr`` to 0
+        over the fit's optimizer steps (``Trainer.estimated_stepping_batches``; a fit without
+        ``max_epochs`` or ``max_steps`` has no end to decay to, and is refused).
     dropout : float
         Dropout after each hidden layer's activation during fine-tuning (Hinton et al. 2012,
         "Improving neural networks by preventing co-adaptation of feature detectors", fine-tuned
@@ -140,6 +146,7 @@ class Classifier(LightningModule):
         visible_units: Literal["bernoulli", "gaussian"] | None = None,
         activation: Activation | list[Activation] = "relu",
         lr: float = 1e-3,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
         optimizer: Literal["adam", "sgd"] = "adam",
         weight_decay: float = 0.0,
         momentum: float = 0.9,
@@ -152,7 +159,7 @@ class Classifier(LightningModule):
         super().__init__()
         self.task, self.activation, self.hidden = task, activation, list(hidden)
         self.visible_units = visible_units
-        self.lr, self.optimizer_name = lr, optimizer
+        self.lr, self.lr_schedule, self.optimizer_name = lr, lr_schedule, optimizer
         self.weight_decay, self.momentum = weight_decay, momentum
         self.dropout, self.input_dropout = dropout, input_dropout
         self.body_lr_scale, self.warmup_epochs = body_lr_scale, warmup_epochs
@@ -402,11 +409,25 @@ class Classifier(LightningModule):
             )
         else:
             optimizer = torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay, fused=fused)
-        if not self.warmup_epochs:
+        if not self.warmup_epochs and self.lr_schedule == "constant":
             return optimizer
-        warmup = self.warmup_epochs
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [lambda epoch: float(epoch >= warmup), lambda _: 1.0])
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        steps = self.trainer.estimated_stepping_batches  # of the whole fit
+        if self.lr_schedule == "cosine" and math.isinf(steps):
+            raise UsageError(
+                "lr_schedule 'cosine' decays the rate over the fit's steps, and this fit has no end: "
+                "set max_epochs or max_steps, or lr_schedule 'constant'"
+            )
+        per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
+        warmup, cosine = self.warmup_epochs, self.lr_schedule == "cosine"
+
+        def head(step: int) -> float:
+            return 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0))) if cosine else 1.0
+
+        def body(step: int) -> float:  # rate 0 during the head-only warm-up
+            return head(step) if step // per_epoch >= warmup else 0.0
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [body, head])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def _sizes_of(datamodule, hparams, stage: str) -> tuple[int, int | None, str]:
@@ -507,6 +528,7 @@ class Baseline(Classifier):
         init_std: float = 1.0,
         init_value: float = 0.01,
         lr: float = 1e-3,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
         optimizer: Literal["adam", "sgd"] = "adam",
         weight_decay: float = 0.0,
         momentum: float = 0.9,
@@ -643,7 +665,7 @@ class DBN(Classifier):
         Sample visible units in CD's chain instead of using their mean.
     sparsity_target, sparsity_cost :
         Optional sparsity penalty on mean hidden activation (Lee et al. 2008).
-    lr, optimizer, weight_decay, momentum :
+    lr, lr_schedule, optimizer, weight_decay, momentum :
         Fine-tuning optimizer, as for :class:`Baseline`.
     pretrain_seed : int
         Seeds the Gibbs sampling noise (combined with stage and rank), 0 to 2**32 - 1.
@@ -744,6 +766,7 @@ class DBN(Classifier):
         sparsity_target: float | None = None,
         sparsity_cost: float = 0.0,
         lr: float = 1e-3,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
         optimizer: Literal["adam", "sgd"] = "adam",
         weight_decay: float = 0.0,
         momentum: float = 0.9,

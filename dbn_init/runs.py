@@ -63,6 +63,7 @@ _NEUTRAL = {
     "centring": False,
     "centring_rate": 0.01,
     "pretrain_lr_schedule": "constant",
+    "lr_schedule": "constant",
     "dropout": 0.0,
     "input_dropout": 0.0,
     "body_lr_scale": 1.0,
