@@ -811,6 +811,30 @@ def test_a_cosine_schedule_takes_the_rate_from_lr_to_zero_over_the_fit_s_steps_a
         endless.fit(Baseline(input_size=64, num_classes=10, hidden=[32], lr_schedule="cosine"), datamodule=digits)
 
 
+def test_a_cosine_fit_resumed_after_its_first_epoch_ends_with_the_uninterrupted_fit_s_weights(digits, tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class StopAfterFirstEpoch(Callback):
+        def on_train_epoch_end(self, trainer, model):
+            trainer.should_stop = True
+
+    def fit(folder, callbacks=(), ckpt_path=None):
+        seed_everything(0)
+        model = Baseline(input_size=64, num_classes=10, hidden=[32], lr=0.01, lr_schedule="cosine")
+        checkpoints = ModelCheckpoint(dirpath=tmp_path / folder, save_last=True)
+        trainer = _trainer(3, limit_val_batches=0, limit_train_batches=4, enable_checkpointing=True,
+                           callbacks=[checkpoints, *callbacks])  # fmt: skip
+        trainer.fit(model, datamodule=digits, ckpt_path=ckpt_path)
+        return model, trainer
+
+    uninterrupted, _ = fit("whole")
+    fit("stopped", callbacks=[StopAfterFirstEpoch()])  # its last.ckpt: after 4 of the 12 steps
+    resumed, trainer = fit("resumed", ckpt_path=tmp_path / "stopped" / "last.ckpt")
+    assert trainer.global_step == 12 and trainer.lr_scheduler_configs[0].scheduler.last_epoch == 12
+    for key, value in uninterrupted.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
 def test_start_decay_pulls_the_body_toward_its_start_and_a_resumed_fit_keeps_that_start(digits, tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
