@@ -795,17 +795,19 @@ def test_a_head_only_warm_up_leaves_the_body_unchanged_then_trains_it_at_its_own
 
 def test_a_cosine_schedule_takes_the_rate_from_lr_to_zero_over_the_fit_s_steps_after_the_warm_up(digits):
     class Record(Callback):
-        lrs: list = []
+        def __init__(self):
+            self.lrs = []
 
         def on_train_batch_start(self, trainer, model, batch, batch_idx):  # the rates this step takes
             self.lrs.append([g["lr"] for g in trainer.optimizers[0].param_groups])
 
+    record = Record()
     seed_everything(0)
     model = Baseline(input_size=64, num_classes=10, hidden=[32], lr=0.01, lr_schedule="cosine", warmup_epochs=1)
-    _trainer(2, limit_val_batches=0, limit_train_batches=4, callbacks=[Record()]).fit(model, datamodule=digits)
+    _trainer(2, limit_val_batches=0, limit_train_batches=4, callbacks=[record]).fit(model, datamodule=digits)
     head = [0.005 * (1 + math.cos(math.pi * step / 8)) for step in range(8)]  # 2 epochs of 4 steps
     expected = [[0.0 if step < 4 else rate, rate] for step, rate in enumerate(head)]  # [body, head] per step
-    assert [lr for lrs in Record.lrs for lr in lrs] == pytest.approx([lr for lrs in expected for lr in lrs])
+    assert [lr for lrs in record.lrs for lr in lrs] == pytest.approx([lr for lrs in expected for lr in lrs])
     endless = _trainer(-1, max_steps=-1, limit_val_batches=0)
     with pytest.raises(ValueError, match="this fit has no end: set max_epochs or max_steps, or lr_schedule 'constant'"):
         endless.fit(Baseline(input_size=64, num_classes=10, hidden=[32], lr_schedule="cosine"), datamodule=digits)
