@@ -105,12 +105,18 @@ MODELS = {
     "xavier_uniform": (Baseline, {"init": "xavier_uniform"}),
     "he_uniform": (Baseline, {"init": "he_uniform"}),
 }
-CANDIDATES = {
-    "dbn_relu": (DBN, {"recipe": "relu"}),
-    "dbn_relu_no_dropout": (DBN, {"recipe": "relu", "dropout": 0.0}),
-    "dbn_relu_dropout_0.5": (DBN, {"recipe": "relu", "dropout": 0.5}),
-    "dbn_relu_gaussian_lr_0.01": (DBN, {"recipe": "relu", "gaussian_lr": 0.01}),
-    "dbn_relu_gaussian_lr_0.01_no_dropout": (DBN, {"recipe": "relu", "gaussian_lr": 0.01, "dropout": 0.0}),
+# The first rounds' candidates, as their runs were made: fine-tuned at a constant 1e-3 unless they
+# say otherwise (the defaults now decay along a cosine).
+_CONSTANT_RATE = {
+    # The first round's ReLU stacks learned at one rate, gaussian_lr, in every RBM above NReLU units.
+    "dbn_relu": (DBN, {"recipe": "relu", "gaussian_lr": 0.001}),
+    "dbn_relu_no_dropout": (DBN, {"recipe": "relu", "gaussian_lr": 0.001, "dropout": 0.0}),
+    "dbn_relu_dropout_0.5": (DBN, {"recipe": "relu", "gaussian_lr": 0.001, "dropout": 0.5}),
+    "dbn_relu_gaussian_lr_0.01": (DBN, {"recipe": "relu", "gaussian_lr": 0.01, "rectified_lr": 0.01}),
+    "dbn_relu_gaussian_lr_0.01_no_dropout": (
+        DBN,
+        {"recipe": "relu", "gaussian_lr": 0.01, "rectified_lr": 0.01, "dropout": 0.0},
+    ),
     "dbn_textbook": (DBN, {"recipe": "textbook"}),
     "dbn_relu_rbm1_gaussian_lr_0.01": (DBN, {"recipe": "relu", "gaussian_lr": 0.01, "rectified_lr": 0.001}),
     "dbn_relu_rbm1_gaussian_lr_0.01_no_dropout": (
@@ -125,13 +131,16 @@ CANDIDATES = {
     "he_uniform_dropout_0.5": (Baseline, {"init": "he_uniform", "dropout": 0.5}),
     # Fewer CD updates per RBM (the default makes 2,000): a start nearer the random one, for crabs at 10%.
     "dbn_pretrain_updates_500": (DBN, {"pretrain_updates": 500}),
-    # The fine-tuning rate, for every start alike (the defaults above are at 1e-3).
+    # The fine-tuning rate, for every start alike.
     **{f"dbn_lr_{lr}": (DBN, {"lr": lr}) for lr in (3e-3, 1e-2)},
     **{
         f"{init}_lr_{lr}": (Baseline, {"init": init, "lr": lr})
         for init in ("xavier_uniform", "he_uniform")
         for lr in (3e-3, 1e-2)
     },  # fmt: skip
+}
+CANDIDATES = {
+    **{name: (cls, {"lr": 1e-3, "lr_schedule": "constant", **opts}) for name, (cls, opts) in _CONSTANT_RATE.items()},
     # The rate decayed along a half cosine to 0 over fine-tuning, from 1e-3 or from 3e-3, for every start alike.
     **{
         f"{name}_cosine_lr_{lr}": (cls, {**options, "lr": lr, "lr_schedule": "cosine"})

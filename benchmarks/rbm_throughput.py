@@ -500,10 +500,12 @@ def rbms(dm, args) -> float:
 
 
 def finetune_dbn_init(dm, args) -> float:
-    """One fine-tuning epoch of Baseline(hidden=[256, 256]) in the same quiet Trainer, batch 100."""
+    """One fine-tuning epoch of Baseline(hidden=[256, 256]) in the same quiet Trainer, batch 100, at a
+    constant rate (the plain loop steps no scheduler)."""
     from dbn_init.models import Baseline
 
-    model, trainer = Baseline(input_size=dm.input_size, hidden=[256, 256]), quiet_trainer(args)
+    model = Baseline(input_size=dm.input_size, hidden=[256, 256], lr_schedule="constant")
+    trainer = quiet_trainer(args)
     return seconds(lambda: trainer.fit(model, datamodule=dm), args)
 
 
@@ -516,7 +518,7 @@ def finetune_plain(dm, args) -> float:
     from dbn_init.models import Baseline
 
     dev = device_of(args)
-    model = Baseline(input_size=dm.input_size, hidden=[256, 256]).to(dev)
+    model = Baseline(input_size=dm.input_size, hidden=[256, 256], lr_schedule="constant").to(dev)
     optimizer = model.configure_optimizers()
     x, y = dm.train_x.to(dev), dm.train_y.to(dev)
 

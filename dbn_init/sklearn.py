@@ -336,12 +336,12 @@ class _FineTuned(BaseEstimator):
         "init": [StrOptions({"dbn", *INIT_SCHEMES})],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
-        "lr": [Interval(Real, 0, None, closed="neither")],
+        "lr": [Interval(Real, 0, None, closed="neither"), None],
         "options": [dict, None],
         "random_state": ["random_state"],
     }
 
-    def __init__(self, hidden=(256, 256), init="dbn", max_epochs=30, batch_size=None, lr=1e-3, options=None,
+    def __init__(self, hidden=(256, 256), init="dbn", max_epochs=30, batch_size=None, lr=None, options=None,
                  random_state=0):  # fmt: skip
         self.hidden = hidden
         self.init = init
@@ -356,7 +356,8 @@ class _FineTuned(BaseEstimator):
         # Every row trains: no validation split, and one test row spares the module carving a test split.
         data = ArrayDataModule(x, y, x_test=x[:1], y_test=y[:1], targets=self._targets, val_fraction=0.0,
                                batch_size=self.batch_size)  # fmt: skip
-        options = dict(hidden=_hidden_sizes(self.hidden), lr=self.lr, **(self.options or {}))
+        rate = {} if self.lr is None else {"lr": self.lr}  # None: the model's own (the DBN's recipe's)
+        options = dict(hidden=_hidden_sizes(self.hidden), **rate, **(self.options or {}))
         with _quiet_lightning(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if self.init == "dbn":
@@ -400,8 +401,9 @@ class DBNClassifier(ClassifierMixin, _FineTuned):
         Fine-tuning epochs (a DBN's pretraining budget is its own: at least 2,000 CD updates per RBM).
     batch_size : int or None, default=None
         Rows per batch; None: about 50 batches an epoch, of 16 to 100 rows.
-    lr : float, default=1e-3
-        Adam's fine-tuning rate.
+    lr : float or None, default=None
+        Adam's initial fine-tuning rate, decayed along a cosine to 0; None: the model's default
+        (3e-3 for a DBN's recipe, 1e-3 for a scheme).
     options : dict or None, default=None
         Any other option of :class:`dbn_init.DBN` or :class:`dbn_init.Baseline`, e.g.
         ``{"dropout": 0.5}`` or ``{"pretrain_updates": 500}``; a DBN's pretraining options are

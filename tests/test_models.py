@@ -383,7 +383,8 @@ def test_a_model_made_with_sizes_none_loads_a_fitted_state_dict():
 
 def test_baseline_learns_digits(digits):
     seed_everything(0)
-    model = Baseline(num_classes=10, input_size=64, hidden=[64, 64], init="he_uniform")
+    # A constant rate: the default cosine decays to 0 over these 10 epochs, chosen for 30.
+    model = Baseline(num_classes=10, input_size=64, hidden=[64, 64], init="he_uniform", lr_schedule="constant")
     trainer = _trainer(10)
     trainer.fit(model, datamodule=digits)
     assert trainer.test(model, datamodule=digits, verbose=False)[0]["test_acc"] > 0.93
@@ -782,7 +783,9 @@ def test_each_stage_follows_its_learning_rate_schedule_over_its_own_epochs(digit
 
 def test_a_head_only_warm_up_leaves_the_body_unchanged_then_trains_it_at_its_own_rate(digits):
     seed_everything(0)
-    model = Baseline(input_size=64, num_classes=10, hidden=[32], warmup_epochs=2, body_lr_scale=0.5, lr=0.01)
+    model = Baseline(
+        input_size=64, num_classes=10, hidden=[32], warmup_epochs=2, body_lr_scale=0.5, lr=0.01, lr_schedule="constant"
+    )
     body, head = (copy.deepcopy(m.state_dict()) for m in (model.mlp.features, model.mlp.head))
     trainer = _trainer(2, limit_val_batches=0)
     trainer.fit(model, datamodule=digits)
