@@ -12,11 +12,12 @@ RBM's visible units want ("standardize" for Gaussian, "unit" for Bernoulli).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 from typing import Sequence
+
+from jsonargparse import ActionYesNo, ArgumentParser
 
 from .constraints import UsageError
 from .entry import command
@@ -27,10 +28,10 @@ __all__ = ["main", "export"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the exporter; returns the exit code (0 on success, 2 on bad input, 128 + N on signal N)."""
-    parser = argparse.ArgumentParser(prog="python -m dbn_init.export", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m dbn_init.export", description=__doc__.splitlines()[0])
     parser.add_argument("ckpt", help="Lightning checkpoint (.ckpt) of a dbn_init DBN")
     parser.add_argument("out", help="output file, e.g. rbms.safetensors")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it already exists")
+    parser.add_argument("--overwrite", action=ActionYesNo, default=False, help="replace OUT if it already exists")
     args = parser.parse_args(argv)
     try:  # a usage error or a signal ends it as entry.command ends train.py, here as a return code
         command(lambda: export(Path(args.ckpt), Path(args.out), args.overwrite),

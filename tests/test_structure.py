@@ -66,3 +66,25 @@ def test_the_python_api_page_names_every_name_of_every_modules_all():
             if not re.search(rf"(?<![\w.]){re.escape(name)}\b", page):
                 missing.append(f"{module.name}.{name}")
     assert not missing, f"docs/python-api.md does not name {missing}"
+
+
+def test_every_command_parses_with_jsonargparse_and_no_module_speaks_a_flag_outside_the_command_layer():
+    """One parser for every command, and ``--model.``/``--data.``/``--trainer.`` advice only where commands
+    are parsed (cli.py, entry.py) or run (the experiments subpackage)."""
+    argparse_users, flag_speakers = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text, name = path.read_text(), str(path.relative_to(PACKAGE))
+        imported = {a.name for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Import) for a in n.names} | {
+            n.module for n in ast.walk(ast.parse(text)) if isinstance(n, ast.ImportFrom) and n.module
+        }
+        if "argparse" in imported:
+            argparse_users.append(name)
+        if (
+            name not in ("cli.py", "entry.py")
+            and not name.startswith("experiments")
+            and re.search(r"--(model|data|trainer)\.", text)
+        ):
+            flag_speakers.append(name)
+    assert "jsonargparse" in (PACKAGE / "export.py").read_text()  # the walk reads the commands
+    assert not argparse_users, f"modules parsing with argparse: {argparse_users}"
+    assert not flag_speakers, f"modules naming command-line flags: {flag_speakers}"
