@@ -195,24 +195,21 @@ class PredictionWriter(BasePredictionWriter):
         writer = _csv.writer(table, lineterminator="\n")
         task = getattr(pl_module, "task", "classification")
         if task != "classification":  # a regression's predicted targets (N,), an autoencoder's reconstructions
-            key, values = (
-                ("predictions", probabilities[:, None]) if task == "regression" else ("reconstructions", probabilities)
-            )
-            torch.save({key: probabilities, "indices": rows}, pt)
+            values = probabilities[:, None] if task == "regression" else probabilities
+            saved = {"predictions" if task == "regression" else "reconstructions": probabilities}
             columns = ["prediction"] if task == "regression" else [f"x_{j}" for j in range(values.shape[1])]
             writer.writerow(["index", *columns])
             writer.writerows([i, *(f"{v:.8g}" for v in vs)] for i, vs in zip(rows.tolist(), values.tolist()))
-            csv.write_text(table.getvalue())
-            return
-        labels = probabilities.argmax(-1)
-        torch.save({"probabilities": probabilities, "labels": labels, "indices": rows}, pt)
-        # the data's own class names (a CSV's string labels) where they are not just 0..C-1
-        names = [str(c) for c in getattr(trainer.datamodule, "classes", None) or []]
-        named = len(names) == probabilities.shape[1] and names != [str(c) for c in range(len(names))]
-        classes = [f"p_{c}" for c in range(probabilities.shape[1])]
-        writer.writerow(["index", "label", *(["class"] if named else []), *classes])
-        for i, y, ps in zip(rows.tolist(), labels.tolist(), probabilities.tolist()):
-            writer.writerow([i, y, *([names[y]] if named else []), *(f"{p:.6g}" for p in ps)])
+        else:
+            saved = {"probabilities": probabilities, "labels": probabilities.argmax(-1)}
+            # the data's own class names (a CSV's string labels) where they are not just 0..C-1
+            names = [str(c) for c in getattr(trainer.datamodule, "classes", None) or []]
+            named = len(names) == probabilities.shape[1] and names != [str(c) for c in range(len(names))]
+            classes = [f"p_{c}" for c in range(probabilities.shape[1])]
+            writer.writerow(["index", "label", *(["class"] if named else []), *classes])
+            for i, y, ps in zip(rows.tolist(), saved["labels"].tolist(), probabilities.tolist()):
+                writer.writerow([i, y, *([names[y]] if named else []), *(f"{p:.6g}" for p in ps)])
+        torch.save({**saved, "indices": rows}, pt)
         csv.write_text(table.getvalue())
 
 

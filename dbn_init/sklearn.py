@@ -216,21 +216,10 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         # torch random state is left as it was.
         with _quiet_lightning(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.rbms_ = pretrain_stack(
-                np.array(X, dtype=np.float32),
-                hidden,
-                recipe=self.recipe,
-                visible_units=self.visible_units_,
-                hidden_units=self.hidden_units,
-                epochs=self.epochs,
-                batch_size=self.batch_size,
-                lr=self.lr,
-                gaussian_lr=self.gaussian_lr,
-                cd_k=self.cd_k,
-                persistent=self.persistent,
-                seed=seed,
-                accelerator="cpu",
-            )
+            # The options pretrain_stack shares by name, with hidden and visible_units as resolved above.
+            shared = {k: v for k, v in self.get_params().items() if k in inspect.signature(pretrain_stack).parameters}
+            shared.update(hidden=hidden, visible_units=self.visible_units_)
+            self.rbms_ = pretrain_stack(np.array(X, dtype=np.float32), **shared, seed=seed, accelerator="cpu")
         self._n_features_out = hidden[-1]
         return self
 

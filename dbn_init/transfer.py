@@ -73,10 +73,8 @@ def pretrain_stack(
     and ``batch_size`` None suits the rows (:func:`~dbn_init.data.base.batch_size_for`). ``seed`` also seeds
     the starting weights and the mini-batch order: the same seed, the same RBMs.
     """
-    given = dict(hidden=hidden, recipe=recipe, visible_units=visible_units, hidden_units=hidden_units,
-                 epochs=epochs, lr=lr, gaussian_lr=gaussian_lr, cd_k=cd_k, persistent=persistent,
-                 seed=seed)  # fmt: skip
-    given = {k: v for k, v in given.items() if v is not None}
+    # The DBN's options as given (batch_size is pretrain_stack's own), in signature order.
+    given = {k: v for k, v in locals().items() if k not in ("x", "batch_size", "accelerator") and v is not None}
     table = DBN._parameter_constraints  # the DBN's checks, under pretrain_stack's names
     constraints = {k: table[_SHORT.get(k, k)] for k in given if _SHORT.get(k, k) in table}
     validate_params("pretrain_stack", {**given, "batch_size": batch_size}, {**constraints, "batch_size": [None, _SIZE]})

@@ -395,11 +395,7 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         picked = []
         for c, want in enumerate([self.num_labels] if regression else class_budget(self.num_labels, self.num_classes)):
             pool = torch.arange(len(labels)) if regression else (labels == c).nonzero().squeeze(1)
-            if len(pool) < want:
-                raise UsageError(
-                    f"expected at least {want} training rows{'' if regression else f' of class {c}'} for "
-                    f"num_labels={self.num_labels}, got {len(pool)}; lower num_labels or val_fraction"
-                )
+            _check_enough(want, len(pool), self.num_labels, "rows" if regression else f"rows of class {c}")
             picked.append(pool[torch.randperm(len(pool), generator=gen)[:want]])
         return torch.cat(picked).sort().values
 
@@ -469,6 +465,15 @@ def _check_label_budget(num_labels: int, num_classes: int | None, labelled: bool
         raise UsageError(
             f"expected num_labels an integer >= num_classes ({num_classes}) so every class has a "
             f"label, got {num_labels!r}; or pass null to keep all labels"
+        )
+
+
+def _check_enough(want: int, got: int, num_labels: int, rows: str) -> None:
+    """Refuse a ``num_labels`` budget that needs ``want`` training ``rows`` ("rows of class 3") where ``got`` exist."""
+    if got < want:
+        raise UsageError(
+            f"expected at least {want} training {rows} for num_labels={num_labels}, got {got}; "
+            "lower num_labels or val_fraction"
         )
 
 

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 
 from ..constraints import Interval, UsageError, validate_params
 from ..scaling import Scaling
-from .base import InMemoryDataModule, Scaled, ScalingName, _check_label_budget, class_budget
+from .base import InMemoryDataModule, Scaled, ScalingName, _check_enough, _check_label_budget, class_budget
 from .datasets import _class_label, _input_array, _num_classes, _value_range
 
 # Lightning warns of any IterableDataset with __len__ that workers may count twice; a _Stream's
@@ -324,11 +324,7 @@ class StreamingDataModule(Scaled, LightningDataModule):
 
     def _check_budget(self) -> None:
         for c, want in self._label_budget().items():
-            if self.survey.class_counts.get(c, 0) < want:
-                raise UsageError(
-                    f"expected at least {want} training items of class {c} for num_labels={self.num_labels}, "
-                    f"got {self.survey.class_counts.get(c, 0)}; lower num_labels or val_fraction"
-                )
+            _check_enough(want, self.survey.class_counts.get(c, 0), self.num_labels, f"items of class {c}")
 
     def _count(self, split: str) -> int:
         if split == "train" and self.num_labels is not None:
