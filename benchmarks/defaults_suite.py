@@ -147,6 +147,10 @@ CANDIDATES = {
         for name, (cls, options) in MODELS.items()
         for lr in (1e-3, 3e-3)
     },
+    # On the DBN's default (the cosine from 3e-3): spare the pretrained layers while the new head is
+    # random, by a head-only warm-up or a slower body.
+    "dbn_warmup_3": (DBN, {"warmup_epochs": 3}),
+    "dbn_body_lr_0.3": (DBN, {"body_lr_scale": 0.3}),
 }
 
 

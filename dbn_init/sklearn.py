@@ -345,7 +345,7 @@ class _FineTuned(BaseEstimator):
         # Every row trains: no validation split, and one test row spares the module carving a test split.
         data = ArrayDataModule(x, y, x_test=x[:1], y_test=y[:1], targets=self._targets, val_fraction=0.0,
                                batch_size=self.batch_size)  # fmt: skip
-        rate = {} if self.lr is None else {"lr": self.lr}  # None: the model's own (the DBN's recipe's)
+        rate = {} if self.lr is None else {"lr": self.lr}  # None: the model's own (3e-3 for the DBN, 1e-3 for a scheme)
         options = dict(hidden=_hidden_sizes(self.hidden), **rate, **(self.options or {}))
         with _quiet_lightning(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
