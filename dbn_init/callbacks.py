@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import csv as _csv
 import io
 import math
@@ -10,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
-import torch.distributed as dist
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -54,31 +52,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def prepare_trainer(trainer: Trainer) -> Trainer:
     """What every Trainer dbn_init runs needs: atomic checkpoints (unless the user chose a
-    checkpoint writer of their own), no Lightning SLURM requeue (:mod:`dbn_init.entry` requeues) and
-    a process group closed at exit."""
+    checkpoint writer of their own) and no Lightning SLURM requeue (:mod:`dbn_init.entry` requeues).
+    The modules close the process group at exit themselves (:func:`dbn_init.entry.close_process_group_at_exit`)."""
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     no_lightning_requeue(trainer)
-    trainer.callbacks.append(ProcessGroupAtExit())
     return trainer
-
-
-class ProcessGroupAtExit(Callback):
-    """Destroy the process group when the process exits, as Lightning does for NCCL only. A gloo
-    group left to the C++ static destructors aborts a spawned worker at exit now and then
-    ("terminate called without an active exception", SIGABRT), which fails the whole run."""
-
-    registered = False  # once per process: every stage's Trainer adds this callback
-
-    def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
-        if not ProcessGroupAtExit.registered and dist.is_available() and dist.is_initialized():
-            ProcessGroupAtExit.registered = True
-            atexit.register(_destroy_process_group)
-
-
-def _destroy_process_group() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 class StageProgressBar(RichProgressBar):

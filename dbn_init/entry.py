@@ -17,6 +17,7 @@ finished epoch wrote, as after SIGKILL.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import os
@@ -39,9 +40,11 @@ __all__ = [
     "peer_problem",
     "one_line",
     "no_lightning_requeue",
+    "close_process_group_at_exit",
 ]
 
 _received: list[int] = []  # the signals received inside handlers(), newest last
+_closing = False  # close_process_group_at_exit has registered its exit hook in this process
 
 
 class Stopped(BaseException):
@@ -112,6 +115,20 @@ def no_lightning_requeue(trainer) -> None:
     environment = trainer._accelerator_connector.cluster_environment  # what Lightning's signal connector reads
     if isinstance(environment, SLURMEnvironment):
         environment.auto_requeue = False
+
+
+def close_process_group_at_exit() -> None:
+    """Destroy this process's process group when it exits, as Lightning does for NCCL only. A gloo
+    group left to the C++ static destructors aborts a spawned worker at exit now and then
+    ("terminate called without an active exception", SIGABRT), which fails the whole run. Every
+    dbn_init module calls this in ``setup``, so any Trainer running one gets it, the user's own too
+    (a ``ddp_spawn`` test after a fit starts fresh workers). Registered once per process."""
+    import torch.distributed as dist
+
+    global _closing
+    if not _closing and dist.is_available() and dist.is_initialized():
+        _closing = True
+        atexit.register(lambda: dist.destroy_process_group() if dist.is_initialized() else None)
 
 
 def command(run: Callable[[], Any], resume_hint: str, prog: str = "error") -> Any:

@@ -268,6 +268,7 @@ class Classifier(LightningModule):
         self.target_std.fill_(std if std > 0 else 1.0)
 
     def setup(self, stage: str) -> None:
+        entry.close_process_group_at_exit()
         datamodule = getattr(self.trainer, "datamodule", None)
         ckpt_path = getattr(self.trainer, "ckpt_path", None)
         if not self.built and ckpt_path and os.path.isfile(ckpt_path):  # sizes as the checkpoint's run had them

@@ -222,6 +222,9 @@ class RBMStage(LightningModule):
             return up_pass(self.rbms[: self.index], x) * self.rbm.input_scale
 
     # --- Lightning hooks ----------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        entry.close_process_group_at_exit()
+
     def on_fit_start(self) -> None:
         self._checked_splits = set()
         datamodule = getattr(self.trainer, "datamodule", None)
