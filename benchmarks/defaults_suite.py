@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 import warnings
 from pathlib import Path
@@ -151,7 +152,24 @@ CANDIDATES = {
     # random, by a head-only warm-up or a slower body.
     "dbn_warmup_3": (DBN, {"warmup_epochs": 3}),
     "dbn_body_lr_0.3": (DBN, {"body_lr_scale": 0.3}),
+    # The defaults with at least 10 fine-tuning batches an epoch (_FLOORS), for every start alike.
+    **{f"{name}_floor_10": (cls, options) for name, (cls, options) in MODELS.items()},
 }
+# Candidate -> the fewest fine-tuning batches an epoch: the labelled rows are repeated, each copy in
+# the epoch's shuffled order, until an epoch holds that many (a tiny label budget is one batch).
+_FLOORS = {f"{name}_floor_10": 10 for name in MODELS}
+
+
+def _floored(dm, batches: int) -> None:
+    """Make ``dm``'s fine-tuning loader serve at least ``batches`` batches an epoch."""
+
+    def train_dataloader():
+        dm.setup("fit")
+        passes = max(1, math.ceil(batches * dm.train_batch_size / len(dm.train_x)))
+        x, y = dm.train_x.repeat(passes, 1), dm.train_y.repeat(passes)
+        return dm._loader(x, y, shuffle=True, batch_size=dm.train_batch_size)
+
+    dm.train_dataloader = train_dataloader
 
 
 def datamodule(name: str, num_labels: int | None = None):
@@ -186,6 +204,8 @@ def run(dataset: str, model_name: str, labels: int | None, seed: int, catalogue:
     cls, options = catalogue[model_name]
     model = cls(**options, **({"pretrain_seed": seed} if cls is DBN else {}))
     dm = datamodule(dataset, labels)
+    if model_name in _FLOORS:
+        _floored(dm, _FLOORS[model_name])
     trainer = Trainer(
         max_epochs=30, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
     )
