@@ -163,8 +163,7 @@ _FLOORS = {f"{name}_floor_10": 10 for name in MODELS}
 def _floored(dm, batches: int) -> None:
     """Make ``dm``'s fine-tuning loader serve at least ``batches`` batches an epoch."""
 
-    def train_dataloader():
-        dm.setup("fit")
+    def train_dataloader():  # Lightning has set dm up by now
         passes = max(1, math.ceil(batches * dm.train_batch_size / len(dm.train_x)))
         x, y = dm.train_x.repeat(passes, 1), dm.train_y.repeat(passes)
         return dm._loader(x, y, shuffle=True, batch_size=dm.train_batch_size)

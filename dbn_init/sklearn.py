@@ -217,7 +217,8 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         with _quiet_lightning(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             # The options pretrain_stack shares by name, with hidden and visible_units as resolved above.
-            shared = {k: v for k, v in self.get_params().items() if k in inspect.signature(pretrain_stack).parameters}
+            accepted = inspect.signature(pretrain_stack).parameters
+            shared = {k: v for k, v in self.get_params().items() if k in accepted}
             shared.update(hidden=hidden, visible_units=self.visible_units_)
             self.rbms_ = pretrain_stack(np.array(X, dtype=np.float32), **shared, seed=seed, accelerator="cpu")
         self._n_features_out = hidden[-1]

@@ -74,9 +74,9 @@ def test_every_command_parses_with_jsonargparse_and_no_module_speaks_a_flag_outs
     argparse_users, flag_speakers = [], []
     for path in sorted(PACKAGE.rglob("*.py")):
         text, name = path.read_text(), str(path.relative_to(PACKAGE))
-        imported = {a.name for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Import) for a in n.names} | {
-            n.module for n in ast.walk(ast.parse(text)) if isinstance(n, ast.ImportFrom) and n.module
-        }
+        nodes = list(ast.walk(ast.parse(text)))
+        imported = {a.name for n in nodes if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in nodes if isinstance(n, ast.ImportFrom) and n.module}
         if "argparse" in imported:
             argparse_users.append(name)
         if (
