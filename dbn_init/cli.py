@@ -119,7 +119,10 @@ class DBNCLI(LightningCLI):
         if resolved is not None:
             self.config_init[self.subcommand]["ckpt_path"] = str(resolved[0])
         elif isinstance(self.model, DBN):  # refused before the Trainer makes a run folder
-            self.model.refuse_evaluating_untrained(self.subcommand)
+            try:
+                self.model.refuse_evaluating_untrained(self.subcommand)
+            except RuntimeError as err:
+                raise RuntimeError(as_flags(str(err))) from None
         else:  # a Baseline would be scored at its initialisation: not what the command is for
             raise UsageError(
                 f"{self.subcommand} needs the weights of a trained run, and no --ckpt_path was given "
@@ -214,11 +217,12 @@ def as_flags(message: str, flags: Mapping[str, str] | None = None) -> str:
     flag (``--model.lr``). ``flags`` maps a section to its flags' prefix where a command spells it
     otherwise (the comparison runner's ``{"model": "--dbn."}``); a section it leaves out keeps its
     words. Only the options of those sections are rewritten, so a file named ``data.csv`` stays
-    as it is."""
+    as it is. ``Trainer.fit``'s ``ckpt_path`` becomes the command's ``--ckpt_path``."""
     options = _options()
     flags = {"model": "--model.", "data": "--data.", "trainer": "--trainer."} if flags is None else flags
     flag = lambda m: f"{flags[m[1]]}{m[2]}" if m[1] in flags and m[2] in options[m[1]] else m[0]  # noqa: E731
-    return re.sub(r"(?<![\w./-])(model|data|trainer)\.(\w+)", flag, message)
+    message = re.sub(r"(?<![\w./-])(model|data|trainer)\.(\w+)", flag, message)
+    return re.sub(r"(?<![\w./-])ckpt_path\b", "--ckpt_path", message)
 
 
 class _Parser(LightningArgumentParser):

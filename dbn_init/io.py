@@ -412,7 +412,7 @@ def _read_checkpoint(path: Path, size: int, problems: list[str]) -> _Raw:
         raise UsageError(
             f"{path} is the checkpoint of a model without RBMs (a Baseline's MLP), so it holds no stack "
             "to start a DBN from; pass a DBN's checkpoint or an exported .safetensors stack, or resume "
-            "that Baseline run with --ckpt_path"
+            "that Baseline run with ckpt_path"
         )
     found = _match(rbm_keys, r"rbms\.(?P<i>0|[1-9]\d*)\.(?P<kind>\w+)", problems, "rbms.{i}.weight, ...")
     hparams, data_hp = ckpt.get("hyper_parameters"), ckpt.get("datamodule_hyper_parameters")

@@ -943,8 +943,8 @@ class DBN(Classifier):
             what = {"validate": "validation", "test": "the test", "predict": "prediction"}[stage]
             raise RuntimeError(
                 f"this DBN is neither pretrained nor loaded from a checkpoint, so {what} would score "
-                "random weights; pass the fine-tuning checkpoint of a run (train.py: --ckpt_path "
-                "PATH/last.ckpt or --ckpt_path last), or fit first"
+                "random weights; pass the fine-tuning checkpoint of a run as ckpt_path (PATH/last.ckpt, "
+                "or last), or fit first"
             )
 
     def on_validation_start(self) -> None:

@@ -407,7 +407,7 @@ class RBMStage(LightningModule):
                 f"{self._step_in_epoch}, at learning rate {self.lr}. Likely cause: {cause}; or {NON_FINITE_INPUTS}. "
                 "Last good "
                 f"checkpoint: {newest_checkpoint(self.trainer)}. Rerun with the fix (a changed setting makes it a new "
-                "run, which starts afresh: --ckpt_path resumes only a run with the same settings)."
+                "run, which starts afresh: ckpt_path resumes only a run with the same settings)."
             )
 
     def on_train_epoch_end(self) -> None:

@@ -406,7 +406,7 @@ def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untraine
     root = str(finished_run.parent.parent.parent)  # the default_root_dir of the finished run
     args = [*TINY, "--model.hidden", "[16]", "--trainer.limit_test_batches", "1.0"]
     with pytest.raises(
-        RuntimeError, match="neither pretrained nor loaded from a checkpoint, so the test would score random weights"
+        RuntimeError, match="test would score random weights; pass the fine-tuning checkpoint of a run as --ckpt_path"
     ):
         main(["test", *args, "--trainer.default_root_dir", str(tmp_path)])
     assert not (tmp_path / "lightning_logs").exists()  # refused before the Trainer made a run folder
