@@ -93,10 +93,10 @@ def beta_schedule(n_betas: int = 10000) -> Tensor:
     return torch.cat(pieces)
 
 
-def base_rate_bias(data: Tensor, pseudo_count: float = 1.0) -> Tensor:
+def base_rate_bias(data: Tensor) -> Tensor:
     """Visible biases of the base-rate model: the data's marginal log-odds, shape (n_visible,).
 
-    ``p_i = (sum_n v_ni + pseudo_count) / (N + 2 pseudo_count)`` (smoothed, so that pixels that are
+    ``p_i = (sum_n v_ni + 1) / (N + 2)`` (smoothed by a pseudo-count of 1, so that pixels that are
     always off get a finite bias) and ``b_A,i = log(p_i / (1 - p_i))``. A base model that already
     matches the marginals makes AIS far more accurate than a uniform one (Salakhutdinov & Murray
     2008, section 4.2). ``data``: (N, n_visible), values in [0, 1].
@@ -104,30 +104,15 @@ def base_rate_bias(data: Tensor, pseudo_count: float = 1.0) -> Tensor:
     if data.ndim != 2 or len(data) == 0:
         raise ValueError(f"expected data of shape (N, n_visible) with N >= 1, got {tuple(data.shape)}")
     check_visible(data, "bernoulli", "data for the base-rate model")
-    if not pseudo_count > 0:
-        raise ValueError(f"expected pseudo_count > 0, got {pseudo_count!r}")
-    p = (data.double().sum(0) + pseudo_count) / (len(data) + 2 * pseudo_count)
+    p = (data.double().sum(0) + 1) / (len(data) + 2)
     # in the data's float dtype; integer or bool data (binary pixels) get the default float dtype
     return torch.logit(p).to(data.dtype if data.is_floating_point() else torch.get_default_dtype())
 
 
-def _check_bernoulli(rbm: RBM, what: str, hidden_units: str | None = None) -> None:
-    """Refuse RBMs whose free energy is not the Bernoulli-Bernoulli one that AIS and RAISE anneal.
-
-    ``hidden_units`` is a weights file's record of the RBM's hidden units; either it or the RBM's
-    own ``hidden_units`` attribute (default "sigmoid") naming another type is refused.
-    """
-    if not isinstance(rbm, RBM):
-        raise ValueError(f"expected a dbn_init RBM, got {type(rbm).__name__}")
-    units = getattr(rbm, "hidden_units", "sigmoid")
-    if hidden_units not in (None, "sigmoid"):
-        units = hidden_units
-    if units != "sigmoid":
-        raise ValueError(
-            f"{what}: expected an RBM with Bernoulli (sigmoid) hidden units, got hidden_units={units!r}; "
-            "AIS and RAISE sum the hidden units out in closed form, which noisy rectified linear units do not "
-            "allow: evaluate the log-likelihood of an RBM with sigmoid hidden units"
-        )
+def _check_bernoulli(rbm: RBM, what: str) -> None:
+    """Refuse RBMs whose free energy is not the Bernoulli-Bernoulli one that AIS and RAISE anneal:
+    ValueError for hidden units other than sigmoid, NotImplementedError for Gaussian visible units."""
+    rbm.refuse_intractable(what)  # AIS and RAISE sum the hidden units out in closed form
     if rbm.visible_units != "bernoulli":
         raise NotImplementedError(
             f"{what}: AIS here covers Bernoulli RBMs only, got {type(rbm).__name__} with {rbm.visible_units} "
@@ -171,10 +156,8 @@ class _Path:
 
     @classmethod
     def of(cls, rbm: RBM, base_visible_bias: Tensor | None) -> _Path:
-        """The path of a checked Bernoulli ``rbm``; validates its parameters and ``base_visible_bias``."""
+        """The path of a checked Bernoulli ``rbm``; validates ``base_visible_bias``."""
         weight, b_b, c = rbm.weight.detach(), rbm.visible_bias.detach(), rbm.hidden_bias.detach()
-        if not all(bool(torch.isfinite(t).all()) for t in (weight, b_b, c)):
-            raise ValueError("expected finite RBM parameters, got NaN/Inf; a diverged RBM has no partition function")
         if base_visible_bias is None:
             return cls(weight, c, b_b, torch.zeros_like(b_b))
         if (
@@ -272,10 +255,8 @@ def ais_log_partition(
     return AISResult(offset + math.log(mean), low, offset + math.log(mean + err), log_w.cpu())
 
 
-def _check_binary(data: Tensor, n_visible: int, what: str) -> None:
-    if data.ndim != 2 or data.shape[1] != n_visible or len(data) == 0:
-        raise ValueError(f"expected {what} of shape (N, {n_visible}) with N >= 1, got {tuple(data.shape)}")
-    check_visible(data, "bernoulli", what)
+def _check_binary(data: Tensor, rbm: RBM, what: str) -> None:
+    check_visible(data, rbm, what)
     if not bool(((data == 0) | (data == 1)).all()):
         raise ValueError(
             f"expected binary {what} (every value 0 or 1), got values strictly between 0 and 1; RAISE "
@@ -340,7 +321,7 @@ def raise_log_prob(
     Costs K Gibbs sweeps per chain, as many as one AIS chain, for every test vector.
     """
     _check_bernoulli(rbm, "raise_log_prob")
-    _check_binary(data, rbm.n_visible, "data")
+    _check_binary(data, rbm, "data")
     check_count(n_chains, "n_chains", 1, "reverse chains per test vector")
     check_count(batch_size, "batch_size", 1, "chains run at once")
     beta = _check_betas(betas, n_betas)
@@ -362,14 +343,9 @@ def mean_log_prob(rbm: RBM, data: Tensor, log_z: float | Tensor, batch_size: int
     are computed in batches of ``batch_size`` rows and summed in float64. For Bernoulli units and
     non-binary rows in [0, 1] this is -F(v) - log Z all the same, but not a normalised probability.
     """
-    if data.ndim != 2 or data.shape[1] != rbm.n_visible or len(data) == 0:
-        raise ValueError(f"expected data of shape (N, {rbm.n_visible}) with N >= 1, got {tuple(data.shape)}")
-    check_visible(data, rbm.visible_units, "data")
-    log_z = float(log_z)
-    if not math.isfinite(log_z):
-        raise ValueError(f"expected a finite log_z, got {log_z}")
+    check_visible(data, rbm, "data")
     param = rbm.weight
     total = torch.zeros((), dtype=torch.float64)
     for chunk in data.split(batch_size):
         total += rbm.free_energy(chunk.to(device=param.device, dtype=param.dtype)).double().sum().cpu()
-    return -float(total) / len(data) - log_z
+    return -float(total) / len(data) - float(log_z)

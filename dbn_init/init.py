@@ -33,8 +33,6 @@ Scheme = Callable[[Tensor, str, float, float], None]  # (weight, activation, std
 def check_constant(value: float) -> None:
     """Refuse a zero constant start: every unit of a layer would compute the same function and
     receive the same (through ReLU/tanh, zero) gradient, so the network could never learn."""
-    if not math.isfinite(value):
-        raise ValueError(f"constant init needs a finite model.init_value, got {value}; e.g. 0.01")
     if value == 0.0:
         raise ValueError(
             "constant init with value 0 makes every weight gradient identical (and zero through "
@@ -70,7 +68,7 @@ def init_weight(weight: Tensor, scheme: str, activation: str, std: float = 1.0, 
     """Fill a Linear ``weight`` of shape (fan_out, fan_in) in place by scheme name.
 
     ``std`` is used by "normal", ``value`` by "constant". Raises ValueError for an unknown name,
-    a zero or non-finite constant, or a normal std that is not a positive number.
+    a zero constant, or a normal std that is not a positive number.
     """
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"unknown init scheme {scheme!r}; expected one of {sorted(INIT_SCHEMES)}")

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import pickle
 import re
@@ -147,7 +146,6 @@ class _Raw(NamedTuple):
     label: Label
     units: list | None  # visible unit type per RBM; None: all Bernoulli
     metadata: dict[str, str]
-    sizes: list | None = None  # [n_visible_0, n_hidden_0, ...] as declared by the file, if it does
     stats: dict | None = None  # the scaling.* tensors the file holds, by name
 
 
@@ -164,10 +162,6 @@ def data_record(datamodule) -> dict[str, Any]:
         "stats": stats,
         "image_shape": getattr(datamodule, "image_shape", None),
     }
-
-
-# The metadata keys a stack file sets itself; extra_metadata may not use them.
-_RESERVED = {"format", "format_version", "visible_units", "hidden_units", "sizes", "scaling", "binarize", "image_shape"}
 
 
 def save_stack(
@@ -187,23 +181,16 @@ def save_stack(
     mean, unit variance; "none": as given) and ``stats`` the fitted transform (:data:`STATS`, each
     (n_visible_0,)), so that later inference applies the same one; ``image_shape`` the
     shape of one input image. ``save_stack(rbms, path, **data_record(datamodule))`` takes all of
-    it from the DataModule. The stack is validated like a loaded one, so a diverged (NaN) or
-    inconsistent stack is refused before anything is written.
+    it from the DataModule; ``extra_metadata``, strings of one's own, is written beside the
+    format's keys, which take precedence. The stack is validated like a loaded one, so a diverged
+    (NaN) or inconsistent stack is refused before anything is written.
     """
-    path, extra = Path(path), dict(extra_metadata or {})
-    if isinstance(rbms, RBM) or not all(isinstance(r, RBM) for r in rbms):
+    path = Path(path)
+    if isinstance(rbms, RBM) or not rbms or not all(isinstance(r, RBM) for r in rbms):
         got = type(rbms).__name__ if isinstance(rbms, RBM) else [type(r).__name__ for r in rbms]
         raise UsageError(f"cannot save to {path}: expected a sequence of dbn_init RBMs (wrap one as [rbm]), got {got}")
     problems = [] if scaling in SCALINGS else [f"scaling must be one of {list(SCALINGS)}, got {scaling!r}"]
-    bad = [k for k, v in extra.items() if not isinstance(k, str) or not isinstance(v, str) or k in _RESERVED]
-    if bad:
-        problems.append(f"extra_metadata must map str to str without the reserved keys {sorted(_RESERVED)}; bad: {bad}")
-    units = [r.visible_units for r in rbms]
-    found = {(i, k): getattr(r, k).detach() for i, r in enumerate(rbms) for k in _NAMES}
-    hidden_units = [getattr(r, "hidden_units", "sigmoid") for r in rbms]
-    stack = _build(
-        f"cannot save to {path}", found, lambda i, k: f"rbms[{i}].{k}", units, problems, hidden_units=hidden_units
-    )
+    _refuse(f"cannot save to {path}", problems + stack_problems(rbms))
     if path.is_dir():
         raise UsageError(f"cannot save to {path}: it is a folder; give a file name, e.g. {path / 'dbn.safetensors'}")
     if path.exists() and not overwrite:
@@ -211,17 +198,19 @@ def save_stack(
     folder = path.parent
     if not folder.is_dir():
         raise MissingFileError(f"cannot save to {path}: folder {folder} does not exist; create it first")
-    tensors = {f"rbm.{i}.{k}": getattr(r, k).detach().cpu().contiguous() for i, r in enumerate(stack) for k in _KINDS}
-    tensors |= {f"rbm.{i}.{_SCALE}": r.input_scale.cpu() for i, r in enumerate(stack) if r.input_scale != 1}
+    tensors = {
+        f"rbm.{i}.{k}": getattr(r, k).detach().float().cpu().contiguous() for i, r in enumerate(rbms) for k in _KINDS
+    }
+    tensors |= {f"rbm.{i}.{_SCALE}": r.input_scale.float().cpu() for i, r in enumerate(rbms) if r.input_scale != 1}
     for name, value in (stats or {}).items():
         tensors[f"scaling.{name}"] = torch.as_tensor(value, dtype=torch.float32).cpu().contiguous()
-    sizes = [stack[0].n_visible] + [r.n_hidden for r in stack]
+    sizes = [rbms[0].n_visible] + [r.n_hidden for r in rbms]
     metadata = {
-        **extra,
+        **(extra_metadata or {}),
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "visible_units": json.dumps(units),
-        "hidden_units": json.dumps([r.hidden_units for r in stack]),
+        "visible_units": json.dumps([r.visible_units for r in rbms]),
+        "hidden_units": json.dumps([r.hidden_units for r in rbms]),
         "sizes": json.dumps(sizes),
         "scaling": scaling,
         "binarize": json.dumps(bool(binarize)),
@@ -230,6 +219,16 @@ def save_stack(
     with replacing(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
     return path
+
+
+def stack_problems(rbms: Sequence[RBM]) -> list[str]:
+    """What keeps RBMs made in Python (bottom to top) from being a stack, in :func:`load_stack`'s
+    words: layers that do not chain, NaN/Inf values (counted in float32, as saved); [] if nothing."""
+    problems: list[str] = []
+    layers, found = list(range(len(rbms))), {(i, k): getattr(r, k) for i, r in enumerate(rbms) for k in _KINDS}
+    _float_values(found, layers, lambda i, k: f"rbms[{i}].{k}", problems)
+    _check_chain({i: tuple(r.weight.shape) for i, r in enumerate(rbms)}, layers, None, problems)
+    return problems
 
 
 @contextlib.contextmanager
@@ -268,44 +267,30 @@ def load_stack(
 
     ``input_size`` (n_visible of RBM 0) and ``hidden`` (n_hidden of each RBM; the stack may be a
     prefix of ``hidden`` when more layers will be pretrained on top) are checked when given.
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for anything else wrong
-    with the input, listing every problem at once.
+    Raises ``FileNotFoundError`` for a missing file, ``OSError`` for one this user may not read,
+    and ``ValueError`` for anything else wrong with the input, listing every problem at once.
     """
     if isinstance(source, (list, tuple)):
         return StackFile(from_sklearn(source, input_size=input_size, hidden=hidden), {"source": "sklearn"})
-    if not isinstance(source, (str, os.PathLike)):
-        raise UsageError(f"expected a file path or a list of fitted BernoulliRBM, got {type(source).__name__}")
     path = Path(source)
     if not path.exists():
         raise MissingFileError(f"no such file: {path}; expected {_ACCEPTED}")
     if not path.is_file():
         raise UsageError(f"{path} is not a regular file; expected {_ACCEPTED}")
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-        size = path.stat().st_size
-    except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror}") from err
-    if size == 0:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
         raise UsageError(f"{path} is empty (0 bytes); expected {_ACCEPTED}")
     problems: list[str] = []  # the readers add what they find; _build adds the rest and raises once
-    raw = _sniff(path, head)(path, size, problems)
+    raw = _sniff(path, head)(path, problems)
     if raw.metadata.get("scaling") not in (None, *SCALINGS):
         problems.append(f"metadata scaling must be one of {list(SCALINGS)}, got {raw.metadata['scaling']!r}")
     hidden_units = _json_list(raw.metadata, "hidden_units", problems) if raw.metadata.get("hidden_units") else None
-    rbms = _build(str(path), raw.found, raw.label, raw.units, problems, input_size, hidden, raw.sizes, hidden_units)
-    stats = raw.stats or {}
-    wrong = {name: tuple(t.shape) for name, t in stats.items() if tuple(t.shape) != (rbms[0].n_visible,)}
-    if wrong or len(stats) % 2:  # each transform comes as a pair
-        raise UsageError(
-            f"{path}: the scaling tensors {wrong or sorted(stats)} must come in pairs (raw_low with "
-            f"raw_high, feature_mean with feature_std) of shape ({rbms[0].n_visible},), one entry per "
-            "input feature; re-export the stack"
-        )
-    return StackFile(rbms, raw.metadata, stats)
+    rbms = _build(str(path), raw.found, raw.label, raw.units, problems, input_size, hidden, hidden_units)
+    return StackFile(rbms, raw.metadata, raw.stats or {})
 
 
-def _sniff(path: Path, head: bytes) -> Callable[[Path, int, list[str]], _Raw]:
+def _sniff(path: Path, head: bytes) -> Callable[[Path, list[str]], _Raw]:
     """Pick the reader by content: zip (torch checkpoint or npz), safetensors, or refuse."""
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         try:
@@ -330,28 +315,13 @@ def _sniff(path: Path, head: bytes) -> Callable[[Path, int, list[str]], _Raw]:
     raise UsageError(f"{path} is not a recognised weights file (unknown content); expected {_ACCEPTED}")
 
 
-def _read_safetensors(path: Path, size: int, problems: list[str]) -> _Raw:
-    corrupt = f"{path} is a truncated or corrupt safetensors file"
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        if n > size - 8:
-            raise UsageError(f"{corrupt}: its header claims {n} bytes but the file holds {size - 8}")
-        raw = f.read(n)
-    try:  # check the header ourselves, so that the library only ever sees well-formed files
-        header = json.loads(raw.decode("utf-8"))
-        meta = header.pop("__metadata__", None) or {}
-        end = max([int(e["data_offsets"][1]) for e in header.values()], default=0)
-        if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
-            raise UsageError("__metadata__ must map strings to strings")
-    except (ValueError, RecursionError, OverflowError, AttributeError, TypeError, LookupError) as err:
-        raise UsageError(f"{corrupt}: unreadable header ({type(err).__name__}: {err})") from err
-    if end > size - 8 - n:
-        raise UsageError(f"{corrupt}: tensors need {end} data bytes but only {size - 8 - n} are present")
-    try:
+def _read_safetensors(path: Path, problems: list[str]) -> _Raw:
+    try:  # safetensors checks the header (JSON, string metadata, offsets) against the file's length
         with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except Exception as err:  # SafetensorError and friends: a malformed file, whatever the detail
-        raise UsageError(f"{corrupt}: {err}") from err
+    except Exception as err:  # SafetensorError: a truncated or malformed file, whatever the detail
+        raise UsageError(f"{path} is a truncated or corrupt safetensors file ({err})") from err
     ours = meta.get("format") == FORMAT  # a foreign file is accepted if its tensor names follow our scheme
     if ours and meta.get("format_version") not in _READABLE_VERSIONS:
         problems.append(
@@ -366,14 +336,13 @@ def _read_safetensors(path: Path, size: int, problems: list[str]) -> _Raw:
         "rbm.{i}.weight, rbm.{i}.visible_bias, rbm.{i}.hidden_bias for i = 0, 1, ...",
     )
     units = _json_list(meta, "visible_units", problems) if ours else None
-    sizes = _json_list(meta, "sizes", problems) if ours else None
-    return _Raw(found, lambda i, k: f"rbm.{i}.{k}", units, dict(meta), sizes, stats)
+    return _Raw(found, lambda i, k: f"rbm.{i}.{k}", units, dict(meta), stats)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """A Lightning checkpoint's contents, loaded weights-only after a check of the file's content:
-    a corrupt, truncated, foreign or pickle-bearing file, or a weights-only stack, is refused with
-    one ValueError naming it."""
+    a corrupt, truncated or pickle-bearing file, or a weights-only stack, is refused with one
+    ValueError naming it."""
     path = Path(path)
     with open(path, "rb") as f:
         head = f.read(16)
@@ -382,10 +351,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             f"{path} holds RBM weights but no training state, so there is nothing to resume; to start "
             "from those weights, pass it to model.pretrained"
         )
-    ckpt = _torch_load(path)
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise UsageError(f"{path} is not a Lightning checkpoint (no state_dict); expected a .ckpt that train.py wrote")
-    return ckpt
+    return _torch_load(path)
 
 
 def _torch_load(path: Path) -> Any:
@@ -401,7 +367,7 @@ def _torch_load(path: Path) -> Any:
         raise UsageError(f"{path} is a truncated or corrupt torch checkpoint ({type(err).__name__}: {err})") from err
 
 
-def _read_checkpoint(path: Path, size: int, problems: list[str]) -> _Raw:
+def _read_checkpoint(path: Path, problems: list[str]) -> _Raw:
     ckpt = _torch_load(path)
     # A Lightning checkpoint nests the weights in "state_dict"; a bare torch.save(model.state_dict()) does not.
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
@@ -448,7 +414,7 @@ def _read_checkpoint(path: Path, size: int, problems: list[str]) -> _Raw:
     return _Raw(found, lambda i, k: f"state_dict['rbms.{i}.{k}']", units, meta, stats=stats or None)
 
 
-def _read_npz(path: Path, size: int, problems: list[str]) -> _Raw:
+def _read_npz(path: Path, problems: list[str]) -> _Raw:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -458,9 +424,7 @@ def _read_npz(path: Path, size: int, problems: list[str]) -> _Raw:
             "expected numeric arrays weight_{i}, visible_bias_{i}, hidden_bias_{i}"
         ) from err
     units = arrays.pop("visible_units", None)
-    if units is not None and units.dtype.kind not in "US":
-        problems.append(f"visible_units has dtype {units.dtype}, expected strings: np.array(['gaussian', 'bernoulli'])")
-    units = [str(u) for u in np.atleast_1d(units)] if units is not None and units.dtype.kind in "US" else None
+    units = None if units is None else [str(u) for u in np.atleast_1d(units)]  # _build refuses any other names
     found = _match(
         arrays,
         r"(?P<kind>\w+?)_(?P<i>0|[1-9]\d*)",
@@ -511,7 +475,6 @@ def _build(
     problems: list[str],
     input_size: int | None = None,
     hidden: Sequence[int] | None = None,
-    sizes: list | None = None,
     hidden_units: list | None = None,
 ) -> list[RBM]:
     """Check every tensor of a stack, then build float32 RBMs; one ValueError lists all problems.
@@ -523,24 +486,28 @@ def _build(
         gaps = [j for j in range(len(layers) + 1) if j not in set(layers)]
         problems.append(f"layer indices must run 0..n-1 without gaps, found {_short(layers)} (missing {gaps[:10]})")
     values = _float_values(found, layers, label, problems)
-    scales = _scales(found, layers, label, problems)
     shapes = {i: shape for i in layers if (shape := _layer_shape(found, i, label, problems)) is not None}
     got = _check_chain(shapes, layers, input_size, problems)
-    if got is not None:
-        _check_declared(got, hidden, sizes, problems)
+    if got is not None and hidden is not None:
+        _check_hidden(got, hidden, problems)
     units = _unit_list("visible_units", units, _UNITS, len(layers), problems)
     hidden_units = _unit_list("hidden_units", hidden_units, HIDDEN_UNITS, len(layers), problems)
-    if problems:
-        raise UsageError(f"{name}: {len(problems)} problem(s) with the RBM stack:\n  - " + "\n  - ".join(problems))
+    _refuse(name, problems)
     rbms = []
     with torch.random.fork_rng(devices=[]), torch.no_grad():  # make_rbm's random init leaves the caller's RNG alone
         for i in layers:
             rbm = make_rbm(shapes[i][1], shapes[i][0], units[i], hidden_units=hidden_units[i])
             for kind in _KINDS:
                 getattr(rbm, kind).copy_(values[i, kind])
-            rbm.input_scale.fill_(scales.get(i, 1.0))
+            rbm.input_scale.fill_(float(found.get((i, _SCALE), 1.0)))  # save_stack writes positive ones only
             rbms.append(rbm)
     return rbms
+
+
+def _refuse(name: str, problems: list[str]) -> None:
+    """One ValueError headed ``name`` that lists every problem, if there are any."""
+    if problems:
+        raise UsageError(f"{name}: {len(problems)} problem(s) with the RBM stack:\n  - " + "\n  - ".join(problems))
 
 
 def _unit_list(key: str, units: list | None, allowed: Sequence[str], n: int, problems: list[str]) -> list:
@@ -560,8 +527,6 @@ def _float_values(found: dict, layers: list[int], label: Label, problems: list[s
             x, lab = found.get((i, kind)), label(i, kind)
             if x is None:
                 problems.append(f"missing {lab}")
-            elif not isinstance(x, (torch.Tensor, np.ndarray)):
-                problems.append(f"{lab} is a {type(x).__name__}, expected a tensor")
             elif not (x.is_floating_point() if isinstance(x, torch.Tensor) else x.dtype.kind == "f"):
                 problems.append(f"{lab} has dtype {x.dtype}, expected a floating dtype (float32 or float64)")
             else:  # count after the cast: a float64 1e300 becomes Inf in float32
@@ -574,21 +539,6 @@ def _float_values(found: dict, layers: list[int], label: Label, problems: list[s
                         "a diverged RBM cannot be imported: retrain it, e.g. with a lower learning rate"
                     )
     return values
-
-
-def _scales(found: dict, layers: list[int], label: Label, problems: list[str]) -> dict[int, float]:
-    """Each layer's optional input scale, with a problem for one that is not a positive finite scalar."""
-    scales = {}
-    for i in layers:
-        x = found.get((i, _SCALE))
-        if x is None:
-            continue
-        t = torch.as_tensor(np.asarray(x, np.float64) if isinstance(x, np.ndarray) else x).double()
-        if t.numel() != 1 or not (math.isfinite(t.item()) and t.item() > 0):
-            problems.append(f"{label(i, _SCALE)} must be one positive finite number, got shape {tuple(t.shape)}")
-        else:
-            scales[i] = t.item()
-    return scales
 
 
 def _layer_shape(found: dict, i: int, label: Label, problems: list[str]) -> tuple[int, int] | None:
@@ -611,8 +561,6 @@ def _layer_shape(found: dict, i: int, label: Label, problems: list[str]) -> tupl
                 f"{label(i, kind)} has shape {got}, expected ({want},) = ({what},) of "
                 f"{label(i, 'weight')} {w}; {_ORIENTATION}"
             )
-    if w[0] < 1 or w[1] < 1:
-        problems.append(f"{label(i, 'weight')} has shape {w}: a layer needs at least one unit")
     return w
 
 
@@ -634,18 +582,16 @@ def _check_chain(shapes: dict, layers: list[int], input_size: int | None, proble
     return [shapes[0][1], *(shapes[i][0] for i in layers)] if complete else None
 
 
-def _check_declared(got: list[int], hidden: Sequence[int] | None, sizes: list | None, problems: list[str]) -> None:
-    """Compare the sizes found with the model's ``hidden`` (a prefix will do) and the file's own record."""
+def _check_hidden(got: list[int], hidden: Sequence[int], problems: list[str]) -> None:
+    """Compare the sizes found with the model's ``hidden`` (a prefix will do)."""
     n = len(got) - 1
-    if hidden is not None and n > len(hidden):
+    if n > len(hidden):
         problems.append(
             f"the stack has {n} RBMs {got[1:]} but hidden={list(hidden)} has only {len(hidden)} layers; "
             "import fewer RBMs or list more hidden sizes"
         )
-    elif hidden is not None and got[1:] != list(hidden)[:n]:
+    elif got[1:] != list(hidden)[:n]:
         problems.append(f"hidden sizes {got[1:]} do not match hidden={list(hidden)}; expected {list(hidden)[:n]}")
-    if sizes is not None and sizes != got:
-        problems.append(f"metadata sizes={sizes} disagree with the tensor shapes {got}")
 
 
 def _json_list(meta: dict[str, str], key: str, problems: list[str]) -> list | None:

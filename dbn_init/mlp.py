@@ -102,25 +102,15 @@ class MLP(nn.Module):
         """Copy each RBM's weight (n_hidden, n_visible) and hidden bias into the matching Linear,
         and into an autoencoder's decoder the transposed weight and the visible bias.
 
-        Requires each layer to have its RBM's hidden activation, so that layer k computes exactly
-        the mean hidden activation of RBM k given layer k - 1: p(h_k = 1 | h_{k-1}) for sigmoid
-        units, max(0, W h_{k-1} + c) for NReLU units, W h_{k-1} + c for linear ones; and decoder
-        layer k then computes RBM k's visible mean given h_k, over its ``input_scale`` (the down-pass).
+        The MLP must have the stack's sizes and each layer its RBM's hidden activation, as the DBN
+        builds them, so that layer k computes exactly the mean hidden activation of RBM k given
+        layer k - 1: p(h_k = 1 | h_{k-1}) for sigmoid units, max(0, W h_{k-1} + c) for NReLU
+        units, W h_{k-1} + c for linear ones; and decoder layer k then computes RBM k's visible
+        mean given h_k, over its ``input_scale`` (the down-pass).
         """
-        units = [getattr(rbm, "hidden_units", "sigmoid") for rbm in rbms]
-        if units != self.activations[: len(units)]:
-            raise ValueError(
-                f"an RBM stack with {units} hidden units transfers into an MLP of those activations, "
-                f"got activation={self.activations}"
-            )
         if len(rbms) != len(self.linears):
             raise ValueError(f"expected {len(self.linears)} RBMs for this MLP, got {len(rbms)}")
-        for i, (rbm, linear) in enumerate(zip(rbms, self.linears)):
-            if rbm.weight.shape != linear.weight.shape:
-                raise ValueError(
-                    f"RBM {i + 1} weight has shape {tuple(rbm.weight.shape)}, expected "
-                    f"{tuple(linear.weight.shape)} (n_hidden, n_visible) for layer {i + 1}"
-                )
+        for rbm, linear in zip(rbms, self.linears):
             linear.weight.copy_(rbm.linear_weight)
             linear.bias.copy_(rbm.hidden_bias)
         for rbm, linear in zip(reversed(rbms), self.decoder):

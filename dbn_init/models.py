@@ -901,27 +901,28 @@ class DBN(Classifier):
         """Features of ``x`` (batch, input_size): the pretrained stack's top hidden probabilities
         (batch, hidden[-1]), as pretraining left them. The fine-tuned network's (an autoencoder's
         code) are :meth:`encode`'s."""
-        return up_pass(self._stack("transform"), x.to(self.rbms[0].weight))
+        return up_pass(self._stack("DBN.transform"), x.to(self.rbms[0].weight))
 
     @torch.no_grad()
     def sample(self, n: int, steps: int = 1000, generator: torch.Generator | None = None) -> Tensor:
         """``n`` samples of the DBN's generative model, (n, input_size): ``steps`` Gibbs sweeps of
         the top RBM from noise, then down through the lower RBMs' visible means (Hinton et al.
         2006): pixel probabilities for Bernoulli inputs, standardised values for Gaussian ones."""
-        stack = self._stack("sample")
+        stack = self._stack("DBN.sample", stacklevel=4)  # past no_grad's wrapper
         return down_pass(stack, stack[-1].sample(n, steps, generator=generator))
 
-    def _stack(self, what: str) -> nn.ModuleList:
-        """The RBM stack, for ``what`` the generative model does: refused while the DBN has no layers
-        (sizes None are taken from the data when it is fitted), and a warning while it is untrained."""
+    def _stack(self, what: str, stacklevel: int = 3) -> nn.ModuleList:
+        """The RBM stack, for ``what`` (the public function that uses it): refused while the DBN has no
+        layers (sizes None are taken from the data when it is fitted), and a warning while it is
+        untrained, at ``stacklevel`` (the caller of ``what``)."""
         if not self.built:
             raise RuntimeError(
-                f"DBN.{what}: this DBN has no layers yet: made with input_size=None, it takes its sizes from "
+                f"{what}: this DBN has no layers yet: made with input_size=None, it takes its sizes from "
                 "the data when it is fitted; fit it first, or make it with input_size and num_classes"
             )
         if not self.pretrained and any(self.cd.epochs):
-            message = f"DBN.{what}: the RBM stack is not pretrained yet, so this is its random start; fit first"
-            warnings.warn(message, stacklevel=3)  # at the caller of transform or sample
+            message = f"{what}: the RBM stack is not pretrained yet, so this is its random start; fit first"
+            warnings.warn(message, stacklevel=stacklevel)
         return self.rbms
 
     # --- Lightning hooks ----------------------------------------------------------------------

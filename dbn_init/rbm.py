@@ -106,7 +106,7 @@ class RBM(nn.Module):
     Parameters
     ----------
     n_visible, n_hidden : int
-        Layer sizes.
+        Layer sizes, positive (checked where a model's options are).
     init_std : float
         Weights start as N(0, init_std^2): small and random, never constant, so hidden units
         break symmetry (Hinton 2010, section 8 recommends 0.01).
@@ -134,8 +134,6 @@ class RBM(nn.Module):
 
     def __init__(self, n_visible: int, n_hidden: int, init_std: float = 0.01, hidden_units: str = "sigmoid") -> None:
         super().__init__()
-        if n_visible < 1 or n_hidden < 1:
-            raise ValueError(f"RBM layer sizes must be positive, got n_visible={n_visible}, n_hidden={n_hidden}")
         if hidden_units not in HIDDEN_UNITS:
             raise ValueError(f"hidden_units must be one of {list(HIDDEN_UNITS)}, got {hidden_units!r}")
         self.hidden_units = hidden_units
@@ -505,8 +503,8 @@ class RBM(nn.Module):
         generator : torch.Generator, optional
             Draws the flipped units: ``torch.randint(n_visible, (batch,), generator=generator)``.
         index : Tensor of shape (batch,), optional
-            Flip these units instead of random ones (for a reproducible estimate, or to match
-            another implementation's draw).
+            Flip these units (integers in [0, n_visible)) instead of random ones, for a
+            reproducible estimate or to match another implementation's draw.
 
         Returns
         -------
@@ -522,22 +520,10 @@ class RBM(nn.Module):
         (this runs on every validation batch): check data once where they enter (:func:`check_visible`).
         """
         self.refuse_intractable("pseudo_likelihood")
-        if v.ndim != 2 or v.shape[1] != self.n_visible:
-            raise ValueError(f"expected v of shape (batch, {self.n_visible}), got {tuple(v.shape)}")
         v = v.to(device=self.weight.device, dtype=self.weight.dtype)
         rows = torch.arange(v.shape[0], device=v.device)
         if index is None:
             index = torch.randint(self.n_visible, (v.shape[0],), generator=generator, device=v.device)
-        elif (
-            tuple(index.shape) != (v.shape[0],)
-            or index.dtype.is_floating_point
-            or index.dtype == torch.bool
-            or (index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.n_visible))
-        ):
-            raise ValueError(
-                f"expected index of shape ({v.shape[0]},) with integers in [0, {self.n_visible}), "
-                f"got shape {tuple(index.shape)}, dtype {index.dtype}"
-            )
         flipped = v.clone()
         flipped[rows, index] = 1 - flipped[rows, index]
         return self.n_visible * F.logsigmoid(self.free_energy(flipped) - self.free_energy(v))

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .constraints import Interval, validate_params
 from .data import EpochShuffle, TensorBatches
 from .data.base import _keep_batch, batch_size_for
-from .io import StackFile, load_stack
+from .io import StackFile, load_stack, stack_problems
 from .mlp import ACTIVATIONS
 from .models import DBN, resolve_recipe
 from .pretrain import CDSettings, PretrainData, greedy, make_trainer
@@ -149,23 +149,27 @@ def load_pretrained_(module: nn.Module, stack: Any, layers: Sequence[nn.Linear] 
         The layers that were set, bottom to top.
 
     Raises:
-        ValueError: if there are too few Linear layers, or any layer's shape does not match its
-            RBM (a transposed one is named as such). Every layer is checked before any is
-            changed, so on error the module is untouched, and one error lists every problem.
+        ValueError: if the RBMs do not chain or hold NaN/Inf values, if there are too few Linear
+            layers, or if any layer's shape does not match its RBM (a transposed one is named as
+            such). Everything is checked before any layer is changed, so on error the module is
+            untouched, and one error lists every problem.
+        RuntimeError: for a DBN with no layers yet (made with input_size=None and not fitted).
 
     Warns:
         When the activation module after a layer (its successor in an ``nn.Sequential``, else the
-        next module in registration order) differs from the stack's hidden units, and when the
+        next module in registration order) differs from the stack's hidden units, when the
         stack was pretrained on transformed inputs (e.g. standardised), which the module's inputs
-        must then receive too.
+        must then receive too, and when a DBN's stack is not pretrained yet.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(64, 32), nn.Sigmoid(), nn.Linear(32, 10))
         >>> load_pretrained_(net, "dbn.safetensors")  # doctest: +SKIP
         [Linear(in_features=64, out_features=32, bias=True)]
     """
+    if isinstance(stack, DBN):
+        stack = list(stack._stack("load_pretrained_"))  # refused without layers, a warning if untrained
     rbms, units, loaded = _resolve(stack)
-    targets = _targets(module, rbms, layers, _check_rbms(rbms))
+    targets = _targets(module, rbms, layers, stack_problems(rbms))
     for i, (layer, name) in enumerate(zip(targets, _names(module, targets), strict=True)):
         _warn_activation(module, layer, name, units.get(i, "sigmoid"))
     if loaded is not None:
@@ -185,12 +189,10 @@ def _resolve(stack: Any) -> tuple[list[RBM], dict[int, str], StackFile | None]:
         stack = load_stack(stack)
     if isinstance(stack, StackFile):
         return stack.rbms, dict(enumerate(stack.hidden_units)), stack
-    if isinstance(stack, DBN):
-        return _from_dbn(stack), {}, None
     if isinstance(stack, RBM):
         stack = [stack]
     if isinstance(stack, (list, tuple, nn.ModuleList)) and stack and all(isinstance(r, RBM) for r in stack):
-        return list(stack), {i: getattr(r, "hidden_units", "sigmoid") for i, r in enumerate(stack)}, None
+        return list(stack), {i: r.hidden_units for i, r in enumerate(stack)}, None
     if _sklearn_rbms(stack):
         loaded = load_stack(list(stack))  # checked there, fitted or not
         return loaded.rbms, dict(enumerate(loaded.hidden_units)), None
@@ -208,38 +210,6 @@ def _sklearn_rbms(stack: Any) -> bool:
     from sklearn.neural_network import BernoulliRBM  # only here: importing scikit-learn takes a while
 
     return all(isinstance(e, BernoulliRBM) for e in stack)
-
-
-def _from_dbn(dbn: DBN) -> list[RBM]:
-    if len(dbn.rbms) == 0:
-        raise ValueError(
-            "load_pretrained_: the DBN has no RBMs yet (built without input_size); fit it first, or build "
-            "it with input_size="
-        )
-    if not dbn.pretrained:
-        warnings.warn(
-            f"load_pretrained_: the DBN has {int(dbn.stages_done)} of {len(dbn.rbms)} stages pretrained, "
-            "so its other RBMs hold their random N(0, 0.01) start; fit or dbn_init.pretrain it first",
-            stacklevel=4,
-        )
-    return list(dbn.rbms)
-
-
-def _check_rbms(rbms: list[RBM]) -> list[str]:
-    """The problems of a stack, if any: it must chain (n_hidden of RBM k is n_visible of RBM
-    k+1) and be finite. (A loaded file was checked by load_stack; RBMs from Python were not.)"""
-    problems = [
-        f"RBM {i + 1} has n_hidden={a.n_hidden} but RBM {i + 2} has n_visible={b.n_visible}; a stack's "
-        "RBM k+1 models the hidden units of RBM k"
-        for i, (a, b) in enumerate(zip(rbms, rbms[1:], strict=False))
-        if a.n_hidden != b.n_visible
-    ]
-    problems += [
-        f"RBM {i + 1} holds NaN/Inf parameters: a diverged RBM; retrain it (e.g. at a lower learning rate)"
-        for i, r in enumerate(rbms)
-        if not all(bool(torch.isfinite(p).all()) for p in r.parameters())
-    ]
-    return problems
 
 
 # --- the layers -----------------------------------------------------------------------------
@@ -283,8 +253,6 @@ def _check_explicit(module: nn.Module, layers: list[Any], n_rbms: int) -> list[s
             problems.append(f"layers[{i}] is a {type(layer).__name__}, expected an nn.Linear")
         elif id(layer) not in inside:
             problems.append(f"layers[{i}] is not a submodule of the module; pass layers of the module itself")
-    if len({id(m) for m in layers}) != len(layers):
-        problems.append("layers= lists the same layer twice; pass each Linear once")
     return problems
 
 

@@ -154,7 +154,7 @@ def test_transposed_stack_refused_and_module_unchanged(dbn, tmp_path):
         load_pretrained_(net, wrong)
     message = str(err.value)
     assert "3 problem(s)" in message and "nothing was changed" in message
-    assert "RBM 1 has n_hidden=64 but RBM 2 has n_visible=16" in message
+    assert "broken layer chain: layer 0 has n_hidden=64 but layer 1 has n_visible=16" in message
     assert "layer '0' is Linear(64, 32), the transpose of RBM 1 (32 visible -> 64 hidden units)" in message
     assert "build it as nn.Linear(32, 64)" in message
     assert "layer '2' is Linear(32, 16), the transpose of RBM 2" in message
@@ -272,13 +272,13 @@ def test_standardised_stack_warns_with_the_transform(tmp_path):
 
 def test_untrained_dbn_warns_and_unknown_stack_refused():
     model = DBN(recipe="textbook", input_size=64, num_classes=10, hidden=[32, 16], pretrain_epochs=3)
-    with pytest.warns(UserWarning, match="the DBN has 0 of 2 stages pretrained"):
+    with pytest.warns(UserWarning, match="the RBM stack is not pretrained yet, so this is its random start"):
         load_pretrained_(user_net(), model)
-    with pytest.raises(ValueError, match="the DBN has no RBMs yet"):
+    with pytest.raises(RuntimeError, match="this DBN has no layers yet"):
         load_pretrained_(user_net(), DBN(recipe="textbook", hidden=[32, 16]))
     with pytest.raises(ValueError, match=r"expected a stack file path, .* got \['int', 'str'\]"):
         load_pretrained_(user_net(), [1, "a"])
-    with pytest.raises(ValueError, match="RBM 1 has n_hidden=32 but RBM 2 has n_visible=20"):
+    with pytest.raises(ValueError, match="layer 0 has n_hidden=32 but layer 1 has n_visible=20"):
         load_pretrained_(user_net(), [RBM(64, 32), RBM(20, 16)])
 
 
@@ -300,6 +300,6 @@ def test_diverged_rbms_refused():
         rbm.weight[0, 0] = float("nan")
     net = user_net()
     before = copy.deepcopy(net.state_dict())
-    with pytest.raises(ValueError, match="RBM 1 holds NaN/Inf parameters: a diverged RBM"):
+    with pytest.raises(ValueError, match=r"rbms\[0\]\.weight holds 1 NaN and 0 Inf value\(s\).*a diverged RBM"):
         load_pretrained_(net, [rbm])
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())

@@ -348,8 +348,3 @@ class ArrayDataModule(InMemoryDataModule):
         if self.predict_x is None:
             return self.test_dataloader()
         return self._loader(self.predict_x, self._labels(None, len(self.predict_x)), shuffle=False)
-
-
-# ---------------------------------------------------------------- any torch Dataset
-
-# PIL modes whose array is already what a model should see; "LA" keeps its grey, the rest become RGB.

@@ -20,6 +20,7 @@ from .base import (
     carve,
 )
 
+# PIL modes whose array is already what a model should see; "LA" keeps its grey, the rest become RGB.
 _PIL_KEPT_MODES = ("1", "L", "RGB", "I", "I;16", "F")
 
 
@@ -80,8 +81,6 @@ def _materialise(dataset: Dataset, what: str, num_workers: int) -> tuple[np.ndar
             f"for item 0 and {xs[odd].shape} {xs[odd].dtype} for item {odd}; give the dataset a "
             "transform making them alike, e.g. torchvision.transforms.Resize((32, 32))"
         )
-    if len({y is None for y in ys}) > 1:
-        raise UsageError(f"{what}: expected every item as (input, label) or every item as an input alone, got both")
     return np.stack(xs), None if ys[0] is None else np.asarray(ys, dtype=np.int64)
 
 

@@ -443,8 +443,6 @@ def _label_array(values: Any, where: str) -> np.ndarray:
             f"as {y[np.mod(y, 1) != 0][:3].tolist()}; a classifier needs a class column as target, and "
             "a target of numbers to predict is data.targets 'values' (regression)"
         )
-    if y.dtype.kind not in "biuf":
-        raise UsageError(f"{where}: expected class labels (integers or names), got dtype {y.dtype}")
     return y.astype(np.int64)
 
 

@@ -88,7 +88,7 @@ def _run(args: Namespace) -> tuple[list[str], dict]:
     if not 1 <= args.layer <= len(rbms):
         raise ValueError(f"expected --layer in 1..{len(rbms)} (the stack has {len(rbms)} RBMs), got {args.layer}")
     rbm, below = rbms[args.layer - 1], rbms[: args.layer - 1]
-    _check_bernoulli(rbm, f"RBM {args.layer} of {args.weights}", stack.hidden_units[args.layer - 1])
+    _check_bernoulli(rbm, f"RBM {args.layer} of {args.weights}")
     scaling = args.scaling or stack.scaling
     if rbms[0].visible_units == "bernoulli" and scaling != "unit":
         raise ValueError(
