@@ -504,7 +504,7 @@ def finetune_dbn_init(dm, args) -> float:
     constant rate (the plain loop steps no scheduler)."""
     from dbn_init.models import Baseline
 
-    model = Baseline(input_size=dm.input_size, hidden=[256, 256], lr_schedule="constant")
+    model = Baseline(input_size=dm.input_size, num_classes=10, hidden=[256, 256], lr_schedule="constant")
     trainer = quiet_trainer(args)
     return seconds(lambda: trainer.fit(model, datamodule=dm), args)
 
@@ -518,7 +518,7 @@ def finetune_plain(dm, args) -> float:
     from dbn_init.models import Baseline
 
     dev = device_of(args)
-    model = Baseline(input_size=dm.input_size, hidden=[256, 256], lr_schedule="constant").to(dev)
+    model = Baseline(input_size=dm.input_size, num_classes=10, hidden=[256, 256], lr_schedule="constant").to(dev)
     optimizer = model.configure_optimizers()
     x, y = dm.train_x.to(dev), dm.train_y.to(dev)
 
