@@ -42,6 +42,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ``last.ckpt`` that ``--ckpt_path last`` would take. A failed write raises one line naming the file."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        # Serialised in memory first: a full disk then fails in write_bytes, an OSError naming the
+        # file, where torch.save's own writer would raise a RuntimeError that names nothing.
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         path = Path(path)

@@ -27,6 +27,7 @@ from .constraints import FileTakenError, UsageError, usage_cause
 from .entry import command, one_line
 from .io import data_record, save_stack
 from .models import DBN, Classifier
+from .plots import drawable
 from .pretrain import FIT_ONLY, stage_trainer, trainer_options
 from .runs import RecordRunSettings, check_run_folder, checked_checkpoint, claimed_version, find_last, run_settings
 
@@ -187,7 +188,7 @@ class CLIStageTrainers:
     def __call__(self, fit: Trainer, stage: int, epochs: int) -> Trainer:
         options = {k: v for k, v in trainer_options(self.config).items() if k not in FIT_ONLY}
         callbacks = [ResumeCheckpoint(self.checkpoint_dir, f"rbm{stage + 1}-last"), RecordRunSettings(self.settings)]
-        if self.image_shape:
+        if self.image_shape and drawable(self.image_shape):  # other channel counts (4, 2, ...) go undrawn
             callbacks.append(RBMPictures(self.image_shape))
         return stage_trainer(fit, stage, epochs, options, callbacks)
 

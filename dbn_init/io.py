@@ -399,8 +399,6 @@ def _read_checkpoint(path: Path, problems: list[str]) -> _Raw:
         if isinstance(saved_hidden, list):
             meta["hidden_units"] = json.dumps(saved_hidden[:stage])
         meta.update(stage=str(stage), stage_epochs_done=str(ckpt.get("epoch", -1) + 1))
-        if isinstance(record.get("scaling"), str):
-            meta["scaling"] = record["scaling"]
     if isinstance(data_hp, dict) and isinstance(data_hp.get("scaling"), str):
         meta["scaling"] = data_hp["scaling"]
     data = ckpt.get("dbn_init_data") if isinstance(ckpt.get("dbn_init_data"), dict) else {}  # data_record's

@@ -31,8 +31,8 @@ from .init import INIT_SCHEMES, InitName, check_constant, init_weight
 from .io import data_record
 from .mlp import MLP, Activation
 from .monitor import MONITOR_EVERY, NON_FINITE_INPUTS, EpochMeans, newest_checkpoint, weights_diverged
-from .pretrain import CDSettings, RBMStage, _features, pretrain, stage_trainer, up_pass
-from .rbm import HIDDEN_UNITS, RBM, down_pass, make_rbm, make_stack, per_rbm, visible_units_of
+from .pretrain import CDSettings, RBMStage, _features, pretrain, stage_trainer
+from .rbm import HIDDEN_UNITS, RBM, down_pass, make_rbm, make_stack, per_rbm, up_pass, visible_units_of
 
 __all__ = ["Classifier", "Baseline", "DBN"]
 
@@ -892,11 +892,6 @@ class DBN(Classifier):
         self.mlp.load_rbms(list(self.rbms))
 
     # --- the generative model -----------------------------------------------------------------
-    @torch.no_grad()
-    def up_pass(self, x: Tensor) -> Tensor:
-        """The DBN's top-level hidden probabilities: (batch, input_size) -> (batch, hidden[-1])."""
-        return up_pass(self.rbms, x)
-
     def transform(self, x: Tensor) -> Tensor:
         """Features of ``x`` (batch, input_size): the pretrained stack's top hidden probabilities
         (batch, hidden[-1]), as pretraining left them. The fine-tuned network's (an autoencoder's

@@ -16,6 +16,11 @@ import torch  # noqa: E402
 __all__ = ["image_grid", "save_image_grid", "save_curves"]
 
 
+def drawable(image_shape: Sequence[int]) -> bool:
+    """Whether images of ``image_shape`` can be drawn: grey (H, W) or (1, H, W), or colour (3, H, W)."""
+    return len(image_shape) == 2 or (len(image_shape) == 3 and image_shape[0] in (1, 3))
+
+
 def image_grid(
     images: torch.Tensor | np.ndarray,
     image_shape: Sequence[int],
@@ -41,11 +46,9 @@ def image_grid(
     of 3 for colour (matplotlib's layout), values in [0, 1]; padding is white.
     """
     x = torch.as_tensor(images).detach().float().cpu().numpy()
-    shape = tuple(image_shape)
-    if len(shape) == 3 and shape[0] == 1:
-        shape = shape[1:]
-    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[0] != 3):
+    if not drawable(image_shape):
         raise ValueError(f"expected image_shape (H, W), (1, H, W) or (3, H, W), got {tuple(image_shape)}")
+    shape = tuple(image_shape)[1:] if len(image_shape) == 3 and image_shape[0] == 1 else tuple(image_shape)
     size = math.prod(shape)
     if x.ndim != 2 or x.shape[1] != size or len(x) == 0:
         raise ValueError(

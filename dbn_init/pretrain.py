@@ -60,7 +60,6 @@ __all__ = [
     "stage_trainer",
     "pretrain",
     "greedy",
-    "up_pass",
 ]
 
 StageTrainers = Callable[[int, int], Trainer]  # (stage index from 0, epochs) -> the stage's Trainer
@@ -195,17 +194,11 @@ class RBMStage(LightningModule):
         self._generator_state: Tensor | None = None
         self.monitor_every = MONITOR_EVERY  # CD steps between samples of the update ratio, CD loss, NaN check
         self.monitor_x: Tensor | None = None  # fixed training subset for the free-energy gap
-        self.scaling: str | None = None  # how the data were scaled, recorded in checkpoints
         self.train_recon, self.train_cd_loss = MeanMetric(), MeanMetric()
         self.automatic_optimization = False  # zero_grad, backward, step in training_step: no closure
         self._checked_splits: set[str] = set()  # the first batch of each split of each fit is validated
         for i, rbm in enumerate(rbms):  # freeze by construction, before any Trainer wraps us
             rbm.requires_grad_(i == index)
-
-    @property
-    def updates_in_epoch(self) -> int:
-        """CD updates made so far this epoch (several per loader batch with ``steps_per_batch``)."""
-        return self._step_in_epoch
 
     @property
     def rbm(self) -> RBM:
@@ -232,7 +225,7 @@ class RBMStage(LightningModule):
             monitor_x = datamodule.monitor_subset()
             # once, in the RBM's device and dtype (float64 under trainer.precision 64-true)
             self.monitor_x = None if monitor_x is None else monitor_x.to(self.device, self.rbm.weight.dtype)
-            self.mini_batch, self.scaling = datamodule.batch_size, datamodule.scaling
+            self.mini_batch = datamodule.batch_size
             if monitor_x is not None and self.rbm.hidden_units != "sigmoid":
                 self._fit_to_input()
         # Gibbs noise must differ across ranks (else DDP averages identical chains) and be
@@ -291,7 +284,7 @@ class RBMStage(LightningModule):
         self._recon_sum, self._cd_loss_sum = EpochMeans(1, self.device), EpochMeans(1, self.device)
         if cd.tempered:  # swaps tried and accepted per pair of neighbouring temperatures
             self._swaps = torch.zeros(2, cd.pt_temperatures - 1, device=self.device)
-        self._step_in_epoch = 0  # CD updates so far this epoch (several per loader batch)
+        self.updates_in_epoch = 0  # CD updates so far this epoch (several per loader batch)
         # sync_dist on values every rank holds alike: a no-op average that spares Lightning's DDP warning
         self.log(f"{self.name}/momentum", momentum, on_step=False, on_epoch=True, sync_dist=True)
         self.log(f"{self.name}/lr", lr, on_step=False, on_epoch=True, sync_dist=True)
@@ -314,7 +307,7 @@ class RBMStage(LightningModule):
         cd = self.cd
         # A sparse sample of steps measures the CD loss's value and the update ratio, and checks
         # for divergence (each check is one host sync, which would stall every step on a GPU).
-        monitored = self._step_in_epoch % self.monitor_every == 0
+        monitored = self.updates_in_epoch % self.monitor_every == 0
         weight_before = self.rbm.weight.detach().clone() if monitored else None
         chain, k = self._negative_phase(v)
         step = dict(
@@ -348,7 +341,7 @@ class RBMStage(LightningModule):
             ratio = (self.rbm.weight.detach() - weight_before).norm() / weight_before.norm().clamp_min(1e-12)
             self.log(f"{self.name}/update_ratio", ratio, on_step=False, on_epoch=True, sync_dist=True)
             self._check_divergence()
-        self._step_in_epoch += 1
+        self.updates_in_epoch += 1
 
     def _negative_phase(self, v: Tensor) -> tuple[Tensor | None, int]:
         """Where this update's negative phase starts and how many sweeps :meth:`RBM.cd_loss` runs:
@@ -362,7 +355,7 @@ class RBMStage(LightningModule):
             self.chain = start.expand(cd.pt_temperatures, *start.shape).clone() if cd.tempered else start.clone()
         if not cd.tempered:
             return self.chain, cd.cd_k
-        parity = self._step_in_epoch % 2  # even-odd swaps, alternating
+        parity = self.updates_in_epoch % 2  # even-odd swaps, alternating
         self.chain, accepted = self.rbm.parallel_tempering(self.chain, self.betas, cd.cd_k, self.generator, parity)
         tried = ~accepted.isnan()
         self._swaps[0] += tried
@@ -404,7 +397,7 @@ class RBMStage(LightningModule):
                 )
             raise FloatingPointError(
                 f"RBM {self.index + 1} diverged (non-finite weights) in epoch {self.current_epoch}, by CD step "
-                f"{self._step_in_epoch}, at learning rate {self.lr}. Likely cause: {cause}; or {NON_FINITE_INPUTS}. "
+                f"{self.updates_in_epoch}, at learning rate {self.lr}. Likely cause: {cause}; or {NON_FINITE_INPUTS}. "
                 "Last good "
                 f"checkpoint: {newest_checkpoint(self.trainer)}. Rerun with the fix (a changed setting makes it a new "
                 "run, which starts afresh: ckpt_path resumes only a run with the same settings)."
@@ -517,7 +510,6 @@ class RBMStage(LightningModule):
             "generator": generator,  # for importers (dbn_init.io):
             "visible_units": [rbm.visible_units for rbm in self.rbms],
             "hidden_units": [rbm.hidden_units for rbm in self.rbms],
-            "scaling": self.scaling,
         }
         if self.trainer.world_size > 1 and generator is not None:
             # Only rank 0 writes the file, but every rank has its own noise stream and PCD chains:
@@ -574,10 +566,6 @@ class PretrainData(LightningDataModule):
     def batch_size(self) -> int | None:
         """Rows per CD mini-batch: the wrapped DataModule's batch size, if it groups batches."""
         return getattr(self.datamodule, "batch_size", None) if self.steps_per_batch > 1 else None
-
-    @property
-    def scaling(self) -> str | None:
-        return getattr(self.datamodule, "scaling", None)
 
     def prepare_data(self) -> None:
         if not self.prepared:

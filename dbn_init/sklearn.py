@@ -39,9 +39,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .data import ArrayDataModule
 from .init import INIT_SCHEMES
-from .models import DBN, RECIPES, Baseline
-from .pretrain import make_trainer, up_pass
-from .rbm import visible_units_of
+from .models import CLASSIFIER_OPTIONS, DBN, RECIPES, Baseline
+from .pretrain import make_trainer
+from .rbm import up_pass, visible_units_of
 from .transfer import pretrain_stack
 
 __all__ = ["DBNTransformer", "DBNClassifier", "DBNRegressor"]
@@ -210,17 +210,16 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         X = self._scaled(X)
         self.visible_units_ = self.visible_units or visible_units_of(torch.as_tensor(X))
         self._check_range(X)
-        seed = _seed(self.random_state)
-        # The RBMs' N(0, 0.01) start is drawn from torch's global generator: seed it from
-        # random_state in a forked state, so equal seeds give equal stacks and the caller's
-        # torch random state is left as it was.
-        with _quiet_lightning(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        # pretrain_stack seeds the RBMs' start from seed in a forked random state: equal seeds give
+        # equal stacks, and the caller's torch random state is left as it was.
+        with _quiet_lightning():
             # The options pretrain_stack shares by name, with hidden and visible_units as resolved above.
             accepted = inspect.signature(pretrain_stack).parameters
             shared = {k: v for k, v in self.get_params().items() if k in accepted}
             shared.update(hidden=hidden, visible_units=self.visible_units_)
-            self.rbms_ = pretrain_stack(np.array(X, dtype=np.float32), **shared, seed=seed, accelerator="cpu")
+            self.rbms_ = pretrain_stack(
+                np.array(X, dtype=np.float32), **shared, seed=_seed(self.random_state), accelerator="cpu"
+            )
         self._n_features_out = hidden[-1]
         return self
 
@@ -310,9 +309,7 @@ def _quiet_lightning() -> Iterator[None]:
 
 
 # The DBN's own options: what its pretraining reads, which a Baseline has no use for.
-_PRETRAINING = frozenset(inspect.signature(DBN.__init__).parameters) - set(
-    inspect.signature(Baseline.__init__).parameters
-)
+_PRETRAINING = frozenset(inspect.signature(DBN.__init__).parameters) - CLASSIFIER_OPTIONS - {"self"}
 
 
 class _FineTuned(BaseEstimator):

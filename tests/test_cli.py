@@ -16,7 +16,8 @@ from sklearn.datasets import load_wine
 
 import dbn_init.cli
 from dbn_init import DBN, Baseline, DigitsDataModule
-from dbn_init.cli import DBNCLI, main
+from dbn_init.callbacks import RBMPictures
+from dbn_init.cli import DBNCLI, CLIStageTrainers, main
 from dbn_init.entry import command
 from dbn_init.models import Classifier
 
@@ -1002,3 +1003,12 @@ def test_a_missing_pretrained_stack_is_one_line_and_exit_status_2(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: --model.pretrained: no such file: {tmp_path}")
+
+
+def test_a_stage_draws_pictures_only_of_images_it_can_draw(tmp_path):
+    """Inputs of 2 or 4 channels (a dataset of numpy arrays) have an image_shape but no picture: the
+    run pretrains without RBMPictures rather than failing at the end of stage 1."""
+    fit = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_epochs=1)
+    for shape, drawn in (((8, 8), True), ((1, 8, 8), True), ((3, 8, 8), True), ((4, 8, 8), False), ((2, 8, 8), False)):
+        stage = CLIStageTrainers({}, tmp_path, {}, shape)(fit, 0, 1)
+        assert any(isinstance(c, RBMPictures) for c in stage.callbacks) == drawn, shape

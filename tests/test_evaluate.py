@@ -22,8 +22,8 @@ from dbn_init.ais import ais_log_partition, base_rate_bias, beta_schedule, mean_
 from dbn_init.data import DigitsDataModule
 from dbn_init.experiments.evaluate import main
 from dbn_init.io import from_sklearn, save_stack
-from dbn_init.pretrain import pretrain, up_pass
-from dbn_init.rbm import RBM, GaussianRBM, bernoulli
+from dbn_init.pretrain import pretrain
+from dbn_init.rbm import RBM, GaussianRBM, bernoulli, up_pass
 
 
 def _random_rbm(n_visible, n_hidden, std, seed, cls=RBM):

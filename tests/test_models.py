@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from dbn_init import DBN, Baseline, DigitsDataModule
 from dbn_init.constraints import UsageError
 from dbn_init.pretrain import PretrainData, pretrain
-from dbn_init.rbm import RBM
+from dbn_init.rbm import RBM, up_pass
 
 
 def textbook_dbn(**options) -> DBN:
@@ -232,7 +232,7 @@ def test_transferred_mlp_reproduces_the_dbn_up_pass_exactly(digits):
     pretrain(model, digits, lambda stage, epochs: _trainer(epochs))
     x = digits.val_x
     with torch.no_grad():
-        assert torch.equal(model.mlp.forward_features(x), model.up_pass(x))
+        assert torch.equal(model.mlp.forward_features(x), up_pass(model.rbms, x))
         # layer by layer, too: each Linear+sigmoid is p(h_k | h_{k-1})
         h = x
         for rbm, linear in zip(model.rbms, model.mlp.linears):
@@ -399,7 +399,7 @@ def test_a_cd_step_on_the_gpu_never_waits_for_the_host(digits):
 
     class Strict(RBMStage):
         def _cd_step(self, v):
-            monitored = self._step_in_epoch % self.monitor_every == 0
+            monitored = self.updates_in_epoch % self.monitor_every == 0
             torch.cuda.set_sync_debug_mode("warn" if monitored else "error")
             try:
                 super()._cd_step(v)
@@ -718,7 +718,7 @@ def test_centring_offsets_track_the_data_and_the_centred_stack_transfers_as_an_o
     model.transfer()
     x = digits.val_x
     with torch.no_grad():
-        assert torch.equal(model.mlp.forward_features(x), model.up_pass(x))
+        assert torch.equal(model.mlp.forward_features(x), up_pass(model.rbms, x))
 
 
 def test_a_relu_stack_pretrains_and_transfers_into_a_relu_mlp_exactly(digits, tmp_path):
@@ -743,7 +743,7 @@ def test_a_relu_stack_pretrains_and_transfers_into_a_relu_mlp_exactly(digits, tm
     )  # RBM 2 models rectified values
     x = digits.val_x
     with torch.no_grad():
-        h = model.up_pass(x)
+        h = up_pass(model.rbms, x)
         assert torch.equal(model.mlp.forward_features(x), h)
         assert 0.1 < float((h > 0).float().mean()) < 0.9 and float(h.max()) > 1  # rectified, not probabilities
         save_stack(model.rbms, tmp_path / "relu.safetensors")
@@ -873,7 +873,7 @@ def test_dropout_acts_in_training_only_and_leaves_the_transfer_exact(digits):
     x = digits.val_x
     with torch.no_grad():
         model.eval()
-        assert torch.equal(model.mlp.forward_features(x), model.up_pass(x))
+        assert torch.equal(model.mlp.forward_features(x), up_pass(model.rbms, x))
         model.train()
         dropped = model.mlp.forward_features(x)
         assert 0.4 < float((dropped == 0).float().mean()) < 0.6  # sigmoid units are never 0 but where dropped

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dbn_init.io import StackFile, load_stack, save_stack
 from dbn_init.models import DBN
-from dbn_init.pretrain import pretrain, up_pass
-from dbn_init.rbm import RBM, make_rbm
+from dbn_init.pretrain import pretrain
+from dbn_init.rbm import RBM, make_rbm, up_pass
 from dbn_init.transfer import load_pretrained_
 
 
@@ -60,7 +60,7 @@ def test_from_a_dbn_reproduces_its_up_pass_exactly(dbn, digit_pixels):
         set_layers = load_pretrained_(net, dbn)
     assert set_layers == [net[0], net[2]]
     out = features(net, digit_pixels)
-    assert torch.equal(out, dbn.up_pass(digit_pixels))
+    assert torch.equal(out, up_pass(dbn.rbms, digit_pixels))
     assert not torch.allclose(out, before, atol=1e-2)  # it did change the network
     assert all(torch.equal(head[k], v) for k, v in net[4].state_dict().items())  # the head keeps its init
 
@@ -68,12 +68,12 @@ def test_from_a_dbn_reproduces_its_up_pass_exactly(dbn, digit_pixels):
 def test_lazy_linear_layers_take_their_input_size_from_the_stack(dbn, digit_pixels):
     net = nn.Sequential(nn.LazyLinear(32), nn.Sigmoid(), nn.LazyLinear(16), nn.Sigmoid(), nn.LazyLinear(10))
     load_pretrained_(net, dbn)
-    assert torch.equal(features(net, digit_pixels), dbn.up_pass(digit_pixels))
+    assert torch.equal(features(net, digit_pixels), up_pass(dbn.rbms, digit_pixels))
     assert net(digit_pixels).shape == (len(digit_pixels), 10)  # the head, still lazy, builds on its first batch
 
 
 def test_from_exported_safetensors_npz_and_rbm_list(dbn, digit_pixels, tmp_path):
-    reference = dbn.up_pass(digit_pixels)
+    reference = up_pass(dbn.rbms, digit_pixels)
     path = save_stack(list(dbn.rbms), tmp_path / "dbn.safetensors")
     npz = tmp_path / "dbn.npz"
     np.savez(
@@ -108,7 +108,7 @@ def test_float64_module_on_another_dtype_keeps_its_dtype(dbn, digit_pixels):
     assert net[0].weight.dtype == torch.float64
     assert torch.equal(net[0].weight, dbn.rbms[0].weight.double())
     torch.testing.assert_close(
-        features(net, digit_pixels.double()).float(), dbn.up_pass(digit_pixels), atol=1e-6, rtol=0
+        features(net, digit_pixels.double()).float(), up_pass(dbn.rbms, digit_pixels), atol=1e-6, rtol=0
     )
 
 
@@ -129,7 +129,7 @@ def test_explicit_layers(dbn, digit_pixels):
     assert load_pretrained_(net, dbn, layers=[net.bottom, net.top]) == [net.bottom, net.top]
     with torch.no_grad():
         out = torch.sigmoid(net.top(torch.sigmoid(net.bottom(digit_pixels))))
-    assert torch.equal(out, dbn.up_pass(digit_pixels))
+    assert torch.equal(out, up_pass(dbn.rbms, digit_pixels))
 
 
 def test_explicit_layers_checked(dbn):

@@ -475,6 +475,3 @@ def _check_enough(want: int, got: int, num_labels: int, rows: str) -> None:
             f"expected at least {want} training {rows} for num_labels={num_labels}, got {got}; "
             "lower num_labels or val_fraction"
         )
-
-
-# ---------------------------------------------------------------- images of a known format

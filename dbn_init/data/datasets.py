@@ -56,11 +56,17 @@ def _class_label(y: Any) -> int:
     return int(label)
 
 
-def _convert_items(items: list) -> tuple[list[np.ndarray], list[int | None]]:
+def _item(item: Any) -> tuple[np.ndarray, int | None]:
+    """One source item as (input array in torch's layout, label or None)."""
+    pair = item if isinstance(item, (tuple, list)) else (item,)
+    return _input_array(pair[0]), _class_label(pair[1]) if len(pair) > 1 else None
+
+
+def _convert_items(items: list) -> tuple[tuple[np.ndarray, ...], tuple[int | None, ...]]:
     """Collate for reading a Dataset: each item's input as an array and its label (None if the
     item is an input alone). Module-level, so worker processes can pickle it."""
-    pairs = [item if isinstance(item, (tuple, list)) else (item,) for item in items]
-    return [_input_array(p[0]) for p in pairs], [_class_label(p[1]) if len(p) > 1 else None for p in pairs]
+    xs, ys = zip(*map(_item, items))
+    return xs, ys
 
 
 def _materialise(dataset: Dataset, what: str, num_workers: int) -> tuple[np.ndarray, np.ndarray | None]:

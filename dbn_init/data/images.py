@@ -177,6 +177,3 @@ class FashionMNISTDataModule(_IDXDataModule):
 
     dataset_name = "fashion_mnist"
     torchvision_name = "FashionMNIST"
-
-
-# ---------------------------------------------------------------- your own arrays and files

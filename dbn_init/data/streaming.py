@@ -12,7 +12,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from ..constraints import Interval, UsageError, validate_params
 from ..scaling import Scaling
 from .base import InMemoryDataModule, Scaled, ScalingName, _check_enough, _check_label_budget, class_budget
-from .datasets import _class_label, _input_array, _num_classes, _value_range
+from .datasets import _item, _num_classes, _value_range
 
 # Lightning warns of any IterableDataset with __len__ that workers may count twice; a _Stream's
 # workers each read their own equal share, so its length is exact.
@@ -36,12 +36,6 @@ def _position(i: int) -> float:
     """Item ``i``'s place in [0, 1), fixed by its index alone: the split it falls in does not
     depend on the data, the seed or the number of processes reading it."""
     return (i * _GOLDEN) % 1.0
-
-
-def _item(item: Any) -> tuple[np.ndarray, int | None]:
-    """One source item as (input array in torch's layout, label or None)."""
-    pair = item if isinstance(item, (tuple, list)) else (item,)
-    return _input_array(pair[0]), _class_label(pair[1]) if len(pair) > 1 else None
 
 
 def _check_alike(i: int, x: np.ndarray, y: int | None, first: tuple) -> None:
@@ -246,7 +240,8 @@ class StreamingDataModule(Scaled, LightningDataModule):
         self._fit_scaling()
         if num_labels is not None:
             _check_label_budget(num_labels, self.num_classes, self.labelled)
-            self._check_budget()
+            for c, want in self._label_budget().items():
+                _check_enough(want, self.survey.class_counts.get(c, 0), num_labels, f"items of class {c}")
 
     # ------------------------------------------------------------ what the pass found
     @property
@@ -321,10 +316,6 @@ class StreamingDataModule(Scaled, LightningDataModule):
         if self.num_labels is None:
             return None
         return dict(enumerate(class_budget(self.num_labels, self.num_classes)))
-
-    def _check_budget(self) -> None:
-        for c, want in self._label_budget().items():
-            _check_enough(want, self.survey.class_counts.get(c, 0), self.num_labels, f"items of class {c}")
 
     def _count(self, split: str) -> int:
         if split == "train" and self.num_labels is not None:
