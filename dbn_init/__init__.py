@@ -4,6 +4,7 @@ Data flow: YAML -> CLI (``train.py``) -> DataModule + model -> pretraining stage
 the frozen RBMs 1..k-1, :func:`pretrain`) -> transfer into the MLP -> fine-tune -> test.
 """
 
+from . import sklearn as sklearn  # dbn_init.sklearn.DBNClassifier after "import dbn_init" (2 ms)
 from .data import (
     ArrayDataModule,
     DatasetDataModule,
@@ -49,12 +50,3 @@ __all__ = [
     "load_pretrained_",
 ]
 
-
-def __getattr__(name: str):
-    """``dbn_init.sklearn`` (DBNTransformer) loads on first use: scikit-learn's estimator machinery
-    is not needed by the rest."""
-    if name == "sklearn":
-        import importlib
-
-        return importlib.import_module(".sklearn", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
