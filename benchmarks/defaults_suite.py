@@ -152,6 +152,8 @@ CANDIDATES = {
     # random, by a head-only warm-up or a slower body.
     "dbn_warmup_3": (DBN, {"warmup_epochs": 3}),
     "dbn_body_lr_0.3": (DBN, {"body_lr_scale": 0.3}),
+    # The same head-only warm-up for the schemes' defaults, so that a warm-up default is chosen alike.
+    **{f"{init}_warmup_3": (Baseline, {"init": init, "warmup_epochs": 3}) for init in ("xavier_uniform", "he_uniform")},
     # The defaults with at least 10 fine-tuning batches an epoch (_FLOORS), for every start alike.
     **{f"{name}_floor_10": (cls, options) for name, (cls, options) in MODELS.items()},
 }
