@@ -49,4 +49,3 @@ __all__ = [
     "save_stack",
     "load_pretrained_",
 ]
-
