@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 import warnings
 from pathlib import Path
@@ -154,26 +153,12 @@ CANDIDATES = {
     "dbn_body_lr_0.3": (DBN, {"body_lr_scale": 0.3}),
     # The same head-only warm-up for the schemes' defaults, so that a warm-up default is chosen alike.
     **{f"{init}_warmup_3": (Baseline, {"init": init, "warmup_epochs": 3}) for init in ("xavier_uniform", "he_uniform")},
-    # The defaults with at least 10 fine-tuning batches an epoch (_FLOORS), for every start alike.
+    # The defaults with at least 10 fine-tuning batches an epoch (the DataModule's min_train_batches), for every start.
     **{f"{name}_floor_10": (cls, options) for name, (cls, options) in MODELS.items()},
 }
-# Candidate -> the fewest fine-tuning batches an epoch: the labelled rows are repeated, each copy in
-# the epoch's shuffled order, until an epoch holds that many (a tiny label budget is one batch).
-_FLOORS = {f"{name}_floor_10": 10 for name in MODELS}
 
 
-def _floored(dm, batches: int) -> None:
-    """Make ``dm``'s fine-tuning loader serve at least ``batches`` batches an epoch."""
-
-    def train_dataloader():  # Lightning has set dm up by now
-        passes = max(1, math.ceil(batches * dm.train_batch_size / len(dm.train_x)))
-        x, y = dm.train_x.repeat(passes, 1), dm.train_y.repeat(passes)
-        return dm._loader(x, y, shuffle=True, batch_size=dm.train_batch_size)
-
-    dm.train_dataloader = train_dataloader
-
-
-def datamodule(name: str, num_labels: int | None = None):
+def datamodule(name: str, num_labels: int | None = None, min_train_batches: int = 0):
     source = EVERY_DATASET[name]()
     if isinstance(source, dict):
         y = source["y"]
@@ -181,8 +166,10 @@ def datamodule(name: str, num_labels: int | None = None):
         source = {**source, "y": codes[: len(y)]}
         if "y_test" in source:
             source["y_test"] = codes[len(y) :]
-        return ArrayDataModule(**source, scaling="standardize", num_labels=num_labels)
-    return source(num_labels=num_labels)
+        return ArrayDataModule(
+            **source, scaling="standardize", num_labels=num_labels, min_train_batches=min_train_batches
+        )
+    return source(num_labels=num_labels, min_train_batches=min_train_batches)
 
 
 def tenth_of_labels(name: str) -> int:
@@ -204,9 +191,7 @@ def run(dataset: str, model_name: str, labels: int | None, seed: int, catalogue:
     seed_everything(seed, verbose=False)
     cls, options = catalogue[model_name]
     model = cls(**options, **({"pretrain_seed": seed} if cls is DBN else {}))
-    dm = datamodule(dataset, labels)
-    if model_name in _FLOORS:
-        _floored(dm, _FLOORS[model_name])
+    dm = datamodule(dataset, labels, 10 if model_name.endswith("_floor_10") else 0)
     trainer = Trainer(
         max_epochs=30, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
     )

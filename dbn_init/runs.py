@@ -54,6 +54,7 @@ FINE_TUNING_OPTIONS = CLASSIFIER_OPTIONS - {"input_size", "num_classes", "hidden
 _NEUTRAL = {
     "task": "classification",
     "targets": "classes",  # the data's
+    "min_train_batches": 0,  # each labelled row once an epoch
     "hidden_units": "sigmoid",
     "pretrain_updates": 2000,  # read only with pretrain_epochs None, which no file without it records
     "rectified_lr": 1e-3,  # the upper RBMs of a ReLU stack learned at gaussian_lr, 1e-3 in every such file

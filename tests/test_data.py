@@ -958,3 +958,25 @@ def test_a_csv_not_in_utf8_is_one_line_and_a_home_path_is_expanded(tmp_path, mon
         ArrayDataModule(path=str(tmp_path / "wine.csv"), target="cultivar", test_path=str(latin1))
     monkeypatch.setenv("HOME", str(tmp_path))
     assert ArrayDataModule(path="~/wine.csv", target="cultivar").input_size == 13
+
+
+def test_a_small_labelled_set_is_served_until_an_epoch_holds_min_train_batches():
+    """15 labelled wine rows (batch 16) make one step an epoch, served once by default; with
+    min_train_batches=10 they are served ceil(10 * 16 / 15) = 11 times, each copy shuffled, so an
+    epoch holds 11 steps and every row is seen equally often. Run identity: a record without the
+    option is min_train_batches=0."""
+    from dbn_init.runs import differences
+
+    x, y = load_wine(return_X_y=True)
+    for floor, passes, steps in ((0, 1, 1), (10, 11, 11)):  # 165 rows in batches of 16: 11 steps
+        dm = ArrayDataModule(x, y, num_labels=15, min_train_batches=floor)
+        dm.setup("fit")
+        batches = list(dm.train_dataloader())
+        served, times = torch.cat([b[0] for b in batches]).unique(dim=0, return_counts=True)
+        assert len(batches) == steps and len(served) == len(dm.train_x) and set(times.tolist()) == {passes}
+        labels = torch.cat([b[1] for b in batches])
+        assert torch.equal(labels.bincount(), torch.full((3,), 5 * passes))
+        assert len(dm.val_dataloader().dataset) == len(dm.val_x)  # only the fine-tuning loader repeats
+    record, ours = {"model": {}, "data": {"scaling": "standardize"}}, {"scaling": "standardize"}
+    assert differences(record, {"model": {}, "data": {**ours, "min_train_batches": 0}}) == []
+    assert differences(record, {"model": {}, "data": {**ours, "min_train_batches": 10}}) != []

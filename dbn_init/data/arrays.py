@@ -170,6 +170,7 @@ class ArrayDataModule(InMemoryDataModule):
         batch_size: int | None = None,
         val_fraction: float = 0.1,
         num_labels: int | None = None,
+        min_train_batches: int = 0,
         scaling: ScalingName = "standardize",
         binarize: bool = False,
         split_seed: int = 0,
@@ -196,7 +197,17 @@ class ArrayDataModule(InMemoryDataModule):
             self._parameter_constraints,
             "data.",
         )
-        super().__init__(batch_size, val_fraction, num_labels, scaling, binarize, split_seed, num_workers, on_device)
+        super().__init__(
+            batch_size,
+            val_fraction,
+            num_labels,
+            min_train_batches,
+            scaling,
+            binarize,
+            split_seed,
+            num_workers,
+            on_device,
+        )
         self._sources, self.test_fraction = sources, test_fraction
         self.task = "regression" if targets == "values" else "classification"
         self._image_shape = None if image_shape is None else tuple(image_shape)

@@ -213,6 +213,12 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         num_labels: keep only this many labelled training rows, class-balanced
             (``num_labels // num_classes`` per class, the remainder to the first classes);
             pretraining still sees every training row. None keeps all labels.
+        min_train_batches: the full batches' worth of rows a fine-tuning epoch holds at least:
+            labelled rows that make fewer are served ``ceil(min_train_batches * batch / rows)``
+            times an epoch (each copy in the epoch's shuffled order), so that a small labelled set
+            (a 10% budget of a few hundred rows: one batch) gets several steps an epoch. 0 (the
+            default) serves each row once: 10 tied it on the development suite's validation
+            splits, for every start (results/defaults_search/finetune_floor_probe.md).
         scaling: fitted on the pretraining rows only, then applied to every split (:meth:`scale`):
 
             - ``"unit"``: into [0, 1]: by the format's range where it has one (pixels 0..255
@@ -245,6 +251,7 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         "batch_size": [None, Interval(int, 1, None)],
         "val_fraction": [Interval(float, 0, 1, "left")],
         "num_labels": [None, Interval(int, 1, None)],
+        "min_train_batches": [Interval(int, 0, None)],
         "scaling": [Options(SCALINGS)],
         "binarize": [Options((False, True))],
         "split_seed": [Interval(int, None, None)],
@@ -265,6 +272,7 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         batch_size: int | None = None,
         val_fraction: float = 0.1,
         num_labels: int | None = None,
+        min_train_batches: int = 0,
         scaling: ScalingName = "unit",
         binarize: bool = False,
         split_seed: int = 0,
@@ -277,6 +285,7 @@ class InMemoryDataModule(Scaled, LightningDataModule):
             _check_label_budget(num_labels, self.num_classes)
         self.save_hyperparameters(ignore=list(self._not_hyperparameters))
         self.batch_size, self.val_fraction, self.num_labels = batch_size, val_fraction, num_labels
+        self.min_train_batches = min_train_batches
         self.scaling, self.binarize, self.split_seed, self.num_workers = scaling, binarize, split_seed, num_workers
         self.on_device = on_device
         self._device_copies: dict[tuple[int, str], Tensor] = {}  # (id of a host split, device) -> its copy
@@ -426,12 +435,16 @@ class InMemoryDataModule(Scaled, LightningDataModule):
             self._device_copies[key] = t.to(device)
         return self._device_copies[key]
 
-    def _loader(self, x: Tensor, y: Tensor, shuffle: bool, batch_size: int | None = None) -> DataLoader:
+    def _loader(
+        self, x: Tensor, y: Tensor, shuffle: bool, batch_size: int | None = None, passes: int = 1
+    ) -> DataLoader:
         # A plain DataLoader (not a custom batch sampler) so Lightning can inject its DistributedSampler.
         # The shuffle seed is the run's seed (seed_everything), read when the loader is built.
         device = self._device()
         if device is not None:
             x, y = self._resident(x, device), self._resident(y, device)
+        if passes > 1:  # the rows served that many times an epoch (min_train_batches)
+            x, y = x.repeat(passes, 1), y.repeat(passes)
         dataset = TensorBatches(x, y)
         sampler = EpochShuffle(dataset, seed=torch.initial_seed()) if shuffle else None
         return DataLoader(
@@ -445,7 +458,11 @@ class InMemoryDataModule(Scaled, LightningDataModule):
 
     def _split_loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
         x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
-        return self._loader(x, y, shuffle, batch_size or (self.train_batch_size if split == "train" else None))
+        if split != "train":
+            return self._loader(x, y, shuffle, batch_size)
+        batch_size = batch_size or self.train_batch_size
+        passes = max(1, math.ceil(self.min_train_batches * batch_size / max(len(x), 1)))  # 1 for 0
+        return self._loader(x, y, shuffle, batch_size, passes)
 
 
 def class_budget(num_labels: int, num_classes: int) -> list[int]:

@@ -164,6 +164,7 @@ class DatasetDataModule(InMemoryDataModule):
         batch_size: int | None = None,
         val_fraction: float = 0.1,
         num_labels: int | None = None,
+        min_train_batches: int = 0,
         scaling: ScalingName = "unit",
         binarize: bool = False,
         split_seed: int = 0,
@@ -173,7 +174,17 @@ class DatasetDataModule(InMemoryDataModule):
         validate_params(
             type(self).__name__, dict(test_fraction=test_fraction), self._parameter_constraints, prefix="data."
         )
-        super().__init__(batch_size, val_fraction, num_labels, scaling, binarize, split_seed, num_workers, on_device)
+        super().__init__(
+            batch_size,
+            val_fraction,
+            num_labels,
+            min_train_batches,
+            scaling,
+            binarize,
+            split_seed,
+            num_workers,
+            on_device,
+        )
         self.datasets = {"train": dataset, "test": test_dataset, "val": val_dataset}
         self.test_fraction = test_fraction
         self.items = self._read_items()  # the datasets in memory

@@ -113,6 +113,7 @@ class _IDXDataModule(ImageDataModule):
         batch_size: int | None = None,
         val_fraction: float = 0.1,
         num_labels: int | None = None,
+        min_train_batches: int = 0,
         scaling: ScalingName = "unit",
         binarize: bool = False,
         split_seed: int = 0,
@@ -120,7 +121,17 @@ class _IDXDataModule(ImageDataModule):
         on_device: bool = True,
         max_file_bytes: int | None = None,
     ) -> None:
-        super().__init__(batch_size, val_fraction, num_labels, scaling, binarize, split_seed, num_workers, on_device)
+        super().__init__(
+            batch_size,
+            val_fraction,
+            num_labels,
+            min_train_batches,
+            scaling,
+            binarize,
+            split_seed,
+            num_workers,
+            on_device,
+        )
         self.root, self.download, self.max_file_bytes = root, download, max_file_bytes
 
     def prepare_data(self) -> None:
