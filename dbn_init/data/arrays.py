@@ -19,6 +19,7 @@ from .base import (
     ScalingName,
     _as_tensor,
     _check_finite,
+    base_options,
     carve,
     return_freed_memory,
 )
@@ -197,17 +198,7 @@ class ArrayDataModule(InMemoryDataModule):
             self._parameter_constraints,
             "data.",
         )
-        super().__init__(
-            batch_size,
-            val_fraction,
-            num_labels,
-            min_train_batches,
-            scaling,
-            binarize,
-            split_seed,
-            num_workers,
-            on_device,
-        )
+        super().__init__(**base_options(locals()))
         self._sources, self.test_fraction = sources, test_fraction
         self.task = "regression" if targets == "values" else "classification"
         self._image_shape = None if image_shape is None else tuple(image_shape)

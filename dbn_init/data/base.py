@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import inspect
 import math
 import warnings
 from dataclasses import dataclass
@@ -463,6 +464,16 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         batch_size = batch_size or self.train_batch_size
         passes = max(1, math.ceil(self.min_train_batches * batch_size / max(len(x), 1)))  # 1 for 0
         return self._loader(x, y, shuffle, batch_size, passes)
+
+
+# The options every in-memory DataModule takes, read off the base's signature (a subclass lists them
+# in its own, for LightningCLI, and hands them on with base_options).
+BASE_OPTIONS = tuple(inspect.signature(InMemoryDataModule.__init__).parameters)[1:]
+
+
+def base_options(args: dict) -> dict:
+    """The base's options out of a subclass's ``locals()``."""
+    return {name: args[name] for name in BASE_OPTIONS}
 
 
 def class_budget(num_labels: int, num_classes: int) -> list[int]:

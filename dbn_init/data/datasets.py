@@ -17,6 +17,7 @@ from .base import (
     RawData,
     ScalingName,
     _check_finite,
+    base_options,
     carve,
 )
 
@@ -174,17 +175,7 @@ class DatasetDataModule(InMemoryDataModule):
         validate_params(
             type(self).__name__, dict(test_fraction=test_fraction), self._parameter_constraints, prefix="data."
         )
-        super().__init__(
-            batch_size,
-            val_fraction,
-            num_labels,
-            min_train_batches,
-            scaling,
-            binarize,
-            split_seed,
-            num_workers,
-            on_device,
-        )
+        super().__init__(**base_options(locals()))
         self.datasets = {"train": dataset, "test": test_dataset, "val": val_dataset}
         self.test_fraction = test_fraction
         self.items = self._read_items()  # the datasets in memory

@@ -16,6 +16,7 @@ from .base import (
     RawData,
     ScalingName,
     _check_finite,
+    base_options,
     carve,
 )
 from .readers import (
@@ -121,17 +122,7 @@ class _IDXDataModule(ImageDataModule):
         on_device: bool = True,
         max_file_bytes: int | None = None,
     ) -> None:
-        super().__init__(
-            batch_size,
-            val_fraction,
-            num_labels,
-            min_train_batches,
-            scaling,
-            binarize,
-            split_seed,
-            num_workers,
-            on_device,
-        )
+        super().__init__(**base_options(locals()))
         self.root, self.download, self.max_file_bytes = root, download, max_file_bytes
 
     def prepare_data(self) -> None:
