@@ -255,8 +255,15 @@ def ais_log_partition(
     return AISResult(offset + math.log(mean), low, offset + math.log(mean + err), log_w.cpu())
 
 
+def _check_rows(data: Tensor, rbm: RBM, what: str) -> None:
+    """``data`` is (N, n_visible), N >= 1, and valid for the RBM's visible units."""
+    if data.ndim != 2 or data.shape[1] != rbm.n_visible or len(data) == 0:
+        raise ValueError(f"expected {what} of shape (N, {rbm.n_visible}) with N >= 1, got {tuple(data.shape)}")
+    check_visible(data, rbm.visible_units, what)
+
+
 def _check_binary(data: Tensor, rbm: RBM, what: str) -> None:
-    check_visible(data, rbm, what)
+    _check_rows(data, rbm, what)
     if not bool(((data == 0) | (data == 1)).all()):
         raise ValueError(
             f"expected binary {what} (every value 0 or 1), got values strictly between 0 and 1; RAISE "
@@ -343,7 +350,7 @@ def mean_log_prob(rbm: RBM, data: Tensor, log_z: float | Tensor, batch_size: int
     are computed in batches of ``batch_size`` rows and summed in float64. For Bernoulli units and
     non-binary rows in [0, 1] this is -F(v) - log Z all the same, but not a normalised probability.
     """
-    check_visible(data, rbm, "data")
+    _check_rows(data, rbm, "data")
     param = rbm.weight
     total = torch.zeros((), dtype=torch.float64)
     for chunk in data.split(batch_size):

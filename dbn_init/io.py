@@ -190,6 +190,8 @@ def save_stack(
         got = type(rbms).__name__ if isinstance(rbms, RBM) else [type(r).__name__ for r in rbms]
         raise UsageError(f"cannot save to {path}: expected a sequence of dbn_init RBMs (wrap one as [rbm]), got {got}")
     problems = [] if scaling in SCALINGS else [f"scaling must be one of {list(SCALINGS)}, got {scaling!r}"]
+    bad = {k: v for k, v in (extra_metadata or {}).items() if not (isinstance(k, str) and isinstance(v, str))}
+    problems += [f"extra_metadata must map strings to strings, got {bad}"] if bad else []
     _refuse(f"cannot save to {path}", problems + stack_problems(rbms))
     if path.is_dir():
         raise UsageError(f"cannot save to {path}: it is a folder; give a file name, e.g. {path / 'dbn.safetensors'}")

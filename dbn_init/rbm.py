@@ -524,6 +524,10 @@ class RBM(nn.Module):
         rows = torch.arange(v.shape[0], device=v.device)
         if index is None:
             index = torch.randint(self.n_visible, (v.shape[0],), generator=generator, device=v.device)
+        elif tuple(index.shape) != (v.shape[0],) or index.is_floating_point() or index.dtype == torch.bool:
+            raise ValueError(
+                f"expected index of {v.shape[0]} integers (one unit per row), got {index.dtype} {tuple(index.shape)}"
+            )
         flipped = v.clone()
         flipped[rows, index] = 1 - flipped[rows, index]
         return self.n_visible * F.logsigmoid(self.free_energy(flipped) - self.free_energy(v))

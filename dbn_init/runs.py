@@ -49,6 +49,8 @@ LOADING_OPTIONS = frozenset({"root", "download", "num_workers", "on_device", "ma
 # Classifier's own options, read off its signature, less the sizes, the shape of the MLP and the
 # inputs' kind (which RBM 1 models).
 FINE_TUNING_OPTIONS = CLASSIFIER_OPTIONS - {"input_size", "num_classes", "hidden", "activation", "visible_units"}
+# Data options that only the labelled (fine-tuning) loader reads.
+FINE_TUNING_DATA_OPTIONS = frozenset({"num_labels", "min_train_batches"})
 # Options at the value that computes what a file recording no such option computed: a
 # setting recorded on one side only (the file, or here) and at this value is the same setting.
 _NEUTRAL = {
@@ -109,10 +111,10 @@ def _public_path(cls: type) -> str:
 
 def pretraining_settings(model, datamodule) -> dict[str, dict | None]:
     """What a DBN's pretrained stack depends on: the run's settings less the fine-tuning options
-    and the label budget (pretraining never sees labels)."""
+    and the data options only fine-tuning reads (pretraining never sees labels)."""
     settings = run_settings(model, datamodule)
     model_part = {k: v for k, v in settings["model"].items() if k not in FINE_TUNING_OPTIONS}
-    data_part = {k: v for k, v in (settings["data"] or {}).items() if k != "num_labels"}
+    data_part = {k: v for k, v in (settings["data"] or {}).items() if k not in FINE_TUNING_DATA_OPTIONS}
     return {"model": model_part, "data": data_part}
 
 

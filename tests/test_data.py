@@ -965,9 +965,11 @@ def test_a_small_labelled_set_is_served_until_an_epoch_holds_min_train_batches()
     min_train_batches=10 they are served ceil(10 * 16 / 15) = 11 times, each copy shuffled, so an
     epoch holds 11 steps and every row is seen equally often. Run identity: a record without the
     option is min_train_batches=0."""
-    from dbn_init.runs import differences
+    from dbn_init import DBN
+    from dbn_init.runs import differences, pretraining_settings
 
     x, y = load_wine(return_X_y=True)
+    stacks = []
     for floor, passes, steps in ((0, 1, 1), (10, 11, 11)):  # 165 rows in batches of 16: 11 steps
         dm = ArrayDataModule(x, y, num_labels=15, min_train_batches=floor)
         dm.setup("fit")
@@ -977,6 +979,9 @@ def test_a_small_labelled_set_is_served_until_an_epoch_holds_min_train_batches()
         labels = torch.cat([b[1] for b in batches])
         assert torch.equal(labels.bincount(), torch.full((3,), 5 * passes))
         assert len(dm.val_dataloader().dataset) == len(dm.val_x)  # only the fine-tuning loader repeats
+        assert len(dm.pretrain_dataloader().dataset) == len(dm.pretrain_x)
+        stacks.append(pretraining_settings(DBN(hidden=[8]), dm))
+    assert stacks[0] == stacks[1]  # a pretrained stack does not depend on it: the runner shares it
     record, ours = {"model": {}, "data": {"scaling": "standardize"}}, {"scaling": "standardize"}
     assert differences(record, {"model": {}, "data": {**ours, "min_train_batches": 0}}) == []
     assert differences(record, {"model": {}, "data": {**ours, "min_train_batches": 10}}) != []

@@ -174,8 +174,9 @@ def test_ais_and_mean_log_prob_refuse_bad_input():
         ais_log_partition(rbm, betas=torch.linspace(0, 0.9, 10))
     with pytest.raises(ValueError, match=r"shape \(4,\)"):
         ais_log_partition(rbm, base_visible_bias=torch.zeros(5))
-    with pytest.raises(ValueError, match=r"data has shape \(3, 5\) but RBM 1 expects \(batch, 4\)"):
-        mean_log_prob(rbm, torch.zeros(3, 5), 1.0)
+    for wrong in (torch.zeros(3, 5), torch.zeros(0, 4)):
+        with pytest.raises(ValueError, match=rf"data of shape \(N, 4\) with N >= 1, got \({len(wrong)}, "):
+            mean_log_prob(rbm, wrong, 1.0)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         mean_log_prob(rbm, torch.full((3, 4), 2.0), 1.0)
 
@@ -278,7 +279,7 @@ def test_raise_and_ais_refuse_relu_hidden_units_and_bad_input():
     rbm = RBM(6, 3)
     with pytest.raises(ValueError, match=r"binary data \(every value 0 or 1\)"):
         raise_log_prob(rbm, torch.full((2, 6), 0.5))
-    with pytest.raises(ValueError, match=r"data has shape \(2, 5\) but RBM 1 expects \(batch, 6\)"):
+    with pytest.raises(ValueError, match=r"data of shape \(N, 6\) with N >= 1, got \(2, 5\)"):
         raise_log_prob(rbm, torch.zeros(2, 5))
     with pytest.raises(ValueError, match=r"n_chains an integer >= 1"):
         raise_log_prob(rbm, v, n_chains=0)
@@ -389,9 +390,12 @@ def test_pseudo_likelihood_equals_sklearn_score_samples():
     assert -30 < ours.mean() < -20  # a 5-epoch sklearn RBM on 300 binary digits: -25.5 nats
 
 
-def test_pseudo_likelihood_refuses_gaussian_units():
+def test_pseudo_likelihood_refuses_gaussian_units_and_an_index_that_is_no_unit_per_row():
     with pytest.raises(NotImplementedError, match="Gaussian"):
         GaussianRBM(3, 2).pseudo_likelihood(torch.zeros(2, 3))
+    for index in (torch.tensor([True, False]), torch.tensor([0.0, 1.0]), torch.tensor([0, 1, 2])):
+        with pytest.raises(ValueError, match="expected index of 2 integers"):
+            RBM(3, 2).pseudo_likelihood(torch.zeros(2, 3), index=index)
 
 
 # --- the Gibbs sampler ----------------------------------------------------------------------

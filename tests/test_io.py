@@ -84,6 +84,8 @@ def test_a_stack_recording_a_scaling_no_datamodule_knows_is_refused(tmp_path):
 
 def test_safetensors_round_trip_is_bit_identical_and_transfers_to_the_same_mlp(tmp_path):
     rbms = random_stack()
+    with pytest.raises(ValueError, match=r"extra_metadata must map strings to strings, got \{'epochs': 10\}"):
+        save_stack(rbms, tmp_path / "stack.safetensors", extra_metadata={"run": "r1", "epochs": 10})
     path = save_stack(rbms, tmp_path / "stack.safetensors", scaling="standardize", extra_metadata={"run": "r1"})
     loaded = load_stack(path, input_size=20, hidden=[12, 6])
     assert isinstance(loaded, StackFile)

@@ -216,7 +216,7 @@ class InMemoryDataModule(Scaled, LightningDataModule):
             pretraining still sees every training row. None keeps all labels.
         min_train_batches: the full batches' worth of rows a fine-tuning epoch holds at least:
             labelled rows that make fewer are served ``ceil(min_train_batches * batch / rows)``
-            times an epoch (each copy in the epoch's shuffled order), so that a small labelled set
+            times an epoch (the copies shuffled together), so that a small labelled set
             (a 10% budget of a few hundred rows: one batch) gets several steps an epoch. 0 (the
             default) serves each row once: 10 tied it on the development suite's validation
             splits, for every start (results/defaults_search/finetune_floor_probe.md).
