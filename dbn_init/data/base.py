@@ -462,7 +462,7 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         if split != "train":
             return self._loader(x, y, shuffle, batch_size)
         batch_size = batch_size or self.train_batch_size
-        passes = max(1, math.ceil(self.min_train_batches * batch_size / max(len(x), 1)))  # 1 for 0
+        passes = max(1, math.ceil(self.min_train_batches * batch_size / len(x)))  # 1 for 0 (setup refuses empty splits)
         return self._loader(x, y, shuffle, batch_size, passes)
 
 
