@@ -623,7 +623,8 @@ class DBN(Classifier):
         linear units with unit-variance Gaussian noise (the code layer of a deep autoencoder,
         ``["sigmoid", "sigmoid", "linear"]``). An RBM above ReLU or linear units models them with
         unit-variance Gaussian visible units (``rectified_lr``). Only sigmoid stacks have a
-        tractable free energy: parallel tempering, centring and AIS need ``hidden_units="sigmoid"``.
+        tractable free energy: parallel tempering, centring, the sparsity penalty and AIS need
+        ``hidden_units="sigmoid"``.
     pretrain_epochs : int, list of int or None
         Epochs per stage (one number for all, or one per RBM). 0 skips pretraining: the MLP
         starts from RBMs at their N(0, 0.01) initialisation. None (the default): 10, or on small
@@ -678,7 +679,9 @@ class DBN(Classifier):
     sample_visible : bool
         Sample visible units in CD's chain instead of using their mean.
     sparsity_target, sparsity_cost :
-        Optional sparsity penalty on mean hidden activation (Lee et al. 2008).
+        Optional sparsity penalty on the mean activation of sigmoid hidden units (Lee et al. 2008).
+        NReLU units are refused: the penalty pulls their noisy samples' on-rate to the target,
+        which leaves nearly every transferred ReLU off (chance accuracy on crabs).
     lr, lr_schedule, optimizer, weight_decay, momentum :
         Fine-tuning optimizer, as for :class:`Baseline`; ``lr`` and ``lr_schedule`` None take the
         recipe's (3e-3 decayed along a cosine for ``"relu"``).
@@ -732,10 +735,10 @@ class DBN(Classifier):
     }
     _parameter_rules = (
         Rule(
-            lambda p: _all_sigmoid(p) or (p["pt_temperatures"] == 1 and not p["centring"]),
-            "{prefix}hidden_units is {hidden_units} (the default recipe's is relu): parallel tempering and centring "
-            "need the free energy and the mean of Bernoulli hidden units, which NReLU and linear units lack; set "
-            "{prefix}hidden_units sigmoid (or {prefix}recipe textbook)",
+            lambda p: _all_sigmoid(p) or (p["pt_temperatures"] == 1 and not p["centring"] and not _sparse(p)),
+            "{prefix}hidden_units is {hidden_units} (the default recipe's is relu): parallel tempering, centring and "
+            "the sparsity penalty need the free energy and the mean of Bernoulli hidden units, which NReLU and "
+            "linear units lack; set {prefix}hidden_units sigmoid (or {prefix}recipe textbook)",
         ),
         Rule(
             lambda p: _all_sigmoid(p) or p["ais_chains"] == 0,
@@ -952,6 +955,11 @@ class DBN(Classifier):
 
     def on_predict_start(self) -> None:
         self.refuse_evaluating_untrained("predict")
+
+
+def _sparse(params: Mapping[str, Any]) -> bool:
+    """Whether the sparsity penalty is on (a target and a cost)."""
+    return params["sparsity_target"] is not None and params["sparsity_cost"] > 0
 
 
 def _all_sigmoid(params: Mapping[str, Any]) -> bool:
