@@ -4,6 +4,8 @@ README.md's Python example runs them.
     python benchmarks/defaults_suite.py --out results/defaults_suite                 # the suite, resumable
     python benchmarks/defaults_suite.py --out results/defaults_search --search       # the candidates, on validation
     python benchmarks/defaults_suite.py --heldout            # 4 datasets kept out of the choice
+    python benchmarks/defaults_suite.py --out results/defaults_search/cross_splits --search --vary-splits \
+        --datasets iris wine --models dbn xavier_uniform he_uniform   # 5 validation splits, not one
 
 Each run: ``ArrayDataModule(x, y, scaling="standardize")`` for tables (the numeric columns as
 features), the dataset's own DataModule for images; the model with its defaults (``DBN()``,
@@ -155,21 +157,25 @@ CANDIDATES = {
     **{f"{init}_warmup_3": (Baseline, {"init": init, "warmup_epochs": 3}) for init in ("xavier_uniform", "he_uniform")},
     # The defaults with at least 10 fine-tuning batches an epoch (the DataModule's min_train_batches), for every start.
     **{f"{name}_floor_10": (cls, options) for name, (cls, options) in MODELS.items()},
+    # The pretraining side of the DBN's default, on small tables (run with --vary-splits).
+    "dbn_pretrain_updates_8000": (DBN, {"pretrain_updates": 8000}),
+    "dbn_rbm_weight_decay_0.002": (DBN, {"rbm_weight_decay": 2e-3}),
+    **{f"dbn_gaussian_lr_{lr}": (DBN, {"gaussian_lr": lr}) for lr in (3e-3, 3e-2)},
+    "dbn_no_dropout": (DBN, {"dropout": 0.0}),
 }
 
 
-def datamodule(name: str, num_labels: int | None = None, min_train_batches: int = 0):
+def datamodule(name: str, num_labels: int | None = None, min_train_batches: int = 0, split_seed: int = 0):
     source = EVERY_DATASET[name]()
+    options = dict(num_labels=num_labels, min_train_batches=min_train_batches, split_seed=split_seed)
     if isinstance(source, dict):
         y = source["y"]
         _, codes = np.unique(np.concatenate([y, source.get("y_test", y[:0])]), return_inverse=True)
         source = {**source, "y": codes[: len(y)]}
         if "y_test" in source:
             source["y_test"] = codes[len(y) :]
-        return ArrayDataModule(
-            **source, scaling="standardize", num_labels=num_labels, min_train_batches=min_train_batches
-        )
-    return source(num_labels=num_labels, min_train_batches=min_train_batches)
+        return ArrayDataModule(**source, scaling="standardize", **options)
+    return source(**options)
 
 
 def tenth_of_labels(name: str) -> int:
@@ -187,11 +193,11 @@ def scores(model, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     return float((predicted == y.numpy()).mean()), float(balanced_accuracy_score(y.numpy(), predicted))
 
 
-def run(dataset: str, model_name: str, labels: int | None, seed: int, catalogue: dict) -> dict:
+def run(dataset: str, model_name: str, labels: int | None, seed: int, catalogue: dict, split_seed: int = 0) -> dict:
     seed_everything(seed, verbose=False)
     cls, options = catalogue[model_name]
     model = cls(**options, **({"pretrain_seed": seed} if cls is DBN else {}))
-    dm = datamodule(dataset, labels, 10 if model_name.endswith("_floor_10") else 0)
+    dm = datamodule(dataset, labels, 10 if model_name.endswith("_floor_10") else 0, split_seed)
     trainer = Trainer(
         max_epochs=30, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
     )
@@ -204,6 +210,7 @@ def run(dataset: str, model_name: str, labels: int | None, seed: int, catalogue:
         dataset=dataset, model=model_name, labels=labels, seed=seed, val_acc=val_acc, val_bacc=val_bacc,
         test_acc=test_acc, test_bacc=test_bacc, test_rows=len(dm.test_y), val_rows=len(dm.val_y),
         batch_size=dm.batch_size, train_batch_size=dm.train_batch_size, seconds=round(seconds, 1),
+        **({"split_seed": split_seed} if split_seed else {}),
     )  # fmt: skip
 
 
@@ -223,21 +230,25 @@ def report(rows: list[dict], split: str, models: list[str]) -> str:
         for budget in ("all", "10%"):
             cell = {m: [r for r in rows if r["dataset"] == dataset and r["model"] == m and _budget(r) == budget]
                     for m in models}  # fmt: skip
-            if not all(cell.values()):
+            if not any(cell.values()):
                 continue
-            acc = {m: _stats([r[f"{split}_acc"] for r in cell[m]]) for m in models}
-            bacc = {m: _stats([r[f"{split}_bacc"] for r in cell[m]]) for m in models}
-            row = " | ".join(f"{acc[m][0]:.2f} ± {acc[m][1]:.2f} ({bacc[m][0]:.2f} ± {bacc[m][1]:.2f})" for m in models)
+            acc = {m: _stats([r[f"{split}_acc"] for r in cell[m]]) for m in models if cell[m]}
+            bacc = {m: _stats([r[f"{split}_bacc"] for r in cell[m]]) for m in models if cell[m]}
+            row = " | ".join(
+                f"{acc[m][0]:.2f} ± {acc[m][1]:.2f} ({bacc[m][0]:.2f} ± {bacc[m][1]:.2f})" if m in acc else "-"
+                for m in models
+            )
             lines.append(f"| {dataset} | {budget} | {row} |")
             for m in models:
-                means[(m, budget)].append(acc[m][0])
-            if split == "test" and "dbn" in models and len(models) > 1:  # the DBN against a scheme
+                means[(m, budget)].append(acc[m][0] if m in acc else None)
+            if split == "test" and "dbn" in models and len(acc) == len(models) > 1:  # the DBN against a scheme
                 line, gap = _verdict(acc, 100 / cell["dbn"][0]["test_rows"])
                 verdicts.append(f"| {dataset} | {budget} | {line} |")
                 gaps[budget].append(gap)
     for budget in ("all", "10%"):
-        if means[(models[0], budget)]:
-            row = " | ".join(f"{np.mean(means[(m, budget)]):.2f}" for m in models)
+        if means[(models[0], budget)]:  # a model's mean where it ran on every dataset of the budget
+            cells = [means[(m, budget)] for m in models]
+            row = " | ".join("-" if None in cell else f"{np.mean(cell):.2f}" for cell in cells)
             lines.append(f"| **mean of the {len(means[(models[0], budget)])} datasets** | {budget} | {row} |")
     lines += ["", "Each cell: accuracy (balanced accuracy)."]
     lines += _summary(verdicts, gaps)
@@ -287,8 +298,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--search", action="store_true", help="run the candidate recipes; report validation only")
     parser.add_argument("--models", nargs="+", help="a subset of the models (or of the candidates with --search)")
     parser.add_argument("--report", action="store_true", help="only rewrite report.md from runs.jsonl")
+    parser.add_argument(
+        "--vary-splits",
+        action="store_true",
+        help="seed s draws its own validation split and labelled subset (split_seed s + 1); the test rows stay",
+    )
+    parser.add_argument("--labels", choices=("all", "10%"), help="one label budget (default: both)")
     args = parser.parse_args(argv)
-    catalogue = CANDIDATES if args.search else MODELS
+    catalogue = {**MODELS, **CANDIDATES} if args.search else MODELS
     models = args.models or list(catalogue)
     out = Path(args.out or ("results/defaults_heldout" if args.heldout else "results/defaults_suite"))
     datasets = args.datasets or list(HELDOUT if args.heldout else DATASETS)
@@ -301,12 +318,12 @@ def main(argv: list[str] | None = None) -> None:
     split = "val" if args.search else "test"
     for dataset in [] if args.report else datasets:
         tenth = tenth_of_labels(dataset)
-        for labels in (None, tenth):
+        for labels in [b for b, name in ((None, "all"), (tenth, "10%")) if args.labels in (None, name)]:
             for seed in range(args.seeds):
                 for name in models:
                     if (dataset, name, labels, seed) in done:
                         continue
-                    row = run(dataset, name, labels, seed, catalogue)
+                    row = run(dataset, name, labels, seed, catalogue, seed + 1 if args.vary_splits else 0)
                     rows.append(row)
                     with path.open("a") as f:
                         f.write(json.dumps(row) + "\n")
