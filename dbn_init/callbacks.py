@@ -102,6 +102,12 @@ class ResumeCheckpoint(ModelCheckpoint):
             dirpath=dirpath, filename=name, save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True
         )
 
+    def state_dict(self) -> dict:
+        """Nothing: it rewrites one file whatever it saved before, so a resumed fit needs no state of it,
+        and a checkpoint without it does not ask ``test --ckpt_path`` for this callback (Lightning warns
+        of every callback state a checkpoint holds that the Trainer lacks)."""
+        return {}
+
 
 class BestEpoch(Callback):
     """Keeps the model's weights at its best validation check (highest ``monitor``, ``val_acc`` by
