@@ -76,6 +76,9 @@ class _NoTips(logging.Filter):
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
 # A stage validates on the data's val_dataloader when it has one; without one Lightning warns on every stage.
 warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no `val_dataloader`")
+# The stages and the models log once per epoch, so Lightning's hint that an epoch of fewer batches
+# than log_every_n_steps shows no training logs does not apply; small data met it at every fit.
+warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
 
 
 DEFAULT_PRETRAIN_EPOCHS = 10  # per RBM, where pretrain_epochs is None (Hinton & Salakhutdinov 2006)
@@ -669,8 +672,8 @@ def stage_trainer(
         devices=[device.index] if device.index is not None else 1,
         precision=fit.precision,
         fast_dev_run=fit.fast_dev_run,
-        limit_train_batches=fit.limit_train_batches,
-        limit_val_batches=fit.limit_val_batches,
+        limit_train_batches=_given(fit.limit_train_batches),
+        limit_val_batches=_given(fit.limit_val_batches),
         num_sanity_val_steps=fit.num_sanity_val_steps,
         logger=fit.loggers or False,
         default_root_dir=fit.default_root_dir,
@@ -687,6 +690,12 @@ def stage_trainer(
         callbacks = [*callbacks, StageProgressBar()]
     checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     return make_trainer(epochs, options, callbacks=callbacks, enable_checkpointing=checkpoints)
+
+
+def _given(limit: int | float) -> int | float | None:
+    """A fit's batch limit as its Trainer was given it: None for the default, whole epochs (1.0),
+    which given explicitly makes each stage print that it uses 100% of the batches."""
+    return None if isinstance(limit, float) and limit == 1.0 else limit
 
 
 def import_stack(model: DBN, datamodule: LightningDataModule) -> None:

@@ -296,3 +296,20 @@ def test_a_scaled_stack_transfers_saves_and_samples_in_the_data_s_units(tmp_path
     fresh.input_scale.fill_(0.5)
     fresh.load_state_dict(state)
     assert fresh.input_scale.item() == 1.0
+
+
+def test_a_small_data_fit_prints_no_hint_that_does_not_apply(tmp_path):
+    """Lightning's hints that do not apply here stay out of a user's small-data fit: an epoch shorter
+    than log_every_n_steps (the models log per epoch) and each stage's "100% of the batches will be used"."""
+    script = (
+        "from sklearn.datasets import load_wine; from lightning.pytorch import Trainer; "
+        "from dbn_init import DBN, ArrayDataModule; x, y = load_wine(return_X_y=True); "
+        "Trainer(max_epochs=1, enable_progress_bar=False, enable_checkpointing=False)"
+        ".fit(DBN(hidden=[8], pretrain_epochs=1), datamodule=ArrayDataModule(x, y))"
+    )
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0 and "pretraining RBM 1/1" in output, output  # the fit ran, and said so
+    assert (tmp_path / "lightning_logs").is_dir()  # with Lightning's default logger, which the hint needs
+    for hint in ("logging interval", "100% of the batches"):
+        assert hint not in output, output

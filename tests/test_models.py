@@ -1,6 +1,7 @@
 """The DBN pipeline with real Trainers on real digits: stages, freezing, transfer, fine-tuning."""
 
 import copy
+import logging
 import math
 import warnings
 
@@ -12,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dbn_init import DBN, Baseline, DigitsDataModule
 from dbn_init.constraints import UsageError
-from dbn_init.pretrain import PretrainData, pretrain
+from dbn_init.pretrain import PretrainData, pretrain, stage_trainer
 from dbn_init.rbm import RBM, up_pass
 
 
@@ -912,3 +913,20 @@ def test_cross_option_rules_are_refused_with_the_fix():
         DBN(recipe="textbook", pcd_chains=100)
     with pytest.raises(UsageError, match=r"dropout: expected a finite number in \[0, 1\), got 1.0"):
         Baseline(dropout=1.0)
+
+
+def test_a_stage_trainer_keeps_the_fits_batch_limits_and_announces_no_default_one(caplog):
+    """A stage runs the batches its fit runs; the default (every batch) passes on unannounced, where
+    an explicit 1.0 would print "100% of the batches will be used" for every stage."""
+    lightning_log = logging.getLogger("lightning.pytorch")  # it does not propagate to pytest's root handler
+    lightning_log.addHandler(caplog.handler)
+    try:
+        for given, expected in ((None, 1.0), (1, 1), (1.0, 1.0), (0.5, 0.5), (3, 3)):
+            fit = Trainer(limit_train_batches=given, limit_val_batches=given, logger=False, enable_progress_bar=False)
+            caplog.clear()
+            stage = stage_trainer(fit, 0, 1)
+            assert (stage.limit_train_batches, stage.limit_val_batches) == (expected, expected), given
+            assert type(stage.limit_train_batches) is type(expected)  # 1 batch stays 1 batch, not 100% of them
+            assert "100% of the batches" not in caplog.text, given
+    finally:
+        lightning_log.removeHandler(caplog.handler)
