@@ -899,13 +899,14 @@ def test_input_dropout_drops_input_features_in_training_only(digits):
 
 def test_cross_option_rules_are_refused_with_the_fix():
     with pytest.raises(
-        UsageError, match=r"hidden_units is relu \(the default recipe.s is relu\): parallel tempering, centring and"
+        UsageError, match=r"hidden_units is relu \(the default recipe.s is relu\): parallel tempering and centring need"
     ):
         DBN(hidden_units="relu", pt_temperatures=3)
-    # the penalty pulls NReLU units' noisy on-rate to the target and leaves the transferred ReLUs off (crabs: chance)
-    with pytest.raises(UsageError, match=r"centring and the sparsity penalty need .* set model.hidden_units sigmoid"):
-        DBN(sparsity_target=0.1, sparsity_cost=0.1)
-    assert DBN(sparsity_target=0.1, recipe="textbook", sparsity_cost=0.1).hparams.sparsity_cost == 0.1
+    # both leave the transferred ReLUs off for nearly every row: chance accuracy on digits (PCD) and crabs (sparsity)
+    for options in (dict(persistent=True), dict(sparsity_target=0.1, sparsity_cost=0.1)):
+        with pytest.raises(UsageError, match=r"persistent chains and the sparsity penalty turn NReLU units off"):
+            DBN(**options)
+        assert DBN(**options, recipe="textbook").hparams.hidden_units == "sigmoid"  # the fix the message names
     assert DBN(sparsity_target=0.1).hparams.sparsity_target == 0.1  # no cost: no penalty
     with pytest.raises(UsageError, match=r"ais_chains: AIS needs the free energy"):
         DBN(hidden_units="relu", ais_chains=10)
