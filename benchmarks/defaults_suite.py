@@ -160,7 +160,6 @@ CANDIDATES = {
     # The pretraining side of the DBN's default, on small tables (run with --vary-splits).
     "dbn_pretrain_updates_8000": (DBN, {"pretrain_updates": 8000}),
     "dbn_rbm_weight_decay_0.002": (DBN, {"rbm_weight_decay": 2e-3}),
-    "dbn_cd_k_5": (DBN, {"cd_k": 5}),
     **{f"dbn_gaussian_lr_{lr}": (DBN, {"gaussian_lr": lr}) for lr in (3e-3, 3e-2)},
     "dbn_no_dropout": (DBN, {"dropout": 0.0}),
 }
