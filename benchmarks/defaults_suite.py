@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "runs.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    done = {(r["dataset"], r["model"], r["labels"], r["seed"]) for r in rows}
+    done = {(r["dataset"], r["model"], r["labels"], r["seed"], r.get("split_seed", 0)) for r in rows}
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     split = "val" if args.search else "test"
@@ -320,10 +320,11 @@ def main(argv: list[str] | None = None) -> None:
         tenth = tenth_of_labels(dataset)
         for labels in [b for b, name in ((None, "all"), (tenth, "10%")) if args.labels in (None, name)]:
             for seed in range(args.seeds):
+                split_seed = seed + 1 if args.vary_splits else 0
                 for name in models:
-                    if (dataset, name, labels, seed) in done:
+                    if (dataset, name, labels, seed, split_seed) in done:
                         continue
-                    row = run(dataset, name, labels, seed, catalogue, seed + 1 if args.vary_splits else 0)
+                    row = run(dataset, name, labels, seed, catalogue, split_seed)
                     rows.append(row)
                     with path.open("a") as f:
                         f.write(json.dumps(row) + "\n")
