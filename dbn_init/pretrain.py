@@ -65,15 +65,21 @@ __all__ = [
 StageTrainers = Callable[[int, int], Trainer]  # (stage index from 0, epochs) -> the stage's Trainer
 
 
-class _NoTips(logging.Filter):
+class _Quiet(logging.Filter):
     """Drops Lightning's advertisements ("💡 Tip: ... try installing litlogger"), which every
-    Trainer prints, so once per RBM stage here: nothing a user can act on."""
+    Trainer prints, so once per RBM stage here: nothing a user can act on; and, while
+    :func:`stage_trainer` builds a stage's Trainer, the device lines its fit printed already."""
+
+    following = False  # a stage Trainer of a running fit is being built
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
+        message = str(record.msg)
+        devices = self.following and message.startswith(("GPU available", "TPU available"))
+        return not (devices or message.startswith("💡 Tip"))
 
 
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+_QUIET = _Quiet()
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_QUIET)
 # A stage validates on the data's val_dataloader when it has one; without one Lightning warns on every stage.
 warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no `val_dataloader`")
 # The stages and the models log once per epoch, so Lightning's hint that an epoch of fewer batches
@@ -689,7 +695,11 @@ def stage_trainer(
     if options.get("enable_progress_bar") is not False and _RICH_AVAILABLE:  # the stage's own bar, if it shows one
         callbacks = [*callbacks, StageProgressBar()]
     checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
-    return make_trainer(epochs, options, callbacks=callbacks, enable_checkpointing=checkpoints)
+    _QUIET.following = True  # the fit has said which devices it has and uses; the stage uses the same
+    try:
+        return make_trainer(epochs, options, callbacks=callbacks, enable_checkpointing=checkpoints)
+    finally:
+        _QUIET.following = False
 
 
 def _given(limit: int | float) -> int | float | None:

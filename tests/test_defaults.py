@@ -300,7 +300,8 @@ def test_a_scaled_stack_transfers_saves_and_samples_in_the_data_s_units(tmp_path
 
 def test_a_small_data_fit_prints_no_hint_that_does_not_apply(tmp_path):
     """Lightning's hints that do not apply here stay out of a user's small-data fit: an epoch shorter
-    than log_every_n_steps (the models log per epoch) and each stage's "100% of the batches will be used"."""
+    than log_every_n_steps (the models log per epoch), each stage's "100% of the batches will be used",
+    and each stage's repeat of the fit's device lines."""
     script = (
         "from sklearn.datasets import load_wine; from lightning.pytorch import Trainer; "
         "from dbn_init import DBN, ArrayDataModule; x, y = load_wine(return_X_y=True); "
@@ -313,3 +314,4 @@ def test_a_small_data_fit_prints_no_hint_that_does_not_apply(tmp_path):
     assert (tmp_path / "lightning_logs").is_dir()  # with Lightning's default logger, which the hint needs
     for hint in ("logging interval", "100% of the batches"):
         assert hint not in output, output
+    assert output.count("GPU available") == output.count("TPU available") == 1, output  # the fit's, not the stage's
