@@ -91,8 +91,8 @@ class ResumeCheckpoint(ModelCheckpoint):
     ``train.py``'s ``--ckpt_path last`` resumes from the newest ``*last.ckpt``, so each fit keeps
     one (``rbm{k}-last`` per pretraining stage, ``last`` for fine-tuning). Lightning's own
     ``save_last`` is no such point beside a monitored checkpoint: Lightning 2.6 rewrites it only
-    when it saves a new best, so it holds the best epoch, not the last one. Its own
-    class name keeps its state apart from any other ``ModelCheckpoint`` in a checkpoint file.
+    when it saves a new best, so it holds the best epoch, not the last one. It keeps no state in
+    checkpoints.
     """
 
     def __init__(self, dirpath: str | Path, name: str) -> None:

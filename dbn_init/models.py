@@ -624,7 +624,7 @@ class DBN(Classifier):
         ``["sigmoid", "sigmoid", "linear"]``). An RBM above ReLU or linear units models them with
         unit-variance Gaussian visible units (``rectified_lr``). Only sigmoid stacks have a
         tractable free energy: parallel tempering, centring and AIS need ``hidden_units="sigmoid"``;
-        so do persistent chains and the sparsity penalty, which leave NReLU units off.
+        so does the sparsity penalty, and persistent chains need units other than NReLU ones.
     pretrain_epochs : int, list of int or None
         Epochs per stage (one number for all, or one per RBM). 0 skips pretraining: the MLP
         starts from RBMs at their N(0, 0.01) initialisation. None (the default): 10, or on small
@@ -655,9 +655,9 @@ class DBN(Classifier):
     cd_k : int
         Gibbs sweeps per CD update.
     persistent : bool
-        Persistent CD (Tieleman 2008): chains carry over between updates, one set per rank. Sigmoid
-        hidden units only: with NReLU units at the default rate the chains left 99% of digits'
-        RBM 1 units off for every row, and the fine-tuned network scored chance.
+        Persistent CD (Tieleman 2008): chains carry over between updates, one set per rank. Not
+        with NReLU hidden units: at the default rate their chains left 99% of digits' RBM 1 units
+        off for every row, and the fine-tuned network scored chance.
     pcd_chains : int, optional
         Number of persistent chains per rank (and per temperature); None: one per row of the
         mini-batch. They start at the first mini-batch's rows and are saved in checkpoints.
@@ -682,8 +682,8 @@ class DBN(Classifier):
         Sample visible units in CD's chain instead of using their mean.
     sparsity_target, sparsity_cost :
         Optional sparsity penalty on the mean activation of sigmoid hidden units (Lee et al. 2008).
-        Sigmoid hidden units only: on NReLU units it pulls their noisy samples' on-rate to the
-        target, which leaves nearly every transferred ReLU off (chance accuracy on crabs).
+        Sigmoid hidden units only: on NReLU units it pulls sigmoid(W v + c), which is no mean of
+        theirs, to the target, and leaves 99% of the transferred ReLUs off (chance on crabs).
     lr, lr_schedule, optimizer, weight_decay, momentum :
         Fine-tuning optimizer, as for :class:`Baseline`; ``lr`` and ``lr_schedule`` None take the
         recipe's (3e-3 decayed along a cosine for ``"relu"``).
@@ -743,10 +743,17 @@ class DBN(Classifier):
             "{prefix}hidden_units sigmoid (or {prefix}recipe textbook)",
         ),
         Rule(
-            lambda p: _all_sigmoid(p) or not (p["persistent"] or _sparse(p)),
-            "{prefix}hidden_units is {hidden_units} (the default recipe's is relu): persistent chains and the "
-            "sparsity penalty turn NReLU units off for nearly every row, and the fine-tuned network scores chance "
-            "(digits, crabs); set {prefix}hidden_units sigmoid (or {prefix}recipe textbook)",
+            lambda p: "relu" not in per_rbm(p["hidden_units"], len(p["hidden"])) or not p["persistent"],
+            "{prefix}persistent: persistent chains turn NReLU units off for nearly every row, and the fine-tuned "
+            "network scores chance (digits), but {prefix}hidden_units is {hidden_units} (the default recipe's is "
+            "relu); set {prefix}hidden_units sigmoid (or {prefix}recipe textbook), or {prefix}persistent false",
+        ),
+        Rule(
+            lambda p: _all_sigmoid(p) or not _sparse(p),
+            "{prefix}sparsity_cost: the sparsity penalty pulls the mean of sigmoid hidden units, and "
+            "{prefix}hidden_units is {hidden_units} (the default recipe's is relu; on NReLU units it leaves nearly "
+            "every one off, and the network scores chance on crabs); set {prefix}hidden_units sigmoid, or "
+            "{prefix}sparsity_cost 0",
         ),
         Rule(
             lambda p: _all_sigmoid(p) or p["ais_chains"] == 0,

@@ -97,7 +97,8 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     cd_k : int, default=1
         Gibbs sweeps per CD update.
     persistent : bool, default=False
-        Persistent CD (Tieleman 2008): the Gibbs chains carry over between updates.
+        Persistent CD (Tieleman 2008): the Gibbs chains carry over between updates; not with NReLU
+        hidden units (their chains switch them off): ``hidden_units="sigmoid"``.
     random_state : int, RandomState instance or None, default=0
         Seeds the RBMs' initial weights, the Gibbs sampling noise and the mini-batch order; an
         int is used as the seed itself, so equal ints give equal stacks.

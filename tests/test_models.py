@@ -903,11 +903,20 @@ def test_cross_option_rules_are_refused_with_the_fix():
     ):
         DBN(hidden_units="relu", pt_temperatures=3)
     # both leave the transferred ReLUs off for nearly every row: chance accuracy on digits (PCD) and crabs (sparsity)
+    with pytest.raises(
+        UsageError, match=r"model.persistent: persistent chains turn NReLU units off .*model.persistent false"
+    ):
+        DBN(persistent=True)
+    with pytest.raises(UsageError, match=r"model.sparsity_cost: the sparsity penalty pulls the mean of sigmoid"):
+        DBN(sparsity_target=0.1, sparsity_cost=0.1)
     for options in (dict(persistent=True), dict(sparsity_target=0.1, sparsity_cost=0.1)):
-        with pytest.raises(UsageError, match=r"persistent chains and the sparsity penalty turn NReLU units off"):
-            DBN(**options)
-        assert DBN(**options, recipe="textbook").hparams.hidden_units == "sigmoid"  # the fix the message names
+        assert DBN(**options, recipe="textbook").hparams.hidden_units == "sigmoid"  # the fix the messages name
     assert DBN(sparsity_target=0.1).hparams.sparsity_target == 0.1  # no cost: no penalty
+    # an autoencoder's linear code layer: its chains may persist, its units have no sigmoid mean to pull
+    autoencoder = dict(task="reconstruction", recipe="textbook", hidden=[16, 2])
+    assert DBN(**autoencoder, persistent=True).hparams.hidden_units == ["sigmoid", "linear"]
+    with pytest.raises(UsageError, match=r"hidden_units is \['sigmoid', 'linear'\]"):
+        DBN(**autoencoder, sparsity_target=0.1, sparsity_cost=0.1)
     with pytest.raises(UsageError, match=r"ais_chains: AIS needs the free energy"):
         DBN(hidden_units="relu", ais_chains=10)
     with pytest.raises(UsageError, match=r"pcd_chains is set but no chains persist; add model.persistent true"):
@@ -931,3 +940,16 @@ def test_a_stage_trainer_keeps_the_fits_batch_limits_and_announces_no_default_on
             assert "100% of the batches" not in caplog.text, given
     finally:
         lightning_log.removeHandler(caplog.handler)
+
+
+def test_a_failure_s_last_good_checkpoint_may_be_the_one_the_fit_resumed_from(tmp_path):
+    """A resumed stage that fails before its first save names the checkpoint it resumed from."""
+    from types import SimpleNamespace
+
+    from dbn_init.monitor import newest_checkpoint
+
+    resumed = tmp_path / "rbm1-last.ckpt"
+    resumed.write_bytes(b"")
+    trainer = SimpleNamespace(checkpoint_callbacks=[], ckpt_path=str(resumed))
+    assert newest_checkpoint(trainer) == str(resumed)
+    assert newest_checkpoint(SimpleNamespace(checkpoint_callbacks=[], ckpt_path=None)) == "none saved yet"
