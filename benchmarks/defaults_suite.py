@@ -158,7 +158,7 @@ CANDIDATES = {
     # The defaults with at least 10 fine-tuning batches an epoch (the DataModule's min_train_batches), for every start.
     **{f"{name}_floor_10": (cls, options) for name, (cls, options) in MODELS.items()},
     # The pretraining side of the DBN's default, on small tables (run with --vary-splits).
-    "dbn_pretrain_updates_8000": (DBN, {"pretrain_updates": 8000}),
+    **{f"dbn_cd_updates_{n}": (DBN, {"pretrain_updates": n}) for n in (500, 8000)},
     "dbn_rbm_weight_decay_0.002": (DBN, {"rbm_weight_decay": 2e-3}),
     **{f"dbn_gaussian_lr_{lr}": (DBN, {"gaussian_lr": lr}) for lr in (3e-3, 3e-2)},
     "dbn_no_dropout": (DBN, {"dropout": 0.0}),
@@ -305,8 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--labels", choices=("all", "10%"), help="one label budget (default: both)")
     args = parser.parse_args(argv)
-    catalogue = {**MODELS, **CANDIDATES} if args.search else MODELS
-    models = args.models or list(catalogue)
+    catalogue = {**MODELS, **CANDIDATES} if args.search else MODELS  # a search may name the defaults beside
+    models = args.models or list(CANDIDATES if args.search else MODELS)
     out = Path(args.out or ("results/defaults_heldout" if args.heldout else "results/defaults_suite"))
     datasets = args.datasets or list(HELDOUT if args.heldout else DATASETS)
     out.mkdir(parents=True, exist_ok=True)
