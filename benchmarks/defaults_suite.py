@@ -155,7 +155,7 @@ CANDIDATES = {
     "dbn_body_lr_0.3": (DBN, {"body_lr_scale": 0.3}),
     # The same head-only warm-up for the schemes' defaults, so that a warm-up default is chosen alike.
     **{f"{init}_warmup_3": (Baseline, {"init": init, "warmup_epochs": 3}) for init in ("xavier_uniform", "he_uniform")},
-    # The defaults with at least 10 fine-tuning batches an epoch (the DataModule's min_train_batches), for every start.
+    # The defaults with at least 10 fine-tuning batches an epoch (DATA_OPTIONS below), for every start.
     **{f"{name}_floor_10": (cls, options) for name, (cls, options) in MODELS.items()},
     # The pretraining side of the DBN's default, on small tables (run with --vary-splits).
     **{f"dbn_cd_updates_{n}": (DBN, {"pretrain_updates": n}) for n in (500, 8000)},
@@ -165,9 +165,13 @@ CANDIDATES = {
 }
 
 
-def datamodule(name: str, num_labels: int | None = None, min_train_batches: int = 0, split_seed: int = 0):
+# Candidates that change the DataModule rather than the model: its options for them.
+DATA_OPTIONS = {f"{name}_floor_10": {"min_train_batches": 10} for name in MODELS}
+
+
+def datamodule(name: str, num_labels: int | None = None, split_seed: int = 0, **data_options):
     source = EVERY_DATASET[name]()
-    options = dict(num_labels=num_labels, min_train_batches=min_train_batches, split_seed=split_seed)
+    options = dict(num_labels=num_labels, split_seed=split_seed, **data_options)
     if isinstance(source, dict):
         y = source["y"]
         _, codes = np.unique(np.concatenate([y, source.get("y_test", y[:0])]), return_inverse=True)
@@ -197,7 +201,7 @@ def run(dataset: str, model_name: str, labels: int | None, seed: int, catalogue:
     seed_everything(seed, verbose=False)
     cls, options = catalogue[model_name]
     model = cls(**options, **({"pretrain_seed": seed} if cls is DBN else {}))
-    dm = datamodule(dataset, labels, 10 if model_name.endswith("_floor_10") else 0, split_seed)
+    dm = datamodule(dataset, labels, split_seed, **DATA_OPTIONS.get(model_name, {}))
     trainer = Trainer(
         max_epochs=30, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
     )
