@@ -82,8 +82,7 @@ def beta_schedule(n_betas: int = 10000) -> Tensor:
     """
     check_count(n_betas, "n_betas", 4, "the schedule has three pieces; thousands are typical, e.g. 10000")
     total = sum(n for _, n in _SCHEDULE)
-    n1 = max(1, round(n_betas * _SCHEDULE[0][1] / total))
-    n2 = max(1, round(n_betas * _SCHEDULE[1][1] / total))
+    n1, n2 = (max(1, round(n_betas * n / total)) for _, n in _SCHEDULE[:2])
     n3 = n_betas - n1 - n2  # >= 2 for n_betas >= 4, so the last piece ends at exactly 1
     pieces = [
         torch.linspace(0.0, 0.5, n1 + 1, dtype=torch.float64)[:-1],
@@ -122,22 +121,13 @@ def _check_bernoulli(rbm: RBM, what: str) -> None:
 
 def _check_betas(betas: Tensor | None, n_betas: int) -> list[float]:
     """The inverse temperatures as floats: ``betas`` if given and valid, else :func:`beta_schedule`."""
-    if betas is None:
-        return [float(x) for x in beta_schedule(n_betas)]
-    if not (
-        isinstance(betas, Tensor)
-        and betas.ndim == 1
-        and len(betas) >= 2
-        and float(betas[0]) == 0.0
-        and float(betas[-1]) == 1.0
-        and bool((betas.diff() >= 0).all())
-    ):
-        got = f"shape {tuple(betas.shape)}" if isinstance(betas, Tensor) else type(betas).__name__
+    betas = beta_schedule(n_betas) if betas is None else torch.as_tensor(betas, dtype=torch.float64, device="cpu")
+    if betas.ndim != 1 or len(betas) < 2 or betas[0] != 0 or betas[-1] != 1 or not bool((betas.diff() >= 0).all()):
         raise ValueError(
-            f"expected betas a 1-D non-decreasing tensor from exactly 0 to exactly 1, got {got}; "
+            f"expected betas a 1-D non-decreasing tensor from exactly 0 to exactly 1, got shape {tuple(betas.shape)}; "
             "or pass n_betas for the default schedule"
         )
-    return [float(x) for x in betas]
+    return betas.tolist()
 
 
 @dataclass
@@ -156,21 +146,15 @@ class _Path:
 
     @classmethod
     def of(cls, rbm: RBM, base_visible_bias: Tensor | None) -> _Path:
-        """The path of a checked Bernoulli ``rbm``; validates ``base_visible_bias``."""
+        """The path of a checked Bernoulli ``rbm``; validates ``base_visible_bias`` (None: zeros)."""
         weight, b_b, c = rbm.weight.detach(), rbm.visible_bias.detach(), rbm.hidden_bias.detach()
-        if base_visible_bias is None:
-            return cls(weight, c, b_b, torch.zeros_like(b_b))
-        if (
-            not isinstance(base_visible_bias, Tensor)
-            or tuple(base_visible_bias.shape) != (rbm.n_visible,)
-            or not bool(torch.isfinite(base_visible_bias).all())
-        ):
-            got = tuple(base_visible_bias.shape) if isinstance(base_visible_bias, Tensor) else type(base_visible_bias)
+        base = torch.zeros_like(b_b) if base_visible_bias is None else torch.as_tensor(base_visible_bias).detach()
+        if base.shape != b_b.shape or not bool(torch.isfinite(base).all()):
             raise ValueError(
-                f"expected base_visible_bias a finite tensor of shape ({rbm.n_visible},), got {got}; "
+                f"expected base_visible_bias a finite tensor of shape ({rbm.n_visible},), got {tuple(base.shape)}; "
                 "build it with base_rate_bias(train_x)"
             )
-        return cls(weight, c, b_b, base_visible_bias.detach().to(device=b_b.device, dtype=b_b.dtype))
+        return cls(weight, c, b_b, base.to(device=b_b.device, dtype=b_b.dtype))
 
     @property
     def log_z_base(self) -> float:
@@ -262,15 +246,6 @@ def _check_rows(data: Tensor, rbm: RBM, what: str) -> None:
     check_visible(data, rbm.visible_units, what)
 
 
-def _check_binary(data: Tensor, rbm: RBM, what: str) -> None:
-    _check_rows(data, rbm, what)
-    if not bool(((data == 0) | (data == 1)).all()):
-        raise ValueError(
-            f"expected binary {what} (every value 0 or 1), got values strictly between 0 and 1; RAISE "
-            "estimates the probability of binary vectors: binarise the images first (e.g. x > 0.5)"
-        )
-
-
 def _raise_log_weights(path: _Path, v: Tensor, beta: list[float], generator: torch.Generator | None) -> Tensor:
     """log w of one reverse chain per row of ``v`` (batch, n_visible), float64 of shape (batch,).
 
@@ -328,7 +303,12 @@ def raise_log_prob(
     Costs K Gibbs sweeps per chain, as many as one AIS chain, for every test vector.
     """
     _check_bernoulli(rbm, "raise_log_prob")
-    _check_binary(data, rbm, "data")
+    _check_rows(data, rbm, "data")
+    if not bool(((data == 0) | (data == 1)).all()):
+        raise ValueError(
+            "expected binary data (every value 0 or 1), got values strictly between 0 and 1; RAISE "
+            "estimates the probability of binary vectors: binarise the images first (e.g. x > 0.5)"
+        )
     check_count(n_chains, "n_chains", 1, "reverse chains per test vector")
     check_count(batch_size, "batch_size", 1, "chains run at once")
     beta = _check_betas(betas, n_betas)
@@ -351,8 +331,5 @@ def mean_log_prob(rbm: RBM, data: Tensor, log_z: float | Tensor, batch_size: int
     non-binary rows in [0, 1] this is -F(v) - log Z all the same, but not a normalised probability.
     """
     _check_rows(data, rbm, "data")
-    param = rbm.weight
-    total = torch.zeros((), dtype=torch.float64)
-    for chunk in data.split(batch_size):
-        total += rbm.free_energy(chunk.to(device=param.device, dtype=param.dtype)).double().sum().cpu()
-    return -float(total) / len(data) - float(log_z)
+    total = sum(float(rbm.free_energy(chunk.to(rbm.weight)).double().sum()) for chunk in data.split(batch_size))
+    return -total / len(data) - float(log_z)

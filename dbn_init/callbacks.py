@@ -276,12 +276,8 @@ class RBMPictures(Callback):
         for kind, grid in pictures.items():
             save_image_grid(grid, folder / f"{stage.name}_{kind}.png", f"{stage.name} {kind}")
             if isinstance(trainer.logger, TensorBoardLogger):
-                trainer.logger.experiment.add_image(
-                    f"{stage.name}/{kind}",
-                    grid if grid.ndim == 3 else grid[None],
-                    stage.index,
-                    dataformats="HWC" if grid.ndim == 3 else "CHW",
-                )
+                layout = "HWC" if grid.ndim == 3 else "HW"
+                trainer.logger.experiment.add_image(f"{stage.name}/{kind}", grid, stage.index, dataformats=layout)
         curves = {k: v for k, v in self.curves.items() if k.startswith(f"{stage.name}/")}
         if curves:
             save_curves({stage.name: curves}, folder / f"{stage.name}_curve.png", ylabel="reconstruction error")

@@ -240,11 +240,9 @@ def path_problem(err: BaseException, resume_hint: str = "") -> str | None:
     PIL's refusal of an image file, found in ``err``'s chain (:func:`_chain`); None for any other error."""
     for seen in _chain(err):
         if type(seen).__name__ == "UnidentifiedImageError":  # PIL's, an OSError without a filename
-            name = re.search(r"name='([^']*)'|'([^']*)'", str(seen))
-            path = next((g for g in name.groups() if g), None) if name else None
-            return (
-                f"cannot read the image {path or str(seen)}: it is corrupt or not an image file; remove or replace it"
-            )
+            quoted = re.search(r"'([^']*)'", str(seen))  # 'path', or a file object's name='path'
+            path = quoted[1] if quoted and quoted[1] else seen
+            return f"cannot read the image {path}: it is corrupt or not an image file; remove or replace it"
         if isinstance(seen, OSError) and seen.filename is not None:
             fix = _PATH_FIXES.get(seen.errno, "fix the path").format(resume=resume_hint or "rerun")
             return f"{seen.strerror or type(seen).__name__}: {seen.filename}; {fix}"

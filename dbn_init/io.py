@@ -45,7 +45,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .constraints import FileTakenError, MissingFileError, OutputError, UsageError
-from .rbm import HIDDEN_UNITS, RBM, make_rbm, stack_units
+from .rbm import HIDDEN_UNITS, RBM, make_rbm, per_rbm, stack_units
 from .scaling import SCALINGS, STATS, Scaling
 
 __all__ = ["save_stack", "load_stack", "read_checkpoint", "data_record", "StackFile", "from_sklearn", "FORMAT_VERSION"]
@@ -69,22 +69,17 @@ _PICKLE_HELP = (
     "with keys weight_{i} (n_hidden, n_visible), visible_bias_{i}, hidden_bias_{i}"
 )
 # Magic numbers of files that hold pickles: pickle protocol 2+, and the compressors joblib.dump uses.
-_PICKLE_MAGIC = {
-    b"\x80": "a pickle",
-    **{
-        m: f"a {kind}-compressed joblib dump (a pickle)"
-        for m, kind in [
-            (b"x\x01", "zlib"),
-            (b"x^", "zlib"),
-            (b"x\x9c", "zlib"),
-            (b"x\xda", "zlib"),
-            (b"\x1f\x8b", "gzip"),
-            (b"BZh", "bz2"),
-            (b"\xfd7zXZ", "xz"),
-            (b"]\x00\x00", "lzma"),
-            (b"\x04\x22\x4d\x18", "lz4"),
-        ]
-    },
+_PICKLE_MAGIC = {b"\x80": "a pickle"} | {
+    magic: f"a {kind}-compressed joblib dump (a pickle)"
+    for kind, magics in {
+        "zlib": (b"x\x01", b"x^", b"x\x9c", b"x\xda"),
+        "gzip": (b"\x1f\x8b",),
+        "bz2": (b"BZh",),
+        "xz": (b"\xfd7zXZ",),
+        "lzma": (b"]\x00\x00",),
+        "lz4": (b"\x04\x22\x4d\x18",),
+    }.items()
+    for magic in magics
 }
 
 Label = Callable[[int, str], str]  # (layer index, kind) -> the name the user sees in their file
@@ -197,23 +192,21 @@ def save_stack(
         raise UsageError(f"cannot save to {path}: it is a folder; give a file name, e.g. {path / 'dbn.safetensors'}")
     if path.exists() and not overwrite:
         raise FileTakenError(f"{path} already exists; pass overwrite=True (--overwrite on the command line)")
-    folder = path.parent
-    if not folder.is_dir():
-        raise MissingFileError(f"cannot save to {path}: folder {folder} does not exist; create it first")
+    if not path.parent.is_dir():
+        raise MissingFileError(f"cannot save to {path}: folder {path.parent} does not exist; create it first")
     tensors = {
         f"rbm.{i}.{k}": getattr(r, k).detach().float().cpu().contiguous() for i, r in enumerate(rbms) for k in _KINDS
     }
     tensors |= {f"rbm.{i}.{_SCALE}": r.input_scale.float().cpu() for i, r in enumerate(rbms) if r.input_scale != 1}
     for name, value in (stats or {}).items():
         tensors[f"scaling.{name}"] = torch.as_tensor(value, dtype=torch.float32).cpu().contiguous()
-    sizes = [rbms[0].n_visible] + [r.n_hidden for r in rbms]
     metadata = {
         **(extra_metadata or {}),
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "visible_units": json.dumps([r.visible_units for r in rbms]),
         "hidden_units": json.dumps([r.hidden_units for r in rbms]),
-        "sizes": json.dumps(sizes),
+        "sizes": json.dumps([rbms[0].n_visible] + [r.n_hidden for r in rbms]),
         "scaling": scaling,
         "binarize": json.dumps(bool(binarize)),
         "image_shape": json.dumps(None if image_shape is None else [int(n) for n in image_shape]),
@@ -279,12 +272,8 @@ def load_stack(
         raise MissingFileError(f"no such file: {path}; expected {_ACCEPTED}")
     if not path.is_file():
         raise UsageError(f"{path} is not a regular file; expected {_ACCEPTED}")
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if not head:
-        raise UsageError(f"{path} is empty (0 bytes); expected {_ACCEPTED}")
     problems: list[str] = []  # the readers add what they find; _build adds the rest and raises once
-    raw = _sniff(path, head)(path, problems)
+    raw = _sniff(path)(path, problems)
     if raw.metadata.get("scaling") not in (None, *SCALINGS):
         problems.append(f"metadata scaling must be one of {list(SCALINGS)}, got {raw.metadata['scaling']!r}")
     hidden_units = _json_list(raw.metadata, "hidden_units", problems) if raw.metadata.get("hidden_units") else None
@@ -292,8 +281,12 @@ def load_stack(
     return StackFile(rbms, raw.metadata, raw.stats or {})
 
 
-def _sniff(path: Path, head: bytes) -> Callable[[Path, list[str]], _Raw]:
+def _sniff(path: Path) -> Callable[[Path, list[str]], _Raw]:
     """Pick the reader by content: zip (torch checkpoint or npz), safetensors, or refuse."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise UsageError(f"{path} is empty (0 bytes); expected {_ACCEPTED}")
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         try:
             with zipfile.ZipFile(path) as z:
@@ -346,9 +339,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     a corrupt, truncated or pickle-bearing file, or a weights-only stack, is refused with one
     ValueError naming it."""
     path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if _sniff(path, head) is not _read_checkpoint:
+    if _sniff(path) is not _read_checkpoint:
         raise UsageError(
             f"{path} holds RBM weights but no training state, so there is nothing to resume; to start "
             "from those weights, pass it to model.pretrained"
@@ -390,7 +381,7 @@ def _read_checkpoint(path: Path, problems: list[str]) -> _Raw:
         hidden_units = hparams.get("hidden_units", "sigmoid")
         visible = hparams["visible_units"] or "bernoulli"  # None: saved before it saw data, RBM 1 built Bernoulli
         units = stack_units(visible, hidden_units, n)  # upper RBMs model the activations below
-        meta["hidden_units"] = json.dumps([hidden_units] * n)
+        meta["hidden_units"] = json.dumps(per_rbm(hidden_units, n))
     record = ckpt.get("dbn_init") if isinstance(ckpt.get("dbn_init"), dict) else {}  # a stage checkpoint's
     stage = record.get("stage")
     if isinstance(stage, int) and stage >= 1:  # rbm{k}-last.ckpt of pretraining stage k

@@ -110,8 +110,8 @@ def save_curves(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, Path(path), dpi=110)
-    return Path(path)
+    _save(fig, path, dpi=110)
+    return path
 
 
 def _save(fig, path: Path, **options) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -93,8 +94,7 @@ def _settings(model_hparams: Mapping | None, data_hparams: Mapping | None) -> di
 def run_settings(model, datamodule) -> dict[str, dict | None]:
     """The settings of a run of ``model`` on ``datamodule`` (JSON types, ``_class_path`` naming each
     class when the CLI built it); ``data`` is None for a DataModule that records no hyperparameters."""
-    hparams = getattr(datamodule, "hparams", None)
-    settings = _settings(model.hparams, hparams if hparams else None)
+    settings = _settings(model.hparams, getattr(datamodule, "hparams", None) or None)
     if settings["data"] is not None:  # which data: two classes may share every argument (MNIST, Fashion-MNIST)
         settings["data"].setdefault("_class_path", _public_path(type(datamodule)))
     return settings
@@ -242,25 +242,19 @@ def find_last(
 def _no_last(
     root: Path, found: list[Path], unreadable: list[str], stopped: tuple | None, command: str, required: bool
 ) -> None:
-    damaged = (
-        "; newer checkpoints cannot be read (if one is this run's, it is damaged): " + "; ".join(unreadable)
-        if unreadable
-        else ""
-    )
+    damaged = ""
+    if unreadable:
+        damaged = "; newer checkpoints cannot be read (if one is this run's, it is damaged): " + "; ".join(unreadable)
     if stopped is not None:
         raise UsageError(
             f"--ckpt_path last: the run of this model with these settings under {root} stopped during "
             f"pretraining (stage {stopped[1]}, {stopped[0]}), before its classifier was trained; finish "
             f"it first (fit with the same settings and --ckpt_path last), then {command} again{damaged}"
         )
-    what = (
-        (
-            f"{len(found)} *last.ckpt, none from a run of this model with these settings (the newest: {found[0]})"
-            f"{damaged}"
-        )
-        if found
-        else "no *last.ckpt"
-    )
+    what = "no *last.ckpt"
+    if found:
+        what = f"{len(found)} *last.ckpt, none from a run of this model with these settings (the newest: {found[0]})"
+        what += damaged
     if required:
         raise MissingFileError(
             f"--ckpt_path last: {what} under {root}; pass the run's checkpoint file, or the run's "
@@ -335,13 +329,10 @@ def claim_version(logger) -> Path | None:
         root.mkdir(parents=True, exist_ok=True)
     except OSError:  # a file in the way: check_run_folder names it
         return None
-    version = logger._get_next_version()
-    while True:
-        try:
+    for version in itertools.count(logger._get_next_version()):
+        with contextlib.suppress(FileExistsError):  # another run took it between the look and the claim
             (root / f"version_{version}").mkdir()
             break
-        except FileExistsError:  # another run took it between the look and the claim
-            version += 1
     logger._version = version
     return created or root / f"version_{version}"
 

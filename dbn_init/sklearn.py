@@ -203,11 +203,12 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         """
         X = validate_data(self, X, dtype=(np.float64, np.float32))
         hidden = _hidden_sizes(self.hidden)
-        unit = X.size > 0 and X.min() >= 0 and X.max() <= 1
+        unit = X.min() >= 0 and X.max() <= 1
         standardize = self.scaling == "standardize" or (
             self.scaling == "auto" and not unit and self.visible_units != "bernoulli"
         )
-        self.mean_, self.scale_ = (X.mean(0), _nonzero(X.std(0))) if standardize else (None, None)
+        std = X.std(0)  # 1 for a constant feature, as scikit-learn's StandardScaler has it
+        self.mean_, self.scale_ = (X.mean(0), np.where(std > 0, std, 1.0)) if standardize else (None, None)
         X = self._scaled(X)
         self.visible_units_ = self.visible_units or visible_units_of(torch.as_tensor(X))
         self._check_range(X)
@@ -256,10 +257,8 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     # --- validation at the boundary -----------------------------------------------------------
     def _check_range(self, X: np.ndarray) -> None:
         """Bernoulli visible units model probabilities: X must lie in [0, 1]."""
-        if self.visible_units_ != "bernoulli" or X.size == 0:
-            return
         low, high = float(X.min()), float(X.max())
-        if low < 0.0 or high > 1.0:
+        if self.visible_units_ == "bernoulli" and (low < 0.0 or high > 1.0):
             negative = "Negative values in data: " if low < 0.0 else ""  # scikit-learn's words for positive_only
             raise ValueError(
                 f"{negative}DBNTransformer(visible_units='bernoulli') needs X in [0, 1] (its visible units model "
@@ -272,7 +271,7 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 def _hidden_sizes(given) -> list[int]:
     """``hidden`` as one positive int per layer (an int alone is one layer)."""
     hidden = [given] if isinstance(given, Integral) else list(np.asarray(given).ravel())
-    bad = [h for h in hidden if not isinstance(h, Integral) or isinstance(h, (bool, np.bool_)) or h < 1]
+    bad = [h for h in hidden if not isinstance(h, Integral) or isinstance(h, bool) or h < 1]
     if not hidden or bad:
         raise ValueError(f"hidden must list one positive int per layer, e.g. hidden=(256, 64); got {given!r}")
     return [int(h) for h in hidden]
@@ -283,11 +282,6 @@ def _seed(random_state) -> int:
     if isinstance(random_state, Integral):
         return int(random_state)
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-
-
-def _nonzero(std: np.ndarray) -> np.ndarray:
-    """Per-feature stds with 1 for a constant feature (scikit-learn's StandardScaler does the same)."""
-    return np.where(std > 0, std, 1.0)
 
 
 @contextlib.contextmanager
@@ -423,10 +417,7 @@ class DBNClassifier(ClassifierMixin, _FineTuned):
 
     def predict_proba(self, X):
         """Class probabilities, ndarray of shape (n_samples, n_classes), columns in ``classes_`` order."""
-        logits = self._forward(X)
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        return p / p.sum(axis=1, keepdims=True)
+        return torch.from_numpy(self._forward(X)).softmax(1).numpy()
 
     def predict(self, X):
         """The most probable class of each row, ndarray of shape (n_samples,)."""

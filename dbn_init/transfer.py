@@ -16,6 +16,7 @@ dropped (Hinton & Salakhutdinov 2006).
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import warnings
 from typing import Any, Sequence
@@ -168,34 +169,36 @@ def load_pretrained_(module: nn.Module, stack: Any, layers: Sequence[nn.Linear] 
     """
     if isinstance(stack, DBN):
         stack = list(stack._stack("load_pretrained_"))  # refused without layers, a warning if untrained
-    rbms, units, loaded = _resolve(stack)
-    targets = _targets(module, rbms, layers, stack_problems(rbms))
-    for i, (layer, name) in enumerate(zip(targets, _names(module, targets), strict=True)):
+    loaded = _resolve(stack)
+    targets, names = _targets(module, loaded.rbms, layers, stack_problems(loaded.rbms))
+    units = dict(enumerate(loaded.hidden_units))
+    for i, (layer, name) in enumerate(zip(targets, names, strict=True)):
         _warn_activation(module, layer, name, units.get(i, "sigmoid"))
-    if loaded is not None:
-        _warn_scaling(loaded, stack)
+    _warn_scaling(loaded, stack)
     with torch.no_grad():
-        for rbm, layer in zip(rbms, targets, strict=True):
+        for rbm, layer in zip(loaded.rbms, targets, strict=True):
             layer.weight.copy_(rbm.linear_weight)  # copy_ converts to the layer's dtype and device
             layer.bias.copy_(rbm.hidden_bias)
     return targets
 
 
 # --- the stack ------------------------------------------------------------------------------
-def _resolve(stack: Any) -> tuple[list[RBM], dict[int, str], StackFile | None]:
-    """The stack's RBMs (bottom to top), the hidden unit type of each by index, and the loaded
-    file when the stack records one (for its input transform)."""
+def _resolve(stack: Any) -> StackFile:
+    """The stack as a :class:`StackFile`: as given, loaded from a path or from scikit-learn
+    estimators, or RBMs (bottom to top) wrapped with their hidden unit types."""
     if isinstance(stack, (str, os.PathLike)):
-        stack = load_stack(stack)
+        return load_stack(stack)
     if isinstance(stack, StackFile):
-        return stack.rbms, dict(enumerate(stack.hidden_units)), stack
+        return stack
     if isinstance(stack, RBM):
         stack = [stack]
     if isinstance(stack, (list, tuple, nn.ModuleList)) and stack and all(isinstance(r, RBM) for r in stack):
-        return list(stack), {i: r.hidden_units for i, r in enumerate(stack)}, None
-    if _sklearn_rbms(stack):
-        loaded = load_stack(list(stack))  # checked there, fitted or not
-        return loaded.rbms, dict(enumerate(loaded.hidden_units)), None
+        return StackFile(list(stack), {"hidden_units": json.dumps([r.hidden_units for r in stack])})
+    if isinstance(stack, (list, tuple)) and stack:
+        from sklearn.neural_network import BernoulliRBM  # only here: importing scikit-learn takes a while
+
+        if all(isinstance(e, BernoulliRBM) for e in stack):
+            return load_stack(list(stack))  # checked there, fitted or not
     got = type(stack).__name__ if not isinstance(stack, (list, tuple)) else [type(e).__name__ for e in stack][:10]
     raise ValueError(
         f"load_pretrained_: expected a stack file path, a StackFile, a list of dbn_init RBMs, a DBN or a "
@@ -203,21 +206,13 @@ def _resolve(stack: Any) -> tuple[list[RBM], dict[int, str], StackFile | None]:
     )
 
 
-def _sklearn_rbms(stack: Any) -> bool:
-    """Whether ``stack`` is a non-empty list of scikit-learn ``BernoulliRBM`` estimators."""
-    if not isinstance(stack, (list, tuple)) or not stack:
-        return False
-    from sklearn.neural_network import BernoulliRBM  # only here: importing scikit-learn takes a while
-
-    return all(isinstance(e, BernoulliRBM) for e in stack)
-
-
 # --- the layers -----------------------------------------------------------------------------
 def _targets(
     module: nn.Module, rbms: list[RBM], layers: Sequence[nn.Linear] | None, problems: list[str]
-) -> list[nn.Linear]:
-    """The layers to fill, one per RBM, after checking every one of them; raises one ValueError
-    listing ``problems`` (the stack's) and every problem found here."""
+) -> tuple[list[nn.Linear], list[str]]:
+    """The layers to fill, one per RBM, and their qualified names in ``module`` (e.g. "features.2",
+    else "layers[i]"), after checking every one of them; raises one ValueError listing ``problems``
+    (the stack's) and every problem found here, so that on error nothing is changed."""
     if layers is None:
         linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
         if len(linears) < len(rbms):
@@ -230,14 +225,19 @@ def _targets(
     else:
         targets = list(layers)
         problems += _check_explicit(module, targets, len(rbms))
-    names = _names(module, targets)
+    qualified = {id(m): name or type(module).__name__ for name, m in module.named_modules()}
+    names = [qualified.get(id(layer), f"layers[{i}]") for i, layer in enumerate(targets)]
     for i, (rbm, layer, name) in enumerate(zip(rbms, targets, names, strict=False)):  # targets may be short
         if isinstance(layer, nn.LazyLinear) and layer.has_uninitialized_params():  # its inputs are the RBM's
             layer(torch.zeros(1, rbm.n_visible, device=layer.weight.device))
         if isinstance(layer, nn.Linear):
             problems += _check_shape(i, rbm, layer, name)
-    _raise(problems, f"the {type(module).__name__}")
-    return targets
+    if problems:
+        raise ValueError(
+            f"load_pretrained_: {len(problems)} problem(s) loading the stack into the {type(module).__name__}; "
+            "nothing was changed:\n  - " + "\n  - ".join(problems)
+        )
+    return targets, names
 
 
 def _check_explicit(module: nn.Module, layers: list[Any], n_rbms: int) -> list[str]:
@@ -278,20 +278,6 @@ def _check_shape(i: int, rbm: RBM, layer: nn.Linear, name: str) -> list[str]:
             f"layer {name!r} has no bias, which receives RBM {i + 1}'s hidden bias; build it with bias=True"
         )
     return problems
-
-
-def _names(module: nn.Module, layers: Sequence[nn.Module]) -> list[str]:
-    """Each layer's qualified name in ``module`` (e.g. "features.2"), or "layers[i]"."""
-    names = {id(m): name or type(module).__name__ for name, m in module.named_modules()}
-    return [names.get(id(layer), f"layers[{i}]") for i, layer in enumerate(layers)]
-
-
-def _raise(problems: list[str], what: str) -> None:
-    if problems:
-        raise ValueError(
-            f"load_pretrained_: {len(problems)} problem(s) loading the stack into {what}; nothing was "
-            "changed:\n  - " + "\n  - ".join(problems)
-        )
 
 
 # --- what the network should do around the layers -------------------------------------------
@@ -339,8 +325,7 @@ def _warn_activation(module: nn.Module, layer: nn.Linear, name: str, unit: str) 
 
 def _warn_scaling(loaded: StackFile, source: Any) -> None:
     """Warn once when the stack was pretrained on inputs transformed from the raw data."""
-    stats = loaded.stats
-    x = "raw"
+    stats, x = loaded.stats, "raw"
     if not _identity(stats, "raw_low", "raw_high"):
         x = "(raw - stack.stats['raw_low']) / (stack.stats['raw_high'] - stack.stats['raw_low'])"
     if not _identity(stats, "feature_mean", "feature_std"):

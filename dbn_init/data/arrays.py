@@ -13,24 +13,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ..constraints import Interval, Options, UsageError, validate_params
-from .base import (
-    InMemoryDataModule,
-    RawData,
-    ScalingName,
-    _as_tensor,
-    _check_finite,
-    base_options,
-    carve,
-    return_freed_memory,
-)
-from .readers import (
-    _by_name,
-    _label_array,
-    _target_values,
-    encode_labels,
-    read_array_file,
-    table_columns,
-)
+from .base import InMemoryDataModule, RawData, ScalingName, _check_finite, base_options, return_freed_memory
+from .readers import _by_name, _label_array, _target_values, encode_labels, read_array_file, table_columns
 
 
 @dataclass
@@ -45,7 +29,6 @@ class _Arrays:
     unlabeled_x: Tensor | None
     predict_x: Tensor | None
     classes: list | None
-    image_shape: tuple[int, ...] | None
     n_features: int
 
 
@@ -137,7 +120,8 @@ class ArrayDataModule(InMemoryDataModule):
     construction, where the CLI reports it as a usage error.
     """
 
-    _not_hyperparameters = ("x", "y", "x_test", "y_test", "x_unlabeled")
+    _not_hyperparameters = ("x", "y", "x_test", "y_test", "x_unlabeled")  # the sources given as arrays
+    _NAMED_SOURCES = ("path", "target", "loader", "test_path", "unlabeled_path", "predict_path")  # files, a function
     _parameter_constraints = {
         **InMemoryDataModule._parameter_constraints,
         "test_fraction": [Interval(float, 0, 1, "neither")],
@@ -178,31 +162,16 @@ class ArrayDataModule(InMemoryDataModule):
         num_workers: int = 0,
         on_device: bool = True,
     ) -> None:
-        sources = dict(
-            x=x,
-            y=y,
-            path=path,
-            target=target,
-            loader=loader,
-            test_path=test_path,
-            unlabeled_path=unlabeled_path,
-            predict_path=predict_path,
-            x_test=x_test,
-            y_test=y_test,
-            x_unlabeled=x_unlabeled,
-        )
+        args = locals()
+        sources = {name: args[name] for name in self._not_hyperparameters + self._NAMED_SOURCES}
         self._check_sources({k: v is not None for k, v in sources.items()})
-        validate_params(
-            type(self).__name__,
-            dict(test_fraction=test_fraction, targets=targets),
-            self._parameter_constraints,
-            "data.",
-        )
-        super().__init__(**base_options(locals()))
+        own = dict(test_fraction=test_fraction, targets=targets)
+        validate_params(type(self).__name__, own, self._parameter_constraints, "data.")
+        super().__init__(**base_options(args))
         self._sources, self.test_fraction = sources, test_fraction
         self.task = "regression" if targets == "values" else "classification"
-        self._image_shape = None if image_shape is None else tuple(image_shape)
-        self.arrays = self._read_arrays()  # the rows as read
+        self.image_shape = None if image_shape is None else tuple(image_shape)
+        self.arrays = self._read_arrays()  # the rows as read; sets classes, num_classes, image_shape
 
     @classmethod
     def _check_sources(cls, given: dict[str, bool]) -> None:
@@ -222,20 +191,6 @@ class ArrayDataModule(InMemoryDataModule):
     @property
     def input_size(self) -> int:
         return self.arrays.n_features
-
-    @property
-    def num_classes(self) -> int | None:
-        """Number of classes; None for unlabelled data."""
-        return None if self.arrays.classes is None else len(self.arrays.classes)
-
-    @property
-    def classes(self) -> list | None:
-        """The original label of each class code 0..C-1 (ints or strings); None for unlabelled data."""
-        return self.arrays.classes
-
-    @property
-    def image_shape(self) -> tuple[int, ...] | None:
-        return self.arrays.image_shape
 
     def _source(
         self, option: str, array_option: str | None = None, labels_option: str | None = None
@@ -283,9 +238,11 @@ class ArrayDataModule(InMemoryDataModule):
             if y is not None:
                 classes = names if names is not None and codes == list(range(len(names))) else codes
         dtype = torch.int64 if self.task == "classification" else torch.float32
-        y, test_y = _as_tensor(y, dtype), _as_tensor(test_y, dtype)
-        image_shape = self._check_image_shape(shape, x.shape[1])
-        return _Arrays(x, y, test_x, test_y, unlabeled_x, predict_x, classes, image_shape, x.shape[1])
+        y, test_y = (None if v is None else torch.as_tensor(v, dtype=dtype) for v in (y, test_y))
+        # The original label of each class code 0..C-1 (ints or strings); None for unlabelled data.
+        self.classes, self.num_classes = classes, None if classes is None else len(classes)
+        self.image_shape = self._check_image_shape(shape, x.shape[1])
+        return _Arrays(x, y, test_x, test_y, unlabeled_x, predict_x, classes, x.shape[1])
 
     def _targets(self, y: Any, where: str, rows: int) -> np.ndarray:
         """Class labels (int64 or str) or, for regression, float32 targets, ``(rows,)``, checked; a
@@ -315,7 +272,7 @@ class ArrayDataModule(InMemoryDataModule):
         return x, self._targets(y, where, len(x))
 
     def _check_image_shape(self, shape: tuple[int, ...], n_features: int) -> tuple[int, ...] | None:
-        image_shape = self._image_shape or (shape if len(shape) > 1 else None)
+        image_shape = self.image_shape or (shape if len(shape) > 1 else None)
         if image_shape is not None and len(image_shape) == 3 and image_shape[0] == 1:
             image_shape = image_shape[1:]  # one channel: grey (H, W)
         if image_shape is not None and math.prod(image_shape) != n_features:
@@ -327,14 +284,7 @@ class ArrayDataModule(InMemoryDataModule):
 
     def _read(self) -> RawData:
         a = self.arrays
-        if a.test_x is not None:
-            return RawData(a.x, a.y, a.test_x, a.test_y, unlabeled_x=a.unlabeled_x)
-        strata = a.y if self.task == "classification" else None
-        keep, held = (torch.as_tensor(i) for i in carve(len(a.x), self.test_fraction, strata))
-        # Source rows of test_x, and of the training rows that val_indices and pretrain_indices index.
-        self.test_indices, self.source_indices = held, keep
-        y, test_y = (None, None) if a.y is None else (a.y[keep], a.y[held])
-        return RawData(a.x, y, a.x, test_y, unlabeled_x=a.unlabeled_x, train_rows=keep, test_rows=held)
+        return RawData(a.x, a.y, a.test_x, a.test_y, unlabeled_x=a.unlabeled_x)
 
     def setup(self, stage: str | None = None) -> None:
         if self._ready:

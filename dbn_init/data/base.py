@@ -107,7 +107,9 @@ class RawData:
     """What a subclass reads for :meth:`InMemoryDataModule.setup`: float32 rows as stored, not scaled.
 
     ``train_x`` ``(N, D)`` and ``train_y`` ``(N,)`` int64 in 0..C-1 (None: no labels); ``test_*``
-    and ``val_*`` likewise (``val_x`` None: carved from the training rows with ``split_seed``);
+    and ``val_*`` likewise (``test_x`` None: the subclass's ``test_fraction`` of the training rows
+    held out, stratified, with the constant seed 0; ``val_x`` None: carved from the training rows
+    with ``split_seed``);
     ``unlabeled_x`` ``(M, D)``: extra rows for pretraining only. ``value_range``: the raw values
     the format maps to 0 and 1 (``(0, 255)`` for 8-bit pixels), None where the format has none.
     ``train_rows``, ``test_rows``: the positions in ``train_x``/``test_x`` of the split's rows
@@ -117,8 +119,8 @@ class RawData:
 
     train_x: Tensor
     train_y: Tensor | None
-    test_x: Tensor
-    test_y: Tensor | None
+    test_x: Tensor | None = None
+    test_y: Tensor | None = None
     val_x: Tensor | None = None
     val_y: Tensor | None = None
     unlabeled_x: Tensor | None = None
@@ -144,10 +146,6 @@ def chunks(n: int, d: int) -> Iterator[slice]:
     """Slices of ``n`` rows of ``d`` values, about :data:`_CHUNK_VALUES` values each."""
     step = max(1, _CHUNK_VALUES // max(d, 1))
     return (slice(i, i + step) for i in range(0, n, step))
-
-
-def _as_tensor(x: np.ndarray | Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    return None if x is None else torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x, dtype=dtype)
 
 
 class Scaled:
@@ -308,6 +306,8 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         if self._ready:
             return
         raw = self._read()
+        if raw.test_x is None:
+            self._carve_test(raw)
         self.labelled = raw.train_y is not None
         if self.num_labels is not None:
             _check_label_budget(self.num_labels, self.num_classes, self.labelled)
@@ -343,6 +343,17 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         self.train_batch_size = chosen or batch_size_for(len(self.train_x))
         self._warn_untrained_classes()
         self._ready = True
+
+    def _carve_test(self, raw: RawData) -> None:
+        """Hold out ``test_fraction`` of ``raw``'s training rows as its test rows (positions into ``train_x``),
+        stratified by class, with the constant seed 0 (not ``split_seed``), so test scores compare across seeds."""
+        strata = raw.train_y if self.task == "classification" else None
+        keep, held = (torch.as_tensor(i) for i in carve(len(raw.train_x), self.test_fraction, strata))
+        # Source rows of test_x, and of the training rows that val_indices and pretrain_indices index.
+        self.test_indices, self.source_indices = held, keep
+        raw.test_x, raw.train_rows, raw.test_rows = raw.train_x, keep, held
+        if raw.train_y is not None:
+            raw.train_y, raw.test_y = raw.train_y[keep], raw.train_y[held]
 
     def _scaled_splits(
         self, splits: list[list[tuple[Tensor, Tensor | None]]], value_range: tuple[float, float] | None
@@ -388,26 +399,22 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         return torch.full((n,), -1, dtype=torch.int64) if self.task == "classification" else torch.full((n,), math.nan)
 
     def _label_subset(self, n_labelled: int, gen: torch.Generator) -> None:
-        """``train_*``: the first ``n_labelled`` pretraining rows, or a balanced ``num_labels`` of them."""
+        """``train_*``: the first ``n_labelled`` pretraining rows, or a class-balanced sample of
+        ``num_labels`` of them (of any ``num_labels`` rows, for regression targets)."""
         if self.num_labels is None:  # views, not copies: no second 188 MB copy for MNIST
             whole = n_labelled == len(self.pretrain_x)
             self.train_x = self.pretrain_x if whole else self.pretrain_x[:n_labelled]
             self.train_y, self.train_indices = self.pretrain_y[:n_labelled], self.pretrain_indices
             return
-        subset = self._balanced_subset(self.pretrain_y[:n_labelled], gen)
-        self.train_indices = self.pretrain_indices[subset]
-        self.train_x, self.train_y = self.pretrain_x[subset], self.pretrain_y[subset]
-
-    def _balanced_subset(self, labels: Tensor, gen: torch.Generator) -> Tensor:
-        """Positions into ``labels`` ``(N,)`` of a class-balanced sample of ``num_labels`` (of any
-        ``num_labels`` rows, for regression targets), sorted."""
-        regression = self.task == "regression"  # one pool: every row
+        labels, regression = self.pretrain_y[:n_labelled], self.task == "regression"  # regression: one pool, every row
         picked = []
         for c, want in enumerate([self.num_labels] if regression else class_budget(self.num_labels, self.num_classes)):
             pool = torch.arange(len(labels)) if regression else (labels == c).nonzero().squeeze(1)
             _check_enough(want, len(pool), self.num_labels, "rows" if regression else f"rows of class {c}")
             picked.append(pool[torch.randperm(len(pool), generator=gen)[:want]])
-        return torch.cat(picked).sort().values
+        subset = torch.cat(picked).sort().values
+        self.train_indices = self.pretrain_indices[subset]
+        self.train_x, self.train_y = self.pretrain_x[subset], self.pretrain_y[subset]
 
     def fit_scaling(self, raw: Tensor, value_range: tuple[float, float] | None = None) -> None:
         """Fit :attr:`transform` to the rows ``raw`` ``(N, D)``, for ``self.scaling`` (see the class docstring)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -12,14 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ..constraints import Interval, UsageError, validate_params
-from .base import (
-    InMemoryDataModule,
-    RawData,
-    ScalingName,
-    _check_finite,
-    base_options,
-    carve,
-)
+from .base import InMemoryDataModule, RawData, ScalingName, _check_finite, base_options
 
 # PIL modes whose array is already what a model should see; "LA" keeps its grey, the rest become RGB.
 _PIL_KEPT_MODES = ("1", "L", "RGB", "I", "I;16", "F")
@@ -66,8 +58,7 @@ def _item(item: Any) -> tuple[np.ndarray, int | None]:
 def _convert_items(items: list) -> tuple[tuple[np.ndarray, ...], tuple[int | None, ...]]:
     """Collate for reading a Dataset: each item's input as an array and its label (None if the
     item is an input alone). Module-level, so worker processes can pickle it."""
-    xs, ys = zip(*map(_item, items))
-    return xs, ys
+    return tuple(zip(*map(_item, items)))
 
 
 def _materialise(dataset: Dataset, what: str, num_workers: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -103,16 +94,6 @@ def _value_range(dtype: np.dtype, extremes: Callable[[], tuple[float, float]]) -
         low, high = extremes()
         return (0.0, 1.0) if low >= 0 and high <= 1 else None
     return None
-
-
-@dataclass
-class _Items:
-    """A :class:`DatasetDataModule`'s datasets in memory: flattened float32 rows, int64 labels."""
-
-    splits: dict[str, tuple[Tensor, Tensor | None]]  # "train", and "test"/"val" where given
-    image_shape: tuple[int, ...] | None
-    value_range: tuple[float, float] | None
-    num_classes: int | None
 
 
 class DatasetDataModule(InMemoryDataModule):
@@ -172,27 +153,19 @@ class DatasetDataModule(InMemoryDataModule):
         num_workers: int = 0,
         on_device: bool = True,
     ) -> None:
-        validate_params(
-            type(self).__name__, dict(test_fraction=test_fraction), self._parameter_constraints, prefix="data."
-        )
+        validate_params(type(self).__name__, dict(test_fraction=test_fraction), self._parameter_constraints, "data.")
         super().__init__(**base_options(locals()))
         self.datasets = {"train": dataset, "test": test_dataset, "val": val_dataset}
         self.test_fraction = test_fraction
-        self.items = self._read_items()  # the datasets in memory
+        self.items = self._read_items()  # the datasets in memory, by split: (rows, labels or None)
 
     @property
     def input_size(self) -> int:
-        return self.items.splits["train"][0].shape[1]
+        return self.items["train"][0].shape[1]
 
-    @property
-    def num_classes(self) -> int | None:
-        return self.items.num_classes
-
-    @property
-    def image_shape(self) -> tuple[int, ...] | None:
-        return self.items.image_shape
-
-    def _read_items(self) -> _Items:
+    def _read_items(self) -> dict[str, tuple[Tensor, Tensor | None]]:
+        """Each dataset given as flattened float32 rows and int64 labels, checked; sets ``image_shape``,
+        ``num_classes`` and ``value_range`` (the range of the training inputs' format)."""
         arrays = {
             split: _materialise(ds, f"the {split} dataset ({type(ds).__name__})", self.num_workers)
             for split, ds in self.datasets.items()
@@ -205,39 +178,28 @@ class DatasetDataModule(InMemoryDataModule):
                     f"the {split} dataset's inputs have shape {other.shape[1:]}, the training "
                     f"dataset's {x.shape[1:]}; expected one shape: give both the same transform"
                 )
-        labelled = y is not None
-        num_classes = None
+        shape, labelled = tuple(x.shape[1:]), y is not None
+        self.image_shape = shape if len(shape) > 1 else None
+        self.value_range = _value_range(x.dtype, lambda: (x.min(), x.max()))
+        self.num_classes = None
         if labelled:
             span = 1 + max(int(a[1].max()) for a in arrays.values() if a[1] is not None)
-            num_classes = _num_classes(self.datasets["train"], span)
-        splits = {}
+            self.num_classes = _num_classes(self.datasets["train"], span)
+        items = {}
         for split, (inputs, labels) in arrays.items():
             rows = torch.from_numpy(inputs.reshape(len(inputs), -1).astype(np.float32))
             _check_finite(rows, f"the {split} dataset", "fix the dataset or its transform")
-            if labelled and (labels is None or labels.min() < 0 or labels.max() >= num_classes):
+            if labelled and (labels is None or labels.min() < 0 or labels.max() >= self.num_classes):
                 raise UsageError(
-                    f"the {split} dataset: expected labels in 0..{num_classes - 1}, got "
+                    f"the {split} dataset: expected labels in 0..{self.num_classes - 1}, got "
                     f"{'none' if labels is None else f'{labels.min()}..{labels.max()}'}; fix its labels"
                 )
-            splits[split] = (rows, None if not labelled else torch.from_numpy(labels))
-        shape = tuple(x.shape[1:])
-        return _Items(
-            splits, shape if len(shape) > 1 else None, _value_range(x.dtype, lambda: (x.min(), x.max())), num_classes
-        )
+            items[split] = (rows, None if not labelled else torch.from_numpy(labels))
+        return items
 
     def _read(self) -> RawData:
-        splits = self.items.splits
-        x, y = splits["train"]
-        if "test" in splits:
-            test_x, test_y = splits["test"]
-        else:
-            keep, held = (torch.as_tensor(i) for i in carve(len(x), self.test_fraction, y))
-            # Source rows of test_x, and of the training rows that val_indices and pretrain_indices index.
-            self.test_indices, self.source_indices = held, keep
-            test_x, test_y = x[held], None if y is None else y[held]
-            x, y = x[keep], None if y is None else y[keep]
-        val_x, val_y = splits.get("val", (None, None))
-        return RawData(x, y, test_x, test_y, val_x=val_x, val_y=val_y, value_range=self.items.value_range)
+        (x, y), (test_x, test_y), (val_x, val_y) = (self.items.get(s, (None, None)) for s in ("train", "test", "val"))
+        return RawData(x, y, test_x, test_y, val_x, val_y, value_range=self.value_range)
 
 
 def _num_classes(dataset: Dataset, span: int) -> int:

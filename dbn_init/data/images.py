@@ -11,20 +11,8 @@ from sklearn.datasets import load_digits
 from torch import Tensor
 
 from ..constraints import UsageError
-from .base import (
-    InMemoryDataModule,
-    RawData,
-    ScalingName,
-    _check_finite,
-    base_options,
-    carve,
-)
-from .readers import (
-    _find_idx_files,
-    _idx_folders,
-    load_idx_dataset,
-    offline_hint,
-)
+from .base import InMemoryDataModule, RawData, ScalingName, _check_finite, base_options, carve
+from .readers import _find_idx_files, _idx_folders, load_idx_dataset, offline_hint
 
 
 class ImageDataModule(InMemoryDataModule):

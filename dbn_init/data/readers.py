@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import itertools
@@ -10,21 +11,14 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from ..constraints import MissingFileError, UsageError
 
 # IDX type code -> big-endian numpy dtype.
-_IDX_DTYPES = {
-    0x08: np.dtype("u1"),
-    0x09: np.dtype("i1"),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
+_IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _CHUNK = 1 << 24  # read in chunks so a lying header cannot make us allocate more than the file holds
 _FILE_FIX = (
     "re-download it (`data.download true`) or restore it from where it came (Debian's Fashion-MNIST: "
@@ -35,13 +29,10 @@ _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images
 
 def _read_at_most(stream, n: int) -> bytes:
     """Up to ``n`` bytes from ``stream``; fewer only at end of file."""
-    chunks, left = [], n
-    while left > 0:
-        chunk = stream.read(min(left, _CHUNK))
-        if not chunk:
-            break
+    chunks = []
+    while n > 0 and (chunk := stream.read(min(n, _CHUNK))):
         chunks.append(chunk)
-        left -= len(chunk)
+        n -= len(chunk)
     return b"".join(chunks)
 
 
@@ -84,8 +75,7 @@ def read_idx(path: str | Path, max_bytes: int | None = None) -> np.ndarray:
         stream = gzip.GzipFile(fileobj=raw) if is_gzip else raw
         try:
             dtype, dims = _idx_header(stream, bad)
-            count = math.prod(dims)
-            expected = count * dtype.itemsize
+            expected = math.prod(dims) * dtype.itemsize
             cap = default_max_bytes() if max_bytes is None else max_bytes
             if expected > cap:
                 raise UsageError(
@@ -109,8 +99,7 @@ def _idx_header(stream, bad) -> tuple[np.dtype, tuple[int, ...]]:
         raise bad(f"expected a 4-byte IDX header, got {len(header)} bytes")
     if header[:2] != b"\0\0":
         raise bad(f"expected the IDX magic 00 00, got {header[:2].hex(' ')}")
-    dtype = _IDX_DTYPES.get(header[2])
-    if dtype is None:
+    if header[2] not in _IDX_DTYPES:
         raise bad(f"expected a type code in {[hex(c) for c in _IDX_DTYPES]}, got {header[2]:#04x}")
     ndim = header[3]
     if not 1 <= ndim <= 4:
@@ -121,7 +110,7 @@ def _idx_header(stream, bad) -> tuple[np.dtype, tuple[int, ...]]:
     dims = struct.unpack(f">{ndim}I", dim_bytes)
     if math.prod(dims) > 2**31:
         raise bad(f"expected at most 2**31 elements, the header claims dims {dims} ({math.prod(dims)})")
-    return dtype, dims
+    return np.dtype(_IDX_DTYPES[header[2]]), dims
 
 
 def _idx_folders(root: Path, name: str) -> list[Path]:
@@ -164,13 +153,9 @@ def load_idx_dataset(
     files = next(filter(None, map(_find_idx_files, folders)), None) if root.is_dir() else None
     if files is None:
         looked = "\n  ".join(str(d / f"{s}{gz}") for d in folders for s in _IDX_FILES for gz in ("", ".gz"))
-        problem = (
-            "no folder holds all four files"
-            if root.is_dir()
-            else f"data root {root} is a file, not a folder"
-            if root.exists()
-            else f"data root {root} does not exist"
-        )
+        problem = "no folder holds all four files"
+        if not root.is_dir():
+            problem = f"data root {root} {'is a file, not a folder' if root.exists() else 'does not exist'}"
         raise MissingFileError(
             f"{problem}; expected the {name} IDX files {', '.join(_IDX_FILES)} (each optionally .gz) in one "
             f"folder, flat in {root} or in torchvision's {root / name / 'raw'}. Looked at:\n  {looked}\n"
@@ -253,17 +238,7 @@ def read_array_file(
                 "save features and labels together with np.savez(path, x=features, y=labels)"
             )
         return _numeric(lambda: np.load(path, allow_pickle=False), f"{option} {path}"), None
-    try:
-        return _read_table(path, target, option, target_optional, columns)
-    except UnicodeDecodeError as err:
-        raise _not_utf8(path, option, err) from None
-
-
-def _not_utf8(path: Path, option: str, err: UnicodeDecodeError) -> UsageError:
-    return UsageError(
-        f"{option} {path}: expected UTF-8 text, got byte {err.object[err.start : err.start + 1]!r} at "
-        f"{err.start} (another encoding, or a compressed file?); save it as UTF-8 CSV"
-    )
+    return _read_table(path, target, option, target_optional, columns)
 
 
 def _numeric(read: Callable[[], np.ndarray], where: str) -> np.ndarray:
@@ -286,29 +261,33 @@ def table_columns(path: str | Path, target: str | None = None, option: str = "pa
     path = Path(path).expanduser()
     if path.suffix.lower() not in (".csv", ".tsv") or not path.is_file():
         return None
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f, delimiter=_delimiter(path)), [])
-    except UnicodeDecodeError as err:
-        raise _not_utf8(path, option, err) from None
+    with _table_rows(path, f"{option} {path}") as rows:
+        header = next(rows, [])
     return [name.strip() for name in header if name.strip() != target]
 
 
 _DELIMITERS = (",", "\t", ";", "|")
 
 
-def _delimiter(path: Path, lines: int = 20) -> str:
-    """The delimiter of a table: the first of the suffix's own (tab for ``.tsv``, else comma) and
-    ``;``, tab, ``|`` that splits the first ``lines`` rows into one same number of cells, more than
-    one (``csv.Sniffer`` guesses wrong on numeric tables); the suffix's own where none does."""
+@contextlib.contextmanager
+def _table_rows(path: Path, where: str) -> Iterator[Iterator[list[str]]]:
+    """The non-empty rows of a table (UTF-8, a byte-order mark allowed), split at its delimiter: the
+    first of the suffix's own (tab for ``.tsv``, else comma) and ``;``, tab, ``|`` that splits its
+    first 20 rows into one same number of cells, more than one (``csv.Sniffer`` guesses wrong on
+    numeric tables); the suffix's own where none does. Text in another encoding is refused in one line."""
     own = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        head = [line for line in (f.readline() for _ in range(lines)) if line.strip()]
-    for delimiter in dict.fromkeys((own, *_DELIMITERS)):
-        widths = {len(row) for row in csv.reader(head, delimiter=delimiter)}
-        if len(widths) == 1 and widths.pop() > 1:
-            return delimiter
-    return own
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            head = list(itertools.islice(f, 20))
+            filled = [line for line in head if line.strip()]
+            widths = {d: {len(row) for row in csv.reader(filled, delimiter=d)} for d in (own, *_DELIMITERS)}
+            delimiter = next((d for d, found in widths.items() if len(found) == 1 and min(found) > 1), own)
+            yield (row for row in csv.reader(itertools.chain(head, f), delimiter=delimiter) if row)
+    except UnicodeDecodeError as err:  # while reading the head, or the rows in the caller's block
+        raise UsageError(
+            f"{where}: expected UTF-8 text, got byte {err.object[err.start : err.start + 1]!r} at "
+            f"{err.start} (another encoding, or a compressed file?); save it as UTF-8 CSV"
+        ) from None
 
 
 def _read_npz(
@@ -339,12 +318,11 @@ def _is_number(cell: str) -> bool:
 def _read_table(
     path: Path, target: str | None, option: str, target_optional: bool, columns: list[str] | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """A CSV/TSV with a header row (UTF-8, a byte-order mark allowed; the delimiter found by
-    :func:`_delimiter`): the features as float32, read a block of rows at a time (never every cell
-    as a string at once), and the ``target`` column's cells as strings."""
+    """A CSV/TSV with a header row (read by :func:`_table_rows`): the features as float32, read a
+    block of rows at a time (never every cell as a string at once), and the ``target`` column's cells
+    as strings."""
     where = f"{option} {path}"
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = (row for row in csv.reader(f, delimiter=_delimiter(path)) if row)
+    with _table_rows(path, where) as rows:
         header = _checked_header(next(rows, None), where)
         if target_optional and target not in header:
             target = None
@@ -401,7 +379,7 @@ def _numbers(block: list[list[str]], header: list[str], features: list[int], whe
             f"{where} line {at}, column {header[col]!r}: expected a number, got {block[at - line][col]!r}; "
             "encode the column as numbers, fill the empty cell or drop the column"
         ) from None
-    return np.array(cells, dtype=np.float32).reshape(len(block), len(features))
+    return np.array(cells, dtype=np.float32)
 
 
 def _by_name(header: list[str], features: list[int], columns: list[str], where: str, of: str = "file") -> list[int]:

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import islice
 from typing import Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch import LightningDataModule
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate, get_worker_info
 
 from ..constraints import Interval, UsageError, validate_params
 from ..scaling import Scaling
@@ -30,12 +33,6 @@ from .datasets import _item, _num_classes, _value_range
 # workers each read their own equal share, so its length is exact.
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 _GOLDEN = (math.sqrt(5) - 1) / 2  # the Weyl sequence i * 0.618... mod 1 spreads items evenly over [0, 1)
-
-
-def _position(i: int) -> float:
-    """Item ``i``'s place in [0, 1), fixed by its index alone: the split it falls in does not
-    depend on the data, the seed or the number of processes reading it."""
-    return (i * _GOLDEN) % 1.0
 
 
 def _check_alike(i: int, x: np.ndarray, y: int | None, first: tuple) -> None:
@@ -49,33 +46,14 @@ def _check_alike(i: int, x: np.ndarray, y: int | None, first: tuple) -> None:
         )
 
 
-@dataclass
-class _Moments:
-    """Per-feature count, minimum, maximum, mean and sum of squared deviations, merged batch by
-    batch (Chan, Golub & LeVeque 1979), in float64."""
-
-    n: int = 0
-    low: np.ndarray | None = None
-    high: np.ndarray | None = None
-    mean: np.ndarray | None = None
-    m2: np.ndarray | None = None
-
-    def add(self, rows: np.ndarray) -> None:
-        rows = rows.astype(np.float64)
-        n, mean = len(rows), rows.mean(0)
-        m2 = ((rows - mean) ** 2).sum(0)
-        if self.n == 0:
-            self.n, self.low, self.high, self.mean, self.m2 = n, rows.min(0), rows.max(0), mean, m2
-            return
-        total, delta = self.n + n, mean - self.mean
-        self.m2 = self.m2 + m2 + delta**2 * self.n * n / total
-        self.mean = self.mean + delta * n / total
-        self.low, self.high = np.minimum(self.low, rows.min(0)), np.maximum(self.high, rows.max(0))
-        self.n = total
-
-    @property
-    def std(self) -> np.ndarray:
-        return np.sqrt(self.m2 / max(self.n, 1))
+def _merge(rows: list[np.ndarray], *scalers: StandardScaler | MinMaxScaler) -> None:
+    """Fold the training rows collected into the per-feature statistics of ``scalers``, in float64; empty ``rows``."""
+    batch = np.stack(rows).astype(np.float64)
+    if not np.isfinite(batch).all():
+        raise UsageError("expected finite values in the training dataset, got NaN/Inf; fix it or its transform")
+    for scaler in scalers:
+        scaler.partial_fit(batch)
+    rows.clear()
 
 
 @dataclass
@@ -84,9 +62,10 @@ class _Survey:
 
     shape: tuple[int, ...]
     dtype: np.dtype
-    moments: _Moments
+    moments: StandardScaler  # the "train" items' per-feature mean_ and var_, merged batch by batch in float64
+    extremes: MinMaxScaler  # and their data_min_ and data_max_
     counts: dict[str, int]  # items per split: "train" (pretraining), "val", "test"
-    class_counts: dict[int, int] = field(default_factory=dict)  # labels of the "train" items
+    class_counts: Counter = field(default_factory=Counter)  # labels of the "train" items
     labelled: bool = True
     label_span: int = 0  # the largest label in any split, + 1
 
@@ -97,13 +76,14 @@ class _Stream(IterableDataset):
     and stops at an equal share, so that every DDP rank makes the same number of steps."""
 
     def __init__(self, source: Dataset, split: str, module: StreamingDataModule, shuffle: bool) -> None:
-        self.source, self.split, self.shuffle = source, split, shuffle
+        self.source, self.shuffle = source, shuffle
         self.wanted = "train" if split == "pretrain" else split  # the pretraining items are the training split's
         self.owner_split = module._split_of if split in ("train", "pretrain") or module._carved(split) else None
-        self.label_budget = module._label_budget() if split == "train" else None
+        self.label_budget = module.label_budget if split == "train" else None
         self.buffer, self.seed, self.epoch = module.shuffle_buffer, module.seed, 0
         self.rank, self.world = module._rank()
-        self.workers, self.total = max(1, module.num_workers), module._count(split)
+        self.workers = max(1, module.num_workers)
+        self.total = module.num_labels if self.label_budget is not None else module.survey.counts[self.wanted]
 
     def __len__(self) -> int:
         """Items this process serves per pass (its workers' equal shares together)."""
@@ -111,15 +91,15 @@ class _Stream(IterableDataset):
 
     def _wanted(self) -> Iterator[tuple[np.ndarray, int]]:
         """The split's items in source order (after the label budget), as (input, label)."""
-        kept: dict[int, int] = {}
+        kept: Counter = Counter()
         for i, raw in enumerate(self.source):
             if self.owner_split is not None and self.owner_split(i) != self.wanted:
                 continue
             x, y = _item(raw)
             if self.label_budget is not None:
-                if y is None or kept.get(y, 0) >= self.label_budget.get(y, 0):
+                if y is None or kept[y] >= self.label_budget.get(y, 0):
                     continue
-                kept[y] = kept.get(y, 0) + 1
+                kept[y] += 1
             yield x, -1 if y is None else y
 
     def __iter__(self) -> Iterator[tuple[Tensor, int]]:
@@ -129,49 +109,12 @@ class _Stream(IterableDataset):
         share = self.total // shards
         rng = np.random.default_rng([self.seed % 2**63, self.epoch, shard])
         pool: list[tuple[Tensor, int]] = []
-        served = 0
-        for j, (x, y) in enumerate(self._wanted()):
-            if j % shards != shard or served + len(pool) >= share:
-                continue
+        for x, y in islice(self._wanted(), shard, shards * share, shards):  # every shards-th item, `share` of them
             pool.append((torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32).reshape(-1)), y))
             if not self.shuffle or len(pool) >= self.buffer:  # a shuffle buffer: serve a random one
                 yield pool.pop(int(rng.integers(len(pool))) if self.shuffle else 0)
-                served += 1
         while pool:
             yield pool.pop(int(rng.integers(len(pool))) if self.shuffle else 0)
-
-
-def _scaled_batch(module: StreamingDataModule, items: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
-    """Collate: stack a batch's rows and scale them by the fitted transform, as one operation."""
-    rows = torch.stack([x for x, _ in items])
-    return module.scale(rows), torch.tensor([y for _, y in items], dtype=torch.int64)
-
-
-class _EpochSampler:
-    """What Lightning's per-epoch ``sampler.set_epoch(epoch)`` finds on a stream's loader (an
-    iterable dataset has no sampler of its own to take it): it hands the epoch to the stream, whose
-    shuffle buffer it seeds, so a resumed run shuffles its epochs as the uninterrupted one did."""
-
-    def __init__(self, sampler, stream: _Stream) -> None:
-        self.sampler, self.stream = sampler, stream
-
-    def __iter__(self):
-        return iter(self.sampler)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.stream.epoch = epoch
-
-
-class _StreamLoader(DataLoader):
-    """A DataLoader over a :class:`_Stream` whose ``sampler`` takes ``set_epoch``."""
-
-    @property
-    def sampler(self) -> _EpochSampler:
-        return _EpochSampler(self._sampler, self.dataset)
-
-    @sampler.setter
-    def sampler(self, value) -> None:  # DataLoader.__init__ sets it once
-        self._sampler = value
 
 
 class StreamingDataModule(Scaled, LightningDataModule):
@@ -236,91 +179,71 @@ class StreamingDataModule(Scaled, LightningDataModule):
         self.num_labels, self.scaling, self.binarize = num_labels, scaling, binarize
         self.shuffle_buffer, self.seed, self.num_workers = shuffle_buffer, seed, num_workers
         self.survey = self._survey()
-        self.labelled = self.survey.labelled
+        shape, self.labelled = self.survey.shape, self.survey.labelled
+        self.input_size, self.image_shape = math.prod(shape), shape if len(shape) > 1 else None
+        self.num_classes = _num_classes(dataset, self.survey.label_span) if self.labelled else None
         self._fit_scaling()
+        self.label_budget = None  # items kept per class for fine-tuning under num_labels; None: every label
         if num_labels is not None:
             _check_label_budget(num_labels, self.num_classes, self.labelled)
-            for c, want in self._label_budget().items():
-                _check_enough(want, self.survey.class_counts.get(c, 0), num_labels, f"items of class {c}")
+            self.label_budget = dict(enumerate(class_budget(num_labels, self.num_classes)))
+            for c, want in self.label_budget.items():
+                _check_enough(want, self.survey.class_counts[c], num_labels, f"items of class {c}")
 
     # ------------------------------------------------------------ what the pass found
-    @property
-    def input_size(self) -> int:
-        return math.prod(self.survey.shape)
-
-    @property
-    def image_shape(self) -> tuple[int, ...] | None:
-        return self.survey.shape if len(self.survey.shape) > 1 else None
-
-    @property
-    def num_classes(self) -> int | None:
-        return _num_classes(self.datasets["train"], self.survey.label_span) if self.labelled else None
-
     def _carved(self, split: str) -> bool:
         return split in ("test", "val") and self.datasets[split] is None
 
     def _split_of(self, i: int) -> str:
-        u, test = _position(i), self.test_fraction if self._carved("test") else 0.0
+        """Item ``i``'s split, by its place ``(i * 0.618...) mod 1`` in [0, 1): fixed by its index alone, it
+        does not depend on the data, the seed or the number of processes reading it."""
+        u, test = (i * _GOLDEN) % 1.0, self.test_fraction if self._carved("test") else 0.0
         if u < test:
             return "test"
         return "val" if self._carved("val") and u < test + self.val_fraction else "train"
 
     def _survey(self) -> _Survey:
         """One pass over the training source (and the counts of any own val/test datasets)."""
-        counts, class_counts, moments = {"train": 0, "val": 0, "test": 0}, {}, _Moments()
-        first, rows = None, []
+        counts, class_counts, first, rows = {"train": 0, "val": 0, "test": 0}, Counter(), None, []
+        moments, extremes = StandardScaler(), MinMaxScaler()
         for i, raw in enumerate(self.datasets["train"]):
             x, y = _item(raw)
             first = first or (x.shape, x.dtype, y is not None)
             _check_alike(i, x, y, first)
             split = self._split_of(i)
             counts[split] += 1
-            if split != "train":
-                continue
-            rows.append(x.reshape(-1))
-            if y is not None:
-                class_counts[y] = class_counts.get(y, 0) + 1
-            if len(rows) == 4096:
-                moments.add(np.stack(rows))
-                rows = []
+            if split == "train":
+                rows.append(x.reshape(-1))
+                if y is not None:
+                    class_counts[y] += 1
+                if len(rows) == 4096:
+                    _merge(rows, moments, extremes)
         if counts["train"] == 0:
             name = type(self.datasets["train"]).__name__
             raise UsageError(
                 f"the training dataset ({name}) left no items to train on; check it, or lower the fractions"
             )
         if rows:
-            moments.add(np.stack(rows))
-        if not np.isfinite(moments.low).all() or not np.isfinite(moments.high).all():
-            raise UsageError("expected finite values in the training dataset, got NaN/Inf; fix it or its transform")
+            _merge(rows, moments, extremes)
         top = max(class_counts, default=-1)
         for split in ("val", "test"):  # counted, and their labels seen (a class may be absent from training)
             for raw in self.datasets[split] if self.datasets[split] is not None else ():
                 counts[split] += 1
                 top = max(top, _item(raw)[1] if first[2] else -1)
-        return _Survey(first[0], first[1], moments, counts, class_counts, first[2], top + 1)
+        return _Survey(first[0], first[1], moments, extremes, counts, class_counts, first[2], top + 1)
 
     def _fit_scaling(self) -> None:
         """:meth:`InMemoryDataModule.fit_scaling`'s rules, from the pass's moments instead of the rows."""
-        m = self.survey.moments
+        low, high = self.survey.extremes.data_min_, self.survey.extremes.data_max_
+        mean, std = self.survey.moments.mean_, np.sqrt(self.survey.moments.var_)
 
         def unit_moments(unit: Scaling) -> tuple[Tensor, Tensor]:  # of (raw - raw_low) / span, from the raw moments
-            low, span = unit.raw_low.double().numpy(), (unit.raw_high - unit.raw_low).double().numpy()
-            return torch.from_numpy((m.mean - low) / span).float(), torch.from_numpy(m.std / span).float()
+            offset, span = unit.raw_low.double().numpy(), (unit.raw_high - unit.raw_low).double().numpy()
+            return torch.from_numpy((mean - offset) / span).float(), torch.from_numpy(std / span).float()
 
-        value_range = _value_range(self.survey.dtype, lambda: (m.low.min(), m.high.max()))
-        extremes = lambda: (torch.from_numpy(m.low).float(), torch.from_numpy(m.high).float())
+        value_range = _value_range(self.survey.dtype, lambda: (low.min(), high.max()))
+        extremes = lambda: (torch.from_numpy(low).float(), torch.from_numpy(high).float())
         self.transform = Scaling.fit(self.scaling, self.input_size, value_range, extremes, unit_moments, self.binarize)
-
-    def _label_budget(self) -> dict[int, int] | None:
-        """Items kept per class for fine-tuning under ``num_labels``; None: every label."""
-        if self.num_labels is None:
-            return None
-        return dict(enumerate(class_budget(self.num_labels, self.num_classes)))
-
-    def _count(self, split: str) -> int:
-        if split == "train" and self.num_labels is not None:
-            return self.num_labels
-        return self.survey.counts["train" if split == "pretrain" else split]
 
     @staticmethod
     def _rank() -> tuple[int, int]:
@@ -331,9 +254,24 @@ class StreamingDataModule(Scaled, LightningDataModule):
         return 0, 1
 
     # ------------------------------------------------------------ loaders
+    def _scaled_batch(self, items: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
+        """Collate: stack a batch's rows and scale them by the fitted transform, as one operation."""
+        x, y = default_collate(items)
+        return self.scale(x), y
+
     def _split_loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
         source = (
             self.datasets[split] if split in ("val", "test") and not self._carved(split) else self.datasets["train"]
         )
-        return _StreamLoader(_Stream(source, split, self, shuffle), batch_size=batch_size or self.batch_size,
-                             num_workers=self.num_workers, collate_fn=partial(_scaled_batch, self))  # fmt: skip
+        stream = _Stream(source, split, self, shuffle)
+        loader = DataLoader(
+            stream,
+            batch_size=batch_size or self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=self._scaled_batch,
+        )
+        # Lightning calls the sampler's set_epoch(epoch) before every epoch; an iterable dataset's sampler has
+        # none, so this one is given one: the epoch seeds the stream's shuffle buffer, so a resumed run
+        # shuffles its epochs as the uninterrupted one did.
+        loader.sampler.set_epoch = partial(setattr, stream, "epoch")
+        return loader
