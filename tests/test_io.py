@@ -688,3 +688,12 @@ def load_wine_xy():
     from sklearn.datasets import load_wine
 
     return load_wine(return_X_y=True)
+
+
+def test_a_checkpoint_of_a_stack_with_one_unit_type_per_rbm_loads_with_those_types(tmp_path):
+    dbn = DBN(input_size=6, num_classes=2, hidden=[5, 4, 3], hidden_units=["relu", "sigmoid", "linear"])
+    torch.save({"state_dict": dbn.state_dict(), "hyper_parameters": dict(dbn.hparams)}, tmp_path / "dbn.ckpt")
+    stack = load_stack(tmp_path / "dbn.ckpt")
+    assert [r.hidden_units for r in stack.rbms] == ["relu", "sigmoid", "linear"]
+    assert [r.visible_units for r in stack.rbms] == [r.visible_units for r in dbn.rbms]
+    assert_same(stack.rbms, list(dbn.rbms))
