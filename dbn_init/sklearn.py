@@ -18,6 +18,7 @@ import contextlib
 import copy
 import inspect
 import logging
+import re
 import warnings
 from numbers import Integral, Real
 from typing import Iterator
@@ -37,6 +38,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .constraints import UsageError
 from .data import ArrayDataModule
 from .init import INIT_SCHEMES
 from .models import CLASSIFIER_OPTIONS, DBN, RECIPES, Baseline
@@ -285,6 +287,17 @@ def _seed(random_state) -> int:
 
 
 @contextlib.contextmanager
+def _option_names() -> Iterator[None]:
+    """A model's refusal in the estimator's words: the models name an option by its place in
+    train.py's config (``model.persistent``), an estimator's user by its name (a parameter, or a
+    key of ``options``)."""
+    try:
+        yield
+    except UsageError as err:
+        raise type(err)(re.sub(r"(?<![\w./-])model\.(\w+)", r"\1", str(err))) from err
+
+
+@contextlib.contextmanager
 def _quiet_lightning() -> Iterator[None]:
     """Silence what each stage's Trainer says on the console ("GPU available: ...", "`Trainer.fit`
     stopped", its configuration notes): one fit here runs one Trainer per RBM. The loggers'
@@ -340,7 +353,7 @@ class _FineTuned(BaseEstimator):
                                batch_size=self.batch_size)  # fmt: skip
         rate = {} if self.lr is None else {"lr": self.lr}  # None: the model's own (3e-3 for the DBN, 1e-3 for a scheme)
         options = dict(hidden=_hidden_sizes(self.hidden), **rate, **(self.options or {}))
-        with _quiet_lightning(), torch.random.fork_rng(devices=[]):
+        with _option_names(), _quiet_lightning(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if self.init == "dbn":
                 model = DBN(**{"pretrain_seed": seed, **options})

@@ -310,3 +310,12 @@ def test_classifier_keeps_any_labels_and_a_grid_search_compares_starts(digits_sp
     p = search.predict_proba(x_test[:5])
     np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-12)
     assert (search.classes_[p.argmax(1)] == search.predict(x_test[:5])).all()
+
+
+def test_a_model_s_refusal_names_the_estimator_s_options_plainly(digits_split):
+    x, y = digits_split[0][:50], digits_split[2][:50]
+    with pytest.raises(ValueError, match=r"^DBN: persistent: persistent chains .*; set hidden_units sigmoid") as err:
+        DBNClassifier(**{**SMALL, "options": {"persistent": True}}).fit(x, y)
+    assert "model." not in str(err.value)
+    with pytest.raises(ValueError, match=r"^pretrain_stack: persistent: .*, or persistent false$"):
+        DBNTransformer(hidden=(8,), persistent=True, epochs=1).fit(x / 16)
