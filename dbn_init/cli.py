@@ -5,13 +5,12 @@ and resume: :mod:`dbn_init.runs`. The library's messages reach the user in the c
 
 from __future__ import annotations
 
-import functools
 import inspect
 import re
 import sys
 import warnings
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Mapping
 
@@ -197,7 +196,7 @@ def _declared(name: str, datamodule: LightningDataModule) -> int | str | None:
     return getattr(datamodule, name, None)
 
 
-@functools.cache
+@cache
 def _options() -> dict[str, frozenset[str]]:
     """The options of each section of train.py's config, read off the signatures of its classes."""
 

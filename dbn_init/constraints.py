@@ -71,11 +71,9 @@ class Interval:
     def accepts(self, value: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, Integral if self.kind is int else Real):
             return False
-        if not math.isfinite(value):
-            return False
         low_ok = self.low is None or (value >= self.low if self.closed in ("left", "both") else value > self.low)
         high_ok = self.high is None or (value <= self.high if self.closed in ("right", "both") else value < self.high)
-        return low_ok and high_ok
+        return math.isfinite(value) and low_ok and high_ok
 
     def __str__(self) -> str:
         left = "[" if self.closed in ("left", "both") and self.low is not None else "("
@@ -133,10 +131,6 @@ def check_count(value: int, name: str, minimum: int, why: str) -> None:
         raise ValueError(f"expected {name} an integer >= {minimum} ({why}), got {value!r}")
 
 
-def _accepts(constraint: Constraint, value: Any) -> bool:
-    return value is None if constraint is None else constraint.accepts(value)
-
-
 def validate_params(
     owner: str,
     params: dict[str, Any],
@@ -150,9 +144,10 @@ def validate_params(
     config (``"model."``, ``"data."``), for the message; the CLI spells it as its flag."""
     problems = []
     for name, allowed in constraints.items():
-        if name in params and not any(_accepts(c, params[name]) for c in allowed):
+        value = params.get(name)
+        if name in params and not any(value is None if c is None else c.accepts(value) for c in allowed):
             expected = " or ".join("null" if c is None else str(c) for c in allowed)
-            problems.append(f"{prefix}{name}: expected {expected}, got {params[name]!r}")
+            problems.append(f"{prefix}{name}: expected {expected}, got {value!r}")
     if not problems:
         problems = [rule.message.format(**params, prefix=prefix) for rule in rules if not rule.holds(params)]
     if problems:

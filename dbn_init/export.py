@@ -12,7 +12,6 @@ RBM's visible units want ("standardize" for Gaussian, "unit" for Bernoulli).
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -44,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def export(ckpt: Path, out: Path, overwrite: bool = False) -> None:
     """Write the RBM stack of checkpoint ``ckpt`` to ``out`` (a temporary file beside it, renamed when
     whole: an interrupted export leaves neither a partial ``out`` nor a temporary file)."""
-    if out.exists() and ckpt.exists() and os.path.samefile(out, ckpt):
+    if out.exists() and ckpt.exists() and out.samefile(ckpt):
         raise UsageError(f"OUT {out} is the checkpoint being exported; write the stack to another file")
     if out.suffix != ".safetensors":
         raise UsageError(

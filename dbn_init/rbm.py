@@ -254,8 +254,7 @@ class RBM(nn.Module):
         Sigmoid hidden units only (:meth:`refuse_intractable`).
         """
         self.refuse_intractable("free_energy")
-        if hidden_logits is None:
-            hidden_logits = self.hidden_logits(v)
+        hidden_logits = self.hidden_logits(v) if hidden_logits is None else hidden_logits
         return self.visible_term(v) - F.softplus(hidden_logits).sum(-1)
 
     def tempered_free_energy(self, v: Tensor, beta: Tensor, hidden_logits: Tensor | None = None) -> Tensor:
@@ -265,8 +264,7 @@ class RBM(nn.Module):
 
         ``v``: (..., n, n_visible); ``beta``: broadcastable to (..., n). Returns (..., n).
         """
-        if hidden_logits is None:
-            hidden_logits = self.hidden_logits(v)
+        hidden_logits = self.hidden_logits(v) if hidden_logits is None else hidden_logits
         hidden_term = F.softplus(hidden_logits * beta.unsqueeze(-1)).sum(-1)
         return self._visible_quadratic(v) - beta * (v @ self.visible_bias) - hidden_term
 
@@ -353,9 +351,8 @@ class RBM(nn.Module):
         differentiating a softplus graph.
         """
         phases = self._cd_phases(v_data, k, chain, generator, sample_visible, value)
-        centre = offsets if offsets is not None else (None, None)
         loss = _FreeEnergyGap.apply(
-            phases.gap, self.weight, self.visible_bias, self.hidden_bias, *phases.factors, *centre
+            phases.gap, self.weight, self.visible_bias, self.hidden_bias, *phases.factors, offsets
         )
         return CDResult(loss, phases.v_model, phases.hidden_probs, phases.reconstruction)
 
@@ -458,12 +455,9 @@ class RBM(nn.Module):
         high = low + 1
         logits = self.hidden_logits(v)  # (T, n, H), once for both temperatures of each pair
         beta_low, beta_high = betas[low].view(-1, 1).to(v.dtype), betas[high].view(-1, 1).to(v.dtype)
-        own = self.tempered_free_energy(v[low], beta_low, logits[low]) + self.tempered_free_energy(
-            v[high], beta_high, logits[high]
-        )
-        crossed = self.tempered_free_energy(v[high], beta_low, logits[high]) + self.tempered_free_energy(
-            v[low], beta_high, logits[low]
-        )
+        tempered = self.tempered_free_energy
+        own = tempered(v[low], beta_low, logits[low]) + tempered(v[high], beta_high, logits[high])
+        crossed = tempered(v[high], beta_low, logits[high]) + tempered(v[low], beta_high, logits[low])
         # Metropolis: accept with probability min(1, p_low(v_high) p_high(v_low) / (p_low(v_low) p_high(v_high))).
         uniform = torch.empty(own.shape, device=v.device, dtype=v.dtype).uniform_(generator=generator)
         swap = uniform.log_() < own - crossed  # (pairs, n)
@@ -611,19 +605,18 @@ class _FreeEnergyGap(torch.autograd.Function):
         data_probs: Tensor,
         v_model: Tensor,
         model_probs: Tensor,
-        visible_offset: Tensor | None = None,
-        hidden_offset: Tensor | None = None,
+        offsets: tuple[Tensor, Tensor] | None,
     ) -> Tensor:
         # v_*: (batch, n_visible), *_probs: (batch, n_hidden); the two batches may differ (PCD).
         ctx.save_for_backward(v_data, data_probs, v_model, model_probs)
         ctx.dtype = weight.dtype
-        ctx.offsets = None if visible_offset is None else (visible_offset, hidden_offset)
+        ctx.offsets = offsets
         return gap.clone()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         grads = _cd_gradients(*ctx.saved_tensors, dtype=ctx.dtype, scale=grad, offsets=ctx.offsets)
-        return None, *grads, None, None, None, None, None, None
+        return None, *grads, None, None, None, None, None
 
 
 def _cd_gradients(
@@ -747,7 +740,12 @@ def check_visible(x: Tensor, units: RBM | str, where: str = "data", fix: str | N
             "input_size=None to take it from the data)"
         )
     finite = torch.isfinite(x)
-    if visible_units == "gaussian" and bool(finite.all()) and x.numel() > 1:
+    if not bool(finite.all()):
+        raise ValueError(
+            f"{where} holds {int((~finite).sum())} NaN/Inf value(s); RBM training needs finite inputs. "
+            "Clean or impute the data before training."
+        )
+    if visible_units == "gaussian" and x.numel() > 1:
         mean, std = float(x.mean()), float(x.std())
         if abs(mean) > 2 or not 0.2 < std < 5:  # far from the unit-variance units' standardised scale
             warnings.warn(
@@ -755,12 +753,6 @@ def check_visible(x: Tensor, units: RBM | str, where: str = "data", fix: str | N
                 "standardised inputs (mean 0 and std 1 per feature); standardise them (data.scaling standardize)",
                 stacklevel=2,
             )
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
-        raise ValueError(
-            f"{where} holds {bad} NaN/Inf value(s); RBM training needs finite inputs. "
-            "Clean or impute the data before training."
-        )
     if visible_units == "bernoulli" and x.numel():
         lo, hi = float(x.min()), float(x.max())
         if lo < 0.0 or hi > 1.0:
@@ -786,7 +778,7 @@ def up_pass(rbms: Sequence[RBM], x: Tensor) -> Tensor:
 def down_pass(rbms: Sequence[RBM], v: Tensor) -> Tensor:
     """The inverse of :func:`up_pass` through visible means: a state of the top RBM's visible
     layer, as that RBM sees it, to the data space of the bottom RBM."""
-    v = v / rbms[-1].input_scale if len(rbms) else v
+    v = v / rbms[-1].input_scale
     for rbm in reversed(list(rbms)[:-1]):
         v = rbm.visible_mean(v) / rbm.input_scale
     return v
