@@ -16,6 +16,7 @@ import itertools
 import math
 import os
 import warnings
+from functools import partial
 from typing import Any, Callable, Literal, Mapping, get_args
 
 import torch
@@ -72,13 +73,6 @@ def _one_or_per_layer(name: str, one: str, each: str) -> Rule:
         lambda p: not isinstance(p[name], (list, tuple)) or len(p[name]) == len(p["hidden"]),
         f"{{prefix}}{name}: expected one {one} or one per {each} ({{prefix}}hidden is {{hidden}}), got {{{name}}}",
     )
-
-
-def _shared_args(args: dict[str, Any]) -> dict[str, Any]:
-    """The Classifier's own options out of a subclass's ``locals()``, read off its signature so that
-    an option added there reaches every model (a DBN's ``activation`` is its hidden units). The
-    sizes are left out: a subclass builds once its own options are recorded."""
-    return {name: args[name] for name in CLASSIFIER_OPTIONS - {"input_size", "num_classes"}}
 
 
 class Classifier(LightningModule):
@@ -173,16 +167,8 @@ class Classifier(LightningModule):
         self._build_if_sized(input_size, num_classes)
 
     @property
-    def built(self) -> bool:
-        return self.mlp is not None
-
-    @property
     def regression(self) -> bool:
         return self.task == "regression"
-
-    @property
-    def reconstruction(self) -> bool:
-        return self.task == "reconstruction"
 
     def _build_if_sized(self, input_size: int | None, num_classes: int | None) -> None:
         if input_size is not None and (num_classes is not None or self.task in ("regression", "reconstruction")):
@@ -195,11 +181,11 @@ class Classifier(LightningModule):
         self.hparams.update(input_size=input_size, num_classes=num_classes, task=self.task)
         outputs = {"regression": 1, "reconstruction": None}.get(self.task, num_classes)
         self.mlp = MLP(input_size, self.hidden, outputs, self.activation, self.dropout, self.input_dropout)
-        if self.regression:
+        if self.task == "regression":
             metrics = {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError(), "r2": R2Score()}
             self.register_buffer("target_mean", torch.zeros(()))
             self.register_buffer("target_std", torch.zeros(()))  # 0 until fitted to the training targets
-        elif self.reconstruction:
+        elif self.task == "reconstruction":
             metrics = {"sse": SquaredError()}
         else:
             metrics = {"acc": MulticlassAccuracy(num_classes, average="micro")}
@@ -224,16 +210,16 @@ class Classifier(LightningModule):
     def _predicted(self, out: Tensor) -> Tensor:
         """The MLP's output in the task's terms: logits, targets in their own units (batch,), or
         the reconstruction."""
-        if self.regression:
+        if self.task == "regression":
             return out.squeeze(-1) * self.target_std + self.target_mean
-        return out.sigmoid() if self.reconstruction and self.visible_units != "gaussian" else out
+        return out.sigmoid() if self.task == "reconstruction" and self.visible_units != "gaussian" else out
 
     def _loss(self, out: Tensor, y: Tensor) -> Tensor:
         """The training loss of the MLP's output ``out``: cross-entropy, the standardised target's
         MSE, or the reconstruction's cross-entropy (inputs in [0, 1]) or MSE of ``y``, the input."""
-        if self.regression:
+        if self.task == "regression":
             return F.mse_loss(out.squeeze(-1), (y - self.target_mean) / self.target_std)
-        if self.reconstruction:
+        if self.task == "reconstruction":
             gaussian = self.visible_units == "gaussian"
             return F.mse_loss(out, y) if gaussian else F.binary_cross_entropy_with_logits(out, y)
         return F.cross_entropy(out, y)
@@ -241,7 +227,7 @@ class Classifier(LightningModule):
     def _target(self, batch: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         """A batch's inputs and what the model learns to output: the labels, or the inputs themselves."""
         x = _features(batch)
-        return x, x if self.reconstruction else batch[1]
+        return x, x if self.task == "reconstruction" else batch[1]
 
     def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
         x, y = self._target(batch)
@@ -269,13 +255,12 @@ class Classifier(LightningModule):
 
     def setup(self, stage: str) -> None:
         entry.close_process_group_at_exit()
-        datamodule = getattr(self.trainer, "datamodule", None)
-        ckpt_path = getattr(self.trainer, "ckpt_path", None)
-        if not self.built and ckpt_path and os.path.isfile(ckpt_path):  # sizes as the checkpoint's run had them
+        datamodule, ckpt_path = self.trainer.datamodule, self.trainer.ckpt_path
+        if self.mlp is None and ckpt_path and os.path.isfile(ckpt_path):  # sizes as the checkpoint's run had them
             self.build_like(torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True))
         stage = getattr(stage, "value", stage)
         self.build_for(datamodule, stage)
-        if self.regression and stage == "fit" and not self.target_std:  # not restored from a checkpoint
+        if self.task == "regression" and stage == "fit" and not self.target_std:  # not restored from a checkpoint
             self.fit_targets(datamodule)
         # From Python a size mismatch would end in a bare matmul or cross-entropy error at the first batch.
         built = {"input_size": self.mlp.linears[0].in_features}
@@ -292,16 +277,16 @@ class Classifier(LightningModule):
 
     def build_for(self, datamodule, stage: str = "fit") -> None:
         """Build a model made with sizes None for ``datamodule`` (set up): its declared sizes, else its data's."""
-        if not self.built:
+        if self.mlp is None:
             input_size, num_classes, self.task = _sizes_of(datamodule, self.hparams, stage)
-            if self.reconstruction and self.visible_units is None:
+            if self.task == "reconstruction" and self.visible_units is None:
                 self.hparams.visible_units = self.visible_units = visible_units_for(datamodule, stage)
             self.build(input_size, num_classes)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """As :meth:`torch.nn.Module.load_state_dict`; a model made with sizes None is built first with
         the sizes of the weights (as ``ddp_spawn`` hands a fitted model back to the main process)."""
-        if not self.built and any(k.startswith("mlp.head.") for k in state_dict):
+        if self.mlp is None and any(k.startswith("mlp.head.") for k in state_dict):
             first = next(v for k, v in state_dict.items() if k.startswith("mlp.features.") and v.ndim == 2)
             head = state_dict.get("mlp.head.weight")
             self.task = "regression" if "target_mean" in state_dict else "reconstruction" if head is None else None
@@ -311,7 +296,7 @@ class Classifier(LightningModule):
     def build_like(self, checkpoint: dict[str, Any]) -> None:
         """Build a model made with sizes None as the run that wrote ``checkpoint`` was built: its
         sizes are recorded (Lightning's hyper_parameters, or a stage checkpoint's run record)."""
-        if not self.built:
+        if self.mlp is None:
             saved = (checkpoint.get("dbn_init_run") or {}).get("model") or checkpoint.get("hyper_parameters") or {}
             self.hparams.update({k: saved.get(k) for k in FROM_DATA if k in self.hparams and self.hparams[k] is None})
             self.task = saved.get("task") or "classification"
@@ -319,7 +304,7 @@ class Classifier(LightningModule):
             self.build(saved["input_size"], saved["num_classes"])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule = self.trainer.datamodule
         if datamodule is not None:  # how the inputs were scaled, for an export of the checkpoint's stack
             checkpoint["dbn_init_data"] = data_record(datamodule)
         if self._start is not None:
@@ -494,6 +479,9 @@ def _spare_adam_the_nvml_reload() -> None:
 FROM_DATA = frozenset({"input_size", "num_classes", "visible_units", "task"})
 # The Classifier's options, read off its signature: what every model shares, the fine-tuning step's.
 CLASSIFIER_OPTIONS = frozenset(inspect.signature(Classifier.__init__).parameters) - {"self"}
+# What a subclass hands the Classifier: read off its signature, an option added there reaches every model (a
+# DBN's activation is its hidden units). The sizes are left out: a subclass builds once its options are recorded.
+_SHARED_OPTIONS = CLASSIFIER_OPTIONS - {"input_size", "num_classes"}
 
 
 class Baseline(Classifier):
@@ -546,10 +534,11 @@ class Baseline(Classifier):
         warmup_epochs: int = 0,
         start_decay: float = 0.0,
     ) -> None:
-        validate_params("Baseline", locals(), self._parameter_constraints, "model.", self._parameter_rules)
+        args = locals()
+        validate_params("Baseline", args, self._parameter_constraints, "model.", self._parameter_rules)
         if init == "constant":
             check_constant(init_value)  # zero makes every gradient the same
-        super().__init__(None, None, **_shared_args(locals()))  # sizes: built in setup, or below
+        super().__init__(None, None, **{k: args[k] for k in _SHARED_OPTIONS})  # sizes: built in setup, or below
         self.save_hyperparameters()
         self._build_if_sized(input_size, num_classes)
 
@@ -749,7 +738,7 @@ class DBN(Classifier):
             "relu); set {prefix}hidden_units sigmoid (or {prefix}recipe textbook), or {prefix}persistent false",
         ),
         Rule(
-            lambda p: _all_sigmoid(p) or not _sparse(p),
+            lambda p: _all_sigmoid(p) or p["sparsity_target"] is None or p["sparsity_cost"] == 0,
             "{prefix}sparsity_cost: the sparsity penalty pulls the mean of sigmoid hidden units, and "
             "{prefix}hidden_units is {hidden_units} (the default recipe's is relu; on NReLU units it leaves nearly "
             "every one off, and the network scores chance on crabs); set {prefix}hidden_units sigmoid, or "
@@ -817,7 +806,7 @@ class DBN(Classifier):
         args = {**locals(), **resolve_recipe(locals())}  # the recipe's value for each of its options left None
         validate_params("DBN", args, self._parameter_constraints, "model.", self._parameter_rules)
         args["activation"] = args["hidden_units"]  # the MLP layer that computes each RBM's mean hidden activation
-        super().__init__(None, None, **_shared_args(args))  # sizes: built in setup, or below
+        super().__init__(None, None, **{k: args[k] for k in _SHARED_OPTIONS})  # sizes: built in setup, or below
         self.save_hyperparameters()
         self.hparams.update({name: args[name] for name in RECIPES[recipe]})  # checkpoints record the values
         fine_tuning = CLASSIFIER_OPTIONS - {"hidden"}
@@ -837,7 +826,7 @@ class DBN(Classifier):
         the data's units here, its initial weights kept."""
         if self.hparams.visible_units is None:
             self.hparams.visible_units = self.visible_units = units = visible_units_for(datamodule, stage)
-            if self.built and self.rbms[0].visible_units != units:
+            if self.mlp is not None and self.rbms[0].visible_units != units:
                 first = self.rbms[0]
                 self.rbms[0] = make_rbm(first.n_visible, first.n_hidden, units, hidden_units=first.hidden_units)
                 self.rbms[0].load_state_dict(first.state_dict())
@@ -859,7 +848,7 @@ class DBN(Classifier):
     # --- pretraining --------------------------------------------------------------------------
     @property
     def pretrained(self) -> bool:
-        return self.built and int(self.stages_done) >= len(self.rbms)
+        return self.mlp is not None and int(self.stages_done) >= len(self.rbms)
 
     def stage(self, index: int) -> RBMStage:
         """The LightningModule that trains RBM ``index`` (from 0) on the frozen ones below."""
@@ -896,14 +885,6 @@ class DBN(Classifier):
         self.rbms.load_state_dict(rbm_state)
         self.stages_done.fill_(stage - 1)
 
-    def finish_pretraining(self) -> None:
-        """Freeze the stack, mark every stage done and copy it into the MLP. (RBMs act alike in
-        train and eval mode, so they stay in the mode the fit sets, and Lightning finds no module
-        left in eval mode.)"""
-        self.rbms.requires_grad_(False)
-        self.stages_done.fill_(len(self.rbms))
-        self.transfer()
-
     @torch.no_grad()
     def transfer(self) -> None:
         """Copy the RBM stack into the MLP's hidden layers (the head keeps its own init)."""
@@ -928,7 +909,7 @@ class DBN(Classifier):
         """The RBM stack, for ``what`` (the public function that uses it): refused while the DBN has no
         layers (sizes None are taken from the data when it is fitted), and a warning while it is
         untrained, at ``stacklevel`` (the caller of ``what``)."""
-        if not self.built:
+        if self.mlp is None:
             raise RuntimeError(
                 f"{what}: this DBN has no layers yet: made with input_size=None, it takes its sizes from "
                 "the data when it is fitted; fit it first, or make it with input_size and num_classes"
@@ -942,8 +923,7 @@ class DBN(Classifier):
     def on_fit_start(self) -> None:
         if not self.pretrained:  # a resumed fine-tuning fit has restored stages_done by now
             trainer = self.trainer
-            make = self.stage_trainers or stage_trainer
-            trainers = lambda stage, epochs: make(trainer, stage, epochs)  # noqa: E731
+            trainers = partial(self.stage_trainers or stage_trainer, trainer)  # (stage, epochs) -> Trainer
             pretrain(
                 self, trainer.datamodule, trainers, self.stage_resume, prepared=True, world_size=trainer.world_size
             )
@@ -953,7 +933,7 @@ class DBN(Classifier):
     def refuse_evaluating_untrained(self, stage: Literal["validate", "test", "predict"]) -> None:
         """Raise RuntimeError if evaluating (a Lightning stage, as train.py's subcommand names it)
         would score RBMs never trained."""
-        if self.built and not self.pretrained and any(self.cd.epochs):
+        if self.mlp is not None and not self.pretrained and any(self.cd.epochs):
             what = {"validate": "validation", "test": "the test", "predict": "prediction"}[stage]
             raise RuntimeError(
                 f"this DBN is neither pretrained nor loaded from a checkpoint, so {what} would score "
@@ -970,11 +950,6 @@ class DBN(Classifier):
 
     def on_predict_start(self) -> None:
         self.refuse_evaluating_untrained("predict")
-
-
-def _sparse(params: Mapping[str, Any]) -> bool:
-    """Whether the sparsity penalty is on (a target and a cost)."""
-    return params["sparsity_target"] is not None and params["sparsity_cost"] > 0
 
 
 def _all_sigmoid(params: Mapping[str, Any]) -> bool:

@@ -36,6 +36,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
@@ -98,25 +99,19 @@ NORMALISED_STEP = 1.0
 class CDSettings:
     """How every RBM of a stack is trained: the DBN holds one (``dbn.cd``), each stage reads it.
 
-    A read-only view of the DBN's pretraining options by the names of its arguments
-    (``cd.pretrain_lr``, ``cd.cd_k``, ...): each option is declared, documented and checked once,
+    The DBN's pretraining options as attributes, by the names of its arguments (``cd.pretrain_lr``,
+    ``cd.cd_k``, ...), read and never set: each option is declared, documented and checked once,
     in :class:`~dbn_init.models.DBN`'s signature, docstring and constraints table, and nothing here
     repeats it. ``options`` are the DBN's arguments less the fine-tuning ones; ``epochs`` is
-    ``pretrain_epochs`` as one number per RBM of a ``depth``-RBM stack.
+    ``pretrain_epochs`` as one number per RBM of a ``depth``-RBM stack; ``tempered``: parallel tempering is on.
     """
 
     def __init__(self, options: Mapping[str, Any], depth: int) -> None:
-        self._options = dict(options)
-        epochs = self._options["pretrain_epochs"]
-        self.stretches = epochs is None  # the default: 10 epochs, more on small data (see stretch)
-        epochs = DEFAULT_PRETRAIN_EPOCHS if epochs is None else epochs
+        self.__dict__.update(options)
+        self.stretches = self.pretrain_epochs is None  # the default: 10 epochs, more on small data (see stretch)
+        epochs = DEFAULT_PRETRAIN_EPOCHS if self.stretches else self.pretrain_epochs
         self.epochs: tuple[int, ...] = tuple([epochs] * depth if isinstance(epochs, int) else epochs)
-
-    def __getattr__(self, name: str) -> Any:
-        options = self.__dict__.get("_options", {})  # absent while pickle rebuilds the object
-        if name not in options:
-            raise AttributeError(f"{type(self).__name__} has no option {name!r}")
-        return options[name]
+        self.tempered = self.pt_temperatures > 1
 
     def stretch(self, index: int, updates_per_epoch: int | None) -> int:
         """How many times RBM ``index``'s epochs its stage runs: with ``pretrain_epochs`` None, the
@@ -127,42 +122,6 @@ class CDSettings:
         if not (self.stretches and epochs and wanted and updates_per_epoch):
             return 1
         return max(1, math.ceil(wanted / (epochs * updates_per_epoch)))
-
-    def rate_option(self, rbm: RBM, index: int) -> str:
-        """The option that sets RBM ``index``'s CD learning rate, for what its visible units model:
-        ``pretrain_lr`` for Bernoulli units, ``gaussian_lr`` for RBM 1 on standardised data,
-        ``rectified_lr`` for the RBMs above it in a ReLU stack (rectified activities, not standardised)
-        and for RBMs with linear hidden units (unbounded too)."""
-        if rbm.hidden_units == "linear" or (rbm.visible_units == "gaussian" and index > 0):
-            return "rectified_lr"
-        return "gaussian_lr" if rbm.visible_units == "gaussian" else "pretrain_lr"
-
-    def lr_for(self, rbm: RBM, index: int = 0) -> float:
-        """The CD learning rate of RBM ``index`` (:meth:`rate_option`)."""
-        return getattr(self, self.rate_option(rbm, index))
-
-    @property
-    def tempered(self) -> bool:
-        return self.pt_temperatures > 1
-
-    @property
-    def chains_persist(self) -> bool:
-        """Whether the negative phase runs persistent chains: PCD, or parallel tempering."""
-        return self.persistent or self.tempered
-
-    def betas(self) -> Tensor:
-        """Parallel tempering's inverse temperatures, ``pt_min_beta`` to 1 evenly: (pt_temperatures,)."""
-        return torch.linspace(self.pt_min_beta, 1.0, self.pt_temperatures, dtype=torch.float64)
-
-    def lr_factor(self, epoch: int, epochs: int) -> float:
-        """The stage's learning rate at ``epoch`` (from 0) of ``epochs``, as a fraction of its base rate:
-        1 throughout ("constant"), or decayed per epoch to 1/epochs in the last ("linear") or along a
-        half cosine ("cosine", 0.5 (1 + cos(pi epoch / epochs)))."""
-        if self.pretrain_lr_schedule == "linear":
-            return 1.0 - epoch / epochs
-        if self.pretrain_lr_schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
-        return 1.0
 
 
 def _features(batch: Tensor | Sequence[Any]) -> Tensor:
@@ -194,7 +153,16 @@ class RBMStage(LightningModule):
         self.index = index
         self.cd = settings
         self.stretch = stretch  # the stage runs stretch times its epochs (small data: CDSettings.stretch)
-        self.lr = settings.lr_for(rbms[index], index)
+        self.name = f"rbm{index + 1}"  # the prefix of its logged metrics
+        # The DBN option that sets its CD rate, for what its visible units model: pretrain_lr for Bernoulli units,
+        # gaussian_lr for RBM 1 on standardised data, rectified_lr for the RBMs above it in a ReLU stack (rectified
+        # activities, not standardised) and for RBMs with linear hidden units (unbounded too).
+        rbm = rbms[index]
+        if rbm.hidden_units == "linear" or (rbm.visible_units == "gaussian" and index > 0):
+            self.rate_option = "rectified_lr"
+        else:
+            self.rate_option = "gaussian_lr" if rbm.visible_units == "gaussian" else "pretrain_lr"
+        self.lr = getattr(settings, self.rate_option)
         self.mini_batch: int | None = None  # rows per CD update (PretrainData's batch_size)
         self.chain: Tensor | None = None  # PCD fantasy particles, one set per rank; (T, n, V) under tempering
         self.offsets: list[Tensor] | None = None  # centring: [visible offset (V,), hidden offset (H,)], per rank
@@ -213,15 +181,11 @@ class RBMStage(LightningModule):
     def rbm(self) -> RBM:
         return self.rbms[self.index]
 
-    @property
-    def name(self) -> str:
-        return f"rbm{self.index + 1}"
-
+    @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
         """The data as RBM ``index`` sees it: hidden activities of the frozen RBMs below, times
         its ``input_scale``."""
-        with torch.no_grad():
-            return up_pass(self.rbms[: self.index], x) * self.rbm.input_scale
+        return up_pass(self.rbms[: self.index], x) * self.rbm.input_scale
 
     # --- Lightning hooks ----------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -229,7 +193,7 @@ class RBMStage(LightningModule):
 
     def on_fit_start(self) -> None:
         self._checked_splits = set()
-        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule = self.trainer.datamodule
         if isinstance(datamodule, PretrainData):
             monitor_x = datamodule.monitor_subset()
             # once, in the RBM's device and dtype (float64 under trainer.precision 64-true)
@@ -239,8 +203,7 @@ class RBMStage(LightningModule):
                 self._fit_to_input()
         # Gibbs noise must differ across ranks (else DDP averages identical chains) and be
         # reproducible: one generator per rank, seeded from the run seed, the stage and the rank.
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(
+        self.generator = torch.Generator(device=self.device).manual_seed(
             (self.cd.pretrain_seed * 1_000_003 + self.index * 1_009 + self.global_rank) % (2**63 - 1)
         )
         state = self._generator_state
@@ -257,7 +220,10 @@ class RBMStage(LightningModule):
             self.chain = self.chain.to(self.device, self.rbm.weight.dtype)
         if self.offsets is not None:
             self.offsets = [t.to(self.device, self.rbm.weight.dtype) for t in self.offsets]
-        self.betas = self.cd.betas().to(self.device, self.rbm.weight.dtype) if self.cd.tempered else None
+        self.betas = None  # parallel tempering's inverse temperatures, pt_min_beta to 1 evenly: (pt_temperatures,)
+        if self.cd.tempered:
+            betas = torch.linspace(self.cd.pt_min_beta, 1.0, self.cd.pt_temperatures, dtype=torch.float64)
+            self.betas = betas.to(self.device, self.rbm.weight.dtype)
         # One process: RBM.cd_grad_ writes the gradient into .grad without autograd. DDP averages
         # gradients in backward and a gradient scaler (16-bit mixed precision) scales the loss, so
         # those take the loss path (RBM.cd_loss + manual_backward); the gradient is the same.
@@ -279,14 +245,21 @@ class RBMStage(LightningModule):
         # Bernoulli inputs are bounded; Gaussian ones are not, and rare rows of large norm (a sparse
         # feature, standardised) overshoot at the mean's rate: their cap is set by the largest row.
         energy = (norms.max() if self.rbm.visible_units == "gaussian" else norms.mean()).item()
-        self.lr = min(self.cd.lr_for(self.rbm, self.index), NORMALISED_STEP / max(energy, 1e-12))
+        self.lr = min(getattr(self.cd, self.rate_option), NORMALISED_STEP / max(energy, 1e-12))
 
     def on_train_epoch_start(self) -> None:
         # Hinton (2010, section 9): momentum 0.5 while the weights settle, then 0.9.
         cd = self.cd
         switch = cd.momentum_switch_epoch * self.stretch
         momentum = cd.initial_momentum if self.current_epoch < switch else cd.final_momentum
-        lr = self.lr * cd.lr_factor(self.current_epoch, self.trainer.max_epochs)  # of the epoch: resumes alike
+        # The rate of the epoch (so a resumed stage runs alike), as a fraction of the stage's: 1 throughout
+        # ("constant"), or decayed per epoch to 1/epochs in the last ("linear") or along a half cosine ("cosine").
+        epoch, epochs, factor = self.current_epoch, self.trainer.max_epochs, 1.0
+        if cd.pretrain_lr_schedule == "linear":
+            factor = 1.0 - epoch / epochs
+        elif cd.pretrain_lr_schedule == "cosine":
+            factor = 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+        lr = self.lr * factor
         for group in self.optimizers().optimizer.param_groups:
             group["momentum"], group["lr"] = momentum, lr
         # Per-sample means: reconstruction error over every step, CD loss over the monitored steps.
@@ -319,15 +292,21 @@ class RBMStage(LightningModule):
         monitored = self.updates_in_epoch % self.monitor_every == 0
         weight_before = self.rbm.weight.detach().clone() if monitored else None
         chain, k = self._negative_phase(v)
+        if cd.centring and self.offsets is None:  # the data's mean for the visible units, 0.5 for the hidden ones
+            self.offsets = [v.detach().mean(0), torch.full((self.rbm.n_hidden,), 0.5, device=v.device, dtype=v.dtype)]
         step = dict(
             k=k,
             chain=chain,
             generator=self.generator,
             sample_visible=cd.sample_visible,
             value=monitored,
-            offsets=self._offsets(v),
+            offsets=self.offsets if cd.centring else None,
         )
-        penalty = self._sparsity_penalty(v)
+        penalty = None
+        if cd.sparsity_cost and cd.sparsity_target is not None:
+            # Lee et al. (2008): pull each unit's mean activation towards the target.
+            q = torch.sigmoid(self.rbm.hidden_logits(v)).mean(0)  # (n_hidden,)
+            penalty = cd.sparsity_cost * ((q - cd.sparsity_target) ** 2).sum()
         optimizer = self.optimizers()
         if self.backprop_cd:
             optimizer.zero_grad()
@@ -357,7 +336,7 @@ class RBMStage(LightningModule):
         the data (CD), the persistent chains (PCD), or the beta = 1 chains after parallel
         tempering's sweeps and swaps (then 0 sweeps are left)."""
         cd = self.cd
-        if not cd.chains_persist:
+        if not (cd.persistent or cd.tempered):  # plain CD, from the data
             return None, cd.cd_k
         if self.chain is None:  # Tieleman (2008) starts the chains at the data (rows repeated for more chains)
             start = v.detach()[torch.arange(cd.pcd_chains or len(v), device=v.device) % len(v)]
@@ -371,21 +350,6 @@ class RBMStage(LightningModule):
         self._swaps[1] += accepted.nan_to_num()
         return self.chain[-1], 0
 
-    def _offsets(self, v: Tensor) -> list[Tensor] | None:
-        """Centring's offsets: the data's mean for the visible units, 0.5 for the hidden ones at the start."""
-        if not self.cd.centring:
-            return None
-        if self.offsets is None:
-            self.offsets = [v.detach().mean(0), torch.full((self.rbm.n_hidden,), 0.5, device=v.device, dtype=v.dtype)]
-        return self.offsets
-
-    def _sparsity_penalty(self, v: Tensor) -> Tensor | None:
-        if self.cd.sparsity_cost == 0 or self.cd.sparsity_target is None:
-            return None
-        # Lee et al. (2008): pull each unit's mean activation towards the target.
-        q = torch.sigmoid(self.rbm.hidden_logits(v)).mean(0)  # (n_hidden,)
-        return self.cd.sparsity_cost * ((q - self.cd.sparsity_target) ** 2).sum()
-
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         entry.check()
         if self.trainer.is_last_batch:  # so that no checkpoint of the epoch holds a NaN
@@ -396,7 +360,7 @@ class RBMStage(LightningModule):
             if self.rbm.visible_units == "gaussian":
                 cause = (
                     f"a learning rate too high for Gaussian visible units (try model."
-                    f"{self.cd.rate_option(self.rbm, self.index)} {self.lr / 10:g}) or inputs that are not "
+                    f"{self.rate_option} {self.lr / 10:g}) or inputs that are not "
                     "standardised (data.scaling standardize)"
                 )
             else:
@@ -527,7 +491,7 @@ class RBMStage(LightningModule):
             saved["rank_chains"] = None if self.chain is None else self.all_gather(self.chain).cpu()
             saved["rank_offsets"] = None if self.offsets is None else [self.all_gather(t).cpu() for t in self.offsets]
         checkpoint["dbn_init"] = saved
-        view = getattr(self.trainer, "datamodule", None)
+        view = self.trainer.datamodule
         if isinstance(view, PretrainData):  # how the inputs were scaled, for an export of the checkpoint's stack
             checkpoint["dbn_init_data"] = data_record(view.datamodule)
 
@@ -568,7 +532,7 @@ class PretrainData(LightningDataModule):
         loader = getattr(datamodule, "pretrain_dataloader", None)
         takes = callable(loader) and "steps_per_batch" in inspect.signature(loader).parameters
         self.steps_per_batch = steps_per_batch if takes else 1
-        if not _overrides(datamodule, "val_dataloader"):  # then the stages validate on nothing
+        if not is_overridden("val_dataloader", datamodule, LightningDataModule):  # then the stages validate on nothing
             self.val_dataloader = LightningDataModule.val_dataloader.__get__(self)
 
     @property
@@ -611,13 +575,6 @@ class PretrainData(LightningDataModule):
         """The first ``n`` pretraining rows: a fixed training subset, (n, n_visible)."""
         data = getattr(self.datamodule, "pretrain_x", None)
         return None if data is None else data[:n]
-
-
-def _overrides(datamodule: LightningDataModule, name: str) -> bool:
-    """Whether ``datamodule`` has a hook ``name`` of its own: its class's, or its instance's (as
-    ``LightningDataModule.from_datasets`` gives one)."""
-    own = getattr(datamodule, name, None)
-    return own is not None and getattr(own, "__func__", own) is not getattr(LightningDataModule, name)
 
 
 # --- the Trainers and the greedy loop -------------------------------------------------------
@@ -726,16 +683,6 @@ def import_stack(model: DBN, datamodule: LightningDataModule) -> None:
     model.load_rbms(stack.rbms)
 
 
-def _check_updates(trainer: Trainer, index: int) -> None:
-    # else an untrained RBM passes for pretrained
-    if trainer.limit_train_batches == 0 or trainer.max_steps == 0:
-        raise UsageError(
-            f"RBM {index + 1}'s stage would make no CD update (limit_train_batches={trainer.limit_train_batches}, "
-            f"max_steps={trainer.max_steps}); let the stages train (trainer.limit_train_batches > 0), or skip "
-            "pretraining with model.pretrain_epochs 0"
-        )
-
-
 def pretrain(
     model: DBN,
     datamodule: LightningDataModule,
@@ -753,7 +700,7 @@ def pretrain(
     Trainers (:func:`make_trainer`); ``prepared`` as for :class:`PretrainData`; ``world_size``: the
     processes the stages run on, which share each epoch's rows.
     """
-    if not model.built or model.hparams.visible_units is None:  # from the data: set it up once, for the stages too
+    if model.mlp is None or model.hparams.visible_units is None:  # from the data: set it up once, for the stages too
         if not prepared:
             datamodule.prepare_data()
             datamodule.setup("fit")
@@ -767,7 +714,11 @@ def pretrain(
     )
     for done in stages:
         model.stages_done.fill_(done)
-    model.finish_pretraining()
+    # Every stage done: freeze the stack and copy it into the MLP. (RBMs act alike in train and eval mode,
+    # so they stay in the mode the fit sets, and Lightning finds no module left in eval mode.)
+    model.rbms.requires_grad_(False)
+    model.stages_done.fill_(len(model.rbms))
+    model.transfer()
 
 
 def greedy(
@@ -795,7 +746,12 @@ def greedy(
         rank_zero_info(f"pretraining RBM {index + 1}/{len(rbms)} for {epochs * stretch} epochs")
         trainer = trainers(index, epochs * stretch)
         trainer.check_val_every_n_epoch = stretch * trainer.check_val_every_n_epoch
-        _check_updates(trainer, index)
+        if trainer.limit_train_batches == 0 or trainer.max_steps == 0:  # else an untrained RBM passes for pretrained
+            raise UsageError(
+                f"RBM {index + 1}'s stage would make no CD update (limit_train_batches={trainer.limit_train_batches}, "
+                f"max_steps={trainer.max_steps}); let the stages train (trainer.limit_train_batches > 0), or skip "
+                "pretraining with model.pretrain_epochs 0"
+            )
         stage = RBMStage(rbms, index, settings, stretch)
         if hparams:
             stage.save_hyperparameters(dict(hparams))
