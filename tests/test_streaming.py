@@ -127,3 +127,11 @@ def test_items_unlike_the_first_are_refused_in_one_line(tmp_path):
         StreamingDataModule(Shards(sorted(tmp_path.glob("*.npz"))))
     with pytest.raises(UsageError, match="test_fraction \\+ val_fraction < 1"):
         StreamingDataModule(Shards(paths), test_fraction=0.6, val_fraction=0.5)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_stream_holding_nan_or_inf_is_refused_in_one_line(tmp_path, bad):
+    x, y = load_digits(return_X_y=True)
+    x[-3, 7] = bad  # one pixel of one row near the end of the stream, in its last shard
+    with pytest.raises(UsageError, match=r"^expected finite values in the training dataset, got NaN/Inf; fix it"):
+        StreamingDataModule(Shards(write_shards(tmp_path, x, y)), test_fraction=0.01, val_fraction=0.01)
