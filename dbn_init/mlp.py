@@ -108,6 +108,8 @@ class MLP(nn.Module):
         units, W h_{k-1} + c for linear ones; and decoder layer k then computes RBM k's visible
         mean given h_k, over its ``input_scale`` (the down-pass).
         """
+        if len(rbms) != len(self.linears):
+            raise ValueError(f"expected {len(self.linears)} RBMs for this MLP, got {len(rbms)}")
         for rbm, linear in zip(rbms, self.linears):
             linear.weight.copy_(rbm.linear_weight)
             linear.bias.copy_(rbm.hidden_bias)

@@ -167,8 +167,16 @@ class Classifier(LightningModule):
         self._build_if_sized(input_size, num_classes)
 
     @property
+    def built(self) -> bool:
+        return self.mlp is not None
+
+    @property
     def regression(self) -> bool:
         return self.task == "regression"
+
+    @property
+    def reconstruction(self) -> bool:
+        return self.task == "reconstruction"
 
     def _build_if_sized(self, input_size: int | None, num_classes: int | None) -> None:
         if input_size is not None and (num_classes is not None or self.task in ("regression", "reconstruction")):
@@ -181,11 +189,11 @@ class Classifier(LightningModule):
         self.hparams.update(input_size=input_size, num_classes=num_classes, task=self.task)
         outputs = {"regression": 1, "reconstruction": None}.get(self.task, num_classes)
         self.mlp = MLP(input_size, self.hidden, outputs, self.activation, self.dropout, self.input_dropout)
-        if self.task == "regression":
+        if self.regression:
             metrics = {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError(), "r2": R2Score()}
             self.register_buffer("target_mean", torch.zeros(()))
             self.register_buffer("target_std", torch.zeros(()))  # 0 until fitted to the training targets
-        elif self.task == "reconstruction":
+        elif self.reconstruction:
             metrics = {"sse": SquaredError()}
         else:
             metrics = {"acc": MulticlassAccuracy(num_classes, average="micro")}
@@ -210,16 +218,16 @@ class Classifier(LightningModule):
     def _predicted(self, out: Tensor) -> Tensor:
         """The MLP's output in the task's terms: logits, targets in their own units (batch,), or
         the reconstruction."""
-        if self.task == "regression":
+        if self.regression:
             return out.squeeze(-1) * self.target_std + self.target_mean
-        return out.sigmoid() if self.task == "reconstruction" and self.visible_units != "gaussian" else out
+        return out.sigmoid() if self.reconstruction and self.visible_units != "gaussian" else out
 
     def _loss(self, out: Tensor, y: Tensor) -> Tensor:
         """The training loss of the MLP's output ``out``: cross-entropy, the standardised target's
         MSE, or the reconstruction's cross-entropy (inputs in [0, 1]) or MSE of ``y``, the input."""
-        if self.task == "regression":
+        if self.regression:
             return F.mse_loss(out.squeeze(-1), (y - self.target_mean) / self.target_std)
-        if self.task == "reconstruction":
+        if self.reconstruction:
             gaussian = self.visible_units == "gaussian"
             return F.mse_loss(out, y) if gaussian else F.binary_cross_entropy_with_logits(out, y)
         return F.cross_entropy(out, y)
@@ -227,7 +235,7 @@ class Classifier(LightningModule):
     def _target(self, batch: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         """A batch's inputs and what the model learns to output: the labels, or the inputs themselves."""
         x = _features(batch)
-        return x, x if self.task == "reconstruction" else batch[1]
+        return x, x if self.reconstruction else batch[1]
 
     def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
         x, y = self._target(batch)
@@ -256,11 +264,11 @@ class Classifier(LightningModule):
     def setup(self, stage: str) -> None:
         entry.close_process_group_at_exit()
         datamodule, ckpt_path = self.trainer.datamodule, self.trainer.ckpt_path
-        if self.mlp is None and ckpt_path and os.path.isfile(ckpt_path):  # sizes as the checkpoint's run had them
+        if not self.built and ckpt_path and os.path.isfile(ckpt_path):  # sizes as the checkpoint's run had them
             self.build_like(torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True))
         stage = getattr(stage, "value", stage)
         self.build_for(datamodule, stage)
-        if self.task == "regression" and stage == "fit" and not self.target_std:  # not restored from a checkpoint
+        if self.regression and stage == "fit" and not self.target_std:  # not restored from a checkpoint
             self.fit_targets(datamodule)
         # From Python a size mismatch would end in a bare matmul or cross-entropy error at the first batch.
         built = {"input_size": self.mlp.linears[0].in_features}
@@ -277,16 +285,16 @@ class Classifier(LightningModule):
 
     def build_for(self, datamodule, stage: str = "fit") -> None:
         """Build a model made with sizes None for ``datamodule`` (set up): its declared sizes, else its data's."""
-        if self.mlp is None:
+        if not self.built:
             input_size, num_classes, self.task = _sizes_of(datamodule, self.hparams, stage)
-            if self.task == "reconstruction" and self.visible_units is None:
+            if self.reconstruction and self.visible_units is None:
                 self.hparams.visible_units = self.visible_units = visible_units_for(datamodule, stage)
             self.build(input_size, num_classes)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """As :meth:`torch.nn.Module.load_state_dict`; a model made with sizes None is built first with
         the sizes of the weights (as ``ddp_spawn`` hands a fitted model back to the main process)."""
-        if self.mlp is None and any(k.startswith("mlp.head.") for k in state_dict):
+        if not self.built and any(k.startswith("mlp.head.") for k in state_dict):
             first = next(v for k, v in state_dict.items() if k.startswith("mlp.features.") and v.ndim == 2)
             head = state_dict.get("mlp.head.weight")
             self.task = "regression" if "target_mean" in state_dict else "reconstruction" if head is None else None
@@ -296,7 +304,7 @@ class Classifier(LightningModule):
     def build_like(self, checkpoint: dict[str, Any]) -> None:
         """Build a model made with sizes None as the run that wrote ``checkpoint`` was built: its
         sizes are recorded (Lightning's hyper_parameters, or a stage checkpoint's run record)."""
-        if self.mlp is None:
+        if not self.built:
             saved = (checkpoint.get("dbn_init_run") or {}).get("model") or checkpoint.get("hyper_parameters") or {}
             self.hparams.update({k: saved.get(k) for k in FROM_DATA if k in self.hparams and self.hparams[k] is None})
             self.task = saved.get("task") or "classification"
@@ -826,7 +834,7 @@ class DBN(Classifier):
         the data's units here, its initial weights kept."""
         if self.hparams.visible_units is None:
             self.hparams.visible_units = self.visible_units = units = visible_units_for(datamodule, stage)
-            if self.mlp is not None and self.rbms[0].visible_units != units:
+            if self.built and self.rbms[0].visible_units != units:
                 first = self.rbms[0]
                 self.rbms[0] = make_rbm(first.n_visible, first.n_hidden, units, hidden_units=first.hidden_units)
                 self.rbms[0].load_state_dict(first.state_dict())
@@ -848,7 +856,7 @@ class DBN(Classifier):
     # --- pretraining --------------------------------------------------------------------------
     @property
     def pretrained(self) -> bool:
-        return self.mlp is not None and int(self.stages_done) >= len(self.rbms)
+        return self.built and int(self.stages_done) >= len(self.rbms)
 
     def stage(self, index: int) -> RBMStage:
         """The LightningModule that trains RBM ``index`` (from 0) on the frozen ones below."""
@@ -885,6 +893,14 @@ class DBN(Classifier):
         self.rbms.load_state_dict(rbm_state)
         self.stages_done.fill_(stage - 1)
 
+    def finish_pretraining(self) -> None:
+        """Freeze the stack, mark every stage done and copy it into the MLP. (RBMs act alike in
+        train and eval mode, so they stay in the mode the fit sets, and Lightning finds no module
+        left in eval mode.)"""
+        self.rbms.requires_grad_(False)
+        self.stages_done.fill_(len(self.rbms))
+        self.transfer()
+
     @torch.no_grad()
     def transfer(self) -> None:
         """Copy the RBM stack into the MLP's hidden layers (the head keeps its own init)."""
@@ -909,7 +925,7 @@ class DBN(Classifier):
         """The RBM stack, for ``what`` (the public function that uses it): refused while the DBN has no
         layers (sizes None are taken from the data when it is fitted), and a warning while it is
         untrained, at ``stacklevel`` (the caller of ``what``)."""
-        if self.mlp is None:
+        if not self.built:
             raise RuntimeError(
                 f"{what}: this DBN has no layers yet: made with input_size=None, it takes its sizes from "
                 "the data when it is fitted; fit it first, or make it with input_size and num_classes"
@@ -933,7 +949,7 @@ class DBN(Classifier):
     def refuse_evaluating_untrained(self, stage: Literal["validate", "test", "predict"]) -> None:
         """Raise RuntimeError if evaluating (a Lightning stage, as train.py's subcommand names it)
         would score RBMs never trained."""
-        if self.mlp is not None and not self.pretrained and any(self.cd.epochs):
+        if self.built and not self.pretrained and any(self.cd.epochs):
             what = {"validate": "validation", "test": "the test", "predict": "prediction"}[stage]
             raise RuntimeError(
                 f"this DBN is neither pretrained nor loaded from a checkpoint, so {what} would score "

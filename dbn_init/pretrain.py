@@ -124,6 +124,34 @@ class CDSettings:
         return max(1, math.ceil(wanted / (epochs * updates_per_epoch)))
 
 
+def _rate_option(rbm: RBM, index: int) -> str:
+    """The DBN option that sets RBM ``index``'s CD learning rate, for what its visible units model:
+    ``pretrain_lr`` for Bernoulli units, ``gaussian_lr`` for RBM 1 on standardised data,
+    ``rectified_lr`` for the RBMs above it in a ReLU stack (rectified activities, not standardised)
+    and for RBMs with linear hidden units (unbounded too)."""
+    if rbm.hidden_units == "linear" or (rbm.visible_units == "gaussian" and index > 0):
+        return "rectified_lr"
+    return "gaussian_lr" if rbm.visible_units == "gaussian" else "pretrain_lr"
+
+
+def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """A stage's learning rate at ``epoch`` (from 0) of ``epochs``, as a fraction of its base rate:
+    1 throughout ("constant"), or decayed per epoch to 1/epochs in the last ("linear") or along a
+    half cosine ("cosine", 0.5 (1 + cos(pi epoch / epochs)))."""
+    if schedule == "linear":
+        return 1.0 - epoch / epochs
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    return 1.0
+
+
+def _sparsity_penalty(rbm: RBM, v: Tensor, target: float, cost: float) -> Tensor:
+    """Lee, Ekanadham & Ng (2008): ``cost * sum_j (q_j - target)^2``, q_j the mean of sigmoid hidden
+    unit j's activation over the mini-batch ``v`` (batch, n_visible); a differentiable scalar."""
+    q = torch.sigmoid(rbm.hidden_logits(v)).mean(0)  # (n_hidden,)
+    return cost * ((q - target) ** 2).sum()
+
+
 def _features(batch: Tensor | Sequence[Any]) -> Tensor:
     """The inputs of a batch, ``x`` or ``(x, y, ...)``, flattened to (batch, features)."""
     x = batch if isinstance(batch, Tensor) else batch[0]
@@ -154,14 +182,7 @@ class RBMStage(LightningModule):
         self.cd = settings
         self.stretch = stretch  # the stage runs stretch times its epochs (small data: CDSettings.stretch)
         self.name = f"rbm{index + 1}"  # the prefix of its logged metrics
-        # The DBN option that sets its CD rate, for what its visible units model: pretrain_lr for Bernoulli units,
-        # gaussian_lr for RBM 1 on standardised data, rectified_lr for the RBMs above it in a ReLU stack (rectified
-        # activities, not standardised) and for RBMs with linear hidden units (unbounded too).
-        rbm = rbms[index]
-        if rbm.hidden_units == "linear" or (rbm.visible_units == "gaussian" and index > 0):
-            self.rate_option = "rectified_lr"
-        else:
-            self.rate_option = "gaussian_lr" if rbm.visible_units == "gaussian" else "pretrain_lr"
+        self.rate_option = _rate_option(rbms[index], index)  # the DBN option that sets its CD rate
         self.lr = getattr(settings, self.rate_option)
         self.mini_batch: int | None = None  # rows per CD update (PretrainData's batch_size)
         self.chain: Tensor | None = None  # PCD fantasy particles, one set per rank; (T, n, V) under tempering
@@ -252,14 +273,8 @@ class RBMStage(LightningModule):
         cd = self.cd
         switch = cd.momentum_switch_epoch * self.stretch
         momentum = cd.initial_momentum if self.current_epoch < switch else cd.final_momentum
-        # The rate of the epoch (so a resumed stage runs alike), as a fraction of the stage's: 1 throughout
-        # ("constant"), or decayed per epoch to 1/epochs in the last ("linear") or along a half cosine ("cosine").
-        epoch, epochs, factor = self.current_epoch, self.trainer.max_epochs, 1.0
-        if cd.pretrain_lr_schedule == "linear":
-            factor = 1.0 - epoch / epochs
-        elif cd.pretrain_lr_schedule == "cosine":
-            factor = 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
-        lr = self.lr * factor
+        # of the epoch, so a resumed stage runs alike
+        lr = self.lr * _lr_factor(cd.pretrain_lr_schedule, self.current_epoch, self.trainer.max_epochs)
         for group in self.optimizers().optimizer.param_groups:
             group["momentum"], group["lr"] = momentum, lr
         # Per-sample means: reconstruction error over every step, CD loss over the monitored steps.
@@ -304,9 +319,7 @@ class RBMStage(LightningModule):
         )
         penalty = None
         if cd.sparsity_cost and cd.sparsity_target is not None:
-            # Lee et al. (2008): pull each unit's mean activation towards the target.
-            q = torch.sigmoid(self.rbm.hidden_logits(v)).mean(0)  # (n_hidden,)
-            penalty = cd.sparsity_cost * ((q - cd.sparsity_target) ** 2).sum()
+            penalty = _sparsity_penalty(self.rbm, v, cd.sparsity_target, cd.sparsity_cost)
         optimizer = self.optimizers()
         if self.backprop_cd:
             optimizer.zero_grad()
@@ -714,11 +727,7 @@ def pretrain(
     )
     for done in stages:
         model.stages_done.fill_(done)
-    # Every stage done: freeze the stack and copy it into the MLP. (RBMs act alike in train and eval mode,
-    # so they stay in the mode the fit sets, and Lightning finds no module left in eval mode.)
-    model.rbms.requires_grad_(False)
-    model.stages_done.fill_(len(model.rbms))
-    model.transfer()
+    model.finish_pretraining()
 
 
 def greedy(

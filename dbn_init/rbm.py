@@ -778,7 +778,7 @@ def up_pass(rbms: Sequence[RBM], x: Tensor) -> Tensor:
 def down_pass(rbms: Sequence[RBM], v: Tensor) -> Tensor:
     """The inverse of :func:`up_pass` through visible means: a state of the top RBM's visible
     layer, as that RBM sees it, to the data space of the bottom RBM."""
-    v = v / rbms[-1].input_scale
+    v = v / rbms[-1].input_scale if len(rbms) else v
     for rbm in reversed(list(rbms)[:-1]):
         v = rbm.visible_mean(v) / rbm.input_scale
     return v

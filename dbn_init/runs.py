@@ -330,9 +330,11 @@ def claim_version(logger) -> Path | None:
     except OSError:  # a file in the way: check_run_folder names it
         return None
     for version in itertools.count(logger._get_next_version()):
-        with contextlib.suppress(FileExistsError):  # another run took it between the look and the claim
+        try:
             (root / f"version_{version}").mkdir()
             break
+        except FileExistsError:  # another run took it between the look and the claim
+            continue
     logger._version = version
     return created or root / f"version_{version}"
 

@@ -294,7 +294,11 @@ def _option_names() -> Iterator[None]:
     try:
         yield
     except UsageError as err:
-        raise type(err)(re.sub(r"(?<![\w./-])model\.(\w+)", r"\1", str(err))) from err
+        options = "|".join(sorted(CLASSIFIER_OPTIONS | _PRETRAINING | {"init", "init_std", "init_value"}))
+        message = re.sub(rf"(?<![\w./-])model\.({options})\b", r"\1", str(err))  # a file model.ckpt stays
+        if message == str(err):
+            raise
+        raise type(err)(message) from err
 
 
 @contextlib.contextmanager

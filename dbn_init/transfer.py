@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
+from sklearn.neural_network import BernoulliRBM
 from torch import Tensor, nn
 
 from .constraints import Interval, validate_params
@@ -195,8 +196,6 @@ def _resolve(stack: Any) -> StackFile:
     if isinstance(stack, (list, tuple, nn.ModuleList)) and stack and all(isinstance(r, RBM) for r in stack):
         return StackFile(list(stack), {"hidden_units": json.dumps([r.hidden_units for r in stack])})
     if isinstance(stack, (list, tuple)) and stack:
-        from sklearn.neural_network import BernoulliRBM  # only here: importing scikit-learn takes a while
-
         if all(isinstance(e, BernoulliRBM) for e in stack):
             return load_stack(list(stack))  # checked there, fitted or not
     got = type(stack).__name__ if not isinstance(stack, (list, tuple)) else [type(e).__name__ for e in stack][:10]

@@ -312,8 +312,10 @@ def test_classifier_keeps_any_labels_and_a_grid_search_compares_starts(digits_sp
     assert (search.classes_[p.argmax(1)] == search.predict(x_test[:5])).all()
 
 
-def test_a_model_s_refusal_names_the_estimator_s_options_plainly(digits_split):
+def test_a_model_s_refusal_names_the_estimator_s_options_plainly(digits_split, tmp_path):
     x, y = digits_split[0][:50], digits_split[2][:50]
+    with pytest.raises(FileNotFoundError, match=r"model\.safetensors"):  # a file's name is not an option's
+        DBNClassifier(**{**SMALL, "options": {"pretrained": str(tmp_path / "model.safetensors")}}).fit(x, y)
     with pytest.raises(ValueError, match=r"^DBN: persistent: persistent chains .*; set hidden_units sigmoid") as err:
         DBNClassifier(**{**SMALL, "options": {"persistent": True}}).fit(x, y)
     assert "model." not in str(err.value)

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from lightning.pytorch import LightningDataModule
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from ..constraints import Interval, UsageError, validate_params
 from ..scaling import Scaling
@@ -256,8 +256,8 @@ class StreamingDataModule(Scaled, LightningDataModule):
     # ------------------------------------------------------------ loaders
     def _scaled_batch(self, items: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
         """Collate: stack a batch's rows and scale them by the fitted transform, as one operation."""
-        x, y = default_collate(items)
-        return self.scale(x), y
+        rows = torch.stack([x for x, _ in items])
+        return self.scale(rows), torch.tensor([y for _, y in items], dtype=torch.int64)
 
     def _split_loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
         source = (
