@@ -162,6 +162,13 @@ CANDIDATES = {
     "dbn_rbm_weight_decay_0.002": (DBN, {"rbm_weight_decay": 2e-3}),
     **{f"dbn_gaussian_lr_{lr}": (DBN, {"gaussian_lr": lr}) for lr in (3e-3, 3e-2)},
     "dbn_no_dropout": (DBN, {"dropout": 0.0}),
+    # L2-SP (Li, Grandvalet & Davoine 2018): fine-tuning pulled toward the start, for each start alike
+    # (a DBN's pretrained stack, a scheme's draw); small tables, 10% of labels.
+    **{f"dbn_start_decay_{c}": (DBN, {"start_decay": c}) for c in (0.01, 0.1)},
+    **{
+        f"{init}_start_decay_0.01": (Baseline, {"init": init, "start_decay": 0.01})
+        for init in ("xavier_uniform", "he_uniform")
+    },
 }
 
 
