@@ -211,18 +211,22 @@ def _options() -> dict[str, frozenset[str]]:
     }
 
 
+_CLI_FLAGS = {"model": "--model.", "data": "--data.", "trainer": "--trainer.", "ckpt_path": "--ckpt_path"}  # train.py's
+
+
 def as_flags(message: str, flags: Mapping[str, str] | None = None) -> str:
     """A library message in the command's words: the library names an option by its place in the
     config (``model.lr``, ``data.scaling``, ``trainer.gradient_clip_val``), the command line by its
     flag (``--model.lr``). ``flags`` maps a section to its flags' prefix where a command spells it
-    otherwise (the comparison runner's ``{"model": "--dbn."}``); a section it leaves out keeps its
-    words. Only the options of those sections are rewritten, so a file named ``data.csv`` stays
-    as it is. ``Trainer.fit``'s ``ckpt_path`` becomes the command's ``--ckpt_path``."""
+    otherwise (the comparison runner's ``{"model": "--dbn."}``, the estimators' ``{"model": ""}``); a
+    section it leaves out keeps its words. Only the options of those sections are rewritten, so a
+    file named ``data.csv`` stays as it is. ``Trainer.fit``'s ``ckpt_path`` becomes
+    ``flags["ckpt_path"]`` (train.py's ``--ckpt_path``) where ``flags`` has one."""
     options = _options()
-    flags = {"model": "--model.", "data": "--data.", "trainer": "--trainer."} if flags is None else flags
+    flags = _CLI_FLAGS if flags is None else flags
     flag = lambda m: f"{flags[m[1]]}{m[2]}" if m[1] in flags and m[2] in options[m[1]] else m[0]  # noqa: E731
     message = re.sub(r"(?<![\w./-])(model|data|trainer)\.(\w+)", flag, message)
-    return re.sub(r"(?<![\w./-])ckpt_path\b", "--ckpt_path", message)
+    return re.sub(r"(?<![\w./-])ckpt_path\b", flags["ckpt_path"], message) if "ckpt_path" in flags else message
 
 
 class _Parser(LightningArgumentParser):

@@ -123,9 +123,10 @@ class StackFile:
 
     @property
     def hidden_units(self) -> list[str]:
-        """Hidden unit type of each RBM; "sigmoid" (Bernoulli) where the file records none."""
+        """Hidden unit type of each RBM, as the file records it; else the RBMs' own (a file that
+        records none is read with sigmoid, Bernoulli, units)."""
         units = json.loads(self.metadata.get("hidden_units") or "null")
-        return units if isinstance(units, list) else ["sigmoid"] * len(self.rbms)
+        return units if isinstance(units, list) else [rbm.hidden_units for rbm in self.rbms]
 
     @property
     def scaling(self) -> str:

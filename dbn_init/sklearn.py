@@ -18,7 +18,6 @@ import contextlib
 import copy
 import inspect
 import logging
-import re
 import warnings
 from numbers import Integral, Real
 from typing import Iterator
@@ -294,8 +293,9 @@ def _option_names() -> Iterator[None]:
     try:
         yield
     except UsageError as err:
-        options = "|".join(sorted(CLASSIFIER_OPTIONS | _PRETRAINING | {"init", "init_std", "init_value"}))
-        message = re.sub(rf"(?<![\w./-])model\.({options})\b", r"\1", str(err))  # a file model.ckpt stays
+        from .cli import as_flags  # the CLI's rewording; imported only here, as importing the CLI takes a while
+
+        message = as_flags(str(err), {"model": ""})  # model.lr -> lr; a file model.ckpt stays
         if message == str(err):
             raise
         raise type(err)(message) from err

@@ -16,7 +16,6 @@ dropped (Hinton & Salakhutdinov 2006).
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import warnings
 from typing import Any, Sequence
@@ -186,7 +185,7 @@ def load_pretrained_(module: nn.Module, stack: Any, layers: Sequence[nn.Linear] 
 # --- the stack ------------------------------------------------------------------------------
 def _resolve(stack: Any) -> StackFile:
     """The stack as a :class:`StackFile`: as given, loaded from a path or from scikit-learn
-    estimators, or RBMs (bottom to top) wrapped with their hidden unit types."""
+    estimators, or RBMs (bottom to top) wrapped as they are."""
     if isinstance(stack, (str, os.PathLike)):
         return load_stack(stack)
     if isinstance(stack, StackFile):
@@ -194,7 +193,7 @@ def _resolve(stack: Any) -> StackFile:
     if isinstance(stack, RBM):
         stack = [stack]
     if isinstance(stack, (list, tuple, nn.ModuleList)) and stack and all(isinstance(r, RBM) for r in stack):
-        return StackFile(list(stack), {"hidden_units": json.dumps([r.hidden_units for r in stack])})
+        return StackFile(list(stack))
     if isinstance(stack, (list, tuple)) and stack:
         if all(isinstance(e, BernoulliRBM) for e in stack):
             return load_stack(list(stack))  # checked there, fitted or not
