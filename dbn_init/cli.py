@@ -28,7 +28,15 @@ from .io import data_record, save_stack
 from .models import DBN, Classifier
 from .plots import drawable
 from .pretrain import FIT_ONLY, stage_trainer, trainer_options
-from .runs import RecordRunSettings, check_run_folder, checked_checkpoint, claimed_version, find_last, run_settings
+from .runs import (
+    RecordRunSettings,
+    ReleaseUnsavedRun,
+    check_run_folder,
+    checked_checkpoint,
+    claimed_version,
+    find_last,
+    run_settings,
+)
 
 __all__ = ["DBNCLI", "CLIStageTrainers", "as_flags", "main", "entry_point"]
 
@@ -89,6 +97,7 @@ class DBNCLI(LightningCLI):
         one = self.trainer.world_size == 1  # under DDP every rank runs this: the logger's rank 0 numbers the run
         with claimed_version(self.trainer.logger, one):
             check_run_folder(Path(self.trainer.default_root_dir), self.run_dir(), self.checkpoint_dir(), resume, one)
+        self.trainer.callbacks.append(ReleaseUnsavedRun(self.checkpoint_dir(), self.run_dir()))
         if self.trainer.checkpoint_callback is not None:  # checkpointing on: keep the fine-tuning's resume point too
             self.trainer.callbacks.append(ResumeCheckpoint(self.checkpoint_dir(), "last"))
         stage_resume: dict[int, str] = {}
@@ -119,10 +128,7 @@ class DBNCLI(LightningCLI):
         if resolved is not None:
             self.config_init[self.subcommand]["ckpt_path"] = str(resolved[0])
         elif isinstance(self.model, DBN):  # refused before the Trainer makes a run folder
-            try:
-                self.model.refuse_evaluating_untrained(self.subcommand)
-            except RuntimeError as err:
-                raise RuntimeError(as_flags(str(err))) from None
+            self.model.refuse_evaluating_untrained(self.subcommand)
         else:  # a Baseline would be scored at its initialisation: not what the command is for
             raise UsageError(
                 f"{self.subcommand} needs the weights of a trained run, and no --ckpt_path was given "

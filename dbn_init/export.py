@@ -45,11 +45,6 @@ def export(ckpt: Path, out: Path, overwrite: bool = False) -> None:
     whole: an interrupted export leaves neither a partial ``out`` nor a temporary file)."""
     if out.exists() and ckpt.exists() and out.samefile(ckpt):
         raise UsageError(f"OUT {out} is the checkpoint being exported; write the stack to another file")
-    if out.suffix != ".safetensors":
-        raise UsageError(
-            f"expected OUT with a .safetensors name (the format written), e.g. {out.with_suffix('.safetensors')}, "
-            f"got {out}"
-        )
     stack = load_stack(ckpt)
     provenance = {k: v for k, v in stack.metadata.items() if k in ("source", "stage", "stage_epochs_done")}
     save_stack(stack.rbms, out, scaling=stack.scaling, binarize=stack.metadata.get("binarize") == "true",

@@ -191,6 +191,11 @@ def save_stack(
     _refuse(f"cannot save to {path}", problems + stack_problems(rbms))
     if path.is_dir():
         raise UsageError(f"cannot save to {path}: it is a folder; give a file name, e.g. {path / 'dbn.safetensors'}")
+    if path.suffix != ".safetensors":  # readers, np.load's among them, go by the name
+        raise UsageError(
+            f"cannot save to {path}: expected a .safetensors name (the format written), e.g. "
+            f"{path.with_suffix('.safetensors')}"
+        )
     if path.exists() and not overwrite:
         raise FileTakenError(f"{path} already exists; pass overwrite=True (--overwrite on the command line)")
     if not path.parent.is_dir():

@@ -267,6 +267,12 @@ class Classifier(LightningModule):
         if not self.built and ckpt_path and os.path.isfile(ckpt_path):  # sizes as the checkpoint's run had them
             self.build_like(torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True))
         stage = getattr(stage, "value", stage)
+        if getattr(datamodule, "labelled", True) is False and stage != "predict" and not self.reconstruction:
+            raise UsageError(
+                f"this {type(datamodule).__name__} has no labels, so it serves pretraining only; to fine-tune "
+                "a classifier or regressor, give it labels (a `target` column, `y`, or a dataset of (input, "
+                'label) pairs); an autoencoder (task="reconstruction") needs none'
+            )
         self.build_for(datamodule, stage)
         if self.regression and stage == "fit" and not self.target_std:  # not restored from a checkpoint
             self.fit_targets(datamodule)
@@ -950,11 +956,11 @@ class DBN(Classifier):
         super().on_fit_start()
 
     def refuse_evaluating_untrained(self, stage: Literal["validate", "test", "predict"]) -> None:
-        """Raise RuntimeError if evaluating (a Lightning stage, as train.py's subcommand names it)
+        """Raise :class:`UsageError` if evaluating (a Lightning stage, as train.py's subcommand names it)
         would score RBMs never trained."""
         if self.built and not self.pretrained and any(self.cd.epochs):
             what = {"validate": "validation", "test": "the test", "predict": "prediction"}[stage]
-            raise RuntimeError(
+            raise UsageError(
                 f"this DBN is neither pretrained nor loaded from a checkpoint, so {what} would score "
                 "random weights; pass the fine-tuning checkpoint of a run as ckpt_path (PATH/last.ckpt, "
                 "or last), or fit first"

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .constraints import check_count
+from .constraints import UsageError, check_count
 
 __all__ = [
     "RBM",
@@ -729,19 +729,19 @@ def check_visible(x: Tensor, units: RBM | str, where: str = "data", fix: str | N
     size is checked too, or its visible unit type name). ``fix``: what to do about values outside
     the units' range, in the caller's words (default: the DataModule's and the model's options).
 
-    Raises ValueError for a wrong width, non-finite values and, for Bernoulli units, values
-    outside [0, 1].
+    Raises :class:`~dbn_init.constraints.UsageError` (a ValueError) for a wrong width, non-finite
+    values and, for Bernoulli units, values outside [0, 1].
     """
     visible_units = units if isinstance(units, str) else units.visible_units
     if isinstance(units, RBM) and (x.ndim != 2 or x.shape[1] != units.n_visible):
-        raise ValueError(
+        raise UsageError(
             f"{where} has shape {tuple(x.shape)} but RBM 1 expects (batch, {units.n_visible}) (input_size); "
             "build the model with the data's input_size (train.py links data.input_size; from Python pass "
             "input_size=None to take it from the data)"
         )
     finite = torch.isfinite(x)
     if not bool(finite.all()):
-        raise ValueError(
+        raise UsageError(
             f"{where} holds {int((~finite).sum())} NaN/Inf value(s); RBM training needs finite inputs. "
             "Clean or impute the data before training."
         )
@@ -756,7 +756,7 @@ def check_visible(x: Tensor, units: RBM | str, where: str = "data", fix: str | N
     if visible_units == "bernoulli" and x.numel():
         lo, hi = float(x.min()), float(x.max())
         if lo < 0.0 or hi > 1.0:
-            raise ValueError(
+            raise UsageError(
                 f"{where} has values in [{lo:.4g}, {hi:.4g}], but Bernoulli visible units expect "
                 "probabilities in [0, 1]. "
                 + (

@@ -37,6 +37,7 @@ __all__ = [
     "check_run_folder",
     "claimed_version",
     "RecordRunSettings",
+    "ReleaseUnsavedRun",
 ]
 
 # Model options that change how fast a run goes, not what it computes (tested bit for bit).
@@ -313,6 +314,30 @@ def _claim(checkpoints: Path, run: Path) -> None:
             f"another run started in the run folder {run} at the same moment and took it; pass another "
             "trainer.default_root_dir, or enable a logger (it gives each run a new version folder)"
         ) from None
+
+
+def _release(checkpoints: Path, run: Path) -> None:
+    """Undo :func:`_claim` for a run that ended before it saved anything: its ``.run`` and the
+    ``config.yaml`` it wrote go, so that the corrected command can start in the same folder (there
+    is nothing to resume). A run that saved a checkpoint, a picture or a stack keeps everything."""
+    saved = [p for p in checkpoints.iterdir() if p.name != ".run"] if checkpoints.is_dir() else []
+    if saved or any((run / name).exists() for name in RUN_OUTPUTS if name != "config.yaml"):
+        return
+    for path in (checkpoints / ".run", run / "config.yaml"):
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # a folder this run made, unless something else is in it
+        checkpoints.rmdir()
+
+
+class ReleaseUnsavedRun(Callback):
+    """A fit that fails or is stopped before its first checkpoint gives its run folder back (:func:`_release`)."""
+
+    def __init__(self, checkpoints: Path, run: Path) -> None:
+        self.checkpoints, self.run = checkpoints, run
+
+    def on_exception(self, trainer: Trainer, pl_module, exception: BaseException) -> None:
+        if trainer.is_global_zero:
+            _release(self.checkpoints, self.run)
 
 
 def claim_version(logger) -> Path | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import inspect
 import logging
 import warnings
@@ -322,6 +323,8 @@ def _quiet_lightning() -> Iterator[None]:
 
 # The DBN's own options: what its pretraining reads, which a Baseline has no use for.
 _PRETRAINING = frozenset(inspect.signature(DBN.__init__).parameters) - CLASSIFIER_OPTIONS - {"self"}
+# What ``options`` may name: an option of either model (a DBN's are left out for a scheme).
+_OPTIONS = _PRETRAINING | frozenset(inspect.signature(Baseline.__init__).parameters) - {"self"}
 
 
 class _FineTuned(BaseEstimator):
@@ -351,6 +354,14 @@ class _FineTuned(BaseEstimator):
         self.random_state = random_state
 
     def _fit(self, X, y):
+        unknown = sorted(set(self.options or {}) - _OPTIONS)
+        if unknown:
+            near = {name: difflib.get_close_matches(name, _OPTIONS, n=1) for name in unknown}
+            raise ValueError(
+                f"options {unknown} of {type(self).__name__} name no option of dbn_init.DBN or Baseline"
+                + "".join(f"; did you mean {found[0]!r} for {name!r}?" for name, found in near.items() if found)
+                + f" (expected some of {sorted(_OPTIONS)})"
+            )
         seed, x = _seed(self.random_state), np.asarray(X, dtype=np.float32)
         # Every row trains: no validation split, and one test row spares the module carving a test split.
         data = ArrayDataModule(x, y, x_test=x[:1], y_test=y[:1], targets=self._targets, val_fraction=0.0,

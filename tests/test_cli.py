@@ -19,6 +19,7 @@ import dbn_init.cli
 from dbn_init import DBN, Baseline, DigitsDataModule
 from dbn_init.callbacks import RBMPictures
 from dbn_init.cli import DBNCLI, CLIStageTrainers, main
+from dbn_init.constraints import UsageError
 from dbn_init.entry import command
 from dbn_init.models import Classifier
 
@@ -408,7 +409,7 @@ def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untraine
     root = str(finished_run.parent.parent.parent)  # the default_root_dir of the finished run
     args = [*TINY, "--model.hidden", "[16]", "--trainer.limit_test_batches", "1.0"]
     with pytest.raises(
-        RuntimeError, match="test would score random weights; pass the fine-tuning checkpoint of a run as --ckpt_path"
+        UsageError, match="test would score random weights; pass the fine-tuning checkpoint of a run as --ckpt_path"
     ):
         main(["test", *args, "--trainer.default_root_dir", str(tmp_path)])
     assert not (tmp_path / "lightning_logs").exists()  # refused before the Trainer made a run folder

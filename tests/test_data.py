@@ -316,6 +316,15 @@ def test_download_true_does_not_go_online_for_files_already_in_root(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in FASHION_ROOT.iterdir())
 
 
+def test_a_download_that_fails_names_the_offline_fix_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    from torchvision.datasets import FashionMNIST
+
+    monkeypatch.setattr(FashionMNIST, "mirrors", ["http://127.0.0.1:9/"])  # nothing listens: refused at once
+    with pytest.raises(MissingFileError, match=r"downloading FashionMNIST into .* failed .*data.download false"):
+        FashionMNISTDataModule(root=tmp_path / "data", download=True).prepare_data()
+    assert not (tmp_path / "data" / "FashionMNIST").exists()
+
+
 class _LoggedDownload(MNISTDataModule):
     """torchvision's download (offline here) replaced by writing the four files after a pause,
     each call logged: what several ranks starting at once would each do without the lock."""
@@ -629,6 +638,8 @@ def test_npz_and_npy_files_and_a_loader_function_give_the_same_rows(tmp_path):
     npy = ArrayDataModule(path=str(tmp_path / "wine.npy"))
     npy.setup("fit")
     assert npy.num_classes is None and set(npy.pretrain_y.tolist()) == {-1} and len(npy.pretrain_x) == 128
+    with pytest.raises(UsageError, match=r"importing it failed \(sklearn.datasets has no 'load_wines'\)"):
+        ArrayDataModule(loader="sklearn.datasets.load_wines").setup("fit")  # a typo: the reason is named
 
 
 def test_a_test_file_and_extra_unlabelled_rows_for_pretraining_only(tmp_path):
@@ -655,16 +666,16 @@ def test_a_test_file_and_extra_unlabelled_rows_for_pretraining_only(tmp_path):
     assert sum(len(b) for _, b in dm.train_dataloader()) == 90
 
 
-def test_unlabelled_data_pretrains_and_refuses_fine_tuning_with_the_fix():
+def test_unlabelled_data_serve_every_training_row_labelled_minus_one():
     x, _ = wine_arrays()
     dm = ArrayDataModule(x)
     dm.setup("fit")
-    assert dm.num_classes is None and len(dm.test_x) == 36
+    assert dm.num_classes is None and len(dm.test_x) == 36 and not dm.labelled
     batch_x, batch_y = next(iter(dm.pretrain_dataloader(steps_per_batch=2)))
-    assert dm.batch_size == 16  # chosen for 115 pretraining rows: the smallest default batch
+    assert dm.batch_size == 16  # chosen for 128 pretraining rows: the smallest default batch
     assert batch_x.shape == (32, 13) and set(batch_y.tolist()) == {-1}
-    with pytest.raises(ValueError, match="has no labels, so it serves pretraining only.*give it labels"):
-        dm.train_dataloader()
+    rows = torch.cat([b for b, labels in dm.train_dataloader() if set(labels.tolist()) == {-1}])
+    assert len(rows) == len(dm.pretrain_x) == 128  # an autoencoder's fine-tuning (the models refuse to classify them)
     with pytest.raises(ValueError, match="expected labelled data for num_labels=30"):
         ArrayDataModule(x, num_labels=30).setup("fit")
 

@@ -103,8 +103,22 @@ def test_a_dbn_built_with_sizes_takes_the_data_s_units_and_keeps_its_start():
 def test_bernoulli_units_set_explicitly_on_standardised_data_are_refused_in_one_line():
     x, y = load_wine(return_X_y=True)
     model = DBN(hidden=[8], pretrain_epochs=1, visible_units="bernoulli")
-    with pytest.raises(ValueError, match=r"Bernoulli visible units expect probabilities in \[0, 1\]"):
+    with pytest.raises(UsageError, match=r"Bernoulli visible units expect probabilities in \[0, 1\]"):
         pretrain(model, ArrayDataModule(x, y), lambda stage, epochs: make_trainer(epochs))
+
+
+def test_the_cli_refuses_bernoulli_units_on_unscaled_data_in_its_own_words(tmp_path):
+    """One line in train.py's words; the run refused leaves its folder free for the corrected command."""
+    from dbn_init.cli import main
+
+    args = ["fit", "--model", "dbn_init.DBN", "--model.hidden", "[8]", "--model.visible_units", "bernoulli",
+            "--model.pretrain_epochs", "1", "--trainer.max_epochs", "1", "--data", "dbn_init.ArrayDataModule",
+            "--data.loader", "sklearn.datasets.load_wine", "--trainer.logger", "false",
+            "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    with pytest.raises(UsageError, match=r"expect probabilities in \[0, 1\].*\(--data.scaling unit\)") as refused:
+        main([*args, "--data.scaling", "none"])
+    assert "\n" not in str(refused.value)
+    assert main([*args, "--data.scaling", "unit"]).model.pretrained
 
 
 def test_two_classes_need_no_num_classes():

@@ -540,6 +540,9 @@ def test_a_folder_given_as_the_output_gets_a_file_name_suggested(tmp_path):
     with pytest.raises(UsageError, match=r"out: it is a folder; give a file name, e\.g\. .*out/dbn\.safetensors"):
         save_stack(random_stack(seed=1), tmp_path / "out", overwrite=True)
     assert (tmp_path / "out").is_dir() and not any((tmp_path / "out").iterdir())
+    with pytest.raises(UsageError, match=r"s\.npz: expected a \.safetensors name .*, e\.g\. .*s\.safetensors"):
+        save_stack(random_stack(seed=1), tmp_path / "s.npz")  # np.load could not read what it would hold
+    assert not (tmp_path / "s.npz").exists()
 
 
 def test_overwrite_is_refused_unless_asked_and_a_crash_keeps_the_old_file(tmp_path, monkeypatch):

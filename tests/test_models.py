@@ -300,7 +300,7 @@ def test_an_untrained_dbn_is_not_evaluated(digits):
         (_trainer(1).test, "the test"),
         (_trainer(1).predict, "prediction"),
     ):
-        with pytest.raises(RuntimeError, match=f"neither pretrained nor loaded from a checkpoint, so {what}") as info:
+        with pytest.raises(UsageError, match=f"neither pretrained nor loaded from a checkpoint, so {what}") as info:
             run(model, datamodule=digits)
         assert "as ckpt_path (" in str(info.value) and "--" not in str(info.value)  # Trainer's words, not a flag
     model = textbook_dbn(hidden=[16], pretrain_epochs=0)  # asked to start from random RBMs: allowed

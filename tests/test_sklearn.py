@@ -321,3 +321,6 @@ def test_a_model_s_refusal_names_the_estimator_s_options_plainly(digits_split, t
     assert "model." not in str(err.value)
     with pytest.raises(ValueError, match=r"^pretrain_stack: persistent: .*, or persistent false$"):
         DBNTransformer(hidden=(8,), persistent=True, epochs=1).fit(x / 16)
+    for init in ("dbn", "he_uniform"):  # a misspelt key, whichever model would take it
+        with pytest.raises(ValueError, match=r"options \['dropuot'\] of DBNClassifier .*did you mean 'dropout'"):
+            DBNClassifier(**{**SMALL, "init": init, "options": {"dropuot": 0.5}}).fit(x, y)

@@ -167,6 +167,20 @@ def test_fine_tuning_the_autoencoder_lowers_the_reconstruction_error_on_held_bac
     torch.testing.assert_close(twin.eval()(dm.test_x), baseline.eval()(dm.test_x))
 
 
+@pytest.mark.parametrize("make", [lambda: _autoencoder("sigmoid", pretrain_epochs=1), lambda: Baseline(
+    hidden=[24, 12, 4], task="reconstruction", activation=["sigmoid", "sigmoid", "linear"])])  # fmt: skip
+def test_an_autoencoder_fits_data_without_labels_and_a_classifier_refuses_them_with_the_fix(make):
+    from sklearn.datasets import load_digits
+
+    dm = ArrayDataModule(load_digits().data / 16, scaling="unit", batch_size=64)  # no y
+    model = make()
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(model, datamodule=dm)
+    assert np.isfinite(trainer.test(model, datamodule=dm, verbose=False)[0]["test_sse"])
+    with pytest.raises(UsageError, match='has no labels.*give it labels.*autoencoder \\(task="reconstruction"\\)'):
+        quiet_trainer(max_epochs=1).fit(DBN(hidden=[8], pretrain_epochs=1), datamodule=dm)
+
+
 def test_the_cli_fits_an_autoencoder_and_predict_writes_reconstructions(tmp_path):
     """--model.task reconstruction on any data (labels unused): the stack's top RBM is linear by
     default, and predict writes each row's reconstruction, in [0, 1] for inputs in [0, 1]."""

@@ -68,7 +68,8 @@ def _call_loader(name: str) -> tuple[Any, Any, list | None]:
     except (ImportError, AttributeError, ValueError) as err:
         raise UsageError(
             f"loader {name!r}: expected the dotted name of a function returning (X, y) or a Bunch with "
-            f"data and target, e.g. 'sklearn.datasets.load_wine'; importing it failed ({err})"
+            f"data and target, e.g. 'sklearn.datasets.load_wine'; importing it failed "
+            f"({str(err) or f'{module} has no {attr!r}'})"
         ) from err
     out = function()
     if hasattr(out, "data"):  # a scikit-learn Bunch
@@ -91,7 +92,7 @@ class ArrayDataModule(InMemoryDataModule):
     ``sklearn.datasets.load_wine``: what the CLI needs for data that ship with a package, without
     writing a file first. Labels (numbers or strings) become 0..C-1 in sorted order; ``classes``
     keeps the originals (a Bunch's ``target_names``). Without labels the module serves
-    pretraining only (``train_dataloader`` refuses with the fix).
+    pretraining and an autoencoder's fine-tuning; a classifier or regressor refuses it with the fix.
 
     Args:
         test_path, x_test, y_test: the test rows (a file like ``path``, or arrays); without them

@@ -170,13 +170,9 @@ class Scaled:
         raise NotImplementedError
 
     def train_dataloader(self) -> DataLoader:
-        """Labelled training batches (a ``num_labels`` budget of them, if set), shuffled."""
-        if not self.labelled:
-            raise UsageError(
-                f"this {type(self).__name__} has no labels, so it serves pretraining only "
-                "(pretrain_dataloader); to fine-tune, give it labels (a `target` column, `y`, or a "
-                "dataset of (input, label) pairs)"
-            )
+        """Labelled training batches (a ``num_labels`` budget of them, if set), shuffled; unlabelled
+        data serve every training row, labelled -1 (NaN for regression targets): an autoencoder's
+        fine-tuning needs no labels, and a model that does refuses such data in its ``setup``."""
         return self._split_loader("train", shuffle=True)
 
     def pretrain_dataloader(self, steps_per_batch: int = 1) -> DataLoader:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from filelock import FileLock
 from sklearn.datasets import load_digits
 from torch import Tensor
 
-from ..constraints import UsageError
+from ..constraints import MissingFileError, UsageError
 from .base import InMemoryDataModule, RawData, ScalingName, _check_finite, base_options, carve
 from .readers import _find_idx_files, _idx_folders, load_idx_dataset, offline_hint
 
@@ -141,13 +142,17 @@ class _IDXDataModule(ImageDataModule):
         """torchvision's download of both splits into ``root/<Name>/raw/``."""
         from torchvision import datasets  # only the online path needs torchvision
 
+        folder = Path(self.root) / self.torchvision_name
+        existed = folder.exists()
         try:
             for train in (True, False):
                 getattr(datasets, self.torchvision_name)(self.root, train=train, download=True)
         except Exception as err:  # URLError, RuntimeError("Error downloading ..."), ...
-            raise RuntimeError(
-                f"downloading {self.torchvision_name} into {self.root} failed ({err}). Offline, pass "
-                "`data.download false data.root DIR` with a folder holding the four IDX files"
+            if not existed:  # what the failed download left: the next try starts clean
+                shutil.rmtree(folder, ignore_errors=True)
+            raise MissingFileError(
+                f"downloading {self.torchvision_name} into {self.root} failed ({' '.join(str(err).split())}). "
+                "Offline, pass `data.download false data.root DIR` with a folder holding the four IDX files"
                 f"{offline_hint(self.torchvision_name)}"
             ) from err
 

@@ -300,7 +300,8 @@ def _read_npz(
         if "x" not in keys or (label_key is not None and label_key not in keys):
             raise UsageError(
                 f"{option} {path}: expected arrays named 'x' (features) and {label_key or 'y'!r} "
-                f"(labels, optional), found {keys}; save them as np.savez(path, x=features, y=labels)"
+                f"(labels{'' if target and not target_optional else ', optional'}), found {keys}; save them as "
+                "np.savez(path, x=features, y=labels)"
             )
         where = f"{option} {path}"
         x = _numeric(lambda: arrays["x"], f"{where}: 'x'")
