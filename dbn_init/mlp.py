@@ -31,7 +31,8 @@ class MLP(nn.Module):
     Linear weights are (out_features, in_features), the RBM orientation too. ``input_dropout``
     drops input features before the first layer (Hinton et al. 2012 used 0.2 with 0.5 in the
     hidden layers); it is a module of its own, outside ``features``, so parameter names do not
-    depend on it.
+    depend on it. With ``centred``, the first layer reads its inputs less ``input_mean`` (a buffer,
+    set by :meth:`centre_`), a reparametrisation that keeps the function and centres the gradients.
     """
 
     def __init__(
@@ -42,8 +43,12 @@ class MLP(nn.Module):
         activation: Activation | Sequence[Activation] = "relu",
         dropout: float = 0.0,
         input_dropout: float = 0.0,
+        centred: bool = False,
     ) -> None:
         super().__init__()
+        self.centred = centred
+        if centred:
+            self.register_buffer("input_mean", torch.zeros(input_size))
         sizes = [input_size, *hidden]
         self.activations = [activation] * len(hidden) if isinstance(activation, str) else list(activation)
         if len(self.activations) != len(hidden) or not set(self.activations) <= set(ACTIVATIONS):
@@ -79,7 +84,18 @@ class MLP(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(batch, input_size) -> (batch, hidden[-1])."""
-        return self.features(self.input_dropout(x))
+        return self.features(self.input_dropout(x - self.input_mean if self.centred else x))
+
+    @torch.no_grad()
+    def centre_(self, mean: Tensor) -> None:
+        """Read the inputs less ``mean`` from now on, computing the same function: the first layer's
+        bias takes ``W (mean - input_mean)``. Its weights' gradients, each an input times the unit's
+        error, then take both signs where inputs lie in [0, 1] (LeCun, Bottou, Orr & Müller 1998,
+        "Efficient BackProp", 4.3), instead of moving every weight of a unit one way, which with
+        Adam's steps of about the rate each can switch a unit off for good on wide inputs."""
+        first = self.linears[0]
+        first.bias.add_(first.weight @ (mean.to(first.weight) - self.input_mean))
+        self.input_mean.copy_(mean)
 
     def forward_head(self, features: Tensor) -> Tensor:
         """(batch, hidden[-1]) -> logits (batch, num_classes), or a decoder's (batch, input_size)."""
@@ -113,6 +129,8 @@ class MLP(nn.Module):
         for rbm, linear in zip(rbms, self.linears):
             linear.weight.copy_(rbm.linear_weight)
             linear.bias.copy_(rbm.hidden_bias)
+        if self.centred:  # the first layer reads x - input_mean: W x + c = W (x - input_mean) + c + W input_mean
+            self.linears[0].bias.add_(self.linears[0].weight @ self.input_mean)
         for rbm, linear in zip(reversed(rbms), self.decoder):
             linear.weight.copy_(rbm.weight.t() / rbm.input_scale)
             linear.bias.copy_(rbm.visible_bias / rbm.input_scale)

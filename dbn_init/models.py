@@ -56,6 +56,7 @@ _FINE_TUNING_CONSTRAINTS = {
     "body_lr_scale": [Interval(float, 0, None)],
     "warmup_epochs": [_COUNT],
     "start_decay": [_DECAY],
+    "centre_inputs": [Options((False, True))],
 }
 
 
@@ -127,6 +128,13 @@ class Classifier(LightningModule):
         Grandvalet & Davoine 2018): ``start_decay / 2 * ||theta - theta_start||^2`` is added to the
         training loss; for a DBN that start is the pretrained stack, for a baseline its scheme's
         draw. The start is kept in checkpoints, so a resumed fit pulls toward the same one. 0 for none.
+    centre_inputs : bool
+        The first layer reads its inputs less the training inputs' mean (:meth:`centre_on`, measured
+        when a fit sets up; a buffer in checkpoints), its bias adjusted so that the start computes
+        the same function. On inputs in [0, 1] every weight of a unit otherwise gets a gradient of
+        one sign, and Adam moves each by about the rate: on 3,072 such inputs the first layer of the
+        default DBN, and most of Xavier's, switched off for good in fine-tuning on the held-out
+        textures (results/defaults_search/centring_probe.md). A no-op on standardised data.
 
     The subclasses check their arguments against their ``_parameter_constraints`` once, first.
     """
@@ -149,9 +157,11 @@ class Classifier(LightningModule):
         body_lr_scale: float = 1.0,
         warmup_epochs: int = 0,
         start_decay: float = 0.0,
+        centre_inputs: bool = False,
     ) -> None:
         super().__init__()
         self.task, self.activation, self.hidden = task, activation, list(hidden)
+        self.centre_inputs = centre_inputs
         self.visible_units = visible_units
         self.lr, self.lr_schedule, self.optimizer_name = lr, lr_schedule, optimizer
         self.weight_decay, self.momentum = weight_decay, momentum
@@ -188,7 +198,8 @@ class Classifier(LightningModule):
         self.task = self.task or "classification"
         self.hparams.update(input_size=input_size, num_classes=num_classes, task=self.task)
         outputs = {"regression": 1, "reconstruction": None}.get(self.task, num_classes)
-        self.mlp = MLP(input_size, self.hidden, outputs, self.activation, self.dropout, self.input_dropout)
+        self.mlp = MLP(input_size, self.hidden, outputs, self.activation, self.dropout, self.input_dropout,
+                       self.centre_inputs)  # fmt: skip
         if self.regression:
             metrics = {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError(), "r2": R2Score()}
             self.register_buffer("target_mean", torch.zeros(()))
@@ -261,6 +272,25 @@ class Classifier(LightningModule):
         self.target_mean.fill_(float(y.mean()))
         self.target_std.fill_(std if std > 0 else 1.0)
 
+    def centre_on(self, datamodule) -> None:
+        """Centre the MLP's inputs on the mean of the data's training inputs (:meth:`MLP.centre_`, the
+        function kept): an in-memory DataModule's pretraining rows, else the first 10,000 rows its
+        pretraining (or training) loader serves, averaged over the fit's processes. Data standardised
+        by their DataModule are centred already: their mean stays 0."""
+        x = getattr(datamodule, "pretrain_x", None)
+        if getattr(datamodule, "scaling", None) == "standardize":
+            return
+        if x is not None:
+            mean = x.double().mean(0)
+        else:
+            loader = getattr(datamodule, "pretrain_dataloader", None) or datamodule.train_dataloader
+            rows = list(itertools.islice((row for batch in loader() for row in _features(batch)), 10_000))
+            mean = torch.stack(rows).double().mean(0)
+            if self.trainer.world_size > 1:  # each process read its own share
+                strategy = self.trainer.strategy
+                mean = strategy.reduce(mean.to(strategy.root_device), reduce_op="mean").cpu()
+        self.mlp.centre_(mean.float())
+
     def setup(self, stage: str) -> None:
         entry.close_process_group_at_exit()
         datamodule, ckpt_path = self.trainer.datamodule, self.trainer.ckpt_path
@@ -276,6 +306,8 @@ class Classifier(LightningModule):
         self.build_for(datamodule, stage)
         if self.regression and stage == "fit" and not self.target_std:  # not restored from a checkpoint
             self.fit_targets(datamodule)
+        if self.centre_inputs and stage == "fit":  # a resumed fit's checkpoint restores its own afterwards
+            self.centre_on(datamodule)
         # From Python a size mismatch would end in a bare matmul or cross-entropy error at the first batch.
         built = {"input_size": self.mlp.linears[0].in_features}
         if self.task == "classification":
@@ -547,6 +579,7 @@ class Baseline(Classifier):
         body_lr_scale: float = 1.0,
         warmup_epochs: int = 0,
         start_decay: float = 0.0,
+        centre_inputs: bool = False,
     ) -> None:
         args = locals()
         validate_params("Baseline", args, self._parameter_constraints, "model.", self._parameter_rules)
@@ -814,6 +847,7 @@ class DBN(Classifier):
         body_lr_scale: float = 1.0,
         warmup_epochs: int = 0,
         start_decay: float = 0.0,
+        centre_inputs: bool = False,
         pretrain_seed: int = 0,
         pretrained: str | None = None,
         ais_chains: int = 0,

@@ -74,6 +74,7 @@ _NEUTRAL = {
     "body_lr_scale": 1.0,
     "warmup_epochs": 0,
     "start_decay": 0.0,
+    "centre_inputs": False,
 }
 # What a model built with None takes from the data (FROM_DATA) follows from the data settings.
 # What a run leaves in its folder besides its checkpoints; another run writing there would overwrite them.

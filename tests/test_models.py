@@ -953,3 +953,36 @@ def test_a_failure_s_last_good_checkpoint_may_be_the_one_the_fit_resumed_from(tm
     trainer = SimpleNamespace(checkpoint_callbacks=[], ckpt_path=str(resumed))
     assert newest_checkpoint(trainer) == str(resumed)
     assert newest_checkpoint(SimpleNamespace(checkpoint_callbacks=[], ckpt_path=None)) == "none saved yet"
+
+
+def test_centred_inputs_keep_the_start_s_function_and_travel_in_checkpoints(digits, tmp_path):
+    """centre_inputs reparametrises the first layer, W (x - mu) + b + W mu: the transferred DBN still
+    computes the stack's up-pass and a scheme's start is unchanged; the fit measures mu on the
+    pretraining rows, and a checkpoint restores it with the weights."""
+    x = digits.test_x
+    seed_everything(0)
+    dbn = DBN(hidden=[32, 16], pretrain_epochs=1, centre_inputs=True)
+    _trainer(0).fit(dbn, datamodule=digits)
+    torch.testing.assert_close(dbn.mlp.input_mean, digits.pretrain_x.double().mean(0).float())
+    torch.testing.assert_close(dbn.eval().mlp.forward_features(x), up_pass(dbn.rbms, x), rtol=1e-5, atol=1e-5)
+    starts = []
+    for centred in (False, True):
+        seed_everything(1)
+        baseline = Baseline(hidden=[32], centre_inputs=centred)
+        _trainer(0).fit(baseline, datamodule=digits)
+        starts.append(baseline.eval()(x))
+    torch.testing.assert_close(starts[1], starts[0], rtol=1e-5, atol=1e-5)
+    trainer = _trainer(1)
+    trainer.fit(dbn, datamodule=digits)
+    trainer.save_checkpoint(tmp_path / "centred.ckpt")
+    again = DBN.load_from_checkpoint(tmp_path / "centred.ckpt", weights_only=False)
+    assert torch.equal(again.mlp.input_mean, dbn.mlp.input_mean)
+    assert torch.equal(again.eval()(x), dbn.eval()(x))
+
+    class Plain(LightningDataModule):  # a DataModule of one's own: the mean of the rows its loader serves
+        def train_dataloader(self):
+            return DataLoader(TensorDataset(digits.pretrain_x, digits.pretrain_y), batch_size=64)
+
+    baseline = Baseline(hidden=[8], centre_inputs=True)
+    _trainer(1, limit_val_batches=0).fit(baseline, datamodule=Plain())
+    torch.testing.assert_close(baseline.mlp.input_mean, digits.pretrain_x.double().mean(0).float())
