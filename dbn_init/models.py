@@ -277,9 +277,9 @@ class Classifier(LightningModule):
         function kept): an in-memory DataModule's pretraining rows, else the first 10,000 rows its
         pretraining (or training) loader serves, averaged over the fit's processes. Data standardised
         by their DataModule are centred already: their mean stays 0."""
-        x = getattr(datamodule, "pretrain_x", None)
         if getattr(datamodule, "scaling", None) == "standardize":
             return
+        x = getattr(datamodule, "pretrain_x", None)
         if x is not None:
             mean = x.double().mean(0)
         else:
