@@ -133,8 +133,9 @@ class Classifier(LightningModule):
         when a fit sets up; a buffer in checkpoints), its bias adjusted so that the start computes
         the same function. On inputs in [0, 1] every weight of a unit otherwise gets a gradient of
         one sign, and Adam moves each by about the rate: on 3,072 such inputs the first layer of the
-        default DBN, and most of Xavier's, switched off for good in fine-tuning on the held-out
-        textures (results/defaults_search/centring_probe.md). A no-op on standardised data.
+        DBN, and most of Xavier's, switched off for good in fine-tuning on the held-out textures.
+        True (the default) for every start, chosen on the development suite's validation splits
+        (results/defaults_search/centring_probe.md). A no-op on standardised data.
 
     The subclasses check their arguments against their ``_parameter_constraints`` once, first.
     """
@@ -157,7 +158,7 @@ class Classifier(LightningModule):
         body_lr_scale: float = 1.0,
         warmup_epochs: int = 0,
         start_decay: float = 0.0,
-        centre_inputs: bool = False,
+        centre_inputs: bool = True,
     ) -> None:
         super().__init__()
         self.task, self.activation, self.hidden = task, activation, list(hidden)
@@ -306,8 +307,6 @@ class Classifier(LightningModule):
         self.build_for(datamodule, stage)
         if self.regression and stage == "fit" and not self.target_std:  # not restored from a checkpoint
             self.fit_targets(datamodule)
-        if self.centre_inputs and stage == "fit":  # a resumed fit's checkpoint restores its own afterwards
-            self.centre_on(datamodule)
         # From Python a size mismatch would end in a bare matmul or cross-entropy error at the first batch.
         built = {"input_size": self.mlp.linears[0].in_features}
         if self.task == "classification":
@@ -320,6 +319,8 @@ class Classifier(LightningModule):
                     f"with {name}={ours}; build it with {name}=None (taken from the data) or "
                     f"{name}=datamodule.{name} (train.py links it)"
                 )
+        if self.centre_inputs and stage == "fit":  # a resumed fit's checkpoint restores its own afterwards
+            self.centre_on(datamodule)
 
     def build_for(self, datamodule, stage: str = "fit") -> None:
         """Build a model made with sizes None for ``datamodule`` (set up): its declared sizes, else its data's."""
@@ -579,7 +580,7 @@ class Baseline(Classifier):
         body_lr_scale: float = 1.0,
         warmup_epochs: int = 0,
         start_decay: float = 0.0,
-        centre_inputs: bool = False,
+        centre_inputs: bool = True,
     ) -> None:
         args = locals()
         validate_params("Baseline", args, self._parameter_constraints, "model.", self._parameter_rules)
@@ -847,7 +848,7 @@ class DBN(Classifier):
         body_lr_scale: float = 1.0,
         warmup_epochs: int = 0,
         start_decay: float = 0.0,
-        centre_inputs: bool = False,
+        centre_inputs: bool = True,
         pretrain_seed: int = 0,
         pretrained: str | None = None,
         ais_chains: int = 0,

@@ -142,6 +142,8 @@ def differences(saved: dict, ours: dict) -> list[str]:
         for key in sorted(set(settings) | set(theirs)):
             if key.startswith("_") and key not in theirs:  # _class_path: recorded only by a CLI run
                 continue
+            if key in SPEED_OPTIONS | NAME_ONLY_OPTIONS | LOADING_OPTIONS:  # left out of ours; a file may hold them
+                continue
             if key in FROM_DATA and settings.get(key) is None:  # to be taken from the data, whose settings count
                 continue
             one = settings if key not in theirs else theirs if key not in settings else None
