@@ -50,6 +50,7 @@ class DBNCLI(LightningCLI):
         # batch (None). No lambdas: under ddp_spawn the parser is pickled with the config callback.
         for size in ("input_size", "num_classes"):
             parser.link_arguments("data", f"model.init_args.{size}", partial(_declared, size), apply_on="instantiate")
+        parser.set_defaults(model={"class_path": "dbn_init.DBN"})  # without --model: the DBN, its defaults
 
     def instantiate_classes(self) -> None:  # a class's refusal of a value ends the command as one usage line
         try:
@@ -95,9 +96,9 @@ class DBNCLI(LightningCLI):
         prepare_trainer(self.trainer)
         resume, checkpoint = self._resolve() or (None, None)
         one = self.trainer.world_size == 1  # under DDP every rank runs this: the logger's rank 0 numbers the run
-        with claimed_version(self.trainer.logger, one):
+        with claimed_version(self.trainer.logger, one) as created:
             check_run_folder(Path(self.trainer.default_root_dir), self.run_dir(), self.checkpoint_dir(), resume, one)
-        self.trainer.callbacks.append(ReleaseUnsavedRun(self.checkpoint_dir(), self.run_dir()))
+        self.trainer.callbacks.append(ReleaseUnsavedRun(self.checkpoint_dir(), self.run_dir(), created))
         if self.trainer.checkpoint_callback is not None:  # checkpointing on: keep the fine-tuning's resume point too
             self.trainer.callbacks.append(ResumeCheckpoint(self.checkpoint_dir(), "last"))
         stage_resume: dict[int, str] = {}

@@ -17,13 +17,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 __all__ = [
     "UsageError",
     "MissingFileError",
     "FileTakenError",
     "OutputError",
+    "error_chain",
     "usage_cause",
     "Interval",
     "Options",
@@ -51,12 +52,18 @@ class OutputError(UsageError, OSError):
     """A file could not be written where the user asked (a full disk, a read-only folder)."""
 
 
-def usage_cause(err: BaseException | None) -> BaseException | None:
-    """The :class:`UsageError` (or missing file) behind ``err``, which may wrap it several times over
-    (jsonargparse wraps a class's refusal of a value); None if a bug, not the user, raised it."""
-    while err is not None and not isinstance(err, (UsageError, FileNotFoundError)):
+def error_chain(err: BaseException | None) -> Iterator[BaseException]:
+    """``err`` and the errors it was raised from or while handling, newest first (jsonargparse
+    wraps what a class's ``__init__`` raises)."""
+    while err is not None:
+        yield err
         err = err.__cause__ or err.__context__
-    return err
+
+
+def usage_cause(err: BaseException | None) -> BaseException | None:
+    """The :class:`UsageError` (or missing file) in ``err``'s chain (:func:`error_chain`); None if
+    a bug, not the user, raised it."""
+    return next((e for e in error_chain(err) if isinstance(e, (UsageError, FileNotFoundError))), None)
 
 
 @dataclass(frozen=True)

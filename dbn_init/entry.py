@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
-from .constraints import UsageError
+from .constraints import UsageError, error_chain
 
 __all__ = [
     "Stopped",
@@ -206,20 +206,11 @@ def _follow_launcher(line: str) -> None:
 def peer_problem(err: BaseException, resume_hint: str = "") -> str | None:
     """One line for a collective that failed because another process of the run died (gloo's
     "Connection reset by peer", an NCCL timeout), found in ``err``'s chain; None for any other."""
-    for seen in _chain(err):
+    for seen in error_chain(err):
         if re.search(r"Connection (reset|closed) by peer|NCCL communicator was aborted|collective operation timeout",
                      str(seen)):  # fmt: skip
             return f"another process of this distributed run ended, so this one stops; {resume_hint or 'rerun'}"
     return None
-
-
-def _chain(err: BaseException) -> Iterator[BaseException]:
-    """``err`` and the errors it was raised from or while handling, newest first (jsonargparse
-    wraps what a class's ``__init__`` raises)."""
-    seen: BaseException | None = err
-    while seen is not None:
-        yield seen
-        seen = seen.__cause__ or seen.__context__
 
 
 # errno -> what to do about it
@@ -238,7 +229,7 @@ _PATH_FIXES = {
 def path_problem(err: BaseException, resume_hint: str = "") -> str | None:
     """One line for an error about a path the user gave: an ``OSError`` that names its file, or
     PIL's refusal of an image file, found in ``err``'s chain (:func:`_chain`); None for any other error."""
-    for seen in _chain(err):
+    for seen in error_chain(err):
         if type(seen).__name__ == "UnidentifiedImageError":  # PIL's, an OSError without a filename
             quoted = re.search(r"'([^']*)'", str(seen))  # 'path', or a file object's name='path'
             path = quoted[1] if quoted and quoted[1] else seen

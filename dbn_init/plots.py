@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
 
 __all__ = ["image_grid", "save_image_grid", "save_curves"]
 
@@ -54,23 +55,15 @@ def image_grid(
         raise ValueError(
             f"expected images of shape (n, {size}), n >= 1, for image_shape {tuple(image_shape)}, got {x.shape}"
         )
-    n, (h, w) = x.shape[0], shape[-2:]
+    n = x.shape[0]
     if normalize_each:
         lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)
         x = (x - lo) / np.maximum(hi - lo, 1e-12)
     else:
         x = np.clip(x, 0.0, 1.0)
-    tiles = x.reshape(n, *shape)
-    if len(shape) == 3:
-        tiles = tiles.transpose(0, 2, 3, 1)  # (n, C, H, W) -> (n, H, W, C)
-    ncols = ncols or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / ncols)
-    grid = np.ones((rows * (h + pad) + pad, ncols * (w + pad) + pad, *tiles.shape[3:]), dtype=np.float32)
-    for i in range(n):
-        r, c = divmod(i, ncols)
-        top, left = pad + r * (h + pad), pad + c * (w + pad)
-        grid[top : top + h, left : left + w] = tiles[i]
-    return grid
+    tiles = torch.from_numpy(x.reshape(n, -1, *shape[-2:]))  # (n, C, H, W), C = 1 for grey
+    grid = make_grid(tiles, nrow=ncols or math.ceil(math.sqrt(n)), padding=pad, pad_value=1.0)  # (3, H', W')
+    return (grid[0] if len(shape) == 2 else grid.permute(1, 2, 0)).numpy()
 
 
 def save_image_grid(grid: np.ndarray, path: str | Path, title: str = "") -> Path:

@@ -319,12 +319,17 @@ def _claim(checkpoints: Path, run: Path) -> None:
         ) from None
 
 
-def _release(checkpoints: Path, run: Path) -> None:
+def _release(checkpoints: Path, run: Path, created: Path | None = None) -> None:
     """Undo :func:`_claim` for a run that ended before it saved anything: its ``.run`` and the
     ``config.yaml`` it wrote go, so that the corrected command can start in the same folder (there
-    is nothing to resume). A run that saved a checkpoint, a picture or a stack keeps everything."""
+    is nothing to resume), and so do the folders it ``created`` (a logger's new ``version_N``, for
+    a run refused in its own words). A run that saved a checkpoint, a picture or a stack keeps
+    everything."""
     saved = [p for p in checkpoints.iterdir() if p.name != ".run"] if checkpoints.is_dir() else []
     if saved or any((run / name).exists() for name in RUN_OUTPUTS if name != "config.yaml"):
+        return
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
         return
     for path in (checkpoints / ".run", run / "config.yaml"):
         path.unlink(missing_ok=True)
@@ -333,14 +338,16 @@ def _release(checkpoints: Path, run: Path) -> None:
 
 
 class ReleaseUnsavedRun(Callback):
-    """A fit that fails or is stopped before its first checkpoint gives its run folder back (:func:`_release`)."""
+    """A fit that fails or is stopped before its first checkpoint gives its run folder back
+    (:func:`_release`); refused (a :class:`UsageError`), it also removes the folders it ``created``
+    (:func:`claimed_version`), which hold no more than the logger's record of the refusal."""
 
-    def __init__(self, checkpoints: Path, run: Path) -> None:
-        self.checkpoints, self.run = checkpoints, run
+    def __init__(self, checkpoints: Path, run: Path, created: Path | None = None) -> None:
+        self.checkpoints, self.run, self.created = checkpoints, run, created
 
     def on_exception(self, trainer: Trainer, pl_module, exception: BaseException) -> None:
         if trainer.is_global_zero:
-            _release(self.checkpoints, self.run)
+            _release(self.checkpoints, self.run, self.created if isinstance(exception, UsageError) else None)
 
 
 def claim_version(logger) -> Path | None:
@@ -368,11 +375,12 @@ def claim_version(logger) -> Path | None:
 
 
 @contextlib.contextmanager
-def claimed_version(logger, claim: bool = True) -> Iterator[None]:
-    """:func:`claim_version` for the block (if ``claim``); a run refused in it leaves no folder behind."""
+def claimed_version(logger, claim: bool = True) -> Iterator[Path | None]:
+    """:func:`claim_version` for the block (if ``claim``), which gets the folder it created; a run
+    refused in it leaves no folder behind."""
     created = claim_version(logger) if claim else None
     try:
-        yield
+        yield created
     except UsageError:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)

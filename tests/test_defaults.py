@@ -121,6 +121,32 @@ def test_the_cli_refuses_bernoulli_units_on_unscaled_data_in_its_own_words(tmp_p
     assert main([*args, "--data.scaling", "unit"]).model.pretrained
 
 
+def test_a_refused_run_gives_back_the_version_folder_its_logger_numbered(tmp_path):
+    """With a logger, the refused run's ``version_N`` goes, the finished run beside it stays, and
+    the corrected command takes the number the refused one had."""
+    from dbn_init.cli import main
+
+    args = ["fit", "--model.hidden", "[8]", "--model.visible_units", "bernoulli", "--model.pretrain_epochs", "1",
+            "--trainer.max_epochs", "1", "--data", "dbn_init.ArrayDataModule", "--data.loader",
+            "sklearn.datasets.load_wine", "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    main([*args, "--data.scaling", "unit"])
+    finished = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(UsageError, match=r"expect probabilities in \[0, 1\]"):
+        main([*args, "--data.scaling", "none"])
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == finished
+    assert main([*args, "--data.scaling", "unit"]).trainer.log_dir.endswith("version_1")
+
+
+def test_the_cli_without_a_model_fits_the_dbn_with_its_defaults(tmp_path):
+    from dbn_init.cli import main
+
+    cli = main(["fit", "--model.hidden", "[8]", "--model.pretrain_epochs", "1", "--trainer.max_epochs", "1",
+                "--data", "dbn_init.ArrayDataModule", "--data.loader", "sklearn.datasets.load_wine",
+                "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    assert type(cli.model) is DBN and cli.model.pretrained
+    assert cli.model.hparams.recipe == DBN().hparams.recipe and cli.model.hparams.visible_units == "gaussian"
+
+
 def test_two_classes_need_no_num_classes():
     x, y = load_breast_cancer(return_X_y=True)
     seed_everything(0)
