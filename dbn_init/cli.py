@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Mapping
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -38,7 +38,7 @@ from .runs import (
     run_settings,
 )
 
-__all__ = ["DBNCLI", "CLIStageTrainers", "as_flags", "main", "entry_point"]
+__all__ = ["DBNCLI", "CLIStageTrainers", "ExportPretrained", "as_flags", "main", "entry_point"]
 
 
 class DBNCLI(LightningCLI):
@@ -122,6 +122,9 @@ class DBNCLI(LightningCLI):
             settings = run_settings(self.model, self.datamodule)
             self.model.stage_trainers = CLIStageTrainers(config, self.checkpoint_dir(), settings, image_shape)
             self.model.stage_resume = stage_resume
+            if not self.trainer.fast_dev_run:
+                stack = ExportPretrained(self.run_dir() / "pretrained.safetensors", self._resumed)
+                self.trainer.callbacks.append(stack)
 
     def _checkpoint_to_evaluate(self) -> None:
         """validate / test / predict: ``--ckpt_path`` read as fit reads it; a stage's is refused."""
@@ -153,29 +156,42 @@ class DBNCLI(LightningCLI):
         if held:  # without a logger every run writes to the same folder
             raise FileTakenError(
                 f"{self.run_dir()} already holds {' and '.join(held)}, the predictions of an earlier run on "
-                "the same input, which this one would overwrite; pass another --trainer.default_root_dir, "
-                "or enable a logger (a new version folder per run)"
+                "the same input, which this one would overwrite; pass another --trainer.default_root_dir "
+                f"with --ckpt_path {self.config_init[self.subcommand]['ckpt_path']} (a path: 'last' is looked "
+                "up under the new folder)"
             )
         self.trainer.callbacks.append(PredictionWriter())
 
     def after_fit(self) -> None:
         if self.trainer.interrupted:
             return
-        if isinstance(self.model, DBN) and not self.trainer.fast_dev_run:
-            self.export_pretrained()
         for callback in self._config_savers():  # the fit saved config.yaml (under ddp_spawn a worker did, unheard here)
             callback.already_saved = True
         best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
-    def export_pretrained(self) -> None:
-        """Save the pretrained stack (before fine-tuning changed the MLP) next to the checkpoints."""
-        path = self.run_dir() / "pretrained.safetensors"
-        if not self.trainer.is_global_zero:
-            return
-        # only a run resumed in its own folder finds one there (check_run_folder refused any other): its own
-        save_stack(self.model.rbms, path, **data_record(self.datamodule), overwrite=self._resumed)
-        rank_zero_info(f"pretrained RBM stack exported to {path} (reuse it with --model.pretrained {path})")
+
+class ExportPretrained(Callback):
+    """Write a DBN's pretrained stack to ``path`` once its stages are done, before fine-tuning's
+    first step (the RBMs stay as they are; fine-tuning trains the MLP), so that a run stopped during
+    fine-tuning keeps it. ``overwrite``: only a run resumed in its own folder finds its own there
+    (:func:`~dbn_init.runs.check_run_folder` refuses any other)."""
+
+    def __init__(self, path: Path, overwrite: bool) -> None:
+        self.path, self.overwrite, self.written = path, overwrite, False
+
+    def on_train_start(self, trainer: Trainer, pl_module: DBN) -> None:
+        self._write(trainer, pl_module)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: DBN) -> None:  # a fit without fine-tuning (max_epochs 0)
+        if not self.written:
+            self._write(trainer, pl_module)
+
+    def _write(self, trainer: Trainer, pl_module: DBN) -> None:
+        if trainer.is_global_zero:
+            save_stack(pl_module.rbms, self.path, **data_record(trainer.datamodule), overwrite=self.overwrite)
+            rank_zero_info(f"pretrained RBM stack exported to {self.path} (reuse: --model.pretrained {self.path})")
+        self.written = True
 
 
 @dataclass(frozen=True)

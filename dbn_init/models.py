@@ -68,6 +68,19 @@ class SquaredError(MeanMetric):
         super().update((preds - target).pow(2).sum(-1))
 
 
+# Each task's validation and test metrics by name (logged as val_<name>, test_<name>), made for a
+# number of classes.
+TASK_METRICS: dict[str, dict[str, Callable[[int | None], Any]]] = {
+    "classification": {"acc": partial(MulticlassAccuracy, average="micro")},
+    "regression": {
+        "rmse": lambda _: MeanSquaredError(squared=False),
+        "mae": lambda _: MeanAbsoluteError(),
+        "r2": lambda _: R2Score(),
+    },
+    "reconstruction": {"sse": lambda _: SquaredError()},
+}
+
+
 def _one_or_per_layer(name: str, one: str, each: str) -> Rule:
     """The Rule that option ``name`` is one value, or a list of one per hidden layer (``each``)."""
     return Rule(
@@ -202,20 +215,25 @@ class Classifier(LightningModule):
         self.mlp = MLP(input_size, self.hidden, outputs, self.activation, self.dropout, self.input_dropout,
                        self.centre_inputs)  # fmt: skip
         if self.regression:
-            metrics = {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError(), "r2": R2Score()}
             self.register_buffer("target_mean", torch.zeros(()))
             self.register_buffer("target_std", torch.zeros(()))  # 0 until fitted to the training targets
-        elif self.reconstruction:
-            metrics = {"sse": SquaredError()}
-        else:
-            metrics = {"acc": MulticlassAccuracy(num_classes, average="micro")}
+        metrics = {name: metric(num_classes) for name, metric in TASK_METRICS[self.task].items()}
         self.val_metrics = MetricCollection(metrics, prefix="val_")
         self.test_metrics = self.val_metrics.clone(prefix="test_")
 
     def forward(self, x: Tensor) -> Tensor:
         """(batch, input_size) -> logits (batch, num_classes), predicted targets (batch,) for
         regression, or the reconstruction (batch, input_size)."""
+        self._refuse_unbuilt(f"{type(self).__name__}(x)")
         return self._predicted(self.mlp(x))
+
+    def _refuse_unbuilt(self, what: str) -> None:
+        """``what`` (a public use of the layers) is refused while the model has none yet."""
+        if not self.built:
+            raise RuntimeError(
+                f"{what}: this {type(self).__name__} has no layers yet: made with input_size=None, it takes its "
+                "sizes from the data when it is fitted; fit it first, or make it with input_size and num_classes"
+            )
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
@@ -298,11 +316,18 @@ class Classifier(LightningModule):
         if not self.built and ckpt_path and os.path.isfile(ckpt_path):  # sizes as the checkpoint's run had them
             self.build_like(torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True))
         stage = getattr(stage, "value", stage)
+        if datamodule is None and stage == "fit":
+            raise UsageError(
+                f"this {type(self).__name__} reads its sizes, input mean and pretraining rows from a DataModule, "
+                "and Trainer.fit was given dataloaders; pass the data as one: trainer.fit(model, "
+                "datamodule=dbn_init.DatasetDataModule(loader.dataset)), or ArrayDataModule(x, y)"
+            )
         if getattr(datamodule, "labelled", True) is False and stage != "predict" and not self.reconstruction:
             raise UsageError(
                 f"this {type(datamodule).__name__} has no labels, so it serves pretraining only; to fine-tune "
                 "a classifier or regressor, give it labels (a `target` column, `y`, or a dataset of (input, "
-                'label) pairs); an autoencoder (task="reconstruction") needs none'
+                'label) pairs); an autoencoder (task="reconstruction") needs none, and with it '
+                "trainer.max_epochs 0 pretrains alone (train.py exports the stack)"
             )
         self.build_for(datamodule, stage)
         if self.regression and stage == "fit" and not self.target_std:  # not restored from a checkpoint
@@ -319,8 +344,24 @@ class Classifier(LightningModule):
                     f"with {name}={ours}; build it with {name}=None (taken from the data) or "
                     f"{name}=datamodule.{name} (train.py links it)"
                 )
+        if stage == "fit":
+            self._check_monitors()
         if self.centre_inputs and stage == "fit":  # a resumed fit's checkpoint restores its own afterwards
             self.centre_on(datamodule)
+
+    def _check_monitors(self) -> None:
+        """A checkpoint or early stop that watches another task's metric (a classification config's
+        ``val_acc`` on a regression) would fail at the end of the first fine-tuning epoch, after all
+        of pretraining: refused here, in one line."""
+        ours = {"train_loss", "val_loss", *self.val_metrics.keys(), *["train_acc"] * (self.task == "classification")}
+        theirs = {f"{split}_{name}" for names in TASK_METRICS.values() for name in names for split in ("train", "val")}
+        for callback in self.trainer.callbacks:
+            if (monitor := getattr(callback, "monitor", None)) in theirs - ours:
+                raise UsageError(
+                    f"the {type(callback).__name__} monitors {monitor}, which a {self.task} never logs (it logs "
+                    f"{', '.join(sorted(ours))}); monitor one of those, e.g. val_loss with mode min "
+                    "(trainer.callbacks.monitor val_loss trainer.callbacks.mode min)"
+                )
 
     def build_for(self, datamodule, stage: str = "fit") -> None:
         """Build a model made with sizes None for ``datamodule`` (set up): its declared sizes, else its data's."""
@@ -969,11 +1010,7 @@ class DBN(Classifier):
         """The RBM stack, for ``what`` (the public function that uses it): refused while the DBN has no
         layers (sizes None are taken from the data when it is fitted), and a warning while it is
         untrained, at ``stacklevel`` (the caller of ``what``)."""
-        if not self.built:
-            raise RuntimeError(
-                f"{what}: this DBN has no layers yet: made with input_size=None, it takes its sizes from "
-                "the data when it is fitted; fit it first, or make it with input_size and num_classes"
-            )
+        self._refuse_unbuilt(what)
         if not self.pretrained and any(self.cd.epochs):
             message = f"{what}: the RBM stack is not pretrained yet, so this is its random start; fit first"
             warnings.warn(message, stacklevel=stacklevel)

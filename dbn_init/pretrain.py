@@ -24,6 +24,7 @@ Under DDP, Lightning re-arms gradient averaging before every ``manual_backward``
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -58,6 +59,7 @@ __all__ = [
     "import_stack",
     "StageTrainers",
     "make_trainer",
+    "quiet_lightning",
     "stage_trainer",
     "pretrain",
     "greedy",
@@ -591,6 +593,34 @@ class PretrainData(LightningDataModule):
 
 
 # --- the Trainers and the greedy loop -------------------------------------------------------
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+# What every quiet Trainer fit (quiet_lightning) says that its user can do nothing about.
+_LIGHTNING_NOISE = (
+    r"You defined a `validation_step` but have no `val_dataloader`",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence what each stage's Trainer says on the console ("GPU available: ...", "`Trainer.fit`
+    stopped", its configuration notes) for the block: a fit of an estimator or of
+    :func:`~dbn_init.transfer.pretrain_stack` runs one Trainer per RBM. The loggers' levels are
+    restored afterwards; other warnings still show."""
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            for message in _LIGHTNING_NOISE:
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def make_trainer(epochs: int, options: Mapping[str, Any] | None = None, **overrides: Any) -> Trainer:
     """The one place a dbn_init Trainer is built: quiet defaults (no logger, checkpoints, progress
     bar or model summary), then ``options`` (what the run shares: accelerator, devices, precision,

@@ -750,7 +750,8 @@ def check_visible(x: Tensor, units: RBM | str, where: str = "data", fix: str | N
         if abs(mean) > 2 or not 0.2 < std < 5:  # far from the unit-variance units' standardised scale
             warnings.warn(
                 f"{where} has mean {mean:.3g} and std {std:.3g}, but Gaussian visible units model "
-                "standardised inputs (mean 0 and std 1 per feature); standardise them (data.scaling standardize)",
+                "standardised inputs (mean 0 and std 1 per feature); standardise them"
+                + (" (data.scaling standardize)" if fix is None else ""),
                 stacklevel=2,
             )
     if visible_units == "bernoulli" and x.numel():

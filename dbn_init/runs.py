@@ -196,7 +196,8 @@ def checked_checkpoint(path: Path, ours: dict, command: str, fine_tuned: bool = 
             f"--ckpt_path {path} is from another run; it is taken only with the same model and data "
             "settings, but the file differs from this command in:\n  - "
             + "\n  - ".join(found)
-            + f"\nrun with {settings}, or drop --ckpt_path"
+            + f"\nrun with {settings}"
+            + (", or drop --ckpt_path (to start afresh)" if command == "fit" else "")
         )
     if fine_tuned and _stage(checkpoint) is not None:
         raise UsageError(

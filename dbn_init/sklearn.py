@@ -18,8 +18,6 @@ import contextlib
 import copy
 import difflib
 import inspect
-import logging
-import warnings
 from numbers import Integral, Real
 from typing import Iterator
 
@@ -42,18 +40,11 @@ from .constraints import UsageError
 from .data import ArrayDataModule
 from .init import INIT_SCHEMES
 from .models import CLASSIFIER_OPTIONS, DBN, RECIPES, Baseline
-from .pretrain import make_trainer
+from .pretrain import make_trainer, quiet_lightning
 from .rbm import up_pass, visible_units_of
 from .transfer import pretrain_stack
 
 __all__ = ["DBNTransformer", "DBNClassifier", "DBNRegressor"]
-
-_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
-# What every quiet Trainer fit here says that a scikit-learn user can do nothing about.
-_LIGHTNING_NOISE = (
-    r"You defined a `validation_step` but have no `val_dataloader`",
-    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-)
 
 
 class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -216,7 +207,7 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self._check_range(X)
         # pretrain_stack seeds the RBMs' start from seed in a forked random state: equal seeds give
         # equal stacks, and the caller's torch random state is left as it was.
-        with _quiet_lightning():
+        with quiet_lightning():
             # The options pretrain_stack shares by name, with hidden and visible_units as resolved above.
             accepted = inspect.signature(pretrain_stack).parameters
             shared = {k: v for k, v in self.get_params().items() if k in accepted}
@@ -302,29 +293,17 @@ def _option_names() -> Iterator[None]:
         raise type(err)(message) from err
 
 
-@contextlib.contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Silence what each stage's Trainer says on the console ("GPU available: ...", "`Trainer.fit`
-    stopped", its configuration notes): one fit here runs one Trainer per RBM. The loggers'
-    levels are restored afterwards; other warnings still show."""
-    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
-    levels = [logger.level for logger in loggers]
-    try:
-        for logger in loggers:
-            logger.setLevel(logging.WARNING)
-        with warnings.catch_warnings():
-            for message in _LIGHTNING_NOISE:
-                warnings.filterwarnings("ignore", message=message)
-            yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
 # The DBN's own options: what its pretraining reads, which a Baseline has no use for.
 _PRETRAINING = frozenset(inspect.signature(DBN.__init__).parameters) - CLASSIFIER_OPTIONS - {"self"}
+# What ``options`` may not name, and why: the estimator's own parameters and what it and the data decide.
+_NOT_OPTIONS = {
+    **dict.fromkeys(("hidden", "lr", "init"), "a parameter of the estimator itself"),
+    "task": "the estimator's (DBNRegressor fits values)",
+    "input_size": "taken from X",
+    "num_classes": "taken from y",
+}
 # What ``options`` may name: an option of either model (a DBN's are left out for a scheme).
-_OPTIONS = _PRETRAINING | frozenset(inspect.signature(Baseline.__init__).parameters) - {"self"}
+_OPTIONS = _PRETRAINING | frozenset(inspect.signature(Baseline.__init__).parameters) - {"self", *_NOT_OPTIONS}
 
 
 class _FineTuned(BaseEstimator):
@@ -356,9 +335,12 @@ class _FineTuned(BaseEstimator):
     def _fit(self, X, y):
         unknown = sorted(set(self.options or {}) - _OPTIONS)
         if unknown:
-            near = {name: difflib.get_close_matches(name, _OPTIONS, n=1) for name in unknown}
+            near = {
+                name: difflib.get_close_matches(name, _OPTIONS, n=1) for name in unknown if name not in _NOT_OPTIONS
+            }
             raise ValueError(
                 f"options {unknown} of {type(self).__name__} name no option of dbn_init.DBN or Baseline"
+                + "".join(f"; {name!r} is {_NOT_OPTIONS[name]}" for name in unknown if name in _NOT_OPTIONS)
                 + "".join(f"; did you mean {found[0]!r} for {name!r}?" for name, found in near.items() if found)
                 + f" (expected some of {sorted(_OPTIONS)})"
             )
@@ -368,7 +350,7 @@ class _FineTuned(BaseEstimator):
                                batch_size=self.batch_size)  # fmt: skip
         rate = {} if self.lr is None else {"lr": self.lr}  # None: the model's own (3e-3 for the DBN, 1e-3 for a scheme)
         options = dict(hidden=_hidden_sizes(self.hidden), **rate, **(self.options or {}))
-        with _option_names(), _quiet_lightning(), torch.random.fork_rng(devices=[]):
+        with _option_names(), quiet_lightning(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if self.init == "dbn":
                 model = DBN(**{"pretrain_seed": seed, **options})

@@ -32,7 +32,7 @@ from .data.base import _keep_batch, batch_size_for
 from .io import StackFile, load_stack, stack_problems
 from .mlp import ACTIVATIONS
 from .models import DBN, resolve_recipe
-from .pretrain import CDSettings, PretrainData, greedy, make_trainer
+from .pretrain import CDSettings, PretrainData, greedy, make_trainer, quiet_lightning
 from .rbm import RBM, check_visible, make_stack, visible_units_of
 
 __all__ = ["pretrain_stack", "load_pretrained_"]
@@ -91,7 +91,8 @@ def pretrain_stack(
     fix = "Scale x to [0, 1] (x / x.max() for pixels), or standardise it and pass visible_units='gaussian'."
     check_visible(x, options["visible_units"], where="x", fix=fix)
     settings = CDSettings(options, len(options["hidden"]))
-    with torch.random.fork_rng(devices=[]):  # the starting weights come from seed, and the caller's RNG is left alone
+    with torch.random.fork_rng(devices=[]), quiet_lightning():  # weights from seed; the caller's RNG left alone
+        warnings.filterwarnings("ignore", message=r".* but Gaussian visible units model")  # x's check said so
         torch.manual_seed(seed)
         rbms = make_stack([x.shape[1], *options["hidden"]], options["visible_units"], options["hidden_units"])
         rbms.requires_grad_(False)
@@ -231,9 +232,17 @@ def _targets(
         if isinstance(layer, nn.Linear):
             problems += _check_shape(i, rbm, layer, name)
     if problems:
+        chosen = layers is None and len(targets) == len(rbms)  # the first Linears, as registered
         raise ValueError(
             f"load_pretrained_: {len(problems)} problem(s) loading the stack into the {type(module).__name__}; "
-            "nothing was changed:\n  - " + "\n  - ".join(problems)
+            "nothing was changed:\n  - "
+            + "\n  - ".join(problems)
+            + (
+                f"\nThe stack went to its first {len(rbms)} Linear layers in the order they were registered "
+                f"({', '.join(names)}); if others should receive it, name them: layers=[...], bottom to top."
+                if chosen
+                else ""
+            )
         )
     return targets, names
 

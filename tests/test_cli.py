@@ -468,9 +468,13 @@ def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untraine
     with pytest.raises(
         FileExistsError,
         match=r"already holds predictions.pt and predictions.csv, the predictions of an earlier run on the same input",
-    ):
+    ) as refused:
         main(["predict", *alone])  # without a logger the same folder: refused, not overwritten
     assert _snapshot(tmp_path / "alone") == before
+    assert f"--trainer.default_root_dir with --ckpt_path {finished_run / 'last.ckpt'} (a path" in str(refused.value)
+    with pytest.raises(ValueError, match=r"(?s)is from another run.*model.hidden") as other:
+        main(["predict", *alone, "--model.hidden", "[99]"])
+    assert "drop --ckpt_path" not in str(other.value)  # predict needs the weights: no starting afresh
     with pytest.raises(ValueError, match=r"saved during pretraining \(stage 1\).*test needs a fine-tuning checkpoint"):
         main(
             [

@@ -592,6 +592,20 @@ def test_a_class_with_no_training_row_is_warned_and_the_splits_stay_as_they_are(
         ArrayDataModule(*wine_arrays(), split_seed=0).setup("fit")  # every class trains: no warning
 
 
+def test_integer_quantities_read_as_classes_are_warned_with_the_regression_named():
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)  # targets 25..346, integers: 214 "classes" in 442 rows
+    with pytest.warns(UserWarning, match=r"quantities rather than classes \(214 classes in 318 rows\), fit a regr"):
+        ArrayDataModule(x, y.astype(int)).setup("fit")
+    x, y = wine_arrays()
+    y_test = y[-20:].copy()
+    y_test[-1] = 3
+    with pytest.warns(UserWarning) as warned:  # a few real classes: no such advice
+        ArrayDataModule(x[:-20], y[:-20], x_test=x[-20:], y_test=y_test).setup("fit")
+    assert not any("quantities" in str(w.message) for w in warned)
+
+
 def test_labels_that_cannot_make_a_classifier_are_refused_in_one_line_naming_the_fix(tmp_path):
     x, y = wine_arrays()
     with pytest.raises(UsageError, match=r"expected labels of at least two classes, got one \(0\).*target column"):
@@ -734,6 +748,12 @@ def test_file_errors_name_the_value_and_the_fix_when_the_module_is_built(tmp_pat
     np.savez(tmp_path / "keys.npz", data=np.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"expected arrays named 'x' .* found \['data'\]; save them as np.savez"):
         ArrayDataModule(path=str(tmp_path / "keys.npz"))
+    np.savez(tmp_path / "xy.npz", x=np.zeros((3, 2)), y=np.arange(3))  # the labels under another name
+    with pytest.raises(
+        UsageError,
+        match=r"'label' \(labels\), found \['x', 'y'\]; name the labels' array in data.target \(here \['y'\]\)",
+    ):
+        ArrayDataModule(path=str(tmp_path / "xy.npz"), target="label")
     with pytest.raises(ValueError, match="expected exactly one of x, path, loader, got none"):
         ArrayDataModule()
     with pytest.raises(ValueError, match="expected at most one of test_path, x_test"):

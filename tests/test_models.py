@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 from torch.utils.data import DataLoader, TensorDataset
 
-from dbn_init import DBN, Baseline, DigitsDataModule
+from dbn_init import DBN, ArrayDataModule, Baseline, DatasetDataModule, DigitsDataModule
 from dbn_init.constraints import UsageError
 from dbn_init.pretrain import PretrainData, pretrain, stage_trainer
 from dbn_init.rbm import RBM, up_pass
@@ -987,3 +987,35 @@ def test_centred_inputs_keep_the_start_s_function_and_travel_in_checkpoints(digi
     baseline = Baseline(hidden=[8], centre_inputs=True)
     _trainer(1, limit_val_batches=0).fit(baseline, datamodule=Plain())
     torch.testing.assert_close(baseline.mlp.input_mean, digits.pretrain_x.double().mean(0).float())
+
+
+@pytest.mark.parametrize("task", ["regression", "reconstruction"])
+def test_a_checkpoint_watching_another_tasks_metric_is_refused_before_pretraining(task):
+    """A classification config's ModelCheckpoint(monitor="val_acc") on a regression or an
+    autoencoder would fail after pretraining, at the first fine-tuning epoch's end."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    data = ArrayDataModule(x, y if task == "regression" else None, targets="values")
+    model = DBN(hidden=[8], task=task, pretrain_epochs=1)
+    trainer = _trainer(1, callbacks=[ModelCheckpoint(monitor="val_acc", mode="max")], enable_checkpointing=True)
+    with pytest.raises(UsageError, match=rf"ModelCheckpoint monitors val_acc, which a {task} never logs"):
+        trainer.fit(model, datamodule=data)
+    assert not model.pretrained
+    _trainer(1, callbacks=[EarlyStopping(monitor="val_loss")]).fit(model, datamodule=data)  # one it logs
+    assert model.pretrained
+
+
+def test_fit_on_plain_dataloaders_names_the_datamodule_to_wrap_them_in(digits_split):
+    """Lightning's fit(model, train_dataloaders=...) form: one line naming the DataModule form."""
+    x, y = digits_split[0][:200] / 16, digits_split[2][:200]
+    loader = DataLoader(TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)), batch_size=50)
+    for model in (DBN(hidden=[8], pretrain_epochs=1), Baseline(hidden=[8], input_size=64, num_classes=10)):
+        with pytest.raises(
+            UsageError, match=r"Trainer.fit was given dataloaders; .*DatasetDataModule\(loader.dataset\)"
+        ):
+            _trainer(1).fit(model, train_dataloaders=loader)
+    model = DBN(hidden=[8], pretrain_epochs=1)
+    _trainer(1).fit(model, datamodule=DatasetDataModule(loader.dataset, scaling="none"))
+    assert model.pretrained

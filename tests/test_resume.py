@@ -117,6 +117,22 @@ def test_a_signal_mid_stage_stops_with_its_status_and_the_resume_ends_as_an_unin
             assert torch.equal(uninterrupted[key], got[key]), (signal.Signals(signum).name, key)
 
 
+def test_a_run_stopped_during_fine_tuning_keeps_its_pretrained_stack(tmp_path):
+    """The stack is written as the stages end, before fine-tuning's first step, not at the fit's end."""
+    from dbn_init.io import load_stack
+
+    run = tmp_path / "lightning_logs" / "version_0"
+    proc = subprocess.Popen(_command(tmp_path, "--trainer.max_epochs", "500"), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not (run / "checkpoints" / "last.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # fine-tuning's first epoch just ended
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
+    assert [rbm.n_hidden for rbm in load_stack(run / "pretrained.safetensors").rbms] == [32, 16]
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 200 KB tmpfs: room for the run's config, not for its first stage checkpoint."""

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from dbn_init.io import StackFile, load_stack, save_stack
-from dbn_init.models import DBN
+from dbn_init.models import DBN, Baseline
 from dbn_init.pretrain import pretrain
 from dbn_init.rbm import RBM, make_rbm, up_pass
 from dbn_init.transfer import load_pretrained_
@@ -185,6 +185,7 @@ def test_mismatched_sizes_all_listed(dbn):
         in message
     )
     assert "layer '2' is Linear(30, 16) but RBM 2 maps 32 visible" in message and "has no bias" in message
+    assert "went to its first 2 Linear layers in the order they were registered (0, 2); if others" in message
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
 
 
@@ -276,6 +277,8 @@ def test_untrained_dbn_warns_and_unknown_stack_refused():
         load_pretrained_(user_net(), model)
     with pytest.raises(RuntimeError, match="this DBN has no layers yet"):
         load_pretrained_(user_net(), DBN(recipe="textbook", hidden=[32, 16]))
+    with pytest.raises(RuntimeError, match=r"Baseline\(x\): this Baseline has no layers yet.*fit it first"):
+        Baseline(hidden=[8])(torch.rand(2, 64))
     with pytest.raises(ValueError, match=r"expected a stack file path, .* got \['int', 'str'\]"):
         load_pretrained_(user_net(), [1, "a"])
     with pytest.raises(ValueError, match="layer 0 has n_hidden=32 but layer 1 has n_visible=20"):

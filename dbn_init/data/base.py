@@ -380,11 +380,19 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         missing = sorted(set(range(self.num_classes)) - set(self.train_y[self.train_y >= 0].tolist()))
         if missing:
             names = getattr(self, "classes", None)  # the labels as given, where the module keeps them
+            rows = len(self.pretrain_x)
+            quantities = "targets" in self.hparams and self.num_classes > max(20, rows // 10)  # e.g. integer counts
             warnings.warn(
                 f"{type(self).__name__}: class(es) {[names[c] for c in missing] if names else missing} have no "
                 "labelled row in the training split (theirs went to validation or test, or the test rows "
                 "alone have them), so the model never trains on them; add training rows of those classes, "
-                "or lower val_fraction",
+                "or lower val_fraction"
+                + (
+                    f"; or, if the labels are quantities rather than classes ({self.num_classes} classes in "
+                    f"{rows} rows), fit a regression: data.targets values"
+                    if quantities
+                    else ""
+                ),
                 stacklevel=2,
             )
 

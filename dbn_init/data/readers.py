@@ -298,10 +298,14 @@ def _read_npz(
         label_key = target or "y"
         label_key = None if label_key not in keys and (target_optional or target is None) else label_key
         if "x" not in keys or (label_key is not None and label_key not in keys):
+            fix = (
+                f"name the labels' array in data.target (here {[k for k in keys if k != 'x']})"
+                if "x" in keys and target
+                else "save them as np.savez(path, x=features, y=labels)"
+            )
             raise UsageError(
                 f"{option} {path}: expected arrays named 'x' (features) and {label_key or 'y'!r} "
-                f"(labels{'' if target and not target_optional else ', optional'}), found {keys}; save them as "
-                "np.savez(path, x=features, y=labels)"
+                f"(labels{'' if target and not target_optional else ', optional'}), found {keys}; {fix}"
             )
         where = f"{option} {path}"
         x = _numeric(lambda: arrays["x"], f"{where}: 'x'")
