@@ -228,7 +228,8 @@ _PATH_FIXES = {
 
 def path_problem(err: BaseException, resume_hint: str = "") -> str | None:
     """One line for an error about a path the user gave: an ``OSError`` that names its file, or
-    PIL's refusal of an image file, found in ``err``'s chain (:func:`_chain`); None for any other error."""
+    PIL's refusal of an image file, found in ``err``'s chain (:func:`~dbn_init.constraints.error_chain`);
+    None for any other error."""
     for seen in error_chain(err):
         if type(seen).__name__ == "UnidentifiedImageError":  # PIL's, an OSError without a filename
             quoted = re.search(r"'([^']*)'", str(seen))  # 'path', or a file object's name='path'

@@ -318,7 +318,8 @@ class Classifier(LightningModule):
         stage = getattr(stage, "value", stage)
         if datamodule is None and stage == "fit":
             raise UsageError(
-                f"this {type(self).__name__} reads its sizes, input mean and pretraining rows from a DataModule, "
+                f"this {type(self).__name__} reads its sizes and input mean (a DBN its pretraining rows too) from "
+                "a DataModule, "
                 "and Trainer.fit was given dataloaders; pass the data as one: trainer.fit(model, "
                 "datamodule=dbn_init.DatasetDataModule(loader.dataset)), or ArrayDataModule(x, y)"
             )
@@ -353,7 +354,9 @@ class Classifier(LightningModule):
         """A checkpoint or early stop that watches another task's metric (a classification config's
         ``val_acc`` on a regression) would fail at the end of the first fine-tuning epoch, after all
         of pretraining: refused here, in one line."""
-        ours = {"train_loss", "val_loss", *self.val_metrics.keys(), *["train_acc"] * (self.task == "classification")}
+        ours = {"train_loss", "val_loss", *self.val_metrics.keys()}
+        if self.task == "classification":
+            ours.add("train_acc")
         theirs = {f"{split}_{name}" for names in TASK_METRICS.values() for name in names for split in ("train", "val")}
         for callback in self.trainer.callbacks:
             if (monitor := getattr(callback, "monitor", None)) in theirs - ours:

@@ -43,8 +43,9 @@ def image_grid(
 
     Returns
     -------
-    ndarray of shape (rows * (H + pad) + pad, ncols * (W + pad) + pad) for grey, with a last axis
-    of 3 for colour (matplotlib's layout), values in [0, 1]; padding is white.
+    ndarray of shape (rows * (H + pad) + pad, cols * (W + pad) + pad) for grey, with a last axis
+    of 3 for colour (matplotlib's layout), values in [0, 1]; padding is white (``cols``: ``ncols``,
+    at most n; torchvision's ``make_grid`` tiles them).
     """
     x = torch.as_tensor(images).detach().float().cpu().numpy()
     if not drawable(image_shape):
