@@ -74,7 +74,8 @@ class StageProgressBar(RichProgressBar):
     def total_train_batches(self) -> int | float:
         batches, stage = super().total_train_batches, self.trainer.lightning_module
         per_batch = getattr(self.trainer.datamodule, "steps_per_batch", 1) if stage.mini_batch else 1
-        rows = len(getattr(self.trainer.train_dataloader, "dataset", ()))
+        rows = len(getattr(self.trainer.train_dataloader, "dataset", ()))  # of every process: this one's share
+        rows = math.ceil(rows / self.trainer.world_size)
         updates = math.ceil(rows / stage.mini_batch) if stage.mini_batch and rows else math.inf
         return min(batches * per_batch, updates)
 

@@ -38,6 +38,12 @@ from .runs import (
     run_settings,
 )
 
+# At module level, so that ddp_spawn's workers (which import this module, never run main) are quiet too:
+# each stage's rbm{k}-last.ckpt goes beside the earlier stages' in the run's checkpoint folder, and
+# Lightning's own use of torch warns.
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+
 __all__ = ["DBNCLI", "CLIStageTrainers", "ExportPretrained", "as_flags", "main", "entry_point"]
 
 
@@ -259,8 +265,6 @@ class _Parser(LightningArgumentParser):
 
 def main(args: list[str] | None = None) -> DBNCLI:
     """Run the CLI on ``args`` (default: the command line); a usage error raises :class:`UsageError`."""
-    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # our own stages'
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # Lightning's own use of torch
     if args is None:  # LightningCLI reads sys.argv itself, and warns when given both
         sys.argv[1:] = shipped(sys.argv[1:])
     try:

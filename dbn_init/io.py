@@ -65,7 +65,8 @@ _ACCEPTED = (
 )
 _PICKLE_HELP = (
     "unpickling can execute arbitrary code, so dbn_init never does it. Convert the file in a trusted "
-    "environment: load it there, then call dbn_init.io.save_stack(rbms, 'out.safetensors'), or write a .npz "
+    "environment: load it there, then call dbn_init.io.save_stack(rbms, 'out.safetensors') (scikit-learn "
+    "BernoulliRBMs: save_stack(dbn_init.io.from_sklearn([rbm]), ...)), or write a .npz "
     "with keys weight_{i} (n_hidden, n_visible), visible_bias_{i}, hidden_bias_{i}"
 )
 # Magic numbers of files that hold pickles: pickle protocol 2+, and the compressors joblib.dump uses.

@@ -963,10 +963,11 @@ class DBN(Classifier):
         for i, (source, target) in enumerate(zip(rbms, self.rbms)):
             kind, expected = _kind(source), _kind(target)
             if source.weight.shape != target.weight.shape or kind != expected:
-                raise ValueError(
+                raise UsageError(
                     f"imported RBM {i + 1} is {kind} {tuple(source.weight.shape)} but this DBN "
-                    f"expects {expected} {tuple(target.weight.shape)} (n_hidden, n_visible); "
-                    "match model.hidden, model.visible_units and model.hidden_units to the imported stack"
+                    f"expects {expected} {tuple(target.weight.shape)} (n_hidden, n_visible); match "
+                    "model.hidden, model.visible_units and model.hidden_units to the imported stack (sigmoid "
+                    "hidden units: model.recipe textbook)"
                 )
         for source, target in zip(rbms, self.rbms):
             target.load_state_dict(source.state_dict())
@@ -1057,6 +1058,5 @@ def _all_sigmoid(params: Mapping[str, Any]) -> bool:
 
 
 def _kind(rbm: RBM) -> str:
-    """An RBM's unit types, as messages name them: "bernoulli", or "bernoulli (relu hidden units)"."""
-    hidden = "" if rbm.hidden_units == "sigmoid" else f" ({rbm.hidden_units} hidden units)"
-    return rbm.visible_units + hidden
+    """An RBM's unit types, as messages name them: "bernoulli visible, relu hidden units"."""
+    return f"{rbm.visible_units} visible, {rbm.hidden_units} hidden units"

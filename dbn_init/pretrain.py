@@ -88,6 +88,9 @@ warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but 
 # The stages and the models log once per epoch, so Lightning's hint that an epoch of fewer batches
 # than log_every_n_steps shows no training logs does not apply; small data met it at every fit.
 warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
+# Lightning's all_gather (a stage's checkpoint gathers every rank's noise stream and chains) calls a
+# torch function that torch 2.14 deprecates; nothing a user can change.
+warnings.filterwarnings("ignore", message=r"torch.distributed.nn.functional.all_gather is deprecated")
 
 
 DEFAULT_PRETRAIN_EPOCHS = 10  # per RBM, where pretrain_epochs is None (Hinton & Salakhutdinov 2006)

@@ -471,7 +471,7 @@ def test_an_unknown_accelerator_is_refused_before_the_first_cell(monkeypatch, tm
         (["--baseline.lr", "0"], r"cannot build he_uniform with hidden=\[32, 16\] from --baseline.*lr: .*got 0"),
         (
             ["--models", "[he_uniform, dbn]", "--dbn.pretrain_epochs", "[1]"],
-            r"pretrain_epochs: expected one number or one per RBM \(--dbn.hidden is \[32, 16\]\), got \[1\]",
+            r"pretrain_epochs: expected one number or one per RBM \(--hidden is \[32, 16\]\), got \[1\]",
         ),
         (["--labels", "[null, 5]"], r"expected num_labels an integer >= num_classes \(10\).*got 5"),
         # more labels than digits' 1,293 training images: found by loading the data, still before any cell

@@ -849,6 +849,22 @@ def test_an_image_folder_of_pil_rgb_images_from_make_image_folder(image_folder):
     assert next(iter(dm.val_dataloader()))[0].shape == (32, 3072)  # no Trainer needed for loaders
 
 
+def test_a_test_folder_with_fewer_or_other_classes_is_labelled_by_class_name(image_folder, tmp_path):
+    """torchvision numbers an ImageFolder's own classes: a test folder holding only flower/ calls it 0."""
+    import shutil
+
+    from torchvision.datasets import ImageFolder
+
+    flowers = tmp_path / "flowers"
+    shutil.copytree(image_folder / "flower", flowers / "flower")
+    dm = DatasetDataModule(ImageFolder(str(image_folder)), test_dataset=ImageFolder(str(flowers)))
+    dm.setup("fit")
+    assert dm.test_y.tolist() == [1] * 260 and dm.num_classes == 2
+    shutil.copytree(image_folder / "china", flowers / "temple")  # a class training never saw
+    with pytest.raises(UsageError, match=r"the test dataset has class\(es\) \['temple'\] that the training dataset"):
+        DatasetDataModule(ImageFolder(str(image_folder)), test_dataset=ImageFolder(str(flowers)))
+
+
 def test_make_image_folder_refuses_a_folder_with_files_and_writes_the_same_images_again(image_folder, tmp_path):
     with pytest.raises(FileExistsError, match="is not an empty folder.*pass another DIR"):
         write_image_folder(image_folder)

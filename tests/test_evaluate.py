@@ -479,6 +479,14 @@ def test_cli_reports_log_z_and_log_probabilities(tiny_stack, capsys):
     assert summary["raise_images"] == 0 and summary["raise_mean_log_prob"] is None  # RAISE is opt-in
 
 
+def test_cli_binarizes_as_the_stack_file_records(tiny_stack, tmp_path, capsys):
+    path, rbm = tiny_stack
+    recorded = save_stack([rbm], tmp_path / "binarized.safetensors", binarize=True)
+    assert main([str(recorded), "--chains", "20", "--betas", "200"]) == 0
+    lines, summary = _last_json(capsys)
+    assert summary["binarize"] is True and not any("pass --binarize" in line for line in lines)
+
+
 def test_cli_raise_images_bracket_the_exact_log_likelihood(tiny_stack, capsys):
     path, rbm = tiny_stack
     argv = [str(path), "--binarize", "--chains", "50", "--betas", "2000", "--raise-images", "1000"]

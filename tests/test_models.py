@@ -277,7 +277,7 @@ def test_an_imported_stack_that_does_not_fit_leaves_the_dbn_unchanged():
     model = textbook_dbn(hidden=[16, 8])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     for stack, message in (
-        ([RBM(64, 16), RBM(16, 9)], r"imported RBM 2 is bernoulli \(9, 16\) but this DBN expects"),
+        ([RBM(64, 16), RBM(16, 9)], r"imported RBM 2 is bernoulli visible, sigmoid hidden units \(9, 16\) but this"),
         ([RBM(64, 16), RBM(16, 8), RBM(8, 4)], "the imported stack has 3 RBMs but this DBN has 2"),
     ):
         with pytest.raises(ValueError, match=message):

@@ -178,6 +178,11 @@ class DatasetDataModule(InMemoryDataModule):
                     f"the {split} dataset's inputs have shape {other.shape[1:]}, the training "
                     f"dataset's {x.shape[1:]}; expected one shape: give both the same transform"
                 )
+        names = getattr(self.datasets["train"], "classes", None)
+        for split, (inputs, labels) in arrays.items():  # an ImageFolder numbers only the classes it holds
+            theirs = getattr(self.datasets[split], "classes", None)
+            if labels is not None and names is not None and theirs is not None and list(theirs) != list(names):
+                arrays[split] = (inputs, _renumbered(labels, list(theirs), list(names), split))
         shape, labelled = tuple(x.shape[1:]), y is not None
         self.image_shape = shape if len(shape) > 1 else None
         self.value_range = _value_range(x.dtype, lambda: (x.min(), x.max()))
@@ -200,6 +205,18 @@ class DatasetDataModule(InMemoryDataModule):
     def _read(self) -> RawData:
         (x, y), (test_x, test_y), (val_x, val_y) = (self.items.get(s, (None, None)) for s in ("train", "test", "val"))
         return RawData(x, y, test_x, test_y, val_x, val_y, value_range=self.value_range)
+
+
+def _renumbered(labels: np.ndarray, theirs: list, names: list, split: str) -> np.ndarray:
+    """Labels of a dataset whose ``classes`` (``theirs``) differ from the training dataset's
+    (``names``), renumbered by class name."""
+    unknown = [c for c in theirs if c not in names]
+    if unknown:
+        raise UsageError(
+            f"the {split} dataset has class(es) {unknown} that the training dataset lacks (it has {names}); "
+            "the model cannot predict them: remove them from it, or add training items of them"
+        )
+    return np.asarray([names.index(c) for c in theirs])[labels]
 
 
 def _num_classes(dataset: Dataset, span: int) -> int:

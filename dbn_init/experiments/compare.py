@@ -179,7 +179,8 @@ def _row_options(row: Row, cfg: Namespace) -> None:
 
 def _flags(err: BaseException, group: str) -> str:
     """A library refusal in this command's words: ``model.X`` is ``--dbn.X`` or ``--baseline.X`` here."""
-    return as_flags(str(err), {"model": f"--{group}.", "data": "--data.", "ckpt_path": "--ckpt_path"})
+    message = as_flags(str(err), {"model": f"--{group}.", "data": "--data.", "ckpt_path": "--ckpt_path"})
+    return message.replace(f"--{group}.hidden", "--hidden")  # the runner's shapes are its own option
 
 
 def _model(cell: Cell, cfg: Namespace, data: LightningDataModule) -> Classifier:
