@@ -38,12 +38,6 @@ from .runs import (
     run_settings,
 )
 
-# At module level, so that ddp_spawn's workers (which import this module, never run main) are quiet too:
-# each stage's rbm{k}-last.ckpt goes beside the earlier stages' in the run's checkpoint folder, and
-# Lightning's own use of torch warns.
-warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
-
 __all__ = ["DBNCLI", "CLIStageTrainers", "ExportPretrained", "as_flags", "main", "entry_point"]
 
 
@@ -178,26 +172,24 @@ class DBNCLI(LightningCLI):
 
 
 class ExportPretrained(Callback):
-    """Write a DBN's pretrained stack to ``path`` once its stages are done, before fine-tuning's
-    first step (the RBMs stay as they are; fine-tuning trains the MLP), so that a run stopped during
-    fine-tuning keeps it. ``overwrite``: only a run resumed in its own folder finds its own there
+    """Write a DBN's pretrained stack to ``path`` once its stages are done: at the first hook of
+    fine-tuning (its sanity check, its first epoch, or the fit's end without any), so that a run
+    stopped or failing during fine-tuning keeps it (the RBMs stay as they are; fine-tuning trains
+    the MLP). ``overwrite``: only a run resumed in its own folder finds its own there
     (:func:`~dbn_init.runs.check_run_folder` refuses any other)."""
 
     def __init__(self, path: Path, overwrite: bool) -> None:
         self.path, self.overwrite, self.written = path, overwrite, False
 
-    def on_train_start(self, trainer: Trainer, pl_module: DBN) -> None:
-        self._write(trainer, pl_module)
-
-    def on_fit_end(self, trainer: Trainer, pl_module: DBN) -> None:  # a fit without fine-tuning (max_epochs 0)
-        if not self.written:
-            self._write(trainer, pl_module)
-
-    def _write(self, trainer: Trainer, pl_module: DBN) -> None:
+    def _write_once(self, trainer: Trainer, pl_module: DBN) -> None:
+        if self.written:
+            return
         if trainer.is_global_zero:
             save_stack(pl_module.rbms, self.path, **data_record(trainer.datamodule), overwrite=self.overwrite)
             rank_zero_info(f"pretrained RBM stack exported to {self.path} (reuse: --model.pretrained {self.path})")
         self.written = True
+
+    on_sanity_check_start = on_train_start = on_fit_end = _write_once
 
 
 @dataclass(frozen=True)
@@ -214,6 +206,7 @@ class CLIStageTrainers:
     image_shape: tuple[int, ...] | None
 
     def __call__(self, fit: Trainer, stage: int, epochs: int) -> Trainer:
+        _quiet_warnings()  # in ddp_spawn's workers too, which never run main
         options = {k: v for k, v in trainer_options(self.config).items() if k not in FIT_ONLY}
         callbacks = [ResumeCheckpoint(self.checkpoint_dir, f"rbm{stage + 1}-last"), RecordRunSettings(self.settings)]
         if self.image_shape and drawable(self.image_shape):  # other channel counts (4, 2, ...) go undrawn
@@ -263,8 +256,17 @@ class _Parser(LightningArgumentParser):
         return super().error(as_flags(one_line(message)), ex)
 
 
+def _quiet_warnings() -> None:
+    """Silence the warnings a train.py run gives its user no way to act on: each stage's
+    ``rbm{k}-last.ckpt`` goes beside the earlier stages' in the run's checkpoint folder, and
+    Lightning's own use of torch is deprecated."""
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+
+
 def main(args: list[str] | None = None) -> DBNCLI:
     """Run the CLI on ``args`` (default: the command line); a usage error raises :class:`UsageError`."""
+    _quiet_warnings()
     if args is None:  # LightningCLI reads sys.argv itself, and warns when given both
         sys.argv[1:] = shipped(sys.argv[1:])
     try:

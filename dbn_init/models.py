@@ -316,19 +316,18 @@ class Classifier(LightningModule):
         if not self.built and ckpt_path and os.path.isfile(ckpt_path):  # sizes as the checkpoint's run had them
             self.build_like(torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True))
         stage = getattr(stage, "value", stage)
-        if datamodule is None and stage == "fit":
+        if datamodule is None and stage == "fit" and self._reads_data():
             raise UsageError(
-                f"this {type(self).__name__} reads its sizes and input mean (a DBN its pretraining rows too) from "
-                "a DataModule, "
-                "and Trainer.fit was given dataloaders; pass the data as one: trainer.fit(model, "
-                "datamodule=dbn_init.DatasetDataModule(loader.dataset)), or ArrayDataModule(x, y)"
+                f"this {type(self).__name__} takes its sizes, input mean, target scale or pretraining rows from a "
+                "DataModule, and Trainer.fit was given dataloaders; pass the data as one: trainer.fit(model, "
+                'datamodule=dbn_init.DatasetDataModule(loader.dataset, scaling="none")), or ArrayDataModule(x, y)'
             )
         if getattr(datamodule, "labelled", True) is False and stage != "predict" and not self.reconstruction:
             raise UsageError(
                 f"this {type(datamodule).__name__} has no labels, so it serves pretraining only; to fine-tune "
                 "a classifier or regressor, give it labels (a `target` column, `y`, or a dataset of (input, "
-                'label) pairs); an autoencoder (task="reconstruction") needs none, and with it '
-                "trainer.max_epochs 0 pretrains alone (train.py exports the stack)"
+                'label) pairs); an autoencoder (task="reconstruction") needs none (a DBN\'s, with '
+                "trainer.max_epochs 0, pretrains alone: train.py exports the stack)"
             )
         self.build_for(datamodule, stage)
         if self.regression and stage == "fit" and not self.target_std:  # not restored from a checkpoint
@@ -345,10 +344,22 @@ class Classifier(LightningModule):
                     f"with {name}={ours}; build it with {name}=None (taken from the data) or "
                     f"{name}=datamodule.{name} (train.py links it)"
                 )
-        if stage == "fit":
+        # The metrics of this module's models are known (a subclass elsewhere may log its own); a fit
+        # without fine-tuning epochs never consults its monitors.
+        if stage == "fit" and self.trainer.max_epochs != 0 and type(self).__module__ == __name__:
             self._check_monitors()
         if self.centre_inputs and stage == "fit":  # a resumed fit's checkpoint restores its own afterwards
             self.centre_on(datamodule)
+
+    def _reads_data(self) -> bool:
+        """Whether a fit must read the DataModule before its first step: for sizes taken from the data,
+        the input mean (``centre_inputs``), a regression's target scale, or a DBN's pretraining."""
+        return not self.built or self.centre_inputs or (self.regression and not self.target_std) or not self.pretrained
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether pretraining is done: a model without RBMs has none to do."""
+        return True
 
     def _check_monitors(self) -> None:
         """A checkpoint or early stop that watches another task's metric (a classification config's
@@ -362,8 +373,8 @@ class Classifier(LightningModule):
             if (monitor := getattr(callback, "monitor", None)) in theirs - ours:
                 raise UsageError(
                     f"the {type(callback).__name__} monitors {monitor}, which a {self.task} never logs (it logs "
-                    f"{', '.join(sorted(ours))}); monitor one of those, e.g. val_loss with mode min "
-                    "(trainer.callbacks.monitor val_loss trainer.callbacks.mode min)"
+                    f"{', '.join(sorted(ours))}); monitor one of those, e.g. {type(callback).__name__}(monitor="
+                    '"val_loss", mode="min") (trainer.callbacks.monitor val_loss trainer.callbacks.mode min)'
                 )
 
     def build_for(self, datamodule, stage: str = "fit") -> None:

@@ -63,7 +63,10 @@ def image_grid(
     else:
         x = np.clip(x, 0.0, 1.0)
     tiles = torch.from_numpy(x.reshape(n, -1, *shape[-2:]))  # (n, C, H, W), C = 1 for grey
-    grid = make_grid(tiles, nrow=ncols or math.ceil(math.sqrt(n)), padding=pad, pad_value=1.0)  # (3, H', W')
+    if n > 1:
+        grid = make_grid(tiles, nrow=ncols or math.ceil(math.sqrt(n)), padding=pad, pad_value=1.0)  # (3, H', W')
+    else:  # make_grid returns one image as it is, unpadded
+        grid = torch.nn.functional.pad(tiles[0], (pad,) * 4, value=1.0)
     return (grid[0] if len(shape) == 2 else grid.permute(1, 2, 0)).numpy()
 
 

@@ -323,25 +323,39 @@ def _claim(checkpoints: Path, run: Path) -> None:
 def _release(checkpoints: Path, run: Path, created: Path | None = None) -> None:
     """Undo :func:`_claim` for a run that ended before it saved anything: its ``.run`` and the
     ``config.yaml`` it wrote go, so that the corrected command can start in the same folder (there
-    is nothing to resume), and so do the folders it ``created`` (a logger's new ``version_N``, for
-    a run refused in its own words). A run that saved a checkpoint, a picture or a stack keeps
-    everything."""
+    is nothing to resume); with ``created`` (what :func:`claim_version` made for it, for a run
+    refused in its own words), its ``version_N`` goes too (:func:`_unclaim`). A run that saved a
+    checkpoint, a picture or a stack keeps everything."""
     saved = [p for p in checkpoints.iterdir() if p.name != ".run"] if checkpoints.is_dir() else []
     if saved or any((run / name).exists() for name in RUN_OUTPUTS if name != "config.yaml"):
-        return
-    if created is not None:
-        shutil.rmtree(created, ignore_errors=True)
         return
     for path in (checkpoints / ".run", run / "config.yaml"):
         path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):  # a folder this run made, unless something else is in it
         checkpoints.rmdir()
+    if created is not None:
+        _unclaim(run, created)
+
+
+def _unclaim(version: Path, created: Path) -> None:
+    """Remove the ``version`` folder a run claimed (the logger's record of it), then the folders
+    above it that :func:`claim_version` ``created``, as long as they are empty: another run that
+    started beside this one keeps its own."""
+    shutil.rmtree(version, ignore_errors=True)
+    folder = version.parent
+    while folder == created or created in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: another run's, or the user's
+            break
+        folder = folder.parent
 
 
 class ReleaseUnsavedRun(Callback):
     """A fit that fails or is stopped before its first checkpoint gives its run folder back
-    (:func:`_release`); refused (a :class:`UsageError`), it also removes the folders it ``created``
-    (:func:`claimed_version`), which hold no more than the logger's record of the refusal."""
+    (:func:`_release`); refused (a :class:`UsageError`), it also removes the ``version_N`` its
+    logger numbered and the empty folders :func:`claimed_version` ``created`` above it: they hold no
+    more than the logger's record of the refusal."""
 
     def __init__(self, checkpoints: Path, run: Path, created: Path | None = None) -> None:
         self.checkpoints, self.run, self.created = checkpoints, run, created
@@ -384,7 +398,7 @@ def claimed_version(logger, claim: bool = True) -> Iterator[Path | None]:
         yield created
     except UsageError:
         if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
+            _unclaim(Path(logger.root_dir) / f"version_{logger._version}", created)
         raise
 
 

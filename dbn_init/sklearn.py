@@ -338,10 +338,13 @@ class _FineTuned(BaseEstimator):
             near = {
                 name: difflib.get_close_matches(name, _OPTIONS, n=1) for name in unknown if name not in _NOT_OPTIONS
             }
+            why = {name: f"is {_NOT_OPTIONS[name]}" for name in unknown if name in _NOT_OPTIONS} | {
+                name: "names no option of dbn_init.DBN or Baseline" + (f" (did you mean {m[0]!r}?)" if m else "")
+                for name, m in near.items()
+            }
             raise ValueError(
-                f"options {unknown} of {type(self).__name__} name no option of dbn_init.DBN or Baseline"
-                + "".join(f"; {name!r} is {_NOT_OPTIONS[name]}" for name in unknown if name in _NOT_OPTIONS)
-                + "".join(f"; did you mean {found[0]!r} for {name!r}?" for name, found in near.items() if found)
+                f"options {unknown} of {type(self).__name__} cannot be set there: "
+                + "; ".join(f"{name!r} {why[name]}" for name in unknown)
                 + f" (expected some of {sorted(_OPTIONS)})"
             )
         seed, x = _seed(self.random_state), np.asarray(X, dtype=np.float32)

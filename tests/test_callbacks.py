@@ -56,6 +56,8 @@ def test_image_grid_tiles_images_and_refuses_what_it_cannot_tile():
     grid = image_grid(torch.arange(8.0).reshape(2, 4) / 7, (2, 2), ncols=2, normalize_each=False, pad=1)
     assert grid.shape == (1 * 3 + 1, 2 * 3 + 1)
     assert grid[1:3, 1:3].ravel().tolist() == pytest.approx([0, 1 / 7, 2 / 7, 3 / 7])  # image 0, row-major
+    one = image_grid(torch.rand(1, 4), (2, 2), pad=1)  # one image is padded as many are
+    assert one.shape == (4, 4) and one[0].tolist() == [1.0] * 4
     for bad in (torch.zeros(0, 4), torch.tensor(1.0), torch.zeros(3, 5)):
         with pytest.raises(ValueError, match=r"expected images of shape \(n, 4\), n >= 1"):
             image_grid(bad, (2, 2))

@@ -958,6 +958,34 @@ def test_a_version_is_claimed_by_creating_its_folder_so_a_run_that_looked_at_the
     assert fixed.version == 7
 
 
+def test_a_refused_run_gives_back_only_its_own_version_and_the_empty_folders_it_made(tmp_path):
+    """Two runs start in a fresh root: the first makes the root, the second takes version_1; the
+    first, refused, removes its version_0 and its .run, and keeps the root the second lives in."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from dbn_init.runs import _release, claim_version
+
+    root = tmp_path / "fresh"
+    first, second = TensorBoardLogger(root), TensorBoardLogger(root)
+    created = claim_version(first)
+    claim_version(second)
+    assert created == root and (first.version, second.version) == (0, 1)
+    (root / "lightning_logs" / "version_1" / "events").write_text("the second run's")
+    elsewhere = tmp_path / "checkpoints"  # a ModelCheckpoint(dirpath=...) outside the version folder
+    elsewhere.mkdir()
+    (elsewhere / ".run").touch()
+    _release(elsewhere, Path(first.log_dir), created)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "fresh",
+        "fresh/lightning_logs",
+        "fresh/lightning_logs/version_1",
+        "fresh/lightning_logs/version_1/events",
+    ]
+    alone = TensorBoardLogger(tmp_path / "alone")
+    _release(tmp_path / "none", Path(alone.log_dir) if claim_version(alone) else None, tmp_path / "alone")
+    assert not (tmp_path / "alone").exists()  # a run alone gives back every folder it made
+
+
 def test_a_run_whose_sizes_come_from_the_data_resumes_and_is_tested_by_its_checkpoint(tmp_path, monkeypatch):
     """The model is built with sizes None (a plain DataModule declares none): --ckpt_path last
     still finds the run (the sizes follow from the data), builds the model as the run was built,

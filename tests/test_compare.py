@@ -859,3 +859,10 @@ def test_a_reconstruction_comparison_stops_selects_and_reports_by_the_lowest_squ
     table = (tmp_path / "results.md").read_text()
     best = min(rows, key=lambda r: r["test_sse"])
     assert f"| {best['model']} | **{best['test_sse']:.3f}" in table and "accuracy" not in table
+
+
+def test_the_runner_names_its_own_shapes_option_and_the_dbn_s_others():
+    from dbn_init.experiments.compare import _flags
+
+    message = _flags(ValueError("match model.hidden, model.visible_units and model.hidden_units"), "dbn")
+    assert message == "match --hidden, --dbn.visible_units and --dbn.hidden_units"

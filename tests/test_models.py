@@ -1007,15 +1007,19 @@ def test_a_checkpoint_watching_another_tasks_metric_is_refused_before_pretrainin
     assert model.pretrained
 
 
-def test_fit_on_plain_dataloaders_names_the_datamodule_to_wrap_them_in(digits_split):
-    """Lightning's fit(model, train_dataloaders=...) form: one line naming the DataModule form."""
+def test_fit_on_plain_dataloaders_names_the_datamodule_where_the_model_reads_one(digits_split):
+    """Lightning's fit(model, train_dataloaders=...) form: one line naming the DataModule form where
+    the model needs one (sizes from the data, the input mean, pretraining); a model that needs
+    none fits the loaders."""
     x, y = digits_split[0][:200] / 16, digits_split[2][:200]
     loader = DataLoader(TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)), batch_size=50)
     for model in (DBN(hidden=[8], pretrain_epochs=1), Baseline(hidden=[8], input_size=64, num_classes=10)):
-        with pytest.raises(
-            UsageError, match=r"Trainer.fit was given dataloaders; .*DatasetDataModule\(loader.dataset\)"
-        ):
+        with pytest.raises(UsageError, match=r"given dataloaders; .*DatasetDataModule\(loader.dataset, scaling="):
             _trainer(1).fit(model, train_dataloaders=loader)
+    sized = Baseline(hidden=[8], input_size=64, num_classes=10, centre_inputs=False)
+    before = sized.mlp.head.weight.clone()
+    _trainer(1).fit(sized, train_dataloaders=loader)
+    assert not torch.equal(before, sized.mlp.head.weight)
     model = DBN(hidden=[8], pretrain_epochs=1)
     _trainer(1).fit(model, datamodule=DatasetDataModule(loader.dataset, scaling="none"))
     assert model.pretrained

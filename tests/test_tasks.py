@@ -197,6 +197,22 @@ def test_the_cli_fits_an_autoencoder_and_predict_writes_reconstructions(tmp_path
     assert values.shape == (len(lines) - 1, 64) and 0 <= values.min() and values.max() <= 1
 
 
+def test_a_shipped_config_pretrains_alone_with_max_epochs_0_and_exports_its_stack(tmp_path):
+    """quickstart.yaml's checkpoint watches val_acc, which an autoencoder never logs: with no
+    fine-tuning epoch that is no refusal, and the stack is written at the fit's end."""
+    from dbn_init.io import load_stack
+
+    cli = main(["fit", "--config", "quickstart.yaml", "--model.task", "reconstruction", "--model.hidden", "[16, 4]",
+                "--model.pretrain_epochs", "1", "--trainer.max_epochs", "0", "--trainer.enable_progress_bar", "false",
+                "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    assert cli.model.pretrained
+    stack = load_stack(tmp_path / "lightning_logs" / "version_0" / "pretrained.safetensors")
+    assert all(torch.equal(a.weight, b.weight) for a, b in zip(stack.rbms, cli.model.rbms, strict=True))
+    with pytest.raises(UsageError, match=r"ModelCheckpoint monitors val_acc, which a reconstruction never logs"):
+        main(["fit", "--config", "quickstart.yaml", "--model.task", "reconstruction", "--model.hidden", "[16, 4]",
+              "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+
+
 def test_a_hidden_unit_list_of_the_wrong_length_is_one_line_naming_the_fix():
     with pytest.raises(UsageError, match=r"hidden_units: expected one name or one per RBM"):
         DBN(hidden=[8, 4], hidden_units=["sigmoid"])

@@ -380,7 +380,7 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         missing = sorted(set(range(self.num_classes)) - set(self.train_y[self.train_y >= 0].tolist()))
         if missing:
             names = getattr(self, "classes", None)  # the labels as given, where the module keeps them
-            rows = len(self.pretrain_x)
+            rows = int((self.train_y >= 0).sum())  # labelled
             quantities = "targets" in self.hparams and self.num_classes > max(20, rows // 10)  # e.g. integer counts
             warnings.warn(
                 f"{type(self).__name__}: class(es) {[names[c] for c in missing] if names else missing} have no "

@@ -181,7 +181,9 @@ class DatasetDataModule(InMemoryDataModule):
         names = getattr(self.datasets["train"], "classes", None)
         for split, (inputs, labels) in arrays.items():  # an ImageFolder numbers only the classes it holds
             theirs = getattr(self.datasets[split], "classes", None)
-            if labels is not None and names is not None and theirs is not None and list(theirs) != list(names):
+            if names is None or theirs is None or list(theirs) == list(names) or labels is None:
+                continue
+            if 0 <= labels.min() and labels.max() < len(theirs):  # else the range check below refuses them
                 arrays[split] = (inputs, _renumbered(labels, list(theirs), list(names), split))
         shape, labelled = tuple(x.shape[1:]), y is not None
         self.image_shape = shape if len(shape) > 1 else None

@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import sys
 import time
 import warnings
@@ -180,7 +181,7 @@ def _row_options(row: Row, cfg: Namespace) -> None:
 def _flags(err: BaseException, group: str) -> str:
     """A library refusal in this command's words: ``model.X`` is ``--dbn.X`` or ``--baseline.X`` here."""
     message = as_flags(str(err), {"model": f"--{group}.", "data": "--data.", "ckpt_path": "--ckpt_path"})
-    return message.replace(f"--{group}.hidden", "--hidden")  # the runner's shapes are its own option
+    return re.sub(rf"--{group}\.hidden\b", "--hidden", message)  # the runner's shapes are its own option
 
 
 def _model(cell: Cell, cfg: Namespace, data: LightningDataModule) -> Classifier:
