@@ -257,11 +257,9 @@ class _Parser(LightningArgumentParser):
 
 
 def _quiet_warnings() -> None:
-    """Silence the warnings a train.py run gives its user no way to act on: each stage's
-    ``rbm{k}-last.ckpt`` goes beside the earlier stages' in the run's checkpoint folder, and
-    Lightning's own use of torch is deprecated."""
+    """Silence Lightning's warning that the run's checkpoint folder is not empty: each stage's
+    ``rbm{k}-last.ckpt`` goes beside the earlier stages'."""
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
 
 
 def main(args: list[str] | None = None) -> DBNCLI:

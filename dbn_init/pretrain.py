@@ -91,6 +91,8 @@ warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+
 # Lightning's all_gather (a stage's checkpoint gathers every rank's noise stream and chains) calls a
 # torch function that torch 2.14 deprecates; nothing a user can change.
 warnings.filterwarnings("ignore", message=r"torch.distributed.nn.functional.all_gather is deprecated")
+# Lightning's own use of torch's pytree, on every fit (in ddp_spawn's workers too, which import this module).
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
 
 
 DEFAULT_PRETRAIN_EPOCHS = 10  # per RBM, where pretrain_epochs is None (Hinton & Salakhutdinov 2006)
@@ -597,7 +599,8 @@ class PretrainData(LightningDataModule):
 
 # --- the Trainers and the greedy loop -------------------------------------------------------
 _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
-# What every quiet Trainer fit (quiet_lightning) says that its user can do nothing about.
+# What every quiet Trainer fit says that its user can do nothing about, silenced in the block even
+# where the caller has asked to see every warning.
 _LIGHTNING_NOISE = (
     r"You defined a `validation_step` but have no `val_dataloader`",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
@@ -608,8 +611,8 @@ _LIGHTNING_NOISE = (
 def quiet_lightning() -> Iterator[None]:
     """Silence what each stage's Trainer says on the console ("GPU available: ...", "`Trainer.fit`
     stopped", its configuration notes) for the block: a fit of an estimator or of
-    :func:`~dbn_init.transfer.pretrain_stack` runs one Trainer per RBM. The loggers' levels are
-    restored afterwards; other warnings still show."""
+    :func:`~dbn_init.transfer.pretrain_stack` runs one Trainer per RBM. The loggers' levels, and
+    any warning filter set in the block, are restored afterwards."""
     loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
     levels = [logger.level for logger in loggers]
     try:
