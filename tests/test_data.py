@@ -860,6 +860,10 @@ def test_a_test_folder_with_fewer_or_other_classes_is_labelled_by_class_name(ima
     dm = DatasetDataModule(ImageFolder(str(image_folder)), test_dataset=ImageFolder(str(flowers)))
     dm.setup("fit")
     assert dm.test_y.tolist() == [1] * 260 and dm.num_classes == 2
+    training = torch.utils.data.Subset(ImageFolder(str(image_folder)), range(0, 520, 2))  # random_split's kind
+    subset = DatasetDataModule(training, test_dataset=ImageFolder(str(flowers)))
+    subset.setup("fit")
+    assert subset.test_y.tolist() == [1] * 260
     shutil.copytree(image_folder / "china", flowers / "temple")  # a class training never saw
     with pytest.raises(UsageError, match=r"the test dataset has class\(es\) \['temple'\] that the training dataset"):
         DatasetDataModule(ImageFolder(str(image_folder)), test_dataset=ImageFolder(str(flowers)))

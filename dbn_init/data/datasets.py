@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from ..constraints import Interval, UsageError, validate_params
 from .base import InMemoryDataModule, RawData, ScalingName, _check_finite, base_options
@@ -178,13 +178,13 @@ class DatasetDataModule(InMemoryDataModule):
                     f"the {split} dataset's inputs have shape {other.shape[1:]}, the training "
                     f"dataset's {x.shape[1:]}; expected one shape: give both the same transform"
                 )
-        names = getattr(self.datasets["train"], "classes", None)
+        names = _classes(self.datasets["train"])
         for split, (inputs, labels) in arrays.items():  # an ImageFolder numbers only the classes it holds
-            theirs = getattr(self.datasets[split], "classes", None)
-            if names is None or theirs is None or list(theirs) == list(names) or labels is None:
+            theirs = _classes(self.datasets[split])
+            if names is None or theirs is None or theirs == names or labels is None:
                 continue
             if 0 <= labels.min() and labels.max() < len(theirs):  # else the range check below refuses them
-                arrays[split] = (inputs, _renumbered(labels, list(theirs), list(names), split))
+                arrays[split] = (inputs, _renumbered(labels, theirs, names, split))
         shape, labelled = tuple(x.shape[1:]), y is not None
         self.image_shape = shape if len(shape) > 1 else None
         self.value_range = _value_range(x.dtype, lambda: (x.min(), x.max()))
@@ -221,8 +221,16 @@ def _renumbered(labels: np.ndarray, theirs: list, names: list, split: str) -> np
     return np.asarray([names.index(c) for c in theirs])[labels]
 
 
+def _classes(dataset: Dataset) -> list | None:
+    """The class names a dataset lists (torchvision's ``classes``), or a ``Subset``'s dataset's."""
+    classes = getattr(dataset, "classes", None)
+    if classes is None and isinstance(dataset, Subset):  # random_split of an ImageFolder
+        return _classes(dataset.dataset)
+    return None if classes is None else list(classes)
+
+
 def _num_classes(dataset: Dataset, span: int) -> int:
     """A labelled dataset's number of classes: ``len(dataset.classes)`` where it lists them (as
     torchvision's do), else ``span``, the largest label seen + 1."""
-    classes = getattr(dataset, "classes", None)
+    classes = _classes(dataset)
     return len(classes) if classes is not None else span
