@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from . import data, models
 from .callbacks import PredictionWriter, RBMPictures, ResumeCheckpoint, prepare_trainer
 from .configs import shipped
-from .constraints import FileTakenError, UsageError, usage_cause
+from .constraints import FileTakenError, MissingFileError, UsageError, usage_cause
 from .entry import command, one_line
 from .io import data_record, save_stack
 from .models import DBN, Classifier
@@ -63,6 +63,11 @@ class DBNCLI(LightningCLI):
         except (ValueError, TypeError) as err:  # jsonargparse wraps the class's refusal (or a missing file): find it
             if (cause := usage_cause(err)) is None:
                 raise
+            if not isinstance(cause, UsageError):  # a class's own missing file (a torchvision dataset's root)
+                raise MissingFileError(
+                    f"{cause.filename or cause}: no such file or folder (a relative path is read from "
+                    f"{Path.cwd()}); fix the path in the config or on the command line"
+                ) from err
             self.parser.error(as_flags(str(cause)))
 
     def _parse_ckpt_path(self) -> None:  # empty: Lightning would load --ckpt_path unchecked; _resolve checks it

@@ -505,8 +505,10 @@ class Classifier(LightningModule):
                 "lr_schedule 'cosine' decays the rate over the fit's steps, and this fit has no end: "
                 "set max_epochs or max_steps, or lr_schedule 'constant'"
             )
-        per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
         warmup, cosine = self.warmup_epochs, self.lr_schedule == "cosine"
+        if warmup and math.isinf(self.trainer.num_training_batches):  # max_steps alone: no epoch sized yet
+            self.trainer.fit_loop.setup_data()
+        per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches) if warmup else 1
 
         def head(step: int) -> float:
             return 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0))) if cosine else 1.0

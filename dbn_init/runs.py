@@ -213,11 +213,15 @@ def find_last(
 ) -> tuple[Path, dict] | None:
     """``--ckpt_path last``: the newest ``*last.ckpt`` under ``root`` (a logger's version folders,
     or the root itself) of a run with ``ours`` settings, as (file, contents). With ``fine_tuned``
-    (validate, test, predict) a stage's is passed over. None, with a warning, if there is none;
+    (validate, test, predict) a stage's is passed over, and the version folders of a logger
+    under ``root`` (``lightning_logs/version_N``) are searched too. None, with a warning, if there is none;
     ``required`` makes that an error. Newer files that cannot be read are named, never skipped in
     silence: one of them may have been this run's."""
+    # validate, test and predict also look a level deeper: a logged run's version folders, from a
+    # command run without a logger
+    deeper = [*root.glob("*/*/checkpoints/*last.ckpt")] if fine_tuned else []
     found = sorted(
-        [*root.glob("*/checkpoints/*last.ckpt"), *root.glob("checkpoints/*last.ckpt")],
+        [*root.glob("*/checkpoints/*last.ckpt"), *root.glob("checkpoints/*last.ckpt"), *deeper],
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )

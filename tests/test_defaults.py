@@ -355,3 +355,25 @@ def test_a_small_data_fit_prints_no_hint_that_does_not_apply(tmp_path):
     for hint in ("logging interval", "100% of the batches"):
         assert hint not in output, output
     assert output.count("GPU available") == output.count("TPU available") == 1, output  # the fit's, not the stage's
+
+
+def test_evaluating_without_a_logger_finds_a_logged_run_s_last_checkpoint(tmp_path):
+    from dbn_init.cli import main
+
+    args = ["--model.hidden", "[8]", "--model.pretrain_epochs", "1", "--trainer.max_epochs", "1", "--data",
+            "dbn_init.ArrayDataModule", "--data.loader", "sklearn.datasets.load_wine", "--trainer.default_root_dir",
+            str(tmp_path), "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    main(["fit", *args])
+    tested = main(["test", *args, "--trainer.logger", "false", "--ckpt_path", "last"])
+    found = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert tested.config_init["test"]["ckpt_path"] == str(found)
+
+
+def test_a_dataset_class_s_missing_folder_is_one_line_naming_where_it_was_looked_for(tmp_path):
+    from dbn_init.cli import main
+    from dbn_init.constraints import MissingFileError
+
+    missing = tmp_path / "no_images"
+    with pytest.raises(MissingFileError, match=rf"^{re.escape(str(missing))}: no such file or folder .*fix the path"):
+        main(["fit", "--data", "dbn_init.DatasetDataModule", "--data.dataset", "torchvision.datasets.ImageFolder",
+              "--data.dataset.init_args.root", str(missing), "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip

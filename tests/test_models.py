@@ -1023,3 +1023,12 @@ def test_fit_on_plain_dataloaders_names_the_datamodule_where_the_model_reads_one
     model = DBN(hidden=[8], pretrain_epochs=1)
     _trainer(1).fit(model, datamodule=DatasetDataModule(loader.dataset, scaling="none"))
     assert model.pretrained
+
+
+def test_max_steps_alone_sets_the_cosine_s_length_and_the_warm_up_s_epoch():
+    """A fit bounded by max_steps only: Lightning sizes no epoch before configure_optimizers."""
+    for warmup in (0, 1):
+        model = Baseline(hidden=[8], warmup_epochs=warmup)
+        trainer = _trainer(-1, max_steps=12, limit_val_batches=0)
+        trainer.fit(model, datamodule=DigitsDataModule(batch_size=64))
+        assert trainer.global_step == 12 and trainer.optimizers[0].param_groups[1]["lr"] == pytest.approx(0.0)
