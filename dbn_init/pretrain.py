@@ -83,16 +83,22 @@ class _Quiet(logging.Filter):
 
 _QUIET = _Quiet()
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_QUIET)
-# A stage validates on the data's val_dataloader when it has one; without one Lightning warns on every stage.
-warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no `val_dataloader`")
-# The stages and the models log once per epoch, so Lightning's hint that an epoch of fewer batches
-# than log_every_n_steps shows no training logs does not apply; small data met it at every fit.
-warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
-# Lightning's all_gather (a stage's checkpoint gathers every rank's noise stream and chains) calls a
-# torch function that torch 2.14 deprecates; nothing a user can change.
-warnings.filterwarnings("ignore", message=r"torch.distributed.nn.functional.all_gather is deprecated")
-# Lightning's own use of torch's pytree, on every fit (in ddp_spawn's workers too, which import this module).
-warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+# What Lightning says on a fit here that its user can do nothing about, silenced wherever this module
+# is imported (ddp_spawn's workers too), and again inside quiet_lightning for callers who asked to
+# see every warning.
+_LIGHTNING_NOISE = (
+    # A stage validates on the data's val_dataloader when it has one; without one Lightning warns on every stage.
+    r"You defined a `validation_step` but have no `val_dataloader`",
+    # The stages and the models log once per epoch, so Lightning's hint that an epoch of fewer batches
+    # than log_every_n_steps shows no training logs does not apply; small data met it at every fit.
+    r"The number of training batches \(\d+\) is smaller than the logging",
+    # Lightning's all_gather (a stage's checkpoint gathers every rank's noise stream and chains) calls a
+    # torch function that torch 2.14 deprecates.
+    r"torch.distributed.nn.functional.all_gather is deprecated",
+    r".*LeafSpec.*is deprecated",  # Lightning's own use of torch's pytree, on every fit
+)
+for _message in _LIGHTNING_NOISE:
+    warnings.filterwarnings("ignore", message=_message)
 
 
 DEFAULT_PRETRAIN_EPOCHS = 10  # per RBM, where pretrain_epochs is None (Hinton & Salakhutdinov 2006)
@@ -599,20 +605,15 @@ class PretrainData(LightningDataModule):
 
 # --- the Trainers and the greedy loop -------------------------------------------------------
 _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
-# What every quiet Trainer fit says that its user can do nothing about, silenced in the block even
-# where the caller has asked to see every warning.
-_LIGHTNING_NOISE = (
-    r"You defined a `validation_step` but have no `val_dataloader`",
-    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-)
 
 
 @contextlib.contextmanager
 def quiet_lightning() -> Iterator[None]:
     """Silence what each stage's Trainer says on the console ("GPU available: ...", "`Trainer.fit`
     stopped", its configuration notes) for the block: a fit of an estimator or of
-    :func:`~dbn_init.transfer.pretrain_stack` runs one Trainer per RBM. The loggers' levels, and
-    any warning filter set in the block, are restored afterwards."""
+    :func:`~dbn_init.transfer.pretrain_stack` runs one Trainer per RBM, and Lightning's notes
+    (``_LIGHTNING_NOISE``). The loggers' levels, and any warning filter set in the block, are
+    restored afterwards."""
     loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
     levels = [logger.level for logger in loggers]
     try:
