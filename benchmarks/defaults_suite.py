@@ -285,7 +285,7 @@ def report(rows: list[dict], split: str, models: list[str]) -> str:
     lines = [f"Last epoch of `Trainer(max_epochs=30)`; {split} split; mean ± sd over seeds, in %.", ""]
     head = " | ".join(models)
     lines += [f"| dataset | labels | {head} |", "|---|---|" + "---|" * len(models)]
-    verdicts, gaps = [], {"all": [], "10%": []}
+    verdicts, gaps, null = [], {"all": [], "10%": []}, []
     means = {(m, b): [] for m in models for b in ("all", "10%")}  # each model's cell means, per budget
     for dataset in [d for d in EVERY_DATASET if any(r["dataset"] == d for r in rows)]:
         for budget in ("all", "10%"):
@@ -303,9 +303,13 @@ def report(rows: list[dict], split: str, models: list[str]) -> str:
             for m in models:
                 means[(m, budget)].append(acc[m][0] if m in acc else None)
             if split == "test" and "dbn" in models and len(acc) == len(models) > 1:  # the DBN against a scheme
-                line, gap = _verdict(acc, 100 / cell["dbn"][0]["test_rows"])
+                floor = 100 / cell["dbn"][0]["test_rows"]
+                line, gap = _verdict(acc, floor)
                 verdicts.append(f"| {dataset} | {budget} | {line} |")
                 gaps[budget].append(gap)
+                schemes = [max(acc[m][1], floor) for m in acc if m != "dbn"]
+                if len(schemes) == 2:  # two starts of one kind: how often their sds differ by 1.5x by chance
+                    null.append(max(schemes) > 1.5 * min(schemes))
     for budget in ("all", "10%"):
         if means[(models[0], budget)]:  # a model's mean where it ran on every dataset of the budget
             cells = [means[(m, budget)] for m in models]
@@ -313,6 +317,12 @@ def report(rows: list[dict], split: str, models: list[str]) -> str:
             lines.append(f"| **mean of the {len(means[(models[0], budget)])} datasets** | {budget} | {row} |")
     lines += ["", "Each cell: accuracy (balanced accuracy)."]
     lines += _summary(verdicts, gaps)
+    if null:
+        lines.append(
+            f"The two schemes' sds (floored alike) differ by more than 1.5x in {sum(null)} of {len(null)} rows: "
+            "a sd of 5 seeds is that noisy (for equal true sds, one exceeds 1.5x the other with probability 0.45, "
+            "0.23 each way: an F(4, 4) tail), so the sd goal's verdict on one row is weak evidence."
+        )
     return "\n".join(lines) + "\n"
 
 
