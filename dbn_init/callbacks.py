@@ -80,10 +80,7 @@ class StageProgressBar(RichProgressBar):
         return min(batches * per_batch, updates)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if not self.is_disabled and self.train_progress_bar_id is None:  # resumed mid-epoch
-            self._initialize_train_progress_bar_id()
-        self._update(self.train_progress_bar_id, pl_module.updates_in_epoch)
-        self._update_metrics(trainer, pl_module)
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, pl_module.updates_in_epoch - 1)  # in updates
 
 
 class ResumeCheckpoint(ModelCheckpoint):
@@ -133,8 +130,7 @@ class BestEpoch(Callback):
         if trainer.sanity_checking or score is None:
             return
         score = float(score)
-        better = self.best_score is None or (score > self.best_score if self.mode == "max" else score < self.best_score)
-        if better:
+        if self.best_score is None or (score > self.best_score if self.mode == "max" else score < self.best_score):
             self.best_score, self.best_epoch = score, trainer.current_epoch + 1
             self._weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
 
@@ -247,10 +243,9 @@ class RBMPictures(Callback):
             self._record(trainer, stage)
 
     def _record(self, trainer: Trainer, stage: RBMStage) -> None:
-        for split in ("train", "val"):
-            value = trainer.callback_metrics.get(f"{stage.name}/{split}_recon")
-            if value is not None:
-                self.curves.setdefault(f"{stage.name}/{split}_recon", []).append(float(value))
+        for key in (f"{stage.name}/train_recon", f"{stage.name}/val_recon"):
+            if key in trainer.callback_metrics:
+                self.curves.setdefault(key, []).append(float(trainer.callback_metrics[key]))
 
     @torch.no_grad()
     def on_train_end(self, trainer: Trainer, stage: RBMStage) -> None:

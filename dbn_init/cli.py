@@ -118,7 +118,6 @@ class DBNCLI(LightningCLI):
                 stage_resume, resume = {stage - 1: str(resume)}, None
             elif isinstance(self.model, DBN):  # pretraining is done; the fit restores the rest
                 self.model.load_state_dict(checkpoint["state_dict"])
-        self._resumed = checkpoint is not None
         self.config_init[self.subcommand]["ckpt_path"] = str(resume) if resume else None
         if isinstance(self.model, DBN):  # the fit pretrains in on_fit_start, with this run's stage Trainers:
             # its trainer options, a checkpoint rbm{k}-last.ckpt every epoch (to resume) and the stage's pictures
@@ -128,8 +127,8 @@ class DBNCLI(LightningCLI):
             self.model.stage_trainers = CLIStageTrainers(config, self.checkpoint_dir(), settings, image_shape)
             self.model.stage_resume = stage_resume
             if not self.trainer.fast_dev_run:
-                stack = ExportPretrained(self.run_dir() / "pretrained.safetensors", self._resumed)
-                self.trainer.callbacks.append(stack)
+                stack = self.run_dir() / "pretrained.safetensors"
+                self.trainer.callbacks.append(ExportPretrained(stack, checkpoint is not None))
 
     def _checkpoint_to_evaluate(self) -> None:
         """validate / test / predict: ``--ckpt_path`` read as fit reads it; a stage's is refused."""
@@ -187,9 +186,7 @@ class ExportPretrained(Callback):
         self.path, self.overwrite, self.written = path, overwrite, False
 
     def _write_once(self, trainer: Trainer, pl_module: DBN) -> None:
-        if self.written:
-            return
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and not self.written:
             save_stack(pl_module.rbms, self.path, **data_record(trainer.datamodule), overwrite=self.overwrite)
             rank_zero_info(f"pretrained RBM stack exported to {self.path} (reuse: --model.pretrained {self.path})")
         self.written = True

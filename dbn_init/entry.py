@@ -179,9 +179,8 @@ def _dead_rank_line(prefix: str, resume_hint: str) -> Iterator[None]:
         yield
     finally:
         launcher._ChildProcessObserver = observer
-        if launching is None:
-            del os.environ[_LAUNCHER]
-        else:
+        del os.environ[_LAUNCHER]
+        if launching is not None:
             os.environ[_LAUNCHER] = launching
 
 
@@ -216,8 +215,7 @@ def peer_problem(err: BaseException, resume_hint: str = "") -> str | None:
 # errno -> what to do about it
 _PATH_FIXES = {
     errno.ENOENT: "it does not exist (or was removed during the run): fix the path or create its folder",
-    errno.EACCES: "this user may not use it: pass a path this user can read and write",
-    errno.EPERM: "this user may not use it: pass a path this user can read and write",
+    **dict.fromkeys((errno.EACCES, errno.EPERM), "this user may not use it: pass a path this user can read and write"),
     errno.EROFS: "it is on a read-only file system: pass a folder on a writable one",
     errno.ENOSPC: "the disk is full: free space or pass a folder on another disk, then {resume}",
     errno.EDQUOT: "the disk quota is used up: free space or pass a folder on another disk, then {resume}",

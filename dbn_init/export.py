@@ -47,7 +47,7 @@ def export(ckpt: Path, out: Path, overwrite: bool = False) -> None:
         raise UsageError(f"OUT {out} is the checkpoint being exported; write the stack to another file")
     stack = load_stack(ckpt)
     provenance = {k: v for k, v in stack.metadata.items() if k in ("source", "stage", "stage_epochs_done")}
-    save_stack(stack.rbms, out, scaling=stack.scaling, binarize=stack.metadata.get("binarize") == "true",
+    save_stack(stack.rbms, out, scaling=stack.scaling, binarize=stack.binarize,
                stats=stack.stats, image_shape=stack.image_shape, overwrite=overwrite,
                extra_metadata=provenance)  # fmt: skip
     sizes = "-".join(map(str, [stack.rbms[0].n_visible, *(r.n_hidden for r in stack.rbms)]))

@@ -114,7 +114,12 @@ class StackFile:
                 "checkpoint's or a foreign file's stack); scale the rows as its training data were"
             )
         fitted = Scaling.fit("none", self.rbms[0].n_visible).stats() | self.stats  # the identity where unrecorded
-        return Scaling(self.scaling, **fitted, binarize=self.metadata.get("binarize") == "true")(raw)
+        return Scaling(self.scaling, **fitted, binarize=self.binarize)(raw)
+
+    @property
+    def binarize(self) -> bool:
+        """Whether the training inputs were thresholded at 0.5 after unit scaling, as recorded."""
+        return self.metadata.get("binarize") == "true"
 
     @property
     def image_shape(self) -> tuple[int, ...] | None:
@@ -310,8 +315,6 @@ def _sniff(path: Path) -> Callable[[Path, list[str]], _Raw]:
     if head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] <= _MAX_HEADER:
         return _read_safetensors
     what = next((what for magic, what in _PICKLE_MAGIC.items() if head.startswith(magic)), None)
-    if what is None and path.suffix.lower() in (".pkl", ".pickle", ".joblib"):
-        what = f"a pickle (by its {path.suffix} suffix)"
     if what is not None:
         raise UsageError(f"{path} looks like {what}; refusing to load it: {_PICKLE_HELP}")
     raise UsageError(f"{path} is not a recognised weights file (unknown content); expected {_ACCEPTED}")
@@ -331,14 +334,9 @@ def _read_safetensors(path: Path, problems: list[str]) -> _Raw:
             f"{', '.join(_READABLE_VERSIONS)}; read it with the dbn_init that wrote it, or upgrade dbn_init"
         )
     stats = {name: tensors.pop(f"scaling.{name}").float() for name in STATS if f"scaling.{name}" in tensors}
-    found = _match(
-        tensors,
-        r"rbm\.(?P<i>0|[1-9]\d*)\.(?P<kind>\w+)",
-        problems,
-        "rbm.{i}.weight, rbm.{i}.visible_bias, rbm.{i}.hidden_bias for i = 0, 1, ...",
-    )
+    found, label = _match(tensors, "rbm.{i}.{kind}", problems)
     units = _json_list(meta, "visible_units", problems) if ours else None
-    return _Raw(found, lambda i, k: f"rbm.{i}.{k}", units, dict(meta), stats)
+    return _Raw(found, label, units, dict(meta), stats)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -380,7 +378,7 @@ def _read_checkpoint(path: Path, problems: list[str]) -> _Raw:
             "to start a DBN from; pass a DBN's checkpoint or an exported .safetensors stack, or resume "
             "that Baseline run with ckpt_path"
         )
-    found = _match(rbm_keys, r"rbms\.(?P<i>0|[1-9]\d*)\.(?P<kind>\w+)", problems, "rbms.{i}.weight, ...")
+    found, label = _match(rbm_keys, "rbms.{i}.{kind}", problems)
     hparams, data_hp = ckpt.get("hyper_parameters"), ckpt.get("datamodule_hyper_parameters")
     units, n = None, len({i for i, _ in found})
     meta = {"source": "lightning_checkpoint"}
@@ -399,7 +397,7 @@ def _read_checkpoint(path: Path, problems: list[str]) -> _Raw:
         if isinstance(saved_hidden, list):
             meta["hidden_units"] = json.dumps(saved_hidden[:stage])
         meta.update(stage=str(stage), stage_epochs_done=str(ckpt.get("epoch", -1) + 1))
-    if isinstance(data_hp, dict) and isinstance(data_hp.get("scaling"), str):
+    if isinstance(data_hp, dict) and isinstance(data_hp.get("scaling"), str):  # a checkpoint without dbn_init_data
         meta["scaling"] = data_hp["scaling"]
     data = ckpt.get("dbn_init_data") if isinstance(ckpt.get("dbn_init_data"), dict) else {}  # data_record's
     if isinstance(data.get("scaling"), str):
@@ -409,7 +407,7 @@ def _read_checkpoint(path: Path, problems: list[str]) -> _Raw:
             image_shape=json.dumps(data.get("image_shape") and list(data["image_shape"])),
         )
     stats = {k: v for k, v in (data.get("stats") or {}).items() if k in STATS and isinstance(v, torch.Tensor)}
-    return _Raw(found, lambda i, k: f"state_dict['rbms.{i}.{k}']", units, meta, stats=stats or None)
+    return _Raw(found, label, units, meta, stats)
 
 
 def _read_npz(path: Path, problems: list[str]) -> _Raw:
@@ -423,13 +421,8 @@ def _read_npz(path: Path, problems: list[str]) -> _Raw:
         ) from err
     units = arrays.pop("visible_units", None)
     units = None if units is None else [str(u) for u in np.atleast_1d(units)]  # _build refuses any other names
-    found = _match(
-        arrays,
-        r"(?P<kind>\w+?)_(?P<i>0|[1-9]\d*)",
-        problems,
-        "weight_{i}, visible_bias_{i}, hidden_bias_{i} (and optionally visible_units)",
-    )
-    return _Raw(found, lambda i, k: f"{k}_{i}", units, {"source": "npz"})
+    found, label = _match(arrays, "{kind}_{i}", problems)
+    return _Raw(found, label, units, {"source": "npz"})
 
 
 def from_sklearn(
@@ -451,8 +444,10 @@ def from_sklearn(
 
 
 # --- the one validator ----------------------------------------------------------------------
-def _match(tensors: dict[str, Any], pattern: str, problems: list[str], scheme: str) -> dict:
-    """Map names like ``rbm.3.weight`` to ``(3, "weight")``; names outside the scheme are problems."""
+def _match(tensors: dict[str, Any], scheme: str, problems: list[str]) -> tuple[dict, Label]:
+    """Map names like ``rbm.3.weight`` to ``(3, "weight")`` by ``scheme`` (e.g. "rbm.{i}.{kind}"), and
+    give the name of a (layer, kind) in the file; names outside the scheme are problems."""
+    pattern = scheme.replace(".", r"\.").format(i=r"(?P<i>0|[1-9]\d*)", kind=r"(?P<kind>\w+?)")
     found, unknown = {}, []
     for name, value in tensors.items():
         m = re.fullmatch(pattern, name)
@@ -461,8 +456,9 @@ def _match(tensors: dict[str, Any], pattern: str, problems: list[str], scheme: s
         else:
             unknown.append(name)
     if unknown:
-        problems.append(f"unexpected tensor names {_short(sorted(unknown))}; expected the scheme {scheme}")
-    return found
+        expected = ", ".join(scheme.format(i="{i}", kind=kind) for kind in _KINDS)
+        problems.append(f"unexpected tensor names {_short(sorted(unknown))}; expected the scheme {expected}")
+    return found, lambda i, kind: scheme.format(i=i, kind=kind)
 
 
 def _build(

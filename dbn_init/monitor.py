@@ -56,8 +56,6 @@ def weights_diverged(module: nn.Module) -> bool:
 def newest_checkpoint(trainer: Trainer) -> str:
     """The newest checkpoint file this fit's checkpoint callbacks have written, or the one it
     resumed from (its last good state, for an error message), or ``"none saved yet"``."""
-    written = [
-        p for callback in trainer.checkpoint_callbacks for p in (callback.last_model_path, callback.best_model_path)
-    ]
+    written = [p for c in trainer.checkpoint_callbacks for p in (c.last_model_path, c.best_model_path)]
     paths = [p for p in (*written, trainer.ckpt_path) if p and os.path.isfile(p)]
     return max(paths, key=os.path.getmtime) if paths else "none saved yet"

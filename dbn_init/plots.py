@@ -14,6 +14,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
+from .io import replacing  # noqa: E402
+
 __all__ = ["image_grid", "save_image_grid", "save_curves"]
 
 
@@ -92,9 +94,8 @@ def save_curves(
 ) -> Path:
     """One panel per key of ``panels``; in each, one line per label: ``{panel: {label: ys}}``."""
     path = Path(path)
-    n = max(len(panels), 1)
-    cols = min(n, 3)  # wrap into rows of three, so six panels stay readable
-    rows = -(-n // cols)
+    cols = min(max(len(panels), 1), 3)  # wrap into rows of three, so six panels stay readable
+    rows = max(math.ceil(len(panels) / cols), 1)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
@@ -114,8 +115,6 @@ def save_curves(
 def _save(fig, path: Path, **options) -> None:
     """``fig`` as a PNG at ``path``, through a temporary file beside it (:func:`dbn_init.io.replacing`):
     a full disk or a kill never leaves a truncated picture."""
-    from .io import replacing
-
     try:
         with replacing(path) as tmp:
             fig.savefig(tmp, format="png", **options)

@@ -76,21 +76,18 @@ _NEUTRAL = {
     "start_decay": 0.0,
     "centre_inputs": False,
 }
-# What a model built with None takes from the data (FROM_DATA) follows from the data settings.
 # What a run leaves in its folder besides its checkpoints; another run writing there would overwrite them.
 RUN_OUTPUTS = ("config.yaml", "pictures", "pretrained.safetensors")
 
 
-def _as_json(hparams: Mapping[str, Any] | None) -> dict[str, Any]:
-    return json.loads(json.dumps(dict(hparams or {}), default=str))
+def _without(hparams: Mapping[str, Any] | None, left_out: frozenset[str]) -> dict[str, Any]:
+    """``hparams`` in JSON types, less the ``left_out`` options."""
+    return {k: v for k, v in json.loads(json.dumps(dict(hparams or {}), default=str)).items() if k not in left_out}
 
 
 def _settings(model_hparams: Mapping | None, data_hparams: Mapping | None) -> dict[str, dict | None]:
-    model = {k: v for k, v in _as_json(model_hparams).items() if k not in SPEED_OPTIONS | NAME_ONLY_OPTIONS}
-    data = (
-        None if data_hparams is None else {k: v for k, v in _as_json(data_hparams).items() if k not in LOADING_OPTIONS}
-    )
-    return {"model": model, "data": data}
+    data = None if data_hparams is None else _without(data_hparams, LOADING_OPTIONS)
+    return {"model": _without(model_hparams, SPEED_OPTIONS | NAME_ONLY_OPTIONS), "data": data}
 
 
 def run_settings(model, datamodule) -> dict[str, dict | None]:
@@ -114,22 +111,18 @@ def _public_path(cls: type) -> str:
 def pretraining_settings(model, datamodule) -> dict[str, dict | None]:
     """What a DBN's pretrained stack depends on: the run's settings less the fine-tuning options
     and the data options only fine-tuning reads (pretraining never sees labels)."""
-    settings = run_settings(model, datamodule)
-    model_part = {k: v for k, v in settings["model"].items() if k not in FINE_TUNING_OPTIONS}
-    data_part = {k: v for k, v in (settings["data"] or {}).items() if k not in FINE_TUNING_DATA_OPTIONS}
-    return {"model": model_part, "data": data_part}
+    ours = run_settings(model, datamodule)
+    model_part = _without(ours["model"], FINE_TUNING_OPTIONS)
+    return {"model": model_part, "data": _without(ours["data"], FINE_TUNING_DATA_OPTIONS)}
 
 
 def saved_settings(checkpoint: dict) -> dict[str, dict | None] | None:
     """The settings of the run that wrote a checkpoint: recorded by :class:`RecordRunSettings` in a
     stage checkpoint, kept by Lightning in a fine-tuning one; None if it records none."""
-    record = checkpoint.get("dbn_init_run")
-    if isinstance(record, dict):
+    record, hparams = checkpoint.get("dbn_init_run"), checkpoint.get("hyper_parameters")
+    if record is not None or hparams is None:
         return record
-    hparams, data = checkpoint.get("hyper_parameters"), checkpoint.get("datamodule_hyper_parameters")
-    if not isinstance(hparams, dict):
-        return None
-    return _settings(hparams, data if isinstance(data, dict) else None)
+    return _settings(hparams, checkpoint.get("datamodule_hyper_parameters"))
 
 
 def differences(saved: dict, ours: dict) -> list[str]:
@@ -217,14 +210,9 @@ def find_last(
     under ``root`` (``lightning_logs/version_N``) are searched too. None, with a warning, if there is none;
     ``required`` makes that an error. Newer files that cannot be read are named, never skipped in
     silence: one of them may have been this run's."""
-    # validate, test and predict also look a level deeper: a logged run's version folders, from a
-    # command run without a logger
-    deeper = [*root.glob("*/*/checkpoints/*last.ckpt")] if fine_tuned else []
-    found = sorted(
-        [*root.glob("*/checkpoints/*last.ckpt"), *root.glob("checkpoints/*last.ckpt"), *deeper],
-        key=lambda p: p.stat().st_mtime,
-        reverse=True,
-    )
+    folders = ["*/checkpoints", "checkpoints", *(["*/*/checkpoints"] if fine_tuned else [])]
+    found = [p for folder in folders for p in root.glob(f"{folder}/*last.ckpt")]
+    found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     stopped, unreadable = None, []  # the newest same-settings run that stopped in pretraining; damaged files
     for path in found:
         try:
@@ -251,9 +239,8 @@ def find_last(
 def _no_last(
     root: Path, found: list[Path], unreadable: list[str], stopped: tuple | None, command: str, required: bool
 ) -> None:
-    damaged = ""
-    if unreadable:
-        damaged = "; newer checkpoints cannot be read (if one is this run's, it is damaged): " + "; ".join(unreadable)
+    damaged = "; newer checkpoints cannot be read (if one is this run's, it is damaged): " + "; ".join(unreadable)
+    damaged = damaged if unreadable else ""
     if stopped is not None:
         raise UsageError(
             f"--ckpt_path last: the run of this model with these settings under {root} stopped during "
@@ -295,11 +282,7 @@ def check_run_folder(root: Path, run: Path, checkpoints: Path, resume: Path | No
                 "from the stage in another trainer.default_root_dir"
             )
         return
-    held = [
-        p
-        for p in (*(run / name for name in RUN_OUTPUTS), checkpoints)
-        if p.is_file() or (p.is_dir() and any(p.iterdir()))
-    ]
+    held = [p for p in (*(run / name for name in RUN_OUTPUTS), checkpoints) if p.is_file() or any(p.glob("*"))]
     if held:
         names = ", ".join(str(p.relative_to(run) if p.is_relative_to(run) else p) for p in held)
         raise FileTakenError(
@@ -330,7 +313,7 @@ def _release(checkpoints: Path, run: Path, created: Path | None = None) -> None:
     is nothing to resume); with ``created`` (what :func:`claim_version` made for it, for a run
     refused in its own words), its ``version_N`` goes too (:func:`_unclaim`). A run that saved a
     checkpoint, a picture or a stack keeps everything."""
-    saved = [p for p in checkpoints.iterdir() if p.name != ".run"] if checkpoints.is_dir() else []
+    saved = [p for p in checkpoints.glob("*") if p.name != ".run"]
     if saved or any((run / name).exists() for name in RUN_OUTPUTS if name != "config.yaml"):
         return
     for path in (checkpoints / ".run", run / "config.yaml"):
@@ -384,11 +367,9 @@ def claim_version(logger) -> Path | None:
     except OSError:  # a file in the way: check_run_folder names it
         return None
     for version in itertools.count(logger._get_next_version()):
-        try:
+        with contextlib.suppress(FileExistsError):  # another run took it between the look and the claim
             (root / f"version_{version}").mkdir()
             break
-        except FileExistsError:  # another run took it between the look and the claim
-            continue
     logger._version = version
     return created or root / f"version_{version}"
 

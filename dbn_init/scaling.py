@@ -43,18 +43,12 @@ class Scaling:
         unit_moments: Callable[[Scaling], tuple[Tensor, Tensor]] | None = None,
         binarize: bool = False,
     ) -> Scaling:
-        """The transform of ``kind`` for ``d`` features, from summaries of the training rows:
-
-        - ``"unit"``: into [0, 1] by ``value_range``, the format's range where it has one (pixels
-          0..255), else by ``extremes()``, each feature's raw minimum and maximum (None: no rows;
-          a constant feature maps to 0);
-        - ``"standardize"``: the unit-scaled values (raw values where the format has no range)
-          minus their mean, over their std, from ``unit_moments(unit)``, given the transform to
-          unit scale; for pixels the std is clamped to >= 0.05 (near-constant border pixels stay
-          near 0), and a constant feature keeps std 1;
-        - ``"none"``: the values as stored.
-
-        Each summary is asked for only where the kind needs it, so a stream gives them from one pass.
+        """The transform of ``kind`` for ``d`` features (the laws: ``scaling`` in
+        :class:`~dbn_init.data.InMemoryDataModule`), from summaries of the training rows: ``value_range``,
+        the format's range where it has one (pixels 0..255), else ``extremes()``, each feature's raw
+        minimum and maximum (None: no rows; a constant feature maps to 0); ``unit_moments(unit)``, the
+        mean and std of the unit-scaled values, given the transform to unit scale. Each summary is asked
+        for only where the kind needs it, so a stream gives them from one pass.
         """
         low, high = torch.zeros(d), torch.ones(d)
         if kind != "none" and value_range is not None:

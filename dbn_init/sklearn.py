@@ -196,25 +196,20 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         """
         X = validate_data(self, X, dtype=(np.float64, np.float32))
         hidden = _hidden_sizes(self.hidden)
-        unit = X.min() >= 0 and X.max() <= 1
-        standardize = self.scaling == "standardize" or (
-            self.scaling == "auto" and not unit and self.visible_units != "bernoulli"
-        )
+        keep = self.visible_units == "bernoulli" or (X.min() >= 0 and X.max() <= 1)  # what "auto" uses as given
+        standardize = self.scaling == "standardize" or (self.scaling == "auto" and not keep)
         std = X.std(0)  # 1 for a constant feature, as scikit-learn's StandardScaler has it
         self.mean_, self.scale_ = (X.mean(0), np.where(std > 0, std, 1.0)) if standardize else (None, None)
         X = self._scaled(X)
         self.visible_units_ = self.visible_units or visible_units_of(torch.as_tensor(X))
         self._check_range(X)
-        # pretrain_stack seeds the RBMs' start from seed in a forked random state: equal seeds give
-        # equal stacks, and the caller's torch random state is left as it was.
-        with quiet_lightning():
-            # The options pretrain_stack shares by name, with hidden and visible_units as resolved above.
-            accepted = inspect.signature(pretrain_stack).parameters
-            shared = {k: v for k, v in self.get_params().items() if k in accepted}
-            shared.update(hidden=hidden, visible_units=self.visible_units_)
-            self.rbms_ = pretrain_stack(
-                np.array(X, dtype=np.float32), **shared, seed=_seed(self.random_state), accelerator="cpu"
-            )
+        # The options pretrain_stack shares by name, with hidden and visible_units as resolved above.
+        # pretrain_stack (quiet, on the CPU) seeds the RBMs' start from seed in a forked random state:
+        # equal seeds give equal stacks, and the caller's torch random state is left as it was.
+        accepted = inspect.signature(pretrain_stack).parameters
+        shared = {k: v for k, v in self.get_params().items() if k in accepted}
+        shared.update(hidden=hidden, visible_units=self.visible_units_, seed=_seed(self.random_state))
+        self.rbms_ = pretrain_stack(np.array(X, dtype=np.float32), **shared)
         self._n_features_out = hidden[-1]
         return self
 

@@ -172,9 +172,8 @@ def load_pretrained_(module: nn.Module, stack: Any, layers: Sequence[nn.Linear] 
         stack = list(stack._stack("load_pretrained_"))  # refused without layers, a warning if untrained
     loaded = _resolve(stack)
     targets, names = _targets(module, loaded.rbms, layers, stack_problems(loaded.rbms))
-    units = dict(enumerate(loaded.hidden_units))
-    for i, (layer, name) in enumerate(zip(targets, names, strict=True)):
-        _warn_activation(module, layer, name, units.get(i, "sigmoid"))
+    for layer, name, unit in zip(targets, names, loaded.hidden_units, strict=True):
+        _warn_activation(module, layer, name, unit)
     _warn_scaling(loaded, stack)
     with torch.no_grad():
         for rbm, layer in zip(loaded.rbms, targets, strict=True):
@@ -195,9 +194,8 @@ def _resolve(stack: Any) -> StackFile:
         stack = [stack]
     if isinstance(stack, (list, tuple, nn.ModuleList)) and stack and all(isinstance(r, RBM) for r in stack):
         return StackFile(list(stack))
-    if isinstance(stack, (list, tuple)) and stack:
-        if all(isinstance(e, BernoulliRBM) for e in stack):
-            return load_stack(list(stack))  # checked there, fitted or not
+    if isinstance(stack, (list, tuple)) and stack and all(isinstance(e, BernoulliRBM) for e in stack):
+        return load_stack(list(stack))  # checked there, fitted or not
     got = type(stack).__name__ if not isinstance(stack, (list, tuple)) else [type(e).__name__ for e in stack][:10]
     raise ValueError(
         f"load_pretrained_: expected a stack file path, a StackFile, a list of dbn_init RBMs, a DBN or a "
@@ -232,17 +230,15 @@ def _targets(
         if isinstance(layer, nn.Linear):
             problems += _check_shape(i, rbm, layer, name)
     if problems:
-        chosen = layers is None and len(targets) == len(rbms)  # the first Linears, as registered
-        raise ValueError(
-            f"load_pretrained_: {len(problems)} problem(s) loading the stack into the {type(module).__name__}; "
-            "nothing was changed:\n  - "
-            + "\n  - ".join(problems)
-            + (
+        hint = ""
+        if layers is None and len(targets) == len(rbms):  # the first Linears, as registered: say which
+            hint = (
                 f"\nThe stack went to its first {len(rbms)} Linear layers in the order they were registered "
                 f"({', '.join(names)}); if others should receive it, name them: layers=[...], bottom to top."
-                if chosen
-                else ""
             )
+        raise ValueError(
+            f"load_pretrained_: {len(problems)} problem(s) loading the stack into the {type(module).__name__}; "
+            "nothing was changed:\n  - " + "\n  - ".join(problems) + hint
         )
     return targets, names
 
@@ -302,9 +298,8 @@ def _following(module: nn.Module, layer: nn.Module) -> tuple[nn.Module | None, b
         siblings = list(parents[id(node)].children())
         after = siblings[[id(c) for c in siblings].index(id(node)) + 1 :]
         following = next((c for c in after if not isinstance(c, _TRANSPARENT)), None)
-        if following is not None:
-            leaves = [m for m in following.modules() if not list(m.children())]  # its first leaf module
-            return (leaves[0] if leaves else following), True
+        if following is not None:  # its first leaf module (itself, if it has no children)
+            return next(m for m in following.modules() if not list(m.children())), True
         node = parents[id(node)]
     if node is module:  # the end of the whole network: nothing follows
         return None, True

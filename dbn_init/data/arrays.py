@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..constraints import Interval, Options, UsageError, validate_params
+from ..constraints import Options, UsageError
 from .base import InMemoryDataModule, RawData, ScalingName, _check_finite, base_options, return_freed_memory
 from .readers import _by_name, _label_array, _target_values, encode_labels, read_array_file, table_columns
 
@@ -125,7 +125,6 @@ class ArrayDataModule(InMemoryDataModule):
     _NAMED_SOURCES = ("path", "target", "loader", "test_path", "unlabeled_path", "predict_path")  # files, a function
     _parameter_constraints = {
         **InMemoryDataModule._parameter_constraints,
-        "test_fraction": [Interval(float, 0, 1, "neither")],
         "targets": [Options(("classes", "values"))],
     }
     # (options of which at most one may be given, is one required); then which option another needs.
@@ -166,8 +165,6 @@ class ArrayDataModule(InMemoryDataModule):
         args = locals()
         sources = {name: args[name] for name in self._not_hyperparameters + self._NAMED_SOURCES}
         self._check_sources({k: v is not None for k, v in sources.items()})
-        own = dict(test_fraction=test_fraction, targets=targets)
-        validate_params(type(self).__name__, own, self._parameter_constraints, "data.")
         super().__init__(**base_options(args))
         self._sources, self.test_fraction = sources, test_fraction
         self.task = "regression" if targets == "values" else "classification"
@@ -215,8 +212,7 @@ class ArrayDataModule(InMemoryDataModule):
         return x, y, f"{option} {src[option]}"
 
     def _read_arrays(self) -> _Arrays:
-        src = self._sources
-        names = None
+        src, names = self._sources, None
         if src["loader"] is not None:
             x, y, names = _call_loader(src["loader"])
             where = f"loader {src['loader']}"
@@ -224,20 +220,18 @@ class ArrayDataModule(InMemoryDataModule):
             x, y, where = self._source("path", "x", "y")
         x, shape = _features(x, where)
         y = None if y is None else self._targets(y, where, len(x))
-        test = self._source("test_path", "x_test", "y_test")
-        test_x, test_y = self._side_rows(test, x.shape[1], labelled=y is not None)
-        unlabeled_x, _ = self._side_rows(self._source("unlabeled_path", "x_unlabeled"), x.shape[1], labelled=False)
-        predict_x, _ = self._side_rows(self._source("predict_path"), x.shape[1], labelled=False)
+        test_x, test_y = self._side_rows(("test_path", "x_test", "y_test"), x.shape[1], labelled=y is not None)
+        unlabeled_x, _ = self._side_rows(("unlabeled_path", "x_unlabeled"), x.shape[1], labelled=False)
+        predict_x, _ = self._side_rows(("predict_path",), x.shape[1], labelled=False)
         classes = None  # regression targets, or no labels
-        if self.task == "classification":
+        if self.task == "classification" and y is not None:  # test_y is None where y is
             (y, test_y), codes = encode_labels(y, test_y)
-            if y is not None and len(codes) < 2:
+            if len(codes) < 2:
                 raise UsageError(
                     f"{where}: expected labels of at least two classes, got one ({codes[0]!r}); a classifier "
                     "needs two: check the target column, or leave target out for unlabelled rows"
                 )
-            if y is not None:
-                classes = names if names is not None and codes == list(range(len(names))) else codes
+            classes = names if names is not None and codes == list(range(len(names))) else codes
         dtype = torch.int64 if self.task == "classification" else torch.float32
         y, test_y = (None if v is None else torch.as_tensor(v, dtype=dtype) for v in (y, test_y))
         # The original label of each class code 0..C-1 (ints or strings); None for unlabelled data.
@@ -255,10 +249,10 @@ class ArrayDataModule(InMemoryDataModule):
             raise UsageError(f"{where}: expected one label per row, got {len(y)} labels for {rows} rows")
         return y
 
-    def _side_rows(
-        self, source: tuple | None, n_features: int, labelled: bool
-    ) -> tuple[Tensor | None, np.ndarray | None]:
-        """Test, unlabelled or predict rows: features like the training rows', labels if ``labelled``."""
+    def _side_rows(self, options: tuple, n_features: int, labelled: bool) -> tuple[Tensor | None, np.ndarray | None]:
+        """Test, unlabelled or predict rows (:meth:`_source` of ``options``): features like the training rows',
+        labels if ``labelled``."""
+        source = self._source(*options)
         if source is None:
             return None, None
         x, y, where = source

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import inspect
 import math
@@ -25,13 +26,11 @@ ScalingName = Literal["unit", "standardize", "none"]  # for the signatures Light
 def _check_finite(x: Tensor, where: str, fix: str) -> None:
     """One line naming how many values of ``x`` (N, D) are NaN/Inf and the first one's place."""
     count, first = 0, None
-    for rows in chunks(len(x), x.shape[1] if x.ndim > 1 else 1):  # a few MB at a time, not a copy of x
-        bad = ~torch.isfinite(x[rows])
-        if bad.any():
-            count += int(bad.sum())
-            if first is None:
-                row, col = (int(i) for i in bad.nonzero()[0])
-                first = (row + rows.start, col)
+    for rows in chunks(len(x), x.shape[1]):  # a few MB at a time, not a copy of x
+        bad = (~torch.isfinite(x[rows])).nonzero()
+        count += len(bad)
+        if first is None and count:
+            first = (int(bad[0, 0]) + rows.start, int(bad[0, 1]))
     if count:
         raise UsageError(
             f"expected finite values in {where}, got {count} NaN/Inf (the first at row {first[0]}, "
@@ -42,15 +41,11 @@ def _check_finite(x: Tensor, where: str, fix: str) -> None:
 def carve(n: int, fraction: float, labels: np.ndarray | Tensor | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Positions ``0..n-1`` split into ``(kept, held_out)``, ``ceil(fraction * n)`` held out, with the
     constant ``seed``; stratified by ``labels`` when every class has two rows, else not."""
-    positions = np.arange(n)
-    if labels is not None:
-        try:
-            return tuple(
-                train_test_split(positions, test_size=fraction, stratify=np.asarray(labels), random_state=seed)
-            )
-        except ValueError:  # a class with one row, or fewer held-out rows than classes: cannot stratify
-            pass
-    return tuple(train_test_split(positions, test_size=fraction, random_state=seed))
+    rows = np.arange(n)
+    if labels is not None:  # a class with one row, or fewer held-out rows than classes: cannot stratify
+        with contextlib.suppress(ValueError):
+            return tuple(train_test_split(rows, test_size=fraction, stratify=np.asarray(labels), random_state=seed))
+    return tuple(train_test_split(rows, test_size=fraction, random_state=seed))
 
 
 # ---------------------------------------------------------------- batches
@@ -136,10 +131,8 @@ def return_freed_memory() -> None:
     """Give the heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing):
     glibc keeps them, so the resident size of a process that read and scaled its rows would count
     those rows long after they were freed."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def chunks(n: int, d: int) -> Iterator[slice]:
@@ -164,11 +157,8 @@ class Scaled:
         (e.g. to apply a trained model to new rows of the same source)."""
         return self.transform(raw)
 
-    # The loaders: each module serves a split by name (_split_loader).
-    def _split_loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
-        """Batches of ``split`` ("train", "pretrain", "val" or "test"); ``batch_size`` None: the module's."""
-        raise NotImplementedError
-
+    # The loaders: each module serves a split by name, "train", "pretrain", "val" or "test", from its
+    # _split_loader(split, shuffle, batch_size), batch_size None meaning the module's.
     def train_dataloader(self) -> DataLoader:
         """Labelled training batches (a ``num_labels`` budget of them, if set), shuffled; unlabelled
         data serve every training row, labelled -1 (NaN for regression targets): an autoencoder's
@@ -252,6 +242,7 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         "split_seed": [Interval(int, None, None)],
         "num_workers": [Interval(int, 0, None)],
         "on_device": [Options((False, True))],
+        "test_fraction": [Interval(float, 0, 1, "neither")],  # of subclasses whose source may lack a test split
     }
     _parameter_rules = (
         Rule(
@@ -275,10 +266,10 @@ class InMemoryDataModule(Scaled, LightningDataModule):
         on_device: bool = True,
     ) -> None:
         super().__init__()
-        validate_params(type(self).__name__, locals(), self._parameter_constraints, "data.", self._parameter_rules)
+        self.save_hyperparameters(ignore=list(self._not_hyperparameters))  # a subclass's init arguments too
+        validate_params(type(self).__name__, self.hparams, self._parameter_constraints, "data.", self._parameter_rules)
         if num_labels is not None and isinstance(type(self).num_classes, int):  # known before the data are read
             _check_label_budget(num_labels, self.num_classes)
-        self.save_hyperparameters(ignore=list(self._not_hyperparameters))
         self.batch_size, self.val_fraction, self.num_labels = batch_size, val_fraction, num_labels
         self.min_train_batches = min_train_batches
         self.scaling, self.binarize, self.split_seed, self.num_workers = scaling, binarize, split_seed, num_workers
@@ -434,10 +425,9 @@ class InMemoryDataModule(Scaled, LightningDataModule):
 
     def _device(self) -> torch.device | None:
         """The accelerator the attached Trainer runs on, if the splits should live there."""
-        trainer = self.trainer
-        if not self.on_device or self.num_workers > 0 or trainer is None:
+        if not self.on_device or self.num_workers > 0 or self.trainer is None:
             return None
-        device = trainer.strategy.root_device
+        device = self.trainer.strategy.root_device
         return None if device.type == "cpu" else device
 
     def _resident(self, t: Tensor, device: torch.device) -> Tensor:

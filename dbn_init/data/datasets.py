@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
-from ..constraints import Interval, UsageError, validate_params
+from ..constraints import UsageError
 from .base import InMemoryDataModule, RawData, ScalingName, _check_finite, base_options
 
 # PIL modes whose array is already what a model should see; "LA" keeps its grey, the rest become RGB.
@@ -49,6 +49,19 @@ def _class_label(y: Any) -> int:
     return int(label)
 
 
+def _check_alike(what: str, i: int, x: np.ndarray, y: int | None, first: tuple) -> None:
+    """Item ``i`` of ``what`` is numbers of item 0's shape and dtype, and labelled as item 0 is
+    (``first``: item 0's shape, dtype and whether it has a label)."""
+    shape, dtype, labelled = first
+    if x.shape != shape or x.dtype != dtype or x.dtype.kind not in "biuf" or (y is not None) != labelled:
+        label, first_label = ("with" if y is not None else "without"), ("with" if labelled else "without")
+        raise UsageError(
+            f"{what}: item {i} is {x.shape} {x.dtype} {label} a label, item 0 {shape} {dtype} {first_label} one; "
+            "expected every item alike: give the dataset a transform making them so, "
+            "e.g. torchvision.transforms.Resize((32, 32))"
+        )
+
+
 def _item(item: Any) -> tuple[np.ndarray, int | None]:
     """One source item as (input array in torch's layout, label or None)."""
     pair = item if isinstance(item, (tuple, list)) else (item,)
@@ -72,13 +85,8 @@ def _materialise(dataset: Dataset, what: str, num_workers: int) -> tuple[np.ndar
         ys += labels
     if not xs:
         raise UsageError(f"{what} holds no items; check its root or arguments")
-    odd = next((i for i, a in enumerate(xs) if a.shape != xs[0].shape or a.dtype.kind not in "biuf"), None)
-    if odd is not None:
-        raise UsageError(
-            f"{what}: expected every input as numbers of one shape, got {xs[0].shape} {xs[0].dtype} "
-            f"for item 0 and {xs[odd].shape} {xs[odd].dtype} for item {odd}; give the dataset a "
-            "transform making them alike, e.g. torchvision.transforms.Resize((32, 32))"
-        )
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        _check_alike(what, i, x, y, (xs[0].shape, xs[0].dtype, ys[0] is not None))
     return np.stack(xs), None if ys[0] is None else np.asarray(ys, dtype=np.int64)
 
 
@@ -131,10 +139,6 @@ class DatasetDataModule(InMemoryDataModule):
     """
 
     _not_hyperparameters = ("dataset", "test_dataset", "val_dataset")
-    _parameter_constraints = {
-        **InMemoryDataModule._parameter_constraints,
-        "test_fraction": [Interval(float, 0, 1, "neither")],
-    }
 
     def __init__(
         self,
@@ -153,7 +157,6 @@ class DatasetDataModule(InMemoryDataModule):
         num_workers: int = 0,
         on_device: bool = True,
     ) -> None:
-        validate_params(type(self).__name__, dict(test_fraction=test_fraction), self._parameter_constraints, "data.")
         super().__init__(**base_options(locals()))
         self.datasets = {"train": dataset, "test": test_dataset, "val": val_dataset}
         self.test_fraction = test_fraction
@@ -171,19 +174,16 @@ class DatasetDataModule(InMemoryDataModule):
             for split, ds in self.datasets.items()
             if ds is not None
         }
-        x, y = arrays["train"]
-        for split, (other, _) in arrays.items():
-            if other.shape[1:] != x.shape[1:]:
+        (x, y), names = arrays["train"], _classes(self.datasets["train"])
+        for split, (inputs, labels) in arrays.items():
+            if inputs.shape[1:] != x.shape[1:]:
                 raise UsageError(
-                    f"the {split} dataset's inputs have shape {other.shape[1:]}, the training "
+                    f"the {split} dataset's inputs have shape {inputs.shape[1:]}, the training "
                     f"dataset's {x.shape[1:]}; expected one shape: give both the same transform"
                 )
-        names = _classes(self.datasets["train"])
-        for split, (inputs, labels) in arrays.items():  # an ImageFolder numbers only the classes it holds
-            theirs = _classes(self.datasets[split])
-            if names is None or theirs is None or theirs == names or labels is None:
-                continue
-            if 0 <= labels.min() and labels.max() < len(theirs):  # else the range check below refuses them
+            theirs = _classes(self.datasets[split])  # an ImageFolder numbers only the classes it holds
+            renumber = names is not None and theirs not in (None, names) and labels is not None
+            if renumber and 0 <= labels.min() and labels.max() < len(theirs):  # else the range check refuses them
                 arrays[split] = (inputs, _renumbered(labels, theirs, names, split))
         shape, labelled = tuple(x.shape[1:]), y is not None
         self.image_shape = shape if len(shape) > 1 else None

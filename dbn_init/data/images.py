@@ -34,8 +34,7 @@ class ImageDataModule(InMemoryDataModule):
     def _read(self) -> RawData:
         train_images, train_labels, test_images, test_labels = self._load()
         x, y = self._to_tensors("train", train_images, train_labels)
-        test_x, test_y = self._to_tensors("test", test_images, test_labels)
-        return RawData(x, y, test_x, test_y, value_range=(0.0, self.pixel_max))
+        return RawData(x, y, *self._to_tensors("test", test_images, test_labels), value_range=(0.0, self.pixel_max))
 
     def _to_tensors(self, split: str, images: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]:
         """Validate one split and return its pixels as stored, ``(N, D)`` float32, and ``(N,)`` int64."""

@@ -70,8 +70,7 @@ def read_idx(path: str | Path, max_bytes: int | None = None) -> np.ndarray:
         return UsageError(f"{path}: {what}; the file is damaged or not an IDX file: {_FILE_FIX}")
 
     with open(path, "rb") as raw:
-        is_gzip = raw.read(2) == b"\x1f\x8b"
-        raw.seek(0)
+        is_gzip = raw.peek(2)[:2] == b"\x1f\x8b"
         stream = gzip.GzipFile(fileobj=raw) if is_gzip else raw
         try:
             dtype, dims = _idx_header(stream, bad)
@@ -94,17 +93,15 @@ def read_idx(path: str | Path, max_bytes: int | None = None) -> np.ndarray:
 
 def _idx_header(stream, bad) -> tuple[np.dtype, tuple[int, ...]]:
     """The data type and dims of an IDX stream, read from its header; ``bad(what)`` makes the refusal."""
-    header = _read_at_most(stream, 4)
-    if len(header) < 4:
-        raise bad(f"expected a 4-byte IDX header, got {len(header)} bytes")
-    if header[:2] != b"\0\0":
-        raise bad(f"expected the IDX magic 00 00, got {header[:2].hex(' ')}")
+    header = stream.read(4)
+    if len(header) < 4 or header[:2] != b"\0\0":
+        raise bad(f"expected a 4-byte IDX header starting 00 00, got {header.hex(' ') or 'no bytes'}")
     if header[2] not in _IDX_DTYPES:
         raise bad(f"expected a type code in {[hex(c) for c in _IDX_DTYPES]}, got {header[2]:#04x}")
     ndim = header[3]
     if not 1 <= ndim <= 4:
         raise bad(f"expected 1 to 4 dimensions, got {ndim}")
-    dim_bytes = _read_at_most(stream, 4 * ndim)
+    dim_bytes = stream.read(4 * ndim)
     if len(dim_bytes) < 4 * ndim:
         raise bad(f"expected {ndim} dims ({4 * ndim} bytes), got {len(dim_bytes)} bytes")
     dims = struct.unpack(f">{ndim}I", dim_bytes)
@@ -165,15 +162,10 @@ def load_idx_dataset(
     arrays = [read_idx(f, max_bytes) for f in files]
     for i in (0, 2):
         (img_path, lab_path), (images, labels) = files[i : i + 2], arrays[i : i + 2]
-        if images.ndim != 3 or labels.ndim != 1:
+        if images.ndim != 3 or labels.shape != images.shape[:1]:
             raise UsageError(
-                f"expected images (N, H, W) in {img_path} and labels (N,) in {lab_path}, got "
-                f"{images.shape} and {labels.shape}; {_FILE_FIX}"
-            )
-        if len(images) != len(labels):
-            raise UsageError(
-                f"expected as many labels as images, got {len(images)} images in {img_path} and "
-                f"{len(labels)} labels in {lab_path}; {_FILE_FIX}"
+                f"expected images (N, H, W) in {img_path} and as many labels (N,) in {lab_path}, got "
+                f"{len(images)} images {images.shape} and labels {labels.shape}; {_FILE_FIX}"
             )
         if not np.issubdtype(labels.dtype, np.integer) or not np.isin(labels, np.arange(10)).all():
             raise UsageError(
@@ -416,9 +408,8 @@ def _label_array(values: Any, where: str) -> np.ndarray:
                 f"{int(np.argmax(missing))} (from 0); fill it, or move unlabelled rows to unlabeled_path"
             )
         y = y.astype(str)
-        numeric = y.size > 0 and all(map(_is_number, y.tolist()))
-        if not numeric:
-            return y
+        if not (y.size and all(map(_is_number, y.tolist()))):
+            return y  # names
         y = y.astype(np.float64)
     if y.dtype.kind == "f" and not (np.isfinite(y).all() and np.equal(np.mod(y, 1), 0).all()):
         raise UsageError(

@@ -27,23 +27,12 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from ..constraints import Interval, UsageError, validate_params
 from ..scaling import Scaling
 from .base import InMemoryDataModule, Scaled, ScalingName, _check_enough, _check_label_budget, class_budget
-from .datasets import _item, _num_classes, _value_range
+from .datasets import _check_alike, _item, _num_classes, _value_range
 
 # Lightning warns of any IterableDataset with __len__ that workers may count twice; a _Stream's
 # workers each read their own equal share, so its length is exact.
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 _GOLDEN = (math.sqrt(5) - 1) / 2  # the Weyl sequence i * 0.618... mod 1 spreads items evenly over [0, 1)
-
-
-def _check_alike(i: int, x: np.ndarray, y: int | None, first: tuple) -> None:
-    """Item ``i`` is numbers of item 0's shape and dtype, and labelled as item 0 is."""
-    shape, dtype, labelled = first
-    if x.shape != shape or x.dtype != dtype or x.dtype.kind not in "biuf" or (y is not None) != labelled:
-        label, first_label = ("with" if y is not None else "without"), ("with" if labelled else "without")
-        raise UsageError(
-            f"the training dataset: item {i} is {x.shape} {x.dtype} {label} a label, item 0 {shape} {dtype} "
-            f"{first_label} one; expected every item alike: give the dataset a transform making them so"
-        )
 
 
 def _merge(rows: list[np.ndarray], *scalers: StandardScaler | MinMaxScaler) -> None:
@@ -75,10 +64,10 @@ class _Stream(IterableDataset):
     every pass. Under several processes or workers each reads every ``shards``-th item of the split
     and stops at an equal share, so that every DDP rank makes the same number of steps."""
 
-    def __init__(self, source: Dataset, split: str, module: StreamingDataModule, shuffle: bool) -> None:
-        self.source, self.shuffle = source, shuffle
-        self.wanted = "train" if split == "pretrain" else split  # the pretraining items are the training split's
-        self.owner_split = module._split_of if split in ("train", "pretrain") or module._carved(split) else None
+    def __init__(self, split: str, module: StreamingDataModule, shuffle: bool) -> None:
+        own = split in ("val", "test") and not module._carved(split)  # a split with a dataset of its own
+        self.source, self.owner_split = module.datasets[split if own else "train"], None if own else module._split_of
+        self.shuffle, self.wanted = shuffle, "train" if split == "pretrain" else split  # pretraining: training items
         self.label_budget = module.label_budget if split == "train" else None
         self.buffer, self.seed, self.epoch = module.shuffle_buffer, module.seed, 0
         self.rank, self.world = module._rank()
@@ -209,7 +198,7 @@ class StreamingDataModule(Scaled, LightningDataModule):
         for i, raw in enumerate(self.datasets["train"]):
             x, y = _item(raw)
             first = first or (x.shape, x.dtype, y is not None)
-            _check_alike(i, x, y, first)
+            _check_alike("the training dataset", i, x, y, first)
             split = self._split_of(i)
             counts[split] += 1
             if split == "train":
@@ -260,10 +249,7 @@ class StreamingDataModule(Scaled, LightningDataModule):
         return self.scale(rows), torch.tensor([y for _, y in items], dtype=torch.int64)
 
     def _split_loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
-        source = (
-            self.datasets[split] if split in ("val", "test") and not self._carved(split) else self.datasets["train"]
-        )
-        stream = _Stream(source, split, self, shuffle)
+        stream = _Stream(split, self, shuffle)
         loader = DataLoader(
             stream,
             batch_size=batch_size or self.batch_size,

@@ -92,7 +92,7 @@ def _run(args: Namespace) -> tuple[list[str], dict]:
     rbm, below = rbms[args.layer - 1], rbms[: args.layer - 1]
     _check_bernoulli(rbm, f"RBM {args.layer} of {args.weights}")
     scaling = args.scaling or stack.scaling
-    args.binarize = args.binarize or stack.metadata.get("binarize") == "true"  # as the stack was pretrained
+    args.binarize = args.binarize or stack.binarize  # as the stack was pretrained
     if rbms[0].visible_units == "bernoulli" and scaling != "unit":
         raise ValueError(
             f"RBM 1 of {args.weights} has Bernoulli visible units, which model pixels in [0, 1], but "
