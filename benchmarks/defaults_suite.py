@@ -149,6 +149,31 @@ HELDOUT = {
 }
 EVERY_DATASET = {**DATASETS, **HELDOUT}
 
+
+class UnitVarianceDBN(DBN):
+    """A --search candidate: the DBN whose transferred ReLU layers are rescaled, bottom to top, to
+    unit pre-activation variance on the first 10,000 pretraining rows (LSUV's rule, Mishkin & Matas
+    2016, applied to the pretrained start). ReLU(a z) = a ReLU(z) for a > 0, so each layer computes
+    the same features up to a scale; what changes is the weights' size, which sets how far Adam's
+    per-weight steps (about the rate, whatever the weight) move them relative to themselves: the
+    pretrained layers of small tables had row norms near 0.12, He's 1.4."""
+
+    def on_fit_start(self) -> None:
+        pretrained = self.pretrained
+        super().on_fit_start()
+        if pretrained or set(self.mlp.activations) != {"relu"}:
+            return
+        dm = self.trainer.datamodule
+        x = (dm.pretrain_x if getattr(dm, "pretrain_x", None) is not None else dm.train_x)[:10_000]
+        with torch.no_grad():
+            h = x.to(self.device) - self.mlp.input_mean if self.mlp.centred else x.to(self.device)
+            for layer in (m for m in self.mlp.features if isinstance(m, torch.nn.Linear)):
+                scale = layer(h).std().clamp_min(1e-6)
+                layer.weight.div_(scale)
+                layer.bias.div_(scale)
+                h = layer(h).relu()
+
+
 # name -> (class, options): the suite's models are the defaults; the others are --search candidates.
 MODELS = {
     "dbn": (DBN, {}),
@@ -217,6 +242,8 @@ CANDIDATES = {
         f"{init}_start_decay_0.01": (Baseline, {"init": init, "start_decay": 0.01})
         for init in ("xavier_uniform", "he_uniform")
     },
+    # The pretrained ReLU layers rescaled to unit pre-activation variance on the data (LSUV's rule).
+    "dbn_unit_variance": (UnitVarianceDBN, {}),
     # The first layer's inputs centred (centre_inputs), for every start alike: images in [0, 1].
     **{f"{name}_centred": (cls, {**options, "centre_inputs": True}) for name, (cls, options) in MODELS.items()},
 }
