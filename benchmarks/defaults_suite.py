@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from lightning.pytorch import Trainer, seed_everything
 from PIL import Image
+from scipy import stats
 from sklearn import datasets as sk
 from sklearn.metrics import balanced_accuracy_score
 
@@ -336,7 +337,7 @@ def report(rows: list[dict], split: str, models: list[str]) -> str:
                 gaps[budget].append(gap)
                 schemes = [max(acc[m][1], floor) for m in acc if m != "dbn"]
                 if len(schemes) == 2:  # two starts of one kind: how often their sds differ by 1.5x by chance
-                    null.append(max(schemes) > 1.5 * min(schemes))
+                    null.append((max(schemes) > 1.5 * min(schemes), min(len(rows) for rows in cell.values())))
     for budget in ("all", "10%"):
         if means[(models[0], budget)]:  # a model's mean where it ran on every dataset of the budget
             cells = [means[(m, budget)] for m in models]
@@ -345,10 +346,13 @@ def report(rows: list[dict], split: str, models: list[str]) -> str:
     lines += ["", "Each cell: accuracy (balanced accuracy)."]
     lines += _summary(verdicts, gaps)
     if null:
+        seeds = min(n for _, n in null)
+        chance = stats.f.sf(1.5**2, seeds - 1, seeds - 1)  # one sd above 1.5x the other, for equal true sds
         lines.append(
-            f"The two schemes' sds (floored alike) differ by more than 1.5x in {sum(null)} of {len(null)} rows: "
-            "a sd of 5 seeds is that noisy (for equal true sds, one exceeds 1.5x the other with probability 0.45, "
-            "0.23 each way: an F(4, 4) tail), so the sd goal's verdict on one row is weak evidence."
+            f"The two schemes' sds (floored alike) differ by more than 1.5x in {sum(d for d, _ in null)} of "
+            f"{len(null)} rows: a sd of {seeds} seeds is that noisy (for equal true sds, one exceeds 1.5x the other "
+            f"with probability {2 * chance:.2f}, {chance:.2f} each way: an F({seeds - 1}, {seeds - 1}) tail), so "
+            "the sd goal's verdict on one row is weak evidence."
         )
     return "\n".join(lines) + "\n"
 
