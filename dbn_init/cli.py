@@ -36,6 +36,7 @@ from .runs import (
     claimed_version,
     find_last,
     run_settings,
+    saved_stage,
 )
 
 __all__ = ["DBNCLI", "CLIStageTrainers", "ExportPretrained", "as_flags", "main", "entry_point"]
@@ -112,7 +113,7 @@ class DBNCLI(LightningCLI):
             for callback in self._config_savers():  # the same run continues: its config.yaml may be rewritten
                 callback.overwrite = True
             self.model.build_like(checkpoint)  # a model whose sizes come from the data: as that run's were
-            stage = checkpoint.get("dbn_init", {}).get("stage")
+            stage = saved_stage(checkpoint)
             if stage is not None:  # interrupted during pretraining: finish that stage, then go on
                 self.model.load_stage_checkpoint(checkpoint["state_dict"], stage)
                 stage_resume, resume = {stage - 1: str(resume)}, None

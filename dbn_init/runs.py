@@ -31,6 +31,7 @@ __all__ = [
     "run_settings",
     "pretraining_settings",
     "saved_settings",
+    "saved_stage",
     "differences",
     "checked_checkpoint",
     "find_last",
@@ -159,7 +160,7 @@ def _class_name(class_path: str) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _stage(checkpoint: dict) -> int | None:
+def saved_stage(checkpoint: dict) -> int | None:
     """The pretraining stage a checkpoint was saved in (1-based), None for a fine-tuning one."""
     return checkpoint.get("dbn_init", {}).get("stage")
 
@@ -192,9 +193,9 @@ def checked_checkpoint(path: Path, ours: dict, command: str, fine_tuned: bool = 
             + f"\nrun with {settings}"
             + (", or drop --ckpt_path (to start afresh)" if command == "fit" else "")
         )
-    if fine_tuned and _stage(checkpoint) is not None:
+    if fine_tuned and saved_stage(checkpoint) is not None:
         raise UsageError(
-            f"--ckpt_path {path} was saved during pretraining (stage {_stage(checkpoint)}), before the "
+            f"--ckpt_path {path} was saved during pretraining (stage {saved_stage(checkpoint)}), before the "
             f"classifier was trained; {command} needs a fine-tuning checkpoint (last.ckpt or the best "
             "one, written once pretraining is done)"
         )
@@ -223,8 +224,8 @@ def find_last(
         saved = saved_settings(checkpoint)
         if saved is None or differences(saved, ours):
             continue
-        if fine_tuned and _stage(checkpoint) is not None:
-            stopped = stopped or (path, _stage(checkpoint))  # a later run, mid-pretraining: look further back
+        if fine_tuned and saved_stage(checkpoint) is not None:
+            stopped = stopped or (path, saved_stage(checkpoint))  # a later run, mid-pretraining: look further back
             continue
         if unreadable:
             rank_zero_warn(

@@ -157,8 +157,11 @@ class Scaled:
         (e.g. to apply a trained model to new rows of the same source)."""
         return self.transform(raw)
 
-    # The loaders: each module serves a split by name, "train", "pretrain", "val" or "test", from its
-    # _split_loader(split, shuffle, batch_size), batch_size None meaning the module's.
+    # The loaders: each module serves a split by name (_split_loader).
+    def _split_loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
+        """Batches of ``split`` ("train", "pretrain", "val" or "test"); ``batch_size`` None: the module's."""
+        raise NotImplementedError
+
     def train_dataloader(self) -> DataLoader:
         """Labelled training batches (a ``num_labels`` budget of them, if set), shuffled; unlabelled
         data serve every training row, labelled -1 (NaN for regression targets): an autoencoder's
