@@ -149,8 +149,9 @@ class BestEpoch(Callback):
 class PredictionWriter(BasePredictionWriter):
     """Saves what ``predict`` returns in the run folder: ``predictions.pt``, a dict of
     ``probabilities`` (N, num_classes), ``labels`` (N,) (the most probable class) and ``indices``
-    (N,), the rows of the predict split they belong to, and the same as ``predictions.csv``
-    (index, label, p_0, p_1, ...); a regression model's ``predictions`` (N,) and ``indices``
+    (N,), the rows of the predict split they belong to (and ``rows`` (N,), their rows in the source,
+    where the test split was carved from the training rows), and the same as ``predictions.csv``
+    (index, [row,] label, p_0, p_1, ...); a regression model's ``predictions`` (N,) and ``indices``
     (index, prediction); an autoencoder's ``reconstructions`` (N, input_size) and ``indices``
     (index, x_0, x_1, ...); on a ``predict_path`` file, ``predictions-<its name>.*``. Under
     DDP each rank saves its own rows, ``predictions[-<its name>]-rank{r}.*``."""
@@ -162,7 +163,7 @@ class PredictionWriter(BasePredictionWriter):
     def paths(trainer: Trainer) -> tuple[Path, Path]:
         """``predictions[-<input>][-rank<r>].pt`` and ``.csv``: named after the predict file where the
         data have one (``predict_path``), so predictions on several inputs live side by side."""
-        source = dict(getattr(getattr(trainer, "datamodule", None), "hparams", None) or {}).get("predict_path")
+        source = _predict_path(trainer)
         stem = "predictions" if not source else f"predictions-{Path(source).stem}"
         stem = stem if trainer.world_size == 1 else f"{stem}-rank{trainer.global_rank}"
         folder = Path(trainer.log_dir or trainer.default_root_dir)
@@ -175,26 +176,38 @@ class PredictionWriter(BasePredictionWriter):
         (indices,) = batch_indices
         probabilities = torch.cat(predictions).float().cpu()
         rows = torch.tensor(sum(indices, []), dtype=torch.long)
+        saved = {"indices": rows}
+        # A test split carved from the source's rows (no predict_path): each prediction's row in the source too.
+        carved = None if _predict_path(trainer) else getattr(trainer.datamodule, "test_indices", None)
+        if carved is not None:
+            saved["rows"] = carved[rows]
+        keys = (rows[:, None] if carved is None else torch.stack([rows, saved["rows"].long()], 1)).tolist()
+        head = ["index"] if carved is None else ["index", "row"]
         table = io.StringIO()
         writer = _csv.writer(table, lineterminator="\n")
         task = getattr(pl_module, "task", "classification")
         if task != "classification":  # a regression's predicted targets (N,), an autoencoder's reconstructions
             values = probabilities[:, None] if task == "regression" else probabilities
-            saved = {"predictions" if task == "regression" else "reconstructions": probabilities}
+            saved["predictions" if task == "regression" else "reconstructions"] = probabilities
             columns = ["prediction"] if task == "regression" else [f"x_{j}" for j in range(values.shape[1])]
-            writer.writerow(["index", *columns])
-            writer.writerows([i, *(f"{v:.8g}" for v in vs)] for i, vs in zip(rows.tolist(), values.tolist()))
+            writer.writerow([*head, *columns])
+            writer.writerows([*key, *(f"{v:.8g}" for v in vs)] for key, vs in zip(keys, values.tolist()))
         else:
-            saved = {"probabilities": probabilities, "labels": probabilities.argmax(-1)}
+            saved |= {"probabilities": probabilities, "labels": probabilities.argmax(-1)}
             # the data's own class names (a CSV's string labels) where they are not just 0..C-1
             names = [str(c) for c in getattr(trainer.datamodule, "classes", None) or []]
             named = len(names) == probabilities.shape[1] and names != [str(c) for c in range(len(names))]
             classes = [f"p_{c}" for c in range(probabilities.shape[1])]
-            writer.writerow(["index", "label", *(["class"] if named else []), *classes])
-            for i, y, ps in zip(rows.tolist(), saved["labels"].tolist(), probabilities.tolist()):
-                writer.writerow([i, y, *([names[y]] if named else []), *(f"{p:.6g}" for p in ps)])
-        torch.save({**saved, "indices": rows}, pt)
+            writer.writerow([*head, "label", *(["class"] if named else []), *classes])
+            for key, y, ps in zip(keys, saved["labels"].tolist(), probabilities.tolist()):
+                writer.writerow([*key, y, *([names[y]] if named else []), *(f"{p:.6g}" for p in ps)])
+        torch.save(saved, pt)
         csv.write_text(table.getvalue())
+
+
+def _predict_path(trainer: Trainer) -> str | None:
+    """The ``predict_path`` file the data predict on, if they have one (else their test split)."""
+    return dict(getattr(getattr(trainer, "datamodule", None), "hparams", None) or {}).get("predict_path")
 
 
 def pixel_filters(rbms, index: int) -> Tensor:

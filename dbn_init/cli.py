@@ -133,6 +133,9 @@ class DBNCLI(LightningCLI):
 
     def _checkpoint_to_evaluate(self) -> None:
         """validate / test / predict: ``--ckpt_path`` read as fit reads it; a stage's is refused."""
+        # Each evaluation logs into a version of its own, and Lightning says for every one that the fit's
+        # checkpoint callback cannot take up its bookkeeping there, which evaluating never needs.
+        warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
         resolved = self._resolve(required=True, fine_tuned=True)
         if resolved is not None:
             self.config_init[self.subcommand]["ckpt_path"] = str(resolved[0])

@@ -170,7 +170,7 @@ def save_stack(
     rbms: Sequence[RBM],
     path: str | os.PathLike,
     *,
-    scaling: str = "unit",
+    scaling: str | None = None,
     binarize: bool = False,
     stats: dict[str, torch.Tensor] | None = None,
     image_shape: Sequence[int] | None = None,
@@ -180,17 +180,20 @@ def save_stack(
     """Write an RBM stack (bottom to top) as one safetensors file, atomically; returns the path.
 
     ``scaling`` records how RBM 0's inputs were scaled ("unit": in [0, 1]; "standardize": zero
-    mean, unit variance; "none": as given) and ``stats`` the fitted transform (:data:`STATS`, each
-    (n_visible_0,)), so that later inference applies the same one; ``image_shape`` the
-    shape of one input image. ``save_stack(rbms, path, **data_record(datamodule))`` takes all of
-    it from the DataModule; ``extra_metadata``, strings of one's own, is written beside the
-    format's keys, which take precedence. The stack is validated like a loaded one, so a diverged
+    mean, unit variance; "none": as given; None: what RBM 0's visible units model, "standardize" for
+    Gaussian units, else "unit", as :func:`load_stack` assumes of files that record none) and
+    ``stats`` the fitted transform (:data:`STATS`, each (n_visible_0,)), so that later inference
+    applies the same one; ``image_shape`` the shape of one input image.
+    ``save_stack(rbms, path, **data_record(datamodule))`` takes all of it from the DataModule;
+    ``extra_metadata``, strings of one's own, is written beside the format's keys, which take
+    precedence. The stack is validated like a loaded one, so a diverged
     (NaN) or inconsistent stack is refused before anything is written.
     """
     path = Path(path)
     if isinstance(rbms, RBM) or not rbms or not all(isinstance(r, RBM) for r in rbms):
         got = type(rbms).__name__ if isinstance(rbms, RBM) else [type(r).__name__ for r in rbms]
         raise UsageError(f"cannot save to {path}: expected a sequence of dbn_init RBMs (wrap one as [rbm]), got {got}")
+    scaling = scaling or ("standardize" if rbms[0].visible_units == "gaussian" else "unit")
     problems = [] if scaling in SCALINGS else [f"scaling must be one of {list(SCALINGS)}, got {scaling!r}"]
     bad = {k: v for k, v in (extra_metadata or {}).items() if not (isinstance(k, str) and isinstance(v, str))}
     problems += [f"extra_metadata must map strings to strings, got {bad}"] if bad else []
@@ -439,6 +442,7 @@ def from_sklearn(
         if not hasattr(est, "components_"):
             problems.append(f"estimators[{i}] ({type(est).__name__}) is not a fitted BernoulliRBM; call fit first")
         found.update({(i, k): np.asarray(getattr(est, a)) for k, a in names.items() if hasattr(est, a)})
+    _refuse("sklearn estimators", problems)  # an unfitted one leaves a gap in the layers: no more to say
     label = lambda i, k: f"estimators[{i}].{names[k]}"  # noqa: E731
     return _build("sklearn estimators", found, label, None, problems, input_size, hidden)
 

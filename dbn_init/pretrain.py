@@ -789,8 +789,9 @@ def greedy(
         if index < start or epochs == 0:
             continue
         stretch = settings.stretch(index, data.updates_per_epoch(world_size) if settings.stretches else None)
-        rank_zero_info(f"pretraining RBM {index + 1}/{len(rbms)} for {epochs * stretch} epochs")
-        trainer = trainers(index, epochs * stretch)
+        n = epochs * stretch
+        rank_zero_info(f"pretraining RBM {index + 1}/{len(rbms)} for {n} epoch{'s' * (n != 1)}")
+        trainer = trainers(index, n)
         trainer.check_val_every_n_epoch = stretch * trainer.check_val_every_n_epoch
         if trainer.limit_train_batches == 0 or trainer.max_steps == 0:  # else an untrained RBM passes for pretrained
             raise UsageError(

@@ -9,7 +9,7 @@ activities of the one below, and transforms data to the top RBM's hidden activit
               ("clf", LogisticRegression(max_iter=1000))])
 
 The fitted RBMs (``rbms_``) can start a network of one's own: ``dbn_init.load_pretrained_(net,
-transformer.rbms_)``, or be exported with ``dbn_init.save_stack(transformer.rbms_, path)``.
+transformer.rbms_)``, or be exported with its input scaling by ``transformer.save_stack(path)``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .constraints import UsageError
 from .data import ArrayDataModule
 from .init import INIT_SCHEMES
+from .io import save_stack as write_stack
 from .models import CLASSIFIER_OPTIONS, DBN, RECIPES, Baseline
 from .pretrain import make_trainer, quiet_lightning
 from .rbm import up_pass, visible_units_of
@@ -201,7 +202,7 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         std = X.std(0)  # 1 for a constant feature, as scikit-learn's StandardScaler has it
         self.mean_, self.scale_ = (X.mean(0), np.where(std > 0, std, 1.0)) if standardize else (None, None)
         X = self._scaled(X)
-        self.visible_units_ = self.visible_units or visible_units_of(torch.as_tensor(X))
+        self.visible_units_ = self.visible_units or visible_units_of(torch.tensor(X))  # a copy: X may be read-only
         self._check_range(X)
         # The options pretrain_stack shares by name, with hidden and visible_units as resolved above.
         # pretrain_stack (quiet, on the CPU) seeds the RBMs' start from seed in a forked random state:
@@ -233,6 +234,17 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         rbms = [copy.deepcopy(rbm).double() for rbm in self.rbms_]
         with torch.no_grad():
             return up_pass(rbms, torch.tensor(X, dtype=torch.float64)).numpy()
+
+    def save_stack(self, path, overwrite: bool = False):
+        """Write the fitted stack as a stack file (:func:`dbn_init.io.save_stack`) that records this
+        transformer's input scaling too (``mean_``, ``scale_``), so that ``load_stack(path).scale(X)``
+        gives RBM 1 the rows as :meth:`transform` does. Returns the path."""
+        check_is_fitted(self)
+        d = self.n_features_in_
+        if self.mean_ is None:  # X used as given
+            return write_stack(self.rbms_, path, scaling="none", overwrite=overwrite)
+        stats = {"raw_low": np.zeros(d), "raw_high": np.ones(d), "feature_mean": self.mean_, "feature_std": self.scale_}
+        return write_stack(self.rbms_, path, scaling="standardize", stats=stats, overwrite=overwrite)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

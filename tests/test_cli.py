@@ -452,8 +452,11 @@ def test_test_validate_and_predict_take_a_checked_checkpoint_and_refuse_untraine
         saved["labels"], probabilities.argmax(1)
     )
     rows = (run_dir / "predictions.csv").read_text().splitlines()
-    assert rows[0] == "index,label," + ",".join(f"p_{c}" for c in range(10)) and len(rows) == len(labels) + 1
-    assert int(rows[1].split(",")[1]) == int(saved["labels"][0])
+    assert rows[0] == "index,row,label," + ",".join(f"p_{c}" for c in range(10)) and len(rows) == len(labels) + 1
+    assert int(rows[1].split(",")[2]) == int(saved["labels"][0])
+    # the test split is carved from the digits: each prediction's row among them, as the DataModule holds it
+    assert torch.equal(saved["rows"], predicted.datamodule.test_indices[saved["indices"]])
+    assert [int(r.split(",")[1]) for r in rows[1:]] == saved["rows"].tolist()
     alone = [
         *args,
         "--trainer.logger",

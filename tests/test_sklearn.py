@@ -15,7 +15,8 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import check_estimator
 from torch import nn
 
-from dbn_init.rbm import RBM
+from dbn_init.io import load_stack, save_stack
+from dbn_init.rbm import RBM, up_pass
 from dbn_init.sklearn import DBNClassifier, DBNRegressor, DBNTransformer
 from dbn_init.transfer import load_pretrained_
 
@@ -167,6 +168,27 @@ def test_rbms_start_a_torch_network_that_computes_the_same_features(digits_split
     with torch.no_grad():
         out = net[:4](torch.tensor(x_test / 16, dtype=torch.float32))
     np.testing.assert_allclose(out.double().numpy(), transformer.transform(x_test / 16), atol=1e-6, rtol=0)
+
+
+def test_a_saved_stack_carries_the_transformers_scaling_and_reproduces_its_features(digits_split, tmp_path):
+    x_train, x_test, _, _ = digits_split  # pixels 0..16: standardised inside
+    transformer = DBNTransformer(hidden=(8,), epochs=1).fit(x_train)
+    stack = load_stack(transformer.save_stack(tmp_path / "t.safetensors"))
+    assert stack.scaling == "standardize" and stack.rbms[0].visible_units == "gaussian"
+    with torch.no_grad():
+        out = up_pass(stack.rbms, stack.scale(x_test)).double().numpy()
+    np.testing.assert_allclose(out, transformer.transform(x_test), atol=1e-4, rtol=1e-4)
+    # saved bare, a Gaussian stack records the scaling its units model, not "unit"
+    assert load_stack(save_stack(transformer.rbms_, tmp_path / "bare.safetensors")).scaling == "standardize"
+    # rows used as given: recorded as "none", and read back as given
+    pixels = np.array(x_train / 16)
+    pixels.setflags(write=False)  # pandas hands read-only arrays: no torch warning about them
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        unit = DBNTransformer(hidden=(8,), epochs=1).fit(pixels)
+    assert not [w for w in caught if "not writable" in str(w.message)]
+    stack = load_stack(unit.save_stack(tmp_path / "u.safetensors"))
+    assert stack.scaling == "none" and torch.equal(stack.scale(x_test / 16), torch.tensor(x_test / 16).float())
 
 
 def test_same_random_state_same_stack_and_torch_rng_untouched(digits_split):

@@ -69,7 +69,8 @@ class DigitsDataModule(ImageDataModule):
     """scikit-learn's bundled 8x8 digits (1,797 images, pixels 0..16); works offline.
 
     It has no official test split, so a stratified 20% (360 images) is held out with the constant
-    seed 0, independent of ``split_seed``, so test scores compare across seeds.
+    seed 0, independent of ``split_seed``, so test scores compare across seeds; ``test_indices``
+    are their rows in ``load_digits()``.
     """
 
     dataset_name = "digits"
@@ -79,6 +80,7 @@ class DigitsDataModule(ImageDataModule):
     def _load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         digits = load_digits()
         train, test = carve(len(digits.target), 0.2, digits.target)
+        self.test_indices = torch.as_tensor(test)
         return digits.images[train], digits.target[train], digits.images[test], digits.target[test]
 
 
