@@ -13,6 +13,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from .entry import no_lightning_requeue
@@ -281,7 +282,10 @@ class RBMPictures(Callback):
             pictures["reconstructions"] = image_grid(pairs, self.image_shape, ncols=16, normalize_each=gaussian)
         generator = torch.Generator(device=stage.device).manual_seed(stage.cd.pretrain_seed)
         samples = down_pass(up_to, stage.rbm.sample(self.n_samples, self.gibbs_steps, generator=generator))
-        pictures["samples"] = image_grid(samples, self.image_shape, normalize_each=gaussian)
+        if bool(samples.isfinite().all()):  # an unbounded chain (Gaussian visible, NReLU hidden) may run off
+            pictures["samples"] = image_grid(samples, self.image_shape, normalize_each=gaussian)
+        else:
+            rank_zero_warn(f"{stage.name}'s Gibbs chain diverged (non-finite samples); its samples picture is left out")
         for kind, grid in pictures.items():
             save_image_grid(grid, folder / f"{stage.name}_{kind}.png", f"{stage.name} {kind}")
             if isinstance(trainer.logger, TensorBoardLogger):

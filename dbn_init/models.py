@@ -1021,7 +1021,15 @@ class DBN(Classifier):
         the top RBM from noise, then down through the lower RBMs' visible means (Hinton et al.
         2006): pixel probabilities for Bernoulli inputs, standardised values for Gaussian ones."""
         stack = self._stack("DBN.sample", stacklevel=4)  # past no_grad's wrapper
-        return down_pass(stack, stack[-1].sample(n, steps, generator=generator))
+        samples = down_pass(stack, stack[-1].sample(n, steps, generator=generator))
+        if not bool(samples.isfinite().all()):
+            raise FloatingPointError(
+                f"DBN.sample: the top RBM's Gibbs chain diverged (non-finite after {steps} sweeps): with "
+                f"{stack[-1].visible_units} visible and {stack[-1].hidden_units} hidden units nothing bounds it, "
+                "and a sweep multiplies it by about the weights' largest squared singular value where that "
+                "exceeds 1; take fewer steps, or sample a sigmoid stack (recipe textbook)"
+            )
+        return samples
 
     def _stack(self, what: str, stacklevel: int = 3) -> nn.ModuleList:
         """The RBM stack, for ``what`` (the public function that uses it): refused while the DBN has no

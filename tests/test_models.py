@@ -1032,3 +1032,13 @@ def test_max_steps_alone_sets_the_cosine_s_length_and_the_warm_up_s_epoch():
         trainer = _trainer(-1, max_steps=12, limit_val_batches=0)
         trainer.fit(model, datamodule=DigitsDataModule(batch_size=64))
         assert trainer.global_step == 12 and trainer.optimizers[0].param_groups[1]["lr"] == pytest.approx(0.0)
+
+
+def test_sampling_a_chain_that_runs_off_says_so_instead_of_returning_nans():
+    dbn = DBN(input_size=4, num_classes=2, hidden=[4], visible_units="gaussian", pretrain_epochs=0)
+    with torch.no_grad():  # NReLU hidden, Gaussian visible: a sweep multiplies the chain by about 3**2
+        dbn.rbms[0].weight.copy_(3 * torch.eye(4))
+    with pytest.raises(FloatingPointError, match=r"DBN.sample: the top RBM's Gibbs chain diverged .*recipe textbook"):
+        dbn.sample(8, steps=200, generator=torch.Generator().manual_seed(0))
+    dbn.rbms[0].weight.data.mul_(0.1)  # a contracting chain samples as before
+    assert dbn.sample(8, steps=200, generator=torch.Generator().manual_seed(0)).isfinite().all()

@@ -130,8 +130,25 @@ def test_items_unlike_the_first_are_refused_in_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_a_stream_holding_nan_or_inf_is_refused_in_one_line(tmp_path, bad):
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_stream_holding_nan_or_inf_is_refused_in_one_line_naming_the_item(tmp_path, bad, split):
     x, y = load_digits(return_X_y=True)
-    x[-3, 7] = bad  # one pixel of one row near the end of the stream, in its last shard
-    with pytest.raises(UsageError, match=r"^expected finite values in the training dataset, got NaN/Inf; fix it"):
-        StreamingDataModule(Shards(write_shards(tmp_path, x, y)), test_fraction=0.01, val_fraction=0.01)
+    dm = StreamingDataModule(Shards(write_shards(tmp_path, x, y)), test_fraction=0.2, val_fraction=0.1)
+    item = max(i for i in range(len(x)) if dm._split_of(i) == split)  # near the end of the stream
+    x[item, 7] = bad  # one pixel of one row, in the last shard: a carved test row is checked too
+    with pytest.raises(
+        UsageError,
+        match=rf"^expected finite values in the training dataset's item {item} \(of the {split} split\), got 1 "
+        r"NaN/Inf \(the first at feature 7\); fix it",
+    ):
+        StreamingDataModule(Shards(write_shards(tmp_path, x, y)), test_fraction=0.2, val_fraction=0.1)
+
+
+def test_every_batch_of_a_split_is_counted_when_workers_batch_their_own_shares(digit_shards):
+    """Two workers each batch half the test rows: the loader's length must count every batch they make,
+    or Lightning, trusting it, leaves the last rows of the split unscored."""
+    dm = StreamingDataModule(digit_shards, batch_size=128, num_workers=2)
+    loader = dm.test_dataloader()
+    sizes = [len(batch[1]) for batch in loader]
+    assert len(sizes) == len(loader) and sum(sizes) == len(loader.dataset) > 128
+    assert len(sizes) > -(-len(loader.dataset) // 128)  # more than torch's count for one batching

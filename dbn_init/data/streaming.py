@@ -37,9 +37,7 @@ _GOLDEN = (math.sqrt(5) - 1) / 2  # the Weyl sequence i * 0.618... mod 1 spreads
 
 def _merge(rows: list[np.ndarray], *scalers: StandardScaler | MinMaxScaler) -> None:
     """Fold the training rows collected into the per-feature statistics of ``scalers``, in float64; empty ``rows``."""
-    batch = np.stack(rows).astype(np.float64)
-    if not np.isfinite(batch).all():
-        raise UsageError("expected finite values in the training dataset, got NaN/Inf; fix it or its transform")
+    batch = np.stack(rows).astype(np.float64)  # finite: every item is checked as the survey reads it
     for scaler in scalers:
         scaler.partial_fit(batch)
     rows.clear()
@@ -104,6 +102,28 @@ class _Stream(IterableDataset):
                 yield pool.pop(int(rng.integers(len(pool))) if self.shuffle else 0)
         while pool:
             yield pool.pop(int(rng.integers(len(pool))) if self.shuffle else 0)
+
+
+class _StreamLoader(DataLoader):
+    """A DataLoader of a :class:`_Stream` whose length counts the batches its workers make: each
+    batches its own share, so ``w`` workers make ``w * ceil(share / batch_size)`` batches, more than
+    torch's ``ceil(len(stream) / batch_size)`` where a share is no multiple of the batch size (and
+    Lightning, trusting the length, would skip the rest of the split)."""
+
+    def __len__(self) -> int:
+        stream, workers = self.dataset, max(1, self.num_workers)
+        share = stream.total // (stream.world * workers)
+        return workers * math.ceil(share / self.batch_size)
+
+
+def _check_item_finite(x: np.ndarray, where: str) -> None:
+    """Refuse an item with NaN/Inf values, naming it and the first bad feature (of the flattened item)."""
+    bad = ~np.isfinite(np.asarray(x, dtype=np.float64)).reshape(-1)
+    if bad.any():
+        raise UsageError(
+            f"expected finite values in {where}, got {int(bad.sum())} NaN/Inf (the first at feature "
+            f"{int(np.argmax(bad))}); fix it or its transform"
+        )
 
 
 class StreamingDataModule(Scaled, LightningDataModule):
@@ -200,6 +220,7 @@ class StreamingDataModule(Scaled, LightningDataModule):
             first = first or (x.shape, x.dtype, y is not None)
             _check_alike("the training dataset", i, x, y, first)
             split = self._split_of(i)
+            _check_item_finite(x, f"the training dataset's item {i} (of the {split} split)")
             counts[split] += 1
             if split == "train":
                 rows.append(x.reshape(-1))
@@ -215,10 +236,12 @@ class StreamingDataModule(Scaled, LightningDataModule):
         if rows:
             _merge(rows, moments, extremes)
         top = max(class_counts, default=-1)
-        for split in ("val", "test"):  # counted, and their labels seen (a class may be absent from training)
-            for raw in self.datasets[split] if self.datasets[split] is not None else ():
+        for split in ("val", "test"):  # counted, checked, and their labels seen (a class may be absent from training)
+            for i, raw in enumerate(self.datasets[split] if self.datasets[split] is not None else ()):
+                x, y = _item(raw)
+                _check_item_finite(x, f"the {split} dataset's item {i}")
                 counts[split] += 1
-                top = max(top, _item(raw)[1] if first[2] else -1)
+                top = max(top, y if first[2] else -1)
         return _Survey(first[0], first[1], moments, extremes, counts, class_counts, first[2], top + 1)
 
     def _fit_scaling(self) -> None:
@@ -250,7 +273,7 @@ class StreamingDataModule(Scaled, LightningDataModule):
 
     def _split_loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
         stream = _Stream(split, self, shuffle)
-        loader = DataLoader(
+        loader = _StreamLoader(
             stream,
             batch_size=batch_size or self.batch_size,
             num_workers=self.num_workers,
