@@ -976,11 +976,14 @@ class DBN(Classifier):
         for i, (source, target) in enumerate(zip(rbms, self.rbms)):
             kind, expected = _kind(source), _kind(target)
             if source.weight.shape != target.weight.shape or kind != expected:
+                hint = {"sigmoid": "model.recipe textbook", "relu": "model.recipe relu"}.get(
+                    source.hidden_units, "an autoencoder's code layer: model.task reconstruction"
+                )
                 raise UsageError(
                     f"imported RBM {i + 1} is {kind} {tuple(source.weight.shape)} but this DBN "
                     f"expects {expected} {tuple(target.weight.shape)} (n_hidden, n_visible); match "
-                    "model.hidden, model.visible_units and model.hidden_units to the imported stack (sigmoid "
-                    "hidden units: model.recipe textbook)"
+                    "model.hidden, model.visible_units and model.hidden_units to the imported stack "
+                    f"({source.hidden_units} hidden units: {hint})"
                 )
         for source, target in zip(rbms, self.rbms):
             target.load_state_dict(source.state_dict())

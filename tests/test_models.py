@@ -278,6 +278,8 @@ def test_an_imported_stack_that_does_not_fit_leaves_the_dbn_unchanged():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     for stack, message in (
         ([RBM(64, 16), RBM(16, 9)], r"imported RBM 2 is bernoulli visible, sigmoid hidden units \(9, 16\) but this"),
+        # a ReLU stack into this sigmoid DBN: the hint names the recipe of the stack's units, not the DBN's own
+        ([RBM(64, 16, hidden_units="relu")], r"relu hidden units \(16, 64\) but .*units: model.recipe relu\)"),
         ([RBM(64, 16), RBM(16, 8), RBM(8, 4)], "the imported stack has 3 RBMs but this DBN has 2"),
     ):
         with pytest.raises(ValueError, match=message):
