@@ -246,13 +246,19 @@ def as_flags(message: str, flags: Mapping[str, str] | None = None) -> str:
     """A library message in the command's words: the library names an option by its place in the
     config (``model.lr``, ``data.scaling``, ``trainer.gradient_clip_val``), the command line by its
     flag (``--model.lr``). ``flags`` maps a section to its flags' prefix where a command spells it
-    otherwise (the comparison runner's ``{"model": "--dbn."}``, the estimators' ``{"model": ""}``); a
-    section it leaves out keeps its words. Only the options of those sections are rewritten, so a
-    file named ``data.csv`` stays as it is. ``Trainer.fit``'s ``ckpt_path`` becomes
-    ``flags["ckpt_path"]`` (train.py's ``--ckpt_path``) where ``flags`` has one."""
+    otherwise (the comparison runner's ``{"model": "--dbn."}``, the estimators' ``{"model": ""}``),
+    and an option to a flag of its own (the runner's ``{"model.hidden": "--hidden"}``); a section it
+    leaves out keeps its words. Only the options of those sections are rewritten, so a file named
+    ``data.csv`` stays as it is. ``Trainer.fit``'s ``ckpt_path`` becomes ``flags["ckpt_path"]``
+    (train.py's ``--ckpt_path``) where ``flags`` has one."""
     options = _options()
     flags = _CLI_FLAGS if flags is None else flags
-    flag = lambda m: f"{flags[m[1]]}{m[2]}" if m[1] in flags and m[2] in options[m[1]] else m[0]  # noqa: E731
+
+    def flag(m: re.Match) -> str:
+        if m[0] in flags:
+            return flags[m[0]]
+        return f"{flags[m[1]]}{m[2]}" if m[1] in flags and m[2] in options[m[1]] else m[0]
+
     message = re.sub(r"(?<![\w./-])(model|data|trainer)\.(\w+)", flag, message)
     return re.sub(r"(?<![\w./-])ckpt_path\b", flags["ckpt_path"], message) if "ckpt_path" in flags else message
 

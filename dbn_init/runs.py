@@ -240,8 +240,9 @@ def find_last(
 def _no_last(
     root: Path, found: list[Path], unreadable: list[str], stopped: tuple | None, command: str, required: bool
 ) -> None:
-    damaged = "; newer checkpoints cannot be read (if one is this run's, it is damaged): " + "; ".join(unreadable)
-    damaged = damaged if unreadable else ""
+    damaged = ""
+    if unreadable:
+        damaged = "; newer checkpoints cannot be read (if one is this run's, it is damaged): " + "; ".join(unreadable)
     if stopped is not None:
         raise UsageError(
             f"--ckpt_path last: the run of this model with these settings under {root} stopped during "

@@ -43,6 +43,7 @@ from .io import save_stack as write_stack
 from .models import CLASSIFIER_OPTIONS, DBN, RECIPES, Baseline
 from .pretrain import make_trainer, quiet_lightning
 from .rbm import up_pass, visible_units_of
+from .scaling import Scaling
 from .transfer import pretrain_stack
 
 __all__ = ["DBNTransformer", "DBNClassifier", "DBNRegressor"]
@@ -240,10 +241,10 @@ class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         transformer's input scaling too (``mean_``, ``scale_``), so that ``load_stack(path).scale(X)``
         gives RBM 1 the rows as :meth:`transform` does. Returns the path."""
         check_is_fitted(self)
-        d = self.n_features_in_
         if self.mean_ is None:  # X used as given
             return write_stack(self.rbms_, path, scaling="none", overwrite=overwrite)
-        stats = {"raw_low": np.zeros(d), "raw_high": np.ones(d), "feature_mean": self.mean_, "feature_std": self.scale_}
+        stats = Scaling.fit("none", self.n_features_in_).stats()  # the identity, less the standardisation
+        stats.update(feature_mean=torch.as_tensor(self.mean_), feature_std=torch.as_tensor(self.scale_))
         return write_stack(self.rbms_, path, scaling="standardize", stats=stats, overwrite=overwrite)
 
     def __sklearn_tags__(self):
@@ -313,6 +314,14 @@ _NOT_OPTIONS = {
 _OPTIONS = _PRETRAINING | frozenset(inspect.signature(Baseline.__init__).parameters) - {"self", *_NOT_OPTIONS}
 
 
+def _why_not_an_option(name: str) -> str:
+    """Why ``options`` may not name ``name``: what it is instead, or a close match of the options."""
+    if name in _NOT_OPTIONS:
+        return f"is {_NOT_OPTIONS[name]}"
+    near = difflib.get_close_matches(name, _OPTIONS, n=1)
+    return "names no option of dbn_init.DBN or Baseline" + (f" (did you mean {near[0]!r}?)" if near else "")
+
+
 class _FineTuned(BaseEstimator):
     """What :class:`DBNClassifier` and :class:`DBNRegressor` share: one fit of a :class:`~dbn_init.DBN`
     (``init="dbn"``) or a :class:`~dbn_init.Baseline` (any scheme) on the standardised rows, the
@@ -342,16 +351,9 @@ class _FineTuned(BaseEstimator):
     def _fit(self, X, y):
         unknown = sorted(set(self.options or {}) - _OPTIONS)
         if unknown:
-            near = {
-                name: difflib.get_close_matches(name, _OPTIONS, n=1) for name in unknown if name not in _NOT_OPTIONS
-            }
-            why = {name: f"is {_NOT_OPTIONS[name]}" for name in unknown if name in _NOT_OPTIONS} | {
-                name: "names no option of dbn_init.DBN or Baseline" + (f" (did you mean {m[0]!r}?)" if m else "")
-                for name, m in near.items()
-            }
             raise ValueError(
                 f"options {unknown} of {type(self).__name__} cannot be set there: "
-                + "; ".join(f"{name!r} {why[name]}" for name in unknown)
+                + "; ".join(f"{name!r} {_why_not_an_option(name)}" for name in unknown)
                 + f" (expected some of {sorted(_OPTIONS)})"
             )
         seed, x = _seed(self.random_state), np.asarray(X, dtype=np.float32)

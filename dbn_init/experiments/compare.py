@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -179,8 +178,9 @@ def _row_options(row: Row, cfg: Namespace) -> None:
 
 def _flags(err: BaseException, group: str) -> str:
     """A library refusal in this command's words: ``model.X`` is ``--dbn.X`` or ``--baseline.X`` here."""
-    message = as_flags(str(err), {"model": f"--{group}.", "data": "--data.", "ckpt_path": "--ckpt_path"})
-    return re.sub(rf"--{group}\.hidden\b", "--hidden", message)  # the runner's shapes are its own option
+    # the runner's shapes are its own option, --hidden
+    flags = {"model.hidden": "--hidden", "model": f"--{group}.", "data": "--data.", "ckpt_path": "--ckpt_path"}
+    return as_flags(str(err), flags)
 
 
 def _model(cell: Cell, cfg: Namespace, data: LightningDataModule) -> Classifier:
