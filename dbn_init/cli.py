@@ -5,7 +5,9 @@ and resume: :mod:`dbn_init.runs`. The library's messages reach the user in the c
 
 from __future__ import annotations
 
+import difflib
 import inspect
+import pydoc
 import re
 import sys
 import warnings
@@ -265,7 +267,23 @@ def as_flags(message: str, flags: Mapping[str, str] | None = None) -> str:
 
 class _Parser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None):  # one line: what the class or option said
-        return super().error(as_flags(one_line(message)), ex)
+        return super().error(_did_you_mean(as_flags(one_line(message))), ex)
+
+    def print_usage(self, file=None) -> None:  # before an error: its tip names --help, and 50 lines would bury it
+        pass
+
+
+def _did_you_mean(message: str) -> str:
+    """``message`` with the nearest known option where jsonargparse refuses an unknown one (a typo)."""
+    if m := re.search(r"class_path '([\w.]+)': Option '(\w+)' is not accepted", message):  # in a class's section
+        known, flag = list(inspect.signature(pydoc.locate(m[1]) or (lambda: None)).parameters), ""
+    elif m := re.search(r"(does not accept option '|unrecognized arguments: (--))([\w.]+)", message):
+        known = [f"{section}.{option}" for section, options in _options().items() for option in options]
+        flag = m[2] or ""
+    else:
+        return message
+    near = difflib.get_close_matches(m[m.lastindex], known, n=1)
+    return f"{message}; did you mean '{flag}{near[0]}'?" if near else message
 
 
 def _quiet_warnings() -> None:

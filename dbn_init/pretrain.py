@@ -391,7 +391,7 @@ class RBMStage(LightningModule):
                 )
             else:
                 cause = (
-                    f"a learning rate too high (try model.pretrain_lr {self.lr / 10:g}) or inputs outside "
+                    f"a learning rate too high (try model.{self.rate_option} {self.lr / 10:g}) or inputs outside "
                     "[0, 1] (data.scaling unit)"
                 )
             raise FloatingPointError(
@@ -459,7 +459,8 @@ class RBMStage(LightningModule):
             val_f = self.trainer.callback_metrics.get(f"{self.name}/val_free_energy")
             if val_f is not None:
                 self.log(f"{self.name}/free_energy_gap", val_f.to(self.device) - train_f, sync_dist=True)
-        if self.cd.ais_chains and self.current_epoch == self.trainer.max_epochs - 1:
+        every = self.trainer.check_val_every_n_epoch or 1  # None: validation counted in batches, every epoch
+        if self.cd.ais_chains and self.current_epoch + every >= self.trainer.max_epochs:  # the last validated epoch
             self._log_ais()
 
     def _log_ais(self) -> None:
@@ -792,7 +793,8 @@ def greedy(
         n = epochs * stretch
         rank_zero_info(f"pretraining RBM {index + 1}/{len(rbms)} for {n} epoch{'s' * (n != 1)}")
         trainer = trainers(index, n)
-        trainer.check_val_every_n_epoch = stretch * trainer.check_val_every_n_epoch
+        if trainer.check_val_every_n_epoch:  # None: validation counted in batches
+            trainer.check_val_every_n_epoch *= stretch
         if trainer.limit_train_batches == 0 or trainer.max_steps == 0:  # else an untrained RBM passes for pretrained
             raise UsageError(
                 f"RBM {index + 1}'s stage would make no CD update (limit_train_batches={trainer.limit_train_batches}, "

@@ -665,6 +665,27 @@ def test_a_usage_error_ends_the_command_with_the_class_or_options_own_message(tm
     assert f"error: {message}" in err and "Union" not in err and "NoneType" not in err, err
 
 
+@pytest.mark.parametrize(
+    "config, extra, hint",
+    [
+        (
+            "model:\n  hiden: [8]\n",
+            [],
+            "Option 'hiden' is not accepted Given value: {'hiden': [8]}; did you mean 'hidden'?",
+        ),
+        ("trainr:\n  max_epochs: 2\n", [], "option 'trainr.max_epochs'; did you mean 'trainer.max_epochs'?"),
+        ("", ["--trainer.max_epochz", "2"], "--trainer.max_epochz 2; did you mean '--trainer.max_epochs'?"),
+    ],
+)
+def test_a_typo_in_a_config_file_or_a_flag_is_one_line_naming_the_nearest_option(tmp_path, capsys, config, extra, hint):
+    (tmp_path / "typo.yaml").write_text(config or "{}\n")
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", str(tmp_path / "typo.yaml"), *extra])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and hint in err, err
+    assert err.splitlines()[-1].startswith("error: ") and len(err.splitlines()) == 2, err  # the tip, then the error
+
+
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_train_config_instantiates(path, tmp_path):
     config = yaml.safe_load(path.read_text())

@@ -120,6 +120,21 @@ def test_ais_with_base_rate_model_on_a_trained_rbm_and_mean_log_prob_by_brute_fo
     assert brute > independent + 3.0
 
 
+def test_a_stage_that_validates_less_often_than_every_epoch_still_ends_with_its_ais_figure():
+    seed_everything(0)
+    data = DigitsDataModule(batch_size=64, binarize=True)
+    model = DBN(recipe="textbook", num_classes=10, input_size=64, hidden=[10], pretrain_epochs=3, ais_chains=20)
+    trainers = []
+
+    def factory(stage, epochs):
+        quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainers.append(Trainer(max_epochs=epochs, accelerator="cpu", check_val_every_n_epoch=2, **quiet))
+        return trainers[-1]
+
+    pretrain(model, data, factory)  # 3 epochs, validated after the second only
+    assert math.isfinite(trainers[0].callback_metrics["rbm1/ais_log_z"].item())
+
+
 def test_stages_can_end_with_an_ais_log_likelihood_that_matches_enumeration():
     seed_everything(0)
     data = DigitsDataModule(batch_size=64, binarize=True)

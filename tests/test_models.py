@@ -534,18 +534,19 @@ def test_bernoulli_dbn_refuses_unscaled_pixels(digits):
         pretrain(DBN(recipe="textbook", num_classes=10, input_size=784, hidden=[16]), digits, lambda s, e: _trainer(e))
 
 
-def test_divergence_stops_the_stage_with_the_cause_named():
+@pytest.mark.parametrize(
+    "scaling, options, cause",
+    [
+        ("standardize", dict(visible_units="gaussian", gaussian_lr=5.0), r"Gaussian.*model.gaussian_lr 0.5\b"),
+        ("unit", dict(pretrain_lr=1e38), r"model.pretrain_lr 1e\+37\b.*inputs outside \[0, 1\]"),
+    ],
+)
+def test_divergence_stops_the_stage_with_the_cause_named(scaling, options, cause):
     seed_everything(0)
-    data = DigitsDataModule(batch_size=32, scaling="standardize")
-    model = textbook_dbn(
-        hidden=[32],
-        visible_units="gaussian",
-        gaussian_lr=5.0,
-        pretrain_epochs=3,
-    )
+    data = DigitsDataModule(batch_size=32, scaling=scaling)
+    model = textbook_dbn(hidden=[32], pretrain_epochs=3, **options)
     with pytest.raises(
-        FloatingPointError,
-        match=r"RBM 1 diverged .* epoch 0.*Gaussian.*model.gaussian_lr 0.5\b.*NaN/Inf inputs.*Last good checkpoint",
+        FloatingPointError, match=rf"RBM 1 diverged .* epoch 0.*{cause}.*NaN/Inf inputs.*Last good checkpoint"
     ):
         pretrain(model, data, lambda stage, epochs: _trainer(epochs))
 
