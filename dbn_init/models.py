@@ -379,6 +379,12 @@ class Classifier(LightningModule):
 
     def build_for(self, datamodule, stage: str = "fit") -> None:
         """Build a model made with sizes None for ``datamodule`` (set up): its declared sizes, else its data's."""
+        if {self.task, data_task := getattr(datamodule, "task", None)} == {"classification", "regression"}:
+            targets = "values to predict (data.targets values)" if data_task == "regression" else "class labels"
+            raise UsageError(
+                f"this {type(self).__name__}'s task is {self.task}, and the data's targets are {targets}; leave "
+                f"model.task out to follow the data, or set data.targets {'values' if self.regression else 'classes'}"
+            )
         if not self.built:
             input_size, num_classes, self.task = _sizes_of(datamodule, self.hparams, stage)
             if self.reconstruction and self.visible_units is None:

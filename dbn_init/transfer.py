@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from sklearn.neural_network import BernoulliRBM
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from .constraints import Interval, validate_params
 from .data import EpochShuffle, TensorBatches
@@ -177,7 +178,10 @@ def load_pretrained_(module: nn.Module, stack: Any, layers: Sequence[nn.Linear] 
     _warn_scaling(loaded, stack)
     with torch.no_grad():
         for rbm, layer in zip(loaded.rbms, targets, strict=True):
-            layer.weight.copy_(rbm.linear_weight)  # copy_ converts to the layer's dtype and device
+            if parametrize.is_parametrized(layer, "weight"):  # weight_norm's: set through its right inverse
+                layer.weight = rbm.linear_weight.to(layer.weight)
+            else:
+                layer.weight.copy_(rbm.linear_weight)  # copy_ converts to the layer's dtype and device
             layer.bias.copy_(rbm.hidden_bias)
     return targets
 

@@ -979,11 +979,33 @@ def test_dataframes_beside_a_dataframe_x_are_matched_by_column_name():
 def test_labels_missing_among_names_are_refused_and_a_label_column_is_read_as_labels():
     x, y = wine_arrays()
     names = np.array(["barolo", "grignolino", "barbera"], dtype=object)[y]
-    for missing in (None, float("nan")):
+    for missing in (None, float("nan"), "NA", " n/a ", "?"):  # pandas' NA markers, and UCI's
         names[7] = missing
         with pytest.raises(UsageError, match=r"expected a label in every row, got none in row 7"):
             ArrayDataModule(x, names)
+    numbers = y.astype(np.float64)
+    numbers[7] = np.nan
+    with pytest.raises(UsageError, match=r"expected a label in every row, got none in row 7 \(from 0: nan\)"):
+        ArrayDataModule(x, numbers)
     assert torch.equal(ArrayDataModule(x, y.reshape(-1, 1)).arrays.y, ArrayDataModule(x, y).arrays.y)  # (N, 1)
+
+
+def test_csv_headers_as_pandas_writes_them_are_read_and_a_missing_header_is_refused(tmp_path):
+    import pandas as pd
+
+    x, y = wine_arrays()
+    named = ArrayDataModule(x, y).arrays
+    pd.DataFrame(np.c_[x, y]).to_csv(tmp_path / "unnamed.csv", index=False)  # names 0, 1, ..., 13
+    numbered = ArrayDataModule(path=str(tmp_path / "unnamed.csv"), target="13").arrays
+    assert torch.equal(numbered.x, named.x) and torch.equal(numbered.y, named.y)
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(13)]).assign(target=y)
+    frame.to_csv(tmp_path / "indexed.csv")  # pandas' index first, under an empty name
+    with pytest.raises(UsageError, match=r"indexed.csv: expected a name for every column, got none for column 1 "):
+        ArrayDataModule(path=str(tmp_path / "indexed.csv"), target="target")
+    names = np.array(["barolo", "grignolino", "barbera"])[y]
+    frame.assign(target=names).to_csv(tmp_path / "headless.csv", index=False, header=False)  # as UCI's files
+    with pytest.raises(UsageError, match=r"headless.csv: expected a header row .* a row of the data .*'barolo'"):
+        ArrayDataModule(path=str(tmp_path / "headless.csv"), target="barolo")
 
 
 def test_target_messages_name_the_fix(tmp_path):

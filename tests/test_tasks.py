@@ -78,6 +78,17 @@ def test_regression_data_keep_their_targets_and_split_without_classes(diabetes):
         ArrayDataModule(x, y + 0.5)
 
 
+@pytest.mark.parametrize("task, targets", [("classification", "values"), ("regression", "classes")])
+def test_a_task_the_data_contradict_is_refused_before_pretraining(diabetes, task, targets):
+    x, y = diabetes
+    dm = ArrayDataModule(x, y if targets == "values" else (y > 140).astype(int), targets=targets)
+    model = DBN(hidden=[4], task=task, pretrain_epochs=1)
+    fix = "values" if task == "regression" else "classes"
+    with pytest.raises(UsageError, match=rf"task is {task}, and the data's targets are .*set data.targets {fix}"):
+        quiet_trainer().fit(model, datamodule=dm)
+    assert not model.pretrained
+
+
 def test_float_targets_from_a_datamodule_that_declares_no_task_make_a_regression_model(diabetes):
     x, y = diabetes
     model = Classifier(hidden=[4])

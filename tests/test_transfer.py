@@ -72,6 +72,15 @@ def test_lazy_linear_layers_take_their_input_size_from_the_stack(dbn, digit_pixe
     assert net(digit_pixels).shape == (len(digit_pixels), 10)  # the head, still lazy, builds on its first batch
 
 
+def test_weight_normalised_layers_take_the_stack_through_their_parametrization(dbn, digit_pixels):
+    from torch.nn.utils.parametrizations import weight_norm
+
+    net = user_net()
+    net[0], net[2] = weight_norm(net[0]), weight_norm(net[2])  # weight = g v / |v|, computed from g and v
+    load_pretrained_(net, dbn)
+    assert torch.allclose(features(net, digit_pixels), up_pass(dbn.rbms, digit_pixels), atol=1e-6)
+
+
 def test_from_exported_safetensors_npz_and_rbm_list(dbn, digit_pixels, tmp_path):
     reference = up_pass(dbn.rbms, digit_pixels)
     path = save_stack(list(dbn.rbms), tmp_path / "dbn.safetensors")

@@ -342,18 +342,29 @@ def _read_table(
             line += len(block)
     if not blocks:
         raise UsageError(f"{where}: expected rows of numbers under its header, got the header alone: add the rows")
+    if target in labels and all(_is_number(header[i]) for i in features):  # the first row is one of the data's
+        raise UsageError(
+            f"{where}: expected a header row naming the columns, got {header}, a row of the data (its "
+            f"target cell {target!r} is a label of other rows too): add a header row"
+        )
     x = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     return x, None if label_col is None else np.array(labels)
 
 
 def _checked_header(first: list[str] | None, where: str) -> list[str]:
-    """A table's header, each name once."""
-    if first is None or all(map(_is_number, first)):
+    """A table's header, each column named once. A first row of numbers is data, unless they are
+    0, 1, ..., n - 1: the names pandas gives the columns of a frame without any."""
+    header = [] if first is None else [name.strip() for name in first]
+    if not header or (all(map(_is_number, header)) and header != [str(i) for i in range(len(header))]):
         raise UsageError(
             f"{where}: expected a header row naming the columns, then rows of numbers; "
-            f"got {'an empty file' if first is None else 'a first row of numbers'}: add a header row"
+            f"got {'an empty file' if not header else 'a first row of numbers'}: add a header row"
         )
-    header = [name.strip() for name in first]
+    if "" in header:
+        raise UsageError(
+            f"{where}: expected a name for every column, got none for column {header.index('') + 1} (an index "
+            "that pandas wrote? to_csv(path, index=False) leaves it out); drop that column or name it"
+        )
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise UsageError(f"{where}: expected each column named once, got {repeated} more than once; rename them")
@@ -392,29 +403,35 @@ def _by_name(header: list[str], features: list[int], columns: list[str], where: 
     return [features[names.index(c)] for c in columns]
 
 
+# What a missing cell reads as (pandas' default NA markers, and UCI's "?"), compared in lower case.
+_MISSING = frozenset({"", "na", "n/a", "nan", "-nan", "null", "none", "<na>", "#n/a", "?"})
+
+
 def _label_array(values: Any, where: str) -> np.ndarray:
-    """Class labels as int64 (numbers, integral floats) or str; refuses fractional numbers."""
+    """Class labels as int64 (numbers, integral floats) or str; refuses missing and fractional ones."""
     y = np.asarray(values)
     if y.ndim != 1:
         raise UsageError(
             f"{where}: expected one class label per row, shape (N,), got shape {y.shape}; for one-hot "
             "labels pass y.argmax(1)"
         )
-    if y.dtype.kind in "USO":
-        missing = np.array([v is None or v == "" or (isinstance(v, float) and v != v) for v in y.tolist()], bool)
-        if missing.any():  # an empty cell, None or NaN among named labels
-            raise UsageError(
-                f"{where}: expected a label in every row, got none in row "
-                f"{int(np.argmax(missing))} (from 0); fill it, or move unlabelled rows to unlabeled_path"
-            )
+    text = y.dtype.kind in "USO"
+    missing = [v is None or str(v).strip().lower() in _MISSING for v in y.tolist()] if text else ~np.isfinite(y)
+    if np.any(missing):  # an empty cell, NA, None or NaN
+        row = int(np.argmax(missing))
+        raise UsageError(
+            f"{where}: expected a label in every row, got none in row {row} (from 0: {y.tolist()[row]!r}); fill it, or "
+            "move unlabelled rows to unlabeled_path"
+        )
+    if text:
         y = y.astype(str)
         if not (y.size and all(map(_is_number, y.tolist()))):
             return y  # names
         y = y.astype(np.float64)
-    if y.dtype.kind == "f" and not (np.isfinite(y).all() and np.equal(np.mod(y, 1), 0).all()):
+    if y.dtype.kind == "f" and not np.equal(np.mod(y, 1), 0).all():
         raise UsageError(
-            f"{where}: expected class labels (integers or names), got fractional or NaN values such "
-            f"as {y[np.mod(y, 1) != 0][:3].tolist()}; a classifier needs a class column as target, and "
+            f"{where}: expected class labels (integers or names), got fractional values such as "
+            f"{y[np.mod(y, 1) != 0][:3].tolist()}; a classifier needs a class column as target, and "
             "a target of numbers to predict is data.targets 'values' (regression)"
         )
     return y.astype(np.int64)
