@@ -988,15 +988,16 @@ def test_labels_missing_among_names_are_refused_and_a_label_column_is_read_as_la
     with pytest.raises(UsageError, match=r"expected a label in every row, got none in row 7 \(from 0: nan\)"):
         ArrayDataModule(x, numbers)
     assert torch.equal(ArrayDataModule(x, y.reshape(-1, 1)).arrays.y, ArrayDataModule(x, y).arrays.y)  # (N, 1)
+    assert ArrayDataModule(x, np.array(["none", "mild", "severe"])[y]).arrays.classes == ["mild", "none", "severe"]
 
 
 def test_csv_headers_as_pandas_writes_them_are_read_and_a_missing_header_is_refused(tmp_path):
     import pandas as pd
 
     x, y = wine_arrays()
-    named = ArrayDataModule(x, y).arrays
-    pd.DataFrame(np.c_[x, y]).to_csv(tmp_path / "unnamed.csv", index=False)  # names 0, 1, ..., 13
-    numbered = ArrayDataModule(path=str(tmp_path / "unnamed.csv"), target="13").arrays
+    named = ArrayDataModule(x[:, :2], y).arrays
+    pd.DataFrame(np.c_[x[:, :2], y]).to_csv(tmp_path / "unnamed.csv", index=False)  # names 0, 1, 2; labels 0-2
+    numbered = ArrayDataModule(path=str(tmp_path / "unnamed.csv"), target="2").arrays
     assert torch.equal(numbered.x, named.x) and torch.equal(numbered.y, named.y)
     frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(13)]).assign(target=y)
     frame.to_csv(tmp_path / "indexed.csv")  # pandas' index first, under an empty name

@@ -342,8 +342,8 @@ def _read_table(
             line += len(block)
     if not blocks:
         raise UsageError(f"{where}: expected rows of numbers under its header, got the header alone: add the rows")
-    if target in labels and all(_is_number(header[i]) for i in features):  # the first row is one of the data's
-        raise UsageError(
+    if target in labels and all(_is_number(header[i]) for i in features) and not _pandas_names(header):
+        raise UsageError(  # the first row is one of the data's
             f"{where}: expected a header row naming the columns, got {header}, a row of the data (its "
             f"target cell {target!r} is a label of other rows too): add a header row"
         )
@@ -355,7 +355,7 @@ def _checked_header(first: list[str] | None, where: str) -> list[str]:
     """A table's header, each column named once. A first row of numbers is data, unless they are
     0, 1, ..., n - 1: the names pandas gives the columns of a frame without any."""
     header = [] if first is None else [name.strip() for name in first]
-    if not header or (all(map(_is_number, header)) and header != [str(i) for i in range(len(header))]):
+    if not header or (all(map(_is_number, header)) and not _pandas_names(header)):
         raise UsageError(
             f"{where}: expected a header row naming the columns, then rows of numbers; "
             f"got {'an empty file' if not header else 'a first row of numbers'}: add a header row"
@@ -369,6 +369,10 @@ def _checked_header(first: list[str] | None, where: str) -> list[str]:
     if repeated:
         raise UsageError(f"{where}: expected each column named once, got {repeated} more than once; rename them")
     return header
+
+
+def _pandas_names(header: list[str]) -> bool:
+    return header == [str(i) for i in range(len(header))]
 
 
 def _numbers(block: list[list[str]], header: list[str], features: list[int], where: str, line: int) -> np.ndarray:
@@ -403,8 +407,10 @@ def _by_name(header: list[str], features: list[int], columns: list[str], where: 
     return [features[names.index(c)] for c in columns]
 
 
-# What a missing cell reads as (pandas' default NA markers, and UCI's "?"), compared in lower case.
-_MISSING = frozenset({"", "na", "n/a", "nan", "-nan", "null", "none", "<na>", "#n/a", "?"})
+# What a missing label reads as: pandas' default NA markers (case counts: "none" may be a class), and UCI's "?".
+_MISSING = frozenset(
+    {"", "NA", "N/A", "n/a", "#N/A", "#NA", "<NA>", "NaN", "nan", "-NaN", "-nan", "NULL", "null", "None", "?"}
+)
 
 
 def _label_array(values: Any, where: str) -> np.ndarray:
@@ -416,7 +422,7 @@ def _label_array(values: Any, where: str) -> np.ndarray:
             "labels pass y.argmax(1)"
         )
     text = y.dtype.kind in "USO"
-    missing = [v is None or str(v).strip().lower() in _MISSING for v in y.tolist()] if text else ~np.isfinite(y)
+    missing = [v is None or str(v).strip() in _MISSING for v in y.tolist()] if text else ~np.isfinite(y)
     if np.any(missing):  # an empty cell, NA, None or NaN
         row = int(np.argmax(missing))
         raise UsageError(
