@@ -275,14 +275,14 @@ class _Parser(LightningArgumentParser):
 
 def _did_you_mean(message: str) -> str:
     """``message`` with the nearest known option where jsonargparse refuses an unknown one (a typo)."""
-    if m := re.search(r"class_path '([\w.]+)': Option '(\w+)' is not accepted", message):  # in a class's section
+    if m := re.search(r"class_path '([\w.]+)': Option '(?P<name>\w+)' is not accepted", message):  # a class's
         known, flag = list(inspect.signature(pydoc.locate(m[1]) or (lambda: None)).parameters), ""
-    elif m := re.search(r"(does not accept option '|unrecognized arguments: (--))([\w.]+)", message):
+    elif m := re.search(r"(does not accept option '|unrecognized arguments: (--))(?P<name>[\w.]+)", message):
         known = [f"{section}.{option}" for section, options in _options().items() for option in options]
         flag = m[2] or ""
     else:
         return message
-    near = difflib.get_close_matches(m[m.lastindex], known, n=1)
+    near = difflib.get_close_matches(m["name"], known, n=1)
     return f"{message}; did you mean '{flag}{near[0]}'?" if near else message
 
 

@@ -193,7 +193,7 @@ def save_stack(
     if isinstance(rbms, RBM) or not rbms or not all(isinstance(r, RBM) for r in rbms):
         got = type(rbms).__name__ if isinstance(rbms, RBM) else [type(r).__name__ for r in rbms]
         raise UsageError(f"cannot save to {path}: expected a sequence of dbn_init RBMs (wrap one as [rbm]), got {got}")
-    scaling = scaling or ("standardize" if rbms[0].visible_units == "gaussian" else "unit")
+    scaling = scaling or StackFile(list(rbms)).scaling  # what a file without a record is read as
     problems = [] if scaling in SCALINGS else [f"scaling must be one of {list(SCALINGS)}, got {scaling!r}"]
     bad = {k: v for k, v in (extra_metadata or {}).items() if not (isinstance(k, str) and isinstance(v, str))}
     problems += [f"extra_metadata must map strings to strings, got {bad}"] if bad else []
