@@ -6,7 +6,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["shipped"]
+__all__ = ["shipped", "names"]
 
 
 def shipped(args: list[str]) -> list[str]:
@@ -24,7 +24,17 @@ def shipped(args: list[str]) -> list[str]:
     return out
 
 
+def names() -> list[str]:
+    """The file names of the shipped configs."""
+    return sorted(f.name for f in resources.files(__name__).iterdir() if f.name.endswith(".yaml"))
+
+
 def _found(name: str) -> str:
-    """``name`` itself where it names a file here, else the shipped config of that name if there is one."""
-    candidate = resources.files(__name__) / Path(name).name
-    return str(candidate) if not Path(name).exists() and candidate.is_file() else name
+    """``name`` itself where it names a file here, else the shipped config of that name (``.yaml`` may
+    be left out) if there is one."""
+    if Path(name).exists():
+        return name
+    for candidate in (Path(name).name, f"{Path(name).name}.yaml"):
+        if (shipped_file := resources.files(__name__) / candidate).is_file():
+            return str(shipped_file)
+    return name

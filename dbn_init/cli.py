@@ -25,7 +25,7 @@ from . import data, models
 from .callbacks import PredictionWriter, RBMPictures, ResumeCheckpoint, prepare_trainer
 from .configs import shipped
 from .constraints import FileTakenError, MissingFileError, UsageError, usage_cause
-from .entry import command, one_line
+from .entry import OneLineParser, command
 from .io import data_record, save_stack
 from .models import DBN, Classifier
 from .plots import drawable
@@ -265,25 +265,18 @@ def as_flags(message: str, flags: Mapping[str, str] | None = None) -> str:
     return re.sub(r"(?<![\w./-])ckpt_path\b", flags["ckpt_path"], message) if "ckpt_path" in flags else message
 
 
-class _Parser(LightningArgumentParser):
-    def error(self, message: str, ex: Exception | None = None):  # one line: what the class or option said
-        return super().error(_did_you_mean(as_flags(one_line(message))), ex)
-
-    def print_usage(self, file=None) -> None:  # before an error: its tip names --help, and 50 lines would bury it
-        pass
-
-
-def _did_you_mean(message: str) -> str:
-    """``message`` with the nearest known option where jsonargparse refuses an unknown one (a typo)."""
-    if m := re.search(r"class_path '([\w.]+)': Option '(?P<name>\w+)' is not accepted", message):  # a class's
-        known, flag = list(inspect.signature(pydoc.locate(m[1]) or (lambda: None)).parameters), ""
-    elif m := re.search(r"(does not accept option '|unrecognized arguments: (--))(?P<name>[\w.]+)", message):
-        known = [f"{section}.{option}" for section, options in _options().items() for option in options]
-        flag = m[2] or ""
-    else:
-        return message
-    near = difflib.get_close_matches(m["name"], known, n=1)
-    return f"{message}; did you mean '{flag}{near[0]}'?" if near else message
+class _Parser(LightningArgumentParser, OneLineParser):
+    def explained(self, message: str) -> str:  # in the command's words, a class's options known too
+        message = as_flags(message)
+        if m := re.search(r"class_path '([\w.]+)': Option '(?P<name>\w+)' is not accepted", message):  # a class's
+            known, flag = list(inspect.signature(pydoc.locate(m[1]) or (lambda: None)).parameters), ""
+        elif m := re.search(r"(does not accept option '|unrecognized arguments: (--))(?P<name>[\w.]+)", message):
+            known = [f"{section}.{option}" for section, options in _options().items() for option in options]
+            flag = m[2] or ""
+        else:
+            return super().explained(message)
+        near = difflib.get_close_matches(m["name"], known, n=1)
+        return f"{message}; did you mean '{flag}{near[0]}'?" if near else message
 
 
 def _quiet_warnings() -> None:

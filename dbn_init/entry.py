@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import difflib
 import errno
 import os
 import re
@@ -29,6 +30,9 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
+from jsonargparse import ArgumentParser
+
+from .configs import names as shipped_names
 from .constraints import UsageError, error_chain
 
 __all__ = [
@@ -39,6 +43,7 @@ __all__ = [
     "path_problem",
     "peer_problem",
     "one_line",
+    "OneLineParser",
     "no_lightning_requeue",
     "close_process_group_at_exit",
 ]
@@ -250,3 +255,27 @@ def one_line(message: str) -> str:
     """A jsonargparse usage error as one line: what the class or option said."""
     lines = (line.strip() for line in message.splitlines())
     return " ".join(line.removeprefix("- ") for line in lines if line and not line.startswith(_UNION_REPORT))
+
+
+class OneLineParser(ArgumentParser):
+    """The commands' parser: a usage error is the ``--help`` tip and one line that names the nearest
+    option to a mistyped one, or the nearest shipped config to a missing ``--config`` file; the
+    50-line usage block that argparse prints first would bury it."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        return super().error(self.explained(one_line(message)), ex)
+
+    def print_usage(self, file=None) -> None:
+        pass
+
+    def explained(self, message: str) -> str:
+        """``message`` with the nearest known name where it refuses an unknown one."""
+        if m := re.search(r"unrecognized arguments: --(?P<name>[\w.]+)", message):
+            known, prefix = [s.removeprefix("--") for s in self._option_string_actions if s.startswith("--")], "--"
+        elif m := re.search(r"\"config\": File does not exist: '(?P<name>[^']+)'", message):
+            known, prefix = shipped_names(), ""
+            m = re.search(r"(?P<name>[^/\\]+)$", m["name"])  # a shipped config is found by its file name
+        else:
+            return message
+        near = difflib.get_close_matches(m["name"], known, n=1)
+        return f"{message}; did you mean '{prefix}{near[0]}'?" if near else message

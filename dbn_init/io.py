@@ -37,7 +37,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -177,7 +177,8 @@ def save_stack(
     extra_metadata: dict[str, str] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write an RBM stack (bottom to top) as one safetensors file, atomically; returns the path.
+    """Write an RBM stack (bottom to top; a DBN: its ``rbms``) as one safetensors file, atomically;
+    returns the path.
 
     ``scaling`` records how RBM 0's inputs were scaled ("unit": in [0, 1]; "standardize": zero
     mean, unit variance; "none": as given; None: what RBM 0's visible units model, "standardize" for
@@ -190,8 +191,9 @@ def save_stack(
     (NaN) or inconsistent stack is refused before anything is written.
     """
     path = Path(path)
-    if isinstance(rbms, RBM) or not rbms or not all(isinstance(r, RBM) for r in rbms):
-        got = type(rbms).__name__ if isinstance(rbms, RBM) else [type(r).__name__ for r in rbms]
+    rbms = rbms._stack("save_stack") if hasattr(rbms, "_stack") else rbms  # a DBN's (a warning if untrained)
+    if not isinstance(rbms, Iterable) or not rbms or not all(isinstance(r, RBM) for r in rbms):
+        got = [type(r).__name__ for r in rbms] if isinstance(rbms, Iterable) else type(rbms).__name__
         raise UsageError(f"cannot save to {path}: expected a sequence of dbn_init RBMs (wrap one as [rbm]), got {got}")
     scaling = scaling or StackFile(list(rbms)).scaling  # what a file without a record is read as
     problems = [] if scaling in SCALINGS else [f"scaling must be one of {list(SCALINGS)}, got {scaling!r}"]
@@ -356,8 +358,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+    try:  # from a file object: torch.load would read a path named *.safetensors as safetensors
+        with open(path, "rb") as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:  # weights_only met a class or function: a pickled object
         culprit = re.search(r"GLOBAL ([\w.]+)", str(err))
         holds = f" (it holds {culprit.group(1)})" if culprit else ""

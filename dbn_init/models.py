@@ -224,8 +224,7 @@ class Classifier(LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         """(batch, input_size) -> logits (batch, num_classes), predicted targets (batch,) for
         regression, or the reconstruction (batch, input_size)."""
-        self._refuse_unbuilt(f"{type(self).__name__}(x)")
-        return self._predicted(self.mlp(x))
+        return self._predicted(self.mlp(self._inputs(f"{type(self).__name__}(x)", x)))
 
     def _refuse_unbuilt(self, what: str) -> None:
         """``what`` (a public use of the layers) is refused while the model has none yet."""
@@ -235,13 +234,25 @@ class Classifier(LightningModule):
                 "sizes from the data when it is fitted; fit it first, or make it with input_size and num_classes"
             )
 
+    def _inputs(self, what: str, x: Tensor) -> Tensor:
+        """``x`` as the layers take it for ``what`` (a public use of them): images flattened to
+        (batch, features); refused while the model has no layers, and for rows of another width."""
+        self._refuse_unbuilt(what)
+        x = x.flatten(1) if x.ndim > 2 else x
+        if x.shape[-1] != (width := self.mlp.linears[0].in_features):
+            raise ValueError(
+                f"{what}: expected {width} features a row, as in the data the model was built for, got x of shape "
+                f"{tuple(x.shape)}; pass the same feature columns, in the same order"
+            )
+        return x
+
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
         """The fine-tuned network's top hidden layer for ``x`` (batch, input_size), dropout off:
         an autoencoder's code, (batch, hidden[-1])."""
         training = self.training
         try:
-            return self.eval().mlp.forward_features(x.to(self.device))
+            return self.eval().mlp.forward_features(self._inputs(f"{type(self).__name__}.encode", x).to(self.device))
         finally:
             self.train(training)
 
@@ -1022,7 +1033,8 @@ class DBN(Classifier):
         """Features of ``x`` (batch, input_size): the pretrained stack's top hidden probabilities
         (batch, hidden[-1]), as pretraining left them. The fine-tuned network's (an autoencoder's
         code) are :meth:`encode`'s."""
-        return up_pass(self._stack("DBN.transform"), x.to(self.rbms[0].weight))
+        stack = self._stack("DBN.transform")
+        return up_pass(stack, self._inputs("DBN.transform", x).to(stack[0].weight))
 
     @torch.no_grad()
     def sample(self, n: int, steps: int = 1000, generator: torch.Generator | None = None) -> Tensor:

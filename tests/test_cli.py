@@ -1031,12 +1031,22 @@ def test_shipped_configs_are_found_by_name_in_each_spelling(tmp_path, monkeypatc
     from dbn_init.configs import shipped
 
     monkeypatch.chdir(tmp_path)
-    for spelling in (["--config", "quickstart.yaml"], ["--config=quickstart.yaml"], ["-c", "quickstart.yaml"]):
+    spellings = (["--config", "quickstart.yaml"], ["--config=quickstart.yaml"], ["-c", "quickstart.yaml"])
+    for spelling in (*spellings, ["--config", "quickstart"]):
         resolved = shipped(["fit", *spelling])
         assert resolved != ["fit", *spelling] and resolved[-1].endswith("quickstart.yaml")
         assert Path(resolved[-1].removeprefix("--config=")).is_file()
     (tmp_path / "quickstart.yaml").write_text("seed_everything: 1\n")  # a file of the user's own wins
     assert shipped(["fit", "--config", "quickstart.yaml"]) == ["fit", "--config", "quickstart.yaml"]
+
+
+def test_a_mistyped_config_name_is_one_line_naming_the_nearest_shipped_config(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", "configs/quickstrt.yaml"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.splitlines()) == 2, err
+    assert "File does not exist" in err and err.rstrip().endswith("did you mean 'quickstart.yaml'?"), err
 
 
 def test_of_two_runs_that_pass_the_folder_check_together_the_second_refuses(tmp_path):

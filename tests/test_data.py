@@ -579,6 +579,24 @@ def test_a_csv_with_another_delimiter_or_a_byte_order_mark_reads_as_the_plain_on
     assert torch.equal(other.x, plain.x) and torch.equal(other.y, plain.y) and other.classes == plain.classes
 
 
+def test_blank_lines_and_rows_of_bare_delimiters_are_skipped_and_errors_name_the_file_s_own_line(tmp_path):
+    plain = ArrayDataModule(path=str(write_wine_csv(tmp_path / "wine.csv")), target="cultivar").arrays
+    lines = (tmp_path / "wine.csv").read_text().splitlines()
+    width = len(lines[0].split(","))
+    excel = [lines[0], lines[1], "", *lines[2:], "," * (width - 1), "," * (width - 1)]  # a blank line, Excel's tail
+    (tmp_path / "excel.csv").write_text("\n".join(excel) + "\n")
+    read = ArrayDataModule(path=str(tmp_path / "excel.csv"), target="cultivar").arrays
+    assert torch.equal(read.x, plain.x) and torch.equal(read.y, plain.y)
+    bad = lines[4].split(",")
+    bad[2] = "1,25"  # a decimal comma, quoted in a comma-separated file
+    excel[5] = ",".join([*bad[:2], '"1,25"', *bad[3:]])  # the file's line 6, its fifth row after a blank line
+    (tmp_path / "comma.csv").write_text("\n".join(excel) + "\n")
+    with pytest.raises(
+        UsageError, match=r"comma.csv line 6, column .*got '1,25'; that is a decimal comma: write decim"
+    ):
+        ArrayDataModule(path=str(tmp_path / "comma.csv"), target="cultivar")
+
+
 def test_a_class_with_no_training_row_is_warned_and_the_splits_stay_as_they_are():
     x, y = wine_arrays()
     y_test = y[-20:].copy()

@@ -243,6 +243,10 @@ def test_export_of_a_real_lightning_checkpoint(tmp_path, capsys):
     assert exported.metadata["scaling"] == "standardize"
     assert exported.metadata["sizes"] == "[64, 16, 8]"
     assert_same(load_stack(ckpt).rbms, list(model.rbms))  # the checkpoint loads directly, too
+    renamed = tmp_path / "misnamed.safetensors"  # read by its content, whatever its name
+    renamed.write_bytes(ckpt.read_bytes())
+    assert_same(load_stack(renamed).rbms, list(model.rbms))
+    assert_same(load_stack(save_stack(model, tmp_path / "the_dbn.safetensors")).rbms, list(model.rbms))  # a DBN's
     # fitted without a data module that records its scaling: the Gaussian units' own (not "unit")
     bare = torch.load(ckpt, weights_only=True)
     del bare["datamodule_hyper_parameters"]

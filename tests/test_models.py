@@ -371,6 +371,17 @@ def test_transform_and_sample_before_the_dbn_has_layers_are_refused_and_before_t
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert untrained.sample(2, steps=1).shape == (2, 64)
+        images = torch.rand(3, 1, 8, 8)  # as an image DataModule serves them: flattened
+        assert torch.equal(untrained.transform(images), untrained.transform(images.flatten(1)))
+        assert torch.equal(untrained.encode(images), untrained.encode(images.flatten(1)))
+        assert torch.equal(untrained(images), untrained(images.flatten(1)))
+    for call, what in (
+        (untrained.transform, r"DBN\.transform"),
+        (untrained.encode, r"DBN\.encode"),
+        (untrained, r"DBN\(x\)"),
+    ):
+        with pytest.raises(ValueError, match=rf"{what}: expected 64 features a row, .* got x of shape \(3, 63\)"):
+            call(torch.rand(3, 63))  # a column too few: one line, not a matrix product's shapes
 
 
 def test_a_model_made_with_sizes_none_loads_a_fitted_state_dict():

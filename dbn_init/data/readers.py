@@ -8,10 +8,11 @@ import gzip
 import itertools
 import math
 import os
+import re
 import struct
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -254,7 +255,7 @@ def table_columns(path: str | Path, target: str | None = None, option: str = "pa
     if path.suffix.lower() not in (".csv", ".tsv") or not path.is_file():
         return None
     with _table_rows(path, f"{option} {path}") as rows:
-        header = next(rows, [])
+        header = next(rows, (1, []))[1]
     return [name.strip() for name in header if name.strip() != target]
 
 
@@ -262,8 +263,9 @@ _DELIMITERS = (",", "\t", ";", "|")
 
 
 @contextlib.contextmanager
-def _table_rows(path: Path, where: str) -> Iterator[Iterator[list[str]]]:
-    """The non-empty rows of a table (UTF-8, a byte-order mark allowed), split at its delimiter: the
+def _table_rows(path: Path, where: str) -> Iterator[Iterator[tuple[int, list[str]]]]:
+    """The rows of a table with a cell filled (UTF-8, a byte-order mark allowed), split at its delimiter
+    and each with its line number: the
     first of the suffix's own (tab for ``.tsv``, else comma) and ``;``, tab, ``|`` that splits its
     first 20 rows into one same number of cells, more than one (``csv.Sniffer`` guesses wrong on
     numeric tables); the suffix's own where none does. Text in another encoding is refused in one line."""
@@ -274,7 +276,8 @@ def _table_rows(path: Path, where: str) -> Iterator[Iterator[list[str]]]:
             filled = [line for line in head if line.strip()]
             widths = {d: {len(row) for row in csv.reader(filled, delimiter=d)} for d in (own, *_DELIMITERS)}
             delimiter = next((d for d, found in widths.items() if len(found) == 1 and min(found) > 1), own)
-            yield (row for row in csv.reader(itertools.chain(head, f), delimiter=delimiter) if row)
+            rows = csv.reader(itertools.chain(head, f), delimiter=delimiter)
+            yield ((rows.line_num, row) for row in rows if any(cell.strip() for cell in row))  # not Excel's ,,,
     except UnicodeDecodeError as err:  # while reading the head, or the rows in the caller's block
         raise UsageError(
             f"{where}: expected UTF-8 text, got byte {err.object[err.start : err.start + 1]!r} at "
@@ -320,7 +323,7 @@ def _read_table(
     as strings."""
     where = f"{option} {path}"
     with _table_rows(path, where) as rows:
-        header = _checked_header(next(rows, None), where)
+        header = _checked_header(next(rows, (1, None))[1], where)
         if target_optional and target not in header:
             target = None
         if target is not None and target not in header:
@@ -334,12 +337,12 @@ def _read_table(
             raise UsageError(f"{where}: expected feature columns besides the target {target!r}, got none: add them")
         if columns is not None:  # another file's columns, by name: reordered to them
             features = _by_name(header, features, columns, where)
-        blocks, labels, line = [], [], 2  # line: of the block's first row, counting the header as 1
-        while block := list(itertools.islice(rows, max(1, (1 << 18) // len(header)))):  # ~20 MB of cells
-            blocks.append(_numbers(block, header, features, where, line))
+        blocks, labels = [], []
+        while numbered := list(itertools.islice(rows, max(1, (1 << 18) // len(header)))):  # ~20 MB of cells
+            lines, block = zip(*numbered)
+            blocks.append(_numbers(block, header, features, where, lines))
             if label_col is not None:
                 labels += [row[label_col].strip() for row in block]
-            line += len(block)
     if not blocks:
         raise UsageError(f"{where}: expected rows of numbers under its header, got the header alone: add the rows")
     if target in labels and all(_is_number(header[i]) for i in features) and not _pandas_names(header):
@@ -375,9 +378,11 @@ def _pandas_names(header: list[str]) -> bool:
     return header == [str(i) for i in range(len(header))]
 
 
-def _numbers(block: list[list[str]], header: list[str], features: list[int], where: str, line: int) -> np.ndarray:
-    """The ``features`` cells of the rows ``block`` (the first on ``line``) as float32 (rows, features)."""
-    for at, row in enumerate(block, start=line):
+def _numbers(
+    block: Sequence[list[str]], header: list[str], features: list[int], where: str, lines: Sequence[int]
+) -> np.ndarray:
+    """The ``features`` cells of the rows ``block`` (on ``lines`` of the file) as float32 (rows, features)."""
+    for at, row in zip(lines, block):
         if len(row) != len(header):
             raise UsageError(
                 f"{where} line {at}: expected {len(header)} cells like the header, got "
@@ -386,11 +391,12 @@ def _numbers(block: list[list[str]], header: list[str], features: list[int], whe
     try:
         cells = [[float(row[i]) for i in features] for row in block]
     except ValueError:
-        at, col = next((at, i) for at, row in enumerate(block, start=line) for i in features if not _is_number(row[i]))
-        raise UsageError(
-            f"{where} line {at}, column {header[col]!r}: expected a number, got {block[at - line][col]!r}; "
-            "encode the column as numbers, fill the empty cell or drop the column"
-        ) from None
+        at, col = next((at, i) for at, row in zip(lines, block) for i in features if not _is_number(row[i]))
+        got = block[lines.index(at)][col]
+        fix = "encode the column as numbers, fill the empty cell or drop the column"
+        if re.fullmatch(r"\s*[-+]?\d*,\d+\s*", got):
+            fix = "that is a decimal comma: write decimal points (pandas reads the file with decimal=',')"
+        raise UsageError(f"{where} line {at}, column {header[col]!r}: expected a number, got {got!r}; {fix}") from None
     return np.array(cells, dtype=np.float32)
 
 

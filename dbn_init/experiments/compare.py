@@ -44,6 +44,7 @@ from ..callbacks import BestEpoch
 from ..cli import as_flags
 from ..configs import shipped
 from ..constraints import FileTakenError, UsageError
+from ..entry import OneLineParser
 from ..init import INIT_SCHEMES
 from ..io import data_record, load_stack, replacing, save_stack
 from ..models import DBN, Baseline, Classifier
@@ -89,8 +90,8 @@ class Cell:
 
 def build_parser() -> ArgumentParser:
     # no abbreviations: --dbn.cd must be refused, not taken for --dbn.cd_k
-    parser = ArgumentParser(prog="python -m dbn_init.experiments.compare", description=__doc__.split("\n\n")[0],
-                            default_env=False, allow_abbrev=False)  # fmt: skip
+    parser = OneLineParser(prog="python -m dbn_init.experiments.compare", description=__doc__.split("\n\n")[0],
+                           default_env=False, allow_abbrev=False)  # fmt: skip
     parser.add_argument("--config", action=ActionConfigFile, help="a configs/compare_*.yaml file")
     parser.add_subclass_arguments(LightningDataModule, "data", required=True, help="the DataModule, as in train.py")
     parser.add_argument("--models", type=list[ModelName], default=list(MODELS), help="rows of the table")

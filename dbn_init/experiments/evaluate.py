@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..ais import _check_bernoulli, ais_log_partition, base_rate_bias, mean_log_prob, raise_log_prob
 from ..data import DigitsDataModule, FashionMNISTDataModule, ImageDataModule, MNISTDataModule, offline_hint
+from ..entry import OneLineParser
 from ..io import load_stack
 from ..rbm import RBM
 
@@ -44,7 +45,7 @@ def _finite(x: float) -> float | None:
 
 
 def _build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
+    parser = OneLineParser(
         prog="python -m dbn_init.experiments.evaluate",
         description="Estimate log Z of one RBM of a stack by AIS and report "
         "the average log-probability of a data split, in nats.",
