@@ -5,7 +5,6 @@ and resume: :mod:`dbn_init.runs`. The library's messages reach the user in the c
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import pydoc
 import re
@@ -266,17 +265,16 @@ def as_flags(message: str, flags: Mapping[str, str] | None = None) -> str:
 
 
 class _Parser(LightningArgumentParser, OneLineParser):
-    def explained(self, message: str) -> str:  # in the command's words, a class's options known too
-        message = as_flags(message)
-        if m := re.search(r"class_path '([\w.]+)': Option '(?P<name>\w+)' is not accepted", message):  # a class's
-            known, flag = list(inspect.signature(pydoc.locate(m[1]) or (lambda: None)).parameters), ""
-        elif m := re.search(r"(does not accept option '|unrecognized arguments: (--))(?P<name>[\w.]+)", message):
+    def explained(self, message: str) -> str:
+        return super().explained(as_flags(message))  # in the command's words
+
+    def unknown(self, message: str) -> tuple[str, list[str], str] | None:  # a class's options, and the sections'
+        if m := re.search(r"class_path '([\w.]+)': Option '(\w+)' is not accepted", message):
+            return m[2], list(inspect.signature(pydoc.locate(m[1]) or (lambda: None)).parameters), ""
+        if m := re.search(r"(does not accept option '|unrecognized arguments: (--))([\w.]+)", message):
             known = [f"{section}.{option}" for section, options in _options().items() for option in options]
-            flag = m[2] or ""
-        else:
-            return super().explained(message)
-        near = difflib.get_close_matches(m["name"], known, n=1)
-        return f"{message}; did you mean '{flag}{near[0]}'?" if near else message
+            return m[3], known, m[2] or ""
+        return super().unknown(message)
 
 
 def _quiet_warnings() -> None:

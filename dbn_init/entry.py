@@ -270,12 +270,14 @@ class OneLineParser(ArgumentParser):
 
     def explained(self, message: str) -> str:
         """``message`` with the nearest known name where it refuses an unknown one."""
-        if m := re.search(r"unrecognized arguments: --(?P<name>[\w.]+)", message):
-            known, prefix = [s.removeprefix("--") for s in self._option_string_actions if s.startswith("--")], "--"
-        elif m := re.search(r"\"config\": File does not exist: '(?P<name>[^']+)'", message):
-            known, prefix = shipped_names(), ""
-            m = re.search(r"(?P<name>[^/\\]+)$", m["name"])  # a shipped config is found by its file name
-        else:
-            return message
-        near = difflib.get_close_matches(m["name"], known, n=1)
-        return f"{message}; did you mean '{prefix}{near[0]}'?" if near else message
+        found = self.unknown(message)
+        near = found and difflib.get_close_matches(found[0], found[1], n=1)
+        return f"{message}; did you mean '{found[2]}{near[0]}'?" if near else message
+
+    def unknown(self, message: str) -> tuple[str, list[str], str] | None:
+        """(the unknown name that ``message`` refuses, the names known in its place, their prefix), or None."""
+        if m := re.search(r"unrecognized arguments: --([\w.]+)", message):
+            return m[1], [s.removeprefix("--") for s in self._option_string_actions if s.startswith("--")], "--"
+        if m := re.search(r"\"config\": File does not exist: '(?:[^']*[/\\])?([^'/\\]+)'", message):
+            return m[1], shipped_names(), ""  # a shipped config is found by its file name
+        return None
