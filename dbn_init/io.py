@@ -177,8 +177,9 @@ def save_stack(
     extra_metadata: dict[str, str] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write an RBM stack (bottom to top; a DBN: its ``rbms``) as one safetensors file, atomically;
-    returns the path.
+    """Write an RBM stack (bottom to top) as one safetensors file, atomically; returns the path. A
+    fitted DBN in place of ``rbms`` writes its stack and, unless given, the record of the data it was
+    fitted on (``dbn.trained_on``), as ``train.py`` exports it.
 
     ``scaling`` records how RBM 0's inputs were scaled ("unit": in [0, 1]; "standardize": zero
     mean, unit variance; "none": as given; None: what RBM 0's visible units model, "standardize" for
@@ -191,7 +192,11 @@ def save_stack(
     (NaN) or inconsistent stack is refused before anything is written.
     """
     path = Path(path)
-    rbms = rbms._stack("save_stack") if hasattr(rbms, "_stack") else rbms  # a DBN's (a warning if untrained)
+    if hasattr(rbms, "_stack"):  # a DBN: its stack (a warning if untrained), and the data it was fitted on unless given
+        recorded = rbms.trained_on or {}
+        scaling, stats = scaling or recorded.get("scaling"), stats or recorded.get("stats")
+        binarize, image_shape = binarize or recorded.get("binarize", False), image_shape or recorded.get("image_shape")
+        rbms = rbms._stack("save_stack")
     if not isinstance(rbms, Iterable) or not rbms or not all(isinstance(r, RBM) for r in rbms):
         got = [type(r).__name__ for r in rbms] if isinstance(rbms, Iterable) else type(rbms).__name__
         raise UsageError(f"cannot save to {path}: expected a sequence of dbn_init RBMs (wrap one as [rbm]), got {got}")

@@ -184,6 +184,7 @@ class Classifier(LightningModule):
         self.start_decay = start_decay
         self.mlp: MLP | None = None
         self._start: list[Tensor] | None = None  # the hidden layers' weights when fine-tuning began
+        self.trained_on: dict[str, Any] | None = None  # io.data_record of the data it was fitted on
         # Logged once per epoch: a self.log per step costs about as much as the step's matmuls on
         # CPU. Training feeds its metrics once per epoch, from EpochMeans.
         self.train_acc, self.train_loss = MeanMetric(), MeanMetric()
@@ -431,9 +432,12 @@ class Classifier(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._start = checkpoint.get("dbn_init_start")
+        self.trained_on = checkpoint.get("dbn_init_data", self.trained_on)
 
     def on_fit_start(self) -> None:
         _spare_adam_the_nvml_reload()
+        if self.trainer.datamodule is not None:  # dataloaders of one's own: their scaling is unknown
+            self.trained_on = data_record(self.trainer.datamodule)
         # The run's seed (seed_everything's), else this process's: the base of the dropout masks' seeds.
         self._seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
         if self.start_decay:  # a subclass's on_fit_start has set the start (the DBN transfers first)

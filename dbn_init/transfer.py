@@ -169,8 +169,6 @@ def load_pretrained_(module: nn.Module, stack: Any, layers: Sequence[nn.Linear] 
         >>> load_pretrained_(net, "dbn.safetensors")  # doctest: +SKIP
         [Linear(in_features=64, out_features=32, bias=True)]
     """
-    if isinstance(stack, DBN):
-        stack = list(stack._stack("load_pretrained_"))  # refused without layers, a warning if untrained
     loaded = _resolve(stack)
     targets, names = _targets(module, loaded.rbms, layers, stack_problems(loaded.rbms))
     for layer, name, unit in zip(targets, names, loaded.hidden_units, strict=True):
@@ -189,11 +187,16 @@ def load_pretrained_(module: nn.Module, stack: Any, layers: Sequence[nn.Linear] 
 # --- the stack ------------------------------------------------------------------------------
 def _resolve(stack: Any) -> StackFile:
     """The stack as a :class:`StackFile`: as given, loaded from a path or from scikit-learn
-    estimators, or RBMs (bottom to top) wrapped as they are."""
+    estimators, a DBN's with the record of the data it was fitted on, or RBMs (bottom to top)
+    wrapped as they are."""
     if isinstance(stack, (str, os.PathLike)):
         return load_stack(stack)
     if isinstance(stack, StackFile):
         return stack
+    if isinstance(stack, DBN):  # refused without layers, a warning if untrained; with the fit's data record
+        recorded = stack.trained_on or {"stats": {}}
+        scaling = {"scaling": recorded["scaling"]} if "scaling" in recorded else {}
+        return StackFile(list(stack._stack("load_pretrained_", stacklevel=4)), scaling, dict(recorded["stats"]))
     if isinstance(stack, RBM):
         stack = [stack]
     if isinstance(stack, (list, tuple, nn.ModuleList)) and stack and all(isinstance(r, RBM) for r in stack):
@@ -338,8 +341,11 @@ def _warn_scaling(loaded: StackFile, source: Any) -> None:
         x = f"({x} - stack.feature_mean) / stack.feature_std"
     if x == "raw":
         return
-    path = isinstance(source, (str, os.PathLike))
-    origin = f"dbn_init.load_stack({os.fspath(source)!r})" if path else "the StackFile"
+    origin = "the StackFile"
+    if isinstance(source, (str, os.PathLike)):
+        origin = f"dbn_init.load_stack({os.fspath(source)!r})"
+    elif isinstance(source, DBN):
+        origin = "dbn_init.load_stack(dbn_init.save_stack(dbn, path))"
     warnings.warn(
         f"load_pretrained_: the stack was pretrained on inputs scaled {loaded.scaling!r}, so the module's "
         f"inputs must be transformed the same way: x = {x}, with stack = {origin} (stack.scale(raw) "

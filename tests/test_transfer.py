@@ -280,6 +280,30 @@ def test_standardised_stack_warns_with_the_transform(tmp_path):
         load_pretrained_(nn.Sequential(nn.Linear(5, 4), nn.Sigmoid()), identity)
 
 
+def test_a_fitted_dbn_carries_its_data_s_scaling_into_load_pretrained_and_save_stack_and_its_checkpoint(tmp_path):
+    from lightning.pytorch import Trainer
+    from sklearn.datasets import load_wine
+
+    from dbn_init.data import ArrayDataModule
+
+    x, y = load_wine(return_X_y=True)
+    data = ArrayDataModule(x, y, scaling="standardize")
+    model = DBN(hidden=[8], pretrain_epochs=1)
+    trainer = Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      enable_checkpointing=False)  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    net = nn.Sequential(nn.Linear(13, 8), nn.ReLU(), nn.Linear(8, 3))
+    with pytest.warns(UserWarning, match=r"scaled 'standardize'.*stack = dbn_init.load_stack\(dbn_init.save_stack\("):
+        load_pretrained_(net, model)  # as it warns for the same stack in a file
+    raw = torch.as_tensor(x[:7], dtype=torch.float32)
+    saved = load_stack(save_stack(model, tmp_path / "dbn.safetensors"))
+    assert saved.scaling == "standardize" and torch.allclose(saved.scale(raw), data.scale(raw), atol=1e-6)
+    trainer.save_checkpoint(tmp_path / "dbn.ckpt")
+    restored = DBN.load_from_checkpoint(tmp_path / "dbn.ckpt")
+    assert torch.equal(restored.trained_on["stats"]["feature_std"], model.trained_on["stats"]["feature_std"])
+    assert torch.equal(load_stack(save_stack(restored, tmp_path / "again.safetensors")).scale(raw), saved.scale(raw))
+
+
 def test_untrained_dbn_warns_and_unknown_stack_refused():
     model = DBN(recipe="textbook", input_size=64, num_classes=10, hidden=[32, 16], pretrain_epochs=3)
     with pytest.warns(UserWarning, match="the RBM stack is not pretrained yet, so this is its random start"):
