@@ -33,6 +33,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from lightning.pytorch import Trainer, seed_everything
 from PIL import Image
 from scipy import stats
@@ -175,6 +176,43 @@ class UnitVarianceDBN(DBN):
                 h = layer(h).relu()
 
 
+class LinearProbeFirst:
+    """A --search candidate's mixin, for every start alike: before fine-tuning, the new head is fitted
+    to the labelled training rows' features at the start (dropout off) by L-BFGS, a multinomial
+    logistic regression with scikit-learn's default penalty (C = 1: 0.5 ||W||^2 / rows beside the
+    mean cross-entropy); then every layer is fine-tuned as by the default (LP-FT, Kumar et al.
+    2022). Fine-tuning starts from a classifier of the start's features instead of a random head."""
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        dm = self.trainer.datamodule
+        labelled = dm.train_y >= 0
+        x, y = dm.train_x[labelled].to(self.device), dm.train_y[labelled].to(self.device)
+        with torch.no_grad():
+            self.mlp.eval()
+            features = self.mlp.forward_features(x)
+            self.mlp.train()
+        head = self.mlp.head
+        solver = torch.optim.LBFGS(head.parameters(), max_iter=500, line_search_fn="strong_wolfe")
+
+        def loss() -> torch.Tensor:
+            solver.zero_grad()
+            value = F.cross_entropy(head(features), y) + 0.5 * head.weight.square().sum() / len(y)
+            value.backward()
+            return value
+
+        solver.step(loss)
+        solver.zero_grad()
+
+
+class ProbedDBN(LinearProbeFirst, DBN):
+    pass
+
+
+class ProbedBaseline(LinearProbeFirst, Baseline):
+    pass
+
+
 # name -> (class, options): the suite's models are the defaults; the others are --search candidates.
 MODELS = {
     "dbn": (DBN, {}),
@@ -245,6 +283,9 @@ CANDIDATES = {
     },
     # The pretrained ReLU layers rescaled to unit pre-activation variance on the data (LSUV's rule).
     "dbn_unit_variance": (UnitVarianceDBN, {}),
+    # LP-FT: the head fitted to the start's features before fine-tuning, for every start alike.
+    "dbn_probe_first": (ProbedDBN, {}),
+    **{f"{init}_probe_first": (ProbedBaseline, {"init": init}) for init in ("xavier_uniform", "he_uniform")},
     # The first layer's inputs centred (centre_inputs), for every start alike: images in [0, 1].
     **{f"{name}_centred": (cls, {**options, "centre_inputs": True}) for name, (cls, options) in MODELS.items()},
 }
@@ -285,7 +326,7 @@ def scores(model, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
 def run(dataset: str, model_name: str, labels: int | None, seed: int, catalogue: dict, split_seed: int = 0) -> dict:
     seed_everything(seed, verbose=False)
     cls, options = catalogue[model_name]
-    model = cls(**options, **({"pretrain_seed": seed} if cls is DBN else {}))
+    model = cls(**options, **({"pretrain_seed": seed} if issubclass(cls, DBN) else {}))
     dm = datamodule(dataset, labels, split_seed, **DATA_OPTIONS.get(model_name, {}))
     trainer = Trainer(
         max_epochs=30, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
