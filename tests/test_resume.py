@@ -205,3 +205,28 @@ def test_slurm_preemption_requeues_through_scontrol_and_the_requeued_job_resumes
     got = _final_state(run_dir)
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
+
+
+def test_a_fit_resumed_during_fine_tuning_ends_with_the_uninterrupted_fit_s_weights(tmp_path):
+    """Dropout's masks (the default recipe drops 0.2) depend only on the run's seed, the epoch, the
+    batch and the rank, so a fit resumed from an epoch's checkpoint draws the masks the uninterrupted
+    fit drew, whatever Lightning's restart draws from the generator first."""
+    from lightning.pytorch import Trainer, seed_everything
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from dbn_init import DBN, DigitsDataModule
+
+    def fit(ckpt_path=None) -> dict:
+        seed_everything(0)
+        model = DBN(hidden=[32], pretrain_epochs=1)
+        every_epoch = ModelCheckpoint(tmp_path, save_top_k=-1, every_n_epochs=1)
+        trainer = Trainer(max_epochs=3, limit_train_batches=5, limit_val_batches=1, deterministic=True, logger=False,
+                          enable_progress_bar=False, enable_model_summary=False, callbacks=[every_epoch])  # fmt: skip
+        trainer.fit(model, datamodule=DigitsDataModule(), ckpt_path=ckpt_path)
+        assert model.dropout > 0 and trainer.global_step == 15
+        return model.state_dict()
+
+    uninterrupted = fit()
+    resumed = fit(tmp_path / "epoch=0-step=5.ckpt")
+    for key in uninterrupted:
+        assert torch.equal(uninterrupted[key], resumed[key]), key
