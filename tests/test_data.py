@@ -628,6 +628,8 @@ def test_labels_that_cannot_make_a_classifier_are_refused_in_one_line_naming_the
     x, y = wine_arrays()
     with pytest.raises(UsageError, match=r"expected labels of at least two classes, got one \(0\).*target column"):
         ArrayDataModule(x, np.zeros(len(x), dtype=int))
+    with pytest.raises(UsageError, match=r"targets of x: expected values that vary, got 3 in every row.*target column"):
+        ArrayDataModule(x, np.full(len(x), 3.0), targets="values")  # a regressor would predict noise around 3
     with pytest.raises(
         UsageError, match=r"expected one class label per row, shape \(N,\), got shape \(178, 3\).*argmax"
     ):

@@ -232,6 +232,11 @@ class ArrayDataModule(InMemoryDataModule):
                     "needs two: check the target column, or leave target out for unlabelled rows"
                 )
             classes = names if names is not None and codes == list(range(len(names))) else codes
+        elif y is not None and len(y) and (y == y[0]).all():  # regression targets
+            raise UsageError(
+                f"the targets of {where}: expected values that vary, got {float(y[0]):g} in every row: a regressor "
+                "has nothing to learn; check the target column"
+            )
         dtype = torch.int64 if self.task == "classification" else torch.float32
         y, test_y = (None if v is None else torch.as_tensor(v, dtype=dtype) for v in (y, test_y))
         # The original label of each class code 0..C-1 (ints or strings); None for unlabelled data.
