@@ -13,7 +13,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from .entry import no_lightning_requeue
@@ -152,7 +152,8 @@ class PredictionWriter(BasePredictionWriter):
     ``probabilities`` (N, num_classes), ``labels`` (N,) (the most probable class) and ``indices``
     (N,), the rows of the predict split they belong to (and ``rows`` (N,), their rows in the source,
     where the test split was carved from the training rows), and the same as ``predictions.csv``
-    (index, [row,] label, p_0, p_1, ...); a regression model's ``predictions`` (N,) and ``indices``
+    (index, [row,] label, [class,] p_0, p_1, ...), with ``classes``, the class names, where the data
+    name them; a regression model's ``predictions`` (N,) and ``indices``
     (index, prediction); an autoencoder's ``reconstructions`` (N, input_size) and ``indices``
     (index, x_0, x_1, ...); on a ``predict_path`` file, ``predictions-<its name>.*``. Under
     DDP each rank saves its own rows, ``predictions[-<its name>]-rank{r}.*``."""
@@ -198,12 +199,14 @@ class PredictionWriter(BasePredictionWriter):
             # the data's own class names (a CSV's string labels) where they are not just 0..C-1
             names = [str(c) for c in getattr(trainer.datamodule, "classes", None) or []]
             named = len(names) == probabilities.shape[1] and names != [str(c) for c in range(len(names))]
+            saved |= {"classes": names} if named else {}
             classes = [f"p_{c}" for c in range(probabilities.shape[1])]
             writer.writerow([*head, "label", *(["class"] if named else []), *classes])
             for key, y, ps in zip(keys, saved["labels"].tolist(), probabilities.tolist()):
                 writer.writerow([*key, y, *([names[y]] if named else []), *(f"{p:.6g}" for p in ps)])
         torch.save(saved, pt)
         csv.write_text(table.getvalue())
+        rank_zero_info(f"predictions written to {csv} (and {pt.name})")
 
 
 def _predict_path(trainer: Trainer) -> str | None:

@@ -1,5 +1,6 @@
 """The Lightning CLI on the shipped configs: real Trainer runs, real errors."""
 
+import logging
 import os
 import shutil
 import subprocess
@@ -376,7 +377,7 @@ def test_a_run_is_recognised_across_class_path_spellings_and_the_older_stage_rec
         )
 
 
-def test_predict_runs_on_new_files_with_the_fit_s_checkpoint_each_into_its_own_file(tmp_path):
+def test_predict_runs_on_new_files_with_the_fit_s_checkpoint_each_into_its_own_file(tmp_path, caplog):
     """After a fit on a CSV, predict with the fit's arguments, a new --data.predict_path and
     --ckpt_path last takes the fit's checkpoint (the file predicted on is no part of the run's
     identity); two inputs predicted in the fit's own folder (no logger) each get their own files,
@@ -384,7 +385,9 @@ def test_predict_runs_on_new_files_with_the_fit_s_checkpoint_each_into_its_own_f
     x, y = load_wine(return_X_y=True)
     names = [f"f{i}" for i in range(x.shape[1])]
     table = lambda rows, cols: "\n".join([",".join(cols), *(",".join(map(repr, r)) for r in rows)]) + "\n"  # noqa: E731
-    (tmp_path / "wine.csv").write_text(table([[*r, t] for r, t in zip(x.tolist(), y.tolist())], [*names, "label"]))
+    cultivars = ["barolo", "grignolino", "barbera"]  # the classes in sorted order: barbera, barolo, grignolino
+    labelled = [",".join([*map(repr, r), cultivars[t]]) for r, t in zip(x.tolist(), y.tolist())]
+    (tmp_path / "wine.csv").write_text("\n".join([",".join([*names, "label"]), *labelled]) + "\n")
     (tmp_path / "new1.csv").write_text(table(x[:5].tolist(), names))
     (tmp_path / "new2.csv").write_text(table(x[5:12, ::-1].tolist(), names[::-1]))  # other column order
     (tmp_path / "new3.csv").write_text(table(x[5:12].tolist(), names))  # the same rows in the training order
@@ -395,9 +398,18 @@ def test_predict_runs_on_new_files_with_the_fit_s_checkpoint_each_into_its_own_f
     main(["fit", *args])
     config = (tmp_path / "run" / "config.yaml").read_text()
     for new, n in (("new1", 5), ("new2", 7), ("new3", 7)):
-        main(["predict", *args, "--data.predict_path", str(tmp_path / f"{new}.csv"), "--ckpt_path", "last"])
+        lightning_log = logging.getLogger("lightning.pytorch")  # it does not propagate to pytest's root handler
+        lightning_log.addHandler(caplog.handler)
+        try:
+            main(["predict", *args, "--data.predict_path", str(tmp_path / f"{new}.csv"), "--ckpt_path", "last"])
+        finally:
+            lightning_log.removeHandler(caplog.handler)
+        assert f"predictions written to {tmp_path / 'run' / f'predictions-{new}.csv'}" in caplog.text
         rows = (tmp_path / "run" / f"predictions-{new}.csv").read_text().splitlines()
-        assert rows[0] == "index,label,p_0,p_1,p_2" and len(rows) == n + 1
+        assert rows[0] == "index,label,class,p_0,p_1,p_2" and len(rows) == n + 1
+        saved = torch.load(tmp_path / "run" / f"predictions-{new}.pt", weights_only=True)
+        assert saved["classes"] == ["barbera", "barolo", "grignolino"]
+        assert [row.split(",")[2] for row in rows[1:]] == [saved["classes"][k] for k in saved["labels"]]
     assert (tmp_path / "run" / "config.yaml").read_text() == config
     reordered, ordered = (
         torch.load(tmp_path / "run" / f"predictions-{new}.pt", weights_only=True) for new in ("new2", "new3")
