@@ -766,6 +766,7 @@ def pretrain(
     for done in stages:
         model.stages_done.fill_(done)
     model.finish_pretraining()
+    model.trained_on = data_record(datamodule)  # for save_stack(model, path) and load_pretrained_(net, model)
 
 
 def greedy(

@@ -302,6 +302,9 @@ def test_a_fitted_dbn_carries_its_data_s_scaling_into_load_pretrained_and_save_s
     restored = DBN.load_from_checkpoint(tmp_path / "dbn.ckpt")
     assert torch.equal(restored.trained_on["stats"]["feature_std"], model.trained_on["stats"]["feature_std"])
     assert torch.equal(load_stack(save_stack(restored, tmp_path / "again.safetensors")).scale(raw), saved.scale(raw))
+    alone = DBN(hidden=[8], pretrain_epochs=1)
+    pretrain(alone, ArrayDataModule(x, y, scaling="standardize"))  # the greedy loop outside a fit records it too
+    assert torch.allclose(load_stack(save_stack(alone, tmp_path / "alone.safetensors")).scale(raw), saved.scale(raw))
 
 
 def test_untrained_dbn_warns_and_unknown_stack_refused():
