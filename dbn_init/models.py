@@ -555,7 +555,7 @@ def _sizes_of(datamodule, hparams, stage: str) -> tuple[int, int | None, str]:
         batches = iter(_stage_loader(datamodule, stage)())
         first = next(batches)
         input_size = input_size or _features(first).shape[1]
-        labelled = not isinstance(first, Tensor)
+        labelled = not isinstance(first, Tensor) and len(first) > 1  # TensorDataset(x) serves [x]
         task = task or ("regression" if labelled and first[1].is_floating_point() else "classification")
         if num_classes is None and labelled and task == "classification":
             num_classes = 1 + max(int(batch[1].max()) for batch in itertools.chain([first], batches))

@@ -1056,3 +1056,15 @@ def test_sampling_a_chain_that_runs_off_says_so_instead_of_returning_nans():
         dbn.sample(8, steps=200, generator=torch.Generator().manual_seed(0))
     dbn.rbms[0].weight.data.mul_(0.1)  # a contracting chain samples as before
     assert dbn.sample(8, steps=200, generator=torch.Generator().manual_seed(0)).isfinite().all()
+
+
+def test_a_datamodule_serving_inputs_alone_is_refused_with_the_sizes_advice_not_an_index_error():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class InputsOnly(LightningDataModule):
+        def train_dataloader(self):
+            return DataLoader(TensorDataset(torch.rand(64, 8)), batch_size=16)  # batches are [x]
+
+    trainer = Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    with pytest.raises(UsageError, match=r"declare neither nor serve labels; pass them to the model"):
+        trainer.fit(DBN(hidden=[4], pretrain_epochs=1), datamodule=InputsOnly())
