@@ -391,8 +391,8 @@ def _numbers(
     try:
         cells = [[float(row[i]) for i in features] for row in block]
     except ValueError:
-        at, col = next((at, i) for at, row in zip(lines, block) for i in features if not _is_number(row[i]))
-        got = block[lines.index(at)][col]
+        bad = ((at, i, row[i]) for at, row in zip(lines, block) for i in features if not _is_number(row[i]))
+        at, col, got = next(bad)
         fix = "encode the column as numbers, fill the empty cell or drop the column"
         if re.fullmatch(r"\s*[-+]?\d*,\d+\s*", got):
             fix = "that is a decimal comma: write decimal points (pandas reads the file with decimal=',')"
